@@ -1,0 +1,330 @@
+//! Layered configuration: defaults, then a TOML file, then `CAIRN_*`
+//! environment variables, then command-line flags (the binary applies those
+//! last). Later layers win.
+
+use crate::SearchMode;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Errors reading or validating configuration. Each names the file or field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {field}: {message}")]
+    Field { field: String, message: String },
+}
+
+/// The whole configuration of a Cairn node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where collections live. Default: the platform data dir (`~/.local/share/cairn`).
+    pub data_dir: Option<PathBuf>,
+    /// The collection used when none is named.
+    pub collection: String,
+    /// Where models are installed. Default: the platform cache dir (`~/.cache/cairn/models`).
+    pub models_dir: Option<PathBuf>,
+    pub embed: EmbedConfig,
+    pub chunk: ChunkConfig,
+    pub ingest: IngestConfig,
+    pub index: IndexConfig,
+    pub search: SearchConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// A model name in the models dir, or a path to a model directory.
+    pub model: String,
+    /// `cpu`, `cuda`, `cuda:N`, `metal`, or `auto`.
+    pub device: String,
+    /// Inputs per forward pass.
+    pub batch_size: usize,
+    /// Overrides the query instruction prefix read from the model files.
+    pub query_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkConfig {
+    /// Largest chunk in model tokens, heading prefix included; 0 means "fit the model's window".
+    pub max_tokens: usize,
+    /// Tokens shared between neighbouring chunks.
+    pub overlap_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Files larger than this are skipped with a reason.
+    pub max_file_bytes: u64,
+    /// Extra ignore file names read like `.gitignore` in every directory.
+    pub ignore_files: Vec<String>,
+    /// Include hidden files and directories.
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Scalar type of the HNSW index: `f32`, `f16` or `i8`.
+    pub quantization: String,
+    /// Below this many chunks, dense search scans exactly instead of using HNSW.
+    pub exact_threshold: usize,
+    /// HNSW graph degree.
+    pub hnsw_m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    pub mode: SearchMode,
+    pub top_k: usize,
+    /// The `k` of reciprocal-rank fusion: score = Σ w / (k + rank).
+    pub rrf_k: f32,
+    pub dense_weight: f32,
+    pub bm25_weight: f32,
+    /// How many candidates each retriever contributes to fusion (at least top_k).
+    pub candidates: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            collection: "default".into(),
+            models_dir: None,
+            embed: EmbedConfig::default(),
+            chunk: ChunkConfig::default(),
+            ingest: IngestConfig::default(),
+            index: IndexConfig::default(),
+            search: SearchConfig::default(),
+        }
+    }
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        EmbedConfig {
+            model: DEFAULT_EMBED_MODEL.into(),
+            device: "cpu".into(),
+            batch_size: 32,
+            query_prefix: None,
+        }
+    }
+}
+
+impl Default for ChunkConfig {
+    fn default() -> Self {
+        ChunkConfig { max_tokens: 0, overlap_tokens: 32 }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_file_bytes: 64 * 1024 * 1024, ignore_files: vec![".cairnignore".into()], hidden: false }
+    }
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            quantization: "f32".into(),
+            exact_threshold: 20_000,
+            hnsw_m: 16,
+            ef_construction: 128,
+            ef_search: 96,
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            mode: SearchMode::Hybrid,
+            top_k: 5,
+            rrf_k: 60.0,
+            dense_weight: 1.0,
+            bm25_weight: 1.0,
+            candidates: 50,
+        }
+    }
+}
+
+/// The embedding model used when none is configured.
+pub const DEFAULT_EMBED_MODEL: &str = "all-MiniLM-L6-v2";
+
+impl Config {
+    /// Read a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+    }
+
+    /// Parse TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The config file used when `--config` is not given: `./cairn.toml` if it
+    /// exists, else the platform config dir's `cairn.toml` if it exists.
+    pub fn default_file() -> Option<PathBuf> {
+        let local = PathBuf::from("cairn.toml");
+        if local.is_file() {
+            return Some(local);
+        }
+        let p = directories::ProjectDirs::from("", "", "cairn")?.config_dir().join("cairn.toml");
+        p.is_file().then_some(p)
+    }
+
+    /// Apply `CAIRN_*` environment variables, read through `get` so tests can
+    /// pass their own environment.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse::<T>().map_err(|e| ConfigError::Field { field: field.into(), message: format!("`{v}`: {e}") })
+        }
+        if let Some(v) = get("CAIRN_DATA_DIR") {
+            self.data_dir = Some(v.into());
+        }
+        if let Some(v) = get("CAIRN_COLLECTION") {
+            self.collection = v;
+        }
+        if let Some(v) = get("CAIRN_MODELS_DIR") {
+            self.models_dir = Some(v.into());
+        }
+        if let Some(v) = get("CAIRN_EMBED_MODEL") {
+            self.embed.model = v;
+        }
+        if let Some(v) = get("CAIRN_DEVICE") {
+            self.embed.device = v;
+        }
+        if let Some(v) = get("CAIRN_EMBED_BATCH_SIZE") {
+            self.embed.batch_size = parse("CAIRN_EMBED_BATCH_SIZE", &v)?;
+        }
+        if let Some(v) = get("CAIRN_CHUNK_MAX_TOKENS") {
+            self.chunk.max_tokens = parse("CAIRN_CHUNK_MAX_TOKENS", &v)?;
+        }
+        if let Some(v) = get("CAIRN_CHUNK_OVERLAP_TOKENS") {
+            self.chunk.overlap_tokens = parse("CAIRN_CHUNK_OVERLAP_TOKENS", &v)?;
+        }
+        if let Some(v) = get("CAIRN_SEARCH_MODE") {
+            self.search.mode = parse("CAIRN_SEARCH_MODE", &v)?;
+        }
+        if let Some(v) = get("CAIRN_INDEX_QUANTIZATION") {
+            self.index.quantization = v;
+        }
+        if let Some(v) = get("CAIRN_EXACT_THRESHOLD") {
+            self.index.exact_threshold = parse("CAIRN_EXACT_THRESHOLD", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Check values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| Err(ConfigError::Field { field: field.into(), message });
+        if !matches!(self.index.quantization.as_str(), "f32" | "f16" | "i8") {
+            return bad("index.quantization", format!("`{}` (expected f32, f16 or i8)", self.index.quantization));
+        }
+        if self.embed.batch_size == 0 {
+            return bad("embed.batch_size", "must be at least 1".into());
+        }
+        if self.search.top_k == 0 {
+            return bad("search.top_k", "must be at least 1".into());
+        }
+        if self.chunk.max_tokens != 0 && self.chunk.overlap_tokens >= self.chunk.max_tokens {
+            return bad(
+                "chunk.overlap_tokens",
+                format!("{} must be smaller than chunk.max_tokens ({})", self.chunk.overlap_tokens, self.chunk.max_tokens),
+            );
+        }
+        if self.index.hnsw_m < 2 {
+            return bad("index.hnsw_m", "must be at least 2".into());
+        }
+        validate_collection_name(&self.collection)
+    }
+
+    /// The data dir, resolved to the platform default when unset.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            directories::ProjectDirs::from("", "", "cairn")
+                .map(|d| d.data_dir().to_path_buf())
+                .unwrap_or_else(|| PathBuf::from(".cairn"))
+        })
+    }
+
+    /// The models dir, resolved to the platform default when unset.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(default_models_dir)
+    }
+}
+
+/// `~/.cache/cairn/models` (or the platform's equivalent).
+pub fn default_models_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "cairn")
+        .map(|d| d.cache_dir().join("models"))
+        .unwrap_or_else(|| PathBuf::from(".cairn-models"))
+}
+
+/// Collection names become directory names: keep them simple.
+pub fn validate_collection_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Field {
+            field: "collection".into(),
+            message: format!("`{name}`: use 1-64 characters from [A-Za-z0-9._-], not starting with '.'"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn toml_overrides_defaults_and_env_overrides_toml() {
+        let mut c = Config::from_toml("collection = \"papers\"\n[search]\ntop_k = 9\nmode = \"bm25\"\n").unwrap();
+        assert_eq!(c.collection, "papers");
+        assert_eq!(c.search.top_k, 9);
+        assert_eq!(c.search.mode, SearchMode::Bm25);
+        assert_eq!(c.embed.model, DEFAULT_EMBED_MODEL);
+        let env: HashMap<&str, &str> = [("CAIRN_COLLECTION", "notes"), ("CAIRN_SEARCH_MODE", "dense")].into();
+        c.apply_env(|k| env.get(k).map(|s| s.to_string())).unwrap();
+        assert_eq!(c.collection, "notes");
+        assert_eq!(c.search.mode, SearchMode::Dense);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let e = Config::from_toml("[search]\ntopk = 3\n").unwrap_err();
+        assert!(e.contains("topk"), "{e}");
+        let mut c = Config::default();
+        let e = c.apply_env(|k| (k == "CAIRN_EMBED_BATCH_SIZE").then(|| "lots".to_string())).unwrap_err();
+        assert!(e.to_string().contains("CAIRN_EMBED_BATCH_SIZE"), "{e}");
+        c.index.quantization = "f8".into();
+        assert!(c.validate().unwrap_err().to_string().contains("index.quantization"));
+    }
+
+    #[test]
+    fn collection_names_are_checked() {
+        assert!(validate_collection_name("my-notes_2").is_ok());
+        assert!(validate_collection_name("../etc").is_err());
+        assert!(validate_collection_name("").is_err());
+        assert!(validate_collection_name(".hidden").is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! Cairn's shared vocabulary.
+//!
+//! Every other crate speaks in these types: a loaded [`Document`] is cut into
+//! [`ChunkDraft`]s by `cairn-ingest`, embedded by `cairn-models`, stored as
+//! [`StoredChunk`]s in the catalog (`cairn-store`), indexed by `cairn-index` and
+//! returned to users as [`Hit`]s. The [`config`] module holds the layered
+//! configuration (file, then environment, then flags).
+//!
+//! ```
+//! use cairn_core::{SearchMode, Format};
+//! assert_eq!("hybrid".parse::<SearchMode>().unwrap(), SearchMode::Hybrid);
+//! assert_eq!(Format::from_extension("md"), Some(Format::Markdown));
+//! ```
+//!
+//! This crate knows nothing about IO, models, storage or HTTP.
+
+pub mod config;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Identifier of a chunk in a collection's catalog. Never reused.
+pub type ChunkId = u64;
+/// Identifier of a document in a collection's catalog.
+pub type DocId = u64;
+/// Catalog sequence number: one per accepted change, strictly increasing.
+pub type Seq = u64;
+
+/// The input formats Cairn understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Text,
+    Markdown,
+    Html,
+    Pdf,
+    Docx,
+    /// Source code; the string is the language name (`rust`, `python`, …).
+    Code(CodeLang),
+}
+
+/// Source languages recognised by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeLang {
+    Rust,
+    Python,
+    JavaScript,
+    TypeScript,
+    Go,
+    C,
+    Cpp,
+    Java,
+    Kotlin,
+    Swift,
+    Ruby,
+    Shell,
+    Other,
+}
+
+impl Format {
+    /// Map a file extension (without the dot, any case) to a format.
+    pub fn from_extension(ext: &str) -> Option<Format> {
+        let ext = ext.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "txt" | "text" | "rst" | "log" | "csv" | "tsv" | "json" | "yaml" | "yml" | "toml"
+            | "ini" | "cfg" | "conf" | "tex" | "org" | "adoc" => Format::Text,
+            "md" | "markdown" | "mdown" | "mkd" => Format::Markdown,
+            "html" | "htm" | "xhtml" => Format::Html,
+            "pdf" => Format::Pdf,
+            "docx" => Format::Docx,
+            "rs" => Format::Code(CodeLang::Rust),
+            "py" | "pyi" => Format::Code(CodeLang::Python),
+            "js" | "mjs" | "cjs" | "jsx" => Format::Code(CodeLang::JavaScript),
+            "ts" | "tsx" | "mts" => Format::Code(CodeLang::TypeScript),
+            "go" => Format::Code(CodeLang::Go),
+            "c" | "h" => Format::Code(CodeLang::C),
+            "cc" | "cpp" | "cxx" | "hpp" | "hh" | "hxx" => Format::Code(CodeLang::Cpp),
+            "java" => Format::Code(CodeLang::Java),
+            "kt" | "kts" => Format::Code(CodeLang::Kotlin),
+            "swift" => Format::Code(CodeLang::Swift),
+            "rb" => Format::Code(CodeLang::Ruby),
+            "sh" | "bash" | "zsh" => Format::Code(CodeLang::Shell),
+            "sql" | "lua" | "php" | "scala" | "cs" | "pl" | "r" | "jl" | "zig" | "hs" | "ex"
+            | "exs" | "erl" | "clj" | "dart" | "m" | "mm" | "vue" | "svelte" | "css" | "scss" => {
+                Format::Code(CodeLang::Other)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Short name stored in the catalog and shown to users.
+    pub fn name(&self) -> String {
+        match self {
+            Format::Text => "text".into(),
+            Format::Markdown => "markdown".into(),
+            Format::Html => "html".into(),
+            Format::Pdf => "pdf".into(),
+            Format::Docx => "docx".into(),
+            Format::Code(l) => format!("code:{}", format!("{l:?}").to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Extensions that are never text; skipped without reading.
+pub fn is_known_binary_extension(ext: &str) -> bool {
+    matches!(
+        ext.to_ascii_lowercase().as_str(),
+        "png" | "jpg" | "jpeg" | "gif" | "bmp" | "ico" | "webp" | "tif" | "tiff" | "psd"
+            | "mp3" | "wav" | "flac" | "ogg" | "mp4" | "mkv" | "mov" | "avi" | "webm"
+            | "zip" | "gz" | "tgz" | "bz2" | "xz" | "zst" | "7z" | "rar" | "tar" | "jar"
+            | "so" | "dylib" | "dll" | "exe" | "o" | "a" | "lib" | "bin" | "class" | "pyc"
+            | "wasm" | "sqlite" | "db" | "gguf" | "safetensors" | "onnx" | "pt" | "npy"
+            | "woff" | "woff2" | "ttf" | "otf" | "eot" | "doc" | "xls" | "ppt" | "xlsx"
+            | "pptx" | "odt" | "iso" | "dmg" | "deb" | "rpm"
+    )
+}
+
+/// A document after loading: its visible text and the structure found in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub format: Format,
+    /// The normalised text; chunk spans are character offsets into it.
+    pub text: String,
+    /// Sections in document order. Each covers `[start, end)` in `text`
+    /// (byte offsets) and carries the heading path that applies to it.
+    /// Sections do not overlap and together cover the text that matters.
+    pub sections: Vec<Section>,
+    /// Non-fatal problems met while loading (e.g. invalid UTF-8 replaced).
+    pub warnings: Vec<String>,
+}
+
+/// A run of a document's text under one heading path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Byte offset of the start of the section in `Document::text`.
+    pub start: usize,
+    /// Byte offset one past the end.
+    pub end: usize,
+    /// Heading path from the outermost heading in, e.g. `["Tutorial", "Lists"]`.
+    pub headings: Vec<String>,
+}
+
+/// A chunk as produced by the chunker, before embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkDraft {
+    /// Position of the chunk in its document (0-based).
+    pub ord: u32,
+    /// The chunk's own text (a slice of the document text).
+    pub text: String,
+    /// Character (Unicode scalar) offsets into the document text.
+    pub start: u64,
+    pub end: u64,
+    /// Heading path joined with " > "; empty when the chunk has none.
+    pub heading: String,
+}
+
+impl ChunkDraft {
+    /// The text given to the embedding model: the heading path, then the chunk.
+    pub fn embedding_text(&self) -> String {
+        embedding_text(&self.heading, &self.text)
+    }
+}
+
+/// The heading path is prefixed to the text that is embedded, so a chunk from
+/// "Lists" under "Tutorial" carries that context into its vector.
+pub fn embedding_text(heading: &str, text: &str) -> String {
+    if heading.is_empty() {
+        text.to_string()
+    } else {
+        format!("{heading}\n\n{text}")
+    }
+}
+
+/// A chunk as stored in the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChunk {
+    pub id: ChunkId,
+    pub doc_id: DocId,
+    /// The document's display path (relative to the ingest root).
+    pub doc: String,
+    pub ord: u32,
+    pub text: String,
+    pub start: u64,
+    pub end: u64,
+    pub heading: String,
+    /// The catalog sequence at which this chunk was added.
+    pub seq: Seq,
+}
+
+/// How a search ranks passages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// Embedding similarity only.
+    Dense,
+    /// BM25 only.
+    Bm25,
+    /// Both, fused by reciprocal rank.
+    #[default]
+    Hybrid,
+}
+
+impl FromStr for SearchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "dense" | "vector" => Ok(SearchMode::Dense),
+            "bm25" | "lexical" | "sparse" => Ok(SearchMode::Bm25),
+            "hybrid" => Ok(SearchMode::Hybrid),
+            other => Err(format!("unknown search mode `{other}` (expected dense, bm25 or hybrid)")),
+        }
+    }
+}
+
+impl fmt::Display for SearchMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SearchMode::Dense => "dense",
+            SearchMode::Bm25 => "bm25",
+            SearchMode::Hybrid => "hybrid",
+        })
+    }
+}
+
+/// One ranked passage, as printed by `cairn search --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub rank: usize,
+    pub score: f32,
+    pub doc: String,
+    pub chunk: ChunkId,
+    pub heading: String,
+    pub start: u64,
+    pub end: u64,
+    pub text: String,
+}
+
+/// A scored chunk id, the currency between indexes and fusion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub id: ChunkId,
+    pub score: f32,
+}
+
+/// The embedding boundary: text in, unit-length vectors out.
+pub trait Embedder: Send + Sync {
+    /// Dimension of the vectors.
+    fn dim(&self) -> usize;
+    /// A stable identifier of the model (name and pooling), stored in the
+    /// catalog so that vectors from different models are never mixed.
+    fn model_id(&self) -> &str;
+    /// Embed passages (documents).
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// Embed one query (models such as bge add an instruction prefix here).
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError>;
+    /// Number of tokens the model would see for `text` (before truncation).
+    fn count_tokens(&self, text: &str) -> usize;
+    /// The most tokens the model reads in one input.
+    fn max_tokens(&self) -> usize;
+}
+
+/// Error crossing the [`Embedder`] boundary.
+#[derive(Debug, thiserror::Error)]
+#[error("embedding failed: {0}")]
+pub struct EmbedError(pub String);
+
+/// Progress of long work (ingest, index rebuilds, downloads). Libraries
+/// report through it; the binary draws progress bars.
+pub trait Progress: Send + Sync {
+    /// A new phase starts with `total` units of work (0 when unknown).
+    fn begin(&self, phase: &str, total: u64);
+    /// `n` more units are done.
+    fn advance(&self, n: u64);
+    /// The phase ended.
+    fn end(&self);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _phase: &str, _total: u64) {}
+    fn advance(&self, _n: u64) {}
+    fn end(&self) {}
+}
+
+/// Cosine similarity of two vectors (any length, not assumed normalised).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na.sqrt() * nb.sqrt())
+}
+
+/// Convert a byte offset in `s` into a character offset.
+pub fn byte_to_char(s: &str, byte: usize) -> u64 {
+    s[..byte].chars().count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_by_extension() {
+        assert_eq!(Format::from_extension("HTML"), Some(Format::Html));
+        assert_eq!(Format::from_extension("rs"), Some(Format::Code(CodeLang::Rust)));
+        assert_eq!(Format::from_extension("png"), None);
+        assert!(is_known_binary_extension("PNG"));
+        assert_eq!(Format::Code(CodeLang::Python).name(), "code:python");
+    }
+
+    #[test]
+    fn modes_parse_and_print() {
+        for m in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
+            assert_eq!(m.to_string().parse::<SearchMode>().unwrap(), m);
+        }
+        assert!("fuzzy".parse::<SearchMode>().unwrap_err().contains("fuzzy"));
+    }
+
+    #[test]
+    fn cosine_of_known_vectors() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-6);
+        assert!((cosine(&[1.0, 1.0], &[-1.0, -1.0]) + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn char_offsets() {
+        let s = "héllo wörld";
+        let b = s.find('w').unwrap();
+        assert_eq!(byte_to_char(s, b), 6);
+    }
+
+    #[test]
+    fn embedding_text_prefixes_heading() {
+        assert_eq!(embedding_text("", "x"), "x");
+        assert_eq!(embedding_text("A > B", "x"), "A > B\n\nx");
+    }
+}

@@ -1,0 +1,332 @@
+//! The engine: one collection's pipeline, ingest → embed → catalog → index →
+//! retrieve, behind one façade that the CLI (and later the HTTP server and the
+//! cluster node) drive.
+//!
+//! ```no_run
+//! use cairn_core::{config::Config, NoProgress, SearchMode};
+//! use cairn_engine::{Engine, IngestOptions};
+//! let engine = Engine::open(&Config::default()).unwrap();
+//! let report = engine.ingest(&["docs".into()], &IngestOptions::default(), &NoProgress).unwrap();
+//! println!("{} files, {} chunks", report.files_seen, report.chunks_added);
+//! for hit in engine.search("how do I rotate the WAL?", 5, SearchMode::Hybrid).unwrap() {
+//!     println!("{:.3} {} {}", hit.score, hit.doc, hit.heading);
+//! }
+//! ```
+//!
+//! **Invariant:** every accepted document is in the catalog before `ingest`
+//! returns; indexes are brought up to the catalog's sequence afterwards and
+//! are rebuilt from it whenever they are missing or corrupt.
+
+mod ingest;
+
+pub use ingest::{IngestOptions, IngestReport, SkippedFile};
+
+use cairn_core::config::Config;
+use cairn_core::{Embedder, Hit, Progress, Scored, SearchMode, Seq};
+use cairn_index::{CatchUp, Indexes};
+use cairn_ingest::Chunker;
+use cairn_models::{BertEmbedder, Device};
+use cairn_store::Catalog;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Errors of the engine, each naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] cairn_core::config::ConfigError),
+    #[error(transparent)]
+    Model(#[from] cairn_models::ModelError),
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
+    #[error(transparent)]
+    Index(#[from] cairn_index::IndexError),
+    #[error(transparent)]
+    Ingest(#[from] cairn_ingest::IngestError),
+    #[error("{0}")]
+    Embed(#[from] cairn_core::EmbedError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("collection `{0}` does not exist (ingest into it first)")]
+    NoCollection(String),
+    #[error("nothing in the catalog matches {0}")]
+    NotFound(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Where a collection lives under the data dir.
+pub fn collection_dir(data_dir: &Path, collection: &str) -> PathBuf {
+    data_dir.join("collections").join(collection)
+}
+
+/// The collections in a data dir.
+pub fn list_collections(data_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(data_dir.join("collections"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("catalog.sqlite").is_file())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Counts and sizes for `cairn status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub collection: String,
+    pub dir: PathBuf,
+    pub documents: u64,
+    pub chunks: u64,
+    pub seq: Seq,
+    pub index_seq: Seq,
+    pub vectors: usize,
+    pub bm25_docs: u64,
+    pub hnsw_bytes: usize,
+    pub embed_model: String,
+    pub dim: usize,
+}
+
+/// One collection, open for ingest and search.
+pub struct Engine {
+    cfg: Config,
+    dir: PathBuf,
+    catalog: Mutex<Catalog>,
+    indexes: RwLock<Indexes>,
+    embedder: Arc<BertEmbedder>,
+    chunker: Chunker,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("collection", &self.cfg.collection).field("dir", &self.dir).finish()
+    }
+}
+
+/// Load the configured embedding model.
+pub fn load_embedder(cfg: &Config) -> Result<BertEmbedder> {
+    let dir = cairn_models::registry::resolve(&cfg.embed.model, &cfg.models_dir())?;
+    let device: Device = cfg.embed.device.parse()?;
+    let mut model = BertEmbedder::load(&dir, device, cfg.embed.batch_size)?;
+    if let Some(p) = &cfg.embed.query_prefix {
+        model.set_query_prefix(p.clone());
+    }
+    Ok(model)
+}
+
+impl Engine {
+    /// Open the configured collection, creating it if needed, with no progress reporting.
+    pub fn open(cfg: &Config) -> Result<Engine> {
+        Self::open_with(cfg, &cairn_core::NoProgress)
+    }
+
+    /// Open the configured collection; rebuilding or catching up indexes reports to `progress`.
+    pub fn open_with(cfg: &Config, progress: &dyn Progress) -> Result<Engine> {
+        cfg.validate()?;
+        let embedder = Arc::new(load_embedder(cfg)?);
+        Self::open_with_embedder(cfg, embedder, progress)
+    }
+
+    /// Open with an embedder already loaded (tests and servers share one).
+    pub fn open_with_embedder(cfg: &Config, embedder: Arc<BertEmbedder>, progress: &dyn Progress) -> Result<Engine> {
+        cfg.validate()?;
+        let dir = collection_dir(&cfg.data_dir(), &cfg.collection);
+        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+        let lock = lock_collection(&dir)?;
+        let mut catalog = Catalog::open(&dir.join("catalog.sqlite"))?;
+        catalog.ensure_embedding_model(&cfg.collection, embedder.model_id(), embedder.dim())?;
+        let indexes = Indexes::open(&dir.join("index"), embedder.dim(), &cfg.index, &mut catalog, progress)?;
+        let max_tokens = if cfg.chunk.max_tokens == 0 { embedder.max_tokens() } else { cfg.chunk.max_tokens };
+        let overlap = cfg.chunk.overlap_tokens.min(max_tokens / 2);
+        let chunker = Chunker::new(embedder.chunking_tokenizer(), max_tokens, overlap)?;
+        Ok(Engine {
+            cfg: cfg.clone(),
+            dir,
+            catalog: Mutex::new(catalog),
+            indexes: RwLock::new(indexes),
+            embedder,
+            chunker,
+            _lock: lock,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The embedding model.
+    pub fn embedder(&self) -> &Arc<BertEmbedder> {
+        &self.embedder
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bring the indexes up to the catalog.
+    pub fn catch_up(&self, progress: &dyn Progress) -> Result<CatchUp> {
+        let mut cat = self.catalog();
+        let mut idx = self.indexes.write().unwrap_or_else(|p| p.into_inner());
+        Ok(idx.catch_up(&mut cat, progress)?)
+    }
+
+    /// Drop the indexes and rebuild them from the catalog.
+    pub fn rebuild_indexes(&self, progress: &dyn Progress) -> Result<CatchUp> {
+        let mut cat = self.catalog();
+        let mut idx = self.indexes.write().unwrap_or_else(|p| p.into_inner());
+        Ok(idx.rebuild(&mut cat, progress)?)
+    }
+
+    /// Ranked passages for a query.
+    pub fn search(&self, query: &str, k: usize, mode: SearchMode) -> Result<Vec<Hit>> {
+        let ranked = self.rank(query, k, mode)?;
+        self.hits(&ranked)
+    }
+
+    /// Ranked chunk ids for a query (the step before loading chunk texts).
+    pub fn rank(&self, query: &str, k: usize, mode: SearchMode) -> Result<Vec<Scored>> {
+        if query.trim().is_empty() || k == 0 {
+            return Ok(vec![]);
+        }
+        let candidates = self.cfg.search.candidates.max(k);
+        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        let dense = |n: usize| -> Result<Vec<Scored>> {
+            let q = self.embedder.embed_query(query)?;
+            let cat = self.catalog();
+            Ok(idx.dense(&cat, &q, n)?)
+        };
+        let mut ranked = match mode {
+            SearchMode::Dense => dense(k)?,
+            SearchMode::Bm25 => idx.bm25(query, k)?,
+            SearchMode::Hybrid => {
+                let d = dense(candidates)?;
+                let b = idx.bm25(query, candidates)?;
+                cairn_index::fusion::reciprocal_rank_fusion(
+                    &[(self.cfg.search.dense_weight, &d), (self.cfg.search.bm25_weight, &b)],
+                    self.cfg.search.rrf_k,
+                )
+            }
+        };
+        ranked.truncate(k);
+        Ok(ranked)
+    }
+
+    /// Exact dense top-k (the ground truth HNSW is measured against).
+    pub fn exact(&self, query_vector: &[f32], k: usize) -> Result<Vec<Scored>> {
+        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        let cat = self.catalog();
+        Ok(idx.exact(&cat, query_vector, k)?)
+    }
+
+    /// HNSW dense top-k with an explicit search breadth.
+    pub fn hnsw(&self, query_vector: &[f32], k: usize, ef_search: Option<usize>) -> Result<Vec<Scored>> {
+        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        Ok(idx.hnsw(query_vector, k, ef_search)?)
+    }
+
+    /// Load the chunks behind ranked ids as hits.
+    pub fn hits(&self, ranked: &[Scored]) -> Result<Vec<Hit>> {
+        let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();
+        let chunks = self.catalog().chunks(&ids)?;
+        let by_id: std::collections::HashMap<u64, _> = chunks.into_iter().map(|c| (c.id, c)).collect();
+        Ok(ranked
+            .iter()
+            .filter_map(|s| by_id.get(&s.id).map(|c| (s, c)))
+            .enumerate()
+            .map(|(i, (s, c))| Hit {
+                rank: i + 1,
+                score: s.score,
+                doc: c.doc.clone(),
+                chunk: c.id,
+                heading: c.heading.clone(),
+                start: c.start,
+                end: c.end,
+                text: c.text.clone(),
+            })
+            .collect())
+    }
+
+    /// Remove documents: an exact file path, everything under a directory
+    /// path, or documents whose display path equals `target`. Returns the
+    /// display paths removed.
+    pub fn remove(&self, target: &str, progress: &dyn Progress) -> Result<Vec<String>> {
+        let abs = Path::new(target)
+            .canonicalize()
+            .or_else(|_| std::path::absolute(target))
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_else(|_| target.to_string());
+        let removed = {
+            let mut cat = self.catalog();
+            let victims: Vec<_> = cat
+                .documents()?
+                .into_iter()
+                .filter(|d| {
+                    d.path == abs
+                        || d.path.starts_with(&format!("{}/", abs.trim_end_matches('/')))
+                        || d.doc == target
+                })
+                .collect();
+            if victims.is_empty() {
+                return Err(EngineError::NotFound(target.to_string()));
+            }
+            for d in &victims {
+                cat.apply(cairn_store::Op::Delete { path: d.path.clone() }, None)?;
+            }
+            victims.into_iter().map(|d| d.doc).collect()
+        };
+        self.catch_up(progress)?;
+        Ok(removed)
+    }
+
+    /// Counts for `cairn status`.
+    pub fn status(&self) -> Result<Status> {
+        let cat = self.catalog();
+        let stats = cat.stats()?;
+        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        Ok(Status {
+            collection: self.cfg.collection.clone(),
+            dir: self.dir.clone(),
+            documents: stats.documents,
+            chunks: stats.chunks,
+            seq: stats.seq,
+            index_seq: idx.applied_seq(),
+            vectors: idx.vectors(),
+            bm25_docs: idx.bm25_docs(),
+            hnsw_bytes: idx.hnsw_memory(),
+            embed_model: self.embedder.model_id().to_string(),
+            dim: self.embedder.dim(),
+        })
+    }
+
+    /// Every document in the catalog.
+    pub fn documents(&self) -> Result<Vec<cairn_store::DocMeta>> {
+        Ok(self.catalog().documents()?)
+    }
+}
+
+/// Hold the collection for this process. Another process that wants it
+/// waits (with a message) rather than writing the same index files at once.
+fn lock_collection(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| EngineError::Io { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::warn!("collection {} is in use by another cairn process; waiting for it", dir.display());
+            eprintln!("waiting for another cairn process using {} ...", dir.display());
+            file.lock().map_err(|source| EngineError::Io { path: path.clone(), source })?;
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(EngineError::Io { path, source }),
+    }
+    Ok(file)
+}

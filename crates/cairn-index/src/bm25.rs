@@ -1,0 +1,1019 @@
+//! Lexical (BM25) search over chunks, backed by tantivy.
+//!
+//! The index is derived from the catalog: it records the catalog sequence it
+//! has applied as the payload of its last tantivy commit, and it can be
+//! deleted and rebuilt at any time. [`Bm25Index::open_or_create`] returns
+//! [`IndexError::Corrupt`] when an existing directory cannot be used, which
+//! tells the caller to do exactly that.
+//!
+//! # The analyzer
+//!
+//! Users search code and technical documentation, so the analyzer (see
+//! [`analyze`]) keeps identifiers whole *and* splits them:
+//!
+//! - text is cut into "compound words": maximal runs of letters, digits and
+//!   `_`, joined by `.`, `::`, `:` or `-` when these are followed by more of
+//!   the word (so trailing punctuation is dropped). A leading `-` or `--`
+//!   followed by a letter or digit is kept when the word starts the text or
+//!   follows whitespace or an opening bracket/quote/backtick (CLI flags such
+//!   as `-m` or `--prune`);
+//! - a compound (one containing `.`, `:`, `-`, `_` or a camelCase hump) is
+//!   emitted lowercased and unstemmed (`os.path.join`, `__init__`,
+//!   `hashmap`), followed by its dotted prefixes (`os.path`), its
+//!   `.`/`::`/`-`-separated segments that are themselves compounds
+//!   (`read_to_string`) and finally its parts, split on separators, `_` and
+//!   camelCase humps (`os`, `path`, `join`; `camel`, `case`, `name`). Parts are
+//!   stemmed like plain words and stopword parts are dropped. Compounds made
+//!   only of digits and separators (`3.11`, `2024-01-05`) are kept whole only;
+//! - plain words are lowercased, stemmed with the English Snowball stemmer
+//!   (when purely alphabetic) and dropped when they are English stopwords;
+//! - tokens longer than 64 bytes are skipped.
+//!
+//! All tokens from one compound word share a position.
+//!
+//! ```
+//! use cairn_index::bm25::analyze;
+//! assert_eq!(analyze("Use os.path.join"), ["use", "os.path.join", "os.path", "os", "path", "join"]);
+//! assert_eq!(analyze("Running the tests"), ["run", "test"]);
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use cairn_core::{ChunkId, Scored, Seq};
+use rust_stemmers::{Algorithm, Stemmer};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED,
+};
+use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, TantivyError, Term};
+
+use crate::{IndexError, Result};
+
+/// Name under which the analyzer is registered on the index. It is part of
+/// the schema stored on disk: changing the analyzer's behaviour must change
+/// this name, so that existing indexes are reported corrupt and rebuilt.
+pub const TOKENIZER_NAME: &str = "cairn_ident_v1";
+
+/// Memory budget of the (single-threaded) index writer.
+const WRITER_MEMORY_BUDGET: usize = 50_000_000;
+/// Tokens longer than this (in bytes) are not indexed.
+const MAX_TOKEN_BYTES: usize = 64;
+/// Query-time weight of the heading field relative to the body.
+const HEADING_BOOST: f32 = 2.0;
+/// Query-time weight of the document path field relative to the body.
+const DOC_BOOST: f32 = 0.5;
+/// At most this many distinct query terms are used (a pasted paragraph
+/// should not build an unbounded query).
+const MAX_QUERY_TERMS: usize = 256;
+
+/// Stopwords, dropped only when they appear as plain words or identifier parts.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "of", "to", "in", "is", "and", "or", "for", "on", "with", "as", "by", "at",
+    "be", "it", "this", "that", "from",
+];
+
+// ---------------------------------------------------------------------------
+// Analyzer
+// ---------------------------------------------------------------------------
+
+fn stemmer() -> &'static Stemmer {
+    static STEMMER: OnceLock<Stemmer> = OnceLock::new();
+    STEMMER.get_or_init(|| Stemmer::create(Algorithm::English))
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(c, '.' | ':' | '-')
+}
+
+/// Whether a `-` at the start of a word may begin a CLI flag, given the
+/// character before it.
+fn flag_context(prev: Option<char>) -> bool {
+    match prev {
+        None => true,
+        Some(c) => c.is_whitespace() || matches!(c, '`' | '(' | '[' | '{' | '"' | '\''),
+    }
+}
+
+fn is_stopword(word: &str) -> bool {
+    STOPWORDS.contains(&word)
+}
+
+/// Byte offsets (within `s`) where camelCase humps start, excluding 0.
+/// `camelCase` → `camel|Case`; `HTTPServer` → `HTTP|Server`; `URLs` and
+/// `IPv6` are not split.
+fn camel_boundaries(s: &str) -> Vec<usize> {
+    if !s.chars().skip(1).any(char::is_uppercase) {
+        return Vec::new();
+    }
+    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    let mut out = Vec::new();
+    for i in 1..chars.len() {
+        let (at, c) = chars[i];
+        if !c.is_uppercase() {
+            continue;
+        }
+        let prev = chars[i - 1].1;
+        if prev.is_lowercase() {
+            out.push(at);
+        } else if i >= 2 && prev.is_uppercase() && chars[i - 2].1.is_uppercase() {
+            // An acronym followed by a capitalised word: split before the
+            // word's capital, but only when at least two lowercase letters
+            // follow (so the plural `URLs` stays whole).
+            let lower_run = chars[i + 1..]
+                .iter()
+                .take_while(|(_, ch)| ch.is_lowercase())
+                .count();
+            if lower_run >= 2 {
+                out.push(at);
+            }
+        }
+    }
+    out
+}
+
+fn has_camel(s: &str) -> bool {
+    !camel_boundaries(s).is_empty()
+}
+
+/// Collects the tokens of one text.
+struct Sink<'a> {
+    out: &'a mut Vec<Token>,
+    position: usize,
+    /// Index in `out` of the first token of the current word (for dedup).
+    word_start: usize,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, text: String, from: usize, to: usize) {
+        if text.is_empty() || text.len() > MAX_TOKEN_BYTES {
+            return;
+        }
+        if self.out[self.word_start..].iter().any(|t| t.text == text) {
+            return;
+        }
+        self.out.push(Token {
+            offset_from: from,
+            offset_to: to,
+            position: self.position,
+            text,
+            position_length: 1,
+        });
+    }
+
+    /// A plain word or an identifier part: lowercase, drop stopwords, stem
+    /// when purely alphabetic.
+    fn push_word(&mut self, word: &str, from: usize) {
+        if !word.chars().any(char::is_alphanumeric) || word.len() > 4 * MAX_TOKEN_BYTES {
+            return;
+        }
+        let lower = word.to_lowercase();
+        if is_stopword(&lower) {
+            return;
+        }
+        let text = if lower.chars().all(char::is_alphabetic) {
+            stemmer().stem(&lower).into_owned()
+        } else {
+            lower
+        };
+        self.push(text, from, from + word.len());
+    }
+
+    /// A compound word: the whole, dotted prefixes, sub-compounds and parts.
+    fn push_compound(&mut self, run: &str, from: usize) {
+        self.push(run.to_lowercase(), from, from + run.len());
+        if run
+            .chars()
+            .all(|c| c.is_ascii_digit() || is_separator(c) || c == '_')
+        {
+            // Version numbers, dates, decimals: whole only.
+            return;
+        }
+        // Segments between `.`, `:` and `-` separators, with their offsets.
+        let mut segments: Vec<(usize, &str)> = Vec::new();
+        let mut seg_start = 0;
+        for (i, c) in run.char_indices() {
+            if is_separator(c) {
+                if i > seg_start {
+                    segments.push((seg_start, &run[seg_start..i]));
+                }
+                seg_start = i + c.len_utf8();
+            }
+        }
+        if seg_start < run.len() {
+            segments.push((seg_start, &run[seg_start..]));
+        }
+
+        // Dotted / path prefixes: `os.path.join` → `os.path`;
+        // `std::fs::read_to_string` → `std::fs`.
+        if !run.starts_with('-') && segments.len() >= 3 {
+            for &(start, seg) in &segments[1..segments.len() - 1] {
+                let end = start + seg.len();
+                if end > MAX_TOKEN_BYTES {
+                    break;
+                }
+                if matches!(run[end..].chars().next(), Some('.' | ':')) {
+                    self.push(run[..end].to_lowercase(), from, from + end);
+                }
+            }
+        }
+
+        for &(start, seg) in &segments {
+            if !seg.chars().any(char::is_alphanumeric) {
+                continue;
+            }
+            let is_sub_compound = seg.len() < run.len()
+                && (seg.trim_matches('_').contains('_') || seg.starts_with('_') || has_camel(seg));
+            if is_sub_compound {
+                self.push(seg.to_lowercase(), from + start, from + start + seg.len());
+            }
+            // Parts: split on `_`, then on camelCase humps.
+            let mut piece_start = 0;
+            for piece in seg.split('_') {
+                let piece_from = start + piece_start;
+                piece_start += piece.len() + 1;
+                if piece.is_empty() {
+                    continue;
+                }
+                let mut prev = 0;
+                for b in camel_boundaries(piece).into_iter().chain([piece.len()]) {
+                    self.push_word(&piece[prev..b], from + piece_from + prev);
+                    prev = b;
+                }
+            }
+        }
+    }
+
+    fn push_run(&mut self, run: &str, from: usize) {
+        self.word_start = self.out.len();
+        if !run.chars().any(char::is_alphanumeric) {
+            return;
+        }
+        let compound = run.contains(['.', ':', '-', '_']) || has_camel(run);
+        if compound {
+            self.push_compound(run, from);
+        } else {
+            self.push_word(run, from);
+        }
+        self.position += 1;
+    }
+}
+
+/// Appends the tokens of `text` to `out`.
+fn analyze_into(text: &str, out: &mut Vec<Token>) {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let n = chars.len();
+    let char_at = |i: usize| chars.get(i).map(|&(_, c)| c);
+    let mut sink = Sink {
+        out,
+        position: 0,
+        word_start: 0,
+    };
+    let mut i = 0;
+    while i < n {
+        let c = chars[i].1;
+        let mut j = if is_word_char(c) {
+            i + 1
+        } else if c == '-' && flag_context(if i == 0 { None } else { char_at(i - 1) }) {
+            let dashes = if char_at(i + 1) == Some('-') { 2 } else { 1 };
+            if char_at(i + dashes).is_some_and(char::is_alphanumeric) {
+                i + dashes + 1
+            } else {
+                i += 1;
+                continue;
+            }
+        } else {
+            i += 1;
+            continue;
+        };
+        // Extend the run; separators are only taken when the word goes on.
+        while j < n {
+            let cj = chars[j].1;
+            let next = char_at(j + 1);
+            if is_word_char(cj) {
+                j += 1;
+            } else if match cj {
+                // `.` and `:` may lead to `_` (`self.__init__`), `-` may not.
+                '.' | ':' => next.is_some_and(is_word_char),
+                '-' => next.is_some_and(char::is_alphanumeric),
+                _ => false,
+            } {
+                j += 2;
+            } else if cj == ':' && next == Some(':') && char_at(j + 2).is_some_and(is_word_char) {
+                j += 3;
+            } else {
+                break;
+            }
+        }
+        let from = chars[i].0;
+        let to = chars.get(j).map_or(text.len(), |&(b, _)| b);
+        sink.push_run(&text[from..to], from);
+        i = j;
+    }
+}
+
+/// The analyzer used for both indexing and querying: the terms `text` is
+/// indexed under (or searched with), in order. See the [module
+/// documentation](self) for the rules.
+pub fn analyze(text: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    analyze_into(text, &mut tokens);
+    tokens.into_iter().map(|t| t.text).collect()
+}
+
+/// The identifier-friendly analyzer as a tantivy [`Tokenizer`].
+#[derive(Clone, Default, Debug)]
+pub struct IdentTokenizer {
+    tokens: Vec<Token>,
+}
+
+/// Token stream of [`IdentTokenizer`].
+pub struct IdentTokenStream<'a> {
+    tokens: &'a mut Vec<Token>,
+    next: usize,
+}
+
+impl Tokenizer for IdentTokenizer {
+    type TokenStream<'a> = IdentTokenStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> IdentTokenStream<'a> {
+        self.tokens.clear();
+        analyze_into(text, &mut self.tokens);
+        IdentTokenStream {
+            tokens: &mut self.tokens,
+            next: 0,
+        }
+    }
+}
+
+impl TokenStream for IdentTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        if self.next < self.tokens.len() {
+            self.next += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.next.saturating_sub(1)]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next.saturating_sub(1)]
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Index
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    body: Field,
+    heading: Field,
+    doc: Field,
+}
+
+fn build_schema() -> (Schema, Fields) {
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER_NAME)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let mut builder = Schema::builder();
+    let id = builder.add_u64_field("id", INDEXED | STORED | FAST);
+    let body = builder.add_text_field("body", text.clone());
+    let heading = builder.add_text_field("heading", text.clone());
+    let doc = builder.add_text_field("doc", text);
+    (
+        builder.build(),
+        Fields {
+            id,
+            body,
+            heading,
+            doc,
+        },
+    )
+}
+
+fn bm25_err(e: TantivyError) -> IndexError {
+    IndexError::Bm25(e.to_string())
+}
+
+fn corrupt(dir: &Path, message: impl Into<String>) -> IndexError {
+    IndexError::Corrupt {
+        path: dir.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn payload_for(seq: Seq) -> String {
+    serde_json::json!({ "applied_seq": seq }).to_string()
+}
+
+fn seq_from_payload(payload: Option<&str>) -> std::result::Result<Seq, String> {
+    let Some(payload) = payload else {
+        return Ok(0);
+    };
+    let value: serde_json::Value = serde_json::from_str(payload)
+        .map_err(|e| format!("unreadable commit payload {payload:?}: {e}"))?;
+    value
+        .get("applied_seq")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| format!("commit payload {payload:?} has no applied_seq"))
+}
+
+/// A BM25 index over chunks, stored in one directory.
+///
+/// One writer is kept open for the life of the value (tantivy holds a lock
+/// file in the directory, so a second `Bm25Index` on the same directory fails
+/// with [`IndexError::Bm25`]). Changes are staged with [`add`](Self::add) and
+/// [`delete`](Self::delete) and become visible, atomically, on
+/// [`commit`](Self::commit). Dropping the value discards staged changes.
+pub struct Bm25Index {
+    dir: PathBuf,
+    index: Index,
+    writer: IndexWriter,
+    reader: IndexReader,
+    fields: Fields,
+    applied_seq: Seq,
+}
+
+impl std::fmt::Debug for Bm25Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bm25Index")
+            .field("dir", &self.dir)
+            .field("applied_seq", &self.applied_seq)
+            .field("num_docs", &self.num_docs())
+            .finish()
+    }
+}
+
+impl Bm25Index {
+    /// Open the index in `dir`, creating it if the directory is missing or
+    /// empty. An existing directory that does not hold a readable index of
+    /// this schema (and analyzer version) gives [`IndexError::Corrupt`]: the
+    /// caller deletes it and rebuilds from the catalog. A directory already
+    /// opened by another writer gives [`IndexError::Bm25`].
+    pub fn open_or_create(dir: &Path) -> Result<Bm25Index> {
+        let io = |source| IndexError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let fresh = match std::fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(io)?;
+                true
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let (schema, fields) = build_schema();
+        let index = if fresh {
+            Index::create_in_dir(dir, schema).map_err(bm25_err)?
+        } else {
+            let index = Index::open_in_dir(dir).map_err(|e| corrupt(dir, e.to_string()))?;
+            if index.schema() != schema {
+                return Err(corrupt(
+                    dir,
+                    format!("schema differs from the expected one (analyzer {TOKENIZER_NAME})"),
+                ));
+            }
+            index
+        };
+        index.tokenizers().register(
+            TOKENIZER_NAME,
+            TextAnalyzer::from(IdentTokenizer::default()),
+        );
+
+        let metas = index
+            .load_metas()
+            .map_err(|e| corrupt(dir, e.to_string()))?;
+        let applied_seq =
+            seq_from_payload(metas.payload.as_deref()).map_err(|m| corrupt(dir, m))?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| corrupt(dir, e.to_string()))?;
+        let writer = index
+            .writer_with_num_threads(1, WRITER_MEMORY_BUDGET)
+            .map_err(|e| match e {
+                TantivyError::LockFailure(..) => IndexError::Bm25(format!(
+                    "index at {} is in use by another writer: {e}",
+                    dir.display()
+                )),
+                e => corrupt(dir, e.to_string()),
+            })?;
+        Ok(Bm25Index {
+            dir: dir.to_path_buf(),
+            index,
+            writer,
+            reader,
+            fields,
+            applied_seq,
+        })
+    }
+
+    /// The directory of the index.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Catalog sequence number applied by the last commit (stored as the
+    /// tantivy commit payload); 0 for a new index.
+    pub fn applied_seq(&self) -> Seq {
+        self.applied_seq
+    }
+
+    /// Stage a chunk (`doc` = document display path, `heading` = heading
+    /// path "A > B", `text` = chunk text). Adding an id twice indexes it
+    /// twice: to replace a chunk, [`delete`](Self::delete) it first (deletes
+    /// only affect chunks staged before them).
+    pub fn add(&mut self, id: ChunkId, doc: &str, heading: &str, text: &str) -> Result<()> {
+        let mut document = TantivyDocument::default();
+        document.add_u64(self.fields.id, id);
+        document.add_text(self.fields.body, text);
+        if !heading.is_empty() {
+            document.add_text(self.fields.heading, heading);
+        }
+        if !doc.is_empty() {
+            document.add_text(self.fields.doc, doc);
+        }
+        self.writer.add_document(document).map_err(bm25_err)?;
+        Ok(())
+    }
+
+    /// Stage removal of a chunk by id (no error if absent).
+    pub fn delete(&mut self, id: ChunkId) -> Result<()> {
+        self.writer
+            .delete_term(Term::from_field_u64(self.fields.id, id));
+        Ok(())
+    }
+
+    /// Commit staged changes atomically, recording `seq` as applied; then
+    /// reload the reader so searches see them.
+    pub fn commit(&mut self, seq: Seq) -> Result<()> {
+        let mut prepared = self.writer.prepare_commit().map_err(bm25_err)?;
+        prepared.set_payload(&payload_for(seq));
+        prepared.commit().map_err(bm25_err)?;
+        self.applied_seq = seq;
+        self.reader.reload().map_err(bm25_err)?;
+        Ok(())
+    }
+
+    /// Remove every chunk (committed or staged) and commit at once, with an
+    /// applied sequence of 0: the index is then as new, ready for a rebuild.
+    pub fn clear(&mut self) -> Result<()> {
+        self.writer.rollback().map_err(bm25_err)?;
+        self.writer.delete_all_documents().map_err(bm25_err)?;
+        self.commit(0)
+    }
+
+    /// Top-`k` chunk ids by BM25 score, best first.
+    ///
+    /// The query is not parsed (no syntax, never a syntax error): it is run
+    /// through [`analyze`] and every term is searched in the body, in the
+    /// heading (weight ×2) and in the document path (weight ×0.5); a chunk's
+    /// score is the sum. An empty query, or one made only of stopwords and
+    /// punctuation, returns nothing.
+    pub fn search(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
+        let mut terms: Vec<String> = Vec::new();
+        for term in analyze(query) {
+            if terms.len() >= MAX_QUERY_TERMS {
+                break;
+            }
+            if !terms.contains(&term) {
+                terms.push(term);
+            }
+        }
+        let searcher = self.reader.searcher();
+        let k = k.min(usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX));
+        if terms.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let fields = [
+            (self.fields.body, 1.0),
+            (self.fields.heading, HEADING_BOOST),
+            (self.fields.doc, DOC_BOOST),
+        ];
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(terms.len() * 3);
+        for term in &terms {
+            for (field, boost) in fields {
+                let query: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(field, term),
+                    IndexRecordOption::WithFreqs,
+                ));
+                let query = if boost == 1.0 {
+                    query
+                } else {
+                    Box::new(BoostQuery::new(query, boost))
+                };
+                clauses.push((Occur::Should, query));
+            }
+        }
+        let query = BooleanQuery::new(clauses);
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(k).order_by_score())
+            .map_err(bm25_err)?;
+
+        let mut columns = std::collections::HashMap::new();
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let column = match columns.entry(address.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    searcher
+                        .segment_reader(address.segment_ord)
+                        .fast_fields()
+                        .u64("id")
+                        .map_err(bm25_err)?,
+                ),
+            };
+            let id = column
+                .first(address.doc_id)
+                .ok_or_else(|| IndexError::Bm25(format!("document {address:?} has no chunk id")))?;
+            hits.push(Scored { id, score });
+        }
+        Ok(hits)
+    }
+
+    /// Number of live (committed, not deleted) chunks.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The underlying tantivy index (for diagnostics).
+    pub fn tantivy_index(&self) -> &Index {
+        &self.index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tempfile::TempDir;
+
+    fn a(text: &str) -> Vec<String> {
+        analyze(text)
+    }
+
+    #[test]
+    fn analyze_identifiers() {
+        assert_eq!(
+            a("os.path.join"),
+            ["os.path.join", "os.path", "os", "path", "join"]
+        );
+        assert_eq!(a("__init__"), ["__init__", "init"]);
+        assert_eq!(a("sys.argv"), ["sys.argv", "sys", "argv"]);
+        assert_eq!(a("python -m venv"), ["python", "-m", "m", "venv"]);
+        assert_eq!(a("-m venv"), ["-m", "m", "venv"]);
+        assert_eq!(
+            a("std::fs::read_to_string"),
+            [
+                "std::fs::read_to_string",
+                "std::fs",
+                "std",
+                "fs",
+                "read_to_string",
+                "read",
+                "string"
+            ]
+        );
+        assert_eq!(a("HashMap<K, V>"), ["hashmap", "hash", "map", "k", "v"]);
+        assert_eq!(
+            a("snake_case_name"),
+            ["snake_case_name", "snake", "case", "name"]
+        );
+        assert_eq!(
+            a("camelCaseName"),
+            ["camelcasename", "camel", "case", "name"]
+        );
+        assert_eq!(a("--prune"), ["--prune", "prune"]);
+        assert_eq!(
+            a("git fetch --prune."),
+            ["git", "fetch", "--prune", "prune"]
+        );
+        assert_eq!(a("Python 3.11"), ["python", "3.11"]);
+        assert_eq!(
+            a("self.__init__(x)"),
+            ["self.__init__", "self", "__init__", "init", "x"]
+        );
+    }
+
+    #[test]
+    fn analyze_prose() {
+        // Stemming and stopwords for plain words.
+        assert_eq!(a("Running the tests"), ["run", "test"]);
+        assert_eq!(a("This is a path to the files."), ["path", "file"]);
+        // Trailing punctuation never sticks to a word.
+        assert_eq!(
+            a("see os.path: it joins."),
+            ["see", "os.path", "os", "path", "join"]
+        );
+        // Compounds are not stemmed, stopwords never drop a compound.
+        assert_eq!(a("is_running"), ["is_running", "run"]);
+        assert_eq!(a("the-end"), ["the-end", "end"]);
+        // Acronyms and plurals.
+        assert_eq!(a("URLs"), ["url"]);
+        assert_eq!(a("HTTPServer"), ["httpserver", "http", "server"]);
+        // Syntax characters are just separators.
+        assert_eq!(a("foo:(bar\" -baz"), ["foo", "bar", "-baz", "baz"]);
+        // A dash inside a word only joins when followed by a letter or digit;
+        // a flag needs a word boundary before it.
+        assert_eq!(
+            a("well-known x-y a--b"),
+            ["well-known", "well", "known", "x-y", "x", "y", "b"]
+        );
+        assert_eq!(a("'--verbose'"), ["--verbose", "verbos"]);
+        assert!(a("the of and ... --- ___ ::").is_empty());
+        assert!(a("").is_empty());
+        // Over-long tokens are skipped.
+        assert!(a(&"z".repeat(65)).is_empty());
+        assert_eq!(a(&"z".repeat(64)), ["z".repeat(64)]);
+    }
+
+    #[test]
+    fn tokenizer_offsets_and_positions() {
+        let mut tokenizer = IdentTokenizer::default();
+        let text = "call os.path.join now";
+        let mut stream = tokenizer.token_stream(text);
+        let mut seen = Vec::new();
+        while stream.advance() {
+            let t = stream.token();
+            seen.push((
+                t.text.clone(),
+                &text[t.offset_from..t.offset_to],
+                t.position,
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("call".to_string(), "call", 0),
+                ("os.path.join".to_string(), "os.path.join", 1),
+                ("os.path".to_string(), "os.path", 1),
+                ("os".to_string(), "os", 1),
+                ("path".to_string(), "path", 1),
+                ("join".to_string(), "join", 1),
+                ("now".to_string(), "now", 2),
+            ]
+        );
+    }
+
+    /// A small corpus of documentation-like chunks: (id, doc, heading, text).
+    const CORPUS: &[(ChunkId, &str, &str, &str)] = &[
+        (1, "library/os.path.html", "os.path > Functions",
+         "os.path.join(path, *paths) joins one or more path segments intelligently. The return value is the concatenation of path and all members of *paths, with exactly one directory separator following each non-empty part."),
+        (2, "library/pathlib.html", "pathlib > Basic use",
+         "A Path object represents a filesystem path. You can join paths with the slash operator and read the parts of a path; paths are immutable and hashable."),
+        (3, "tutorial/classes.html", "Classes > Class objects",
+         "When a class defines an __init__() method, class instantiation automatically invokes __init__() for the newly created class instance. The method may take arguments for greater flexibility."),
+        (4, "tutorial/modules.html", "Modules > Packages",
+         "Packages are a way of structuring modules. The init step of a package runs the code in its initialisation file when it is imported, and the package can initialise submodules there."),
+        (5, "library/sys.html", "sys > Variables",
+         "sys.argv is the list of command line arguments passed to a Python script. argv[0] is the script name; the remaining items are the arguments given on the command line."),
+        (6, "howto/argparse.html", "Argparse tutorial",
+         "The argparse module makes it easy to write user-friendly command-line interfaces. The program defines what arguments it requires, and argparse will figure out how to parse them."),
+        (7, "library/venv.html", "venv > Creating virtual environments",
+         "Creation of virtual environments is done by executing the command python -m venv /path/to/new/virtual/environment. Running this command creates the target directory."),
+        (8, "using/cmdline.html", "Command line > Environment variables",
+         "These environment variables influence Python's behaviour. PYTHONPATH augments the default search path for module files; the environment is read when the interpreter starts."),
+        (9, "book/ch12-02.html", "An I/O project > Reading a file",
+         "We use std::fs::read_to_string to open the file and return a Result<String> of its contents. The fs module of the standard library handles files."),
+        (10, "book/ch08-03.html", "Collections > Hash maps",
+         "The type HashMap<K, V> stores a mapping of keys of type K to values of type V using a hashing function. Create an empty hash map with new and insert elements."),
+        (11, "guide/testing.md", "Testing > Running tests",
+         "Before you push, run the test suite with cargo test; every test must pass. Slow tests can be marked ignored."),
+        (12, "guide/style.md", "Style > Naming",
+         "Use snake_case_name for functions and variables, CamelCase for types, and SCREAMING_SNAKE_CASE for constants. A case of naming is consistency."),
+        (13, "git/fetch.md", "git-fetch > Options",
+         "git fetch --prune removes any remote-tracking references that no longer exist on the remote. Pruning keeps the list of branches short."),
+        (14, "whatsnew/3.11.html", "What's New In Python 3.11",
+         "Python 3.11 is between 10-60% faster than Python 3.10. Error messages point at the exact expression, and exception groups were added."),
+        (15, "library/os.html", "os > Files and directories",
+         "The os module provides a portable way of using operating system dependent functionality, such as reading or writing files and manipulating paths."),
+        (16, "tutorial/venv.html", "Virtual Environments and Packages",
+         "A virtual environment is a self-contained directory tree that contains a Python installation for a particular version of Python, plus a number of additional packages."),
+        (17, "library/functions.html", "Built-in functions > join",
+         "str.join(iterable) returns a string which is the concatenation of the strings in iterable. The separator between elements is the string providing this method."),
+    ];
+
+    fn corpus_index(dir: &Path) -> Bm25Index {
+        let mut index = Bm25Index::open_or_create(dir).unwrap();
+        for &(id, doc, heading, text) in CORPUS {
+            index.add(id, doc, heading, text).unwrap();
+        }
+        index.commit(7).unwrap();
+        index
+    }
+
+    fn ids(index: &Bm25Index, query: &str, k: usize) -> Vec<ChunkId> {
+        index
+            .search(query, k)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    fn top(index: &Bm25Index, query: &str) -> ChunkId {
+        let hits = index.search(query, 5).unwrap();
+        assert!(!hits.is_empty(), "no hit for {query:?}");
+        hits[0].id
+    }
+
+    #[test]
+    fn new_index_is_empty() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("bm25");
+        let index = Bm25Index::open_or_create(&dir).unwrap();
+        assert_eq!(index.applied_seq(), 0);
+        assert_eq!(index.num_docs(), 0);
+        assert!(index.search("anything", 10).unwrap().is_empty());
+        assert_eq!(index.dir(), dir);
+    }
+
+    #[test]
+    fn identifiers_rank_their_chunk_first() {
+        let tmp = TempDir::new().unwrap();
+        let index = corpus_index(tmp.path());
+        assert_eq!(index.num_docs(), CORPUS.len() as u64);
+        assert_eq!(top(&index, "os.path.join"), 1);
+        assert_eq!(top(&index, "__init__"), 3);
+        assert_eq!(top(&index, "sys.argv"), 5);
+        assert_eq!(top(&index, "-m venv"), 7);
+        assert_eq!(top(&index, "python -m venv"), 7);
+        assert_eq!(top(&index, "std::fs::read_to_string"), 9);
+        assert_eq!(top(&index, "read_to_string"), 9);
+        assert_eq!(top(&index, "HashMap<K, V>"), 10);
+        assert_eq!(top(&index, "snake_case_name"), 12);
+        assert_eq!(top(&index, "--prune"), 13);
+        assert_eq!(top(&index, "3.11"), 14);
+        assert_eq!(top(&index, "os.path"), 1);
+        // Scores are sorted, best first.
+        let hits = index.search("path join", 10).unwrap();
+        assert!(hits.len() >= 3);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        // k limits the result.
+        assert_eq!(index.search("path", 2).unwrap().len(), 2);
+        assert!(index.search("path", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn stemming_and_odd_queries() {
+        let tmp = TempDir::new().unwrap();
+        let index = corpus_index(tmp.path());
+        assert_eq!(top(&index, "running tests"), 11);
+        assert!(ids(&index, "environment", 20).contains(&16));
+        // Stopwords only, punctuation only, empty: no error, nothing found.
+        assert!(index.search("the of and", 10).unwrap().is_empty());
+        assert!(index.search("", 10).unwrap().is_empty());
+        assert!(index.search("   \n\t ", 10).unwrap().is_empty());
+        assert!(index.search("!!! ??? ---", 10).unwrap().is_empty());
+        // Query syntax characters are not interpreted.
+        index.search("foo:(bar\" -baz", 10).unwrap();
+        index
+            .search("AND OR NOT ~2 ^3 * [a TO b] {x} \\ / ''", 10)
+            .unwrap();
+        let hits = ids(&index, "path:(join\" -os", 10);
+        assert!(hits.contains(&1));
+        // Huge k is fine.
+        assert_eq!(
+            index.search("python", usize::MAX).unwrap().len(),
+            ids(&index, "python", 100).len()
+        );
+    }
+
+    #[test]
+    fn delete_then_commit() {
+        let tmp = TempDir::new().unwrap();
+        let mut index = corpus_index(tmp.path());
+        assert_eq!(top(&index, "sys.argv"), 5);
+        index.delete(5).unwrap();
+        index.delete(999).unwrap(); // absent: no error
+                                    // Not visible before commit.
+        assert_eq!(top(&index, "sys.argv"), 5);
+        index.commit(8).unwrap();
+        assert!(!ids(&index, "sys.argv", 20).contains(&5));
+        assert_eq!(index.num_docs(), CORPUS.len() as u64 - 1);
+        assert_eq!(index.applied_seq(), 8);
+        // Replace a chunk: delete then add in the same batch.
+        index.delete(1).unwrap();
+        index
+            .add(
+                1,
+                "library/os.path.html",
+                "",
+                "os.path.exists(path) tests a path",
+            )
+            .unwrap();
+        index.commit(9).unwrap();
+        assert_eq!(index.num_docs(), CORPUS.len() as u64 - 1);
+        assert_eq!(top(&index, "os.path.exists"), 1);
+        assert!(index.search("intelligently", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn persistence_across_reopen() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("idx");
+        {
+            let mut index = corpus_index(&dir);
+            assert_eq!(index.applied_seq(), 7);
+            // Staged but never committed: lost on drop.
+            index.add(100, "x.md", "", "uncommitted zanzibar").unwrap();
+            index.delete(1).unwrap();
+        }
+        {
+            let mut index = Bm25Index::open_or_create(&dir).unwrap();
+            assert_eq!(index.applied_seq(), 7);
+            assert_eq!(index.num_docs(), CORPUS.len() as u64);
+            assert!(index.search("zanzibar", 10).unwrap().is_empty());
+            assert_eq!(top(&index, "os.path.join"), 1);
+            // An empty commit still records the sequence.
+            index.commit(12).unwrap();
+            assert_eq!(index.applied_seq(), 12);
+        }
+        let index = Bm25Index::open_or_create(&dir).unwrap();
+        assert_eq!(index.applied_seq(), 12);
+        assert_eq!(top(&index, "__init__"), 3);
+    }
+
+    #[test]
+    fn clear_empties_and_resets_seq() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("idx");
+        {
+            let mut index = corpus_index(&dir);
+            index.add(200, "y.md", "", "staged quetzal").unwrap();
+            index.clear().unwrap();
+            assert_eq!(index.num_docs(), 0);
+            assert_eq!(index.applied_seq(), 0);
+            assert!(index.search("os.path.join", 10).unwrap().is_empty());
+            index.commit(3).unwrap();
+            assert!(index.search("quetzal", 10).unwrap().is_empty());
+            index.add(1, "a.md", "", "sys.argv again").unwrap();
+            index.commit(4).unwrap();
+            assert_eq!(ids(&index, "sys.argv", 10), [1]);
+        }
+        let index = Bm25Index::open_or_create(&dir).unwrap();
+        assert_eq!(index.applied_seq(), 4);
+        assert_eq!(index.num_docs(), 1);
+    }
+
+    #[test]
+    fn second_writer_is_not_corrupt() {
+        let tmp = TempDir::new().unwrap();
+        let _first = Bm25Index::open_or_create(tmp.path()).unwrap();
+        match Bm25Index::open_or_create(tmp.path()) {
+            Err(IndexError::Bm25(_)) => {}
+            other => panic!("expected a Bm25 (lock) error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_meta_is_reported() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("idx");
+        drop(corpus_index(&dir));
+        std::fs::write(dir.join("meta.json"), b"{ this is not json").unwrap();
+        match Bm25Index::open_or_create(&dir) {
+            Err(IndexError::Corrupt { path, .. }) => assert_eq!(path, dir),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // A directory with unrelated files is not an index either.
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("notes.txt"), b"hello").unwrap();
+        assert!(matches!(
+            Bm25Index::open_or_create(&other),
+            Err(IndexError::Corrupt { .. })
+        ));
+        // After deleting, it can be rebuilt.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let index = Bm25Index::open_or_create(&dir).unwrap();
+        assert_eq!(index.num_docs(), 0);
+    }
+
+    #[test]
+    fn foreign_schema_is_corrupt() {
+        let tmp = TempDir::new().unwrap();
+        let mut builder = Schema::builder();
+        builder.add_text_field("body", tantivy::schema::TEXT);
+        Index::create_in_dir(tmp.path(), builder.build()).unwrap();
+        assert!(matches!(
+            Bm25Index::open_or_create(tmp.path()),
+            Err(IndexError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,392 @@
+//! Dense retrieval: an HNSW graph (usearch, cosine) persisted beside the
+//! catalog, and an exact scan used for small collections and as the ground
+//! truth that HNSW recall is measured against.
+
+use crate::{IndexError, Result};
+use cairn_core::{ChunkId, Scored, Seq};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use usearch::ffi::{IndexOptions, MetricKind, ScalarKind};
+
+/// HNSW parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HnswParams {
+    pub dim: usize,
+    /// `f32`, `f16` or `i8`.
+    pub quantization: String,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    applied_seq: Seq,
+    params: HnswParams,
+    count: usize,
+}
+
+/// A persisted HNSW index over chunk vectors.
+pub struct HnswIndex {
+    dir: PathBuf,
+    index: usearch::Index,
+    params: HnswParams,
+    applied_seq: Seq,
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswIndex").field("dir", &self.dir).field("len", &self.len()).finish()
+    }
+}
+
+fn scalar(q: &str) -> Result<ScalarKind> {
+    Ok(match q {
+        "f32" => ScalarKind::F32,
+        "f16" => ScalarKind::F16,
+        "i8" => ScalarKind::I8,
+        other => return Err(IndexError::Vector(format!("unknown quantization `{other}` (expected f32, f16 or i8)"))),
+    })
+}
+
+const INDEX_FILE: &str = "hnsw.usearch";
+const MANIFEST_FILE: &str = "hnsw.json";
+
+impl HnswIndex {
+    fn new_empty(dir: &Path, params: &HnswParams) -> Result<HnswIndex> {
+        let options = IndexOptions {
+            dimensions: params.dim,
+            metric: MetricKind::Cos,
+            quantization: scalar(&params.quantization)?,
+            connectivity: params.m,
+            expansion_add: params.ef_construction,
+            expansion_search: params.ef_search,
+            multi: false,
+        };
+        let index = usearch::Index::new(&options).map_err(|e| IndexError::Vector(e.to_string()))?;
+        index
+            .reserve_capacity_and_threads(1024, rayon::current_num_threads().max(1))
+            .map_err(|e| IndexError::Vector(e.to_string()))?;
+        Ok(HnswIndex { dir: dir.to_path_buf(), index, params: params.clone(), applied_seq: 0 })
+    }
+
+    /// Open the index in `dir`. A missing index, or one built with other
+    /// parameters, starts empty (applied sequence 0) so the caller rebuilds it
+    /// from the catalog; an unreadable one is [`IndexError::Corrupt`].
+    pub fn open(dir: &Path, params: &HnswParams) -> Result<HnswIndex> {
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io { path: dir.to_path_buf(), source })?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let index_path = dir.join(INDEX_FILE);
+        let manifest = match std::fs::read(&manifest_path) {
+            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes)
+                .map_err(|e| IndexError::Corrupt { path: manifest_path.clone(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::new_empty(dir, params),
+            Err(source) => return Err(IndexError::Io { path: manifest_path, source }),
+        };
+        if manifest.params.dim != params.dim
+            || manifest.params.quantization != params.quantization
+            || manifest.params.m != params.m
+        {
+            tracing::info!("HNSW parameters changed; the index will be rebuilt");
+            return Self::new_empty(dir, params);
+        }
+        let mut me = Self::new_empty(dir, params)?;
+        let path_str = index_path.to_string_lossy().to_string();
+        me.index.load(&path_str).map_err(|e| IndexError::Corrupt { path: index_path.clone(), message: e.to_string() })?;
+        if me.index.dimensions() != params.dim || me.index.size() != manifest.count {
+            return Err(IndexError::Corrupt {
+                path: index_path,
+                message: format!(
+                    "holds {} vectors of dimension {}, its manifest says {} of dimension {}",
+                    me.index.size(),
+                    me.index.dimensions(),
+                    manifest.count,
+                    params.dim
+                ),
+            });
+        }
+        me.index.change_expansion_search(params.ef_search);
+        me.applied_seq = manifest.applied_seq;
+        Ok(me)
+    }
+
+    /// Delete the files of the index in `dir`.
+    pub fn destroy(dir: &Path) -> Result<()> {
+        for f in [INDEX_FILE, MANIFEST_FILE] {
+            match std::fs::remove_file(dir.join(f)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(IndexError::Io { path: dir.join(f), source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The catalog sequence this index reflects (as of its last save).
+    pub fn applied_seq(&self) -> Seq {
+        self.applied_seq
+    }
+
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.index.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory the index uses.
+    pub fn memory_usage(&self) -> usize {
+        self.index.memory_usage()
+    }
+
+    /// Add (or replace) vectors, in parallel.
+    pub fn add_batch(&mut self, items: &[(ChunkId, Vec<f32>)]) -> Result<()> {
+        let needed = self.index.size() + items.len();
+        if needed > self.index.capacity() {
+            let cap = needed.max(self.index.capacity() * 2);
+            self.index
+                .reserve_capacity_and_threads(cap, rayon::current_num_threads().max(1))
+                .map_err(|e| IndexError::Vector(e.to_string()))?;
+        }
+        for (id, v) in items {
+            if v.len() != self.params.dim {
+                return Err(IndexError::Dim { expected: self.params.dim, got: v.len() });
+            }
+            if self.index.contains(*id) {
+                self.index.remove(*id).map_err(|e| IndexError::Vector(e.to_string()))?;
+            }
+        }
+        let index = &self.index;
+        items
+            .par_iter()
+            .try_for_each(|(id, v)| index.add(*id, v.as_slice()).map_err(|e| IndexError::Vector(e.to_string())))
+    }
+
+    /// Remove a vector (absent ids are fine).
+    pub fn remove(&mut self, id: ChunkId) -> Result<()> {
+        if self.index.contains(id) {
+            self.index.remove(id).map_err(|e| IndexError::Vector(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Approximate top-k by cosine similarity (score = cosine).
+    pub fn search(&self, query: &[f32], k: usize, ef_search: Option<usize>) -> Result<Vec<Scored>> {
+        if query.len() != self.params.dim {
+            return Err(IndexError::Dim { expected: self.params.dim, got: query.len() });
+        }
+        if self.index.size() == 0 || k == 0 {
+            return Ok(vec![]);
+        }
+        if let Some(ef) = ef_search {
+            self.index.change_expansion_search(ef.max(k));
+        }
+        let m = self.index.search(query, k).map_err(|e| IndexError::Vector(e.to_string()))?;
+        Ok(m.keys.iter().zip(&m.distances).map(|(&id, &d)| Scored { id, score: 1.0 - d }).collect())
+    }
+
+    /// Persist atomically: the graph first, then the manifest that names the
+    /// applied sequence. A crash between the two leaves an older sequence in
+    /// the manifest, and re-applying changes is idempotent.
+    pub fn save(&mut self, seq: Seq) -> Result<()> {
+        let index_path = self.dir.join(INDEX_FILE);
+        let tmp = self.dir.join(format!("{INDEX_FILE}.tmp"));
+        self.index
+            .save(&tmp.to_string_lossy())
+            .map_err(|e| IndexError::Vector(format!("saving {}: {e}", tmp.display())))?;
+        sync_file(&tmp)?;
+        std::fs::rename(&tmp, &index_path).map_err(|source| IndexError::Io { path: index_path.clone(), source })?;
+        let manifest = Manifest { applied_seq: seq, params: self.params.clone(), count: self.index.size() };
+        write_atomic(&self.dir.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))?;
+        self.applied_seq = seq;
+        Ok(())
+    }
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| IndexError::Io { path: path.to_path_buf(), source })
+}
+
+/// Write a file so that readers see the old or the new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|source| IndexError::Io { path: tmp.clone(), source })?;
+    sync_file(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|source| IndexError::Io { path: path.to_path_buf(), source })
+}
+
+/// All vectors in memory, scanned exhaustively. Exact, so it is both the
+/// dense retriever for small collections and the ground truth for recall.
+#[derive(Debug, Default, Clone)]
+pub struct ExactIndex {
+    dim: usize,
+    ids: Vec<ChunkId>,
+    /// Row-major, unit-normalised vectors.
+    data: Vec<f32>,
+    /// The catalog sequence the vectors were read at.
+    pub seq: Seq,
+}
+
+impl ExactIndex {
+    pub fn new(dim: usize) -> ExactIndex {
+        ExactIndex { dim, ..Default::default() }
+    }
+
+    /// Add a vector (normalised on the way in, so a dot product is a cosine).
+    pub fn push(&mut self, id: ChunkId, v: &[f32]) -> Result<()> {
+        if v.len() != self.dim {
+            return Err(IndexError::Dim { expected: self.dim, got: v.len() });
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        self.ids.push(id);
+        self.data.extend(v.iter().map(|x| x / norm));
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Exact top-k by cosine similarity.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Scored>> {
+        if query.len() != self.dim {
+            return Err(IndexError::Dim { expected: self.dim, got: query.len() });
+        }
+        let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        let q: Vec<f32> = query.iter().map(|x| x / norm).collect();
+        let scores: Vec<f32> = self.data.par_chunks(self.dim.max(1) * 256).flat_map_iter(|block| {
+            block.chunks_exact(self.dim).map(|row| dot(row, &q)).collect::<Vec<_>>()
+        }).collect();
+        Ok(top_k(&self.ids, &scores, k))
+    }
+}
+
+/// Dot product in 8 independent lanes, which the compiler vectorises.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[i * 8 + l] * b[i * 8 + l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// The k best (id, score) pairs, best first; ties broken by smaller id so
+/// results are deterministic.
+pub fn top_k(ids: &[ChunkId], scores: &[f32], k: usize) -> Vec<Scored> {
+    let mut idx: Vec<usize> = (0..ids.len()).collect();
+    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(ids[*a].cmp(&ids[*b]));
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| Scored { id: ids[i], score: scores[i] }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(dim: usize) -> HnswParams {
+        HnswParams { dim, quantization: "f32".into(), m: 16, ef_construction: 64, ef_search: 64 }
+    }
+
+    fn pseudo_random_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                (0..dim)
+                    .map(|_| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_search_orders_by_cosine() {
+        let mut e = ExactIndex::new(2);
+        e.push(1, &[1.0, 0.0]).unwrap();
+        e.push(2, &[0.7, 0.7]).unwrap();
+        e.push(3, &[0.0, 5.0]).unwrap();
+        let hits = e.search(&[0.0, 1.0], 2).unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![3, 2]);
+        assert!((hits[0].score - 1.0).abs() < 1e-5);
+        assert!(e.search(&[1.0], 1).is_err());
+    }
+
+    #[test]
+    fn hnsw_persists_and_finds_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let vecs = pseudo_random_vectors(500, 16, 7);
+        let items: Vec<(u64, Vec<f32>)> = vecs.iter().enumerate().map(|(i, v)| (i as u64 + 1, v.clone())).collect();
+        {
+            let mut h = HnswIndex::open(dir.path(), &params(16)).unwrap();
+            assert_eq!(h.applied_seq(), 0);
+            h.add_batch(&items).unwrap();
+            h.remove(5).unwrap();
+            h.save(42).unwrap();
+        }
+        let h = HnswIndex::open(dir.path(), &params(16)).unwrap();
+        assert_eq!(h.applied_seq(), 42);
+        assert_eq!(h.len(), 499);
+        let hits = h.search(&vecs[9], 3, None).unwrap();
+        assert_eq!(hits[0].id, 10);
+        assert!((hits[0].score - 1.0).abs() < 1e-4);
+        assert!(h.search(&vecs[4], 10, None).unwrap().iter().all(|s| s.id != 5));
+        // Other parameters: starts empty, to be rebuilt.
+        let mut p = params(16);
+        p.quantization = "i8".into();
+        assert_eq!(HnswIndex::open(dir.path(), &p).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn corrupt_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut h = HnswIndex::open(dir.path(), &params(4)).unwrap();
+            h.add_batch(&[(1, vec![1.0, 0.0, 0.0, 0.0])]).unwrap();
+            h.save(1).unwrap();
+        }
+        std::fs::write(dir.path().join(INDEX_FILE), b"garbage").unwrap();
+        let e = HnswIndex::open(dir.path(), &params(4)).unwrap_err();
+        assert!(matches!(e, IndexError::Corrupt { .. }), "{e}");
+        std::fs::write(dir.path().join(MANIFEST_FILE), b"{").unwrap();
+        assert!(matches!(HnswIndex::open(dir.path(), &params(4)).unwrap_err(), IndexError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn top_k_is_deterministic() {
+        let ids = [5, 3, 9, 1];
+        let scores = [0.5, 0.9, 0.5, 0.1];
+        let t = top_k(&ids, &scores, 3);
+        assert_eq!(t.iter().map(|s| s.id).collect::<Vec<_>>(), vec![3, 5, 9]);
+    }
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,382 @@
+//! HTML: visible text only, laid out in lines and paragraphs, with `h1`–`h6`
+//! splitting it into heading-path sections.
+//!
+//! Scripts, styles, forms, navigation (including Sphinx's sidebar, "related"
+//! bars, breadcrumbs, footers and `¶` header links) and hidden elements are
+//! dropped. The `<title>` becomes the outermost heading when the page has no
+//! `<h1>`.
+
+use crate::sections::{clean_title, SectionBuilder};
+use crate::text::decode;
+use cairn_core::{Document, Format};
+use scraper::node::Element;
+use scraper::{ElementRef, Html, Node};
+
+/// Elements whose whole subtree is not visible text.
+const DROPPED: &[&str] = &[
+    "script", "style", "noscript", "template", "nav", "svg", "head", "form", "button", "select",
+    "textarea", "iframe", "object", "canvas", "footer", "input", "option", "datalist",
+];
+
+/// Class fragments marking navigation chrome (Sphinx themes and the like).
+const CHROME_CLASSES: &[&str] = &[
+    "sphinxsidebar",
+    "related",
+    "headerlink",
+    "footer",
+    "breadcrumb",
+];
+
+/// Elements that start a new paragraph (blank line before and after).
+const PARAGRAPH: &[&str] = &[
+    "p",
+    "pre",
+    "table",
+    "blockquote",
+    "ul",
+    "ol",
+    "dl",
+    "section",
+    "article",
+    "figure",
+    "hr",
+    "header",
+    "main",
+    "aside",
+    "details",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "fieldset",
+];
+
+/// Elements that start a new line.
+const LINE: &[&str] = &[
+    "div",
+    "li",
+    "tr",
+    "dd",
+    "dt",
+    "caption",
+    "figcaption",
+    "summary",
+    "address",
+    "thead",
+    "tbody",
+    "tfoot",
+    "body",
+    "html",
+    "center",
+    "legend",
+    "menu",
+];
+
+fn is_dropped(el: &Element) -> bool {
+    if DROPPED.contains(&el.name()) {
+        return true;
+    }
+    if el
+        .attr("role")
+        .is_some_and(|r| r.eq_ignore_ascii_case("navigation"))
+        || el
+            .attr("aria-hidden")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || el.attr("hidden").is_some()
+    {
+        return true;
+    }
+    el.classes()
+        .any(|c| CHROME_CLASSES.iter().any(|chrome| c.contains(chrome)))
+}
+
+fn heading_level(name: &str) -> Option<u32> {
+    match name {
+        "h1" => Some(1),
+        "h2" => Some(2),
+        "h3" => Some(3),
+        "h4" => Some(4),
+        "h5" => Some(5),
+        "h6" => Some(6),
+        _ => None,
+    }
+}
+
+/// Accumulates visible text, collapsing whitespace and placing line breaks.
+#[derive(Default)]
+struct Writer {
+    out: String,
+    pending_space: bool,
+    pending_breaks: usize,
+}
+
+impl Writer {
+    fn request_break(&mut self, n: usize) {
+        self.pending_breaks = self.pending_breaks.max(n);
+    }
+
+    fn trim_trailing_blanks(&mut self) {
+        let len = self.out.trim_end_matches([' ', '\t']).len();
+        self.out.truncate(len);
+    }
+
+    /// Apply pending separators before content is written.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            self.pending_breaks = 0;
+            self.pending_space = false;
+            return;
+        }
+        if self.pending_breaks > 0 {
+            self.trim_trailing_blanks();
+            let have = self.out.len() - self.out.trim_end_matches('\n').len();
+            for _ in have..self.pending_breaks {
+                self.out.push('\n');
+            }
+        } else if self.pending_space && !self.out.ends_with([' ', '\n', '\t']) {
+            self.out.push(' ');
+        }
+        self.pending_breaks = 0;
+        self.pending_space = false;
+    }
+
+    /// Write flowing text; returns the byte offset of the first character
+    /// written, if any.
+    fn inline(&mut self, s: &str) -> Option<usize> {
+        let mut first = None;
+        for c in s.chars() {
+            if c == '¶' {
+                continue;
+            }
+            if c.is_whitespace() {
+                self.pending_space = true;
+            } else {
+                self.flush();
+                first.get_or_insert(self.out.len());
+                self.out.push(c);
+            }
+        }
+        first
+    }
+
+    /// Write preformatted text as is.
+    fn preformatted(&mut self, s: &str) -> Option<usize> {
+        let s: String = s.chars().filter(|&c| c != '¶' && c != '\r').collect();
+        if s.is_empty() {
+            return None;
+        }
+        if self.out.is_empty() && s.trim().is_empty() {
+            return None;
+        }
+        self.flush();
+        let first = self.out.len();
+        self.out.push_str(&s);
+        Some(first)
+    }
+
+    /// `<br>`: a hard line break.
+    fn line_break(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        self.flush();
+        self.trim_trailing_blanks();
+        self.out.push('\n');
+        self.pending_space = false;
+    }
+}
+
+/// The heading being read.
+struct OpenHeading {
+    level: u32,
+    start: Option<usize>,
+    title: String,
+}
+
+enum Work<N> {
+    Open(N),
+    Close(N),
+}
+
+/// Load HTML.
+pub(crate) fn load(bytes: &[u8]) -> Document {
+    let mut warnings = Vec::new();
+    let source = decode(bytes, &mut warnings);
+    let html = Html::parse_document(&source);
+    let (text, sections) = extract(&html);
+    Document {
+        format: Format::Html,
+        text,
+        sections,
+        warnings,
+    }
+}
+
+fn extract(html: &Html) -> (String, Vec<cairn_core::Section>) {
+    let root = html.tree.root();
+
+    let mut title = None;
+    let mut has_h1 = false;
+    for node in root.descendants() {
+        let Some(el) = node.value().as_element() else {
+            continue;
+        };
+        match el.name() {
+            "title" if title.is_none() => {
+                let in_head = node
+                    .parent()
+                    .and_then(|p| p.value().as_element().map(|e| e.name() == "head"))
+                    .unwrap_or(false);
+                if in_head {
+                    title = ElementRef::wrap(node)
+                        .map(|e| clean_title(&e.text().collect::<String>().replace('¶', "")));
+                }
+            }
+            "h1" if !has_h1 => {
+                has_h1 = !node
+                    .ancestors()
+                    .any(|a| a.value().as_element().is_some_and(is_dropped));
+            }
+            _ => {}
+        }
+    }
+
+    let mut builder = match title {
+        Some(t) if !has_h1 && !t.is_empty() => SectionBuilder::with_root(t),
+        _ => SectionBuilder::new(),
+    };
+    let mut w = Writer::default();
+    let mut pre_depth = 0usize;
+    let mut heading: Option<OpenHeading> = None;
+
+    // Iterative walk: documents can nest deeply.
+    let mut stack = vec![Work::Open(root)];
+    while let Some(work) = stack.pop() {
+        match work {
+            Work::Open(node) => match node.value() {
+                Node::Text(t) => {
+                    let first = if pre_depth > 0 {
+                        w.preformatted(t)
+                    } else {
+                        w.inline(t)
+                    };
+                    if let Some(h) = heading.as_mut() {
+                        if h.start.is_none() {
+                            h.start = first;
+                        }
+                        h.title.push_str(t);
+                    }
+                }
+                Node::Element(el) => {
+                    if is_dropped(el) {
+                        continue;
+                    }
+                    let name = el.name();
+                    match name {
+                        "br" => {
+                            w.line_break();
+                            if let Some(h) = heading.as_mut() {
+                                h.title.push(' ');
+                            }
+                        }
+                        "td" | "th" => w.pending_space = true,
+                        _ if PARAGRAPH.contains(&name) => w.request_break(2),
+                        _ if LINE.contains(&name) => w.request_break(1),
+                        _ => {}
+                    }
+                    if name == "pre" {
+                        pre_depth += 1;
+                    }
+                    if let Some(level) = heading_level(name) {
+                        if heading.is_none() {
+                            heading = Some(OpenHeading {
+                                level,
+                                start: None,
+                                title: String::new(),
+                            });
+                        }
+                    }
+                    stack.push(Work::Close(node));
+                    let children: Vec<_> = node.children().collect();
+                    stack.extend(children.into_iter().rev().map(Work::Open));
+                }
+                Node::Document | Node::Fragment => {
+                    let children: Vec<_> = node.children().collect();
+                    stack.extend(children.into_iter().rev().map(Work::Open));
+                }
+                _ => {}
+            },
+            Work::Close(node) => {
+                let Some(el) = node.value().as_element() else {
+                    continue;
+                };
+                let name = el.name();
+                if name == "pre" {
+                    pre_depth = pre_depth.saturating_sub(1);
+                }
+                if let Some(level) = heading_level(name) {
+                    if heading.as_ref().is_some_and(|h| h.level == level) {
+                        if let Some(h) = heading.take() {
+                            if let Some(start) = h.start {
+                                let end = w.out.len();
+                                let title = clean_title(&h.title.replace('¶', ""));
+                                builder.heading(&w.out, h.level, title, start, end);
+                            }
+                        }
+                    }
+                }
+                match name {
+                    "td" | "th" => w.pending_space = true,
+                    _ if PARAGRAPH.contains(&name) => w.request_break(2),
+                    _ if LINE.contains(&name) => w.request_break(1),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut text = w.out;
+    let len = text.trim_end().len();
+    text.truncate(len);
+    let sections = builder.finish(&text);
+    (text, sections)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_of_blocks_inline_and_pre() {
+        let doc = load(
+            b"<html><body><p>Hello   <b>bold</b>\n world</p><p>Second &amp; last<br>line</p>\
+              <pre>  keep\n    this</pre><ul><li>one</li><li>two</li></ul></body></html>",
+        );
+        assert_eq!(
+            doc.text,
+            "Hello bold world\n\nSecond & last\nline\n\n  keep\n    this\n\none\ntwo"
+        );
+    }
+
+    #[test]
+    fn title_is_outermost_heading_without_h1() {
+        let doc = load(b"<title>My Page</title><p>intro</p><h2>Part</h2><p>body</p>");
+        let paths: Vec<_> = doc
+            .sections
+            .iter()
+            .map(|s| s.headings.join(" > "))
+            .collect();
+        assert_eq!(paths, ["My Page", "My Page > Part"]);
+        assert!(!doc.text.contains("My Page"), "title is not body text");
+    }
+
+    #[test]
+    fn hidden_things_are_dropped() {
+        let doc = load(
+            b"<p>seen</p><div aria-hidden=\"true\">no1</div><div role=\"navigation\">no2</div>\
+              <div hidden>no3</div><form><label>no4</label></form><noscript>no5</noscript>",
+        );
+        assert_eq!(doc.text, "seen");
+    }
+}

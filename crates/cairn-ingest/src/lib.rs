@@ -1,0 +1,317 @@
+//! Turning files into chunks.
+//!
+//! `cairn-ingest` is the front of Cairn's pipeline:
+//!
+//! 1. [`walk`] finds the files under the roots a user names, honouring
+//!    `.gitignore`/`.ignore` (even outside a git repository), skipping hidden,
+//!    binary, empty and oversized files and symlinks that leave the root, and
+//!    reporting every skip with a reason.
+//! 2. [`read_file`] reads one file with clear errors, [`detect_format`] decides
+//!    what it is (extension first, magic bytes when the extension says
+//!    nothing), and [`load`] turns the bytes into a [`cairn_core::Document`]:
+//!    visible text plus [`cairn_core::Section`]s carrying heading paths. There
+//!    is one loader per format: plain text, Markdown, HTML, PDF, DOCX and code.
+//! 3. [`Chunker`] cuts a document into [`cairn_core::ChunkDraft`]s whose
+//!    embedding text (heading path + chunk) fits the embedding model's token
+//!    window, measured with the model's own tokenizer.
+//!
+//! ```
+//! use cairn_core::Format;
+//! let doc = cairn_ingest::load("notes.md".as_ref(), b"# Intro\n\nHello.\n").unwrap();
+//! assert_eq!(doc.format, Format::Markdown);
+//! assert_eq!(doc.sections[0].headings, vec!["Intro".to_string()]);
+//! ```
+//!
+//! Nothing here panics on bad input: a file that cannot be loaded gives an
+//! [`IngestError`] whose message names the file and the reason.
+
+mod chunk;
+mod code;
+mod docx;
+mod html;
+mod markdown;
+mod pdf;
+mod sections;
+mod text;
+mod walk;
+
+pub use chunk::Chunker;
+pub use walk::{walk, FoundFile, Skipped, WalkOptions};
+
+use cairn_core::{CodeLang, Document, Format};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Bytes examined when sniffing for binary content.
+const SNIFF_BYTES: usize = 8 * 1024;
+
+/// Why a file could not be read or loaded. Every variant that concerns a file
+/// names it; [`IngestError::reason`] gives the message without the path.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The file was listed but is gone by the time it is read.
+    #[error("{}: vanished during ingest", path.display())]
+    Vanished { path: PathBuf },
+    /// The file (or a directory on its path) is not readable.
+    #[error("{}: permission denied", path.display())]
+    PermissionDenied { path: PathBuf },
+    /// The file exceeds the configured size limit.
+    #[error("{}: file too large ({size} bytes > limit {limit})", path.display())]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    /// The file has no content.
+    #[error("{}: empty file", path.display())]
+    Empty { path: PathBuf },
+    /// Any other I/O failure.
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The content is not text (NUL bytes) and not a format we parse.
+    #[error("{}: binary file", path.display())]
+    Binary { path: PathBuf },
+    /// The PDF could not be parsed.
+    #[error("{}: corrupt PDF: {reason}", path.display())]
+    CorruptPdf { path: PathBuf, reason: String },
+    /// The PDF needs a password.
+    #[error("{}: encrypted PDF (password protected)", path.display())]
+    EncryptedPdf { path: PathBuf },
+    /// The PDF has pages but no extractable text.
+    #[error("{}: PDF has no text layer (scanned image?)", path.display())]
+    NoTextLayer { path: PathBuf },
+    /// The DOCX container or its main part could not be read.
+    #[error("{}: corrupt DOCX: {reason}", path.display())]
+    CorruptDocx { path: PathBuf, reason: String },
+    /// The chunker was configured with impossible sizes (no file involved).
+    #[error("invalid chunker settings: {reason}")]
+    ChunkerConfig { reason: String },
+}
+
+impl IngestError {
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            IngestError::Vanished { path }
+            | IngestError::PermissionDenied { path }
+            | IngestError::TooLarge { path, .. }
+            | IngestError::Empty { path }
+            | IngestError::Io { path, .. }
+            | IngestError::Binary { path }
+            | IngestError::CorruptPdf { path, .. }
+            | IngestError::EncryptedPdf { path }
+            | IngestError::NoTextLayer { path }
+            | IngestError::CorruptDocx { path, .. } => Some(path),
+            IngestError::ChunkerConfig { .. } => None,
+        }
+    }
+
+    /// The message without the leading path, e.g. `"empty file"`; what a
+    /// skip report shows next to the file's display path.
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        match self.path() {
+            Some(p) => {
+                let prefix = format!("{}: ", p.display());
+                full.strip_prefix(&prefix)
+                    .map(str::to_string)
+                    .unwrap_or(full)
+            }
+            None => full,
+        }
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
+
+fn io_error(path: &Path, err: std::io::Error) -> IngestError {
+    let path = path.to_path_buf();
+    match err.kind() {
+        std::io::ErrorKind::NotFound => IngestError::Vanished { path },
+        std::io::ErrorKind::PermissionDenied => IngestError::PermissionDenied { path },
+        _ => IngestError::Io { path, source: err },
+    }
+}
+
+/// Read a whole file, refusing files larger than `max_file_bytes` and empty
+/// files. Never reads more than `max_file_bytes + 1` bytes, even if the file
+/// grows while it is read.
+pub fn read_file(path: &Path, max_file_bytes: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    if meta.is_dir() {
+        return Err(IngestError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("is a directory"),
+        });
+    }
+    let too_large = |size| IngestError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit: max_file_bytes,
+    };
+    if meta.len() > max_file_bytes {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_file_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    if bytes.len() as u64 > max_file_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    if bytes.is_empty() {
+        return Err(IngestError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
+}
+
+fn has_nul(bytes: &[u8]) -> bool {
+    bytes[..bytes.len().min(SNIFF_BYTES)].contains(&0)
+}
+
+fn looks_like_pdf(bytes: &[u8]) -> bool {
+    // The header may be preceded by a little junk; readers accept that.
+    let head = &bytes[..bytes.len().min(1024)];
+    head.windows(5).any(|w| w == b"%PDF-")
+}
+
+fn looks_like_docx(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04")
+        && bytes
+            .windows(b"word/document.xml".len())
+            .any(|w| w == b"word/document.xml")
+}
+
+/// Decide the format of a file from its extension and, when the extension is
+/// missing or unknown, from its first bytes.
+///
+/// Text-like formats (text, Markdown, HTML, code) whose first 8 KiB contain a
+/// NUL byte are refused as binary.
+pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<Format> {
+    let by_ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(Format::from_extension);
+    let format = match by_ext {
+        Some(f) => f,
+        None if looks_like_pdf(bytes) => Format::Pdf,
+        None if looks_like_docx(bytes) => Format::Docx,
+        None => Format::Text,
+    };
+    match format {
+        Format::Pdf | Format::Docx => Ok(format),
+        _ if has_nul(bytes) => Err(IngestError::Binary {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(format),
+    }
+}
+
+/// Load a file's bytes into a [`Document`] with the loader for its format.
+pub fn load(path: &Path, bytes: &[u8]) -> Result<Document> {
+    let format = detect_format(path, bytes)?;
+    Ok(match format {
+        Format::Text => text::load(bytes),
+        Format::Markdown => markdown::load(bytes),
+        Format::Html => html::load(bytes),
+        Format::Pdf => pdf::load(path, bytes)?,
+        Format::Docx => docx::load(path, bytes)?,
+        Format::Code(lang) => code::load(bytes, lang),
+    })
+}
+
+/// BLAKE3 hash of the content, lowercase hex. Used to notice unchanged files.
+pub fn content_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// Languages with a tree-sitter grammar available to the code splitter.
+pub(crate) fn has_grammar(lang: CodeLang) -> bool {
+    matches!(
+        lang,
+        CodeLang::Rust | CodeLang::Python | CodeLang::JavaScript | CodeLang::Go
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_by_extension_and_magic() {
+        assert_eq!(
+            detect_format(Path::new("a.md"), b"# x").unwrap(),
+            Format::Markdown
+        );
+        assert_eq!(
+            detect_format(Path::new("a.RS"), b"fn main() {}").unwrap(),
+            Format::Code(CodeLang::Rust)
+        );
+        assert_eq!(
+            detect_format(Path::new("README"), b"hello").unwrap(),
+            Format::Text
+        );
+        assert_eq!(
+            detect_format(Path::new("report"), b"%PDF-1.7\n...").unwrap(),
+            Format::Pdf
+        );
+        let mut zipish = b"PK\x03\x04".to_vec();
+        zipish.extend_from_slice(b"....word/document.xml....");
+        assert_eq!(
+            detect_format(Path::new("letter.bin2"), &zipish).unwrap(),
+            Format::Docx
+        );
+        // A zip that is not a Word document is not text either.
+        let err = detect_format(Path::new("x"), b"PK\x03\x04\0\0junk").unwrap_err();
+        assert!(matches!(err, IngestError::Binary { .. }), "{err}");
+    }
+
+    #[test]
+    fn nul_bytes_are_binary_even_with_text_extension() {
+        let err = detect_format(Path::new("data.txt"), b"abc\0def").unwrap_err();
+        assert_eq!(err.to_string(), "data.txt: binary file");
+        assert_eq!(err.reason(), "binary file");
+        let err = load(Path::new("noext"), b"\x7fELF\0\0\0").unwrap_err();
+        assert!(matches!(err, IngestError::Binary { .. }));
+    }
+
+    #[test]
+    fn read_file_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone.txt");
+        let err = read_file(&missing, 100).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("gone.txt: vanished during ingest"),
+            "{err}"
+        );
+
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(read_file(&empty, 100).unwrap_err().reason(), "empty file");
+
+        let big = dir.path().join("big.txt");
+        std::fs::write(&big, vec![b'a'; 101]).unwrap();
+        assert_eq!(
+            read_file(&big, 100).unwrap_err().reason(),
+            "file too large (101 bytes > limit 100)"
+        );
+        assert_eq!(read_file(&big, 101).unwrap().len(), 101);
+    }
+
+    #[test]
+    fn hash_is_blake3_hex() {
+        let h = content_hash(b"abc");
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, blake3::hash(b"abc").to_hex().to_string());
+        assert_ne!(h, content_hash(b"abd"));
+    }
+}

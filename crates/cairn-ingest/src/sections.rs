@@ -1,0 +1,114 @@
+//! Building heading-path sections from a stream of headings.
+
+use cairn_core::Section;
+
+/// Collects sections while a loader writes its text: call [`heading`] for
+/// every heading met (with the byte span of the heading in the text), then
+/// [`finish`] with the final text.
+///
+/// The heading itself is not part of any section; a section runs from the end
+/// of one heading to the start of the next. Sections holding only whitespace
+/// are dropped.
+///
+/// [`heading`]: SectionBuilder::heading
+/// [`finish`]: SectionBuilder::finish
+pub(crate) struct SectionBuilder {
+    /// A fixed outermost heading, never popped.
+    root: Option<String>,
+    /// Open headings, outermost first: (level, title).
+    stack: Vec<(u32, String)>,
+    start: usize,
+    sections: Vec<Section>,
+}
+
+impl SectionBuilder {
+    pub(crate) fn new() -> Self {
+        SectionBuilder {
+            root: None,
+            stack: Vec::new(),
+            start: 0,
+            sections: Vec::new(),
+        }
+    }
+
+    /// Start with an outermost heading that no later heading replaces (an
+    /// HTML `<title>` when the page has no `<h1>`).
+    pub(crate) fn with_root(title: String) -> Self {
+        let mut b = SectionBuilder::new();
+        b.root = Some(title);
+        b
+    }
+
+    fn path(&self) -> Vec<String> {
+        self.root
+            .iter()
+            .chain(self.stack.iter().map(|(_, t)| t))
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    fn close(&mut self, text: &str, end: usize) {
+        let end = end.min(text.len());
+        let start = self.start.min(end);
+        if text
+            .get(start..end)
+            .is_some_and(|s| s.chars().any(|c| !c.is_whitespace()))
+        {
+            let headings = self.path();
+            self.sections.push(Section {
+                start,
+                end,
+                headings,
+            });
+        }
+    }
+
+    /// A heading of `level` (0 = document title, 1 = outermost section) titled `title` occupies
+    /// `text[h_start..h_end]`.
+    pub(crate) fn heading(
+        &mut self,
+        text: &str,
+        level: u32,
+        title: String,
+        h_start: usize,
+        h_end: usize,
+    ) {
+        self.close(text, h_start);
+        while self.stack.last().is_some_and(|(l, _)| *l >= level) {
+            self.stack.pop();
+        }
+        self.stack.push((level, title));
+        self.start = h_end.max(h_start).min(text.len());
+    }
+
+    pub(crate) fn finish(mut self, text: &str) -> Vec<Section> {
+        self.close(text, text.len());
+        self.sections
+    }
+}
+
+/// Collapse runs of whitespace into single spaces and trim; for heading titles.
+pub(crate) fn clean_title(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_push_and_pop() {
+        let text = "A\nintro\nB\nbee\nC\ncee\nD\ndee";
+        let pos = |s: &str| text.find(s).unwrap();
+        let mut b = SectionBuilder::new();
+        b.heading(text, 1, "A".into(), pos("A"), pos("A") + 1);
+        b.heading(text, 2, "B".into(), pos("B"), pos("B") + 1);
+        b.heading(text, 3, "C".into(), pos("C"), pos("C") + 1);
+        b.heading(text, 2, "D".into(), pos("D"), pos("D") + 1);
+        let s = b.finish(text);
+        let paths: Vec<_> = s.iter().map(|s| s.headings.join(" > ")).collect();
+        assert_eq!(paths, ["A", "A > B", "A > B > C", "A > D"]);
+        assert_eq!(&text[s[0].start..s[0].end], "\nintro\n");
+    }
+}

@@ -1,0 +1,423 @@
+//! Every loader on small real inputs, through the public `load` entry point.
+
+use cairn_core::{CodeLang, Document, Format};
+use cairn_ingest::{detect_format, load, read_file, IngestError};
+use lopdf::content::{Content, Operation};
+use lopdf::{dictionary, Object, Stream};
+use std::io::Write;
+use std::path::Path;
+
+/// (heading path, trimmed section text) for each section.
+fn outline(doc: &Document) -> Vec<(String, String)> {
+    doc.sections
+        .iter()
+        .map(|s| {
+            (
+                s.headings.join(" > "),
+                doc.text[s.start..s.end].trim().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+const SPHINX_PAGE: &str = r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8" />
+  <title>Tutorial &#8212; MyDocs 1.0 documentation</title>
+  <script>var leak = "SCRIPT_TEXT";</script>
+  <style>body { color: red } /* STYLE_TEXT */</style>
+</head>
+<body>
+<div class="related" role="navigation" aria-label="related navigation">
+  <h3>Navigation</h3><ul><li><a href="genindex.html">RELATED_TEXT</a></li></ul>
+</div>
+<div class="document"><div class="documentwrapper"><div class="bodywrapper">
+<div class="body" role="main">
+<section id="tutorial">
+<h1>Tutorial<a class="headerlink" href="#tutorial" title="Link to this heading">¶</a></h1>
+<p>Welcome to the &lt;tutorial&gt;.
+   It is   short.</p>
+<section id="lists">
+<h2>Lists<a class="headerlink" href="#lists" title="Link to this heading">¶</a></h2>
+<p>Lists hold <em>items</em>.</p>
+<div class="highlight-python notranslate"><div class="highlight"><pre><span></span>xs = [1, 2]
+    ys = xs
+</pre></div></div>
+<section id="sorting">
+<h3>Sorting</h3>
+<ul><li><p>Use sorted().</p></li><li><p>Or .sort()</p></li></ul>
+</section>
+</section>
+<section id="dicts">
+<h2>Dicts</h2>
+<p>Maps keys¶ to values.</p>
+<table><tr><td>a</td><td>1</td></tr><tr><td>b</td><td>2</td></tr></table>
+</section>
+</section>
+</div></div></div>
+<div class="sphinxsidebar" role="navigation" aria-label="main navigation">
+  <div class="sphinxsidebarwrapper"><h3>Quick search</h3><p>SIDEBAR_TEXT</p></div>
+</div>
+<div class="clearer"></div>
+</div>
+<nav class="bd-links">NAV_TEXT</nav>
+<ul class="wy-breadcrumbs"><li>BREADCRUMB_TEXT</li></ul>
+<div class="footer" role="contentinfo">FOOTER_TEXT &#169; 2024</div>
+<footer>FOOTER_ELEMENT_TEXT</footer>
+<noscript>NOSCRIPT_TEXT</noscript>
+<template><p>TEMPLATE_TEXT</p></template>
+<svg><text>SVG_TEXT</text></svg>
+<form><button>BUTTON_TEXT</button><select><option>OPTION_TEXT</option></select></form>
+</body>
+</html>"##;
+
+#[test]
+fn html_sphinx_page_keeps_only_visible_body_text() {
+    let doc = load(Path::new("tutorial.html"), SPHINX_PAGE.as_bytes()).unwrap();
+    assert_eq!(doc.format, Format::Html);
+    for hidden in [
+        "SCRIPT_TEXT",
+        "STYLE_TEXT",
+        "RELATED_TEXT",
+        "SIDEBAR_TEXT",
+        "NAV_TEXT",
+        "BREADCRUMB_TEXT",
+        "FOOTER_TEXT",
+        "FOOTER_ELEMENT_TEXT",
+        "NOSCRIPT_TEXT",
+        "TEMPLATE_TEXT",
+        "SVG_TEXT",
+        "BUTTON_TEXT",
+        "OPTION_TEXT",
+        "Quick search",
+        "¶",
+        "MyDocs",
+    ] {
+        assert!(
+            !doc.text.contains(hidden),
+            "{hidden:?} leaked into {:?}",
+            doc.text
+        );
+    }
+    assert_eq!(
+        outline(&doc),
+        pairs(&[
+            ("Tutorial", "Welcome to the <tutorial>. It is short."),
+            (
+                "Tutorial > Lists",
+                "Lists hold items.\n\nxs = [1, 2]\n    ys = xs"
+            ),
+            ("Tutorial > Lists > Sorting", "Use sorted().\n\nOr .sort()"),
+            ("Tutorial > Dicts", "Maps keys to values.\n\na 1\nb 2"),
+        ])
+    );
+    // Headings are in the text, on their own paragraph, without pilcrows.
+    assert!(
+        doc.text.starts_with("Tutorial\n\nWelcome"),
+        "{:?}",
+        doc.text
+    );
+    assert!(doc.text.contains("\n\nLists\n\n"));
+    assert!(doc.warnings.is_empty());
+}
+
+#[test]
+fn markdown_heading_paths_setext_and_fences() {
+    let src = "Intro line.\r\n\r\n# Guide\r\n\r\nStart here.\r\n\r\nSetup\r\n-----\r\n\r\n```bash\r\n# not a heading\r\nmake\r\n```\r\n\r\n### Linux\r\n\r\napt install\r\n\r\n## Usage\r\n\r\nRun it.\r\n\r\nAppendix\r\n========\r\n\r\nExtra.\r\n";
+    let doc = load(Path::new("README.md"), src.as_bytes()).unwrap();
+    assert_eq!(doc.format, Format::Markdown);
+    assert_eq!(doc.text, src.replace("\r\n", "\n"));
+    assert_eq!(
+        outline(&doc),
+        pairs(&[
+            ("", "Intro line."),
+            ("Guide", "Start here."),
+            ("Guide > Setup", "```bash\n# not a heading\nmake\n```"),
+            ("Guide > Setup > Linux", "apt install"),
+            ("Guide > Usage", "Run it."),
+            ("Appendix", "Extra."),
+        ])
+    );
+}
+
+/// A real PDF with one page per entry of `pages`, each showing its text.
+fn make_pdf(pages: &[&str]) -> lopdf::Document {
+    let mut doc = lopdf::Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(dictionary! {
+        "Type" => "Font",
+        "Subtype" => "Type1",
+        "BaseFont" => "Helvetica",
+        "Encoding" => "WinAnsiEncoding",
+    });
+    let resources_id = doc.add_object(dictionary! {
+        "Font" => dictionary! { "F1" => font_id },
+    });
+    let mut kids: Vec<Object> = Vec::new();
+    for text in pages {
+        let content = Content {
+            operations: vec![
+                Operation::new("BT", vec![]),
+                Operation::new("Tf", vec!["F1".into(), 14.into()]),
+                Operation::new("Td", vec![72.into(), 700.into()]),
+                Operation::new("Tj", vec![Object::string_literal(*text)]),
+                Operation::new("ET", vec![]),
+            ],
+        };
+        let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
+        let page_id = doc.add_object(dictionary! {
+            "Type" => "Page",
+            "Parent" => pages_id,
+            "Contents" => content_id,
+        });
+        kids.push(page_id.into());
+    }
+    let count = kids.len() as i64;
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages",
+            "Kids" => kids,
+            "Count" => count,
+            "Resources" => resources_id,
+            "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! {
+        "Type" => "Catalog",
+        "Pages" => pages_id,
+    });
+    doc.trailer.set("Root", catalog_id);
+    doc.trailer.set(
+        "ID",
+        vec![
+            Object::string_literal(b"0123456789abcdef".to_vec()),
+            Object::string_literal(b"0123456789abcdef".to_vec()),
+        ],
+    );
+    doc
+}
+
+fn pdf_bytes(mut doc: lopdf::Document) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    doc.save_to(&mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn pdf_two_pages_give_page_sections() {
+    let bytes = pdf_bytes(make_pdf(&["Hello from page one", "Greetings on page two"]));
+    let doc = load(Path::new("report.pdf"), &bytes).unwrap();
+    assert_eq!(doc.format, Format::Pdf);
+    let o = outline(&doc);
+    assert_eq!(o.len(), 2, "{o:?}");
+    assert_eq!(o[0].0, "Page 1");
+    assert_eq!(o[1].0, "Page 2");
+    assert!(o[0].1.contains("Hello from page one"), "{o:?}");
+    assert!(o[1].1.contains("Greetings on page two"), "{o:?}");
+    // Also recognised without an extension, by its magic bytes.
+    assert_eq!(
+        detect_format(Path::new("report"), &bytes).unwrap(),
+        Format::Pdf
+    );
+}
+
+#[test]
+fn pdf_without_text_layer_is_refused() {
+    let bytes = pdf_bytes(make_pdf(&["   "]));
+    let err = load(Path::new("scan.pdf"), &bytes).unwrap_err();
+    assert!(matches!(err, IngestError::NoTextLayer { .. }), "{err}");
+    assert_eq!(err.reason(), "PDF has no text layer (scanned image?)");
+}
+
+#[test]
+fn garbage_named_pdf_is_corrupt() {
+    let err = load(Path::new("fake.pdf"), b"GIF89a this is not a PDF \x01\x02").unwrap_err();
+    assert!(matches!(err, IngestError::CorruptPdf { .. }), "{err}");
+    assert!(
+        err.to_string().starts_with("fake.pdf: corrupt PDF: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn password_protected_pdf_is_refused() {
+    use lopdf::{EncryptionState, EncryptionVersion, Permissions};
+    let mut doc = make_pdf(&["Top secret text"]);
+    let state = EncryptionState::try_from(EncryptionVersion::V2 {
+        document: &doc,
+        owner_password: "owner-pw",
+        user_password: "user-pw",
+        key_length: 128,
+        permissions: Permissions::all(),
+    })
+    .unwrap();
+    doc.encrypt(&state).unwrap();
+    let bytes = pdf_bytes(doc);
+    let err = load(Path::new("locked.pdf"), &bytes).unwrap_err();
+    assert!(matches!(err, IngestError::EncryptedPdf { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "locked.pdf: encrypted PDF (password protected)"
+    );
+}
+
+/// A real DOCX (zip with the parts Word writes) holding these paragraphs:
+/// (style id or "", text).
+fn make_docx(paragraphs: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = String::new();
+    for (style, text) in paragraphs {
+        body.push_str("<w:p>");
+        if !style.is_empty() {
+            body.push_str(&format!("<w:pPr><w:pStyle w:val=\"{style}\"/></w:pPr>"));
+        }
+        // Split the text into two runs to exercise run joining.
+        let mid = text
+            .char_indices()
+            .nth(text.chars().count() / 2)
+            .map_or(0, |(i, _)| i);
+        let (a, b) = text.split_at(mid);
+        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;");
+        body.push_str(&format!(
+            "<w:r><w:t xml:space=\"preserve\">{}</w:t></w:r><w:r><w:t xml:space=\"preserve\">{}</w:t></w:r></w:p>",
+            esc(a),
+            esc(b)
+        ));
+    }
+    let document = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n\
+         <w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\">\
+         <w:body>{body}<w:sectPr/></w:body></w:document>"
+    );
+    let content_types = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+        <Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\">\
+        <Default Extension=\"xml\" ContentType=\"application/xml\"/>\
+        <Override PartName=\"/word/document.xml\" ContentType=\"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml\"/>\
+        </Types>";
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    zip.start_file("[Content_Types].xml", opts).unwrap();
+    zip.write_all(content_types.as_bytes()).unwrap();
+    zip.start_file("word/document.xml", opts).unwrap();
+    zip.write_all(document.as_bytes()).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn docx_heading_styles_give_paths() {
+    let bytes = make_docx(&[
+        ("Title", "Annual Report"),
+        ("", "Summary first."),
+        ("Heading1", "Sales"),
+        ("", "Sales grew & grew."),
+        ("Heading2", "Europe"),
+        ("", "Up 5%."),
+        ("Heading2", "Asia"),
+        ("", "Up 9%."),
+        ("Heading1", "Costs"),
+        ("", "Flat."),
+    ]);
+    let doc = load(Path::new("report.docx"), &bytes).unwrap();
+    assert_eq!(doc.format, Format::Docx);
+    assert_eq!(
+        outline(&doc),
+        pairs(&[
+            ("Annual Report", "Summary first."),
+            ("Annual Report > Sales", "Sales grew & grew."),
+            ("Annual Report > Sales > Europe", "Up 5%."),
+            ("Annual Report > Sales > Asia", "Up 9%."),
+            ("Annual Report > Costs", "Flat."),
+        ])
+    );
+    assert!(doc
+        .text
+        .starts_with("Annual Report\n\nSummary first.\n\nSales\n\n"));
+    assert_eq!(
+        detect_format(Path::new("noext"), &bytes).unwrap(),
+        Format::Docx
+    );
+}
+
+#[test]
+fn corrupt_docx_is_refused() {
+    let err = load(Path::new("broken.docx"), b"PK\x03\x04 truncated nonsense").unwrap_err();
+    assert!(matches!(err, IngestError::CorruptDocx { .. }), "{err}");
+    assert!(
+        err.to_string().starts_with("broken.docx: corrupt DOCX: "),
+        "{err}"
+    );
+
+    // A valid zip without word/document.xml.
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("hello.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(b"hi").unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    let err = load(Path::new("empty.docx"), &bytes).unwrap_err();
+    assert!(err.to_string().contains("word/document.xml"), "{err}");
+}
+
+#[test]
+fn invalid_utf8_is_replaced_with_a_warning_in_text_formats() {
+    for (name, bytes, format) in [
+        ("a.txt", &b"caf\xe9\r\nbar"[..], Format::Text),
+        ("a.md", &b"# T\xff\n\nbody"[..], Format::Markdown),
+        ("a.html", &b"<p>caf\xe9</p>"[..], Format::Html),
+        (
+            "a.py",
+            &b"def f():\n    return '\xe9'\n"[..],
+            Format::Code(CodeLang::Python),
+        ),
+    ] {
+        let doc = load(Path::new(name), bytes).unwrap();
+        assert_eq!(doc.format, format);
+        assert!(doc.text.contains('\u{FFFD}'), "{name}: {:?}", doc.text);
+        assert_eq!(
+            doc.warnings,
+            vec!["invalid UTF-8 replaced with U+FFFD".to_string()],
+            "{name}"
+        );
+    }
+    let doc = load(Path::new("a.txt"), b"caf\xe9\r\nbar").unwrap();
+    assert_eq!(doc.text, "caf\u{FFFD}\nbar");
+}
+
+#[test]
+fn nul_bytes_mean_binary() {
+    for name in ["data.txt", "mystery", "x.rs", "page.html"] {
+        let err = load(Path::new(name), b"hello\0world").unwrap_err();
+        assert!(matches!(err, IngestError::Binary { .. }), "{name}: {err}");
+        assert_eq!(err.reason(), "binary file");
+    }
+}
+
+#[test]
+fn code_and_plain_text_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let rs = dir.path().join("lib.rs");
+    std::fs::write(
+        &rs,
+        "pub fn add(a: i32, b: i32) -> i32 {\r\n    a + b\r\n}\r\n",
+    )
+    .unwrap();
+    let bytes = read_file(&rs, 1 << 20).unwrap();
+    let doc = load(&rs, &bytes).unwrap();
+    assert_eq!(doc.format, Format::Code(CodeLang::Rust));
+    assert_eq!(
+        doc.text,
+        "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
+    );
+    assert_eq!(doc.sections.len(), 1);
+
+    let makefile = dir.path().join("Makefile");
+    std::fs::write(&makefile, "all:\n\tcc main.c\n").unwrap();
+    let doc = load(&makefile, &read_file(&makefile, 1 << 20).unwrap()).unwrap();
+    assert_eq!(doc.format, Format::Text);
+}

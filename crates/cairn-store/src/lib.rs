@@ -1,0 +1,593 @@
+//! The catalog: one collection's durable source of truth.
+//!
+//! A catalog is a SQLite database in WAL mode holding documents (path,
+//! content hash, mtime, size, format, extracted text), their chunks (text,
+//! span, heading path, vector) and a strictly increasing sequence number per
+//! accepted change. Every change goes through [`Catalog::apply`] — the one
+//! apply path shared by single-node ingest and cluster replication — in a
+//! single transaction, so a crash at any moment leaves either the old or the
+//! new state of a document, never a mix.
+//!
+//! Indexes are derived: they ask for [`Catalog::chunks_since`] and
+//! [`Catalog::tombstones_since`] to catch up from the sequence they applied.
+//!
+//! ```
+//! use cairn_store::{Catalog, Op, DocumentRecord, NewChunk};
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut cat = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
+//! let doc = DocumentRecord { path: "/notes/a.md".into(), doc: "a.md".into(), root: "/notes".into(),
+//!     hash: "h1".into(), mtime_ns: 1, size: 5, format: "markdown".into(), text: "hello".into() };
+//! let chunk = NewChunk { ord: 0, text: "hello".into(), start: 0, end: 5, heading: String::new(), vector: vec![1.0, 0.0] };
+//! let seq = cat.apply(Op::Upsert { doc, chunks: vec![chunk] }, None).unwrap();
+//! assert_eq!(seq, Some(1));
+//! assert_eq!(cat.stats().unwrap().chunks, 1);
+//! ```
+
+mod error;
+
+pub use error::StoreError;
+
+use cairn_core::{ChunkId, DocId, Seq, StoredChunk};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// A document as the ingest path hands it to the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentRecord {
+    /// Canonical absolute path: the document's key.
+    pub path: String,
+    /// Display path, relative to the ingest root.
+    pub doc: String,
+    /// Canonical ingest root.
+    pub root: String,
+    /// Content hash (blake3 hex) of the file's bytes.
+    pub hash: String,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub format: String,
+    /// The extracted text; chunk spans index into it.
+    pub text: String,
+}
+
+/// A chunk to store, with its vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewChunk {
+    pub ord: u32,
+    pub text: String,
+    pub start: u64,
+    pub end: u64,
+    pub heading: String,
+    pub vector: Vec<f32>,
+}
+
+/// A change to the catalog. Both single-node ingest and cluster replication
+/// express every write as an `Op`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Insert a document or replace all of its chunks.
+    Upsert { doc: DocumentRecord, chunks: Vec<NewChunk> },
+    /// Delete a document (by canonical path) and its chunks.
+    Delete { path: String },
+}
+
+/// What the catalog knows of a document, without its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocMeta {
+    pub id: DocId,
+    pub path: String,
+    pub doc: String,
+    pub root: String,
+    pub hash: String,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub format: String,
+    pub seq: Seq,
+    pub chunks: u64,
+}
+
+/// Counts for `cairn status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub documents: u64,
+    pub chunks: u64,
+    pub seq: Seq,
+}
+
+/// One collection's catalog.
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("path", &self.path).finish()
+    }
+}
+
+/// Encode a vector as little-endian f32 bytes.
+pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Decode little-endian f32 bytes.
+pub fn blob_to_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+impl Catalog {
+    /// Open (creating if needed) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.to_path_buf(), source })?;
+        let mut cat = Catalog { conn, path: path.to_path_buf() };
+        cat.init()?;
+        Ok(cat)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn init(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        self.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(&e)?;
+        // WAL: readers never wait for the writer. synchronous=FULL: a committed
+        // document survives power loss, not only a process crash.
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL;
+                 PRAGMA synchronous=FULL;
+                 PRAGMA foreign_keys=ON;
+                 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS documents(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    path TEXT NOT NULL UNIQUE,
+                    doc TEXT NOT NULL,
+                    root TEXT NOT NULL,
+                    hash TEXT NOT NULL,
+                    mtime_ns INTEGER NOT NULL,
+                    size INTEGER NOT NULL,
+                    format TEXT NOT NULL,
+                    text TEXT NOT NULL,
+                    seq INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS chunks(
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+                    ord INTEGER NOT NULL,
+                    text TEXT NOT NULL,
+                    start INTEGER NOT NULL,
+                    end INTEGER NOT NULL,
+                    heading TEXT NOT NULL,
+                    vector BLOB NOT NULL,
+                    seq INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS chunks_seq ON chunks(seq);
+                 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+                 CREATE TABLE IF NOT EXISTS tombstones(seq INTEGER NOT NULL, chunk_id INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);",
+            )
+            .map_err(&e)?;
+        let version: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get(0))
+            .optional()
+            .map_err(&e)?;
+        match version {
+            None => {
+                self.conn
+                    .execute("INSERT INTO meta(key, value) VALUES('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
+                    .map_err(&e)?;
+            }
+            Some(v) => {
+                let found: i64 = v.parse().map_err(|_| StoreError::Invalid {
+                    path: self.path.clone(),
+                    message: format!("schema_version `{v}` is not a number"),
+                })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::Schema { path: self.path.clone(), found, supported: SCHEMA_VERSION });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The embedding model whose vectors this catalog holds, with their dimension.
+    pub fn embedding_model(&self) -> Result<Option<(String, usize)>> {
+        let model = self.meta("embed_model")?;
+        let dim = self.meta("embed_dim")?;
+        Ok(match (model, dim) {
+            (Some(m), Some(d)) => Some((m, d.parse().unwrap_or(0))),
+            _ => None,
+        })
+    }
+
+    /// Record the embedding model on first use; refuse a different one later.
+    pub fn ensure_embedding_model(&mut self, collection: &str, model_id: &str, dim: usize) -> Result<()> {
+        match self.embedding_model()? {
+            Some((stored, stored_dim)) if stored != model_id || stored_dim != dim => Err(StoreError::ModelMismatch {
+                collection: collection.to_string(),
+                stored: format!("{stored} ({stored_dim}-dim)"),
+                requested: format!("{model_id} ({dim}-dim)"),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })?;
+                tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('embed_model', ?1)", [model_id])
+                    .and_then(|_| tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('embed_dim', ?1)", [dim.to_string()]))
+                    .and_then(|_| tx.commit())
+                    .map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+            }
+        }
+    }
+
+    /// The sequence number of the last applied change (0 when empty).
+    pub fn last_seq(&self) -> Result<Seq> {
+        Ok(self.meta("seq")?.and_then(|s| s.parse().ok()).unwrap_or(0))
+    }
+
+    /// Apply one change in one transaction and return the sequence number it
+    /// got. With `seq = None` the catalog assigns `last_seq + 1`. With
+    /// `Some(s)` (replication) the change is applied only if `s > last_seq`;
+    /// a replayed, already-applied change returns `Ok(None)` and changes
+    /// nothing, which makes replay idempotent.
+    pub fn apply(&mut self, op: Op, seq: Option<Seq>) -> Result<Option<Seq>> {
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let last = self.last_seq()?;
+        let seq = match seq {
+            None => last + 1,
+            Some(s) if s <= last => return Ok(None),
+            Some(s) => s,
+        };
+        let tx = self.conn.transaction().map_err(&e)?;
+        let seq_i = seq as i64;
+        match &op {
+            Op::Upsert { doc, chunks } => {
+                let existing: Option<i64> = tx
+                    .query_row("SELECT id FROM documents WHERE path=?1", [&doc.path], |r| r.get(0))
+                    .optional()
+                    .map_err(&e)?;
+                let doc_id = match existing {
+                    Some(id) => {
+                        tx.execute("INSERT INTO tombstones(seq, chunk_id) SELECT ?1, id FROM chunks WHERE doc_id=?2", params![seq_i, id])
+                            .map_err(&e)?;
+                        tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id]).map_err(&e)?;
+                        tx.execute(
+                            "UPDATE documents SET doc=?2, root=?3, hash=?4, mtime_ns=?5, size=?6, format=?7, text=?8, seq=?9 WHERE id=?1",
+                            params![id, doc.doc, doc.root, doc.hash, doc.mtime_ns, doc.size as i64, doc.format, doc.text, seq_i],
+                        )
+                        .map_err(&e)?;
+                        id
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO documents(path, doc, root, hash, mtime_ns, size, format, text, seq) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                            params![doc.path, doc.doc, doc.root, doc.hash, doc.mtime_ns, doc.size as i64, doc.format, doc.text, seq_i],
+                        )
+                        .map_err(&e)?;
+                        tx.last_insert_rowid()
+                    }
+                };
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO chunks(doc_id, ord, text, start, end, heading, vector, seq) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+                    )
+                    .map_err(&e)?;
+                for c in chunks {
+                    stmt.execute(params![
+                        doc_id,
+                        c.ord,
+                        c.text,
+                        c.start as i64,
+                        c.end as i64,
+                        c.heading,
+                        vector_to_blob(&c.vector),
+                        seq_i
+                    ])
+                    .map_err(&e)?;
+                }
+            }
+            Op::Delete { path } => {
+                let existing: Option<i64> = tx
+                    .query_row("SELECT id FROM documents WHERE path=?1", [path], |r| r.get(0))
+                    .optional()
+                    .map_err(&e)?;
+                if let Some(id) = existing {
+                    tx.execute("INSERT INTO tombstones(seq, chunk_id) SELECT ?1, id FROM chunks WHERE doc_id=?2", params![seq_i, id])
+                        .map_err(&e)?;
+                    tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id]).map_err(&e)?;
+                    tx.execute("DELETE FROM documents WHERE id=?1", [id]).map_err(&e)?;
+                }
+            }
+        }
+        tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('seq', ?1)", [seq.to_string()]).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(Some(seq))
+    }
+
+    /// Update a document's mtime and size without a new sequence number (its
+    /// content hash is unchanged, so nothing derived changes).
+    pub fn touch(&mut self, path: &str, mtime_ns: i64, size: u64) -> Result<()> {
+        self.conn
+            .execute("UPDATE documents SET mtime_ns=?2, size=?3 WHERE path=?1", params![path, mtime_ns, size as i64])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn doc_meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocMeta> {
+        Ok(DocMeta {
+            id: r.get::<_, i64>(0)? as u64,
+            path: r.get(1)?,
+            doc: r.get(2)?,
+            root: r.get(3)?,
+            hash: r.get(4)?,
+            mtime_ns: r.get(5)?,
+            size: r.get::<_, i64>(6)? as u64,
+            format: r.get(7)?,
+            seq: r.get::<_, i64>(8)? as u64,
+            chunks: r.get::<_, i64>(9)? as u64,
+        })
+    }
+
+    const DOC_META_SQL: &'static str = "SELECT d.id, d.path, d.doc, d.root, d.hash, d.mtime_ns, d.size, d.format, d.seq,
+                (SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.id) FROM documents d";
+
+    /// A document by canonical path.
+    pub fn document(&self, path: &str) -> Result<Option<DocMeta>> {
+        let sql = format!("{} WHERE d.path=?1", Self::DOC_META_SQL);
+        self.conn.query_row(&sql, [path], Self::doc_meta_row).optional().map_err(self.err())
+    }
+
+    /// All documents, ordered by path.
+    pub fn documents(&self) -> Result<Vec<DocMeta>> {
+        let sql = format!("{} ORDER BY d.path", Self::DOC_META_SQL);
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows = stmt.query_map([], Self::doc_meta_row).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    /// The extracted text of a document.
+    pub fn document_text(&self, id: DocId) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT text FROM documents WHERE id=?1", [id as i64], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Counts of documents and chunks, and the last sequence number.
+    pub fn stats(&self) -> Result<Stats> {
+        let documents: i64 = self.conn.query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0)).map_err(self.err())?;
+        let chunks: i64 = self.conn.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0)).map_err(self.err())?;
+        Ok(Stats { documents: documents as u64, chunks: chunks as u64, seq: self.last_seq()? })
+    }
+
+    fn chunk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredChunk, Vec<u8>)> {
+        Ok((
+            StoredChunk {
+                id: r.get::<_, i64>(0)? as u64,
+                doc_id: r.get::<_, i64>(1)? as u64,
+                doc: r.get(2)?,
+                ord: r.get(3)?,
+                text: r.get(4)?,
+                start: r.get::<_, i64>(5)? as u64,
+                end: r.get::<_, i64>(6)? as u64,
+                heading: r.get(7)?,
+                seq: r.get::<_, i64>(8)? as u64,
+            },
+            r.get(9)?,
+        ))
+    }
+
+    const CHUNK_SQL: &'static str = "SELECT c.id, c.doc_id, d.doc, c.ord, c.text, c.start, c.end, c.heading, c.seq, c.vector
+                FROM chunks c JOIN documents d ON d.id = c.doc_id";
+
+    /// Visit live chunks added after `seq`, in id order, with their vectors.
+    /// This is how indexes catch up. The visitor may fail; the first error stops the walk.
+    pub fn for_each_chunk_since<E: From<StoreError>>(
+        &self,
+        seq: Seq,
+        mut f: impl FnMut(StoredChunk, Vec<f32>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let sql = format!("{} WHERE c.seq > ?1 ORDER BY c.id", Self::CHUNK_SQL);
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let mut rows = stmt.query([seq as i64]).map_err(self.err())?;
+        while let Some(row) = rows.next().map_err(self.err())? {
+            let (chunk, blob) = Self::chunk_row(row).map_err(self.err())?;
+            f(chunk, blob_to_vector(&blob))?;
+        }
+        Ok(())
+    }
+
+    /// Visit every live chunk's vector, in id order (for exact search).
+    pub fn for_each_vector(&self, mut f: impl FnMut(ChunkId, &[f32])) -> Result<()> {
+        let mut stmt = self.conn.prepare("SELECT id, vector FROM chunks ORDER BY id").map_err(self.err())?;
+        let mut rows = stmt.query([]).map_err(self.err())?;
+        let mut buf = Vec::new();
+        while let Some(row) = rows.next().map_err(self.err())? {
+            let id: i64 = row.get(0).map_err(self.err())?;
+            let blob = row.get_ref(1).map_err(self.err())?.as_blob().map_err(|e| StoreError::Invalid {
+                path: self.path.clone(),
+                message: format!("chunk {id}: vector is not a blob: {e}"),
+            })?;
+            buf.clear();
+            buf.extend(blob.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            f(id as u64, &buf);
+        }
+        Ok(())
+    }
+
+    /// Number of live chunks added after `seq` (for progress bars).
+    pub fn count_chunks_since(&self, seq: Seq) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks WHERE seq > ?1", [seq as i64], |r| r.get(0))
+            .map_err(self.err())?;
+        Ok(n as u64)
+    }
+
+    /// Chunks removed after `seq`.
+    pub fn tombstones_since(&self, seq: Seq) -> Result<Vec<ChunkId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT chunk_id FROM tombstones WHERE seq > ?1 ORDER BY seq, chunk_id")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([seq as i64], |r| r.get::<_, i64>(0).map(|v| v as u64)).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+    }
+
+    /// Chunks by id, in the order asked; ids no longer in the catalog are left out.
+    pub fn chunks(&self, ids: &[ChunkId]) -> Result<Vec<StoredChunk>> {
+        let sql = format!("{} WHERE c.id = ?1", Self::CHUNK_SQL);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some((c, _)) = stmt.query_row([*id as i64], Self::chunk_row).optional().map_err(self.err())? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored vector of one chunk.
+    pub fn vector(&self, id: ChunkId) -> Result<Option<Vec<f32>>> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT vector FROM chunks WHERE id=?1", [id as i64], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?;
+        Ok(blob.map(|b| blob_to_vector(&b)))
+    }
+
+    /// Run a closure inside one read transaction, so that everything it reads
+    /// comes from the same snapshot (e.g. chunks and tombstones up to one seq).
+    pub fn snapshot<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Catalog) -> Result<T, E>) -> Result<T, E> {
+        self.conn.execute_batch("BEGIN DEFERRED").map_err(self.err())?;
+        let out = f(self);
+        let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        self.conn.execute_batch(end).map_err(self.err())?;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(path: &str, hash: &str) -> DocumentRecord {
+        DocumentRecord {
+            path: format!("/root/{path}"),
+            doc: path.into(),
+            root: "/root".into(),
+            hash: hash.into(),
+            mtime_ns: 7,
+            size: 10,
+            format: "text".into(),
+            text: format!("text of {path}"),
+        }
+    }
+
+    fn chunk(ord: u32, v: f32) -> NewChunk {
+        NewChunk { ord, text: format!("chunk {ord}"), start: 0, end: 5, heading: "H".into(), vector: vec![v, 1.0 - v] }
+    }
+
+    fn all_ids(cat: &Catalog, since: Seq) -> Vec<ChunkId> {
+        let mut ids = vec![];
+        cat.for_each_chunk_since::<StoreError>(since, |c, _| {
+            ids.push(c.id);
+            Ok(())
+        })
+        .unwrap();
+        ids
+    }
+
+    #[test]
+    fn upsert_replace_delete_with_sequences_and_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1), chunk(1, 0.2)] }, None).unwrap(), Some(1));
+        assert_eq!(cat.apply(Op::Upsert { doc: doc("b", "1"), chunks: vec![chunk(0, 0.3)] }, None).unwrap(), Some(2));
+        assert_eq!(all_ids(&cat, 0), vec![1, 2, 3]);
+        // Replace a's chunks: old ids are tombstoned at seq 3, new ids never reuse old ones.
+        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "2"), chunks: vec![chunk(0, 0.9)] }, None).unwrap(), Some(3));
+        assert_eq!(all_ids(&cat, 0), vec![3, 4]);
+        assert_eq!(all_ids(&cat, 2), vec![4]);
+        assert_eq!(cat.tombstones_since(2).unwrap(), vec![1, 2]);
+        assert_eq!(cat.tombstones_since(3).unwrap(), Vec::<u64>::new());
+        assert_eq!(cat.document("/root/a").unwrap().unwrap().hash, "2");
+        cat.apply(Op::Delete { path: "/root/b".into() }, None).unwrap();
+        assert!(cat.document("/root/b").unwrap().is_none());
+        assert_eq!(cat.tombstones_since(3).unwrap(), vec![3]);
+        let s = cat.stats().unwrap();
+        assert_eq!((s.documents, s.chunks, s.seq), (1, 1, 4));
+        let v = cat.vector(4).unwrap().unwrap();
+        assert!((v[0] - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn replicated_sequences_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1)] }, Some(10)).unwrap(), Some(10));
+        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1)] }, Some(10)).unwrap(), None);
+        assert_eq!(cat.apply(Op::Upsert { doc: doc("b", "1"), chunks: vec![] }, Some(5)).unwrap(), None);
+        assert_eq!(cat.stats().unwrap().documents, 1);
+        assert_eq!(cat.last_seq().unwrap(), 10);
+    }
+
+    #[test]
+    fn survives_reopen_and_checks_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/c.sqlite");
+        {
+            let mut cat = Catalog::open(&p).unwrap();
+            cat.ensure_embedding_model("default", "m1", 2).unwrap();
+            cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1)] }, None).unwrap();
+        }
+        let mut cat = Catalog::open(&p).unwrap();
+        assert_eq!(cat.stats().unwrap().chunks, 1);
+        cat.ensure_embedding_model("default", "m1", 2).unwrap();
+        let err = cat.ensure_embedding_model("default", "m2", 2).unwrap_err();
+        assert!(err.to_string().contains("m1") && err.to_string().contains("m2"), "{err}");
+        let c = &cat.chunks(&[1, 99]).unwrap()[..];
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].doc.as_str(), c[0].heading.as_str()), ("a", "H"));
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.sqlite");
+        std::fs::write(&p, b"this is not a database, just some bytes that are long enough to matter........").unwrap();
+        let err = Catalog::open(&p).unwrap_err();
+        assert!(err.to_string().contains("c.sqlite"), "{err}");
+    }
+
+    #[test]
+    fn vector_blobs_round_trip() {
+        let v = vec![0.5f32, -1.25, 3.0e-7];
+        assert_eq!(blob_to_vector(&vector_to_blob(&v)), v);
+    }
+}

