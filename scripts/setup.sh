@@ -18,7 +18,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-profile="${CAIRN_PROFILE:-release}"
+# The dev profile builds every dependency at opt-level 3 (see Cargo.toml), so
+# the compute-heavy code (candle, tokenizers, tantivy, usearch) is optimised;
+# CAIRN_PROFILE=release adds LTO to the rest.
+profile="${CAIRN_PROFILE:-dev}"
 if [ "$profile" = "release" ]; then
   cargo build --release -p cairn
 else

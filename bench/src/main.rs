@@ -26,8 +26,18 @@ struct Args {
 
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
-    let cmd = it.next().context("usage: cairn-bench embed|ingest|search [options]")?;
-    let mut a = Args { cmd, corpus: None, data_dir: None, cairn: None, limit: 2000, queries: 200, smoke: false };
+    let cmd = it
+        .next()
+        .context("usage: cairn-bench embed|ingest|search [options]")?;
+    let mut a = Args {
+        cmd,
+        corpus: None,
+        data_dir: None,
+        cairn: None,
+        limit: 2000,
+        queries: 200,
+        smoke: false,
+    };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -65,17 +75,28 @@ fn config(data_dir: Option<PathBuf>) -> Result<Config> {
 }
 
 /// Chunks of the corpus at the default chunk size, as the ingest path makes them.
-fn corpus_chunks(corpus: &PathBuf, model: &cairn_models::BertEmbedder, limit: usize) -> Result<Vec<String>> {
+fn corpus_chunks(
+    corpus: &PathBuf,
+    model: &cairn_models::BertEmbedder,
+    limit: usize,
+) -> Result<Vec<String>> {
     let chunker = cairn_ingest::Chunker::new(model.chunking_tokenizer(), model.max_tokens(), 32)?;
-    let (files, _) = cairn_ingest::walk(std::slice::from_ref(corpus), &cairn_ingest::WalkOptions {
-        max_file_bytes: 64 << 20,
-        ignore_files: vec![],
-        hidden: false,
-    });
+    let (files, _) = cairn_ingest::walk(
+        std::slice::from_ref(corpus),
+        &cairn_ingest::WalkOptions {
+            max_file_bytes: 64 << 20,
+            ignore_files: vec![],
+            hidden: false,
+        },
+    );
     let mut out = vec![];
     for f in files {
-        let Ok(bytes) = cairn_ingest::read_file(&f.abs_path, 64 << 20) else { continue };
-        let Ok(doc) = cairn_ingest::load(&f.abs_path, &bytes) else { continue };
+        let Ok(bytes) = cairn_ingest::read_file(&f.abs_path, 64 << 20) else {
+            continue;
+        };
+        let Ok(doc) = cairn_ingest::load(&f.abs_path, &bytes) else {
+            continue;
+        };
         out.extend(chunker.chunk(&doc).into_iter().map(|c| c.embedding_text()));
         if out.len() >= limit {
             out.truncate(limit);
@@ -90,13 +111,21 @@ fn embed(a: &Args) -> Result<serde_json::Value> {
     let corpus = a.corpus.clone().context("--corpus DIR is required")?;
     let model = cairn_engine::load_embedder(&cfg)?;
     let chunks = corpus_chunks(&corpus, &model, a.limit)?;
-    let tokens: usize = chunks.iter().map(|c| model.count_tokens(c).min(model.max_tokens())).sum();
+    let tokens: usize = chunks
+        .iter()
+        .map(|c| model.count_tokens(c).min(model.max_tokens()))
+        .sum();
     model.embed_passages(&chunks[..chunks.len().min(32)].to_vec())?; // warm-up
     let t = Instant::now();
     let v = model.embed_passages(&chunks)?;
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(v.len(), chunks.len());
-    let queries = ["how do I create a virtual environment?", "os.path.join", "read a file line by line", "what does json.dumps return?"];
+    let queries = [
+        "how do I create a virtual environment?",
+        "os.path.join",
+        "read a file line by line",
+        "what does json.dumps return?",
+    ];
     let mut lat = vec![];
     for i in 0..a.queries.max(20) {
         let t = Instant::now();
@@ -120,14 +149,27 @@ fn embed(a: &Args) -> Result<serde_json::Value> {
 
 fn ingest(a: &Args) -> Result<serde_json::Value> {
     let corpus = a.corpus.clone().context("--corpus DIR is required")?;
-    let cairn = a.cairn.clone().context("--cairn PATH_TO_BINARY is required")?;
-    let data = a.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id())));
+    let cairn = a
+        .cairn
+        .clone()
+        .context("--cairn PATH_TO_BINARY is required")?;
+    let data = a.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()))
+    });
     let _ = std::fs::remove_dir_all(&data);
     let t = Instant::now();
-    let out = std::process::Command::new(&cairn).arg("--data-dir").arg(&data).args(["ingest", "--json"]).arg(&corpus).output()?;
+    let out = std::process::Command::new(&cairn)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["ingest", "--json"])
+        .arg(&corpus)
+        .output()?;
     let secs = t.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!("cairn ingest failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cairn ingest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     // Peak resident memory of the child, from the kernel's accounting.
@@ -150,19 +192,42 @@ fn search(a: &Args) -> Result<serde_json::Value> {
     let cfg = config(a.data_dir.clone())?;
     let engine = cairn_engine::Engine::open_with(&cfg, &NoProgress)?;
     let status = engine.status()?;
-    // Queries: the headings of the collection's own sections, a realistic mix of short phrases.
-    let mut queries: Vec<String> = vec![];
-    for d in engine.documents()?.iter() {
-        for h in engine.search(&d.doc.replace(".html", "").replace('/', " "), 2, SearchMode::Bm25)? {
-            if !h.heading.is_empty() && !queries.contains(&h.heading) {
-                queries.push(h.heading.rsplit(" > ").next().unwrap_or(&h.heading).to_string());
-            }
-        }
-        if queries.len() >= a.queries {
-            break;
-        }
-    }
-    let mut result = serde_json::json!({"bench": "search", "chunks": status.chunks, "queries": queries.len()});
+    // Realistic questions and identifier lookups, cycled to --queries.
+    const QUESTIONS: &[&str] = &[
+        "how do I create a virtual environment?",
+        "read a file line by line",
+        "what does the else clause of a for loop do",
+        "difference between a list and a tuple",
+        "how to handle exceptions with try and except",
+        "define a function with default argument values",
+        "keyword arguments",
+        "list comprehensions",
+        "format strings with f-strings",
+        "import a module from a package",
+        "what is __init__.py for",
+        "class variables versus instance variables",
+        "how do generators work",
+        "sys.argv",
+        "os.path.join",
+        "json.dumps",
+        "-m venv",
+        "floating point arithmetic issues and limitations",
+        "dictionary iteration order",
+        "lambda expressions",
+        "how to use the with statement for files",
+        "raise an exception",
+        "pip install a package",
+        "interactive interpreter tab completion",
+        "unpacking argument lists",
+    ];
+    let queries: Vec<String> = QUESTIONS
+        .iter()
+        .cycle()
+        .take(a.queries.max(QUESTIONS.len()))
+        .map(|s| s.to_string())
+        .collect();
+    let mut result =
+        serde_json::json!({"bench": "search", "chunks": status.chunks, "queries": queries.len()});
     for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
         for q in queries.iter().take(5) {
             engine.search(q, 10, mode)?; // warm-up

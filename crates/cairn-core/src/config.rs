@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {field}: {message}")]
@@ -121,13 +124,20 @@ impl Default for EmbedConfig {
 
 impl Default for ChunkConfig {
     fn default() -> Self {
-        ChunkConfig { max_tokens: 0, overlap_tokens: 32 }
+        ChunkConfig {
+            max_tokens: 0,
+            overlap_tokens: 32,
+        }
     }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_file_bytes: 64 * 1024 * 1024, ignore_files: vec![".cairnignore".into()], hidden: false }
+        IngestConfig {
+            max_file_bytes: 64 * 1024 * 1024,
+            ignore_files: vec![".cairnignore".into()],
+            hidden: false,
+        }
     }
 }
 
@@ -162,9 +172,14 @@ pub const DEFAULT_EMBED_MODEL: &str = "all-MiniLM-L6-v2";
 impl Config {
     /// Read a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
     /// Parse TOML text over the defaults.
@@ -179,7 +194,9 @@ impl Config {
         if local.is_file() {
             return Some(local);
         }
-        let p = directories::ProjectDirs::from("", "", "cairn")?.config_dir().join("cairn.toml");
+        let p = directories::ProjectDirs::from("", "", "cairn")?
+            .config_dir()
+            .join("cairn.toml");
         p.is_file().then_some(p)
     }
 
@@ -190,7 +207,10 @@ impl Config {
         where
             T::Err: std::fmt::Display,
         {
-            v.parse::<T>().map_err(|e| ConfigError::Field { field: field.into(), message: format!("`{v}`: {e}") })
+            v.parse::<T>().map_err(|e| ConfigError::Field {
+                field: field.into(),
+                message: format!("`{v}`: {e}"),
+            })
         }
         if let Some(v) = get("CAIRN_DATA_DIR") {
             self.data_dir = Some(v.into());
@@ -230,9 +250,17 @@ impl Config {
 
     /// Check values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field: &str, message: String| Err(ConfigError::Field { field: field.into(), message });
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Field {
+                field: field.into(),
+                message,
+            })
+        };
         if !matches!(self.index.quantization.as_str(), "f32" | "f16" | "i8") {
-            return bad("index.quantization", format!("`{}` (expected f32, f16 or i8)", self.index.quantization));
+            return bad(
+                "index.quantization",
+                format!("`{}` (expected f32, f16 or i8)", self.index.quantization),
+            );
         }
         if self.embed.batch_size == 0 {
             return bad("embed.batch_size", "must be at least 1".into());
@@ -243,7 +271,10 @@ impl Config {
         if self.chunk.max_tokens != 0 && self.chunk.overlap_tokens >= self.chunk.max_tokens {
             return bad(
                 "chunk.overlap_tokens",
-                format!("{} must be smaller than chunk.max_tokens ({})", self.chunk.overlap_tokens, self.chunk.max_tokens),
+                format!(
+                    "{} must be smaller than chunk.max_tokens ({})",
+                    self.chunk.overlap_tokens, self.chunk.max_tokens
+                ),
             );
         }
         if self.index.hnsw_m < 2 {
@@ -278,14 +309,18 @@ pub fn default_models_dir() -> PathBuf {
 pub fn validate_collection_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !name.starts_with('.');
     if ok {
         Ok(())
     } else {
         Err(ConfigError::Field {
             field: "collection".into(),
-            message: format!("`{name}`: use 1-64 characters from [A-Za-z0-9._-], not starting with '.'"),
+            message: format!(
+                "`{name}`: use 1-64 characters from [A-Za-z0-9._-], not starting with '.'"
+            ),
         })
     }
 }
@@ -297,12 +332,18 @@ mod tests {
 
     #[test]
     fn toml_overrides_defaults_and_env_overrides_toml() {
-        let mut c = Config::from_toml("collection = \"papers\"\n[search]\ntop_k = 9\nmode = \"bm25\"\n").unwrap();
+        let mut c =
+            Config::from_toml("collection = \"papers\"\n[search]\ntop_k = 9\nmode = \"bm25\"\n")
+                .unwrap();
         assert_eq!(c.collection, "papers");
         assert_eq!(c.search.top_k, 9);
         assert_eq!(c.search.mode, SearchMode::Bm25);
         assert_eq!(c.embed.model, DEFAULT_EMBED_MODEL);
-        let env: HashMap<&str, &str> = [("CAIRN_COLLECTION", "notes"), ("CAIRN_SEARCH_MODE", "dense")].into();
+        let env: HashMap<&str, &str> = [
+            ("CAIRN_COLLECTION", "notes"),
+            ("CAIRN_SEARCH_MODE", "dense"),
+        ]
+        .into();
         c.apply_env(|k| env.get(k).map(|s| s.to_string())).unwrap();
         assert_eq!(c.collection, "notes");
         assert_eq!(c.search.mode, SearchMode::Dense);
@@ -314,10 +355,16 @@ mod tests {
         let e = Config::from_toml("[search]\ntopk = 3\n").unwrap_err();
         assert!(e.contains("topk"), "{e}");
         let mut c = Config::default();
-        let e = c.apply_env(|k| (k == "CAIRN_EMBED_BATCH_SIZE").then(|| "lots".to_string())).unwrap_err();
+        let e = c
+            .apply_env(|k| (k == "CAIRN_EMBED_BATCH_SIZE").then(|| "lots".to_string()))
+            .unwrap_err();
         assert!(e.to_string().contains("CAIRN_EMBED_BATCH_SIZE"), "{e}");
         c.index.quantization = "f8".into();
-        assert!(c.validate().unwrap_err().to_string().contains("index.quantization"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("index.quantization"));
     }
 
     #[test]

@@ -107,13 +107,68 @@ impl Format {
 pub fn is_known_binary_extension(ext: &str) -> bool {
     matches!(
         ext.to_ascii_lowercase().as_str(),
-        "png" | "jpg" | "jpeg" | "gif" | "bmp" | "ico" | "webp" | "tif" | "tiff" | "psd"
-            | "mp3" | "wav" | "flac" | "ogg" | "mp4" | "mkv" | "mov" | "avi" | "webm"
-            | "zip" | "gz" | "tgz" | "bz2" | "xz" | "zst" | "7z" | "rar" | "tar" | "jar"
-            | "so" | "dylib" | "dll" | "exe" | "o" | "a" | "lib" | "bin" | "class" | "pyc"
-            | "wasm" | "sqlite" | "db" | "gguf" | "safetensors" | "onnx" | "pt" | "npy"
-            | "woff" | "woff2" | "ttf" | "otf" | "eot" | "doc" | "xls" | "ppt" | "xlsx"
-            | "pptx" | "odt" | "iso" | "dmg" | "deb" | "rpm"
+        "png"
+            | "jpg"
+            | "jpeg"
+            | "gif"
+            | "bmp"
+            | "ico"
+            | "webp"
+            | "tif"
+            | "tiff"
+            | "psd"
+            | "mp3"
+            | "wav"
+            | "flac"
+            | "ogg"
+            | "mp4"
+            | "mkv"
+            | "mov"
+            | "avi"
+            | "webm"
+            | "zip"
+            | "gz"
+            | "tgz"
+            | "bz2"
+            | "xz"
+            | "zst"
+            | "7z"
+            | "rar"
+            | "tar"
+            | "jar"
+            | "so"
+            | "dylib"
+            | "dll"
+            | "exe"
+            | "o"
+            | "a"
+            | "lib"
+            | "bin"
+            | "class"
+            | "pyc"
+            | "wasm"
+            | "sqlite"
+            | "db"
+            | "gguf"
+            | "safetensors"
+            | "onnx"
+            | "pt"
+            | "npy"
+            | "woff"
+            | "woff2"
+            | "ttf"
+            | "otf"
+            | "eot"
+            | "doc"
+            | "xls"
+            | "ppt"
+            | "xlsx"
+            | "pptx"
+            | "odt"
+            | "iso"
+            | "dmg"
+            | "deb"
+            | "rpm"
     )
 }
 
@@ -209,7 +264,9 @@ impl FromStr for SearchMode {
             "dense" | "vector" => Ok(SearchMode::Dense),
             "bm25" | "lexical" | "sparse" => Ok(SearchMode::Bm25),
             "hybrid" => Ok(SearchMode::Hybrid),
-            other => Err(format!("unknown search mode `{other}` (expected dense, bm25 or hybrid)")),
+            other => Err(format!(
+                "unknown search mode `{other}` (expected dense, bm25 or hybrid)"
+            )),
         }
     }
 }
@@ -313,7 +370,10 @@ mod tests {
     #[test]
     fn formats_by_extension() {
         assert_eq!(Format::from_extension("HTML"), Some(Format::Html));
-        assert_eq!(Format::from_extension("rs"), Some(Format::Code(CodeLang::Rust)));
+        assert_eq!(
+            Format::from_extension("rs"),
+            Some(Format::Code(CodeLang::Rust))
+        );
         assert_eq!(Format::from_extension("png"), None);
         assert!(is_known_binary_extension("PNG"));
         assert_eq!(Format::Code(CodeLang::Python).name(), "code:python");

@@ -60,8 +60,17 @@ impl IngestReport {
 /// A file after the parallel stage.
 enum Prepared {
     /// Content identical to the catalog's: only mtime/size changed.
-    SameContent { path: String, mtime_ns: i64, size: u64 },
-    Loaded { record: DocumentRecord, drafts: Vec<ChunkDraft>, warnings: Vec<String>, is_new: bool },
+    SameContent {
+        path: String,
+        mtime_ns: i64,
+        size: u64,
+    },
+    Loaded {
+        record: DocumentRecord,
+        drafts: Vec<ChunkDraft>,
+        warnings: Vec<String>,
+        is_new: bool,
+    },
     Skipped(SkippedFile),
 }
 
@@ -71,7 +80,12 @@ const FILES_PER_ROUND: usize = 16;
 
 impl Engine {
     /// Ingest files and directories into the collection.
-    pub fn ingest(&self, roots: &[PathBuf], opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestReport> {
+    pub fn ingest(
+        &self,
+        roots: &[PathBuf],
+        opts: &IngestOptions,
+        progress: &dyn Progress,
+    ) -> Result<IngestReport> {
         let started = Instant::now();
         let walk_opts = WalkOptions {
             max_file_bytes: self.cfg.ingest.max_file_bytes,
@@ -81,7 +95,13 @@ impl Engine {
         let (found, skipped) = cairn_ingest::walk(roots, &walk_opts);
         let mut report = IngestReport {
             files_seen: found.len() as u64,
-            skipped: skipped.into_iter().map(|s| SkippedFile { path: s.path, reason: s.reason }).collect(),
+            skipped: skipped
+                .into_iter()
+                .map(|s| SkippedFile {
+                    path: s.path,
+                    reason: s.reason,
+                })
+                .collect(),
             ..Default::default()
         };
 
@@ -92,7 +112,9 @@ impl Engine {
             for f in found.iter() {
                 let key = f.abs_path.to_string_lossy().to_string();
                 match cat.document(&key)? {
-                    Some(d) if d.size == f.size && d.mtime_ns == f.mtime_ns => report.unchanged += 1,
+                    Some(d) if d.size == f.size && d.mtime_ns == f.mtime_ns => {
+                        report.unchanged += 1
+                    }
                     Some(d) => todo.push((f.clone(), Some(d.hash))),
                     None => todo.push((f.clone(), None)),
                 }
@@ -101,12 +123,17 @@ impl Engine {
 
         progress.begin("ingesting", todo.len() as u64);
         for round in todo.chunks(FILES_PER_ROUND) {
-            let prepared: Vec<Prepared> = round.par_iter().map(|(f, old_hash)| self.prepare(f, old_hash.as_deref())).collect();
+            let prepared: Vec<Prepared> = round
+                .par_iter()
+                .map(|(f, old_hash)| self.prepare(f, old_hash.as_deref()))
+                .collect();
             // Embed every chunk of the round in one call, so batches are full.
             let texts: Vec<String> = prepared
                 .iter()
                 .filter_map(|p| match p {
-                    Prepared::Loaded { drafts, .. } => Some(drafts.iter().map(|d| d.embedding_text())),
+                    Prepared::Loaded { drafts, .. } => {
+                        Some(drafts.iter().map(|d| d.embedding_text()))
+                    }
                     _ => None,
                 })
                 .flatten()
@@ -115,12 +142,21 @@ impl Engine {
             let mut cat = self.catalog();
             for p in prepared {
                 match p {
-                    Prepared::SameContent { path, mtime_ns, size } => {
+                    Prepared::SameContent {
+                        path,
+                        mtime_ns,
+                        size,
+                    } => {
                         cat.touch(&path, mtime_ns, size)?;
                         report.unchanged += 1;
                     }
                     Prepared::Skipped(s) => report.skipped.push(s),
-                    Prepared::Loaded { record, drafts, warnings, is_new } => {
+                    Prepared::Loaded {
+                        record,
+                        drafts,
+                        warnings,
+                        is_new,
+                    } => {
                         let doc = record.doc.clone();
                         let chunks: Vec<NewChunk> = drafts
                             .into_iter()
@@ -134,13 +170,24 @@ impl Engine {
                             })
                             .collect();
                         report.chunks_added += chunks.len() as u64;
-                        cat.apply(Op::Upsert { doc: record, chunks }, None)?;
+                        cat.apply(
+                            Op::Upsert {
+                                doc: record,
+                                chunks,
+                            },
+                            None,
+                        )?;
                         if is_new {
                             report.added += 1;
                         } else {
                             report.updated += 1;
                         }
-                        report.warnings.extend(warnings.into_iter().map(|w| SkippedFile { path: doc.clone(), reason: w }));
+                        report
+                            .warnings
+                            .extend(warnings.into_iter().map(|w| SkippedFile {
+                                path: doc.clone(),
+                                reason: w,
+                            }));
                     }
                 }
             }
@@ -159,7 +206,12 @@ impl Engine {
     }
 
     fn prepare(&self, f: &FoundFile, old_hash: Option<&str>) -> Prepared {
-        let skip = |reason: String| Prepared::Skipped(SkippedFile { path: f.doc.clone(), reason });
+        let skip = |reason: String| {
+            Prepared::Skipped(SkippedFile {
+                path: f.doc.clone(),
+                reason,
+            })
+        };
         let bytes = match cairn_ingest::read_file(&f.abs_path, self.cfg.ingest.max_file_bytes) {
             Ok(b) => b,
             Err(e) => return skip(e.reason()),
@@ -167,7 +219,11 @@ impl Engine {
         let hash = cairn_ingest::content_hash(&bytes);
         let path = f.abs_path.to_string_lossy().to_string();
         if old_hash == Some(hash.as_str()) {
-            return Prepared::SameContent { path, mtime_ns: f.mtime_ns, size: f.size };
+            return Prepared::SameContent {
+                path,
+                mtime_ns: f.mtime_ns,
+                size: f.size,
+            };
         }
         let doc = match cairn_ingest::load(&f.abs_path, &bytes) {
             Ok(d) => d,
@@ -196,20 +252,35 @@ impl Engine {
 
     /// Delete documents under `roots` that the walk did not find (and that
     /// were not merely skipped this time).
-    fn prune(&self, roots: &[PathBuf], found: &[FoundFile], skipped: &[SkippedFile]) -> Result<u64> {
+    fn prune(
+        &self,
+        roots: &[PathBuf],
+        found: &[FoundFile],
+        skipped: &[SkippedFile],
+    ) -> Result<u64> {
         let roots: Vec<String> = roots
             .iter()
             .filter_map(|r| r.canonicalize().ok())
             .map(|r| r.to_string_lossy().to_string())
             .collect();
-        let seen: HashSet<String> = found.iter().map(|f| f.abs_path.to_string_lossy().to_string()).collect();
+        let seen: HashSet<String> = found
+            .iter()
+            .map(|f| f.abs_path.to_string_lossy().to_string())
+            .collect();
         let skipped: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
         let mut cat = self.catalog();
         let mut removed = 0;
         for d in cat.documents()? {
-            let under = roots.iter().any(|r| d.path == *r || d.path.starts_with(&format!("{}/", r.trim_end_matches('/'))));
+            let under = roots.iter().any(|r| {
+                d.path == *r || d.path.starts_with(&format!("{}/", r.trim_end_matches('/')))
+            });
             if under && !seen.contains(&d.path) && !skipped.contains(d.doc.as_str()) {
-                cat.apply(Op::Delete { path: d.path.clone() }, None)?;
+                cat.apply(
+                    Op::Delete {
+                        path: d.path.clone(),
+                    },
+                    None,
+                )?;
                 removed += 1;
             }
         }

@@ -47,7 +47,10 @@ pub enum EngineError {
     #[error("{0}")]
     Embed(#[from] cairn_core::EmbedError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("collection `{0}` does not exist (ingest into it first)")]
     NoCollection(String),
     #[error("nothing in the catalog matches {0}")]
@@ -103,7 +106,10 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("collection", &self.cfg.collection).field("dir", &self.dir).finish()
+        f.debug_struct("Engine")
+            .field("collection", &self.cfg.collection)
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -132,15 +138,32 @@ impl Engine {
     }
 
     /// Open with an embedder already loaded (tests and servers share one).
-    pub fn open_with_embedder(cfg: &Config, embedder: Arc<BertEmbedder>, progress: &dyn Progress) -> Result<Engine> {
+    pub fn open_with_embedder(
+        cfg: &Config,
+        embedder: Arc<BertEmbedder>,
+        progress: &dyn Progress,
+    ) -> Result<Engine> {
         cfg.validate()?;
         let dir = collection_dir(&cfg.data_dir(), &cfg.collection);
-        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let lock = lock_collection(&dir)?;
         let mut catalog = Catalog::open(&dir.join("catalog.sqlite"))?;
         catalog.ensure_embedding_model(&cfg.collection, embedder.model_id(), embedder.dim())?;
-        let indexes = Indexes::open(&dir.join("index"), embedder.dim(), &cfg.index, &mut catalog, progress)?;
-        let max_tokens = if cfg.chunk.max_tokens == 0 { embedder.max_tokens() } else { cfg.chunk.max_tokens };
+        let indexes = Indexes::open(
+            &dir.join("index"),
+            embedder.dim(),
+            &cfg.index,
+            &mut catalog,
+            progress,
+        )?;
+        let max_tokens = if cfg.chunk.max_tokens == 0 {
+            embedder.max_tokens()
+        } else {
+            cfg.chunk.max_tokens
+        };
         let overlap = cfg.chunk.overlap_tokens.min(max_tokens / 2);
         let chunker = Chunker::new(embedder.chunking_tokenizer(), max_tokens, overlap)?;
         Ok(Engine {
@@ -207,7 +230,10 @@ impl Engine {
                 let d = dense(candidates)?;
                 let b = idx.bm25(query, candidates)?;
                 cairn_index::fusion::reciprocal_rank_fusion(
-                    &[(self.cfg.search.dense_weight, &d), (self.cfg.search.bm25_weight, &b)],
+                    &[
+                        (self.cfg.search.dense_weight, &d),
+                        (self.cfg.search.bm25_weight, &b),
+                    ],
                     self.cfg.search.rrf_k,
                 )
             }
@@ -224,7 +250,12 @@ impl Engine {
     }
 
     /// HNSW dense top-k with an explicit search breadth.
-    pub fn hnsw(&self, query_vector: &[f32], k: usize, ef_search: Option<usize>) -> Result<Vec<Scored>> {
+    pub fn hnsw(
+        &self,
+        query_vector: &[f32],
+        k: usize,
+        ef_search: Option<usize>,
+    ) -> Result<Vec<Scored>> {
         let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
         Ok(idx.hnsw(query_vector, k, ef_search)?)
     }
@@ -233,7 +264,8 @@ impl Engine {
     pub fn hits(&self, ranked: &[Scored]) -> Result<Vec<Hit>> {
         let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();
         let chunks = self.catalog().chunks(&ids)?;
-        let by_id: std::collections::HashMap<u64, _> = chunks.into_iter().map(|c| (c.id, c)).collect();
+        let by_id: std::collections::HashMap<u64, _> =
+            chunks.into_iter().map(|c| (c.id, c)).collect();
         Ok(ranked
             .iter()
             .filter_map(|s| by_id.get(&s.id).map(|c| (s, c)))
@@ -267,7 +299,8 @@ impl Engine {
                 .into_iter()
                 .filter(|d| {
                     d.path == abs
-                        || d.path.starts_with(&format!("{}/", abs.trim_end_matches('/')))
+                        || d.path
+                            .starts_with(&format!("{}/", abs.trim_end_matches('/')))
                         || d.doc == target
                 })
                 .collect();
@@ -275,7 +308,12 @@ impl Engine {
                 return Err(EngineError::NotFound(target.to_string()));
             }
             for d in &victims {
-                cat.apply(cairn_store::Op::Delete { path: d.path.clone() }, None)?;
+                cat.apply(
+                    cairn_store::Op::Delete {
+                        path: d.path.clone(),
+                    },
+                    None,
+                )?;
             }
             victims.into_iter().map(|d| d.doc).collect()
         };
@@ -318,13 +356,21 @@ fn lock_collection(dir: &Path) -> Result<File> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| EngineError::Io { path: path.clone(), source })?;
+        .map_err(|source| EngineError::Io {
+            path: path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            tracing::warn!("collection {} is in use by another cairn process; waiting for it", dir.display());
-            eprintln!("waiting for another cairn process using {} ...", dir.display());
-            file.lock().map_err(|source| EngineError::Io { path: path.clone(), source })?;
+            tracing::warn!(
+                "collection {} is in use by another cairn process; waiting for it",
+                dir.display()
+            );
+            file.lock().map_err(|source| EngineError::Io {
+                path: path.clone(),
+                source,
+            })?;
         }
         Err(std::fs::TryLockError::Error(source)) => return Err(EngineError::Io { path, source }),
     }

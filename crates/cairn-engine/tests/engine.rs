@@ -10,7 +10,11 @@ use std::sync::{Arc, OnceLock};
 
 fn embedder() -> Arc<BertEmbedder> {
     static MODEL: OnceLock<Arc<BertEmbedder>> = OnceLock::new();
-    MODEL.get_or_init(|| Arc::new(BertEmbedder::load(&cairn_testkit::minilm_dir(), Device::Cpu, 32).unwrap())).clone()
+    MODEL
+        .get_or_init(|| {
+            Arc::new(BertEmbedder::load(&cairn_testkit::minilm_dir(), Device::Cpu, 32).unwrap())
+        })
+        .clone()
 }
 
 fn config(data: &Path, collection: &str) -> Config {
@@ -27,7 +31,8 @@ fn open(data: &Path, collection: &str) -> Engine {
 }
 
 fn ingest(e: &Engine, roots: &[PathBuf], prune: bool) -> cairn_engine::IngestReport {
-    e.ingest(roots, &IngestOptions { prune }, &NoProgress).unwrap()
+    e.ingest(roots, &IngestOptions { prune }, &NoProgress)
+        .unwrap()
 }
 
 fn write(p: &Path, text: &str) {
@@ -40,41 +45,75 @@ fn incremental_ingest_unchanged_changed_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     let docs = tmp.path().join("docs");
     write(&docs.join("wal.md"), "# Storage\n\n## WAL rotation\n\nThe write-ahead log is rotated every 64 MiB by the checkpointer.\n");
-    write(&docs.join("notes/garden.txt"), "Tomatoes need full sun and regular watering in summer.\n");
-    write(&docs.join("notes/bikes.txt"), "Check the chain tension on a bicycle every few hundred kilometres.\n");
+    write(
+        &docs.join("notes/garden.txt"),
+        "Tomatoes need full sun and regular watering in summer.\n",
+    );
+    write(
+        &docs.join("notes/bikes.txt"),
+        "Check the chain tension on a bicycle every few hundred kilometres.\n",
+    );
     let e = open(&tmp.path().join("data"), "default");
 
     let r = ingest(&e, &[docs.clone()], false);
-    assert_eq!((r.files_seen, r.added, r.updated, r.unchanged), (3, 3, 0, 0), "{r:?}");
+    assert_eq!(
+        (r.files_seen, r.added, r.updated, r.unchanged),
+        (3, 3, 0, 0),
+        "{r:?}"
+    );
     assert!(r.chunks_added >= 3);
     let seq = r.seq;
-    let hits = e.search("how often is the write-ahead log rotated?", 3, SearchMode::Hybrid).unwrap();
+    let hits = e
+        .search(
+            "how often is the write-ahead log rotated?",
+            3,
+            SearchMode::Hybrid,
+        )
+        .unwrap();
     assert_eq!(hits[0].doc, "wal.md");
     assert_eq!(hits[0].heading, "Storage > WAL rotation");
     let doc_text = "# Storage\n\n## WAL rotation\n\nThe write-ahead log is rotated every 64 MiB by the checkpointer.\n";
-    let span: String = doc_text.chars().skip(hits[0].start as usize).take((hits[0].end - hits[0].start) as usize).collect();
+    let span: String = doc_text
+        .chars()
+        .skip(hits[0].start as usize)
+        .take((hits[0].end - hits[0].start) as usize)
+        .collect();
     assert_eq!(span, hits[0].text, "the span points at the chunk's text");
 
     // Unchanged: nothing re-read, no new sequence number.
     let r = ingest(&e, &[docs.clone()], false);
-    assert_eq!((r.added, r.updated, r.unchanged, r.chunks_added), (0, 0, 3, 0), "{r:?}");
+    assert_eq!(
+        (r.added, r.updated, r.unchanged, r.chunks_added),
+        (0, 0, 3, 0),
+        "{r:?}"
+    );
     assert_eq!(r.seq, seq);
 
     // Touched but identical content: still unchanged, still no new sequence.
-    let f = std::fs::File::options().write(true).open(docs.join("notes/bikes.txt")).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(docs.join("notes/bikes.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
     drop(f);
     let r = ingest(&e, &[docs.clone()], false);
     assert_eq!((r.added, r.updated, r.unchanged), (0, 0, 3), "{r:?}");
     assert_eq!(r.seq, seq);
 
     // Changed: its chunks are replaced.
-    write(&docs.join("notes/garden.txt"), "Basil grows well on a sunny windowsill and dislikes cold draughts.\n");
+    write(
+        &docs.join("notes/garden.txt"),
+        "Basil grows well on a sunny windowsill and dislikes cold draughts.\n",
+    );
     let r = ingest(&e, &[docs.clone()], false);
     assert_eq!((r.added, r.updated, r.unchanged), (0, 1, 2), "{r:?}");
     assert!(r.seq > seq);
     let hits = e.search("tomatoes watering", 5, SearchMode::Bm25).unwrap();
-    assert!(hits.iter().all(|h| !h.text.contains("Tomatoes")), "old chunks are gone: {hits:?}");
+    assert!(
+        hits.iter().all(|h| !h.text.contains("Tomatoes")),
+        "old chunks are gone: {hits:?}"
+    );
     let hits = e.search("basil windowsill", 1, SearchMode::Bm25).unwrap();
     assert_eq!(hits[0].doc, "notes/garden.txt");
 
@@ -88,14 +127,32 @@ fn incremental_ingest_unchanged_changed_deleted() {
     let s = e.status().unwrap();
     assert_eq!(s.documents, 2);
     assert_eq!(s.index_seq, s.seq);
-    assert!(e.search("bicycle chain tension", 5, SearchMode::Bm25).unwrap().iter().all(|h| h.doc != "notes/bikes.txt"));
+    assert!(e
+        .search("bicycle chain tension", 5, SearchMode::Bm25)
+        .unwrap()
+        .iter()
+        .all(|h| h.doc != "notes/bikes.txt"));
 
     // `remove` by display path and by directory.
-    assert_eq!(e.remove("wal.md", &NoProgress).unwrap(), vec!["wal.md".to_string()]);
-    assert_eq!(e.remove(docs.join("notes").to_str().unwrap(), &NoProgress).unwrap(), vec!["notes/garden.txt".to_string()]);
+    assert_eq!(
+        e.remove("wal.md", &NoProgress).unwrap(),
+        vec!["wal.md".to_string()]
+    );
+    assert_eq!(
+        e.remove(docs.join("notes").to_str().unwrap(), &NoProgress)
+            .unwrap(),
+        vec!["notes/garden.txt".to_string()]
+    );
     assert_eq!(e.status().unwrap().chunks, 0);
-    assert!(e.search("write-ahead log", 5, SearchMode::Hybrid).unwrap().is_empty());
-    assert!(e.remove("nothing-here.md", &NoProgress).unwrap_err().to_string().contains("nothing-here.md"));
+    assert!(e
+        .search("write-ahead log", 5, SearchMode::Hybrid)
+        .unwrap()
+        .is_empty());
+    assert!(e
+        .remove("nothing-here.md", &NoProgress)
+        .unwrap_err()
+        .to_string()
+        .contains("nothing-here.md"));
 }
 
 fn minimal_pdf(text: &str, encrypted: bool) -> Vec<u8> {
@@ -122,8 +179,18 @@ fn minimal_pdf(text: &str, encrypted: bool) -> Vec<u8> {
     for off in offsets {
         out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
     }
-    let enc = if encrypted { format!(" /Encrypt {} 0 R /ID [<01> <01>]", objs.len()) } else { String::new() };
-    out.extend_from_slice(format!("trailer\n<< /Size {} /Root 1 0 R{enc} >>\nstartxref\n{xref}\n%%EOF\n", objs.len() + 1).as_bytes());
+    let enc = if encrypted {
+        format!(" /Encrypt {} 0 R /ID [<01> <01>]", objs.len())
+    } else {
+        String::new()
+    };
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R{enc} >>\nstartxref\n{xref}\n%%EOF\n",
+            objs.len() + 1
+        )
+        .as_bytes(),
+    );
     out
 }
 
@@ -131,36 +198,81 @@ fn minimal_pdf(text: &str, encrypted: bool) -> Vec<u8> {
 fn bad_inputs_are_skipped_with_reasons_and_nothing_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let docs = tmp.path().join("docs");
-    write(&docs.join("good.md"), "# Lighthouse\n\nThe lighthouse keeper lit the lamp at dusk every evening.\n");
+    write(
+        &docs.join("good.md"),
+        "# Lighthouse\n\nThe lighthouse keeper lit the lamp at dusk every evening.\n",
+    );
     let e = open(&tmp.path().join("data"), "default");
     assert_eq!(ingest(&e, &[docs.clone()], false).added, 1);
 
-    std::fs::write(docs.join("report.pdf"), minimal_pdf("Quarterly revenue grew by seventeen percent", false)).unwrap();
-    std::fs::write(docs.join("corrupt.pdf"), b"%PDF-1.4\nthis is not really a pdf\n").unwrap();
+    std::fs::write(
+        docs.join("report.pdf"),
+        minimal_pdf("Quarterly revenue grew by seventeen percent", false),
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("corrupt.pdf"),
+        b"%PDF-1.4\nthis is not really a pdf\n",
+    )
+    .unwrap();
     std::fs::write(docs.join("locked.pdf"), minimal_pdf("secret", true)).unwrap();
     std::fs::write(docs.join("empty.txt"), b"").unwrap();
-    std::fs::write(docs.join("latin1.txt"), b"Caf\xe9 cr\xe8me recipes from the old notebook\n").unwrap();
+    std::fs::write(
+        docs.join("latin1.txt"),
+        b"Caf\xe9 cr\xe8me recipes from the old notebook\n",
+    )
+    .unwrap();
     std::fs::write(docs.join("blob.dat"), [0u8, 1, 2, 3, 0, 255, 0, 7]).unwrap();
     // A multi-GB file, sparse so the test costs nothing.
-    std::fs::File::create(docs.join("huge.txt")).unwrap().set_len(3 << 30).unwrap();
+    std::fs::File::create(docs.join("huge.txt"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
 
     let r = ingest(&e, &[docs.clone()], false);
-    let reason = |name: &str| r.skipped.iter().find(|s| s.path == name).map(|s| s.reason.clone()).unwrap_or_default();
-    assert!(reason("corrupt.pdf").contains("corrupt PDF"), "{:?}", r.skipped);
-    assert!(reason("locked.pdf").contains("encrypted"), "{:?}", r.skipped);
+    let reason = |name: &str| {
+        r.skipped
+            .iter()
+            .find(|s| s.path == name)
+            .map(|s| s.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason("corrupt.pdf").contains("corrupt PDF"),
+        "{:?}",
+        r.skipped
+    );
+    assert!(
+        reason("locked.pdf").contains("encrypted"),
+        "{:?}",
+        r.skipped
+    );
     assert!(reason("empty.txt").contains("empty"), "{:?}", r.skipped);
     assert!(reason("blob.dat").contains("binary"), "{:?}", r.skipped);
     assert!(reason("huge.txt").contains("too large"), "{:?}", r.skipped);
-    assert!(r.warnings.iter().any(|w| w.path == "latin1.txt" && w.reason.contains("UTF-8")), "{:?}", r.warnings);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.path == "latin1.txt" && w.reason.contains("UTF-8")),
+        "{:?}",
+        r.warnings
+    );
     assert_eq!(r.added, 2, "report.pdf and latin1.txt: {r:?}");
     assert_eq!(r.unchanged, 1);
     assert!(!r.nothing_ingested());
 
-    let hits = e.search("quarterly revenue growth", 1, SearchMode::Hybrid).unwrap();
+    let hits = e
+        .search("quarterly revenue growth", 1, SearchMode::Hybrid)
+        .unwrap();
     assert_eq!(hits[0].doc, "report.pdf");
     assert_eq!(hits[0].heading, "Page 1");
-    let hits = e.search("lighthouse keeper", 1, SearchMode::Hybrid).unwrap();
-    assert_eq!(hits[0].doc, "good.md", "earlier documents survive a bad batch");
+    let hits = e
+        .search("lighthouse keeper", 1, SearchMode::Hybrid)
+        .unwrap();
+    assert_eq!(
+        hits[0].doc, "good.md",
+        "earlier documents survive a bad batch"
+    );
     let hits = e.search("Café crème recipes", 1, SearchMode::Bm25).unwrap();
     assert_eq!(hits[0].doc, "latin1.txt");
 }
@@ -174,15 +286,27 @@ fn only_bad_input_means_nothing_ingested() {
     let e = open(&tmp.path().join("data"), "default");
     let r = ingest(&e, &[docs, tmp.path().join("missing-root")], false);
     assert!(r.nothing_ingested(), "{r:?}");
-    assert!(r.skipped.iter().any(|s| s.reason.contains("does not exist") || s.reason.contains("No such file")), "{:?}", r.skipped);
+    assert!(
+        r.skipped
+            .iter()
+            .any(|s| s.reason.contains("does not exist") || s.reason.contains("No such file")),
+        "{:?}",
+        r.skipped
+    );
 }
 
 #[test]
 fn collections_are_separate() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    write(&tmp.path().join("a/cats.txt"), "Cats sleep for most of the day and hunt at night.\n");
-    write(&tmp.path().join("b/dogs.txt"), "Dogs need daily walks and enjoy playing fetch.\n");
+    write(
+        &tmp.path().join("a/cats.txt"),
+        "Cats sleep for most of the day and hunt at night.\n",
+    );
+    write(
+        &tmp.path().join("b/dogs.txt"),
+        "Dogs need daily walks and enjoy playing fetch.\n",
+    );
     {
         let a = open(&data, "pets-a");
         ingest(&a, &[tmp.path().join("a")], false);
@@ -191,7 +315,10 @@ fn collections_are_separate() {
     ingest(&b, &[tmp.path().join("b")], false);
     let hits = b.search("cats sleeping", 5, SearchMode::Hybrid).unwrap();
     assert!(hits.iter().all(|h| h.doc == "dogs.txt"), "{hits:?}");
-    assert_eq!(cairn_engine::list_collections(&data), vec!["pets-a".to_string(), "pets-b".to_string()]);
+    assert_eq!(
+        cairn_engine::list_collections(&data),
+        vec!["pets-a".to_string(), "pets-b".to_string()]
+    );
 }
 
 #[test]
@@ -199,13 +326,30 @@ fn missing_or_corrupt_indexes_are_rebuilt_from_the_catalog() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let docs = tmp.path().join("docs");
-    cairn_testkit::copy_pages(&["library/os.path.html", "library/venv.html", "library/sys.html"], &docs);
-    let queries = ["os.path.join", "create a virtual environment", "sys.argv command line arguments"];
+    cairn_testkit::copy_pages(
+        &[
+            "library/os.path.html",
+            "library/venv.html",
+            "library/sys.html",
+        ],
+        &docs,
+    );
+    let queries = [
+        "os.path.join",
+        "create a virtual environment",
+        "sys.argv command line arguments",
+    ];
     let run = |e: &Engine| -> Vec<Vec<(String, u64)>> {
         queries
             .iter()
             .flat_map(|q| [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid].map(|m| (q, m)))
-            .map(|(q, m)| e.search(q, 5, m).unwrap().into_iter().map(|h| (h.doc, h.chunk)).collect())
+            .map(|(q, m)| {
+                e.search(q, 5, m)
+                    .unwrap()
+                    .into_iter()
+                    .map(|h| (h.doc, h.chunk))
+                    .collect()
+            })
             .collect()
     };
     let before = {
@@ -224,7 +368,10 @@ fn missing_or_corrupt_indexes_are_rebuilt_from_the_catalog() {
     let e = open(&data, "default");
     assert_eq!(run(&e), before);
     let s = e.status().unwrap();
-    assert_eq!((s.vectors as u64, s.bm25_docs, s.index_seq), (s.chunks, s.chunks, s.seq));
+    assert_eq!(
+        (s.vectors as u64, s.bm25_docs, s.index_seq),
+        (s.chunks, s.chunks, s.seq)
+    );
 }
 
 #[test]
@@ -232,7 +379,13 @@ fn a_different_embedding_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     drop(open(&data, "default"));
-    let mut cat = cairn_store::Catalog::open(&cairn_engine::collection_dir(&data, "default").join("catalog.sqlite")).unwrap();
-    let err = cat.ensure_embedding_model("default", "bge-small-en-v1.5|cls|norm", 384).unwrap_err().to_string();
+    let mut cat = cairn_store::Catalog::open(
+        &cairn_engine::collection_dir(&data, "default").join("catalog.sqlite"),
+    )
+    .unwrap();
+    let err = cat
+        .ensure_embedding_model("default", "bge-small-en-v1.5|cls|norm", 384)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("all-MiniLM-L6-v2"), "{err}");
 }

@@ -6,7 +6,10 @@ pub enum IndexError {
     #[error("index at {path} is corrupt or unreadable: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("vector index error: {0}")]
     Vector(String),
     #[error("BM25 index error: {0}")]

@@ -15,7 +15,10 @@ pub fn reciprocal_rank_fusion(lists: &[(f32, &[Scored])], k: f32) -> Vec<Scored>
             *acc.entry(hit.id).or_default() += weight / (k + rank as f32 + 1.0);
         }
     }
-    let mut out: Vec<Scored> = acc.into_iter().map(|(id, score)| Scored { id, score }).collect();
+    let mut out: Vec<Scored> = acc
+        .into_iter()
+        .map(|(id, score)| Scored { id, score })
+        .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
     out
 }
@@ -39,7 +42,10 @@ mod tests {
         // With BM25 weighted far above dense, BM25's order wins: 3 (0.1/63 + 5/61),
         // then 1 (0.1/61 + 5/63) just ahead of 4 (5/62), then 2 (0.1/62).
         let fused = reciprocal_rank_fusion(&[(0.1, &dense), (5.0, &bm25)], 60.0);
-        assert_eq!(fused.iter().map(|h| h.id).collect::<Vec<_>>(), vec![3, 1, 4, 2]);
+        assert_eq!(
+            fused.iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![3, 1, 4, 2]
+        );
         assert!((fused[0].score - (0.1 / 63.0 + 5.0 / 61.0)).abs() < 1e-6);
     }
 

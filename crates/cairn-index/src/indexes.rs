@@ -33,7 +33,10 @@ pub struct Indexes {
 
 impl std::fmt::Debug for Indexes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Indexes").field("dir", &self.dir).field("vectors", &self.hnsw.len()).finish()
+        f.debug_struct("Indexes")
+            .field("dir", &self.dir)
+            .field("vectors", &self.hnsw.len())
+            .finish()
     }
 }
 
@@ -50,7 +53,13 @@ impl Indexes {
 
     /// Open the indexes in `dir` and bring them up to the catalog's sequence.
     /// A missing or corrupt index is rebuilt from the catalog.
-    pub fn open(dir: &Path, dim: usize, cfg: &IndexConfig, catalog: &mut Catalog, progress: &dyn Progress) -> Result<Indexes> {
+    pub fn open(
+        dir: &Path,
+        dim: usize,
+        cfg: &IndexConfig,
+        catalog: &mut Catalog,
+        progress: &dyn Progress,
+    ) -> Result<Indexes> {
         let hnsw_dir = dir.join("hnsw");
         let bm25_dir = dir.join("bm25");
         let params = Self::params(cfg, dim);
@@ -58,7 +67,10 @@ impl Indexes {
         let hnsw = match HnswIndex::open(&hnsw_dir, &params) {
             Ok(h) => h,
             Err(IndexError::Corrupt { path, message }) => {
-                tracing::warn!("vector index {} is corrupt ({message}); rebuilding from the catalog", path.display());
+                tracing::warn!(
+                    "vector index {} is corrupt ({message}); rebuilding from the catalog",
+                    path.display()
+                );
                 HnswIndex::destroy(&hnsw_dir)?;
                 rebuilt = true;
                 HnswIndex::open(&hnsw_dir, &params)?
@@ -68,14 +80,28 @@ impl Indexes {
         let bm25 = match Bm25Index::open_or_create(&bm25_dir) {
             Ok(b) => b,
             Err(IndexError::Corrupt { path, message }) => {
-                tracing::warn!("BM25 index {} is corrupt ({message}); rebuilding from the catalog", path.display());
-                std::fs::remove_dir_all(&bm25_dir).map_err(|source| IndexError::Io { path: bm25_dir.clone(), source })?;
+                tracing::warn!(
+                    "BM25 index {} is corrupt ({message}); rebuilding from the catalog",
+                    path.display()
+                );
+                std::fs::remove_dir_all(&bm25_dir).map_err(|source| IndexError::Io {
+                    path: bm25_dir.clone(),
+                    source,
+                })?;
                 rebuilt = true;
                 Bm25Index::open_or_create(&bm25_dir)?
             }
             Err(e) => return Err(e),
         };
-        let mut me = Indexes { dir: dir.to_path_buf(), cfg: cfg.clone(), dim, hnsw, bm25, exact: Mutex::new(None), rebuilt };
+        let mut me = Indexes {
+            dir: dir.to_path_buf(),
+            cfg: cfg.clone(),
+            dim,
+            hnsw,
+            bm25,
+            exact: Mutex::new(None),
+            rebuilt,
+        };
         me.catch_up(catalog, progress)?;
         Ok(me)
     }
@@ -114,13 +140,25 @@ impl Indexes {
         let from = from_h.min(from_b);
         let rebuilt = std::mem::take(&mut self.rebuilt) || (from == 0 && catalog_seq > 0);
         if from == catalog_seq {
-            return Ok(CatchUp { from, to: from, rebuilt, ..Default::default() });
+            return Ok(CatchUp {
+                from,
+                to: from,
+                rebuilt,
+                ..Default::default()
+            });
         }
         let (hnsw, bm25) = (&mut self.hnsw, &mut self.bm25);
         let (to, added, removed) = catalog.snapshot(|c| -> Result<(Seq, u64, u64)> {
             let to = c.last_seq()?;
             let total = c.count_chunks_since(from)?;
-            progress.begin(if rebuilt { "rebuilding indexes" } else { "indexing" }, total);
+            progress.begin(
+                if rebuilt {
+                    "rebuilding indexes"
+                } else {
+                    "indexing"
+                },
+                total,
+            );
             let tombstones = c.tombstones_since(from)?;
             for id in &tombstones {
                 hnsw.remove(*id)?;
@@ -151,7 +189,13 @@ impl Indexes {
         self.bm25.commit(to)?;
         progress.end();
         *self.exact.lock().expect("exact lock") = None;
-        Ok(CatchUp { from, to, added, removed, rebuilt })
+        Ok(CatchUp {
+            from,
+            to,
+            added,
+            removed,
+            rebuilt,
+        })
     }
 
     fn reset(&mut self) -> Result<()> {

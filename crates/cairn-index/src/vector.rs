@@ -37,7 +37,10 @@ pub struct HnswIndex {
 
 impl std::fmt::Debug for HnswIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HnswIndex").field("dir", &self.dir).field("len", &self.len()).finish()
+        f.debug_struct("HnswIndex")
+            .field("dir", &self.dir)
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -46,7 +49,11 @@ fn scalar(q: &str) -> Result<ScalarKind> {
         "f32" => ScalarKind::F32,
         "f16" => ScalarKind::F16,
         "i8" => ScalarKind::I8,
-        other => return Err(IndexError::Vector(format!("unknown quantization `{other}` (expected f32, f16 or i8)"))),
+        other => {
+            return Err(IndexError::Vector(format!(
+                "unknown quantization `{other}` (expected f32, f16 or i8)"
+            )))
+        }
     })
 }
 
@@ -68,21 +75,40 @@ impl HnswIndex {
         index
             .reserve_capacity_and_threads(1024, rayon::current_num_threads().max(1))
             .map_err(|e| IndexError::Vector(e.to_string()))?;
-        Ok(HnswIndex { dir: dir.to_path_buf(), index, params: params.clone(), applied_seq: 0 })
+        Ok(HnswIndex {
+            dir: dir.to_path_buf(),
+            index,
+            params: params.clone(),
+            applied_seq: 0,
+        })
     }
 
     /// Open the index in `dir`. A missing index, or one built with other
     /// parameters, starts empty (applied sequence 0) so the caller rebuilds it
     /// from the catalog; an unreadable one is [`IndexError::Corrupt`].
     pub fn open(dir: &Path, params: &HnswParams) -> Result<HnswIndex> {
-        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let index_path = dir.join(INDEX_FILE);
         let manifest = match std::fs::read(&manifest_path) {
-            Ok(bytes) => serde_json::from_slice::<Manifest>(&bytes)
-                .map_err(|e| IndexError::Corrupt { path: manifest_path.clone(), message: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::new_empty(dir, params),
-            Err(source) => return Err(IndexError::Io { path: manifest_path, source }),
+            Ok(bytes) => {
+                serde_json::from_slice::<Manifest>(&bytes).map_err(|e| IndexError::Corrupt {
+                    path: manifest_path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Self::new_empty(dir, params)
+            }
+            Err(source) => {
+                return Err(IndexError::Io {
+                    path: manifest_path,
+                    source,
+                })
+            }
         };
         if manifest.params.dim != params.dim
             || manifest.params.quantization != params.quantization
@@ -93,7 +119,10 @@ impl HnswIndex {
         }
         let mut me = Self::new_empty(dir, params)?;
         let path_str = index_path.to_string_lossy().to_string();
-        me.index.load(&path_str).map_err(|e| IndexError::Corrupt { path: index_path.clone(), message: e.to_string() })?;
+        me.index.load(&path_str).map_err(|e| IndexError::Corrupt {
+            path: index_path.clone(),
+            message: e.to_string(),
+        })?;
         if me.index.dimensions() != params.dim || me.index.size() != manifest.count {
             return Err(IndexError::Corrupt {
                 path: index_path,
@@ -117,7 +146,12 @@ impl HnswIndex {
             match std::fs::remove_file(dir.join(f)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(IndexError::Io { path: dir.join(f), source }),
+                Err(source) => {
+                    return Err(IndexError::Io {
+                        path: dir.join(f),
+                        source,
+                    })
+                }
             }
         }
         Ok(())
@@ -153,22 +187,31 @@ impl HnswIndex {
         }
         for (id, v) in items {
             if v.len() != self.params.dim {
-                return Err(IndexError::Dim { expected: self.params.dim, got: v.len() });
+                return Err(IndexError::Dim {
+                    expected: self.params.dim,
+                    got: v.len(),
+                });
             }
             if self.index.contains(*id) {
-                self.index.remove(*id).map_err(|e| IndexError::Vector(e.to_string()))?;
+                self.index
+                    .remove(*id)
+                    .map_err(|e| IndexError::Vector(e.to_string()))?;
             }
         }
         let index = &self.index;
-        items
-            .par_iter()
-            .try_for_each(|(id, v)| index.add(*id, v.as_slice()).map_err(|e| IndexError::Vector(e.to_string())))
+        items.par_iter().try_for_each(|(id, v)| {
+            index
+                .add(*id, v.as_slice())
+                .map_err(|e| IndexError::Vector(e.to_string()))
+        })
     }
 
     /// Remove a vector (absent ids are fine).
     pub fn remove(&mut self, id: ChunkId) -> Result<()> {
         if self.index.contains(id) {
-            self.index.remove(id).map_err(|e| IndexError::Vector(e.to_string()))?;
+            self.index
+                .remove(id)
+                .map_err(|e| IndexError::Vector(e.to_string()))?;
         }
         Ok(())
     }
@@ -176,7 +219,10 @@ impl HnswIndex {
     /// Approximate top-k by cosine similarity (score = cosine).
     pub fn search(&self, query: &[f32], k: usize, ef_search: Option<usize>) -> Result<Vec<Scored>> {
         if query.len() != self.params.dim {
-            return Err(IndexError::Dim { expected: self.params.dim, got: query.len() });
+            return Err(IndexError::Dim {
+                expected: self.params.dim,
+                got: query.len(),
+            });
         }
         if self.index.size() == 0 || k == 0 {
             return Ok(vec![]);
@@ -184,8 +230,15 @@ impl HnswIndex {
         if let Some(ef) = ef_search {
             self.index.change_expansion_search(ef.max(k));
         }
-        let m = self.index.search(query, k).map_err(|e| IndexError::Vector(e.to_string()))?;
-        Ok(m.keys.iter().zip(&m.distances).map(|(&id, &d)| Scored { id, score: 1.0 - d }).collect())
+        let m = self
+            .index
+            .search(query, k)
+            .map_err(|e| IndexError::Vector(e.to_string()))?;
+        Ok(m.keys
+            .iter()
+            .zip(&m.distances)
+            .map(|(&id, &d)| Scored { id, score: 1.0 - d })
+            .collect())
     }
 
     /// Persist atomically: the graph first, then the manifest that names the
@@ -198,9 +251,19 @@ impl HnswIndex {
             .save(&tmp.to_string_lossy())
             .map_err(|e| IndexError::Vector(format!("saving {}: {e}", tmp.display())))?;
         sync_file(&tmp)?;
-        std::fs::rename(&tmp, &index_path).map_err(|source| IndexError::Io { path: index_path.clone(), source })?;
-        let manifest = Manifest { applied_seq: seq, params: self.params.clone(), count: self.index.size() };
-        write_atomic(&self.dir.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"))?;
+        std::fs::rename(&tmp, &index_path).map_err(|source| IndexError::Io {
+            path: index_path.clone(),
+            source,
+        })?;
+        let manifest = Manifest {
+            applied_seq: seq,
+            params: self.params.clone(),
+            count: self.index.size(),
+        };
+        write_atomic(
+            &self.dir.join(MANIFEST_FILE),
+            &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+        )?;
         self.applied_seq = seq;
         Ok(())
     }
@@ -209,15 +272,24 @@ impl HnswIndex {
 fn sync_file(path: &Path) -> Result<()> {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
-        .map_err(|source| IndexError::Io { path: path.to_path_buf(), source })
+        .map_err(|source| IndexError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Write a file so that readers see the old or the new content, never a mix.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|source| IndexError::Io { path: tmp.clone(), source })?;
+    std::fs::write(&tmp, bytes).map_err(|source| IndexError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
     sync_file(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|source| IndexError::Io { path: path.to_path_buf(), source })
+    std::fs::rename(&tmp, path).map_err(|source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// All vectors in memory, scanned exhaustively. Exact, so it is both the
@@ -234,13 +306,19 @@ pub struct ExactIndex {
 
 impl ExactIndex {
     pub fn new(dim: usize) -> ExactIndex {
-        ExactIndex { dim, ..Default::default() }
+        ExactIndex {
+            dim,
+            ..Default::default()
+        }
     }
 
     /// Add a vector (normalised on the way in, so a dot product is a cosine).
     pub fn push(&mut self, id: ChunkId, v: &[f32]) -> Result<()> {
         if v.len() != self.dim {
-            return Err(IndexError::Dim { expected: self.dim, got: v.len() });
+            return Err(IndexError::Dim {
+                expected: self.dim,
+                got: v.len(),
+            });
         }
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         self.ids.push(id);
@@ -259,13 +337,23 @@ impl ExactIndex {
     /// Exact top-k by cosine similarity.
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Scored>> {
         if query.len() != self.dim {
-            return Err(IndexError::Dim { expected: self.dim, got: query.len() });
+            return Err(IndexError::Dim {
+                expected: self.dim,
+                got: query.len(),
+            });
         }
         let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         let q: Vec<f32> = query.iter().map(|x| x / norm).collect();
-        let scores: Vec<f32> = self.data.par_chunks(self.dim.max(1) * 256).flat_map_iter(|block| {
-            block.chunks_exact(self.dim).map(|row| dot(row, &q)).collect::<Vec<_>>()
-        }).collect();
+        let scores: Vec<f32> = self
+            .data
+            .par_chunks(self.dim.max(1) * 256)
+            .flat_map_iter(|block| {
+                block
+                    .chunks_exact(self.dim)
+                    .map(|row| dot(row, &q))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         Ok(top_k(&self.ids, &scores, k))
     }
 }
@@ -291,13 +379,22 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// results are deterministic.
 pub fn top_k(ids: &[ChunkId], scores: &[f32], k: usize) -> Vec<Scored> {
     let mut idx: Vec<usize> = (0..ids.len()).collect();
-    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(ids[*a].cmp(&ids[*b]));
+    let cmp = |a: &usize, b: &usize| {
+        scores[*b]
+            .total_cmp(&scores[*a])
+            .then(ids[*a].cmp(&ids[*b]))
+    };
     if k < idx.len() {
         idx.select_nth_unstable_by(k, cmp);
         idx.truncate(k);
     }
     idx.sort_by(cmp);
-    idx.into_iter().map(|i| Scored { id: ids[i], score: scores[i] }).collect()
+    idx.into_iter()
+        .map(|i| Scored {
+            id: ids[i],
+            score: scores[i],
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -305,7 +402,13 @@ mod tests {
     use super::*;
 
     fn params(dim: usize) -> HnswParams {
-        HnswParams { dim, quantization: "f32".into(), m: 16, ef_construction: 64, ef_search: 64 }
+        HnswParams {
+            dim,
+            quantization: "f32".into(),
+            m: 16,
+            ef_construction: 64,
+            ef_search: 64,
+        }
     }
 
     fn pseudo_random_vectors(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
@@ -314,7 +417,9 @@ mod tests {
             .map(|_| {
                 (0..dim)
                     .map(|_| {
-                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
                     })
                     .collect()
@@ -338,7 +443,11 @@ mod tests {
     fn hnsw_persists_and_finds_neighbours() {
         let dir = tempfile::tempdir().unwrap();
         let vecs = pseudo_random_vectors(500, 16, 7);
-        let items: Vec<(u64, Vec<f32>)> = vecs.iter().enumerate().map(|(i, v)| (i as u64 + 1, v.clone())).collect();
+        let items: Vec<(u64, Vec<f32>)> = vecs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64 + 1, v.clone()))
+            .collect();
         {
             let mut h = HnswIndex::open(dir.path(), &params(16)).unwrap();
             assert_eq!(h.applied_seq(), 0);
@@ -352,7 +461,11 @@ mod tests {
         let hits = h.search(&vecs[9], 3, None).unwrap();
         assert_eq!(hits[0].id, 10);
         assert!((hits[0].score - 1.0).abs() < 1e-4);
-        assert!(h.search(&vecs[4], 10, None).unwrap().iter().all(|s| s.id != 5));
+        assert!(h
+            .search(&vecs[4], 10, None)
+            .unwrap()
+            .iter()
+            .all(|s| s.id != 5));
         // Other parameters: starts empty, to be rebuilt.
         let mut p = params(16);
         p.quantization = "i8".into();
@@ -371,7 +484,10 @@ mod tests {
         let e = HnswIndex::open(dir.path(), &params(4)).unwrap_err();
         assert!(matches!(e, IndexError::Corrupt { .. }), "{e}");
         std::fs::write(dir.path().join(MANIFEST_FILE), b"{").unwrap();
-        assert!(matches!(HnswIndex::open(dir.path(), &params(4)).unwrap_err(), IndexError::Corrupt { .. }));
+        assert!(matches!(
+            HnswIndex::open(dir.path(), &params(4)).unwrap_err(),
+            IndexError::Corrupt { .. }
+        ));
     }
 
     #[test]

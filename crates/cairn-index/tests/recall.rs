@@ -38,17 +38,35 @@ fn hnsw_recall_at_10_is_at_least_095_on_20k_real_embeddings() {
     let n_index = 20_000;
     let n_query = 200;
     let texts = passages(n_index + n_query);
-    assert_eq!(texts.len(), n_index + n_query, "the corpus has enough distinct passages");
+    assert_eq!(
+        texts.len(),
+        n_index + n_query,
+        "the corpus has enough distinct passages"
+    );
     let model = BertEmbedder::load(&cairn_testkit::minilm_dir(), Device::Cpu, 256).unwrap();
     let started = std::time::Instant::now();
     let vectors = model.embed_passages(&texts).unwrap();
-    eprintln!("embedded {} passages in {:.1}s", texts.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "embedded {} passages in {:.1}s",
+        texts.len(),
+        started.elapsed().as_secs_f64()
+    );
 
     let (index_vecs, query_vecs) = vectors.split_at(n_index);
     let dir = tempfile::tempdir().unwrap();
-    let params = HnswParams { dim: 384, quantization: "f32".into(), m: 16, ef_construction: 128, ef_search: 96 };
+    let params = HnswParams {
+        dim: 384,
+        quantization: "f32".into(),
+        m: 16,
+        ef_construction: 128,
+        ef_search: 96,
+    };
     let mut hnsw = HnswIndex::open(dir.path(), &params).unwrap();
-    let items: Vec<(u64, Vec<f32>)> = index_vecs.iter().enumerate().map(|(i, v)| (i as u64 + 1, v.clone())).collect();
+    let items: Vec<(u64, Vec<f32>)> = index_vecs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, v.clone()))
+        .collect();
     hnsw.add_batch(&items).unwrap();
     let mut exact = ExactIndex::new(384);
     for (id, v) in &items {
@@ -66,7 +84,9 @@ fn hnsw_recall_at_10_is_at_least_095_on_20k_real_embeddings() {
         total / query_vecs.len() as f64
     };
     let r = recall(&hnsw, params.ef_search);
-    eprintln!("HNSW (M=16, efC=128, ef=96) recall@10 = {r:.4} on {n_index} vectors, {n_query} queries");
+    eprintln!(
+        "HNSW (M=16, efC=128, ef=96) recall@10 = {r:.4} on {n_index} vectors, {n_query} queries"
+    );
     assert!(r >= 0.95, "recall@10 {r}");
     // A narrower search loses recall: the measurement can fail.
     let narrow = recall(&hnsw, 10);
@@ -76,7 +96,14 @@ fn hnsw_recall_at_10_is_at_least_095_on_20k_real_embeddings() {
     // Quantised variants, built from the same vectors, stay close.
     for q in ["f16", "i8"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut h = HnswIndex::open(dir.path(), &HnswParams { quantization: q.into(), ..params.clone() }).unwrap();
+        let mut h = HnswIndex::open(
+            dir.path(),
+            &HnswParams {
+                quantization: q.into(),
+                ..params.clone()
+            },
+        )
+        .unwrap();
         h.add_batch(&items).unwrap();
         let rq = recall(&h, params.ef_search);
         eprintln!("{q}: recall@10 = {rq:.4}");

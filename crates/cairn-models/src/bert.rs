@@ -64,9 +64,15 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Mod
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| ModelError::BadModel { path: path.to_path_buf(), message: e.to_string() }),
+            .map_err(|e| ModelError::BadModel {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ModelError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -98,11 +104,19 @@ impl SentenceConfig {
             .unwrap_or_default();
         // bge v1.5 English models document this instruction for short queries;
         // older exports do not carry it in their files.
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
         if query_prefix.is_empty() && name.contains("bge-") && name.contains("-en") {
             query_prefix = "Represent this sentence for searching relevant passages: ".into();
         }
-        Ok(SentenceConfig { pooling, normalize, max_seq_length, query_prefix })
+        Ok(SentenceConfig {
+            pooling,
+            normalize,
+            max_seq_length,
+            query_prefix,
+        })
     }
 }
 
@@ -122,7 +136,10 @@ pub struct BertEmbedder {
 
 impl std::fmt::Debug for BertEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BertEmbedder").field("dir", &self.dir).field("config", &self.config).finish()
+        f.debug_struct("BertEmbedder")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -138,32 +155,55 @@ impl BertEmbedder {
             }
         }
         let cfg_path = dir.join("config.json");
-        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path.clone(), source })?;
-        let bert_cfg: BertConfig = serde_json::from_str(&cfg_text)
-            .map_err(|e| ModelError::BadModel { path: cfg_path.clone(), message: format!("not a BERT config: {e}") })?;
+        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|source| ModelError::Io {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        let bert_cfg: BertConfig =
+            serde_json::from_str(&cfg_text).map_err(|e| ModelError::BadModel {
+                path: cfg_path.clone(),
+                message: format!("not a BERT config: {e}"),
+            })?;
         let config = SentenceConfig::read(dir, bert_cfg.max_position_embeddings)?;
         let candle_device = device.to_candle()?;
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is memory-mapped read-only; Cairn never writes model files while they are loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &candle_device) }
-            .map_err(|e| ModelError::BadModel { path: weights.clone(), message: e.to_string() })?;
-        let model = BertModel::load(vb, &bert_cfg)
-            .map_err(|e| ModelError::BadModel { path: weights.clone(), message: e.to_string() })?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &candle_device) }
+                .map_err(|e| ModelError::BadModel {
+                    path: weights.clone(),
+                    message: e.to_string(),
+                })?;
+        let model = BertModel::load(vb, &bert_cfg).map_err(|e| ModelError::BadModel {
+            path: weights.clone(),
+            message: e.to_string(),
+        })?;
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| ModelError::BadModel { path: tok_path.clone(), message: e.to_string() })?;
+        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| ModelError::BadModel {
+            path: tok_path.clone(),
+            message: e.to_string(),
+        })?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)
-            .map_err(|e| ModelError::BadModel { path: tok_path.clone(), message: e.to_string() })?;
+            .map_err(|e| ModelError::BadModel {
+                path: tok_path.clone(),
+                message: e.to_string(),
+            })?;
         let untruncated = tokenizer.clone();
         tokenizer
             .with_truncation(Some(tokenizers::TruncationParams {
                 max_length: config.max_seq_length,
                 ..Default::default()
             }))
-            .map_err(|e| ModelError::BadModel { path: tok_path.clone(), message: e.to_string() })?;
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "bert".into());
+            .map_err(|e| ModelError::BadModel {
+                path: tok_path.clone(),
+                message: e.to_string(),
+            })?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "bert".into());
         let model_id = format!(
             "{name}|{}|{}",
             match config.pooling {
@@ -218,7 +258,9 @@ impl BertEmbedder {
         let mut i = 0;
         while i < order.len() {
             let longest = encodings[order[i]].get_ids().len().max(1);
-            let n = (token_budget / longest).clamp(1, self.batch_size).min(order.len() - i);
+            let n = (token_budget / longest)
+                .clamp(1, self.batch_size)
+                .min(order.len() - i);
             let batch = &order[i..i + n];
             let vecs = self.forward(batch.iter().map(|&j| &encodings[j]).collect())?;
             for (&j, v) in batch.iter().zip(vecs) {
@@ -231,7 +273,12 @@ impl BertEmbedder {
 
     fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
         let e = |err: candle_core::Error| ModelError::Inference(err.to_string());
-        let len = batch.iter().map(|enc| enc.get_ids().len()).max().unwrap_or(1).max(1);
+        let len = batch
+            .iter()
+            .map(|enc| enc.get_ids().len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let n = batch.len();
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
@@ -247,22 +294,38 @@ impl BertEmbedder {
         let types = ids.zeros_like().map_err(e)?;
         let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(e)?; // (n, len, dim)
         let pooled = match self.config.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)).map_err(e)?,
+            Pooling::Cls => hidden
+                .narrow(1, 0, 1)
+                .and_then(|t| t.squeeze(1))
+                .map_err(e)?,
             Pooling::Mean => {
-                let m = mask.to_dtype(DType::F32).and_then(|m| m.unsqueeze(2)).map_err(e)?;
+                let m = mask
+                    .to_dtype(DType::F32)
+                    .and_then(|m| m.unsqueeze(2))
+                    .map_err(e)?;
                 let summed = hidden.broadcast_mul(&m).and_then(|t| t.sum(1)).map_err(e)?;
-                let counts = m.sum(1).and_then(|c| c.clamp(1e-9f32, f32::MAX)).map_err(e)?;
+                let counts = m
+                    .sum(1)
+                    .and_then(|c| c.clamp(1e-9f32, f32::MAX))
+                    .map_err(e)?;
                 summed.broadcast_div(&counts).map_err(e)?
             }
         };
         let pooled = if self.config.normalize {
-            let norm = pooled.sqr().and_then(|t| t.sum_keepdim(1)).and_then(|t| t.sqrt()).map_err(e)?;
+            let norm = pooled
+                .sqr()
+                .and_then(|t| t.sum_keepdim(1))
+                .and_then(|t| t.sqrt())
+                .map_err(e)?;
             let norm = norm.clamp(1e-12f32, f32::MAX).map_err(e)?;
             pooled.broadcast_div(&norm).map_err(e)?
         } else {
             pooled
         };
-        pooled.to_dtype(DType::F32).and_then(|t| t.to_vec2::<f32>()).map_err(e)
+        pooled
+            .to_dtype(DType::F32)
+            .and_then(|t| t.to_vec2::<f32>())
+            .map_err(e)
     }
 }
 
@@ -281,11 +344,16 @@ impl Embedder for BertEmbedder {
 
     fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         let q = format!("{}{}", self.config.query_prefix, text);
-        self.embed(&[q]).map_err(|e| EmbedError(e.to_string())).map(|mut v| v.remove(0))
+        self.embed(&[q])
+            .map_err(|e| EmbedError(e.to_string()))
+            .map(|mut v| v.remove(0))
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.untruncated.encode(text, true).map(|e| e.get_ids().len()).unwrap_or(0)
+        self.untruncated
+            .encode(text, true)
+            .map(|e| e.get_ids().len())
+            .unwrap_or(0)
     }
 
     fn max_tokens(&self) -> usize {
@@ -302,36 +370,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("bge-small-en-v1.5");
         std::fs::create_dir_all(d.join("1_Pooling")).unwrap();
-        std::fs::write(d.join("1_Pooling/config.json"), r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#).unwrap();
+        std::fs::write(
+            d.join("1_Pooling/config.json"),
+            r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
+        )
+        .unwrap();
         std::fs::write(
             d.join("modules.json"),
             r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},{"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},{"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
         )
         .unwrap();
-        std::fs::write(d.join("sentence_bert_config.json"), r#"{"max_seq_length": 512, "do_lower_case": true}"#).unwrap();
+        std::fs::write(
+            d.join("sentence_bert_config.json"),
+            r#"{"max_seq_length": 512, "do_lower_case": true}"#,
+        )
+        .unwrap();
         let c = SentenceConfig::read(&d, 512).unwrap();
         assert_eq!(c.pooling, Pooling::Cls);
         assert!(c.normalize);
         assert_eq!(c.max_seq_length, 512);
         assert!(c.query_prefix.starts_with("Represent this sentence"));
-        std::fs::write(d.join("config_sentence_transformers.json"), r#"{"prompts": {"query": "query: "}}"#).unwrap();
-        assert_eq!(SentenceConfig::read(&d, 512).unwrap().query_prefix, "query: ");
+        std::fs::write(
+            d.join("config_sentence_transformers.json"),
+            r#"{"prompts": {"query": "query: "}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            SentenceConfig::read(&d, 512).unwrap().query_prefix,
+            "query: "
+        );
     }
 
     #[test]
     fn sentence_config_defaults_and_bad_json() {
         let dir = tempfile::tempdir().unwrap();
         let c = SentenceConfig::read(dir.path(), 512).unwrap();
-        assert_eq!((c.pooling, c.normalize, c.max_seq_length), (Pooling::Mean, true, 512));
+        assert_eq!(
+            (c.pooling, c.normalize, c.max_seq_length),
+            (Pooling::Mean, true, 512)
+        );
         std::fs::write(dir.path().join("modules.json"), "{not json").unwrap();
-        let e = SentenceConfig::read(dir.path(), 512).unwrap_err().to_string();
+        let e = SentenceConfig::read(dir.path(), 512)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("modules.json"), "{e}");
     }
 
     #[test]
     fn missing_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = BertEmbedder::load(dir.path(), Device::Cpu, 8).unwrap_err().to_string();
+        let e = BertEmbedder::load(dir.path(), Device::Cpu, 8)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("config.json"), "{e}");
     }
 }

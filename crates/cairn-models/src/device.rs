@@ -29,7 +29,9 @@ impl FromStr for Device {
         let s = s.trim().to_ascii_lowercase();
         let (name, ordinal) = match s.split_once(':') {
             Some((n, o)) => {
-                let o = o.parse::<usize>().map_err(|_| ModelError::BadDevice(format!("`{s}`: `{o}` is not a device number")))?;
+                let o = o.parse::<usize>().map_err(|_| {
+                    ModelError::BadDevice(format!("`{s}`: `{o}` is not a device number"))
+                })?;
                 (n.to_string(), o)
             }
             None => (s.clone(), 0),
@@ -40,7 +42,9 @@ impl FromStr for Device {
             "metal" | "mps" => Ok(Device::Metal(ordinal)),
             "coreml" | "ane" => Ok(Device::CoreMl),
             "auto" => Ok(Device::Auto),
-            _ => Err(ModelError::BadDevice(format!("`{s}` (expected cpu, cuda[:N], metal[:N], coreml or auto)"))),
+            _ => Err(ModelError::BadDevice(format!(
+                "`{s}` (expected cpu, cuda[:N], metal[:N], coreml or auto)"
+            ))),
         }
     }
 }
@@ -76,17 +80,28 @@ impl Device {
             Device::Cpu => Ok(candle_core::Device::Cpu),
             Device::Cuda(i) => {
                 if !cfg!(feature = "cuda") {
-                    return Err(ModelError::NotCompiled { backend: "CUDA", feature: "cuda" });
+                    return Err(ModelError::NotCompiled {
+                        backend: "CUDA",
+                        feature: "cuda",
+                    });
                 }
-                candle_core::Device::new_cuda(i).map_err(|e| ModelError::DeviceUnavailable(format!("cuda:{i}: {e}")))
+                candle_core::Device::new_cuda(i)
+                    .map_err(|e| ModelError::DeviceUnavailable(format!("cuda:{i}: {e}")))
             }
             Device::Metal(i) => {
                 if !cfg!(feature = "metal") {
-                    return Err(ModelError::NotCompiled { backend: "Metal", feature: "metal" });
+                    return Err(ModelError::NotCompiled {
+                        backend: "Metal",
+                        feature: "metal",
+                    });
                 }
-                candle_core::Device::new_metal(i).map_err(|e| ModelError::DeviceUnavailable(format!("metal:{i}: {e}")))
+                candle_core::Device::new_metal(i)
+                    .map_err(|e| ModelError::DeviceUnavailable(format!("metal:{i}: {e}")))
             }
-            Device::CoreMl => Err(ModelError::NotCompiled { backend: "Core ML (Apple Neural Engine)", feature: "coreml" }),
+            Device::CoreMl => Err(ModelError::NotCompiled {
+                backend: "Core ML (Apple Neural Engine)",
+                feature: "coreml",
+            }),
             Device::Auto => {
                 if cfg!(feature = "cuda") {
                     if let Ok(d) = candle_core::Device::new_cuda(0) {
@@ -114,17 +129,27 @@ mod tests {
         assert_eq!("CUDA:1".parse::<Device>().unwrap(), Device::Cuda(1));
         assert_eq!("metal".parse::<Device>().unwrap(), Device::Metal(0));
         assert_eq!("auto".parse::<Device>().unwrap(), Device::Auto);
-        assert!("tpu".parse::<Device>().unwrap_err().to_string().contains("tpu"));
+        assert!("tpu"
+            .parse::<Device>()
+            .unwrap_err()
+            .to_string()
+            .contains("tpu"));
         assert!("cuda:x".parse::<Device>().is_err());
     }
 
     #[test]
     fn missing_backend_is_a_clear_error() {
-        assert!(matches!(Device::Cpu.to_candle(), Ok(candle_core::Device::Cpu)));
+        assert!(matches!(
+            Device::Cpu.to_candle(),
+            Ok(candle_core::Device::Cpu)
+        ));
         assert!(Device::Auto.to_candle().is_ok());
         if !cfg!(feature = "cuda") {
             let e = Device::Cuda(0).to_candle().unwrap_err().to_string();
-            assert!(e.contains("not compiled with CUDA") && e.contains("--features cuda"), "{e}");
+            assert!(
+                e.contains("not compiled with CUDA") && e.contains("--features cuda"),
+                "{e}"
+            );
         }
         if !cfg!(feature = "metal") {
             let e = Device::Metal(0).to_candle().unwrap_err().to_string();

@@ -30,13 +30,23 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("model `{name}` is not installed in {models_dir}: {hint}")]
-    NotInstalled { name: String, models_dir: PathBuf, hint: String },
+    NotInstalled {
+        name: String,
+        models_dir: PathBuf,
+        hint: String,
+    },
     #[error("bad model at {path}: {message}")]
     BadModel { path: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cairn was not compiled with {backend} support: rebuild with `--features {feature}`")]
-    NotCompiled { backend: &'static str, feature: &'static str },
+    NotCompiled {
+        backend: &'static str,
+        feature: &'static str,
+    },
     #[error("device {0} is not available")]
     DeviceUnavailable(String),
     #[error("invalid device {0}")]
@@ -44,7 +54,11 @@ pub enum ModelError {
     #[error("download of {url} failed: {message}")]
     Network { url: String, message: String },
     #[error("checksum mismatch for {path}: expected sha256 {expected}, got {got}")]
-    Checksum { path: PathBuf, expected: String, got: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        got: String,
+    },
     #[error("inference failed: {0}")]
     Inference(String),
 }

