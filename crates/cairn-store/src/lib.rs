@@ -713,28 +713,13 @@ mod tests {
     fn replicated_sequences_are_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        assert_eq!(
-            cat.apply(
-                Op::Upsert {
-                    doc: doc("a", "1"),
-                    chunks: vec![chunk(0, 0.1)]
-                },
-                Some(10)
-            )
-            .unwrap(),
-            Some(10)
-        );
-        assert_eq!(
-            cat.apply(
-                Op::Upsert {
-                    doc: doc("a", "1"),
-                    chunks: vec![chunk(0, 0.1)]
-                },
-                Some(10)
-            )
-            .unwrap(),
-            None
-        );
+        let op = Op::Upsert {
+            doc: doc("a", "1"),
+            chunks: vec![chunk(0, 0.1)],
+        };
+        assert_eq!(cat.apply(op.clone(), Some(10)).unwrap(), Some(10));
+        // The same log entry delivered again changes nothing.
+        assert_eq!(cat.apply(op, Some(10)).unwrap(), None);
         assert_eq!(
             cat.apply(
                 Op::Upsert {
