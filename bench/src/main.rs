@@ -76,22 +76,32 @@ fn config(data_dir: Option<PathBuf>) -> Result<Config> {
 
 /// Chunks of the corpus at the default chunk size, as the ingest path makes them.
 fn corpus_chunks(
+    cfg: &Config,
     corpus: &PathBuf,
     model: &cairn_models::BertEmbedder,
     limit: usize,
 ) -> Result<Vec<String>> {
-    let chunker = cairn_ingest::Chunker::new(model.chunking_tokenizer(), model.max_tokens(), 32)?;
+    let max_tokens = if cfg.chunk.max_tokens == 0 {
+        model.max_tokens()
+    } else {
+        cfg.chunk.max_tokens
+    };
+    let chunker = cairn_ingest::Chunker::new(
+        model.chunking_tokenizer(),
+        max_tokens,
+        cfg.chunk.overlap_tokens,
+    )?;
     let (files, _) = cairn_ingest::walk(
         std::slice::from_ref(corpus),
         &cairn_ingest::WalkOptions {
-            max_file_bytes: 64 << 20,
-            ignore_files: vec![],
-            hidden: false,
+            max_file_bytes: cfg.ingest.max_file_bytes,
+            ignore_files: cfg.ingest.ignore_files.clone(),
+            hidden: cfg.ingest.hidden,
         },
     );
     let mut out = vec![];
     for f in files {
-        let Ok(bytes) = cairn_ingest::read_file(&f.abs_path, 64 << 20) else {
+        let Ok(bytes) = cairn_ingest::read_file(&f.abs_path, cfg.ingest.max_file_bytes) else {
             continue;
         };
         let Ok(doc) = cairn_ingest::load(&f.abs_path, &bytes) else {
@@ -110,7 +120,7 @@ fn embed(a: &Args) -> Result<serde_json::Value> {
     let cfg = config(None)?;
     let corpus = a.corpus.clone().context("--corpus DIR is required")?;
     let model = cairn_engine::load_embedder(&cfg)?;
-    let chunks = corpus_chunks(&corpus, &model, a.limit)?;
+    let chunks = corpus_chunks(&cfg, &corpus, &model, a.limit)?;
     let tokens: usize = chunks
         .iter()
         .map(|c| model.count_tokens(c).min(model.max_tokens()))
