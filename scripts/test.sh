@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CAIRN_PROFILE=dev
 bash scripts/setup.sh
+target="${CARGO_TARGET_DIR:-target}/debug"
+# The Gemma 3 model (the origin design's family) for the generation tests.
+"$target/cairn" models fetch gemma-3-270m
+# llama.cpp's own server, the real OpenAI-compatible peer of the client tests.
+bash scripts/build-llama-tools.sh
 export CAIRN_MODELS_DIR="${CAIRN_MODELS_DIR:-$HOME/.cache/cairn/models}"
 export CAIRN_TEST_CORPUS="${CAIRN_TEST_CORPUS:-/usr/share/doc/python3.11/html}"
 cargo test --workspace --no-fail-fast "$@" 2>&1

@@ -4,6 +4,9 @@
 //! cairn-bench embed  --corpus DIR [--limit N]            embedding throughput at the default chunk size, query latency
 //! cairn-bench ingest --corpus DIR --cairn BIN            end-to-end `cairn ingest` wall time and peak memory
 //! cairn-bench search --data-dir DIR [--queries N]        search latency p50/p99 per mode
+//! cairn-bench generate --model GGUF [--threads N] [-p N] [-n N] [--corpus DIR]
+//!                                                         llama-bench's pp/tg through Cairn's engine,
+//!                                                         and time to first token for a RAG prompt
 //! ```
 //! Every command prints one JSON object on stdout; `--smoke` shrinks the work
 //! so CI can check the harness still runs.
@@ -22,6 +25,11 @@ struct Args {
     limit: usize,
     queries: usize,
     smoke: bool,
+    model: Option<PathBuf>,
+    threads: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    rag_tokens: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -37,6 +45,11 @@ fn parse() -> Result<Args> {
         limit: 2000,
         queries: 200,
         smoke: false,
+        model: None,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n_prompt: 512,
+        n_gen: 128,
+        rag_tokens: 2000,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -47,12 +60,20 @@ fn parse() -> Result<Args> {
             "--limit" => a.limit = val()?.parse()?,
             "--queries" => a.queries = val()?.parse()?,
             "--smoke" => a.smoke = true,
+            "--model" => a.model = Some(val()?.into()),
+            "--threads" => a.threads = val()?.parse()?,
+            "-p" => a.n_prompt = val()?.parse()?,
+            "-n" => a.n_gen = val()?.parse()?,
+            "--rag-tokens" => a.rag_tokens = val()?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
     if a.smoke {
         a.limit = a.limit.min(64);
         a.queries = a.queries.min(10);
+        a.n_prompt = a.n_prompt.min(32);
+        a.n_gen = a.n_gen.min(8);
+        a.rag_tokens = a.rag_tokens.min(200);
     }
     Ok(a)
 }
@@ -255,13 +276,95 @@ fn search(a: &Args) -> Result<serde_json::Value> {
     Ok(result)
 }
 
+/// Prompt processing and decode speed measured the way llama-bench does
+/// (pp: one batch of synthetic prompt tokens; tg: one token at a time), then
+/// the time to first token of a real RAG prompt built from the corpus.
+fn generate(a: &Args) -> Result<serde_json::Value> {
+    use cairn_generate::llama::{LlamaGenerator, LlamaOptions};
+    use cairn_generate::{ChatMessage, Flow, Generator, Sampling};
+    let model = a.model.clone().context("--model GGUF is required")?;
+    let g = LlamaGenerator::load(
+        &model,
+        &LlamaOptions {
+            threads: Some(a.threads),
+            context: 4096,
+            ..LlamaOptions::default()
+        },
+    )?;
+    // One warm-up, as llama-bench does.
+    g.bench(a.n_prompt.min(64), 4)?;
+    let (pp, tg) = g.bench(a.n_prompt, a.n_gen)?;
+    let mut result = serde_json::json!({
+        "model": g.model_name(),
+        "threads": a.threads,
+        "n_prompt": a.n_prompt,
+        "n_gen": a.n_gen,
+        "pp_tok_s": pp,
+        "tg_tok_s": tg,
+    });
+    // A RAG-shaped prompt of about `rag_tokens` tokens from real passages.
+    let corpus = a
+        .corpus
+        .clone()
+        .unwrap_or_else(|| "/usr/share/doc/python3.11/html/tutorial".into());
+    let cfg = Config::default();
+    let (files, _) = cairn_ingest::walk(
+        &[corpus],
+        &cairn_ingest::WalkOptions {
+            max_file_bytes: cfg.ingest.max_file_bytes,
+            ignore_files: cfg.ingest.ignore_files.clone(),
+            hidden: cfg.ingest.hidden,
+        },
+    );
+    let mut text = String::new();
+    for f in files.iter() {
+        if g.count_tokens(&text)? >= a.rag_tokens {
+            break;
+        }
+        let bytes = std::fs::read(&f.abs_path)?;
+        if let Ok(doc) = cairn_ingest::load(&f.abs_path, &bytes) {
+            text.push_str(&doc.text);
+            text.push('\n');
+        }
+    }
+    let mut words: Vec<&str> = text.split_whitespace().collect();
+    while g.count_tokens(&words.join(" "))? > a.rag_tokens && words.len() > 10 {
+        let keep = words.len() * 95 / 100;
+        words.truncate(keep);
+    }
+    let context = words.join(" ");
+    let msgs = [
+        ChatMessage::system(cairn_generate::prompt::SYSTEM_PROMPT),
+        ChatMessage::user(format!(
+            "Sources:\n\n[1] tutorial\n{context}\n\nQuestion: How do I define a function?"
+        )),
+    ];
+    let s = Sampling {
+        max_tokens: 1,
+        ..Sampling::default()
+    };
+    let mut ttft = Vec::new();
+    let mut prompt_tokens = 0;
+    for _ in 0..3 {
+        let mut sink = |_: &str| Flow::Continue;
+        let out = g.generate(&msgs, &s, &mut sink)?;
+        prompt_tokens = out.prompt_tokens;
+        ttft.push(out.first_token_ms.unwrap_or(out.total_ms));
+    }
+    ttft.sort_by(f64::total_cmp);
+    result["rag_prompt_tokens"] = prompt_tokens.into();
+    result["rag_ttft_ms_median"] = ttft[ttft.len() / 2].into();
+    Ok(result)
+}
+
 fn main() -> Result<()> {
     let a = parse()?;
     let v = match a.cmd.as_str() {
         "embed" => embed(&a)?,
         "ingest" => ingest(&a)?,
         "search" => search(&a)?,
-        other => bail!("unknown benchmark {other} (embed, ingest, search)"),
+        "generate" => generate(&a)?,
+        other => bail!("unknown benchmark {other} (embed, ingest, search, generate)"),
     };
     println!("{v}");
     Ok(())

@@ -35,7 +35,76 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub index: IndexConfig,
     pub search: SearchConfig,
+    pub generate: GenerateConfig,
 }
+
+/// Answer generation (`cairn ask`, `cairn chat`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateConfig {
+    /// The embedded GGUF model: a name in the models dir, a model directory
+    /// or a `.gguf` file. Ignored when `url` is set.
+    pub model: String,
+    /// An OpenAI-compatible server (`http://host:port` or `.../v1`); when set,
+    /// generation goes there instead of the embedded engine.
+    pub url: Option<String>,
+    /// The model name sent to the server (`model` in the request).
+    pub llm_model: String,
+    /// Device for the embedded engine: cpu, cuda[:N], metal, auto.
+    pub device: String,
+    /// Layers offloaded to the GPU (default: all, when the device is a GPU).
+    pub gpu_layers: Option<u32>,
+    /// CPU threads for the embedded engine (default: all cores).
+    pub threads: Option<usize>,
+    /// Context window in tokens (prompt and answer together).
+    pub context: usize,
+    /// Longest answer in tokens.
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u32,
+    /// Penalty on recently generated tokens (1 = off; embedded engine only).
+    pub repeat_penalty: f32,
+    /// Passages retrieved for an answer.
+    pub top_k: usize,
+    /// Below this cosine similarity between the question and the best
+    /// passage, Cairn says the documents do not cover the question instead of
+    /// generating.
+    pub min_relevance: f32,
+    /// Seconds to wait for a connection to the server.
+    pub connect_timeout_secs: u64,
+    /// Seconds of silence from the server before giving up.
+    pub read_timeout_secs: u64,
+    /// Attempts after a connection error or a 5xx answer.
+    pub retries: u32,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig {
+            model: DEFAULT_GENERATE_MODEL.into(),
+            url: None,
+            llm_model: "default".into(),
+            device: "cpu".into(),
+            gpu_layers: None,
+            threads: None,
+            context: 4096,
+            max_tokens: 384,
+            temperature: 0.0,
+            top_p: 0.95,
+            seed: 42,
+            repeat_penalty: 1.1,
+            top_k: 5,
+            min_relevance: 0.30,
+            connect_timeout_secs: 10,
+            read_timeout_secs: 120,
+            retries: 3,
+        }
+    }
+}
+
+/// The generator used when none is configured.
+pub const DEFAULT_GENERATE_MODEL: &str = "SmolLM2-135M-Instruct";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -107,6 +176,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             index: IndexConfig::default(),
             search: SearchConfig::default(),
+            generate: GenerateConfig::default(),
         }
     }
 }
@@ -245,6 +315,27 @@ impl Config {
         if let Some(v) = get("CAIRN_EXACT_THRESHOLD") {
             self.index.exact_threshold = parse("CAIRN_EXACT_THRESHOLD", &v)?;
         }
+        if let Some(v) = get("CAIRN_LLM_MODEL_FILE") {
+            self.generate.model = v;
+        }
+        if let Some(v) = get("CAIRN_LLM_URL") {
+            self.generate.url = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = get("CAIRN_LLM_MODEL") {
+            self.generate.llm_model = v;
+        }
+        if let Some(v) = get("CAIRN_LLM_DEVICE") {
+            self.generate.device = v;
+        }
+        if let Some(v) = get("CAIRN_LLM_THREADS") {
+            self.generate.threads = Some(parse("CAIRN_LLM_THREADS", &v)?);
+        }
+        if let Some(v) = get("CAIRN_LLM_CONTEXT") {
+            self.generate.context = parse("CAIRN_LLM_CONTEXT", &v)?;
+        }
+        if let Some(v) = get("CAIRN_MIN_RELEVANCE") {
+            self.generate.min_relevance = parse("CAIRN_MIN_RELEVANCE", &v)?;
+        }
         Ok(())
     }
 
@@ -279,6 +370,60 @@ impl Config {
         }
         if self.index.hnsw_m < 2 {
             return bad("index.hnsw_m", "must be at least 2".into());
+        }
+        let g = &self.generate;
+        if !(g.temperature >= 0.0 && g.temperature <= 5.0) {
+            return bad(
+                "generate.temperature",
+                format!("{} (expected 0 to 5)", g.temperature),
+            );
+        }
+        if !(g.top_p > 0.0 && g.top_p <= 1.0) {
+            return bad(
+                "generate.top_p",
+                format!("{} (expected more than 0, at most 1)", g.top_p),
+            );
+        }
+        if !(g.repeat_penalty > 0.0 && g.repeat_penalty <= 10.0) {
+            return bad(
+                "generate.repeat_penalty",
+                format!("{} (expected more than 0, 1 = off)", g.repeat_penalty),
+            );
+        }
+        if g.max_tokens == 0 {
+            return bad("generate.max_tokens", "must be at least 1".into());
+        }
+        if g.context < 256 {
+            return bad(
+                "generate.context",
+                format!("{} (expected at least 256)", g.context),
+            );
+        }
+        if g.max_tokens as usize >= g.context {
+            return bad(
+                "generate.max_tokens",
+                format!(
+                    "{} must be smaller than generate.context ({})",
+                    g.max_tokens, g.context
+                ),
+            );
+        }
+        if g.top_k == 0 {
+            return bad("generate.top_k", "must be at least 1".into());
+        }
+        if !(-1.0..=1.0).contains(&g.min_relevance) {
+            return bad(
+                "generate.min_relevance",
+                format!("{} (expected -1 to 1)", g.min_relevance),
+            );
+        }
+        if let Some(u) = &g.url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return bad(
+                    "generate.url",
+                    format!("`{u}` (expected http:// or https://)"),
+                );
+            }
         }
         validate_collection_name(&self.collection)
     }

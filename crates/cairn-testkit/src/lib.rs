@@ -25,6 +25,51 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The installed SmolLM2-135M-Instruct GGUF file; panics with instructions if absent.
+pub fn smollm2_gguf() -> PathBuf {
+    gguf("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// The installed Gemma 3 270M GGUF file; panics with instructions if absent.
+pub fn gemma3_gguf() -> PathBuf {
+    gguf("gemma-3-270m", "gemma-3-270m-q4_k_m.gguf")
+}
+
+fn gguf(name: &str, file: &str) -> PathBuf {
+    let path = models_dir().join(name).join(file);
+    assert!(
+        path.is_file(),
+        "the real {name} model is needed at {}: run `cairn models fetch {name}` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The llama.cpp server built from the llama.cpp source vendored by
+/// llama-cpp-sys-2 (`scripts/build-llama-tools.sh`); panics with instructions if absent.
+pub fn llama_server() -> PathBuf {
+    llama_tool("llama-server")
+}
+
+/// llama.cpp's `llama-bench`, built like [`llama_server`].
+pub fn llama_tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CAIRN_LLAMA_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/cairn/llama-tools/bin")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "llama.cpp's {name} is needed at {}: run `bash scripts/build-llama-tools.sh` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// The Python 3.11 HTML documentation; panics with instructions if absent.
 pub fn python_docs() -> PathBuf {
     let dir = std::env::var_os("CAIRN_TEST_CORPUS")

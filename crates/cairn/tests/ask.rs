@@ -1,0 +1,307 @@
+//! `cairn ask` and `cairn chat` as users run them, in separate processes,
+//! on the real embedder and the real SmolLM2 GGUF: the JSON contract,
+//! "not covered" answers, --quiet, a conversation over stdin, Ctrl-C, and
+//! clear errors for a bad model file or a server that is down.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BRIDGE: &str = "# Kestrel Bridge\n\n## History\n\n\
+The Kestrel Bridge over the Varne estuary opened to traffic in 1987. \
+It is 412 metres long and carries the coastal railway between Harrow Point and Selby.\n\n\
+## Maintenance\n\nThe bridge is repainted every nine years by the Varne Harbour Trust.\n";
+
+/// One collection shared by the tests of this binary: a note with made-up
+/// facts (so the model cannot know them) beside a real Python docs page.
+fn collection() -> &'static (tempfile::TempDir, PathBuf) {
+    static C: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    C.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("docs");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join("bridge.md"), BRIDGE).unwrap();
+        cairn_testkit::copy_pages(&["library/venv.html"], &docs);
+        let data = tmp.path().join("data");
+        let mut c = cairn(&data);
+        c.arg("ingest").arg(&docs);
+        ok(c);
+        (tmp, data)
+    })
+}
+
+fn cairn(data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    c.env("CAIRN_MODELS_DIR", cairn_testkit::models_dir())
+        .env_remove("CAIRN_COLLECTION")
+        .env_remove("CAIRN_DATA_DIR")
+        .env_remove("CAIRN_LLM_URL")
+        .env("CAIRN_LLM_THREADS", "2")
+        .arg("--data-dir")
+        .arg(data)
+        .current_dir(data.parent().unwrap());
+    c
+}
+
+fn ok(mut c: Command) -> Output {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+#[test]
+fn ask_json_contract_answers_and_cites() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args([
+        "ask",
+        "In what year did the Kestrel Bridge open?",
+        "--json",
+        "--seed",
+        "1",
+    ]);
+    let v = json(&ok(c).stdout);
+    let answer = v["answer"].as_str().unwrap();
+    assert!(answer.contains("1987"), "{v:#}");
+    assert_eq!(v["answered"], true);
+    let cites = v["citations"].as_array().unwrap();
+    assert!(!cites.is_empty(), "no citations: {v:#}");
+    // A citation maps its marker back to the passage: document, heading,
+    // span and text of a retrieved chunk. (Which of the two bridge passages
+    // a 135M model names is its own judgement; that it cites, and that the
+    // mapping is exact, is what is tested here.)
+    let c0 = &cites[0];
+    let n = c0["n"].as_u64().unwrap();
+    assert!(answer.contains(&format!("[{n}]")), "{answer}");
+    assert!(c0["doc"].as_str().unwrap().ends_with("bridge.md"), "{c0}");
+    assert!(c0["heading"].as_str().unwrap().contains("Kestrel Bridge"));
+    let retrieved = v["retrieved"].as_array().unwrap();
+    assert!(!retrieved.is_empty());
+    let source = retrieved
+        .iter()
+        .find(|h| h["start"] == c0["start"] && h["doc"] == c0["doc"])
+        .unwrap_or_else(|| panic!("{c0} is no retrieved passage"));
+    assert_eq!(source["text"], c0["text"]);
+    assert_eq!(source["end"], c0["end"]);
+    for key in [
+        "rank", "score", "doc", "chunk", "heading", "start", "end", "text",
+    ] {
+        assert!(retrieved[0].get(key).is_some(), "hit lacks {key}");
+    }
+    let t = &v["timings_ms"];
+    for key in ["embed", "search", "first_token", "total"] {
+        assert!(t[key].as_f64().unwrap() >= 0.0, "timings_ms.{key}: {t}");
+    }
+    assert!(t["first_token"].as_f64() <= t["total"].as_f64());
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 50);
+    assert!(v["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(!v["model"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn a_question_the_documents_do_not_cover_is_not_answered() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args([
+        "ask",
+        "What is the melting point of tungsten in kelvin?",
+        "--json",
+    ]);
+    let v = json(&ok(c).stdout);
+    assert_eq!(v["answered"], false, "{v:#}");
+    assert!(v["answer"].as_str().unwrap().contains("do not cover"));
+    assert_eq!(v["completion_tokens"], 0);
+    assert!(v["citations"].as_array().unwrap().is_empty());
+    assert!(
+        !v["retrieved"].as_array().unwrap().is_empty(),
+        "closest hits are shown"
+    );
+
+    // The human form names the closest passages.
+    let mut c = cairn(data);
+    c.args(["ask", "What is the melting point of tungsten in kelvin?"]);
+    let text = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        text.contains("do not cover") && text.contains("Closest passages"),
+        "{text}"
+    );
+}
+
+#[test]
+fn quiet_prints_only_the_answer_and_text_mode_lists_sources() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args(["ask", "How long is the Kestrel Bridge?", "--quiet"]);
+    let quiet = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(quiet.contains("412"), "{quiet}");
+    assert!(!quiet.contains("Sources:"), "{quiet}");
+
+    let mut c = cairn(data);
+    c.args(["ask", "How long is the Kestrel Bridge?"]);
+    let full = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        full.starts_with(quiet.trim_end()),
+        "streamed answer first:\n{full}"
+    );
+    assert!(
+        full.contains("Sources:") && full.contains("bridge.md"),
+        "{full}"
+    );
+}
+
+#[test]
+fn chat_keeps_the_conversation_and_answers_every_turn() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args(["chat", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"In what year did the Kestrel Bridge open?\n\nWho repaints the Kestrel Bridge?\n/exit\nnever asked\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let turns: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| json(l.as_bytes()))
+        .collect();
+    assert_eq!(turns.len(), 2, "{turns:#?}");
+    assert!(
+        turns[0]["answer"].as_str().unwrap().contains("1987"),
+        "{:#}",
+        turns[0]
+    );
+    assert!(
+        turns[1]["answer"]
+            .as_str()
+            .unwrap()
+            .contains("Varne Harbour Trust"),
+        "{:#}",
+        turns[1]
+    );
+    // The second turn's prompt carries the first turn.
+    assert!(turns[1]["prompt_tokens"].as_u64() > turns[0]["prompt_tokens"].as_u64());
+}
+
+#[test]
+fn ctrl_c_stops_generation_cleanly() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args([
+        "ask",
+        "Describe the Kestrel Bridge, its history and its maintenance in great detail.",
+        "--max-tokens",
+        "2000",
+        "--temperature",
+        "0.8",
+        "--stop",
+        "NEVER-EMITTED-STOP",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Wait for the first streamed bytes, then interrupt.
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    let t = Instant::now();
+    unsafe_sigint(child.id());
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        t.elapsed()
+    );
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "stderr: {err}");
+    assert!(err.contains("(stopped)"), "{err}");
+}
+
+fn unsafe_sigint(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_bad_model_file_or_a_dead_server_is_a_clear_error() {
+    let (tmp, data) = collection();
+    let fake = tmp.path().join("notes.gguf");
+    std::fs::write(&fake, "not a model at all").unwrap();
+    let mut c = cairn(data);
+    c.args([
+        "ask",
+        "In what year did the Kestrel Bridge open?",
+        "--model",
+    ])
+    .arg(&fake);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notes.gguf") && err.contains("not a GGUF"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = cairn(data);
+    c.env("CAIRN_LLM_API_KEY", "sk-test")
+        .args([
+            "ask",
+            "In what year did the Kestrel Bridge open?",
+            "--llm-url",
+        ])
+        .arg(format!("http://127.0.0.1:{port}"));
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let mut c = cairn(data);
+    c.args(["ask", "anything", "--llm-url", "ftp://example"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("generate.url"));
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build llama.cpp's own `llama-server` and `llama-bench`, the peers that the
+# OpenAI-client test and the generation benchmark run Cairn against.
+#
+# The llama.cpp that Cairn embeds comes from the llama-cpp-sys-2 crate, which
+# vendors only the library (src/, ggml/, common/), not the tools. The tools are
+# therefore built from the full llama.cpp tree inside the llama-cpp-python
+# source distribution on PyPI (pinned by version and SHA-256 below). The
+# benchmark additionally links llama-bench against the very static libraries
+# cargo built for Cairn (bench/generate.sh), so that kernels are identical.
+#
+# Output: $CAIRN_LLAMA_TOOLS (default ~/.cache/cairn/llama-tools/bin). A stamp
+# skips the build when the pinned version is already there.
+set -euo pipefail
+
+PY_VER=0.3.36
+PY_SHA=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+ROOT=${CAIRN_LLAMA_TOOLS_ROOT:-$HOME/.cache/cairn/llama-tools}
+BIN=${CAIRN_LLAMA_TOOLS:-$ROOT/bin}
+STAMP="llama-cpp-python-$PY_VER"
+
+if [[ -f "$BIN/stamp" && "$(cat "$BIN/stamp")" == "$STAMP" && -x "$BIN/llama-server" && -x "$BIN/llama-bench" ]]; then
+    echo "llama.cpp tools ($STAMP) already built in $BIN"
+    exit 0
+fi
+
+for tool in cmake g++; do
+    command -v "$tool" >/dev/null || { echo "error: $tool is needed (apt-get install cmake g++)" >&2; exit 1; }
+done
+
+mkdir -p "$ROOT" "$BIN"
+SDIST="$ROOT/llama_cpp_python-$PY_VER.tar.gz"
+if [[ ! -f "$SDIST" ]] || ! echo "$PY_SHA  $SDIST" | sha256sum -c --status; then
+    echo "downloading llama-cpp-python $PY_VER source from the package index"
+    INDEX=${CAIRN_PYPI_INDEX:-${PIP_INDEX_URL:-https://pypi.org/simple}}
+    URL=$(curl -fsSL -H "Accept: application/vnd.pypi.simple.v1+json" "${INDEX%/}/llama-cpp-python/" |
+        python3 -c "import json,sys; d=json.load(sys.stdin); print([f['url'] for f in d['files'] if f['filename']=='llama_cpp_python-$PY_VER.tar.gz'][0])")
+    curl -fsSL -o "$SDIST.part" "$URL"
+    echo "$PY_SHA  $SDIST.part" | sha256sum -c --status || { echo "error: checksum mismatch for $URL" >&2; exit 1; }
+    mv "$SDIST.part" "$SDIST"
+fi
+
+SRC="$ROOT/src-$PY_VER"
+if [[ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]]; then
+    rm -rf "$SRC" && mkdir -p "$SRC"
+    tar xzf "$SDIST" -C "$SRC" --strip-components=1
+fi
+
+BUILD="$ROOT/build-$PY_VER"
+JOBS=${CAIRN_BUILD_JOBS:-$(nproc)}
+cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
+    -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON >"$ROOT/cmake.log" 2>&1 || { tail -30 "$ROOT/cmake.log" >&2; exit 1; }
+cmake --build "$BUILD" --target llama-server llama-bench -j "$JOBS" >"$ROOT/build.log" 2>&1 || { tail -40 "$ROOT/build.log" >&2; exit 1; }
+cp "$BUILD/bin/llama-server" "$BUILD/bin/llama-bench" "$BIN/"
+echo "$STAMP" > "$BIN/stamp"
+echo "built llama-server and llama-bench ($STAMP) in $BIN"
