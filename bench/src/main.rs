@@ -345,7 +345,7 @@ fn generate(a: &Args) -> Result<serde_json::Value> {
     };
     let mut ttft = Vec::new();
     let mut prompt_tokens = 0;
-    for _ in 0..3 {
+    for _ in 0..if a.smoke { 1 } else { 2 } {
         let mut sink = |_: &str| Flow::Continue;
         let out = g.generate(&msgs, &s, &mut sink)?;
         prompt_tokens = out.prompt_tokens;

@@ -273,15 +273,25 @@ impl LlamaGenerator {
         let t = Instant::now();
         self.decode_prompt(&mut ctx, &tokens)?;
         let pp = n_prompt as f64 / t.elapsed().as_secs_f64();
+        // Like llama-bench's tg test, decoding starts from an empty context
+        // (after one warm-up token), not after the prompt above.
+        drop(ctx);
+        let mut ctx = self.context((n_gen + 8) as u32)?;
         let mut batch = LlamaBatch::new(1, 1);
-        let t = Instant::now();
-        for i in 0..n_gen {
+        let mut step = |ctx: &mut llama_cpp_2::context::LlamaContext<'_>, pos: usize| {
             batch.clear();
             batch
-                .add(bos, (n_prompt + i) as i32, &[0], true)
+                .add(bos, pos as i32, &[0], true)
                 .map_err(|e| GenerateError::Inference(e.to_string()))?;
             ctx.decode(&mut batch)
-                .map_err(|e| GenerateError::Inference(format!("decode failed: {e}")))?;
+                .map_err(|e| GenerateError::Inference(format!("decode failed: {e}")))
+        };
+        step(&mut ctx, 0)?;
+        drop(ctx);
+        let mut ctx = self.context((n_gen + 8) as u32)?;
+        let t = Instant::now();
+        for i in 0..n_gen {
+            step(&mut ctx, i)?;
         }
         let tg = n_gen as f64 / t.elapsed().as_secs_f64();
         Ok((pp, tg))

@@ -5,72 +5,10 @@
 use cairn_core::Hit;
 use cairn_generate::openai::{OpenAiConfig, OpenAiGenerator};
 use cairn_generate::{citations, prompt, ChatMessage, Finish, Flow, Generator, Sampling};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!("cairn-llama-server-{port}.log"));
-    let child = Command::new(cairn_testkit::llama_server())
-        .arg("-m")
-        .arg(cairn_testkit::smollm2_gguf())
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["-c", "2048", "-t", "2", "-np", "1"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start llama-server");
-    let url = format!("http://127.0.0.1:{port}");
-    let mut server = Server { child, url };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            panic!(
-                "llama-server exited ({st}): {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if health(&server.url) {
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "llama-server did not become healthy"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn health(url: &str) -> bool {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
+fn start_server() -> cairn_testkit::LlamaServer {
+    cairn_testkit::LlamaServer::start(&cairn_testkit::smollm2_gguf())
 }
 
 fn client(url: &str) -> OpenAiGenerator {

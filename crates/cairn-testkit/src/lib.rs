@@ -107,3 +107,78 @@ pub fn pages_under(sub: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// llama.cpp's `llama-server` serving a GGUF model on a free loopback port,
+/// killed when dropped.
+pub struct LlamaServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+}
+
+impl LlamaServer {
+    /// Start the server and wait until `/health` answers 200.
+    pub fn start(model: &Path) -> LlamaServer {
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::env::temp_dir().join(format!("cairn-llama-server-{port}.log"));
+        let child = std::process::Command::new(llama_server())
+            .arg("-m")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["-c", "4096", "-t", "2", "-np", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start llama-server");
+        let mut server = LlamaServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(st) = server.child.try_wait().unwrap() {
+                panic!(
+                    "llama-server exited ({st}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if http_ok(&server.url, "/health") {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "llama-server did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `GET {url}{path}` answers 200 (a plain HTTP/1.1 probe).
+pub fn http_ok(url: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}

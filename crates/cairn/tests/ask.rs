@@ -305,3 +305,27 @@ fn a_bad_model_file_or_a_dead_server_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("generate.url"));
 }
+
+#[test]
+fn ask_through_an_openai_compatible_server() {
+    let (_, data) = collection();
+    let server = cairn_testkit::LlamaServer::start(&cairn_testkit::smollm2_gguf());
+    let mut c = cairn(data);
+    c.env("CAIRN_LLM_API_KEY", "sk-local")
+        .args([
+            "ask",
+            "In what year did the Kestrel Bridge open?",
+            "--json",
+            "--llm-url",
+        ])
+        .arg(&server.url)
+        .args(["--llm-model", "smollm2"]);
+    let v = json(&ok(c).stdout);
+    assert!(v["answer"].as_str().unwrap().contains("1987"), "{v:#}");
+    assert_eq!(v["model"], "smollm2");
+    assert!(v["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        v["prompt_tokens"].as_u64().unwrap() > 50,
+        "usage comes from the server"
+    );
+}
