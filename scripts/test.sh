@@ -10,6 +10,13 @@ target="${CARGO_TARGET_DIR:-target}/debug"
 "$target/cairn" models fetch gemma-3-270m
 # llama.cpp's own server, the real OpenAI-compatible peer of the client tests.
 bash scripts/build-llama-tools.sh
+# pytrec_eval (PyPI), the reference that `cairn eval`'s nDCG is checked against.
+venv="$HOME/.cache/cairn/eval-venv"
+if ! "$venv/bin/python" -c "import pytrec_eval" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q pytrec_eval-terrier==0.5.11
+fi
+export CAIRN_EVAL_PYTHON="$venv/bin/python"
 export CAIRN_MODELS_DIR="${CAIRN_MODELS_DIR:-$HOME/.cache/cairn/models}"
 export CAIRN_TEST_CORPUS="${CAIRN_TEST_CORPUS:-/usr/share/doc/python3.11/html}"
 cargo test --workspace --no-fail-fast "$@" 2>&1

@@ -1,0 +1,390 @@
+//! Running a question set against an engine, one question at a time, with
+//! every finished question appended to a run log so that an interrupted run
+//! resumes where it stopped.
+
+use crate::metrics::{answer_matches, dedup_docs, ends_with_path, RankScores};
+use crate::sets::QaItem;
+use crate::{EvalError, Result};
+use cairn_core::{Progress, SearchMode};
+use cairn_engine::{AskOptions, Engine};
+use cairn_generate::{Flow, Generator};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a run measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub mode: SearchMode,
+    /// Documents considered for recall (hit@1/5/10, MRR@10 and nDCG@10 are fixed).
+    pub k: usize,
+    pub answers: bool,
+    /// The generator, when answers are generated.
+    pub model: Option<String>,
+}
+
+/// The outcome of one question (one line of the run log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionResult {
+    pub id: String,
+    pub kind: Option<String>,
+    pub scores: RankScores,
+    /// The first 10 distinct documents retrieved.
+    pub docs: Vec<String>,
+    pub search_ms: f64,
+    pub answer: Option<String>,
+    pub answer_correct: Option<bool>,
+    /// Cited sources from gold documents ÷ cited sources (None: nothing cited).
+    pub citation_precision: Option<f64>,
+    pub no_answer: Option<bool>,
+    pub embed_ms: Option<f64>,
+    pub first_token_ms: Option<f64>,
+    pub total_ms: Option<f64>,
+}
+
+/// Means over a set of results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    #[serde(rename = "hit@1")]
+    pub hit1: f64,
+    #[serde(rename = "hit@5")]
+    pub hit5: f64,
+    #[serde(rename = "hit@10")]
+    pub hit10: f64,
+    #[serde(rename = "mrr@10")]
+    pub mrr10: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg10: f64,
+    pub recall: f64,
+    pub answer_accuracy: Option<f64>,
+    pub citation_precision: Option<f64>,
+    pub no_answer_rate: Option<f64>,
+    pub mean_ms: BTreeMap<String, f64>,
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut s, mut n) = (0.0, 0usize);
+    for x in xs {
+        s += x;
+        n += 1;
+    }
+    (n > 0).then(|| s / n as f64)
+}
+
+impl Summary {
+    pub fn of(results: &[QuestionResult]) -> Summary {
+        let scores: Vec<RankScores> = results.iter().map(|r| r.scores).collect();
+        let m = RankScores::mean(&scores);
+        let mut mean_ms = BTreeMap::new();
+        mean_ms.insert(
+            "search".into(),
+            mean(results.iter().map(|r| r.search_ms)).unwrap_or(0.0),
+        );
+        for (name, f) in [
+            (
+                "embed",
+                (|r: &QuestionResult| r.embed_ms) as fn(&QuestionResult) -> Option<f64>,
+            ),
+            ("first_token", |r| r.first_token_ms),
+            ("answer_total", |r| r.total_ms),
+        ] {
+            if let Some(v) = mean(results.iter().filter_map(f)) {
+                mean_ms.insert(name.into(), v);
+            }
+        }
+        Summary {
+            n: results.len(),
+            hit1: m.hit1,
+            hit5: m.hit5,
+            hit10: m.hit10,
+            mrr10: m.mrr10,
+            ndcg10: m.ndcg10,
+            recall: m.recall,
+            answer_accuracy: mean(
+                results
+                    .iter()
+                    .filter_map(|r| r.answer_correct.map(|c| f64::from(c as u8))),
+            ),
+            citation_precision: mean(results.iter().filter_map(|r| r.citation_precision)),
+            no_answer_rate: mean(
+                results
+                    .iter()
+                    .filter_map(|r| r.no_answer.map(|c| f64::from(c as u8))),
+            ),
+            mean_ms,
+        }
+    }
+}
+
+/// The run log: a header line with the settings, then one result per line.
+pub struct RunLog {
+    path: PathBuf,
+    file: std::fs::File,
+    pub done: Vec<QuestionResult>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    cairn_eval_run: RunSettings,
+}
+
+impl RunLog {
+    /// Open (or start) the log at `path`. A log written with other settings
+    /// is refused unless `fresh`, which starts over.
+    pub fn open(path: &Path, settings: &RunSettings, fresh: bool) -> Result<RunLog> {
+        let io = |source| EvalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut done = Vec::new();
+        if path.exists() && !fresh {
+            let text = std::fs::read_to_string(path).map_err(io)?;
+            let mut lines = text.lines().enumerate();
+            if let Some((_, first)) = lines.next() {
+                let h: Header = serde_json::from_str(first).map_err(|e| EvalError::Line {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    reason: format!("not a cairn eval run log ({e}); use --fresh to overwrite"),
+                })?;
+                if &h.cairn_eval_run != settings {
+                    return Err(EvalError::Invalid {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "this run log was made with other settings ({:?}); use --fresh to start over or another --run file",
+                            h.cairn_eval_run
+                        ),
+                    });
+                }
+            }
+            for (i, line) in lines {
+                // A line cut short by an interruption is dropped and redone.
+                match serde_json::from_str::<QuestionResult>(line) {
+                    Ok(r) => done.push(r),
+                    Err(_) if i + 1 == text.lines().count() => {}
+                    Err(e) => {
+                        return Err(EvalError::Line {
+                            path: path.to_path_buf(),
+                            line: i + 1,
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        // Rewrite what was kept (drops a torn last line), then append.
+        let mut file = std::fs::File::create(path).map_err(io)?;
+        let mut text = serde_json::to_string(&Header {
+            cairn_eval_run: settings.clone(),
+        })
+        .expect("settings serialise");
+        text.push('\n');
+        for r in &done {
+            text.push_str(&serde_json::to_string(r).expect("results serialise"));
+            text.push('\n');
+        }
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        Ok(RunLog {
+            path: path.to_path_buf(),
+            file,
+            done,
+        })
+    }
+
+    fn append(&mut self, r: QuestionResult) -> Result<()> {
+        let mut line = serde_json::to_string(&r).expect("results serialise");
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.sync_data())
+            .map_err(|source| EvalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.done.push(r);
+        Ok(())
+    }
+}
+
+/// Evaluate `items` against `engine`, skipping questions already in `log`.
+/// With a generator, answers are generated too (`opts` gives k, mode,
+/// relevance bar and sampling for them).
+pub fn run_qa(
+    engine: &Engine,
+    items: &[QaItem],
+    settings: &RunSettings,
+    generator: Option<(&dyn Generator, &AskOptions)>,
+    log: &mut RunLog,
+    progress: &dyn Progress,
+    stop: &dyn Fn() -> bool,
+) -> Result<()> {
+    let done: HashMap<String, ()> = log.done.iter().map(|r| (r.id.clone(), ())).collect();
+    let todo: Vec<&QaItem> = items.iter().filter(|q| !done.contains_key(&q.id)).collect();
+    progress.begin("questions", items.len() as u64);
+    progress.advance((items.len() - todo.len()) as u64);
+    // Enough chunks to find 10 distinct documents in practice.
+    let chunks = settings.k.max(10) * 5;
+    for q in todo {
+        if stop() {
+            break;
+        }
+        let t = Instant::now();
+        let hits = engine.search(&q.question, chunks, settings.mode)?;
+        let search_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let docs: Vec<&str> = dedup_docs(hits.iter().map(|h| h.doc.as_str()));
+        let scores = RankScores::for_gold(&docs, &q.gold, settings.k);
+        let mut r = QuestionResult {
+            id: q.id.clone(),
+            kind: q.kind.clone(),
+            scores,
+            docs: docs.iter().take(10).map(|d| d.to_string()).collect(),
+            search_ms,
+            answer: None,
+            answer_correct: None,
+            citation_precision: None,
+            no_answer: None,
+            embed_ms: None,
+            first_token_ms: None,
+            total_ms: None,
+        };
+        if let Some((g, opts)) = generator {
+            let mut sink = |_: &str| if stop() { Flow::Stop } else { Flow::Continue };
+            let a = engine.ask(&q.question, &[], g, opts, &mut sink)?;
+            if a.finish == Some(cairn_generate::Finish::Cancelled) {
+                break; // interrupted: this question is redone on resume
+            }
+            r.answer_correct = Some(a.answered && answer_matches(&a.answer, &q.answers));
+            r.no_answer = Some(!a.answered);
+            if !a.citations.is_empty() {
+                let good = a
+                    .citations
+                    .iter()
+                    .filter(|c| q.gold.iter().any(|g| ends_with_path(&c.doc, g)))
+                    .count();
+                r.citation_precision = Some(good as f64 / a.citations.len() as f64);
+            }
+            r.embed_ms = Some(a.timings_ms.embed);
+            r.first_token_ms = a.timings_ms.first_token;
+            r.total_ms = Some(a.timings_ms.total);
+            r.answer = Some(a.answer);
+        }
+        log.append(r)?;
+        progress.advance(1);
+    }
+    progress.end();
+    Ok(())
+}
+
+/// Write a BEIR corpus as one text file per document (`<id>.txt`: title,
+/// blank line, text) under `dir`, so that the ordinary ingest path indexes it.
+/// Ids that are not safe file names are refused.
+pub fn materialise_beir(set: &crate::BeirSet, dir: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EvalError::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    for (id, (title, text)) in &set.corpus {
+        if id.is_empty() || id.contains(['/', '\\', '\0']) || id.starts_with('.') {
+            return Err(EvalError::Invalid {
+                path: set.dir.join("corpus.jsonl"),
+                reason: format!("document id `{id}` cannot be a file name"),
+            });
+        }
+        let p = dir.join(format!("{id}.txt"));
+        let body = if title.is_empty() {
+            text.clone()
+        } else {
+            format!("{title}\n\n{text}")
+        };
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(body.as_str()) {
+            std::fs::write(&p, body).map_err(io(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Evaluate a BEIR set whose corpus was ingested from [`materialise_beir`]'s
+/// files: graded nDCG@10 as trec_eval computes it, binary hits and MRR
+/// (grade > 0). Returns per-query results and, for cross-checking, the
+/// TREC run lines (`qid Q0 docid rank score cairn`).
+pub fn run_beir(
+    engine: &Engine,
+    set: &crate::BeirSet,
+    settings: &RunSettings,
+    progress: &dyn Progress,
+) -> Result<(Vec<QuestionResult>, Vec<String>)> {
+    let mut results = Vec::new();
+    let mut trec = Vec::new();
+    progress.begin("queries", set.queries.len() as u64);
+    let chunks = settings.k.max(10) * 5;
+    for (qid, text) in &set.queries {
+        let t = Instant::now();
+        let hits = engine.search(text, chunks, settings.mode)?;
+        let search_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let mut ids: Vec<&str> = Vec::new();
+        for h in &hits {
+            let id = h
+                .doc
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_suffix(".txt"))
+                .unwrap_or(&h.doc);
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let qrels = &set.qrels[qid];
+        let relevant = |d: &str| qrels.get(d).is_some_and(|g| *g > 0);
+        let hit = |n: usize| f64::from(ids.iter().take(n).any(|d| relevant(d)) as u8);
+        let n_rel = qrels.values().filter(|g| **g > 0).count();
+        let found = ids.iter().take(settings.k).filter(|d| relevant(d)).count();
+        let s = RankScores {
+            hit1: hit(1),
+            hit5: hit(5),
+            hit10: hit(10),
+            mrr10: crate::metrics::reciprocal_rank_at(&ids, relevant, 10),
+            ndcg10: crate::metrics::ndcg_at(&ids, qrels, 10),
+            recall: if n_rel == 0 {
+                0.0
+            } else {
+                found as f64 / n_rel as f64
+            },
+        };
+        // trec_eval orders by score, not rank: give strictly decreasing
+        // scores so that its order is exactly Cairn's.
+        for (rank, id) in ids.iter().enumerate() {
+            trec.push(format!(
+                "{qid} Q0 {id} {} {} cairn",
+                rank + 1,
+                1.0 / (rank + 1) as f64
+            ));
+        }
+        results.push(QuestionResult {
+            id: qid.clone(),
+            kind: None,
+            scores: s,
+            docs: ids.iter().take(10).map(|d| d.to_string()).collect(),
+            search_ms,
+            answer: None,
+            answer_correct: None,
+            citation_precision: None,
+            no_answer: None,
+            embed_ms: None,
+            first_token_ms: None,
+            total_ms: None,
+        });
+        progress.advance(1);
+    }
+    progress.end();
+    Ok((results, trec))
+}

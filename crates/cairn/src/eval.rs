@@ -1,0 +1,298 @@
+//! `cairn eval`: flags → question set → run (resumable) → table or JSON.
+
+use crate::progress::Bars;
+use anyhow::{Context, Result};
+use cairn_core::config::Config;
+use cairn_core::SearchMode;
+use cairn_engine::{AskOptions, Engine, IngestOptions};
+use cairn_eval::run::{self, QuestionResult, RunLog, RunSettings, Summary};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub struct EvalArgs {
+    pub qa: Option<PathBuf>,
+    pub beir: Option<PathBuf>,
+    pub split: Option<String>,
+    pub k: usize,
+    pub mode: Option<SearchMode>,
+    pub answers: bool,
+    pub model: Option<String>,
+    pub llm_url: Option<String>,
+    pub llm_model: Option<String>,
+    pub run: Option<PathBuf>,
+    pub fresh: bool,
+    pub trec_run: Option<PathBuf>,
+    pub json: bool,
+}
+
+fn stem(p: &std::path::Path) -> String {
+    p.file_stem()
+        .or_else(|| p.file_name())
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "set".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn print_table(results: &[QuestionResult], summary: &Summary, answers: bool) {
+    println!(
+        "{:<14} {:<13} {:>5} {:>5} {:>6} {:>7}  {}",
+        "id",
+        "kind",
+        "hit@1",
+        "hit@5",
+        "mrr@10",
+        "ndcg@10",
+        if answers { "answer" } else { "top document" }
+    );
+    for r in results {
+        let last = if answers {
+            match (r.no_answer, r.answer_correct) {
+                (Some(true), _) => "no answer".to_string(),
+                (_, Some(true)) => "correct".to_string(),
+                _ => "wrong".to_string(),
+            }
+        } else {
+            r.docs.first().cloned().unwrap_or_default()
+        };
+        println!(
+            "{:<14} {:<13} {:>5} {:>5} {:>6.3} {:>7.3}  {}",
+            r.id,
+            r.kind.as_deref().unwrap_or("-"),
+            r.scores.hit1,
+            r.scores.hit5,
+            r.scores.mrr10,
+            r.scores.ndcg10,
+            last
+        );
+    }
+    println!();
+    println!(
+        "n={}  hit@1={:.3}  hit@5={:.3}  hit@10={:.3}  mrr@10={:.3}  ndcg@10={:.3}  recall={:.3}",
+        summary.n,
+        summary.hit1,
+        summary.hit5,
+        summary.hit10,
+        summary.mrr10,
+        summary.ndcg10,
+        summary.recall
+    );
+    if let Some(a) = summary.answer_accuracy {
+        println!(
+            "answer accuracy={:.3}  citation precision={}  no-answer rate={:.3}",
+            a,
+            summary
+                .citation_precision
+                .map_or("n/a".into(), |c| format!("{c:.3}")),
+            summary.no_answer_rate.unwrap_or(0.0)
+        );
+    }
+    let ms: Vec<String> = summary
+        .mean_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1} ms"))
+        .collect();
+    println!("mean latency: {}", ms.join(", "));
+}
+
+fn summary_json(
+    s: &Summary,
+    results: &[QuestionResult],
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).expect("summary serialises");
+    let mut by_kind = serde_json::Map::new();
+    let mut kinds: Vec<&str> = results.iter().filter_map(|r| r.kind.as_deref()).collect();
+    kinds.sort();
+    kinds.dedup();
+    for k in kinds {
+        let rs: Vec<QuestionResult> = results
+            .iter()
+            .filter(|r| r.kind.as_deref() == Some(k))
+            .cloned()
+            .collect();
+        by_kind.insert(k.into(), serde_json::to_value(Summary::of(&rs)).unwrap());
+    }
+    v["by_kind"] = by_kind.into();
+    v["questions"] = serde_json::to_value(results).unwrap();
+    if let serde_json::Value::Object(m) = extra {
+        for (k, x) in m {
+            v[k] = x;
+        }
+    }
+    v
+}
+
+pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
+    anyhow::ensure!(a.k >= 1, "-k must be at least 1");
+    let mode = a.mode.unwrap_or(cfg.search.mode);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this question (Ctrl-C again to quit now); the run resumes where it stopped");
+        });
+    }
+    let stopped = || stop.load(Ordering::SeqCst);
+
+    if let Some(dir) = &a.beir {
+        let set = cairn_eval::load_beir(dir, a.split.as_deref())?;
+        cfg.collection = format!("beir-{}", stem(dir));
+        let docs = cfg
+            .data_dir()
+            .join("eval")
+            .join(&cfg.collection)
+            .join("docs");
+        run::materialise_beir(&set, &docs)?;
+        let bars = Bars::new(a.json);
+        let engine = Engine::open_with(&cfg, &bars)?;
+        let report = engine.ingest(&[docs.clone()], &IngestOptions { prune: true }, &bars)?;
+        if !a.json {
+            eprintln!(
+                "corpus: {} documents ({} new or changed) in collection `{}`",
+                set.corpus.len(),
+                report.added + report.updated,
+                cfg.collection
+            );
+        }
+        let settings = RunSettings {
+            mode,
+            k: a.k,
+            answers: false,
+            model: None,
+        };
+        let (results, trec) = run::run_beir(&engine, &set, &settings, &bars)?;
+        if let Some(p) = &a.trec_run {
+            std::fs::write(p, trec.join("\n") + "\n")
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        let s = Summary::of(&results);
+        if a.json {
+            let v = summary_json(
+                &s,
+                &results,
+                serde_json::json!({"answer_accuracy": null, "citation_precision": null, "split": set.split, "mode": mode}),
+            );
+            println!("{v}");
+        } else {
+            print_table(&results, &s, false);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let qa_path =
+        a.qa.clone()
+            .context("--qa FILE or --beir DIR is required")?;
+    let items = cairn_eval::load_qa(&qa_path)?;
+    let bars = Bars::new(a.json);
+    let engine = Engine::open_with(&cfg, &bars)?;
+    let mut gen_cfg = cfg.clone();
+    if let Some(m) = &a.model {
+        gen_cfg.generate.model = m.clone();
+        gen_cfg.generate.url = None;
+    }
+    if let Some(u) = &a.llm_url {
+        gen_cfg.generate.url = Some(u.clone());
+    }
+    if let Some(m) = &a.llm_model {
+        gen_cfg.generate.llm_model = m.clone();
+    }
+    gen_cfg.validate()?;
+    let generator = if a.answers {
+        Some(crate::ask::generator(&gen_cfg)?)
+    } else {
+        None
+    };
+    let settings = RunSettings {
+        mode,
+        k: a.k,
+        answers: a.answers,
+        model: generator.as_ref().map(|g| g.model_name().to_string()),
+    };
+    let run_path = a.run.clone().unwrap_or_else(|| {
+        let m = format!("{mode:?}").to_lowercase();
+        cfg.data_dir().join("eval").join(format!(
+            "{}-{}-{m}{}.jsonl",
+            cfg.collection,
+            stem(&qa_path),
+            if a.answers { "-answers" } else { "" }
+        ))
+    });
+    let mut log = RunLog::open(&run_path, &settings, a.fresh)?;
+    if !log.done.is_empty() && !a.json {
+        eprintln!(
+            "resuming {}: {} of {} questions already done",
+            run_path.display(),
+            log.done.len(),
+            items.len()
+        );
+    }
+    let opts = AskOptions {
+        k: gen_cfg.generate.top_k,
+        mode,
+        min_relevance: gen_cfg.generate.min_relevance,
+        sampling: cairn_generate::Sampling {
+            temperature: gen_cfg.generate.temperature,
+            top_p: gen_cfg.generate.top_p,
+            seed: gen_cfg.generate.seed,
+            max_tokens: gen_cfg.generate.max_tokens,
+            stop: vec![],
+            repeat_penalty: gen_cfg.generate.repeat_penalty,
+        },
+    };
+    run::run_qa(
+        &engine,
+        &items,
+        &settings,
+        generator.as_deref().map(|g| (g, &opts)),
+        &mut log,
+        &bars,
+        &stopped,
+    )?;
+    // Report in the set's order, only questions of this set.
+    let order: std::collections::HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (q.id.as_str(), i))
+        .collect();
+    let mut results: Vec<QuestionResult> = log
+        .done
+        .iter()
+        .filter(|r| order.contains_key(r.id.as_str()))
+        .cloned()
+        .collect();
+    results.sort_by_key(|r| order[r.id.as_str()]);
+    let s = Summary::of(&results);
+    if a.json {
+        let v = summary_json(
+            &s,
+            &results,
+            serde_json::json!({"mode": mode, "run": run_path, "complete": results.len() == items.len()}),
+        );
+        println!("{v}");
+    } else {
+        print_table(&results, &s, a.answers);
+        println!("run log: {}", run_path.display());
+    }
+    if results.len() < items.len() {
+        eprintln!(
+            "interrupted after {} of {} questions; run the same command again to resume",
+            results.len(),
+            items.len()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
