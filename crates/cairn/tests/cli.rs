@@ -7,32 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::ok;
+
 fn cairn(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    c.env("CAIRN_MODELS_DIR", cairn_testkit::models_dir())
-        .env_remove("CAIRN_COLLECTION")
-        .env_remove("CAIRN_DATA_DIR")
-        .env("CAIRN_CHUNK_MAX_TOKENS", "128")
-        .arg("--data-dir")
-        .arg(data)
+    let mut c = common::cairn(data);
+    c.env("CAIRN_CHUNK_MAX_TOKENS", "128")
         .current_dir(data.parent().unwrap());
     c
 }
 
-fn ok(mut c: Command) -> Output {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
 fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    common::json(&out.stdout)
 }
 
 fn corpus(dir: &Path, pages: &[&str]) -> PathBuf {

@@ -5,35 +5,16 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{json, ok};
+
 fn cairn(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    c.env("CAIRN_MODELS_DIR", cairn_testkit::models_dir())
-        .env_remove("CAIRN_COLLECTION")
-        .env_remove("CAIRN_DATA_DIR")
-        .env_remove("CAIRN_LLM_URL")
-        .env("CAIRN_LLM_THREADS", "2")
-        .arg("--data-dir")
-        .arg(data);
+    let mut c = common::cairn(data);
+    c.env("CAIRN_LLM_THREADS", "2");
     c
-}
-
-fn ok(mut c: Command) -> Output {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
 const PAGES: &[&str] = &[
