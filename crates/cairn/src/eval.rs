@@ -11,19 +11,51 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// `cairn eval`'s flags.
+#[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    /// A QA set: JSONL of {"id","question","answers":[..],"gold":[doc paths]}.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "beir",
+        required_unless_present = "beir"
+    )]
     pub qa: Option<PathBuf>,
+    /// A BEIR dataset directory (corpus.jsonl, queries.jsonl, qrels/*.tsv); its
+    /// corpus is ingested into the collection `beir-<dir name>` first.
+    #[arg(long, value_name = "DIR")]
     pub beir: Option<PathBuf>,
+    /// The BEIR qrels split (default: test).
+    #[arg(long)]
     pub split: Option<String>,
+    /// Documents considered for recall.
+    #[arg(short = 'k', default_value_t = 10)]
     pub k: usize,
+    /// dense, bm25 or hybrid (default: the configured mode).
+    #[arg(long)]
     pub mode: Option<SearchMode>,
+    /// Also generate answers: accuracy, citation precision, no-answer rate, latency.
+    #[arg(long)]
     pub answers: bool,
+    /// The embedded GGUF model for --answers.
+    #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
+    /// An OpenAI-compatible server for --answers.
+    #[arg(long, value_name = "URL")]
     pub llm_url: Option<String>,
+    #[arg(long, value_name = "NAME")]
     pub llm_model: Option<String>,
+    /// The run log (resumable); default: <data-dir>/eval/<set>-<mode>[-answers].jsonl.
+    #[arg(long, value_name = "FILE")]
     pub run: Option<PathBuf>,
+    /// Start over instead of resuming the run log.
+    #[arg(long)]
     pub fresh: bool,
+    /// Also write a TREC run file (qid Q0 doc rank score tag) for BEIR sets.
+    #[arg(long, value_name = "FILE")]
     pub trec_run: Option<PathBuf>,
+    #[arg(long)]
     pub json: bool,
 }
 

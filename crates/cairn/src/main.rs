@@ -113,51 +113,7 @@ enum Command {
         json: bool,
     },
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
-    Eval {
-        /// A QA set: JSONL of {"id","question","answers":[..],"gold":[doc paths]}.
-        #[arg(
-            long,
-            value_name = "FILE",
-            conflicts_with = "beir",
-            required_unless_present = "beir"
-        )]
-        qa: Option<PathBuf>,
-        /// A BEIR dataset directory (corpus.jsonl, queries.jsonl, qrels/*.tsv); its
-        /// corpus is ingested into the collection `beir-<dir name>` first.
-        #[arg(long, value_name = "DIR")]
-        beir: Option<PathBuf>,
-        /// The BEIR qrels split (default: test).
-        #[arg(long)]
-        split: Option<String>,
-        /// Documents considered for recall.
-        #[arg(short = 'k', default_value_t = 10)]
-        k: usize,
-        /// dense, bm25 or hybrid (default: the configured mode).
-        #[arg(long)]
-        mode: Option<SearchMode>,
-        /// Also generate answers: accuracy, citation precision, no-answer rate, latency.
-        #[arg(long)]
-        answers: bool,
-        /// The embedded GGUF model for --answers.
-        #[arg(long, value_name = "MODEL")]
-        model: Option<String>,
-        /// An OpenAI-compatible server for --answers.
-        #[arg(long, value_name = "URL")]
-        llm_url: Option<String>,
-        #[arg(long, value_name = "NAME")]
-        llm_model: Option<String>,
-        /// The run log (resumable); default: <data-dir>/eval/<set>-<mode>[-answers].jsonl.
-        #[arg(long, value_name = "FILE")]
-        run: Option<PathBuf>,
-        /// Start over instead of resuming the run log.
-        #[arg(long)]
-        fresh: bool,
-        /// Also write a TREC run file (qid Q0 doc rank score tag) for BEIR sets.
-        #[arg(long, value_name = "FILE")]
-        trec_run: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(eval::EvalArgs),
     /// Install and list models.
     Models {
         #[command(subcommand)]
@@ -438,40 +394,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
         } => return ask::ask(cfg, &question, &gen, json, quiet),
         Command::Chat { gen, json } => return ask::chat(cfg, &gen, json),
-        Command::Eval {
-            qa,
-            beir,
-            split,
-            k,
-            mode,
-            answers,
-            model,
-            llm_url,
-            llm_model,
-            run,
-            fresh,
-            trec_run,
-            json,
-        } => {
-            return eval::eval(
-                cfg,
-                eval::EvalArgs {
-                    qa,
-                    beir,
-                    split,
-                    k,
-                    mode,
-                    answers,
-                    model,
-                    llm_url,
-                    llm_model,
-                    run,
-                    fresh,
-                    trec_run,
-                    json,
-                },
-            )
-        }
+        Command::Eval(args) => return eval::eval(cfg, args),
     }
     Ok(ExitCode::SUCCESS)
 }
