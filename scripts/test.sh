@@ -8,6 +8,10 @@ bash scripts/setup.sh
 target="${CARGO_TARGET_DIR:-target}/debug"
 # The Gemma 3 model (the origin design's family) for the generation tests.
 "$target/cairn" models fetch gemma-3-270m
+# ONNX Runtime (pip's onnxruntime wheel) and the int8 ONNX MiniLM for the
+# onnx embedding backend's tests.
+"$target/cairn" models fetch onnxruntime
+"$target/cairn" models fetch all-MiniLM-L6-v2-int8
 # llama.cpp's own server, the real OpenAI-compatible peer of the client tests.
 bash scripts/build-llama-tools.sh
 # pytrec_eval (PyPI), the reference that `cairn eval`'s nDCG is checked against.

@@ -11,9 +11,11 @@
 //! Every command prints one JSON object on stdout; `--smoke` shrinks the work
 //! so CI can check the harness still runs.
 
+mod side;
+
 use anyhow::{bail, Context, Result};
 use cairn_core::config::Config;
-use cairn_core::{Embedder, NoProgress, SearchMode};
+use cairn_core::{NoProgress, SearchMode};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -99,7 +101,7 @@ fn config(data_dir: Option<PathBuf>) -> Result<Config> {
 fn corpus_chunks(
     cfg: &Config,
     corpus: &PathBuf,
-    model: &cairn_models::BertEmbedder,
+    model: &dyn cairn_models::SentenceEncoder,
     limit: usize,
 ) -> Result<Vec<String>> {
     let max_tokens = if cfg.chunk.max_tokens == 0 {
@@ -141,7 +143,7 @@ fn embed(a: &Args) -> Result<serde_json::Value> {
     let cfg = config(None)?;
     let corpus = a.corpus.clone().context("--corpus DIR is required")?;
     let model = cairn_engine::load_embedder(&cfg)?;
-    let chunks = corpus_chunks(&cfg, &corpus, &model, a.limit)?;
+    let chunks = corpus_chunks(&cfg, &corpus, model.as_ref(), a.limit)?;
     let tokens: usize = chunks
         .iter()
         .map(|c| model.count_tokens(c).min(model.max_tokens()))
@@ -358,6 +360,22 @@ fn generate(a: &Args) -> Result<serde_json::Value> {
 }
 
 fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(cmd) = argv.first() {
+        let side: Option<fn(&side::Flags) -> Result<serde_json::Value>> = match cmd.as_str() {
+            "export-chunks" => Some(side::export_chunks),
+            "embed-file" => Some(side::embed_file),
+            "vectors" => Some(side::vectors),
+            "bm25" => Some(side::bm25),
+            "chunk" => Some(side::chunk),
+            "scale" => Some(side::scale),
+            _ => None,
+        };
+        if let Some(run) = side {
+            println!("{}", run(&side::Flags::parse(&argv[1..])?)?);
+            return Ok(());
+        }
+    }
     let a = parse()?;
     let v = match a.cmd.as_str() {
         "embed" => embed(&a)?,

@@ -117,6 +117,17 @@ pub struct EmbedConfig {
     pub batch_size: usize,
     /// Overrides the query instruction prefix read from the model files.
     pub query_prefix: Option<String>,
+    /// `candle` (the model's safetensors, any device) or `onnx` (an ONNX
+    /// graph on ONNX Runtime: CPU, or Core ML with the `coreml` feature).
+    pub backend: String,
+    /// The ONNX graph for the `onnx` backend; default `onnx/model.onnx` or
+    /// `model.onnx` in the model directory.
+    pub onnx_file: Option<String>,
+    /// ONNX Runtime's library for the `onnx` backend; default
+    /// `ORT_DYLIB_PATH`, else the `onnxruntime` entry of the models dir.
+    pub onnxruntime: Option<String>,
+    /// Threads for the `onnx` backend; 0 means every core.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -188,6 +199,10 @@ impl Default for EmbedConfig {
             device: "cpu".into(),
             batch_size: 32,
             query_prefix: None,
+            backend: "candle".into(),
+            onnx_file: None,
+            onnxruntime: None,
+            threads: 0,
         }
     }
 }
@@ -297,6 +312,15 @@ impl Config {
         if let Some(v) = get("CAIRN_DEVICE") {
             self.embed.device = v;
         }
+        if let Some(v) = get("CAIRN_EMBED_BACKEND") {
+            self.embed.backend = v;
+        }
+        if let Some(v) = get("CAIRN_ONNX_FILE") {
+            self.embed.onnx_file = Some(v);
+        }
+        if let Some(v) = get("CAIRN_EMBED_THREADS") {
+            self.embed.threads = parse("CAIRN_EMBED_THREADS", &v)?;
+        }
         if let Some(v) = get("CAIRN_EMBED_BATCH_SIZE") {
             self.embed.batch_size = parse("CAIRN_EMBED_BATCH_SIZE", &v)?;
         }
@@ -351,6 +375,12 @@ impl Config {
             return bad(
                 "index.quantization",
                 format!("`{}` (expected f32, f16 or i8)", self.index.quantization),
+            );
+        }
+        if !matches!(self.embed.backend.as_str(), "candle" | "onnx") {
+            return bad(
+                "embed.backend",
+                format!("`{}` (expected candle or onnx)", self.embed.backend),
             );
         }
         if self.embed.batch_size == 0 {

@@ -3,7 +3,7 @@
 //! on the embedded GGUF engine and on any OpenAI-compatible server.
 
 use crate::{Engine, Result};
-use cairn_core::{Embedder, Hit, SearchMode};
+use cairn_core::{Hit, SearchMode};
 use cairn_generate::citations::{self, Citation};
 use cairn_generate::prompt;
 use cairn_generate::{ChatMessage, Finish, Generator, Sampling, TokenSink};

@@ -5,7 +5,7 @@
 //! in the same catalog (same chunk ids) as one uninterrupted run.
 
 use crate::{Engine, Result};
-use cairn_core::{ChunkDraft, Embedder, Progress, Seq};
+use cairn_core::{ChunkDraft, Progress, Seq};
 use cairn_ingest::{FoundFile, WalkOptions};
 use cairn_store::{DocumentRecord, NewChunk, Op};
 use rayon::prelude::*;

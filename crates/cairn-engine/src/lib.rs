@@ -24,10 +24,10 @@ pub use ask::{Answer, AskOptions, Timings};
 pub use ingest::{IngestOptions, IngestReport, SkippedFile};
 
 use cairn_core::config::Config;
-use cairn_core::{Embedder, Hit, Progress, Scored, SearchMode, Seq};
+use cairn_core::{Hit, Progress, Scored, SearchMode, Seq};
 use cairn_index::{CatchUp, Indexes};
 use cairn_ingest::Chunker;
-use cairn_models::{BertEmbedder, Device};
+use cairn_models::{BertEmbedder, Device, SentenceEncoder};
 use cairn_store::Catalog;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -103,7 +103,7 @@ pub struct Engine {
     dir: PathBuf,
     catalog: Mutex<Catalog>,
     indexes: RwLock<Indexes>,
-    embedder: Arc<BertEmbedder>,
+    embedder: Arc<dyn SentenceEncoder>,
     chunker: Chunker,
     _lock: File,
 }
@@ -117,15 +117,52 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Load the configured embedding model.
-pub fn load_embedder(cfg: &Config) -> Result<BertEmbedder> {
+/// Load the configured embedding model on the configured backend.
+pub fn load_embedder(cfg: &Config) -> Result<Arc<dyn SentenceEncoder>> {
     let dir = cairn_models::registry::resolve(&cfg.embed.model, &cfg.models_dir())?;
     let device: Device = cfg.embed.device.parse()?;
-    let mut model = BertEmbedder::load(&dir, device, cfg.embed.batch_size)?;
+    match cfg.embed.backend.as_str() {
+        "onnx" => load_onnx(cfg, &dir, device),
+        _ => {
+            let mut model = BertEmbedder::load(&dir, device, cfg.embed.batch_size)?;
+            if let Some(p) = &cfg.embed.query_prefix {
+                model.set_query_prefix(p.clone());
+            }
+            Ok(Arc::new(model))
+        }
+    }
+}
+
+#[cfg(feature = "ort")]
+fn load_onnx(cfg: &Config, dir: &Path, device: Device) -> Result<Arc<dyn SentenceEncoder>> {
+    let installed = cfg.models_dir().join("onnxruntime").join("libonnxruntime.so");
+    let dylib = cfg
+        .embed
+        .onnxruntime
+        .as_ref()
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .or_else(|| installed.is_file().then_some(installed));
+    let opts = cairn_models::OnnxOptions {
+        onnx_file: cfg.embed.onnx_file.as_ref().map(PathBuf::from),
+        dylib,
+        threads: cfg.embed.threads,
+        batch_size: cfg.embed.batch_size,
+    };
+    let mut model = cairn_models::OnnxEmbedder::load(dir, device, &opts)?;
     if let Some(p) = &cfg.embed.query_prefix {
         model.set_query_prefix(p.clone());
     }
-    Ok(model)
+    Ok(Arc::new(model))
+}
+
+#[cfg(not(feature = "ort"))]
+fn load_onnx(_cfg: &Config, _dir: &Path, _device: Device) -> Result<Arc<dyn SentenceEncoder>> {
+    Err(cairn_models::ModelError::NotCompiled {
+        backend: "ONNX Runtime",
+        feature: "ort",
+    }
+    .into())
 }
 
 impl Engine {
@@ -137,14 +174,14 @@ impl Engine {
     /// Open the configured collection; rebuilding or catching up indexes reports to `progress`.
     pub fn open_with(cfg: &Config, progress: &dyn Progress) -> Result<Engine> {
         cfg.validate()?;
-        let embedder = Arc::new(load_embedder(cfg)?);
+        let embedder = load_embedder(cfg)?;
         Self::open_with_embedder(cfg, embedder, progress)
     }
 
     /// Open with an embedder already loaded (tests and servers share one).
     pub fn open_with_embedder(
         cfg: &Config,
-        embedder: Arc<BertEmbedder>,
+        embedder: Arc<dyn SentenceEncoder>,
         progress: &dyn Progress,
     ) -> Result<Engine> {
         cfg.validate()?;
@@ -187,7 +224,7 @@ impl Engine {
     }
 
     /// The embedding model.
-    pub fn embedder(&self) -> &Arc<BertEmbedder> {
+    pub fn embedder(&self) -> &Arc<dyn SentenceEncoder> {
         &self.embedder
     }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use cairn_core::config::Config;
-use cairn_core::{Embedder, NoProgress, SearchMode};
+use cairn_core::{NoProgress, SearchMode};
 use cairn_engine::{Engine, IngestOptions};
 use common::embedder;
 use std::collections::HashSet;

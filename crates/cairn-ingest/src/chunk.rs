@@ -35,11 +35,63 @@ impl std::fmt::Debug for Chunker {
 }
 
 /// Sizes text in tokens of the model's tokenizer, without special tokens.
+#[derive(Clone, Copy)]
 struct TokenSizer<'a>(&'a Tokenizer);
 
 impl ChunkSizer for TokenSizer<'_> {
     fn size(&self, chunk: &str) -> usize {
         count(self.0, chunk)
+    }
+}
+
+/// Sizes slices of one body by its tokens, tokenised once: the splitter asks
+/// for the size of many candidate slices of the same text, and counting the
+/// tokens whose byte spans overlap a slice (two binary searches) replaces
+/// re-encoding each candidate. A slice cut inside a word may tokenise
+/// slightly differently on its own, so [`Chunker::split`] checks every
+/// finished piece with the exact [`TokenSizer`] and re-splits the rare piece
+/// that does not fit. Strings that are not slices of the body are encoded.
+struct IndexedSizer<'a> {
+    tokenizer: &'a Tokenizer,
+    body: &'a str,
+    /// Byte spans of the body's tokens, in order.
+    spans: Vec<(usize, usize)>,
+}
+
+impl<'a> IndexedSizer<'a> {
+    fn new(tokenizer: &'a Tokenizer, body: &'a str) -> Option<IndexedSizer<'a>> {
+        // `encode` (not `encode_fast`, which does not track offsets) gives
+        // byte offsets into `body`.
+        let enc = tokenizer.encode(body, false).ok()?;
+        let spans: Vec<(usize, usize)> = enc
+            .get_offsets()
+            .iter()
+            .copied()
+            .filter(|(a, b)| b > a)
+            .collect();
+        // Offsets must be increasing byte spans inside the body for the
+        // binary searches to be right; anything else falls back to encoding.
+        let ordered = spans.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+            && spans.last().is_none_or(|&(_, e)| e <= body.len());
+        (ordered && spans.len() == enc.len()).then_some(IndexedSizer {
+            tokenizer,
+            body,
+            spans,
+        })
+    }
+}
+
+impl ChunkSizer for IndexedSizer<'_> {
+    fn size(&self, chunk: &str) -> usize {
+        let base = self.body.as_ptr() as usize;
+        let p = chunk.as_ptr() as usize;
+        if p < base || p + chunk.len() > base + self.body.len() {
+            return count(self.tokenizer, chunk);
+        }
+        let (start, end) = (p - base, p - base + chunk.len());
+        let first = self.spans.partition_point(|&(_, e)| e <= start);
+        let last = self.spans.partition_point(|&(s, _)| s < end);
+        last.saturating_sub(first)
     }
 }
 
@@ -50,6 +102,16 @@ fn count(tokenizer: &Tokenizer, text: &str) -> usize {
         // does, a character count over-estimates and stays safe.
         Err(_) => text.chars().count(),
     }
+}
+
+/// Whether `body[start..start + len]` neither starts nor ends inside a word
+/// (letters or digits on both sides of a cut).
+fn at_word_boundaries(body: &str, start: usize, len: usize) -> bool {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let end = start + len;
+    let (before, first) = (body[..start].chars().next_back(), body[start..].chars().next());
+    let (last, after) = (body[..end].chars().next_back(), body[end..].chars().next());
+    !(word(before) && word(first)) && !(word(last) && word(after))
 }
 
 /// Which splitter a section gets.
@@ -203,12 +265,46 @@ impl Chunker {
 
     /// Split `body` into `(byte offset, piece)` pairs of at most `budget` tokens.
     fn split<'t>(&self, kind: Kind, body: &'t str, budget: usize) -> Vec<(usize, &'t str)> {
+        let Some(fast) = IndexedSizer::new(&self.tokenizer, body) else {
+            return self.split_with(kind, body, budget, TokenSizer(&self.tokenizer));
+        };
+        let mut out = Vec::new();
+        // With a pre-tokenizer that splits words on whitespace and
+        // punctuation (BERT's), a piece that starts and ends at word
+        // boundaries tokenises exactly as its share of the whole body, so
+        // only pieces cut inside a word need the exact check.
+        let word_local = matches!(
+            self.tokenizer.get_pre_tokenizer(),
+            Some(tokenizers::PreTokenizerWrapper::BertPreTokenizer(_))
+        );
+        for (offset, piece) in self.split_with(kind, body, budget, &fast) {
+            let clean = word_local && at_word_boundaries(body, offset, piece.len());
+            if clean || count(&self.tokenizer, piece) <= budget {
+                out.push((offset, piece));
+            } else {
+                // Cut inside a word where the slice tokenises to more than
+                // its share of the whole: split it again, exactly.
+                for (o, p) in self.split_with(kind, piece, budget, TokenSizer(&self.tokenizer)) {
+                    out.push((offset + o, p));
+                }
+            }
+        }
+        out
+    }
+
+    fn split_with<'t, S: ChunkSizer + Copy>(
+        &self,
+        kind: Kind,
+        body: &'t str,
+        budget: usize,
+        sizer: S,
+    ) -> Vec<(usize, &'t str)> {
         let overlap = self.overlap_tokens.min(budget.saturating_sub(1) / 2);
         let config = || {
-            let base = ChunkConfig::new(budget).with_sizer(TokenSizer(&self.tokenizer));
+            let base = ChunkConfig::new(budget).with_sizer(sizer);
             match base.with_overlap(overlap) {
                 Ok(c) => c,
-                Err(_) => ChunkConfig::new(budget).with_sizer(TokenSizer(&self.tokenizer)),
+                Err(_) => ChunkConfig::new(budget).with_sizer(sizer),
             }
         };
         match kind {

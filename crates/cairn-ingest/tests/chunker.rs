@@ -2,7 +2,7 @@
 
 mod common;
 
-use cairn_core::{ChunkDraft, Document};
+use cairn_core::{ChunkDraft, Document, Format, Section};
 use cairn_ingest::{load, Chunker, IngestError};
 use common::{char_slice, counting_tokenizer, model_tokens, real_tokenizer};
 use std::path::Path;
@@ -266,4 +266,46 @@ fn impossible_settings_are_errors() {
     let err = Chunker::new(real_tokenizer(), 32, 32).unwrap_err();
     assert!(matches!(err, IngestError::ChunkerConfig { .. }), "{err}");
     assert!(Chunker::new(real_tokenizer(), 3, 0).is_err());
+}
+
+/// The chunker sizes slices by the tokens of the whole section (tokenised
+/// once) and re-checks pieces cut inside a word; words longer than a chunk,
+/// accents, CJK and symbols must still give chunks that fit and fill.
+#[test]
+fn pieces_cut_inside_words_still_fit() {
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(&format!(
+            "Paragraph {i}: naïve café résumé — Ünïcödé façade. 東京都の天気は晴れです。 "
+        ));
+        text.push_str(&"supercalifragilistic".repeat(i % 7 + 1));
+        text.push_str(" x=α+β·γ; ");
+        text.push_str(&prose(30, i as u64));
+        text.push_str("\n\n");
+    }
+    text.push_str(&"y".repeat(5000)); // one word far longer than a chunk
+    let doc = Document {
+        format: Format::Text,
+        sections: vec![Section {
+            start: 0,
+            end: text.len(),
+            headings: vec!["Edge cases".into()],
+        }],
+        text,
+        warnings: vec![],
+    };
+    for (max, overlap) in [(32, 0), (64, 8), (256, 0)] {
+        let chunker = Chunker::new(real_tokenizer(), max, overlap).unwrap();
+        let chunks = chunker.chunk(&doc);
+        check(&doc, &chunks, max);
+        // Chunks are filled, not cut to crumbs: the median chunk uses most of the window.
+        let counter = counting_tokenizer();
+        let mut sizes: Vec<usize> = chunks
+            .iter()
+            .map(|c| model_tokens(&counter, &c.embedding_text()))
+            .collect();
+        sizes.sort();
+        let median = sizes[sizes.len() / 2];
+        assert!(median * 10 >= max * 6, "max {max}: median chunk {median} tokens");
+    }
 }

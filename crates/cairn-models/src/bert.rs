@@ -120,6 +120,98 @@ impl SentenceConfig {
     }
 }
 
+/// The model's tokenizer twice: truncated to `max_len` for embedding, and
+/// untruncated for counting and chunking. Neither pads.
+pub(crate) fn load_tokenizers(
+    dir: &Path,
+    max_len: usize,
+) -> Result<(Tokenizer, Tokenizer), ModelError> {
+    let tok_path = dir.join("tokenizer.json");
+    let bad = |e: tokenizers::Error| ModelError::BadModel {
+        path: tok_path.clone(),
+        message: e.to_string(),
+    };
+    let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(bad)?;
+    tokenizer.with_padding(None);
+    tokenizer.with_truncation(None).map_err(bad)?;
+    let untruncated = tokenizer.clone();
+    tokenizer
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        }))
+        .map_err(bad)?;
+    Ok((tokenizer, untruncated))
+}
+
+/// Group inputs into batches of similar length, longest first, so padding
+/// wastes little work; each batch is capped at `batch_size` inputs and
+/// `batch_size * 128` tokens. Returns indices into `encodings`.
+pub(crate) fn length_batches(
+    encodings: &[tokenizers::Encoding],
+    batch_size: usize,
+) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut order: Vec<usize> = (0..encodings.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+    let token_budget = batch_size * 128;
+    let mut batches = vec![];
+    let mut i = 0;
+    while i < order.len() {
+        let longest = encodings[order[i]].get_ids().len().max(1);
+        let n = (token_budget / longest)
+            .clamp(1, batch_size)
+            .min(order.len() - i);
+        batches.push(order[i..i + n].to_vec());
+        i += n;
+    }
+    batches
+}
+
+/// Pool token vectors `hidden` (`[n, len, dim]`, row-major) into one vector
+/// per input, using `mask` (`[n, len]`, 1 for real tokens) for mean pooling,
+/// then L2-normalise when asked.
+#[cfg_attr(not(feature = "ort"), allow(dead_code))]
+pub(crate) fn pool_and_normalize(
+    hidden: &[f32],
+    mask: &[f32],
+    n: usize,
+    len: usize,
+    dim: usize,
+    pooling: Pooling,
+    normalize: bool,
+) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|b| {
+            let tokens = &hidden[b * len * dim..(b + 1) * len * dim];
+            let mut v = match pooling {
+                Pooling::Cls => tokens[..dim].to_vec(),
+                Pooling::Mean => {
+                    let mut acc = vec![0f32; dim];
+                    let mut count = 0f32;
+                    for t in 0..len {
+                        let m = mask[b * len + t];
+                        if m > 0.0 {
+                            count += m;
+                            for (a, x) in acc.iter_mut().zip(&tokens[t * dim..(t + 1) * dim]) {
+                                *a += m * x;
+                            }
+                        }
+                    }
+                    let c = count.max(1e-9);
+                    acc.iter_mut().for_each(|a| *a /= c);
+                    acc
+                }
+            };
+            if normalize {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            v
+        })
+        .collect()
+}
+
 /// A BERT-family embedding model loaded on a device.
 pub struct BertEmbedder {
     model: BertModel,
@@ -178,28 +270,7 @@ impl BertEmbedder {
             path: weights.clone(),
             message: e.to_string(),
         })?;
-        let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| ModelError::BadModel {
-            path: tok_path.clone(),
-            message: e.to_string(),
-        })?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| ModelError::BadModel {
-                path: tok_path.clone(),
-                message: e.to_string(),
-            })?;
-        let untruncated = tokenizer.clone();
-        tokenizer
-            .with_truncation(Some(tokenizers::TruncationParams {
-                max_length: config.max_seq_length,
-                ..Default::default()
-            }))
-            .map_err(|e| ModelError::BadModel {
-                path: tok_path.clone(),
-                message: e.to_string(),
-            })?;
+        let (tokenizer, untruncated) = load_tokenizers(dir, config.max_seq_length)?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -250,23 +321,12 @@ impl BertEmbedder {
             .tokenizer
             .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)
             .map_err(|e| ModelError::Inference(format!("tokenizer: {e}")))?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
         let mut out = vec![Vec::new(); texts.len()];
-        // Cap each batch by tokens too, so long inputs do not make huge batches.
-        let token_budget = self.batch_size * 128;
-        let mut i = 0;
-        while i < order.len() {
-            let longest = encodings[order[i]].get_ids().len().max(1);
-            let n = (token_budget / longest)
-                .clamp(1, self.batch_size)
-                .min(order.len() - i);
-            let batch = &order[i..i + n];
+        for batch in length_batches(&encodings, self.batch_size) {
             let vecs = self.forward(batch.iter().map(|&j| &encodings[j]).collect())?;
             for (&j, v) in batch.iter().zip(vecs) {
                 out[j] = v;
             }
-            i += n;
         }
         Ok(out)
     }
@@ -414,6 +474,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("modules.json"), "{e}");
+    }
+
+    #[test]
+    fn batches_group_by_length_and_respect_caps() {
+        let tok = tokenizers::Tokenizer::from_file(
+            cairn_testkit::minilm_dir().join("tokenizer.json"),
+        )
+        .unwrap();
+        let texts: Vec<String> = (0..10).map(|i| "word ".repeat(i * 30 + 1)).collect();
+        let enc = tok
+            .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)
+            .unwrap();
+        let batches = length_batches(&enc, 4);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "every input exactly once");
+        for b in &batches {
+            assert!(b.len() <= 4);
+            let longest = b.iter().map(|&i| enc[i].get_ids().len()).max().unwrap();
+            assert!(b.len() == 1 || b.len() * longest <= 4 * 128, "{b:?}");
+        }
+        assert_eq!(batches[0][0], 9, "longest first");
+    }
+
+    #[test]
+    fn mean_pooling_ignores_padding_and_normalises() {
+        // two inputs, three positions, dim 2; the second input's last position is padding
+        let hidden = [
+            1.0, 0.0, 3.0, 0.0, 5.0, 0.0, 0.0, 2.0, 0.0, 4.0, 100.0, 100.0,
+        ];
+        let mask = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0];
+        let raw = pool_and_normalize(&hidden, &mask, 2, 3, 2, Pooling::Mean, false);
+        assert_eq!(raw, vec![vec![3.0, 0.0], vec![0.0, 3.0]]);
+        let cls = pool_and_normalize(&hidden, &mask, 2, 3, 2, Pooling::Cls, true);
+        assert_eq!(cls, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
     }
 
     #[test]

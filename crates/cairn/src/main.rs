@@ -34,9 +34,15 @@ struct Cli {
     /// Embedding model: a name in the models dir or a model directory.
     #[arg(long, global = true, value_name = "MODEL")]
     embed_model: Option<String>,
-    /// Device for the embedding model: cpu, cuda[:N], metal[:N], auto.
+    /// Device for the embedding model: cpu, cuda[:N], metal[:N], coreml, auto.
     #[arg(long, global = true, value_name = "DEVICE")]
     device: Option<String>,
+    /// Embedding backend: candle, or onnx (ONNX Runtime; `cairn models fetch onnxruntime`).
+    #[arg(long, global = true, value_name = "BACKEND")]
+    embed_backend: Option<String>,
+    /// The ONNX graph for the onnx backend (default: onnx/model.onnx or model.onnx in the model dir).
+    #[arg(long, global = true, value_name = "FILE")]
+    onnx_file: Option<String>,
     /// More logging (-v info, -vv debug); CAIRN_LOG overrides.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -230,6 +236,12 @@ fn load_config(cli: &Cli) -> Result<Config> {
     }
     if let Some(d) = &cli.device {
         cfg.embed.device = d.clone();
+    }
+    if let Some(b) = &cli.embed_backend {
+        cfg.embed.backend = b.clone();
+    }
+    if let Some(f) = &cli.onnx_file {
+        cfg.embed.onnx_file = Some(f.clone());
     }
     cfg.validate()?;
     Ok(cfg)

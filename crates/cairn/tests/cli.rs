@@ -330,3 +330,56 @@ fn sigkill_during_ingest_then_rerun_matches_an_uninterrupted_run() {
     assert_eq!(observe(&reference), expected);
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn onnx_backend_ingests_and_searches_and_names_a_missing_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let docs = corpus(tmp.path(), &["library/os.path.html", "library/venv.html"]);
+    let onnx = |c: &mut Command| {
+        c.args(["--embed-backend", "onnx", "--embed-model", "all-MiniLM-L6-v2-int8"]);
+    };
+    let mut c = cairn(&data);
+    onnx(&mut c);
+    c.args(["ingest", "--json"]).arg(&docs);
+    let report = json(&ok(c));
+    assert_eq!(report["added"], 2, "{report:#}");
+    let mut c = cairn(&data);
+    onnx(&mut c);
+    c.args([
+        "search",
+        "how do I create a virtual environment?",
+        "--mode",
+        "dense",
+        "--json",
+    ]);
+    let v = json(&ok(c));
+    assert_eq!(v["hits"][0]["doc"], "library/venv.html", "{v:#}");
+    let mut c = cairn(&data);
+    onnx(&mut c);
+    c.args(["status", "--json"]);
+    let s = json(&ok(c));
+    assert!(
+        s.to_string().contains("all-MiniLM-L6-v2-int8"),
+        "the collection records the int8 model: {s}"
+    );
+
+    // A runtime library that is not there is named, and nothing panics.
+    let mut c = cairn(&tmp.path().join("other"));
+    onnx(&mut c);
+    c.env("ORT_DYLIB_PATH", tmp.path().join("no-such-libonnxruntime.so"));
+    c.args(["search", "venv"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-libonnxruntime.so") && !err.contains("panicked"),
+        "{err}"
+    );
+    // An unknown backend names the field.
+    let mut c = cairn(&data);
+    c.args(["--embed-backend", "tensorflow", "search", "venv"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("embed.backend"));
+}

@@ -1,0 +1,389 @@
+//! A BERT-family sentence encoder on ONNX Runtime (cargo feature `ort`).
+//!
+//! ONNX Runtime is loaded at run time (`ort`'s `load-dynamic`), so building
+//! Cairn downloads nothing: the library comes from `cairn models fetch
+//! onnxruntime` (pip's `onnxruntime` wheel), `--ort-dylib`, or
+//! `ORT_DYLIB_PATH`. The model directory is the same sentence-transformers
+//! directory the candle backend reads (tokenizer, pooling, window length);
+//! the graph is `onnx/model.onnx` or `model.onnx` in it, or any `.onnx` file
+//! given explicitly (for example an int8-quantised export). Graphs that output
+//! token vectors (`last_hidden_state`, `[batch, seq, dim]`) are pooled here as
+//! the model's pooling config says; graphs that already output one vector per
+//! input (`[batch, dim]`) are only normalised.
+//!
+//! Execution providers: CPU always; Apple's Neural Engine through Core ML with
+//! the `coreml` feature.
+
+use crate::bert::{length_batches, load_tokenizers, pool_and_normalize};
+use crate::{Device, ModelError, Pooling, SentenceConfig};
+use cairn_core::{EmbedError, Embedder};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use tokenizers::Tokenizer;
+
+/// How to run an ONNX embedding model.
+#[derive(Debug, Clone, Default)]
+pub struct OnnxOptions {
+    /// The `.onnx` graph; `None` looks for `onnx/model.onnx`, then `model.onnx`.
+    pub onnx_file: Option<PathBuf>,
+    /// `libonnxruntime.so` / `.dylib`; `None` uses `ORT_DYLIB_PATH`.
+    pub dylib: Option<PathBuf>,
+    /// Intra-op threads; 0 lets ONNX Runtime use every core.
+    pub threads: usize,
+    /// Inputs per forward pass.
+    pub batch_size: usize,
+}
+
+/// The ONNX Runtime library once loaded: one per process.
+static RUNTIME: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Load ONNX Runtime from `dylib` (or `ORT_DYLIB_PATH`) once per process.
+pub fn init_runtime(dylib: Option<&Path>) -> Result<PathBuf, ModelError> {
+    let result = RUNTIME.get_or_init(|| {
+        let path = match dylib
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        {
+            Some(p) => p,
+            None => {
+                return Err("no ONNX Runtime library: run `cairn models fetch onnxruntime`, or set \
+                            embed.onnxruntime / ORT_DYLIB_PATH to libonnxruntime"
+                    .to_string())
+            }
+        };
+        if !path.is_file() {
+            return Err(format!(
+                "ONNX Runtime library {} does not exist",
+                path.display()
+            ));
+        }
+        // `ort` panics inside `init_from` on a library it cannot load or whose
+        // API is too old; turn that into an error naming the file.
+        let p = path.clone();
+        let committed = std::panic::catch_unwind(move || {
+            ort::init_from(p.to_string_lossy().to_string())
+                .with_name("cairn")
+                .commit()
+        });
+        match committed {
+            Ok(Ok(_)) => Ok(path),
+            Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "could not be loaded".into());
+                Err(format!("{}: {msg}", path.display()))
+            }
+        }
+    });
+    match result {
+        Ok(p) => {
+            if let Some(wanted) = dylib {
+                if wanted != p {
+                    tracing::warn!(loaded = %p.display(), wanted = %wanted.display(), "ONNX Runtime is already loaded from another file; using it");
+                }
+            }
+            Ok(p.clone())
+        }
+        Err(message) => Err(ModelError::Runtime(message.clone())),
+    }
+}
+
+/// A sentence encoder running an ONNX graph.
+pub struct OnnxEmbedder {
+    session: Mutex<Session>,
+    inputs: Vec<String>,
+    tokenizer: Tokenizer,
+    untruncated: Tokenizer,
+    config: SentenceConfig,
+    dim: usize,
+    model_id: String,
+    batch_size: usize,
+    onnx_file: PathBuf,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("onnx_file", &self.onnx_file)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn bad(path: &Path, message: impl std::fmt::Display) -> ModelError {
+    ModelError::BadModel {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// The graph of a model directory: `onnx/model.onnx`, then `model.onnx`.
+pub fn find_onnx(dir: &Path) -> Option<PathBuf> {
+    ["onnx/model.onnx", "model.onnx"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+impl OnnxEmbedder {
+    /// Load the model in `dir` (tokenizer and sentence-transformers files)
+    /// with the graph `opts.onnx_file` on `device`.
+    pub fn load(dir: &Path, device: Device, opts: &OnnxOptions) -> Result<OnnxEmbedder, ModelError> {
+        let onnx_file = match &opts.onnx_file {
+            Some(f) => f.clone(),
+            None => find_onnx(dir).ok_or_else(|| {
+                bad(
+                    dir,
+                    "no ONNX graph (looked for onnx/model.onnx and model.onnx); give embed.onnx_file",
+                )
+            })?,
+        };
+        if !onnx_file.is_file() {
+            return Err(bad(&onnx_file, "no such ONNX file"));
+        }
+        let cfg_path = dir.join("config.json");
+        let cfg: serde_json::Value = match std::fs::read(&cfg_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| bad(&cfg_path, e))?,
+            Err(source) => {
+                return Err(ModelError::Io {
+                    path: cfg_path,
+                    source,
+                })
+            }
+        };
+        let dim = cfg["hidden_size"]
+            .as_u64()
+            .ok_or_else(|| bad(&cfg_path, "no hidden_size"))? as usize;
+        let max_position = cfg["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
+        let config = SentenceConfig::read(dir, max_position)?;
+        let (tokenizer, untruncated) = load_tokenizers(dir, config.max_seq_length)?;
+
+        init_runtime(opts.dylib.as_deref())?;
+        let ort_err = |e: ort::Error| bad(&onnx_file, e);
+        let mut builder = Session::builder()
+            .map_err(ort_err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort_err)?
+            .with_inter_threads(1)
+            .map_err(ort_err)?;
+        if opts.threads > 0 {
+            builder = builder.with_intra_threads(opts.threads).map_err(ort_err)?;
+        }
+        builder = match device {
+            Device::Cpu | Device::Auto => builder,
+            Device::CoreMl => coreml(builder, &onnx_file)?,
+            other => {
+                return Err(ModelError::DeviceUnavailable(format!(
+                    "{other} for the ONNX backend (it runs on cpu, or coreml with the `coreml` feature); use the candle backend for GPUs"
+                )))
+            }
+        };
+        let session = builder.commit_from_file(&onnx_file).map_err(ort_err)?;
+        let inputs: Vec<String> = session.inputs.iter().map(|i| i.name.clone()).collect();
+        for name in &inputs {
+            if !matches!(
+                name.as_str(),
+                "input_ids" | "attention_mask" | "token_type_ids"
+            ) {
+                return Err(bad(
+                    &onnx_file,
+                    format!("unexpected graph input `{name}` (a BERT encoder takes input_ids, attention_mask, token_type_ids)"),
+                ));
+            }
+        }
+        if !inputs.iter().any(|i| i == "input_ids") {
+            return Err(bad(&onnx_file, "the graph has no `input_ids` input"));
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "bert".into());
+        // The same id as the candle backend for the same weights in fp32, so a
+        // collection can switch backends; a quantised graph is another model.
+        let file_tag = onnx_file
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let variant = if file_tag == "model" {
+            String::new()
+        } else {
+            format!("|{file_tag}")
+        };
+        let model_id = format!(
+            "{name}|{}|{}{variant}",
+            match config.pooling {
+                Pooling::Mean => "mean",
+                Pooling::Cls => "cls",
+            },
+            if config.normalize { "norm" } else { "raw" }
+        );
+        Ok(OnnxEmbedder {
+            session: Mutex::new(session),
+            inputs,
+            tokenizer,
+            untruncated,
+            config,
+            dim,
+            model_id,
+            batch_size: opts.batch_size.max(1),
+            onnx_file,
+        })
+    }
+
+    /// The sentence-transformers settings in use.
+    pub fn sentence_config(&self) -> &SentenceConfig {
+        &self.config
+    }
+
+    /// Override the query instruction prefix.
+    pub fn set_query_prefix(&mut self, prefix: String) {
+        self.config.query_prefix = prefix;
+    }
+
+    /// The tokenizer, without truncation, for chunking.
+    pub fn chunking_tokenizer(&self) -> Tokenizer {
+        self.untruncated.clone()
+    }
+
+    /// The graph file in use.
+    pub fn onnx_file(&self) -> &Path {
+        &self.onnx_file
+    }
+
+    /// Embed texts in length-sorted batches; results in input order.
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if texts.is_empty() {
+            return Ok(vec![]);
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)
+            .map_err(|e| ModelError::Inference(format!("tokenizer: {e}")))?;
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in length_batches(&encodings, self.batch_size) {
+            let vecs = self.forward(batch.iter().map(|&j| &encodings[j]).collect())?;
+            for (&j, v) in batch.iter().zip(vecs) {
+                out[j] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
+        let e = |err: ort::Error| ModelError::Inference(err.to_string());
+        let len = batch
+            .iter()
+            .map(|enc| enc.get_ids().len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let n = batch.len();
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for enc in &batch {
+            let l = enc.get_ids().len();
+            ids.extend(enc.get_ids().iter().map(|&t| t as i64));
+            ids.extend(std::iter::repeat_n(0i64, len - l));
+            mask.extend(std::iter::repeat_n(1i64, l));
+            mask.extend(std::iter::repeat_n(0i64, len - l));
+        }
+        let shape = [n, len];
+        let mut values: Vec<(&str, ort::session::SessionInputValue<'_>)> = vec![];
+        for name in &self.inputs {
+            let data = match name.as_str() {
+                "input_ids" => ids.clone(),
+                "attention_mask" => mask.clone(),
+                _ => vec![0i64; n * len],
+            };
+            values.push((
+                name.as_str(),
+                Tensor::from_array((shape, data)).map_err(e)?.into(),
+            ));
+        }
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(values).map_err(e)?;
+        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
+        let dims: Vec<i64> = out_shape.iter().copied().collect();
+        let mask_f: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
+        match dims.as_slice() {
+            [b, s, d] if *b as usize == n && *s as usize == len && *d as usize == self.dim => Ok(
+                pool_and_normalize(data, &mask_f, n, len, self.dim, self.config.pooling, self.config.normalize),
+            ),
+            [b, d] if *b as usize == n && *d as usize == self.dim => Ok(pool_and_normalize(
+                data,
+                &vec![1.0; n],
+                n,
+                1,
+                self.dim,
+                Pooling::Cls,
+                self.config.normalize,
+            )),
+            other => Err(ModelError::Inference(format!(
+                "{}: first output has shape {other:?}, expected [{n}, {len}, {}] or [{n}, {}]",
+                self.onnx_file.display(),
+                self.dim,
+                self.dim
+            ))),
+        }
+    }
+}
+
+#[cfg(feature = "coreml")]
+fn coreml(
+    b: ort::session::builder::SessionBuilder,
+    onnx_file: &Path,
+) -> Result<ort::session::builder::SessionBuilder, ModelError> {
+    b.with_execution_providers([ort::execution_providers::CoreMLExecutionProvider::default()
+        .build()
+        .error_on_failure()])
+        .map_err(|e| bad(onnx_file, e))
+}
+
+#[cfg(not(feature = "coreml"))]
+fn coreml(
+    _b: ort::session::builder::SessionBuilder,
+    _onnx_file: &Path,
+) -> Result<ort::session::builder::SessionBuilder, ModelError> {
+    Err(ModelError::NotCompiled {
+        backend: "Core ML",
+        feature: "coreml",
+    })
+}
+
+impl Embedder for OnnxEmbedder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed(texts).map_err(|e| EmbedError(e.to_string()))
+    }
+
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let q = format!("{}{}", self.config.query_prefix, text);
+        self.embed(&[q])
+            .map_err(|e| EmbedError(e.to_string()))
+            .map(|mut v| v.remove(0))
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.untruncated
+            .encode(text, true)
+            .map(|e| e.get_ids().len())
+            .unwrap_or(0)
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.config.max_seq_length
+    }
+}
