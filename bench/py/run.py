@@ -201,7 +201,7 @@ class Harness:
         return base, held
 
     def real_vectors(self):
-        """Embeddings (sentence-transformers, fp32) of the base passages, and of
+        """Embeddings (all-MiniLM-L6-v2, fp32) of the base passages, and of
         the questions + held-out passages as queries; exact ground truth."""
         base_txt, held_txt = self.passages_64()
         d = self.work / "real"
@@ -211,10 +211,14 @@ class Harness:
             qtxt.write_text(self.queries().read_text() + held_txt.read_text())
         base, q, gt = d / "base.f32", d / "queries.f32", d / "gt.i32"
         tiny = self.work / "queries.jsonl"
-        self.ensure(base, self.peer("embed-st", "--model", self.model, "--inputs", base_txt, "--queries", tiny,
-                                    "--threads", os.cpu_count(), "--batch", 64, "--out", base), "base embeddings")
-        self.ensure(q, self.peer("embed-st", "--model", self.model, "--inputs", qtxt, "--queries", tiny,
-                                 "--threads", os.cpu_count(), "--batch", 64, "--out", q), "query embeddings")
+        # Embedded once with Cairn's ONNX Runtime backend on the fp32 graph
+        # (the fastest path here; the same vectors as sentence-transformers to
+        # cosine 1.000000, see the embed benchmark).
+        _, fp32 = self.onnx_models()
+        emb = ["embed-file", "--model", self.model, "--backend", "onnx", "--onnx", fp32,
+               "--threads", os.cpu_count(), "--batch", 64, "--queries", tiny]
+        self.ensure(base, self.cairn_bench(*emb, "--inputs", base_txt, "--out", base), "base embeddings")
+        self.ensure(q, self.cairn_bench(*emb, "--inputs", qtxt, "--out", q), "query embeddings")
         self.ensure(gt, self.peer("make-gt", "--base", base, "--queries", q, "--dim", 384, "--k", 10,
                                   "--out", gt), "ground truth (real)")
         return base, q, gt
@@ -357,11 +361,13 @@ class Harness:
         _, texts = self.chunks_256()
         common = ["--texts", texts, "--tokens", 256, "--overlap", 0, "--reps", 1]
         runs = self.alternate([
-            ("cairn", self.cairn_bench("chunk", "--tokenizer", self.model, *common)),
+            ("cairn", self.cairn_bench("chunk", "--tokenizer", self.model, "--threads", self.a.threads, *common)),
+            ("cairn-1-thread", self.cairn_bench("chunk", "--tokenizer", self.model, "--threads", 1, *common)),
             ("langchain-text-splitters", self.peer("chunk-langchain", "--tokenizer", self.model / "tokenizer.json", *common)),
             ("semchunk", self.peer("chunk-semchunk", "--tokenizer", self.model / "tokenizer.json", *common)),
         ])
-        return self.report(runs, [("cairn", "langchain-text-splitters"), ("cairn", "semchunk")],
+        return self.report(runs, [("cairn", "langchain-text-splitters"), ("cairn", "semchunk"),
+                                  ("cairn-1-thread", "langchain-text-splitters"), ("cairn-1-thread", "semchunk")],
                            ["mb_per_s", "seconds", "chunks"])
 
     def ingest_corpus(self):
@@ -399,7 +405,9 @@ class Harness:
         # synthesises passages/vectors beyond them up to the largest size.
         passages, _ = self.passages_64()
         base, _, _ = self.real_vectors()
+        _, fp32 = self.onnx_models()
         runs = self.alternate([("cairn", self.cairn_bench("scale", "--sizes", sizes, "--model", self.model,
+                                                          "--backend", "onnx", "--onnx", fp32,
                                                           "--queries", self.queries(), "--passages", passages,
                                                           "--base", base, "--threads", self.a.threads))])
         if runs["cairn"]:
@@ -431,8 +439,8 @@ class Harness:
         med = {n: {m: statistics.median(r[m] for r in rs if isinstance(r.get(m), (int, float)))
                    for m in metrics if any(isinstance(r.get(m), (int, float)) for r in rs)}
                for n, rs in runs.items() if rs}
-        print("| metric | Cairn | median | peer | median | ratio Cairn/peer |")
-        print("|---|---|---:|---|---:|---:|")
+        print("| metric | Cairn | median | peer | median | ratio Cairn/peer | Cairn advantage |")
+        print("|---|---|---:|---|---:|---:|---:|")
         rows = []
         for c, p in pairs:
             for m in metrics:
@@ -440,8 +448,12 @@ class Harness:
                 if cv is None or pv is None:
                     continue
                 ratio = cv / pv if pv else float("nan")
-                rows.append({"metric": m, "cairn": c, "cairn_median": cv, "peer": p, "peer_median": pv, "ratio": ratio})
-                print(f"| {m} {better(m)} | {c} | {cv:.4g} | {p} | {pv:.4g} | {ratio:.2f} |")
+                # > 1 means Cairn is better, whichever way the metric points
+                adv = {"(↑)": ratio, "(↓)": (pv / cv if cv else float("nan"))}.get(better(m), float("nan"))
+                rows.append({"metric": m, "cairn": c, "cairn_median": cv, "peer": p, "peer_median": pv,
+                             "ratio": ratio, "advantage": adv})
+                adv_s = f"{adv:.2f}×" if adv == adv else ""
+                print(f"| {m} {better(m)} | {c} | {cv:.4g} | {p} | {pv:.4g} | {ratio:.2f} | {adv_s} |")
         summary = {"medians": med, "ratios": rows, **(extra or {})}
         if write:
             self.write_results(runs, summary)

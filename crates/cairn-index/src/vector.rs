@@ -25,6 +25,30 @@ struct Manifest {
     applied_seq: Seq,
     params: HnswParams,
     count: usize,
+    /// The distance the graph was built with. Indexes written before the
+    /// switch to inner product on unit vectors have none ("cos") and are
+    /// rebuilt from the catalog.
+    #[serde(default = "cos")]
+    metric: String,
+}
+
+fn cos() -> String {
+    "cos".into()
+}
+
+/// Vectors are stored and searched at unit length with the inner product,
+/// which ranks exactly as cosine does but costs one multiply-add per
+/// dimension instead of three (the product and both norms).
+const METRIC: &str = "ip";
+
+/// `v` scaled to unit length (zero vectors stay zero).
+fn unit(v: &[f32]) -> Vec<f32> {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 && (norm - 1.0).abs() > 1e-6 {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
+    }
 }
 
 /// A persisted HNSW index over chunk vectors.
@@ -64,7 +88,7 @@ impl HnswIndex {
     fn new_empty(dir: &Path, params: &HnswParams) -> Result<HnswIndex> {
         let options = IndexOptions {
             dimensions: params.dim,
-            metric: MetricKind::Cos,
+            metric: MetricKind::IP,
             quantization: scalar(&params.quantization)?,
             connectivity: params.m,
             expansion_add: params.ef_construction,
@@ -113,6 +137,7 @@ impl HnswIndex {
         if manifest.params.dim != params.dim
             || manifest.params.quantization != params.quantization
             || manifest.params.m != params.m
+            || manifest.metric != METRIC
         {
             tracing::info!("HNSW parameters changed; the index will be rebuilt");
             return Self::new_empty(dir, params);
@@ -201,7 +226,7 @@ impl HnswIndex {
         let index = &self.index;
         items.par_iter().try_for_each(|(id, v)| {
             index
-                .add(*id, v.as_slice())
+                .add(*id, unit(v).as_slice())
                 .map_err(|e| IndexError::Vector(e.to_string()))
         })
     }
@@ -232,7 +257,7 @@ impl HnswIndex {
         }
         let m = self
             .index
-            .search(query, k)
+            .search(&unit(query), k)
             .map_err(|e| IndexError::Vector(e.to_string()))?;
         Ok(m.keys
             .iter()
@@ -259,6 +284,7 @@ impl HnswIndex {
             applied_seq: seq,
             params: self.params.clone(),
             count: self.index.size(),
+            metric: METRIC.into(),
         };
         write_atomic(
             &self.dir.join(MANIFEST_FILE),
@@ -466,6 +492,20 @@ mod tests {
             .unwrap()
             .iter()
             .all(|s| s.id != 5));
+        // Scores are cosines even for vectors that are not unit length.
+        let scaled: Vec<f32> = vecs[9].iter().map(|x| x * 7.0).collect();
+        let hits = h.search(&scaled, 1, None).unwrap();
+        assert_eq!(hits[0].id, 10);
+        assert!((hits[0].score - 1.0).abs() < 1e-4, "{}", hits[0].score);
+        drop(h);
+        // An index written before the inner-product switch (no metric in
+        // its manifest) starts empty, to be rebuilt from the catalog.
+        let manifest = dir.path().join(MANIFEST_FILE);
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        m.as_object_mut().unwrap().remove("metric");
+        std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(HnswIndex::open(dir.path(), &params(16)).unwrap().len(), 0);
         // Other parameters: starts empty, to be rebuilt.
         let mut p = params(16);
         p.quantization = "i8".into();

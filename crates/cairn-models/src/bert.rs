@@ -9,7 +9,6 @@
 //! normalises and prefixes queries with an instruction.
 
 use crate::{Device, ModelError};
-use cairn_core::{EmbedError, Embedder};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
@@ -212,17 +211,151 @@ pub(crate) fn pool_and_normalize(
         .collect()
 }
 
+/// What every backend shares: the tokenizers, the sentence-transformers
+/// settings, the model id and length-bucketed batching.
+pub(crate) struct TextSide {
+    tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, for counting and chunking.
+    pub(crate) untruncated: Tokenizer,
+    pub(crate) config: SentenceConfig,
+    pub(crate) model_id: String,
+    batch_size: usize,
+}
+
+impl TextSide {
+    /// Tokenizers and settings of the model in `dir`; `variant` (e.g. the
+    /// graph file of a quantised export) is appended to the model id.
+    pub(crate) fn load(
+        dir: &Path,
+        config: SentenceConfig,
+        batch_size: usize,
+        variant: &str,
+    ) -> Result<TextSide, ModelError> {
+        let (tokenizer, untruncated) = load_tokenizers(dir, config.max_seq_length)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "bert".into());
+        let model_id = format!(
+            "{name}|{}|{}{variant}",
+            match config.pooling {
+                Pooling::Mean => "mean",
+                Pooling::Cls => "cls",
+            },
+            if config.normalize { "norm" } else { "raw" }
+        );
+        Ok(TextSide {
+            tokenizer,
+            untruncated,
+            config,
+            model_id,
+            batch_size: batch_size.max(1),
+        })
+    }
+
+    /// Tokenise `texts`, run `forward` on length-sorted batches, and return
+    /// the vectors in input order.
+    pub(crate) fn embed(
+        &self,
+        texts: &[String],
+        mut forward: impl FnMut(Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError>,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        if texts.is_empty() {
+            return Ok(vec![]);
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)
+            .map_err(|e| ModelError::Inference(format!("tokenizer: {e}")))?;
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in length_batches(&encodings, self.batch_size) {
+            let vecs = forward(batch.iter().map(|&j| &encodings[j]).collect())?;
+            for (&j, v) in batch.iter().zip(vecs) {
+                out[j] = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The accessors and the [`Embedder`] / [`crate::SentenceEncoder`] impls of
+/// an embedder with a `text: TextSide` field, a `dim` field and an
+/// `embed(&self, &[String])` method.
+macro_rules! sentence_encoder {
+    ($ty:ty, $backend:literal) => {
+        impl $ty {
+            /// The sentence-transformers settings in use.
+            pub fn sentence_config(&self) -> &$crate::SentenceConfig {
+                &self.text.config
+            }
+
+            /// Override the query instruction prefix.
+            pub fn set_query_prefix(&mut self, prefix: String) {
+                self.text.config.query_prefix = prefix;
+            }
+
+            /// The tokenizer, without truncation, for chunking.
+            pub fn chunking_tokenizer(&self) -> tokenizers::Tokenizer {
+                self.text.untruncated.clone()
+            }
+        }
+
+        impl cairn_core::Embedder for $ty {
+            fn dim(&self) -> usize {
+                self.dim
+            }
+
+            fn model_id(&self) -> &str {
+                &self.text.model_id
+            }
+
+            fn embed_passages(
+                &self,
+                texts: &[String],
+            ) -> Result<Vec<Vec<f32>>, cairn_core::EmbedError> {
+                self.embed(texts)
+                    .map_err(|e| cairn_core::EmbedError(e.to_string()))
+            }
+
+            fn embed_query(&self, text: &str) -> Result<Vec<f32>, cairn_core::EmbedError> {
+                let q = format!("{}{}", self.text.config.query_prefix, text);
+                self.embed(&[q])
+                    .map_err(|e| cairn_core::EmbedError(e.to_string()))
+                    .map(|mut v| v.remove(0))
+            }
+
+            fn count_tokens(&self, text: &str) -> usize {
+                self.text
+                    .untruncated
+                    .encode(text, true)
+                    .map(|e| e.get_ids().len())
+                    .unwrap_or(0)
+            }
+
+            fn max_tokens(&self) -> usize {
+                self.text.config.max_seq_length
+            }
+        }
+
+        impl $crate::SentenceEncoder for $ty {
+            fn chunking_tokenizer(&self) -> tokenizers::Tokenizer {
+                <$ty>::chunking_tokenizer(self)
+            }
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+        }
+    };
+}
+#[cfg_attr(not(feature = "ort"), allow(unused_imports))]
+pub(crate) use sentence_encoder;
+
 /// A BERT-family embedding model loaded on a device.
 pub struct BertEmbedder {
     model: BertModel,
-    tokenizer: Tokenizer,
-    /// The same tokenizer without truncation, for counting and chunking.
-    untruncated: Tokenizer,
+    text: TextSide,
     device: candle_core::Device,
-    config: SentenceConfig,
     dim: usize,
-    model_id: String,
-    batch_size: usize,
     dir: PathBuf,
 }
 
@@ -230,7 +363,7 @@ impl std::fmt::Debug for BertEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BertEmbedder")
             .field("dir", &self.dir)
-            .field("config", &self.config)
+            .field("config", &self.text.config)
             .finish()
     }
 }
@@ -270,65 +403,19 @@ impl BertEmbedder {
             path: weights.clone(),
             message: e.to_string(),
         })?;
-        let (tokenizer, untruncated) = load_tokenizers(dir, config.max_seq_length)?;
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "bert".into());
-        let model_id = format!(
-            "{name}|{}|{}",
-            match config.pooling {
-                Pooling::Mean => "mean",
-                Pooling::Cls => "cls",
-            },
-            if config.normalize { "norm" } else { "raw" }
-        );
         Ok(BertEmbedder {
             model,
-            tokenizer,
-            untruncated,
+            text: TextSide::load(dir, config, batch_size, "")?,
             device: candle_device,
-            config,
             dim: bert_cfg.hidden_size,
-            model_id,
-            batch_size: batch_size.max(1),
             dir: dir.to_path_buf(),
         })
-    }
-
-    /// The sentence-transformers settings in use.
-    pub fn sentence_config(&self) -> &SentenceConfig {
-        &self.config
-    }
-
-    /// Override the query instruction prefix.
-    pub fn set_query_prefix(&mut self, prefix: String) {
-        self.config.query_prefix = prefix;
-    }
-
-    /// The tokenizer, without truncation, for chunking.
-    pub fn chunking_tokenizer(&self) -> Tokenizer {
-        self.untruncated.clone()
     }
 
     /// Embed texts, batching inputs of similar length together so that
     /// padding wastes little work. Results come back in input order.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if texts.is_empty() {
-            return Ok(vec![]);
-        }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)
-            .map_err(|e| ModelError::Inference(format!("tokenizer: {e}")))?;
-        let mut out = vec![Vec::new(); texts.len()];
-        for batch in length_batches(&encodings, self.batch_size) {
-            let vecs = self.forward(batch.iter().map(|&j| &encodings[j]).collect())?;
-            for (&j, v) in batch.iter().zip(vecs) {
-                out[j] = v;
-            }
-        }
-        Ok(out)
+        self.text.embed(texts, |batch| self.forward(batch))
     }
 
     fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -353,7 +440,7 @@ impl BertEmbedder {
         let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(e)?;
         let types = ids.zeros_like().map_err(e)?;
         let hidden = self.model.forward(&ids, &types, Some(&mask)).map_err(e)?; // (n, len, dim)
-        let pooled = match self.config.pooling {
+        let pooled = match self.text.config.pooling {
             Pooling::Cls => hidden
                 .narrow(1, 0, 1)
                 .and_then(|t| t.squeeze(1))
@@ -371,7 +458,7 @@ impl BertEmbedder {
                 summed.broadcast_div(&counts).map_err(e)?
             }
         };
-        let pooled = if self.config.normalize {
+        let pooled = if self.text.config.normalize {
             let norm = pooled
                 .sqr()
                 .and_then(|t| t.sum_keepdim(1))
@@ -389,37 +476,7 @@ impl BertEmbedder {
     }
 }
 
-impl Embedder for BertEmbedder {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn model_id(&self) -> &str {
-        &self.model_id
-    }
-
-    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.embed(texts).map_err(|e| EmbedError(e.to_string()))
-    }
-
-    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let q = format!("{}{}", self.config.query_prefix, text);
-        self.embed(&[q])
-            .map_err(|e| EmbedError(e.to_string()))
-            .map(|mut v| v.remove(0))
-    }
-
-    fn count_tokens(&self, text: &str) -> usize {
-        self.untruncated
-            .encode(text, true)
-            .map(|e| e.get_ids().len())
-            .unwrap_or(0)
-    }
-
-    fn max_tokens(&self) -> usize {
-        self.config.max_seq_length
-    }
-}
+sentence_encoder!(BertEmbedder, "candle");
 
 #[cfg(test)]
 mod tests {
@@ -478,10 +535,13 @@ mod tests {
 
     #[test]
     fn batches_group_by_length_and_respect_caps() {
-        let tok = tokenizers::Tokenizer::from_file(
+        let mut tok = tokenizers::Tokenizer::from_file(
             cairn_testkit::minilm_dir().join("tokenizer.json"),
         )
         .unwrap();
+        // The model's file pads and truncates to 128; lengths must be real here.
+        tok.with_padding(None);
+        tok.with_truncation(None).unwrap();
         let texts: Vec<String> = (0..10).map(|i| "word ".repeat(i * 30 + 1)).collect();
         let enc = tok
             .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)

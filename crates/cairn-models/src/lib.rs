@@ -77,22 +77,3 @@ pub trait SentenceEncoder: cairn_core::Embedder {
     /// Which backend runs the model (`candle` or `onnx`).
     fn backend(&self) -> &'static str;
 }
-
-impl SentenceEncoder for BertEmbedder {
-    fn chunking_tokenizer(&self) -> tokenizers::Tokenizer {
-        BertEmbedder::chunking_tokenizer(self)
-    }
-    fn backend(&self) -> &'static str {
-        "candle"
-    }
-}
-
-#[cfg(feature = "ort")]
-impl SentenceEncoder for OnnxEmbedder {
-    fn chunking_tokenizer(&self) -> tokenizers::Tokenizer {
-        OnnxEmbedder::chunking_tokenizer(self)
-    }
-    fn backend(&self) -> &'static str {
-        "onnx"
-    }
-}

@@ -14,15 +14,13 @@
 //! Execution providers: CPU always; Apple's Neural Engine through Core ML with
 //! the `coreml` feature.
 
-use crate::bert::{length_batches, load_tokenizers, pool_and_normalize};
+use crate::bert::{pool_and_normalize, sentence_encoder, TextSide};
 use crate::{Device, ModelError, Pooling, SentenceConfig};
-use cairn_core::{EmbedError, Embedder};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use tokenizers::Tokenizer;
 
 /// How to run an ONNX embedding model.
 #[derive(Debug, Clone, Default)]
@@ -98,12 +96,8 @@ pub fn init_runtime(dylib: Option<&Path>) -> Result<PathBuf, ModelError> {
 pub struct OnnxEmbedder {
     session: Mutex<Session>,
     inputs: Vec<String>,
-    tokenizer: Tokenizer,
-    untruncated: Tokenizer,
-    config: SentenceConfig,
+    text: TextSide,
     dim: usize,
-    model_id: String,
-    batch_size: usize,
     onnx_file: PathBuf,
 }
 
@@ -111,7 +105,7 @@ impl std::fmt::Debug for OnnxEmbedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnnxEmbedder")
             .field("onnx_file", &self.onnx_file)
-            .field("config", &self.config)
+            .field("config", &self.text.config)
             .finish()
     }
 }
@@ -162,8 +156,6 @@ impl OnnxEmbedder {
             .ok_or_else(|| bad(&cfg_path, "no hidden_size"))? as usize;
         let max_position = cfg["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
         let config = SentenceConfig::read(dir, max_position)?;
-        let (tokenizer, untruncated) = load_tokenizers(dir, config.max_seq_length)?;
-
         init_runtime(opts.dylib.as_deref())?;
         let ort_err = |e: ort::Error| bad(&onnx_file, e);
         let mut builder = Session::builder()
@@ -200,10 +192,6 @@ impl OnnxEmbedder {
         if !inputs.iter().any(|i| i == "input_ids") {
             return Err(bad(&onnx_file, "the graph has no `input_ids` input"));
         }
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "bert".into());
         // The same id as the candle backend for the same weights in fp32, so a
         // collection can switch backends; a quantised graph is another model.
         let file_tag = onnx_file
@@ -215,40 +203,13 @@ impl OnnxEmbedder {
         } else {
             format!("|{file_tag}")
         };
-        let model_id = format!(
-            "{name}|{}|{}{variant}",
-            match config.pooling {
-                Pooling::Mean => "mean",
-                Pooling::Cls => "cls",
-            },
-            if config.normalize { "norm" } else { "raw" }
-        );
         Ok(OnnxEmbedder {
             session: Mutex::new(session),
             inputs,
-            tokenizer,
-            untruncated,
-            config,
+            text: TextSide::load(dir, config, opts.batch_size, &variant)?,
             dim,
-            model_id,
-            batch_size: opts.batch_size.max(1),
             onnx_file,
         })
-    }
-
-    /// The sentence-transformers settings in use.
-    pub fn sentence_config(&self) -> &SentenceConfig {
-        &self.config
-    }
-
-    /// Override the query instruction prefix.
-    pub fn set_query_prefix(&mut self, prefix: String) {
-        self.config.query_prefix = prefix;
-    }
-
-    /// The tokenizer, without truncation, for chunking.
-    pub fn chunking_tokenizer(&self) -> Tokenizer {
-        self.untruncated.clone()
     }
 
     /// The graph file in use.
@@ -258,21 +219,7 @@ impl OnnxEmbedder {
 
     /// Embed texts in length-sorted batches; results in input order.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if texts.is_empty() {
-            return Ok(vec![]);
-        }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), true)
-            .map_err(|e| ModelError::Inference(format!("tokenizer: {e}")))?;
-        let mut out = vec![Vec::new(); texts.len()];
-        for batch in length_batches(&encodings, self.batch_size) {
-            let vecs = self.forward(batch.iter().map(|&j| &encodings[j]).collect())?;
-            for (&j, v) in batch.iter().zip(vecs) {
-                out[j] = v;
-            }
-        }
-        Ok(out)
+        self.text.embed(texts, |batch| self.forward(batch))
     }
 
     fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -313,7 +260,7 @@ impl OnnxEmbedder {
         let mask_f: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
         match dims.as_slice() {
             [b, s, d] if *b as usize == n && *s as usize == len && *d as usize == self.dim => Ok(
-                pool_and_normalize(data, &mask_f, n, len, self.dim, self.config.pooling, self.config.normalize),
+                pool_and_normalize(data, &mask_f, n, len, self.dim, self.text.config.pooling, self.text.config.normalize),
             ),
             [b, d] if *b as usize == n && *d as usize == self.dim => Ok(pool_and_normalize(
                 data,
@@ -322,7 +269,7 @@ impl OnnxEmbedder {
                 1,
                 self.dim,
                 Pooling::Cls,
-                self.config.normalize,
+                self.text.config.normalize,
             )),
             other => Err(ModelError::Inference(format!(
                 "{}: first output has shape {other:?}, expected [{n}, {len}, {}] or [{n}, {}]",
@@ -356,34 +303,4 @@ fn coreml(
     })
 }
 
-impl Embedder for OnnxEmbedder {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn model_id(&self) -> &str {
-        &self.model_id
-    }
-
-    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.embed(texts).map_err(|e| EmbedError(e.to_string()))
-    }
-
-    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        let q = format!("{}{}", self.config.query_prefix, text);
-        self.embed(&[q])
-            .map_err(|e| EmbedError(e.to_string()))
-            .map(|mut v| v.remove(0))
-    }
-
-    fn count_tokens(&self, text: &str) -> usize {
-        self.untruncated
-            .encode(text, true)
-            .map(|e| e.get_ids().len())
-            .unwrap_or(0)
-    }
-
-    fn max_tokens(&self) -> usize {
-        self.config.max_seq_length
-    }
-}
+sentence_encoder!(OnnxEmbedder, "onnx");
