@@ -167,6 +167,28 @@ pub(crate) fn length_batches(
     batches
 }
 
+/// Token ids and attention mask of a batch, right-padded with 0 to its
+/// longest input: `(inputs, length, ids, mask)`, row-major.
+pub(crate) fn pad_batch(batch: &[&tokenizers::Encoding]) -> (usize, usize, Vec<u32>, Vec<u32>) {
+    let len = batch
+        .iter()
+        .map(|enc| enc.get_ids().len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n * len);
+    let mut mask = Vec::with_capacity(n * len);
+    for enc in batch {
+        let l = enc.get_ids().len();
+        ids.extend_from_slice(enc.get_ids());
+        ids.extend(std::iter::repeat_n(0u32, len - l));
+        mask.extend(std::iter::repeat_n(1u32, l));
+        mask.extend(std::iter::repeat_n(0u32, len - l));
+    }
+    (n, len, ids, mask)
+}
+
 /// Pool token vectors `hidden` (`[n, len, dim]`, row-major) into one vector
 /// per input, using `mask` (`[n, len]`, 1 for real tokens) for mean pooling,
 /// then L2-normalise when asked.
@@ -420,22 +442,7 @@ impl BertEmbedder {
 
     fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
         let e = |err: candle_core::Error| ModelError::Inference(err.to_string());
-        let len = batch
-            .iter()
-            .map(|enc| enc.get_ids().len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let n = batch.len();
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for enc in &batch {
-            let l = enc.get_ids().len();
-            ids.extend_from_slice(enc.get_ids());
-            ids.extend(std::iter::repeat_n(0u32, len - l));
-            mask.extend(std::iter::repeat_n(1u32, l));
-            mask.extend(std::iter::repeat_n(0u32, len - l));
-        }
+        let (n, len, ids, mask) = pad_batch(&batch);
         let ids = Tensor::from_vec(ids, (n, len), &self.device).map_err(e)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(e)?;
         let types = ids.zeros_like().map_err(e)?;

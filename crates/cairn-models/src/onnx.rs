@@ -14,7 +14,7 @@
 //! Execution providers: CPU always; Apple's Neural Engine through Core ML with
 //! the `coreml` feature.
 
-use crate::bert::{pool_and_normalize, sentence_encoder, TextSide};
+use crate::bert::{pad_batch, pool_and_normalize, sentence_encoder, TextSide};
 use crate::{Device, ModelError, Pooling, SentenceConfig};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -224,22 +224,9 @@ impl OnnxEmbedder {
 
     fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
         let e = |err: ort::Error| ModelError::Inference(err.to_string());
-        let len = batch
-            .iter()
-            .map(|enc| enc.get_ids().len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let n = batch.len();
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for enc in &batch {
-            let l = enc.get_ids().len();
-            ids.extend(enc.get_ids().iter().map(|&t| t as i64));
-            ids.extend(std::iter::repeat_n(0i64, len - l));
-            mask.extend(std::iter::repeat_n(1i64, l));
-            mask.extend(std::iter::repeat_n(0i64, len - l));
-        }
+        let (n, len, ids, mask) = pad_batch(&batch);
+        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+        let mask: Vec<i64> = mask.into_iter().map(i64::from).collect();
         let shape = [n, len];
         let mut values: Vec<(&str, ort::session::SessionInputValue<'_>)> = vec![];
         for name in &self.inputs {
