@@ -44,6 +44,33 @@ pub struct QuestionResult {
     pub total_ms: Option<f64>,
 }
 
+impl QuestionResult {
+    /// The retrieval part of a result (the first ten distinct documents);
+    /// the answer fields are filled in when a generator runs.
+    fn retrieval(
+        id: String,
+        kind: Option<String>,
+        scores: RankScores,
+        docs: &[&str],
+        search_ms: f64,
+    ) -> QuestionResult {
+        QuestionResult {
+            id,
+            kind,
+            scores,
+            docs: docs.iter().take(10).map(|d| d.to_string()).collect(),
+            search_ms,
+            answer: None,
+            answer_correct: None,
+            citation_precision: None,
+            no_answer: None,
+            embed_ms: None,
+            first_token_ms: None,
+            total_ms: None,
+        }
+    }
+}
+
 /// Means over a set of results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
@@ -239,20 +266,7 @@ pub fn run_qa(
         let search_ms = t.elapsed().as_secs_f64() * 1000.0;
         let docs: Vec<&str> = dedup_docs(hits.iter().map(|h| h.doc.as_str()));
         let scores = RankScores::for_gold(&docs, &q.gold, settings.k);
-        let mut r = QuestionResult {
-            id: q.id.clone(),
-            kind: q.kind.clone(),
-            scores,
-            docs: docs.iter().take(10).map(|d| d.to_string()).collect(),
-            search_ms,
-            answer: None,
-            answer_correct: None,
-            citation_precision: None,
-            no_answer: None,
-            embed_ms: None,
-            first_token_ms: None,
-            total_ms: None,
-        };
+        let mut r = QuestionResult::retrieval(q.id.clone(), q.kind.clone(), scores, &docs, search_ms);
         if let Some((g, opts)) = generator {
             let mut sink = |_: &str| if stop() { Flow::Stop } else { Flow::Continue };
             let a = engine.ask(&q.question, &[], g, opts, &mut sink)?;
@@ -369,20 +383,7 @@ pub fn run_beir(
                 1.0 / (rank + 1) as f64
             ));
         }
-        results.push(QuestionResult {
-            id: qid.clone(),
-            kind: None,
-            scores: s,
-            docs: ids.iter().take(10).map(|d| d.to_string()).collect(),
-            search_ms,
-            answer: None,
-            answer_correct: None,
-            citation_precision: None,
-            no_answer: None,
-            embed_ms: None,
-            first_token_ms: None,
-            total_ms: None,
-        });
+        results.push(QuestionResult::retrieval(qid.clone(), None, s, &ids, search_ms));
         progress.advance(1);
     }
     progress.end();
