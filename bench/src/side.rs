@@ -14,6 +14,7 @@
 //! ```
 //! Each prints one JSON object on stdout.
 
+use crate::percentile;
 use anyhow::{bail, Context, Result};
 use cairn_core::{Document, Format, Scored, Section};
 use cairn_index::bm25::Bm25Index;
@@ -78,13 +79,6 @@ impl Flags {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// Read the `text` field of every line of a JSONL file.
 fn read_texts(path: &Path, field: &str, limit: usize) -> Result<Vec<String>> {
     let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
@@ -105,6 +99,11 @@ fn read_texts(path: &Path, field: &str, limit: usize) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// Queries: the `question` field of a QA set, else `text`.
+fn read_queries(path: &Path) -> Result<Vec<String>> {
+    read_texts(path, "question", usize::MAX).or_else(|_| read_texts(path, "text", usize::MAX))
 }
 
 /// Raw little-endian f32 rows.
@@ -267,8 +266,7 @@ pub fn embed_file(f: &Flags) -> Result<Value> {
     let threads = f.num("threads", 2)?;
     let limit = f.num("limit", usize::MAX)?;
     let inputs = read_texts(&f.path("inputs")?, "text", limit)?;
-    let queries = read_texts(&f.path("queries")?, "question", usize::MAX)
-        .or_else(|_| read_texts(&f.path("queries")?, "text", usize::MAX))?;
+    let queries = read_queries(&f.path("queries")?)?;
     let pool = thread_pool(threads)?;
     let model = load_model(f, threads)?;
     let label = f.opt("label").map(String::from).unwrap_or_else(|| {
@@ -370,13 +368,14 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     for ef in f.list("efs", "10,16,24,32,48,64,96,128,192,256,384,512")? {
         let ef = ef.max(k);
         // one query at a time, on one thread, like a server answering a request
+        // (recall is scored after the clock stops, as the peers do)
         let t = Instant::now();
-        let mut r = 0.0;
-        for (q, truth) in queries.iter().zip(&gt) {
-            let got = index.search(q, k, Some(ef))?;
-            r += recall(&got, truth, k);
-        }
+        let results = queries
+            .iter()
+            .map(|q| index.search(q, k, Some(ef)))
+            .collect::<cairn_index::Result<Vec<_>>>()?;
         let secs = t.elapsed().as_secs_f64();
+        let r: f64 = results.iter().zip(&gt).map(|(got, truth)| recall(got, truth, k)).sum();
         // all queries at once, spread over the threads
         let t = Instant::now();
         pool.install(|| {
@@ -436,8 +435,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
 pub fn bm25(f: &Flags) -> Result<Value> {
     let k = f.num("k", 10)?;
     let passages = read_texts(&f.path("passages")?, "text", f.num("limit", usize::MAX)?)?;
-    let queries = read_texts(&f.path("queries")?, "question", usize::MAX)
-        .or_else(|_| read_texts(&f.path("queries")?, "text", usize::MAX))?;
+    let queries = read_queries(&f.path("queries")?)?;
     let tmp = tempfile::tempdir()?;
     let t = Instant::now();
     let mut index = Bm25Index::open_or_create(tmp.path())?;
@@ -548,8 +546,7 @@ pub fn scale(f: &Flags) -> Result<Value> {
     let threads = f.num("threads", 2)?;
     let sizes = f.list("sizes", "10000,100000,1000000")?;
     let max = sizes.iter().copied().max().unwrap_or(0);
-    let queries = read_texts(&f.path("queries")?, "question", usize::MAX)
-        .or_else(|_| read_texts(&f.path("queries")?, "text", usize::MAX))?;
+    let queries = read_queries(&f.path("queries")?)?;
     let pool = thread_pool(threads)?;
     let model = load_model(f, threads)?;
     let mut passages = match f.opt("passages") {
