@@ -26,10 +26,14 @@ fi
 # the compute-heavy code (candle, tokenizers, tantivy, usearch) is optimised;
 # CAIRN_PROFILE=release adds LTO to the rest.
 profile="${CAIRN_PROFILE:-dev}"
+# scripts/test.sh builds the benchmark driver too: the same set of packages
+# as `cargo test --workspace`, so that cargo resolves the same dependency
+# features and llama.cpp is compiled once, not twice.
+read -r -a packages <<< "${CAIRN_BUILD_PACKAGES:--p cairn}"
 if [ "$profile" = "release" ]; then
-  cargo build --release -p cairn
+  cargo build --release "${packages[@]}"
 else
-  cargo build -p cairn
+  cargo build "${packages[@]}"
 fi
 target="${CARGO_TARGET_DIR:-target}/$([ "$profile" = release ] && echo release || echo debug)"
 "$target/cairn" models fetch

@@ -4,7 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CAIRN_PROFILE=dev
+export CAIRN_BUILD_PACKAGES="-p cairn -p cairn-bench"
 bash scripts/setup.sh
+# Headless Chromium and npm for the web UI's end-to-end test.
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
 target="${CARGO_TARGET_DIR:-target}/debug"
 # The Gemma 3 model (the origin design's family) for the generation tests.
 "$target/cairn" models fetch gemma-3-270m
@@ -24,3 +34,6 @@ export CAIRN_EVAL_PYTHON="$venv/bin/python"
 export CAIRN_MODELS_DIR="${CAIRN_MODELS_DIR:-$HOME/.cache/cairn/models}"
 export CAIRN_TEST_CORPUS="${CAIRN_TEST_CORPUS:-/usr/share/doc/python3.11/html}"
 cargo test --workspace --no-fail-fast "$@" 2>&1
+# The HTTP server against real clients (openai SDK, LangChain), schemathesis
+# and the web UI in headless Chromium.
+bash scripts/test-server.sh

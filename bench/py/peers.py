@@ -13,7 +13,8 @@ driver is bench/py/run.py, which alternates these with `cairn-bench`.
     ingest-langchain                                 a plain LangChain ingest pipeline
 
 Heavy libraries are imported inside each subcommand, so a command only pays
-for (and needs) what it uses.
+for (and needs) what it uses: all but embed-st, export-onnx and
+ingest-langchain run without torch (the light venv of peers-venv.sh --smoke).
 """
 import argparse
 import json
@@ -98,6 +99,16 @@ def query_latencies(encode_one, queries):
     return percentile(lat, 0.5), percentile(lat, 0.99)
 
 
+def need_torch(cmd):
+    """torch, or a clear exit where this venv has none (the light smoke venv)."""
+    try:
+        import torch
+    except ImportError:
+        sys.exit(f"{cmd} needs torch, which this venv lacks (the light one of peers-venv.sh --smoke?): "
+                 "use the full venv, `bash bench/scripts/peers-venv.sh`")
+    return torch
+
+
 def write_f32(path, arr):
     import numpy as np
 
@@ -108,7 +119,7 @@ def write_f32(path, arr):
 
 def cmd_embed_st(a):
     import numpy as np
-    import torch
+    torch = need_torch("embed-st")
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(a.threads)
@@ -213,7 +224,7 @@ def cmd_embed_ort(a):
 
 def cmd_export_onnx(a):
     import numpy as np
-    import torch
+    torch = need_torch("export-onnx")
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(a.model).eval()
@@ -552,7 +563,7 @@ def cmd_ingest_langchain(a):
     import resource
     import tempfile
 
-    import torch
+    torch = need_torch("ingest-langchain")
     from langchain_community.document_loaders import BSHTMLLoader
     from langchain_community.vectorstores import FAISS
     from langchain_huggingface import HuggingFaceEmbeddings

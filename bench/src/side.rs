@@ -62,7 +62,9 @@ impl Flags {
     }
     fn num(&self, k: &str, default: usize) -> Result<usize> {
         match self.opt(k) {
-            Some(v) => v.parse().with_context(|| format!("--{k}: `{v}` is not a number")),
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("--{k}: `{v}` is not a number")),
             None => Ok(default),
         }
     }
@@ -110,7 +112,11 @@ fn read_queries(path: &Path) -> Result<Vec<String>> {
 fn read_f32(path: &Path, dim: usize) -> Result<Vec<Vec<f32>>> {
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     if bytes.len() % (dim * 4) != 0 {
-        bail!("{}: {} bytes is not a whole number of {dim}-dim f32 rows", path.display(), bytes.len());
+        bail!(
+            "{}: {} bytes is not a whole number of {dim}-dim f32 rows",
+            path.display(),
+            bytes.len()
+        );
     }
     Ok(bytes
         .chunks_exact(dim * 4)
@@ -125,7 +131,10 @@ fn read_f32(path: &Path, dim: usize) -> Result<Vec<Vec<f32>>> {
 fn read_i32(path: &Path, k: usize) -> Result<Vec<Vec<u64>>> {
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     if bytes.len() % (k * 4) != 0 {
-        bail!("{}: not a whole number of {k}-wide int32 rows", path.display());
+        bail!(
+            "{}: not a whole number of {k}-wide int32 rows",
+            path.display()
+        );
     }
     Ok(bytes
         .chunks_exact(k * 4)
@@ -161,7 +170,9 @@ fn rss_bytes() -> usize {
 }
 
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    Ok(rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?)
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?)
 }
 
 fn load_model(f: &Flags, threads: usize) -> Result<Arc<dyn SentenceEncoder>> {
@@ -179,12 +190,14 @@ fn load_model(f: &Flags, threads: usize) -> Result<Arc<dyn SentenceEncoder>> {
             &cairn_models::OnnxOptions {
                 onnx_file: f.opt("onnx").map(PathBuf::from),
                 dylib: f.opt("ort-dylib").map(PathBuf::from).or_else(|| {
-                    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).or_else(|| {
-                        Some(
-                            cairn_core::config::default_models_dir()
-                                .join("onnxruntime/libonnxruntime.so"),
-                        )
-                    })
+                    std::env::var_os("ORT_DYLIB_PATH")
+                        .map(PathBuf::from)
+                        .or_else(|| {
+                            Some(
+                                cairn_core::config::default_models_dir()
+                                    .join("onnxruntime/libonnxruntime.so"),
+                            )
+                        })
                 }),
                 threads,
                 batch_size: batch,
@@ -228,7 +241,10 @@ pub fn export_chunks(f: &Flags) -> Result<Value> {
         }
         // `--ext html`: only pages, and nothing under `_sources`, `_static`...
         if let Some(ext) = ext {
-            let rel = file.abs_path.strip_prefix(&corpus).unwrap_or(&file.abs_path);
+            let rel = file
+                .abs_path
+                .strip_prefix(&corpus)
+                .unwrap_or(&file.abs_path);
             let hidden = rel
                 .components()
                 .any(|c| c.as_os_str().to_string_lossy().starts_with('_'));
@@ -269,9 +285,10 @@ pub fn embed_file(f: &Flags) -> Result<Value> {
     let queries = read_queries(&f.path("queries")?)?;
     let pool = thread_pool(threads)?;
     let model = load_model(f, threads)?;
-    let label = f.opt("label").map(String::from).unwrap_or_else(|| {
-        format!("cairn-{}", model.backend())
-    });
+    let label = f
+        .opt("label")
+        .map(String::from)
+        .unwrap_or_else(|| format!("cairn-{}", model.backend()));
     pool.install(|| -> Result<Value> {
         let tokens: usize = inputs
             .iter()
@@ -340,7 +357,11 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     let queries = read_f32(&f.path("queries")?, dim)?;
     let gt = read_i32(&f.path("gt")?, k)?;
     if gt.len() != queries.len() {
-        bail!("{} ground-truth rows for {} queries", gt.len(), queries.len());
+        bail!(
+            "{} ground-truth rows for {} queries",
+            gt.len(),
+            queries.len()
+        );
     }
     let params = HnswParams {
         dim,
@@ -351,11 +372,16 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     };
     let pool = thread_pool(threads)?;
     let tmp = tempfile::tempdir()?;
-    let items: Vec<(u64, Vec<f32>)> = base.iter().cloned().enumerate().map(|(i, v)| (i as u64, v)).collect();
+    let items: Vec<(u64, Vec<f32>)> = base
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
     let rss0 = rss_bytes();
     let t = Instant::now();
-    let mut index = pool.install(|| -> Result<HnswIndex> {
-        let mut index = HnswIndex::open(tmp.path(), &params)?;
+    let index = pool.install(|| -> Result<HnswIndex> {
+        let index = HnswIndex::open(tmp.path(), &params)?;
         for batch in items.chunks(10_000) {
             index.add_batch(batch)?;
         }
@@ -375,7 +401,11 @@ pub fn vectors(f: &Flags) -> Result<Value> {
             .map(|q| index.search(q, k, Some(ef)))
             .collect::<cairn_index::Result<Vec<_>>>()?;
         let secs = t.elapsed().as_secs_f64();
-        let r: f64 = results.iter().zip(&gt).map(|(got, truth)| recall(got, truth, k)).sum();
+        let r: f64 = results
+            .iter()
+            .zip(&gt)
+            .map(|(got, truth)| recall(got, truth, k))
+            .sum();
         // all queries at once, spread over the threads
         let t = Instant::now();
         pool.install(|| {
@@ -438,7 +468,7 @@ pub fn bm25(f: &Flags) -> Result<Value> {
     let queries = read_queries(&f.path("queries")?)?;
     let tmp = tempfile::tempdir()?;
     let t = Instant::now();
-    let mut index = Bm25Index::open_or_create(tmp.path())?;
+    let index = Bm25Index::open_or_create(tmp.path())?;
     for (i, p) in passages.iter().enumerate() {
         index.add(i as u64, "", "", p)?;
     }
@@ -474,10 +504,15 @@ pub fn bm25(f: &Flags) -> Result<Value> {
 pub fn chunk(f: &Flags) -> Result<Value> {
     let texts = read_texts(&f.path("texts")?, "text", f.num("limit", usize::MAX)?)?;
     let dir = f.path("tokenizer")?;
-    let tok_file = if dir.is_dir() { dir.join("tokenizer.json") } else { dir.clone() };
+    let tok_file = if dir.is_dir() {
+        dir.join("tokenizer.json")
+    } else {
+        dir.clone()
+    };
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", tok_file.display()))?;
-    let chunker = cairn_ingest::Chunker::new(tokenizer, f.num("tokens", 256)?, f.num("overlap", 0)?)?;
+    let chunker =
+        cairn_ingest::Chunker::new(tokenizer, f.num("tokens", 256)?, f.num("overlap", 0)?)?;
     let docs: Vec<Document> = texts
         .into_iter()
         .map(|text| Document {
@@ -502,7 +537,9 @@ pub fn chunk(f: &Flags) -> Result<Value> {
         let t = Instant::now();
         chunks = pool.install(|| {
             use rayon::prelude::*;
-            docs.par_iter().map(|d| chunker.chunk(d).len()).sum::<usize>()
+            docs.par_iter()
+                .map(|d| chunker.chunk(d).len())
+                .sum::<usize>()
         });
         times.push(t.elapsed().as_secs_f64());
     }
@@ -558,7 +595,11 @@ pub fn scale(f: &Flags) -> Result<Value> {
         None => vec![],
     };
     vectors.truncate(max);
-    passages.truncate(vectors.len().max(if f.opt("base").is_some() { 0 } else { max }));
+    passages.truncate(
+        vectors
+            .len()
+            .max(if f.opt("base").is_some() { 0 } else { max }),
+    );
     if passages.len() < vectors.len() {
         vectors.truncate(passages.len());
     }
@@ -592,8 +633,8 @@ pub fn scale(f: &Flags) -> Result<Value> {
         ef_construction: 128,
         ef_search: 64,
     };
-    let mut hnsw = HnswIndex::open(&tmp.path().join("hnsw"), &params)?;
-    let mut bm25 = Bm25Index::open_or_create(&tmp.path().join("bm25"))?;
+    let hnsw = HnswIndex::open(&tmp.path().join("hnsw"), &params)?;
+    let bm25 = Bm25Index::open_or_create(&tmp.path().join("bm25"))?;
     let mut have = 0usize;
     let mut sorted_sizes = sizes.clone();
     sorted_sizes.sort();
@@ -635,7 +676,8 @@ pub fn scale(f: &Flags) -> Result<Value> {
                 let t1 = Instant::now();
                 let d = hnsw.search(&v, 50, None)?;
                 let b = bm25.search(q, 50)?;
-                let mut fused = cairn_index::fusion::reciprocal_rank_fusion(&[(1.0, &d), (1.0, &b)], 60.0);
+                let mut fused =
+                    cairn_index::fusion::reciprocal_rank_fusion(&[(1.0, &d), (1.0, &b)], 60.0);
                 fused.truncate(10);
                 std::hint::black_box(fused);
                 let t2 = Instant::now();

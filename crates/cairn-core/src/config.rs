@@ -36,6 +36,52 @@ pub struct Config {
     pub index: IndexConfig,
     pub search: SearchConfig,
     pub generate: GenerateConfig,
+    pub server: ServerConfig,
+}
+
+/// `cairn serve`: the HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address. Anything but loopback requires an API key.
+    pub addr: String,
+    /// API keys (bearer tokens). `CAIRN_API_KEY` adds one with access to
+    /// every collection.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Largest request body, in bytes (uploads included).
+    pub max_body_bytes: usize,
+    /// Time limit of a request; streaming answers are limited by
+    /// `generate_timeout_secs` instead.
+    pub request_timeout_secs: u64,
+    /// Time limit of one generated answer (queueing included).
+    pub generate_timeout_secs: u64,
+    /// Asks allowed to wait for the generator; one more gets 503.
+    pub queue: usize,
+    /// Origins allowed by CORS. Empty: CORS off (same-origin only).
+    pub cors_origins: Vec<String>,
+}
+
+/// One API key and the collections it may use (empty: all).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub key: String,
+    #[serde(default)]
+    pub collections: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: "127.0.0.1:8080".into(),
+            api_keys: vec![],
+            max_body_bytes: 32 * 1024 * 1024,
+            request_timeout_secs: 60,
+            generate_timeout_secs: 300,
+            queue: 8,
+            cors_origins: vec![],
+        }
+    }
 }
 
 /// Answer generation (`cairn ask`, `cairn chat`).
@@ -188,6 +234,7 @@ impl Default for Config {
             index: IndexConfig::default(),
             search: SearchConfig::default(),
             generate: GenerateConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -360,6 +407,15 @@ impl Config {
         if let Some(v) = get("CAIRN_MIN_RELEVANCE") {
             self.generate.min_relevance = parse("CAIRN_MIN_RELEVANCE", &v)?;
         }
+        if let Some(v) = get("CAIRN_ADDR") {
+            self.server.addr = v;
+        }
+        if let Some(v) = get("CAIRN_API_KEY").filter(|v| !v.is_empty()) {
+            self.server.api_keys.push(ApiKeyConfig {
+                key: v,
+                collections: vec![],
+            });
+        }
         Ok(())
     }
 
@@ -453,6 +509,24 @@ impl Config {
                     "generate.url",
                     format!("`{u}` (expected http:// or https://)"),
                 );
+            }
+        }
+        let s = &self.server;
+        if s.max_body_bytes < 1024 {
+            return bad("server.max_body_bytes", "must be at least 1024".into());
+        }
+        if s.request_timeout_secs == 0 || s.generate_timeout_secs == 0 {
+            return bad("server.request_timeout_secs", "must be at least 1".into());
+        }
+        for (i, k) in s.api_keys.iter().enumerate() {
+            if k.key.len() < 16 {
+                return bad(
+                    &format!("server.api_keys[{i}].key"),
+                    "must be at least 16 characters".into(),
+                );
+            }
+            for c in &k.collections {
+                validate_collection_name(c)?;
             }
         }
         validate_collection_name(&self.collection)

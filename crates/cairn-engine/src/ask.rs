@@ -22,6 +22,26 @@ pub struct AskOptions {
     pub sampling: Sampling,
 }
 
+impl AskOptions {
+    /// The options the configuration gives (`generate.*`, `search.mode`).
+    pub fn from_config(cfg: &cairn_core::config::Config) -> AskOptions {
+        let g = &cfg.generate;
+        AskOptions {
+            k: g.top_k,
+            mode: cfg.search.mode,
+            min_relevance: g.min_relevance,
+            sampling: Sampling {
+                temperature: g.temperature,
+                top_p: g.top_p,
+                seed: g.seed,
+                max_tokens: g.max_tokens,
+                stop: vec![],
+                repeat_penalty: g.repeat_penalty,
+            },
+        }
+    }
+}
+
 /// Milliseconds per stage.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Timings {

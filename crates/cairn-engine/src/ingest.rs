@@ -10,8 +10,10 @@ use cairn_ingest::{FoundFile, WalkOptions};
 use cairn_store::{DocumentRecord, NewChunk, Op};
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How to ingest.
@@ -19,6 +21,14 @@ use std::time::Instant;
 pub struct IngestOptions {
     /// Delete catalog documents under the given roots that the walk no longer finds.
     pub prune: bool,
+    /// Display names for given files (canonical path → name), used instead
+    /// of the path relative to the root: the server stores uploads under
+    /// names it picks and shows the name the user gave.
+    pub display_names: HashMap<PathBuf, String>,
+    /// Checked between rounds of files: once set, the ingest stops after
+    /// the round in hand (every document committed so far stays, and the
+    /// indexes are caught up), and the report says `cancelled`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A file that was not ingested, and why.
@@ -47,6 +57,9 @@ pub struct IngestReport {
     pub warnings: Vec<SkippedFile>,
     /// Catalog sequence after the ingest.
     pub seq: Seq,
+    /// The ingest was stopped (see [`IngestOptions::cancel`]) before every
+    /// file was read; what was committed before the stop is kept.
+    pub cancelled: bool,
     pub seconds: f64,
 }
 
@@ -92,13 +105,30 @@ impl Engine {
             ignore_files: self.cfg.ingest.ignore_files.clone(),
             hidden: self.cfg.ingest.hidden,
         };
-        let (found, skipped) = cairn_ingest::walk(roots, &walk_opts);
+        let (mut found, skipped) = cairn_ingest::walk(roots, &walk_opts);
+        for f in found.iter_mut() {
+            if let Some(name) = opts.display_names.get(&f.abs_path) {
+                f.doc = name.clone();
+            }
+        }
+        // A file given by its own path is reported under its file name; show
+        // its display name instead when it has one.
+        let display = |path: String| -> String {
+            opts.display_names
+                .iter()
+                .find(|(p, _)| {
+                    p.to_string_lossy() == path
+                        || p.file_name().is_some_and(|n| n.to_string_lossy() == path)
+                })
+                .map(|(_, name)| name.clone())
+                .unwrap_or(path)
+        };
         let mut report = IngestReport {
             files_seen: found.len() as u64,
             skipped: skipped
                 .into_iter()
                 .map(|s| SkippedFile {
-                    path: s.path,
+                    path: display(s.path),
                     reason: s.reason,
                 })
                 .collect(),
@@ -123,6 +153,14 @@ impl Engine {
 
         progress.begin("ingesting", todo.len() as u64);
         for round in todo.chunks(FILES_PER_ROUND) {
+            if opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
+                report.cancelled = true;
+                break;
+            }
             let prepared: Vec<Prepared> = round
                 .par_iter()
                 .map(|(f, old_hash)| self.prepare(f, old_hash.as_deref()))
@@ -196,7 +234,7 @@ impl Engine {
         }
         progress.end();
 
-        if opts.prune {
+        if opts.prune && !report.cancelled {
             report.removed = self.prune(roots, &found, &report.skipped)?;
         }
         let caught = self.catch_up(progress)?;

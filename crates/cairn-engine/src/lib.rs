@@ -16,11 +16,20 @@
 //! **Invariant:** every accepted document is in the catalog before `ingest`
 //! returns; indexes are brought up to the catalog's sequence afterwards and
 //! are rebuilt from it whenever they are missing or corrupt.
+//!
+//! **Invariant:** readers never wait for the writer. The catalog has one
+//! writer connection (ingest, removals, the feedback log), one connection for
+//! index catch-ups, and a pool of read-only connections for searches and
+//! answers (SQLite WAL: a reader sees the last commit and is never blocked by
+//! a write in progress); the indexes are searched concurrently with a
+//! catch-up (see `cairn_index`).
 
 mod ask;
+mod feedback;
 mod ingest;
 
 pub use ask::{Answer, AskOptions, Timings};
+pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
 pub use ingest::{IngestOptions, IngestReport, SkippedFile};
 
 use cairn_core::config::Config;
@@ -31,7 +40,8 @@ use cairn_models::{BertEmbedder, Device, SentenceEncoder};
 use cairn_store::Catalog;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Errors of the engine, each naming what failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +111,14 @@ pub struct Status {
 pub struct Engine {
     cfg: Config,
     dir: PathBuf,
+    /// The writer.
     catalog: Mutex<Catalog>,
-    indexes: RwLock<Indexes>,
+    /// Reads for index catch-ups (one catch-up at a time).
+    indexer: Mutex<Catalog>,
+    /// Read-only connections for searches and answers.
+    readers: Vec<Mutex<Catalog>>,
+    next_reader: AtomicUsize,
+    indexes: Indexes,
     embedder: Arc<dyn SentenceEncoder>,
     chunker: Chunker,
     _lock: File,
@@ -135,7 +151,10 @@ pub fn load_embedder(cfg: &Config) -> Result<Arc<dyn SentenceEncoder>> {
 
 #[cfg(feature = "ort")]
 fn load_onnx(cfg: &Config, dir: &Path, device: Device) -> Result<Arc<dyn SentenceEncoder>> {
-    let installed = cfg.models_dir().join("onnxruntime").join("libonnxruntime.so");
+    let installed = cfg
+        .models_dir()
+        .join("onnxruntime")
+        .join("libonnxruntime.so");
     let dylib = cfg
         .embed
         .onnxruntime
@@ -207,11 +226,22 @@ impl Engine {
         };
         let overlap = cfg.chunk.overlap_tokens.min(max_tokens / 2);
         let chunker = Chunker::new(embedder.chunking_tokenizer(), max_tokens, overlap)?;
+        let db = dir.join("catalog.sqlite");
+        let pool = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8);
+        let readers = (0..pool)
+            .map(|_| Catalog::open_reader(&db).map(Mutex::new))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Engine {
             cfg: cfg.clone(),
             dir,
             catalog: Mutex::new(catalog),
-            indexes: RwLock::new(indexes),
+            indexer: Mutex::new(Catalog::open_reader(&db)?),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            indexes,
             embedder,
             chunker,
             _lock: lock,
@@ -228,22 +258,40 @@ impl Engine {
         &self.embedder
     }
 
-    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+    /// The writer connection.
+    fn catalog(&self) -> MutexGuard<'_, Catalog> {
         self.catalog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Bring the indexes up to the catalog.
+    /// A read-only connection: a free one if there is one, else the next in
+    /// turn (waiting only for another reader).
+    fn reader(&self) -> MutexGuard<'_, Catalog> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            if let Ok(g) = self.readers[(start + i) % n].try_lock() {
+                return g;
+            }
+        }
+        self.readers[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn indexer(&self) -> MutexGuard<'_, Catalog> {
+        self.indexer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bring the indexes up to the catalog. Searches go on meanwhile.
     pub fn catch_up(&self, progress: &dyn Progress) -> Result<CatchUp> {
-        let mut cat = self.catalog();
-        let mut idx = self.indexes.write().unwrap_or_else(|p| p.into_inner());
-        Ok(idx.catch_up(&mut cat, progress)?)
+        let cat = self.indexer();
+        Ok(self.indexes.catch_up(&cat, progress)?)
     }
 
     /// Drop the indexes and rebuild them from the catalog.
     pub fn rebuild_indexes(&self, progress: &dyn Progress) -> Result<CatchUp> {
-        let mut cat = self.catalog();
-        let mut idx = self.indexes.write().unwrap_or_else(|p| p.into_inner());
-        Ok(idx.rebuild(&mut cat, progress)?)
+        let cat = self.indexer();
+        Ok(self.indexes.rebuild(&cat, progress)?)
     }
 
     /// Ranked passages for a query.
@@ -277,7 +325,7 @@ impl Engine {
             return Ok(vec![]);
         }
         let candidates = self.cfg.search.candidates.max(k);
-        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        let idx = &self.indexes;
         let dense = |n: usize| -> Result<Vec<Scored>> {
             let owned;
             let q = match query_vector {
@@ -287,7 +335,7 @@ impl Engine {
                     &owned
                 }
             };
-            let cat = self.catalog();
+            let cat = self.reader();
             Ok(idx.dense(&cat, q, n)?)
         };
         let mut ranked = match mode {
@@ -312,7 +360,7 @@ impl Engine {
     /// Cosine similarity between a query vector and stored chunks (0 for a
     /// chunk that has no vector).
     pub fn similarities(&self, query_vector: &[f32], chunks: &[u64]) -> Result<Vec<f32>> {
-        let cat = self.catalog();
+        let cat = self.reader();
         chunks
             .iter()
             .map(|&id| {
@@ -326,9 +374,8 @@ impl Engine {
 
     /// Exact dense top-k (the ground truth HNSW is measured against).
     pub fn exact(&self, query_vector: &[f32], k: usize) -> Result<Vec<Scored>> {
-        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
-        let cat = self.catalog();
-        Ok(idx.exact(&cat, query_vector, k)?)
+        let cat = self.reader();
+        Ok(self.indexes.exact(&cat, query_vector, k)?)
     }
 
     /// HNSW dense top-k with an explicit search breadth.
@@ -338,14 +385,13 @@ impl Engine {
         k: usize,
         ef_search: Option<usize>,
     ) -> Result<Vec<Scored>> {
-        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
-        Ok(idx.hnsw(query_vector, k, ef_search)?)
+        Ok(self.indexes.hnsw(query_vector, k, ef_search)?)
     }
 
     /// Load the chunks behind ranked ids as hits.
     pub fn hits(&self, ranked: &[Scored]) -> Result<Vec<Hit>> {
         let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();
-        let chunks = self.catalog().chunks(&ids)?;
+        let chunks = self.reader().chunks(&ids)?;
         let by_id: std::collections::HashMap<u64, _> =
             chunks.into_iter().map(|c| (c.id, c)).collect();
         Ok(ranked
@@ -405,9 +451,8 @@ impl Engine {
 
     /// Counts for `cairn status`.
     pub fn status(&self) -> Result<Status> {
-        let cat = self.catalog();
-        let stats = cat.stats()?;
-        let idx = self.indexes.read().unwrap_or_else(|p| p.into_inner());
+        let stats = self.reader().stats()?;
+        let idx = &self.indexes;
         Ok(Status {
             collection: self.cfg.collection.clone(),
             dir: self.dir.clone(),
@@ -423,9 +468,29 @@ impl Engine {
         })
     }
 
+    /// Remove one document by its catalog id; returns its display path.
+    pub fn remove_document(
+        &self,
+        id: cairn_core::DocId,
+        progress: &dyn Progress,
+    ) -> Result<String> {
+        let doc = {
+            let mut cat = self.catalog();
+            let d = cat
+                .documents()?
+                .into_iter()
+                .find(|d| d.id == id)
+                .ok_or_else(|| EngineError::NotFound(format!("document id {id}")))?;
+            cat.apply(cairn_store::Op::Delete { path: d.path }, None)?;
+            d.doc
+        };
+        self.catch_up(progress)?;
+        Ok(doc)
+    }
+
     /// Every document in the catalog.
     pub fn documents(&self) -> Result<Vec<cairn_store::DocMeta>> {
-        Ok(self.catalog().documents()?)
+        Ok(self.reader().documents()?)
     }
 }
 

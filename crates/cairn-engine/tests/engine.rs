@@ -23,8 +23,15 @@ fn open(data: &Path, collection: &str) -> Engine {
 }
 
 fn ingest(e: &Engine, roots: &[PathBuf], prune: bool) -> cairn_engine::IngestReport {
-    e.ingest(roots, &IngestOptions { prune }, &NoProgress)
-        .unwrap()
+    e.ingest(
+        roots,
+        &IngestOptions {
+            prune,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap()
 }
 
 fn write(p: &Path, text: &str) {

@@ -266,7 +266,8 @@ pub fn run_qa(
         let search_ms = t.elapsed().as_secs_f64() * 1000.0;
         let docs: Vec<&str> = dedup_docs(hits.iter().map(|h| h.doc.as_str()));
         let scores = RankScores::for_gold(&docs, &q.gold, settings.k);
-        let mut r = QuestionResult::retrieval(q.id.clone(), q.kind.clone(), scores, &docs, search_ms);
+        let mut r =
+            QuestionResult::retrieval(q.id.clone(), q.kind.clone(), scores, &docs, search_ms);
         if let Some((g, opts)) = generator {
             let mut sink = |_: &str| if stop() { Flow::Stop } else { Flow::Continue };
             let a = engine.ask(&q.question, &[], g, opts, &mut sink)?;
@@ -383,7 +384,13 @@ pub fn run_beir(
                 1.0 / (rank + 1) as f64
             ));
         }
-        results.push(QuestionResult::retrieval(qid.clone(), None, s, &ids, search_ms));
+        results.push(QuestionResult::retrieval(
+            qid.clone(),
+            None,
+            s,
+            &ids,
+            search_ms,
+        ));
         progress.advance(1);
     }
     progress.end();

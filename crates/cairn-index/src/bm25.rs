@@ -38,7 +38,8 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use cairn_core::{ChunkId, Scored, Seq};
 use rust_stemmers::{Algorithm, Stemmer};
@@ -439,20 +440,31 @@ fn seq_from_payload(payload: Option<&str>) -> std::result::Result<Seq, String> {
 /// with [`IndexError::Bm25`]). Changes are staged with [`add`](Self::add) and
 /// [`delete`](Self::delete) and become visible, atomically, on
 /// [`commit`](Self::commit). Dropping the value discards staged changes.
+///
+/// Every method takes `&self`, and the value is `Send + Sync`. The writer
+/// sits behind a mutex that only the write methods take; searches,
+/// [`num_docs`](Self::num_docs) and [`applied_seq`](Self::applied_seq) read
+/// the last committed state through the reader and never wait for a writer
+/// (not even for a commit). Staged changes are shared by all callers: one
+/// caller at a time should stage and commit.
 pub struct Bm25Index {
     dir: PathBuf,
     index: Index,
-    writer: IndexWriter,
+    writer: Mutex<IndexWriter>,
     reader: IndexReader,
     fields: Fields,
-    applied_seq: Seq,
+    applied_seq: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Bm25Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bm25Index")
             .field("dir", &self.dir)
-            .field("applied_seq", &self.applied_seq)
+            .field("applied_seq", &self.applied_seq())
             .field("num_docs", &self.num_docs())
             .finish()
     }
@@ -517,10 +529,10 @@ impl Bm25Index {
         Ok(Bm25Index {
             dir: dir.to_path_buf(),
             index,
-            writer,
+            writer: Mutex::new(writer),
             reader,
             fields,
-            applied_seq,
+            applied_seq: AtomicU64::new(applied_seq),
         })
     }
 
@@ -532,14 +544,14 @@ impl Bm25Index {
     /// Catalog sequence number applied by the last commit (stored as the
     /// tantivy commit payload); 0 for a new index.
     pub fn applied_seq(&self) -> Seq {
-        self.applied_seq
+        self.applied_seq.load(Ordering::Acquire)
     }
 
     /// Stage a chunk (`doc` = document display path, `heading` = heading
     /// path "A > B", `text` = chunk text). Adding an id twice indexes it
     /// twice: to replace a chunk, [`delete`](Self::delete) it first (deletes
     /// only affect chunks staged before them).
-    pub fn add(&mut self, id: ChunkId, doc: &str, heading: &str, text: &str) -> Result<()> {
+    pub fn add(&self, id: ChunkId, doc: &str, heading: &str, text: &str) -> Result<()> {
         let mut document = TantivyDocument::default();
         document.add_u64(self.fields.id, id);
         document.add_text(self.fields.body, text);
@@ -549,34 +561,48 @@ impl Bm25Index {
         if !doc.is_empty() {
             document.add_text(self.fields.doc, doc);
         }
-        self.writer.add_document(document).map_err(bm25_err)?;
+        lock(&self.writer)
+            .add_document(document)
+            .map_err(bm25_err)?;
         Ok(())
     }
 
     /// Stage removal of a chunk by id (no error if absent).
-    pub fn delete(&mut self, id: ChunkId) -> Result<()> {
-        self.writer
-            .delete_term(Term::from_field_u64(self.fields.id, id));
+    pub fn delete(&self, id: ChunkId) -> Result<()> {
+        lock(&self.writer).delete_term(Term::from_field_u64(self.fields.id, id));
         Ok(())
     }
 
     /// Commit staged changes atomically, recording `seq` as applied; then
-    /// reload the reader so searches see them.
-    pub fn commit(&mut self, seq: Seq) -> Result<()> {
-        let mut prepared = self.writer.prepare_commit().map_err(bm25_err)?;
+    /// reload the reader so searches see them. Searches go on meanwhile,
+    /// on the previous commit.
+    pub fn commit(&self, seq: Seq) -> Result<()> {
+        let mut writer = lock(&self.writer);
+        self.commit_locked(&mut writer, seq)
+    }
+
+    fn commit_locked(&self, writer: &mut IndexWriter, seq: Seq) -> Result<()> {
+        let mut prepared = writer.prepare_commit().map_err(bm25_err)?;
         prepared.set_payload(&payload_for(seq));
         prepared.commit().map_err(bm25_err)?;
-        self.applied_seq = seq;
+        self.applied_seq.store(seq, Ordering::Release);
         self.reader.reload().map_err(bm25_err)?;
+        Ok(())
+    }
+
+    /// Discard staged changes (the committed state is untouched).
+    pub fn rollback(&self) -> Result<()> {
+        lock(&self.writer).rollback().map_err(bm25_err)?;
         Ok(())
     }
 
     /// Remove every chunk (committed or staged) and commit at once, with an
     /// applied sequence of 0: the index is then as new, ready for a rebuild.
-    pub fn clear(&mut self) -> Result<()> {
-        self.writer.rollback().map_err(bm25_err)?;
-        self.writer.delete_all_documents().map_err(bm25_err)?;
-        self.commit(0)
+    pub fn clear(&self) -> Result<()> {
+        let mut writer = lock(&self.writer);
+        writer.rollback().map_err(bm25_err)?;
+        writer.delete_all_documents().map_err(bm25_err)?;
+        self.commit_locked(&mut writer, 0)
     }
 
     /// Top-`k` chunk ids by BM25 score, best first.
@@ -809,7 +835,7 @@ mod tests {
     ];
 
     fn corpus_index(dir: &Path) -> Bm25Index {
-        let mut index = Bm25Index::open_or_create(dir).unwrap();
+        let index = Bm25Index::open_or_create(dir).unwrap();
         for &(id, doc, heading, text) in CORPUS {
             index.add(id, doc, heading, text).unwrap();
         }
@@ -897,7 +923,7 @@ mod tests {
     #[test]
     fn delete_then_commit() {
         let tmp = TempDir::new().unwrap();
-        let mut index = corpus_index(tmp.path());
+        let index = corpus_index(tmp.path());
         assert_eq!(top(&index, "sys.argv"), 5);
         index.delete(5).unwrap();
         index.delete(999).unwrap(); // absent: no error
@@ -928,14 +954,14 @@ mod tests {
         let tmp = TempDir::new().unwrap();
         let dir = tmp.path().join("idx");
         {
-            let mut index = corpus_index(&dir);
+            let index = corpus_index(&dir);
             assert_eq!(index.applied_seq(), 7);
             // Staged but never committed: lost on drop.
             index.add(100, "x.md", "", "uncommitted zanzibar").unwrap();
             index.delete(1).unwrap();
         }
         {
-            let mut index = Bm25Index::open_or_create(&dir).unwrap();
+            let index = Bm25Index::open_or_create(&dir).unwrap();
             assert_eq!(index.applied_seq(), 7);
             assert_eq!(index.num_docs(), CORPUS.len() as u64);
             assert!(index.search("zanzibar", 10).unwrap().is_empty());
@@ -954,7 +980,7 @@ mod tests {
         let tmp = TempDir::new().unwrap();
         let dir = tmp.path().join("idx");
         {
-            let mut index = corpus_index(&dir);
+            let index = corpus_index(&dir);
             index.add(200, "y.md", "", "staged quetzal").unwrap();
             index.clear().unwrap();
             assert_eq!(index.num_docs(), 0);

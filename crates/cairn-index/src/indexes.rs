@@ -7,7 +7,8 @@ use cairn_core::config::IndexConfig;
 use cairn_core::{ChunkId, Progress, Scored, Seq};
 use cairn_store::Catalog;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 /// What a catch-up did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,22 +21,42 @@ pub struct CatchUp {
     pub rebuilt: bool,
 }
 
+/// Vectors given to the HNSW graph at a time during a catch-up (progress is
+/// reported after each batch).
+const BATCH: usize = 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// HNSW + exact + BM25 over one catalog.
+///
+/// `Send + Sync`, and used through `&self`: searches ([`dense`](Self::dense),
+/// [`hnsw`](Self::hnsw), [`exact`](Self::exact), [`bm25`](Self::bm25)) and
+/// the counters run from any number of threads, concurrently with a
+/// [`catch_up`](Self::catch_up) or [`rebuild`](Self::rebuild), and never wait
+/// for one. Catch-ups are serialised by an internal writer mutex that searches
+/// never take. While a catch-up runs, dense search already sees the vectors
+/// added so far and BM25 the last commit; [`applied_seq`](Self::applied_seq)
+/// moves once both indexes are saved.
 pub struct Indexes {
     dir: PathBuf,
     cfg: IndexConfig,
     dim: usize,
-    hnsw: HnswIndex,
+    /// Replaced whole on a reset; readers clone the `Arc` and let go at once.
+    hnsw: RwLock<Arc<HnswIndex>>,
     bm25: Bm25Index,
     exact: Mutex<Option<Arc<ExactIndex>>>,
-    rebuilt: bool,
+    rebuilt: AtomicBool,
+    /// One catch-up or rebuild at a time.
+    writer: Mutex<()>,
 }
 
 impl std::fmt::Debug for Indexes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Indexes")
             .field("dir", &self.dir)
-            .field("vectors", &self.hnsw.len())
+            .field("vectors", &self.vectors())
             .finish()
     }
 }
@@ -57,7 +78,7 @@ impl Indexes {
         dir: &Path,
         dim: usize,
         cfg: &IndexConfig,
-        catalog: &mut Catalog,
+        catalog: &Catalog,
         progress: &dyn Progress,
     ) -> Result<Indexes> {
         let hnsw_dir = dir.join("hnsw");
@@ -93,27 +114,36 @@ impl Indexes {
             }
             Err(e) => return Err(e),
         };
-        let mut me = Indexes {
+        let me = Indexes {
             dir: dir.to_path_buf(),
             cfg: cfg.clone(),
             dim,
-            hnsw,
+            hnsw: RwLock::new(Arc::new(hnsw)),
             bm25,
             exact: Mutex::new(None),
-            rebuilt,
+            rebuilt: AtomicBool::new(rebuilt),
+            writer: Mutex::new(()),
         };
         me.catch_up(catalog, progress)?;
         Ok(me)
     }
 
+    /// The HNSW graph of the moment (a reset swaps in a new one).
+    fn graph(&self) -> Arc<HnswIndex> {
+        self.hnsw
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The sequence both indexes have applied.
     pub fn applied_seq(&self) -> Seq {
-        self.hnsw.applied_seq().min(self.bm25.applied_seq())
+        self.graph().applied_seq().min(self.bm25.applied_seq())
     }
 
     /// Number of vectors in the HNSW graph.
     pub fn vectors(&self) -> usize {
-        self.hnsw.len()
+        self.graph().len()
     }
 
     /// Number of chunks in the BM25 index.
@@ -123,22 +153,32 @@ impl Indexes {
 
     /// Memory held by the HNSW graph, in bytes.
     pub fn hnsw_memory(&self) -> usize {
-        self.hnsw.memory_usage()
+        self.graph().memory_usage()
     }
 
-    /// Apply every catalog change after the indexes' sequence.
-    pub fn catch_up(&mut self, catalog: &mut Catalog, progress: &dyn Progress) -> Result<CatchUp> {
+    /// Apply every catalog change after the indexes' sequence. One catch-up
+    /// runs at a time (others wait for it, then find less or nothing to do);
+    /// searches go on meanwhile.
+    pub fn catch_up(&self, catalog: &Catalog, progress: &dyn Progress) -> Result<CatchUp> {
+        let _writer = lock(&self.writer);
+        self.catch_up_locked(catalog, progress)
+    }
+
+    /// [`catch_up`](Self::catch_up), with the writer mutex held.
+    fn catch_up_locked(&self, catalog: &Catalog, progress: &dyn Progress) -> Result<CatchUp> {
         let catalog_seq = catalog.last_seq()?;
-        if self.hnsw.applied_seq() > catalog_seq || self.bm25.applied_seq() > catalog_seq {
+        let mut hnsw = self.graph();
+        if hnsw.applied_seq() > catalog_seq || self.bm25.applied_seq() > catalog_seq {
             // The catalog is older than the indexes (restored from a backup,
             // or replaced): nothing derived from the newer state can be kept.
             tracing::warn!("indexes are ahead of the catalog; rebuilding");
-            self.reset()?;
+            self.reset_locked()?;
+            hnsw = self.graph();
         }
-        let from_h = self.hnsw.applied_seq();
+        let from_h = hnsw.applied_seq();
         let from_b = self.bm25.applied_seq();
         let from = from_h.min(from_b);
-        let rebuilt = std::mem::take(&mut self.rebuilt) || (from == 0 && catalog_seq > 0);
+        let rebuilt = self.rebuilt.swap(false, Ordering::AcqRel) || (from == 0 && catalog_seq > 0);
         if from == catalog_seq {
             return Ok(CatchUp {
                 from,
@@ -147,48 +187,64 @@ impl Indexes {
                 ..Default::default()
             });
         }
-        let (hnsw, bm25) = (&mut self.hnsw, &mut self.bm25);
-        let (to, added, removed) = catalog.snapshot(|c| -> Result<(Seq, u64, u64)> {
-            let to = c.last_seq()?;
-            let total = c.count_chunks_since(from)?;
-            progress.begin(
-                if rebuilt {
-                    "rebuilding indexes"
-                } else {
-                    "indexing"
-                },
-                total,
-            );
-            let tombstones = c.tombstones_since(from)?;
-            for id in &tombstones {
-                hnsw.remove(*id)?;
-                bm25.delete(*id)?;
-            }
-            let mut batch: Vec<(ChunkId, Vec<f32>)> = Vec::with_capacity(1024);
-            let mut added = 0u64;
-            c.for_each_chunk_since(from, |chunk, vector| -> Result<()> {
-                if chunk.seq > from_b {
-                    bm25.add(chunk.id, &chunk.doc, &chunk.heading, &chunk.text)?;
+        let bm25 = &self.bm25;
+        let applied = catalog
+            .snapshot(|c| -> Result<(Seq, u64, u64)> {
+                let to = c.last_seq()?;
+                let total = c.count_chunks_since(from)?;
+                progress.begin(
+                    if rebuilt {
+                        "rebuilding indexes"
+                    } else {
+                        "indexing"
+                    },
+                    total,
+                );
+                let tombstones = c.tombstones_since(from)?;
+                for id in &tombstones {
+                    hnsw.remove(*id)?;
+                    bm25.delete(*id)?;
                 }
-                if chunk.seq > from_h {
-                    batch.push((chunk.id, vector));
-                    if batch.len() == 1024 {
-                        hnsw.add_batch(&batch)?;
-                        progress.advance(batch.len() as u64);
-                        batch.clear();
+                let mut batch: Vec<(ChunkId, Vec<f32>)> = Vec::with_capacity(BATCH);
+                let mut added = 0u64;
+                c.for_each_chunk_since(from, |chunk, vector| -> Result<()> {
+                    if chunk.seq > from_b {
+                        bm25.add(chunk.id, &chunk.doc, &chunk.heading, &chunk.text)?;
                     }
+                    if chunk.seq > from_h {
+                        batch.push((chunk.id, vector));
+                        if batch.len() == BATCH {
+                            hnsw.add_batch(&batch)?;
+                            progress.advance(batch.len() as u64);
+                            batch.clear();
+                        }
+                    }
+                    added += 1;
+                    Ok(())
+                })?;
+                hnsw.add_batch(&batch)?;
+                progress.advance(batch.len() as u64);
+                Ok((to, added, tombstones.len() as u64))
+            })
+            .and_then(|(to, added, removed)| {
+                hnsw.save(to)?;
+                bm25.commit(to)?;
+                Ok((to, added, removed))
+            });
+        let (to, added, removed) = match applied {
+            Ok(done) => done,
+            Err(e) => {
+                // Staged BM25 changes would be staged again by the next
+                // catch-up (and indexed twice): drop them. The HNSW graph
+                // replaces ids it already holds, so it needs nothing.
+                if let Err(r) = self.bm25.rollback() {
+                    tracing::warn!("discarding staged BM25 changes failed: {r}");
                 }
-                added += 1;
-                Ok(())
-            })?;
-            hnsw.add_batch(&batch)?;
-            progress.advance(batch.len() as u64);
-            Ok((to, added, tombstones.len() as u64))
-        })?;
-        self.hnsw.save(to)?;
-        self.bm25.commit(to)?;
+                return Err(e);
+            }
+        };
         progress.end();
-        *self.exact.lock().expect("exact lock") = None;
+        *lock(&self.exact) = None;
         Ok(CatchUp {
             from,
             to,
@@ -198,40 +254,54 @@ impl Indexes {
         })
     }
 
-    fn reset(&mut self) -> Result<()> {
+    /// Empty both indexes (the writer mutex held): a fresh HNSW graph is
+    /// swapped in, and BM25 is cleared.
+    fn reset_locked(&self) -> Result<()> {
         let hnsw_dir = self.dir.join("hnsw");
         HnswIndex::destroy(&hnsw_dir)?;
-        self.hnsw = HnswIndex::open(&hnsw_dir, &Self::params(&self.cfg, self.dim))?;
+        let fresh = Arc::new(HnswIndex::open(
+            &hnsw_dir,
+            &Self::params(&self.cfg, self.dim),
+        )?);
+        let old = std::mem::replace(
+            &mut *self.hnsw.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        // Freed outside the lock (or by the last search still holding it).
+        drop(old);
         self.bm25.clear()?;
-        self.rebuilt = true;
+        self.rebuilt.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// Drop both indexes and rebuild them from the catalog.
-    pub fn rebuild(&mut self, catalog: &mut Catalog, progress: &dyn Progress) -> Result<CatchUp> {
-        self.reset()?;
-        self.catch_up(catalog, progress)
+    /// Drop both indexes and rebuild them from the catalog. Searches go on
+    /// meanwhile, over what has been rebuilt so far.
+    pub fn rebuild(&self, catalog: &Catalog, progress: &dyn Progress) -> Result<CatchUp> {
+        let _writer = lock(&self.writer);
+        self.reset_locked()?;
+        self.catch_up_locked(catalog, progress)
     }
 
     /// Dense top-k: an exact scan below `exact_threshold` chunks, HNSW above.
     pub fn dense(&self, catalog: &Catalog, query: &[f32], k: usize) -> Result<Vec<Scored>> {
-        if self.hnsw.len() < self.cfg.exact_threshold {
+        let hnsw = self.graph();
+        if hnsw.len() < self.cfg.exact_threshold {
             self.exact(catalog, query, k)
         } else {
-            self.hnsw.search(query, k, Some(self.cfg.ef_search.max(k)))
+            hnsw.search(query, k, Some(self.cfg.ef_search.max(k)))
         }
     }
 
     /// Approximate top-k through HNSW only, with an optional search breadth.
     pub fn hnsw(&self, query: &[f32], k: usize, ef_search: Option<usize>) -> Result<Vec<Scored>> {
-        self.hnsw.search(query, k, ef_search)
+        self.graph().search(query, k, ef_search)
     }
 
     /// Exact top-k by cosine over every vector in the catalog.
     pub fn exact(&self, catalog: &Catalog, query: &[f32], k: usize) -> Result<Vec<Scored>> {
         let seq = catalog.last_seq()?;
         let exact = {
-            let mut guard = self.exact.lock().expect("exact lock");
+            let mut guard = lock(&self.exact);
             match guard.as_ref() {
                 Some(e) if e.seq == seq => e.clone(),
                 _ => {

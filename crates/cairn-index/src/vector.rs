@@ -1,12 +1,18 @@
 //! Dense retrieval: an HNSW graph (usearch, cosine) persisted beside the
 //! catalog, and an exact scan used for small collections and as the ground
 //! truth that HNSW recall is measured against.
+//!
+//! [`HnswIndex`] is used through `&self` from any number of threads: searches
+//! run while a writer adds, removes or saves, and wait for it only during the
+//! brief moment the graph grows its capacity (see the type's documentation).
 
 use crate::{IndexError, Result};
 use cairn_core::{ChunkId, Scored, Seq};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError};
 use usearch::ffi::{IndexOptions, MetricKind, ScalarKind};
 
 /// HNSW parameters.
@@ -52,11 +58,113 @@ fn unit(v: &[f32]) -> Vec<f32> {
 }
 
 /// A persisted HNSW index over chunk vectors.
+///
+/// Every method takes `&self`, and the value is `Send + Sync`:
+///
+/// - searches, [`len`](Self::len) and [`memory_usage`](Self::memory_usage)
+///   run concurrently with each other and with a writer (usearch measures
+///   memory by walking the graph, which must not overlap an add: while the
+///   writer is busy, `memory_usage` gives the last measurement instead);
+/// - writes ([`add_batch`](Self::add_batch), [`remove`](Self::remove),
+///   [`save`](Self::save)) are serialised by an internal writer mutex that
+///   searches never take, so a save never overlaps an add;
+/// - growing the graph (usearch's `reserve`, which must not overlap an add or
+///   a search) takes an exclusive lock that every call into the graph holds
+///   shared; it happens only when a batch outgrows the capacity, which at
+///   least doubles each time, and lasts as long as the reallocation. The
+///   first vector of an empty graph is added under that lock too (usearch
+///   publishes a graph's first node before its vector is stored);
+/// - each usearch call needs one of the graph's thread contexts: the writer's
+///   parallel adds use one per rayon thread, and searches are admitted
+///   through a gate with places of their own, as many as the machine has
+///   cores and at least 4 (a search waits there only for other searches,
+///   never for the writer).
 pub struct HnswIndex {
     dir: PathBuf,
     index: usearch::Index,
     params: HnswParams,
-    applied_seq: Seq,
+    applied_seq: AtomicU64,
+    /// Shared by every call into the graph; exclusive only to grow it.
+    graph: RwLock<()>,
+    /// The writer: the number of contexts reserved for its adds.
+    writer: Mutex<usize>,
+    searches: SearchGate,
+    /// The last measured memory usage.
+    memory: AtomicUsize,
+}
+
+/// How many usearch searches of one graph may run at once; more wait for a
+/// place (for other searches only, never for the writer).
+fn search_slots() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, std::num::NonZeroUsize::get)
+        .max(4)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Admits searches into the graph: at most `slots` at once (each holds one
+/// thread context), first come first served, and only searches that share a
+/// search breadth together, because usearch keeps the breadth in the index:
+/// a search that needs another breadth waits until the running ones end,
+/// then sets it.
+struct SearchGate {
+    slots: usize,
+    state: Mutex<GateState>,
+    turn: Condvar,
+}
+
+struct GateState {
+    next_ticket: u64,
+    serving: u64,
+    active: usize,
+    /// The search breadth set in the index.
+    ef: usize,
+}
+
+/// A place in the [`SearchGate`], given back on drop.
+struct GatePass<'a>(&'a SearchGate);
+
+impl SearchGate {
+    fn new(slots: usize, ef: usize) -> SearchGate {
+        SearchGate {
+            slots,
+            state: Mutex::new(GateState {
+                next_ticket: 0,
+                serving: 0,
+                active: 0,
+                ef,
+            }),
+            turn: Condvar::new(),
+        }
+    }
+
+    fn enter(&self, index: &usearch::Index, ef: usize) -> GatePass<'_> {
+        let mut s = lock(&self.state);
+        let ticket = s.next_ticket;
+        s.next_ticket += 1;
+        while !(s.serving == ticket && s.active < self.slots && (s.active == 0 || s.ef == ef)) {
+            s = self.turn.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        if s.ef != ef {
+            // No search is running: nothing reads the breadth meanwhile.
+            index.change_expansion_search(ef);
+            s.ef = ef;
+        }
+        s.active += 1;
+        s.serving += 1;
+        self.turn.notify_all();
+        GatePass(self)
+    }
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).active -= 1;
+        self.0.turn.notify_all();
+    }
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -81,6 +189,10 @@ fn scalar(q: &str) -> Result<ScalarKind> {
     })
 }
 
+fn vector_err(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Vector(e.to_string())
+}
+
 const INDEX_FILE: &str = "hnsw.usearch";
 const MANIFEST_FILE: &str = "hnsw.json";
 
@@ -96,15 +208,26 @@ impl HnswIndex {
             multi: false,
         };
         let index = usearch::Index::new(&options).map_err(|e| IndexError::Vector(e.to_string()))?;
+        let add_threads = rayon::current_num_threads().max(1);
+        let slots = search_slots();
         index
-            .reserve_capacity_and_threads(1024, rayon::current_num_threads().max(1))
+            .reserve_capacity_and_threads(1024, add_threads + slots)
             .map_err(|e| IndexError::Vector(e.to_string()))?;
         Ok(HnswIndex {
             dir: dir.to_path_buf(),
             index,
             params: params.clone(),
-            applied_seq: 0,
+            applied_seq: AtomicU64::new(0),
+            graph: RwLock::new(()),
+            writer: Mutex::new(add_threads),
+            searches: SearchGate::new(slots, params.ef_search),
+            memory: AtomicUsize::new(0),
         })
+    }
+
+    /// Shared access to the graph (anything but growing it).
+    fn graph(&self) -> RwLockReadGuard<'_, ()> {
+        self.graph.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Open the index in `dir`. A missing index, or one built with other
@@ -142,7 +265,7 @@ impl HnswIndex {
             tracing::info!("HNSW parameters changed; the index will be rebuilt");
             return Self::new_empty(dir, params);
         }
-        let mut me = Self::new_empty(dir, params)?;
+        let me = Self::new_empty(dir, params)?;
         let path_str = index_path.to_string_lossy().to_string();
         me.index.load(&path_str).map_err(|e| IndexError::Corrupt {
             path: index_path.clone(),
@@ -161,7 +284,9 @@ impl HnswIndex {
             });
         }
         me.index.change_expansion_search(params.ef_search);
-        me.applied_seq = manifest.applied_seq;
+        me.applied_seq
+            .store(manifest.applied_seq, Ordering::Release);
+        me.measure_memory();
         Ok(me)
     }
 
@@ -184,11 +309,12 @@ impl HnswIndex {
 
     /// The catalog sequence this index reflects (as of its last save).
     pub fn applied_seq(&self) -> Seq {
-        self.applied_seq
+        self.applied_seq.load(Ordering::Acquire)
     }
 
-    /// Number of vectors.
+    /// Number of vectors (while a writer adds, the count of the moment).
     pub fn len(&self) -> usize {
+        let _graph = self.graph();
         self.index.size()
     }
 
@@ -196,43 +322,87 @@ impl HnswIndex {
         self.len() == 0
     }
 
-    /// Bytes of memory the index uses.
+    /// Bytes of memory the index uses: measured when no writer is busy, else
+    /// as last measured (at the latest by the last [`save`](Self::save)).
     pub fn memory_usage(&self) -> usize {
-        self.index.memory_usage()
+        let _writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return self.memory.load(Ordering::Relaxed),
+        };
+        self.measure_memory()
     }
 
-    /// Add (or replace) vectors, in parallel.
-    pub fn add_batch(&mut self, items: &[(ChunkId, Vec<f32>)]) -> Result<()> {
+    /// Walk the graph for its memory usage (no add may run meanwhile).
+    fn measure_memory(&self) -> usize {
+        let bytes = {
+            let _graph = self.graph();
+            self.index.memory_usage()
+        };
+        self.memory.store(bytes, Ordering::Relaxed);
+        bytes
+    }
+
+    /// Add (or replace) vectors, in parallel on the current rayon pool.
+    /// Searches go on meanwhile and see the vectors as they are added.
+    pub fn add_batch(&self, items: &[(ChunkId, Vec<f32>)]) -> Result<()> {
+        let mut add_threads = lock(&self.writer);
+        let threads = rayon::current_num_threads().max(1);
+        // Only this writer changes the size and the capacity.
         let needed = self.index.size() + items.len();
-        if needed > self.index.capacity() {
-            let cap = needed.max(self.index.capacity() * 2);
+        let capacity = self.index.capacity();
+        if needed > capacity || threads > *add_threads {
+            let cap = if needed > capacity {
+                needed.max(capacity * 2)
+            } else {
+                capacity
+            };
+            let threads = threads.max(*add_threads);
+            // Exclusive, briefly: waits for running searches, holds new ones.
+            let _grow = self.graph.write().unwrap_or_else(PoisonError::into_inner);
             self.index
-                .reserve_capacity_and_threads(cap, rayon::current_num_threads().max(1))
+                .reserve_capacity_and_threads(cap, threads + self.searches.slots)
                 .map_err(|e| IndexError::Vector(e.to_string()))?;
+            *add_threads = threads;
         }
-        for (id, v) in items {
-            if v.len() != self.params.dim {
-                return Err(IndexError::Dim {
-                    expected: self.params.dim,
-                    got: v.len(),
-                });
-            }
-            if self.index.contains(*id) {
+        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != self.params.dim) {
+            return Err(IndexError::Dim {
+                expected: self.params.dim,
+                got: v.len(),
+            });
+        }
+        let mut items = items;
+        if self.index.size() == 0 {
+            if let Some(((id, v), rest)) = items.split_first() {
+                // usearch counts the first node of a graph before it stores
+                // its vector and makes it the entry point: a search meanwhile
+                // would read a vector that is not there yet. It goes in alone.
+                let _alone = self.graph.write().unwrap_or_else(PoisonError::into_inner);
+                if self.index.contains(*id) {
+                    self.index.remove(*id).map_err(vector_err)?;
+                }
                 self.index
-                    .remove(*id)
-                    .map_err(|e| IndexError::Vector(e.to_string()))?;
+                    .add(*id, unit(v).as_slice())
+                    .map_err(vector_err)?;
+                items = rest;
+            }
+        }
+        let _graph = self.graph();
+        for (id, _) in items {
+            if self.index.contains(*id) {
+                self.index.remove(*id).map_err(vector_err)?;
             }
         }
         let index = &self.index;
-        items.par_iter().try_for_each(|(id, v)| {
-            index
-                .add(*id, unit(v).as_slice())
-                .map_err(|e| IndexError::Vector(e.to_string()))
-        })
+        items
+            .par_iter()
+            .try_for_each(|(id, v)| index.add(*id, unit(v).as_slice()).map_err(vector_err))
     }
 
     /// Remove a vector (absent ids are fine).
-    pub fn remove(&mut self, id: ChunkId) -> Result<()> {
+    pub fn remove(&self, id: ChunkId) -> Result<()> {
+        let _writer = lock(&self.writer);
+        let _graph = self.graph();
         if self.index.contains(id) {
             self.index
                 .remove(id)
@@ -241,7 +411,9 @@ impl HnswIndex {
         Ok(())
     }
 
-    /// Approximate top-k by cosine similarity (score = cosine).
+    /// Approximate top-k by cosine similarity (score = cosine), with a search
+    /// breadth of `ef_search` (the parameters' `ef_search` when `None`), at
+    /// least `k`.
     pub fn search(&self, query: &[f32], k: usize, ef_search: Option<usize>) -> Result<Vec<Scored>> {
         if query.len() != self.params.dim {
             return Err(IndexError::Dim {
@@ -249,15 +421,16 @@ impl HnswIndex {
                 got: query.len(),
             });
         }
-        if self.index.size() == 0 || k == 0 {
+        if self.is_empty() || k == 0 {
             return Ok(vec![]);
         }
-        if let Some(ef) = ef_search {
-            self.index.change_expansion_search(ef.max(k));
-        }
+        let query = unit(query);
+        let ef = ef_search.unwrap_or(self.params.ef_search).max(k);
+        let _place = self.searches.enter(&self.index, ef);
+        let _graph = self.graph();
         let m = self
             .index
-            .search(&unit(query), k)
+            .search(&query, k)
             .map_err(|e| IndexError::Vector(e.to_string()))?;
         Ok(m.keys
             .iter()
@@ -268,13 +441,19 @@ impl HnswIndex {
 
     /// Persist atomically: the graph first, then the manifest that names the
     /// applied sequence. A crash between the two leaves an older sequence in
-    /// the manifest, and re-applying changes is idempotent.
-    pub fn save(&mut self, seq: Seq) -> Result<()> {
+    /// the manifest, and re-applying changes is idempotent. Searches go on
+    /// meanwhile; adds and removes wait (the graph is read as one state).
+    pub fn save(&self, seq: Seq) -> Result<()> {
+        let _writer = lock(&self.writer);
         let index_path = self.dir.join(INDEX_FILE);
         let tmp = self.dir.join(format!("{INDEX_FILE}.tmp"));
-        self.index
-            .save(&tmp.to_string_lossy())
-            .map_err(|e| IndexError::Vector(format!("saving {}: {e}", tmp.display())))?;
+        let count = {
+            let _graph = self.graph();
+            self.index
+                .save(&tmp.to_string_lossy())
+                .map_err(|e| IndexError::Vector(format!("saving {}: {e}", tmp.display())))?;
+            self.index.size()
+        };
         sync_file(&tmp)?;
         std::fs::rename(&tmp, &index_path).map_err(|source| IndexError::Io {
             path: index_path.clone(),
@@ -283,14 +462,15 @@ impl HnswIndex {
         let manifest = Manifest {
             applied_seq: seq,
             params: self.params.clone(),
-            count: self.index.size(),
+            count,
             metric: METRIC.into(),
         };
         write_atomic(
             &self.dir.join(MANIFEST_FILE),
             &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
         )?;
-        self.applied_seq = seq;
+        self.applied_seq.store(seq, Ordering::Release);
+        self.measure_memory();
         Ok(())
     }
 }
@@ -475,7 +655,7 @@ mod tests {
             .map(|(i, v)| (i as u64 + 1, v.clone()))
             .collect();
         {
-            let mut h = HnswIndex::open(dir.path(), &params(16)).unwrap();
+            let h = HnswIndex::open(dir.path(), &params(16)).unwrap();
             assert_eq!(h.applied_seq(), 0);
             h.add_batch(&items).unwrap();
             h.remove(5).unwrap();
@@ -516,7 +696,7 @@ mod tests {
     fn corrupt_files_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut h = HnswIndex::open(dir.path(), &params(4)).unwrap();
+            let h = HnswIndex::open(dir.path(), &params(4)).unwrap();
             h.add_batch(&[(1, vec![1.0, 0.0, 0.0, 0.0])]).unwrap();
             h.save(1).unwrap();
         }

@@ -61,7 +61,7 @@ fn hnsw_recall_at_10_is_at_least_095_on_20k_real_embeddings() {
         ef_construction: 128,
         ef_search: 96,
     };
-    let mut hnsw = HnswIndex::open(dir.path(), &params).unwrap();
+    let hnsw = HnswIndex::open(dir.path(), &params).unwrap();
     let items: Vec<(u64, Vec<f32>)> = index_vecs
         .iter()
         .enumerate()
@@ -96,7 +96,7 @@ fn hnsw_recall_at_10_is_at_least_095_on_20k_real_embeddings() {
     // Quantised variants, built from the same vectors, stay close.
     for q in ["f16", "i8"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut h = HnswIndex::open(
+        let h = HnswIndex::open(
             dir.path(),
             &HnswParams {
                 quantization: q.into(),

@@ -71,7 +71,9 @@ impl<'a> IndexedSizer<'a> {
             .collect();
         // Offsets must be increasing byte spans inside the body for the
         // binary searches to be right; anything else falls back to encoding.
-        let ordered = spans.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+        let ordered = spans
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
             && spans.last().is_none_or(|&(_, e)| e <= body.len());
         (ordered && spans.len() == enc.len()).then_some(IndexedSizer {
             tokenizer,
@@ -109,7 +111,10 @@ fn count(tokenizer: &Tokenizer, text: &str) -> usize {
 fn at_word_boundaries(body: &str, start: usize, len: usize) -> bool {
     let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
     let end = start + len;
-    let (before, first) = (body[..start].chars().next_back(), body[start..].chars().next());
+    let (before, first) = (
+        body[..start].chars().next_back(),
+        body[start..].chars().next(),
+    );
     let (last, after) = (body[..end].chars().next_back(), body[end..].chars().next());
     !(word(before) && word(first)) && !(word(last) && word(after))
 }

@@ -306,6 +306,9 @@ fn pieces_cut_inside_words_still_fit() {
             .collect();
         sizes.sort();
         let median = sizes[sizes.len() / 2];
-        assert!(median * 10 >= max * 6, "max {max}: median chunk {median} tokens");
+        assert!(
+            median * 10 >= max * 6,
+            "max {max}: median chunk {median} tokens"
+        );
     }
 }

@@ -542,10 +542,9 @@ mod tests {
 
     #[test]
     fn batches_group_by_length_and_respect_caps() {
-        let mut tok = tokenizers::Tokenizer::from_file(
-            cairn_testkit::minilm_dir().join("tokenizer.json"),
-        )
-        .unwrap();
+        let mut tok =
+            tokenizers::Tokenizer::from_file(cairn_testkit::minilm_dir().join("tokenizer.json"))
+                .unwrap();
         // The model's file pads and truncates to 128; lengths must be real here.
         tok.with_padding(None);
         tok.with_truncation(None).unwrap();
@@ -556,7 +555,11 @@ mod tests {
         let batches = length_batches(&enc, 4);
         let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
         seen.sort();
-        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "every input exactly once");
+        assert_eq!(
+            seen,
+            (0..10).collect::<Vec<_>>(),
+            "every input exactly once"
+        );
         for b in &batches {
             assert!(b.len() <= 4);
             let longest = b.iter().map(|&i| enc[i].get_ids().len()).max().unwrap();

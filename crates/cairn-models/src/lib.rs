@@ -24,9 +24,9 @@ pub mod onnx;
 pub mod registry;
 
 pub use bert::{BertEmbedder, Pooling, SentenceConfig};
+pub use device::{compiled_backends, Device};
 #[cfg(feature = "ort")]
 pub use onnx::{OnnxEmbedder, OnnxOptions};
-pub use device::{compiled_backends, Device};
 
 use std::path::PathBuf;
 

@@ -47,9 +47,11 @@ pub fn init_runtime(dylib: Option<&Path>) -> Result<PathBuf, ModelError> {
         {
             Some(p) => p,
             None => {
-                return Err("no ONNX Runtime library: run `cairn models fetch onnxruntime`, or set \
+                return Err(
+                    "no ONNX Runtime library: run `cairn models fetch onnxruntime`, or set \
                             embed.onnxruntime / ORT_DYLIB_PATH to libonnxruntime"
-                    .to_string())
+                        .to_string(),
+                )
             }
         };
         if !path.is_file() {
@@ -128,7 +130,11 @@ pub fn find_onnx(dir: &Path) -> Option<PathBuf> {
 impl OnnxEmbedder {
     /// Load the model in `dir` (tokenizer and sentence-transformers files)
     /// with the graph `opts.onnx_file` on `device`.
-    pub fn load(dir: &Path, device: Device, opts: &OnnxOptions) -> Result<OnnxEmbedder, ModelError> {
+    pub fn load(
+        dir: &Path,
+        device: Device,
+        opts: &OnnxOptions,
+    ) -> Result<OnnxEmbedder, ModelError> {
         let onnx_file = match &opts.onnx_file {
             Some(f) => f.clone(),
             None => find_onnx(dir).ok_or_else(|| {
@@ -246,9 +252,17 @@ impl OnnxEmbedder {
         let dims: Vec<i64> = out_shape.iter().copied().collect();
         let mask_f: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
         match dims.as_slice() {
-            [b, s, d] if *b as usize == n && *s as usize == len && *d as usize == self.dim => Ok(
-                pool_and_normalize(data, &mask_f, n, len, self.dim, self.text.config.pooling, self.text.config.normalize),
-            ),
+            [b, s, d] if *b as usize == n && *s as usize == len && *d as usize == self.dim => {
+                Ok(pool_and_normalize(
+                    data,
+                    &mask_f,
+                    n,
+                    len,
+                    self.dim,
+                    self.text.config.pooling,
+                    self.text.config.normalize,
+                ))
+            }
             [b, d] if *b as usize == n && *d as usize == self.dim => Ok(pool_and_normalize(
                 data,
                 &vec![1.0; n],
@@ -273,10 +287,12 @@ fn coreml(
     b: ort::session::builder::SessionBuilder,
     onnx_file: &Path,
 ) -> Result<ort::session::builder::SessionBuilder, ModelError> {
-    b.with_execution_providers([ort::execution_providers::CoreMLExecutionProvider::default()
-        .build()
-        .error_on_failure()])
-        .map_err(|e| bad(onnx_file, e))
+    b.with_execution_providers(
+        [ort::execution_providers::CoreMLExecutionProvider::default()
+            .build()
+            .error_on_failure()],
+    )
+    .map_err(|e| bad(onnx_file, e))
 }
 
 #[cfg(not(feature = "coreml"))]

@@ -24,8 +24,10 @@
 //! ```
 
 mod error;
+mod feedback;
 
 pub use error::StoreError;
+pub use feedback::{AnswerRecord, FeedbackRecord, Rating};
 
 use cairn_core::{ChunkId, DocId, Seq, StoredChunk};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -149,6 +151,31 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// Open an existing catalog for reading only. In WAL mode a reader never
+    /// waits for the writer: it sees the last committed state.
+    pub fn open_reader(path: &Path) -> Result<Catalog> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Catalog {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -205,6 +232,7 @@ impl Catalog {
                  CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);",
             )
             .map_err(&e)?;
+        self.conn.execute_batch(feedback::SCHEMA).map_err(&e)?;
         let version: Option<String> = self
             .conn
             .query_row(
@@ -598,8 +626,9 @@ impl Catalog {
 
     /// Run a closure inside one read transaction, so that everything it reads
     /// comes from the same snapshot (e.g. chunks and tombstones up to one seq).
+    /// Not reentrant: calling `snapshot` again inside `f` is an error.
     pub fn snapshot<T, E: From<StoreError>>(
-        &mut self,
+        &self,
         f: impl FnOnce(&Catalog) -> Result<T, E>,
     ) -> Result<T, E> {
         self.conn

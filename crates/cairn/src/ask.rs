@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use cairn_core::config::Config;
 use cairn_engine::{Answer, AskOptions, Engine};
 use cairn_generate::openai::{OpenAiConfig, OpenAiGenerator};
-use cairn_generate::{ChatMessage, Flow, Generator, Sampling};
+use cairn_generate::{ChatMessage, Flow, Generator};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags win over the environment and the file.
-fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
+pub fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
     let g = &mut cfg.generate;
     if let Some(v) = &a.model {
         g.model = v.clone();
@@ -116,20 +116,12 @@ fn embedded(_cfg: &Config) -> Result<Box<dyn Generator>> {
 }
 
 fn options(cfg: &Config, mode: Option<cairn_core::SearchMode>, stop: &[String]) -> AskOptions {
-    let g = &cfg.generate;
-    AskOptions {
-        k: g.top_k,
-        mode: mode.unwrap_or(cfg.search.mode),
-        min_relevance: g.min_relevance,
-        sampling: Sampling {
-            temperature: g.temperature,
-            top_p: g.top_p,
-            seed: g.seed,
-            max_tokens: g.max_tokens,
-            stop: stop.to_vec(),
-            repeat_penalty: g.repeat_penalty,
-        },
+    let mut o = AskOptions::from_config(cfg);
+    if let Some(m) = mode {
+        o.mode = m;
     }
+    o.sampling.stop = stop.to_vec();
+    o
 }
 
 /// Ctrl-C while generating stops the answer; Ctrl-C otherwise (or twice)

@@ -190,7 +190,14 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         run::materialise_beir(&set, &docs)?;
         let bars = Bars::new(a.json);
         let engine = Engine::open_with(&cfg, &bars)?;
-        let report = engine.ingest(&[docs.clone()], &IngestOptions { prune: true }, &bars)?;
+        let report = engine.ingest(
+            &[docs.clone()],
+            &IngestOptions {
+                prune: true,
+                ..Default::default()
+            },
+            &bars,
+        )?;
         if !a.json {
             eprintln!(
                 "corpus: {} documents ({} new or changed) in collection `{}`",

@@ -5,6 +5,7 @@
 mod ask;
 mod eval;
 mod progress;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use cairn_core::config::Config;
@@ -120,6 +121,8 @@ enum Command {
     },
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
     Eval(eval::EvalArgs),
+    /// Serve the HTTP API (OpenAI-compatible /v1, REST /api) and the web UI.
+    Serve(serve::ServeArgs),
     /// Install and list models.
     Models {
         #[command(subcommand)]
@@ -289,7 +292,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ingest { paths, prune, json } => {
             let bars = Bars::new(json);
             let engine = Engine::open_with(&cfg, &bars)?;
-            let report = engine.ingest(&paths, &IngestOptions { prune }, &bars)?;
+            let report = engine.ingest(
+                &paths,
+                &IngestOptions {
+                    prune,
+                    ..Default::default()
+                },
+                &bars,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -407,6 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => return ask::ask(cfg, &question, &gen, json, quiet),
         Command::Chat { gen, json } => return ask::chat(cfg, &gen, json),
         Command::Eval(args) => return eval::eval(cfg, args),
+        Command::Serve(args) => return serve::serve(cfg, args),
     }
     Ok(ExitCode::SUCCESS)
 }

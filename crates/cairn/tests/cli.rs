@@ -337,7 +337,12 @@ fn onnx_backend_ingests_and_searches_and_names_a_missing_runtime() {
     let data = tmp.path().join("data");
     let docs = corpus(tmp.path(), &["library/os.path.html", "library/venv.html"]);
     let onnx = |c: &mut Command| {
-        c.args(["--embed-backend", "onnx", "--embed-model", "all-MiniLM-L6-v2-int8"]);
+        c.args([
+            "--embed-backend",
+            "onnx",
+            "--embed-model",
+            "all-MiniLM-L6-v2-int8",
+        ]);
     };
     let mut c = cairn(&data);
     onnx(&mut c);
@@ -367,7 +372,10 @@ fn onnx_backend_ingests_and_searches_and_names_a_missing_runtime() {
     // A runtime library that is not there is named, and nothing panics.
     let mut c = cairn(&tmp.path().join("other"));
     onnx(&mut c);
-    c.env("ORT_DYLIB_PATH", tmp.path().join("no-such-libonnxruntime.so"));
+    c.env(
+        "ORT_DYLIB_PATH",
+        tmp.path().join("no-such-libonnxruntime.so"),
+    );
     c.args(["search", "venv"]);
     let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(2));

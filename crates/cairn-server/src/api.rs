@@ -1,0 +1,971 @@
+//! REST: collections, documents, jobs, search, ask, feedback, health.
+
+use crate::auth::Access;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Json, Path, Query};
+use crate::jobs::Job;
+use crate::state::{blocking, AppState};
+use crate::uploads;
+use axum::extract::{FromRequest, Multipart, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use cairn_core::SearchMode;
+use cairn_engine::{Answer, AskOptions, Engine};
+use cairn_generate::{ChatMessage, Flow, Role};
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use utoipa::{IntoParams, ToSchema};
+
+type AppResult<T> = Result<T, ApiError>;
+type St = State<Arc<AppState>>;
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The server is up", body = Health)))]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+              (status = 401, body = ErrorBody)))]
+pub async fn metrics(State(state): St) -> Response {
+    for (name, engine) in state.open_engines() {
+        if let Ok(s) = engine.status() {
+            state
+                .metrics
+                .index_documents
+                .with_label_values(&[&name])
+                .set(s.documents as i64);
+            state
+                .metrics
+                .index_chunks
+                .with_label_values(&[&name])
+                .set(s.chunks as i64);
+            state
+                .metrics
+                .index_vectors
+                .with_label_values(&[&name])
+                .set(s.vectors as i64);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------- collections
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionOut {
+    pub name: String,
+    pub documents: u64,
+    pub chunks: u64,
+    pub embed_model: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionsOut {
+    pub collections: Vec<CollectionOut>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollection {
+    /// `[A-Za-z0-9_-]`, at most 64 characters.
+    pub name: String,
+}
+
+fn collection_out(name: &str, engine: &Engine) -> AppResult<CollectionOut> {
+    let s = engine.status()?;
+    Ok(CollectionOut {
+        name: name.to_string(),
+        documents: s.documents,
+        chunks: s.chunks,
+        embed_model: s.embed_model,
+    })
+}
+
+#[utoipa::path(get, path = "/api/collections", tag = "collections",
+    responses((status = 200, body = CollectionsOut), (status = 401, body = ErrorBody)))]
+pub async fn list_collections(
+    State(state): St,
+    Extension(access): Extension<Access>,
+) -> AppResult<axum::Json<CollectionsOut>> {
+    blocking(move || {
+        let mut out = vec![];
+        for name in state.collection_names() {
+            if !access.allows(&name) {
+                continue;
+            }
+            let engine = state.engine(&name, false)?;
+            out.push(collection_out(&name, &engine)?);
+        }
+        Ok(axum::Json(CollectionsOut { collections: out }))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/collections", tag = "collections", request_body = CreateCollection,
+    responses((status = 201, body = CollectionOut), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn create_collection(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Json(req): Json<CreateCollection>,
+) -> AppResult<(StatusCode, axum::Json<CollectionOut>)> {
+    cairn_core::config::validate_collection_name(&req.name)
+        .map_err(|e| ApiError::bad("name", e.to_string()))?;
+    access.check(&req.name)?;
+    blocking(move || {
+        let engine = state.engine(&req.name, true)?;
+        Ok((
+            StatusCode::CREATED,
+            axum::Json(collection_out(&req.name, &engine)?),
+        ))
+    })
+    .await
+}
+
+#[utoipa::path(delete, path = "/api/collections/{name}", tag = "collections",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_collection(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Path(name): Path<String>,
+) -> AppResult<StatusCode> {
+    access.check(&name)?;
+    blocking(move || state.delete_collection(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ------------------------------------------------------------------ documents
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentOut {
+    pub id: u64,
+    /// Display name (the uploaded file's name, or the path under the ingest root).
+    pub name: String,
+    pub format: String,
+    pub size: u64,
+    pub chunks: u64,
+    /// Catalog sequence of its last change.
+    pub seq: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocumentsOut {
+    pub documents: Vec<DocumentOut>,
+}
+
+/// A document sent as JSON text.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextDocument {
+    /// File name; its extension picks the format (`.md`, `.html`, `.txt`, …).
+    pub name: String,
+    pub text: String,
+}
+
+/// Files sent as multipart/form-data: one or more `file` parts, each with
+/// a filename (the document's display name).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    #[schema(value_type = Vec<String>, format = Binary)]
+    file: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobResponse {
+    pub job: Job,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobsOut {
+    pub jobs: Vec<Job>,
+}
+
+/// Open a collection the key may use (blocking).
+fn open(state: &AppState, access: &Access, name: &str, create: bool) -> AppResult<Arc<Engine>> {
+    access.check(name)?;
+    state.engine(name, create)
+}
+
+#[utoipa::path(get, path = "/api/collections/{name}/documents", tag = "documents",
+    params(("name" = String, Path, description = "Collection name")),
+    responses((status = 200, body = DocumentsOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_documents(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Path(name): Path<String>,
+) -> AppResult<axum::Json<DocumentsOut>> {
+    blocking(move || {
+        let engine = open(&state, &access, &name, false)?;
+        let documents = engine
+            .documents()?
+            .into_iter()
+            .map(|d| DocumentOut {
+                id: d.id,
+                name: d.doc,
+                format: d.format,
+                size: d.size,
+                chunks: d.chunks,
+                seq: d.seq,
+            })
+            .collect();
+        Ok(axum::Json(DocumentsOut { documents }))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/collections/{name}/documents", tag = "documents",
+    params(("name" = String, Path, description = "Collection name (created if missing)")),
+    request_body(content(
+        (TextDocument = "application/json"),
+        (UploadForm = "multipart/form-data"))),
+    responses((status = 202, description = "Ingestion job queued", body = JobResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub async fn upload_documents(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> AppResult<(StatusCode, axum::Json<JobResponse>)> {
+    cairn_core::config::validate_collection_name(&name)
+        .map_err(|e| ApiError::bad("name", e.to_string()))?;
+    access.check(&name)?;
+    if state.stopping.load(Ordering::SeqCst) {
+        return Err(ApiError::ShuttingDown);
+    }
+    let ctype = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut files: Vec<(String, Vec<u8>)> = vec![];
+    if ctype.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::BadRequest {
+                field: None,
+                message: e.body_text(),
+            })?;
+        loop {
+            let field = match mp.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(ApiError::TooLarge)
+                }
+                Err(e) => return Err(ApiError::bad("file", e.body_text())),
+            };
+            if field.name() != Some("file") {
+                continue;
+            }
+            let fname = field
+                .file_name()
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::bad("file", "each `file` part needs a filename"))?;
+            let bytes = field.bytes().await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::bad("file", e.body_text())
+                }
+            })?;
+            files.push((fname, bytes.to_vec()));
+        }
+        if files.is_empty() {
+            return Err(ApiError::bad("file", "no `file` part in the form"));
+        }
+    } else {
+        let Json(doc) = Json::<TextDocument>::from_request(req, &()).await?;
+        files.push((doc.name, doc.text.into_bytes()));
+    }
+    let job = blocking(move || {
+        let data = state.cfg.data_dir();
+        let engine = state.engine(&name, true)?;
+        let mut stored = vec![];
+        for (fname, bytes) in &files {
+            stored.push(uploads::store(&data, &name, fname, bytes)?);
+        }
+        start_ingest(&state, &name, engine, stored)
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobResponse { job })))
+}
+
+/// Queue the ingestion of stored uploads.
+pub fn start_ingest(
+    state: &Arc<AppState>,
+    collection: &str,
+    engine: Arc<Engine>,
+    stored: Vec<(PathBuf, String)>,
+) -> AppResult<Job> {
+    let names = uploads::names(&stored);
+    let paths = stored.into_iter().map(|(p, _)| p).collect();
+    let st = state.clone();
+    let started = Instant::now();
+    state
+        .jobs
+        .start(collection, engine, paths, names, move |report| {
+            st.metrics
+                .ingest_documents
+                .inc_by(report.added + report.updated);
+            st.metrics.ingest_chunks.inc_by(report.chunks_added);
+            st.metrics
+                .ingest_seconds
+                .inc_by(started.elapsed().as_secs_f64());
+        })
+}
+
+#[utoipa::path(delete, path = "/api/collections/{name}/documents/{id}", tag = "documents",
+    params(("name" = String, Path, description = "Collection name"), ("id" = u64, Path, description = "Document id")),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_document(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Path((name, id)): Path<(String, u64)>,
+) -> AppResult<StatusCode> {
+    blocking(move || {
+        let engine = open(&state, &access, &name, false)?;
+        let meta = engine
+            .documents()?
+            .into_iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("document {id} is not in collection `{name}`"))
+            })?;
+        engine.remove_document(id, &cairn_core::NoProgress)?;
+        uploads::forget(
+            &state.cfg.data_dir(),
+            &name,
+            std::path::Path::new(&meta.path),
+        );
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs",
+    responses((status = 200, body = JobsOut), (status = 401, body = ErrorBody)))]
+pub async fn list_jobs(
+    State(state): St,
+    Extension(access): Extension<Access>,
+) -> axum::Json<JobsOut> {
+    let jobs = state
+        .jobs
+        .all()
+        .into_iter()
+        .filter(|j| access.allows(&j.collection))
+        .collect();
+    axum::Json(JobsOut { jobs })
+}
+
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Job), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_job(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
+) -> AppResult<axum::Json<Job>> {
+    match state.jobs.get(&id) {
+        Some(j) if access.allows(&j.collection) => Ok(axum::Json(j)),
+        _ => Err(ApiError::NotFound(format!("no job `{id}`"))),
+    }
+}
+
+// --------------------------------------------------------------------- search
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// The query.
+    pub q: String,
+    /// Collection (default: the configured one).
+    pub collection: Option<String>,
+    /// Number of hits, 1 to 100 (default: search.top_k).
+    pub k: Option<usize>,
+    /// hybrid, dense or bm25 (default: search.mode).
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HitOut {
+    pub rank: usize,
+    pub score: f32,
+    pub doc: String,
+    pub chunk: u64,
+    pub heading: String,
+    pub start: u64,
+    pub end: u64,
+    pub text: String,
+}
+
+impl From<&cairn_core::Hit> for HitOut {
+    fn from(h: &cairn_core::Hit) -> Self {
+        HitOut {
+            rank: h.rank,
+            score: h.score,
+            doc: h.doc.clone(),
+            chunk: h.chunk,
+            heading: h.heading.clone(),
+            start: h.start,
+            end: h.end,
+            text: h.text.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchOut {
+    pub collection: String,
+    pub hits: Vec<HitOut>,
+    pub took_ms: f64,
+}
+
+fn parse_mode(mode: Option<&str>, default: SearchMode) -> AppResult<SearchMode> {
+    match mode {
+        None => Ok(default),
+        Some(m) => m
+            .parse()
+            .map_err(|_| ApiError::bad("mode", format!("`{m}` (expected hybrid, dense or bm25)"))),
+    }
+}
+
+fn check_k(k: Option<usize>, default: usize) -> AppResult<usize> {
+    match k {
+        None => Ok(default),
+        Some(k) if (1..=100).contains(&k) => Ok(k),
+        Some(k) => Err(ApiError::bad("k", format!("{k} (expected 1 to 100)"))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/search", tag = "search", params(SearchParams),
+    responses((status = 200, body = SearchOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn search(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Query(p): Query<SearchParams>,
+) -> AppResult<axum::Json<SearchOut>> {
+    let collection = p
+        .collection
+        .clone()
+        .unwrap_or_else(|| state.cfg.collection.clone());
+    let k = check_k(p.k, state.cfg.search.top_k)?;
+    let mode = parse_mode(p.mode.as_deref(), state.cfg.search.mode)?;
+    if p.q.trim().is_empty() {
+        return Err(ApiError::bad("q", "is empty"));
+    }
+    if p.q.len() > 4096 {
+        return Err(ApiError::bad("q", "is longer than 4096 bytes"));
+    }
+    blocking(move || {
+        let engine = open(&state, &access, &collection, false)?;
+        let t = Instant::now();
+        let hits = engine.search(&p.q, k, mode)?;
+        Ok(axum::Json(SearchOut {
+            collection,
+            hits: hits.iter().map(HitOut::from).collect(),
+            took_ms: t.elapsed().as_secs_f64() * 1000.0,
+        }))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------------ ask
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct MessageIn {
+    /// user or assistant.
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    pub question: String,
+    /// Collection (default: the configured one).
+    pub collection: Option<String>,
+    /// Passages to retrieve, 1 to 100.
+    pub k: Option<usize>,
+    /// hybrid, dense or bm25.
+    pub mode: Option<String>,
+    /// Answer as server-sent events (`token` events, then `done`).
+    #[serde(default)]
+    pub stream: bool,
+    /// Earlier turns, oldest first.
+    #[serde(default)]
+    pub history: Vec<MessageIn>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CitationOut {
+    pub n: usize,
+    pub doc: String,
+    pub heading: String,
+    pub start: u64,
+    pub end: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TimingsOut {
+    pub embed: f64,
+    pub search: f64,
+    pub first_token: Option<f64>,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AnswerOut {
+    /// Refer to this answer in `POST /api/feedback`.
+    pub answer_id: String,
+    pub collection: String,
+    /// The answer, with `[n]` markers that point into `citations`.
+    pub answer: String,
+    /// False when no passage was relevant enough to answer from.
+    pub answered: bool,
+    pub citations: Vec<CitationOut>,
+    pub retrieved: Vec<HitOut>,
+    pub model: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// stop, length or cancelled; null when nothing was generated.
+    pub finish_reason: Option<String>,
+    pub timings_ms: TimingsOut,
+}
+
+fn answer_out(id: String, collection: &str, a: &Answer) -> AnswerOut {
+    AnswerOut {
+        answer_id: id,
+        collection: collection.to_string(),
+        answer: a.answer.clone(),
+        answered: a.answered,
+        citations: a
+            .citations
+            .iter()
+            .map(|c| CitationOut {
+                n: c.n,
+                doc: c.doc.clone(),
+                heading: c.heading.clone(),
+                start: c.start,
+                end: c.end,
+                text: c.text.clone(),
+            })
+            .collect(),
+        retrieved: a.retrieved.iter().map(HitOut::from).collect(),
+        model: a.model.clone(),
+        prompt_tokens: a.prompt_tokens,
+        completion_tokens: a.completion_tokens,
+        finish_reason: a.finish.map(|f| {
+            serde_json::to_value(f)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        }),
+        timings_ms: TimingsOut {
+            embed: a.timings_ms.embed,
+            search: a.timings_ms.search,
+            first_token: a.timings_ms.first_token,
+            total: a.timings_ms.total,
+        },
+    }
+}
+
+/// A question ready to be answered.
+pub struct Question {
+    pub collection: String,
+    pub engine: Arc<Engine>,
+    pub question: String,
+    pub history: Vec<ChatMessage>,
+    pub opts: AskOptions,
+}
+
+static ANSWERS: AtomicU64 = AtomicU64::new(0);
+
+fn new_answer_id() -> String {
+    let n = ANSWERS.fetch_add(1, Ordering::SeqCst);
+    let seed = format!("{:?}{n}{}", Instant::now(), std::process::id());
+    format!("a-{}", &blake3::hash(seed.as_bytes()).to_hex()[..24])
+}
+
+/// Convert request history into chat turns.
+pub fn history(msgs: &[MessageIn]) -> AppResult<Vec<ChatMessage>> {
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(ApiError::bad(
+                        &format!("history[{i}].role"),
+                        format!("`{other}` (expected user or assistant)"),
+                    ))
+                }
+            };
+            Ok(ChatMessage {
+                role,
+                content: m.content.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Answer a question once the generator is ours: retrieval, generation
+/// (tokens go to `tokens` as they come), then the answer is logged for
+/// feedback. Runs the engine on a blocking thread.
+pub async fn answer(
+    state: Arc<AppState>,
+    q: Question,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    tokens: Option<mpsc::Sender<String>>,
+) -> AppResult<AnswerOut> {
+    let limit = Duration::from_secs(state.cfg.server.generate_timeout_secs);
+    let st = state.clone();
+    let out = blocking(move || {
+        let _permit = permit;
+        st.metrics.generating.inc();
+        let started = Instant::now();
+        let timed_out = AtomicBool::new(false);
+        let mut sink = |piece: &str| {
+            if started.elapsed() > limit {
+                timed_out.store(true, Ordering::SeqCst);
+                return Flow::Stop;
+            }
+            match &tokens {
+                Some(tx) if tx.blocking_send(piece.to_string()).is_err() => Flow::Stop,
+                _ => Flow::Continue,
+            }
+        };
+        let res = q.engine.ask(
+            &q.question,
+            &q.history,
+            st.generator.as_ref(),
+            &q.opts,
+            &mut sink,
+        );
+        st.metrics.generating.dec();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        st.queue.observe(ms);
+        let a = res?;
+        st.metrics.generation_seconds.observe(ms / 1000.0);
+        st.metrics
+            .generated_tokens
+            .inc_by(a.completion_tokens as u64);
+        if timed_out.load(Ordering::SeqCst) {
+            return Err(ApiError::Timeout("generating the answer"));
+        }
+        let id = new_answer_id();
+        q.engine.record_answer(&id, &q.question, &a)?;
+        Ok(answer_out(id, &q.collection, &a))
+    })
+    .await;
+    out
+}
+
+/// Validate an ask and open its collection.
+pub async fn prepare(
+    state: &Arc<AppState>,
+    access: &Access,
+    collection: Option<String>,
+    question: String,
+    history: Vec<ChatMessage>,
+    opts: AskOptions,
+) -> AppResult<Question> {
+    if state.stopping.load(Ordering::SeqCst) {
+        return Err(ApiError::ShuttingDown);
+    }
+    if question.trim().is_empty() {
+        return Err(ApiError::bad("question", "is empty"));
+    }
+    if question.len() > 16_384 {
+        return Err(ApiError::bad("question", "is longer than 16384 bytes"));
+    }
+    let collection = collection.unwrap_or_else(|| state.cfg.collection.clone());
+    access.check(&collection)?;
+    let st = state.clone();
+    let c = collection.clone();
+    let engine = blocking(move || st.engine(&c, false)).await?;
+    Ok(Question {
+        collection,
+        engine,
+        question,
+        history,
+        opts,
+    })
+}
+
+/// The SSE event carrying an API error.
+pub fn error_event(e: &ApiError) -> Event {
+    Event::default()
+        .event("error")
+        .data(serde_json::to_string(&e.body()).unwrap_or_default())
+}
+
+#[utoipa::path(post, path = "/api/ask", tag = "ask", request_body = AskRequest,
+    responses((status = 200, description = "The answer (JSON), or with `stream: true` server-sent events: `token` {text}, then `done` with the answer",
+               content((AnswerOut = "application/json"), (String = "text/event-stream"))),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+              (status = 504, body = ErrorBody)))]
+pub async fn ask(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Json(req): Json<AskRequest>,
+) -> AppResult<Response> {
+    let mut opts = AskOptions::from_config(&state.cfg);
+    opts.k = check_k(req.k, opts.k)?;
+    opts.mode = parse_mode(req.mode.as_deref(), opts.mode)?;
+    let hist = history(&req.history)?;
+    let q = prepare(&state, &access, req.collection, req.question, hist, opts).await?;
+    let permit = state.queue.acquire(&state.metrics).await?;
+    if !req.stream {
+        let out = answer(state, q, permit, None).await?;
+        return Ok(axum::Json(out).into_response());
+    }
+    let events = stream_answer(
+        state,
+        q,
+        permit,
+        |t| {
+            Event::default()
+                .event("token")
+                .data(serde_json::json!({ "text": t }).to_string())
+        },
+        |res| {
+            vec![match res {
+                Ok(a) => Event::default()
+                    .event("done")
+                    .data(serde_json::to_string(&a).unwrap_or_default()),
+                Err(e) => error_event(&e),
+            }]
+        },
+    );
+    Ok(Sse::new(events.map(Ok::<Event, Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Generate in the background and turn the answer into server-sent events:
+/// one per piece of text as it comes, then the closing events. If the client
+/// goes away, generation stops at the next token (the answer is still logged).
+pub fn stream_answer(
+    state: Arc<AppState>,
+    q: Question,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    token_event: impl Fn(&str) -> Event + Send + 'static,
+    final_events: impl FnOnce(AppResult<AnswerOut>) -> Vec<Event> + Send + 'static,
+) -> ReceiverStream<Event> {
+    let (tx, rx) = mpsc::channel::<Event>(256);
+    let (tok_tx, mut tok_rx) = mpsc::channel::<String>(256);
+    tokio::spawn(async move {
+        let fut = answer(state, q, permit, Some(tok_tx));
+        tokio::pin!(fut);
+        let mut client_gone = false;
+        let res = loop {
+            tokio::select! {
+                biased;
+                Some(t) = tok_rx.recv(), if !client_gone => {
+                    if tx.send(token_event(&t)).await.is_err() {
+                        client_gone = true;
+                        tok_rx.close();
+                    }
+                }
+                res = &mut fut => break res,
+            }
+        };
+        // The generator has finished (its sender is dropped): forward what
+        // is left in order, then close.
+        while let Some(t) = tok_rx.recv().await {
+            if client_gone || tx.send(token_event(&t)).await.is_err() {
+                client_gone = true;
+            }
+        }
+        if !client_gone {
+            for ev in final_events(res) {
+                if tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+// ------------------------------------------------------------------- feedback
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RatingIn {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackIn {
+    pub answer_id: String,
+    pub rating: RatingIn,
+    pub comment: Option<String>,
+    /// Citation numbers the user found helpful.
+    #[serde(default)]
+    pub helpful_citations: Vec<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackCreated {
+    pub id: i64,
+    pub collection: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedbackParams {
+    /// Collection (default: the configured one).
+    pub collection: Option<String>,
+    /// At most this many records, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackOut {
+    pub id: i64,
+    pub answer_id: String,
+    pub collection: String,
+    pub rating: RatingIn,
+    pub comment: Option<String>,
+    pub helpful_citations: Vec<usize>,
+    pub question: String,
+    pub answer: String,
+    pub model: String,
+    /// Chunk ids retrieved for the question, best first.
+    pub retrieved: Vec<u64>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackList {
+    pub feedback: Vec<FeedbackOut>,
+}
+
+#[utoipa::path(post, path = "/api/feedback", tag = "feedback", request_body = FeedbackIn,
+    responses((status = 201, body = FeedbackCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn feedback(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Json(req): Json<FeedbackIn>,
+) -> AppResult<(StatusCode, axum::Json<FeedbackCreated>)> {
+    if req.comment.as_ref().is_some_and(|c| c.len() > 8192) {
+        return Err(ApiError::bad("comment", "is longer than 8192 bytes"));
+    }
+    blocking(move || {
+        // The answer id is looked up in every collection the key may use.
+        for name in state.collection_names() {
+            if !access.allows(&name) {
+                continue;
+            }
+            let engine = state.engine(&name, false)?;
+            if engine.has_answer(&req.answer_id)? {
+                let rating = match req.rating {
+                    RatingIn::Up => cairn_engine::Rating::Up,
+                    RatingIn::Down => cairn_engine::Rating::Down,
+                };
+                let id = engine.add_feedback(
+                    &req.answer_id,
+                    rating,
+                    req.comment.as_deref(),
+                    &req.helpful_citations,
+                )?;
+                return Ok((
+                    StatusCode::CREATED,
+                    axum::Json(FeedbackCreated {
+                        id,
+                        collection: name,
+                    }),
+                ));
+            }
+        }
+        Err(ApiError::NotFound(format!(
+            "answer_id `{}` names no answer",
+            req.answer_id
+        )))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/feedback", tag = "feedback", params(FeedbackParams),
+    responses((status = 200, body = FeedbackList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_feedback(
+    State(state): St,
+    Extension(access): Extension<Access>,
+    Query(p): Query<FeedbackParams>,
+) -> AppResult<axum::Json<FeedbackList>> {
+    let limit = match p.limit {
+        None => 100,
+        Some(l) if (1..=1000).contains(&l) => l,
+        Some(l) => return Err(ApiError::bad("limit", format!("{l} (expected 1 to 1000)"))),
+    };
+    let collection = p.collection.unwrap_or_else(|| state.cfg.collection.clone());
+    blocking(move || {
+        let engine = open(&state, &access, &collection, false)?;
+        let feedback = engine
+            .feedback(limit)?
+            .into_iter()
+            .map(|f| FeedbackOut {
+                id: f.id,
+                answer_id: f.answer_id,
+                collection: collection.clone(),
+                rating: match f.rating {
+                    cairn_engine::Rating::Up => RatingIn::Up,
+                    cairn_engine::Rating::Down => RatingIn::Down,
+                },
+                comment: f.comment,
+                helpful_citations: f.helpful_citations,
+                question: f.question,
+                answer: f.answer,
+                model: f.model,
+                retrieved: f.retrieved,
+                created_at: f.created_at,
+            })
+            .collect();
+        Ok(axum::Json(FeedbackList { feedback }))
+    })
+    .await
+}

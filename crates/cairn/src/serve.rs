@@ -1,0 +1,82 @@
+//! `cairn serve`: configuration → embedder, generator → the HTTP server,
+//! until SIGTERM or Ctrl-C.
+
+use crate::GenArgs;
+use anyhow::{Context, Result};
+use cairn_core::config::Config;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Flags of `cairn serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Listen address (default 127.0.0.1:8080; any other needs CAIRN_API_KEY).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Asks allowed to wait for the generator before 503s.
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+pub fn serve(mut cfg: Config, args: ServeArgs) -> Result<ExitCode> {
+    crate::ask::apply(&mut cfg, &args.gen)?;
+    if let Some(a) = args.addr {
+        cfg.server.addr = a;
+    }
+    if let Some(q) = args.queue {
+        cfg.server.queue = q;
+    }
+    cfg.validate()?;
+    let addr = cairn_server::check_bind(&cfg.server.addr, !cfg.server.api_keys.is_empty())?;
+    let embedder = cairn_engine::load_embedder(&cfg).context("loading the embedding model")?;
+    let generator: Arc<dyn cairn_generate::Generator> =
+        Arc::from(crate::ask::generator(&cfg).context("loading the generator")?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| cairn_server::ServerError::Bind { addr, source })?;
+        let local = listener.local_addr()?;
+        // Tests and scripts read this line to learn the port (with :0).
+        eprintln!(
+            "cairn serve: listening on http://{local} (collection `{}`, generator {})",
+            cfg.collection,
+            generator.model_name()
+        );
+        let state = cairn_server::AppState::new(cfg, embedder, generator);
+        cairn_server::serve(state, listener, shutdown_signal()).await?;
+        eprintln!("cairn serve: stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!(
+        "cairn serve: shutting down (finishing in-flight requests and the running ingestion job)"
+    );
+}

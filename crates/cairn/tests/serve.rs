@@ -1,0 +1,659 @@
+//! `cairn serve` as clients use it, in separate processes on loopback, with
+//! the real embedder and the real SmolLM2 GGUF: the REST API, the
+//! OpenAI-compatible API, streaming, feedback, metrics, API keys and limits,
+//! the bounded generator queue, searches during ingestion, and SIGTERM.
+
+mod common;
+
+use common::server::Server;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const BRIDGE: &str = "# Kestrel Bridge\n\n## History\n\n\
+The Kestrel Bridge over the Varne estuary opened to traffic in 1987. \
+It is 412 metres long and carries the coastal railway between Harrow Point and Selby.\n\n\
+## Maintenance\n\nThe bridge is repainted every nine years by the Varne Harbour Trust.\n";
+
+const QUESTION: &str = "In what year did the Kestrel Bridge open?";
+
+fn page(p: &str) -> Vec<u8> {
+    std::fs::read(cairn_testkit::python_docs().join(p)).unwrap()
+}
+
+fn upload_and_wait(s: &Server, collection: &str, files: &[(&str, &[u8])]) -> Value {
+    let (st, v) = s.upload(collection, files);
+    assert_eq!(st, 202, "{v}");
+    s.wait_job(v["job"]["id"].as_str().unwrap())
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn refuses_a_public_address_without_a_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = common::cairn(tmp.path());
+    c.env_remove("CAIRN_API_KEY")
+        .args(["serve", "--addr", "0.0.0.0:0"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CAIRN_API_KEY") && err.contains("0.0.0.0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rest_and_openai_apis_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &["--max-tokens", "48", "--seed", "1"], &[]);
+
+    let (st, h) = s.get("/healthz");
+    assert_eq!((st, h["status"].as_str()), (200, Some("ok")));
+
+    // A JSON text upload whose name tries to climb out of the uploads dir.
+    let (st, v) = s.post(
+        "/api/collections/notes/documents",
+        &json!({"name": "../../../bridge.md", "text": BRIDGE}),
+    );
+    assert_eq!(st, 202, "{v}");
+    let job = s.wait_job(v["job"]["id"].as_str().unwrap());
+    assert_eq!(job["state"], "done", "{job}");
+    assert!(!tmp.path().join("bridge.md").exists());
+    let stored: Vec<_> = std::fs::read_dir(data.join("uploads/notes/files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        stored.len() == 1 && stored[0] != "bridge.md" && stored[0].ends_with(".md"),
+        "{stored:?}"
+    );
+
+    // Multipart: two real pages and a corrupt PDF, which is skipped and
+    // reported while the rest of the batch goes in.
+    let venv = page("library/venv.html");
+    let json_page = page("library/json.html");
+    let job = upload_and_wait(
+        &s,
+        "notes",
+        &[
+            ("venv.html", &venv),
+            ("json.html", &json_page),
+            ("broken.pdf", b"%PDF-1.7 this is not really a pdf"),
+        ],
+    );
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["documents_added"], 2, "{job}");
+    let skipped = job["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{job}");
+    assert_eq!(skipped[0]["path"], "broken.pdf");
+
+    let (st, docs) = s.get("/api/collections/notes/documents");
+    assert_eq!(st, 200);
+    let mut names: Vec<&str> = docs["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bridge.md", "json.html", "venv.html"]);
+
+    let (st, cols) = s.get("/api/collections");
+    assert_eq!(st, 200);
+    assert_eq!(cols["collections"][0]["name"], "notes");
+    assert_eq!(cols["collections"][0]["documents"], 3);
+
+    // Search.
+    let (st, r) = s.get(
+        "/api/search?q=how%20do%20I%20create%20a%20virtual%20environment&collection=notes&k=3",
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["hits"][0]["doc"], "venv.html", "{r}");
+    assert_eq!(r["hits"].as_array().unwrap().len(), 3);
+    let (st, e) = s.get("/api/search?q=x&collection=notes&k=0");
+    assert_eq!(st, 400);
+    assert_eq!(e["error"]["field"], "k", "{e}");
+    let (st, e) = s.get("/api/search?q=x&collection=nope");
+    assert_eq!(st, 404, "{e}");
+    let (st, e) = s.get("/api/search?collection=notes");
+    assert_eq!(st, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains('q'), "{e}");
+
+    // Ask, JSON.
+    let (st, a) = s.post(
+        "/api/ask",
+        &json!({"question": QUESTION, "collection": "notes"}),
+    );
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["answered"], true, "{a}");
+    assert!(a["answer"].as_str().unwrap().contains("1987"), "{a}");
+    assert_eq!(a["retrieved"][0]["doc"], "bridge.md", "{a}");
+    for c in a["citations"].as_array().unwrap() {
+        assert!(
+            a["answer"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("[{}]", c["n"])),
+            "{a}"
+        );
+    }
+    let answer_id = a["answer_id"].as_str().unwrap().to_string();
+
+    // Ask, streamed: tokens, then `done` with the whole answer.
+    let (st, events) = s.sse(
+        "/api/ask",
+        &json!({"question": QUESTION, "collection": "notes", "stream": true}),
+        |_, _| {},
+    );
+    assert_eq!(st, 200);
+    let tokens: Vec<&(String, String)> = events.iter().filter(|(e, _)| e == "token").collect();
+    assert!(tokens.len() >= 2, "{events:?}");
+    let (last, last_data) = events.last().unwrap();
+    assert_eq!(last, "done", "{events:?}");
+    let done: Value = serde_json::from_str(last_data).unwrap();
+    let streamed: String = tokens
+        .iter()
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        streamed.contains("1987") && done["answer"].as_str().unwrap().contains("1987"),
+        "{streamed} / {done}"
+    );
+
+    // Feedback goes to the catalog with the question and what was retrieved.
+    let (st, f) = s.post(
+        "/api/feedback",
+        &json!({"answer_id": answer_id, "rating": "up", "comment": "right year", "helpful_citations": [1]}),
+    );
+    assert_eq!(st, 201, "{f}");
+    let (st, list) = s.get("/api/feedback?collection=notes");
+    assert_eq!(st, 200);
+    let rec = &list["feedback"][0];
+    assert_eq!(rec["answer_id"], answer_id.as_str());
+    assert_eq!(rec["rating"], "up");
+    assert_eq!(rec["question"], QUESTION);
+    assert!(rec["answer"].as_str().unwrap().contains("1987"));
+    assert!(!rec["retrieved"].as_array().unwrap().is_empty());
+    let (st, _) = s.post(
+        "/api/feedback",
+        &json!({"answer_id": "a-nope", "rating": "up"}),
+    );
+    assert_eq!(st, 404);
+    let (st, e) = s.post(
+        "/api/feedback",
+        &json!({"answer_id": answer_id, "rating": "meh"}),
+    );
+    assert_eq!(st, 400, "{e}");
+
+    // OpenAI: models.
+    let (st, m) = s.get("/v1/models");
+    assert_eq!(st, 200);
+    let ids: Vec<&str> = m["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"cairn") && ids.contains(&"cairn:notes") && ids.contains(&"all-MiniLM-L6-v2"),
+        "{ids:?}"
+    );
+
+    // OpenAI: embeddings are the real model's (related sentences closer than
+    // unrelated ones), as floats or base64.
+    let (st, e) = s.post(
+        "/v1/embeddings",
+        &json!({"model": "all-MiniLM-L6-v2", "input": ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."]}),
+    );
+    assert_eq!(st, 200, "{e}");
+    let v: Vec<Vec<f64>> = e["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| floats(&d["embedding"]))
+        .collect();
+    assert_eq!(v[0].len(), 384);
+    let (near, far) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    assert!(near > 0.6 && far < 0.2, "near {near}, far {far}");
+    let (st, b) = s.post(
+        "/v1/embeddings",
+        &json!({"model": "all-MiniLM-L6-v2", "input": "A man is eating food.", "encoding_format": "base64"}),
+    );
+    assert_eq!(st, 200);
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f64> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
+    assert!(cosine(&decoded, &v[0]) > 0.9999);
+    let (st, _) = s.post(
+        "/v1/embeddings",
+        &json!({"model": "text-embedding-3-small", "input": "x"}),
+    );
+    assert_eq!(st, 404);
+
+    // OpenAI: chat completions, plain and streamed.
+    let (st, c) = s.post(
+        "/v1/chat/completions",
+        &json!({"model": "cairn:notes", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]}),
+    );
+    assert_eq!(st, 200, "{c}");
+    assert_eq!(c["object"], "chat.completion");
+    assert_eq!(c["choices"][0]["message"]["role"], "assistant");
+    assert!(
+        c["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("1987"),
+        "{c}"
+    );
+    assert!(c["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(c["citations"].is_array());
+    let (st, events) = s.sse(
+        "/v1/chat/completions",
+        &json!({"model": "cairn:notes", "stream": true, "messages": [{"role": "user", "content": QUESTION}]}),
+        |_, _| {},
+    );
+    assert_eq!(st, 200);
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop", "{last}");
+    assert!(
+        last["citations"].is_array() && last["answer_id"].is_string(),
+        "{last}"
+    );
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.contains("1987"), "{text}");
+    let (st, e) = s.post(
+        "/v1/chat/completions",
+        &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(st, 404, "{e}");
+    assert_eq!(e["error"]["type"], "not_found");
+
+    // Metrics and the API description.
+    let (st, m) = s.get("/metrics");
+    assert_eq!(st, 200);
+    let m = m["text"].as_str().unwrap();
+    for needle in [
+        "cairn_http_requests_total{method=\"GET\",route=\"/api/search\",status=\"200\"}",
+        "cairn_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/ask\"",
+        "cairn_index_vectors{collection=\"notes\"}",
+        "cairn_generator_queue_depth 0",
+        "cairn_ingest_chunks_total",
+        "cairn_embed_texts_total 4",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from\n{m}");
+    }
+    let chunks_total: f64 = m
+        .lines()
+        .find(|l| l.starts_with("cairn_ingest_chunks_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(chunks_total > 10.0, "{chunks_total}");
+    let (st, doc) = s.get("/openapi.json");
+    assert_eq!(st, 200);
+    for p in [
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/api/ask",
+        "/api/feedback",
+        "/api/jobs/{id}",
+    ] {
+        assert!(
+            doc["paths"][p].is_object(),
+            "{p} not in the OpenAPI document"
+        );
+    }
+
+    // Delete a document: it leaves the listing, the search and the uploads dir.
+    let id = docs["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "bridge.md")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        s.delete(&format!("/api/collections/notes/documents/{id}")),
+        204
+    );
+    assert_eq!(
+        s.delete(&format!("/api/collections/notes/documents/{id}")),
+        404
+    );
+    let (_, r) = s.get("/api/search?q=Kestrel%20Bridge%20Varne&collection=notes&k=5");
+    assert!(
+        r["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["doc"] != "bridge.md"),
+        "{r}"
+    );
+    assert!(!std::fs::read_dir(data.join("uploads/notes/files"))
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".md")));
+
+    // The web UI is served by the same binary.
+    let (st, html) = s.get("/");
+    assert_eq!(st, 200);
+    assert!(html["text"].as_str().unwrap().contains("/assets/app.js"));
+
+    // Delete the collection.
+    assert_eq!(s.delete("/api/collections/notes"), 204);
+    let (st, _) = s.get("/api/collections/notes/documents");
+    assert_eq!(st, 404);
+}
+
+#[test]
+fn api_keys_limits_and_body_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("cairn.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nmax_body_bytes = 65536\n[[server.api_keys]]\nkey = \"only-team-a-0123456789\"\ncollections = [\"team-a\"]\n",
+    )
+    .unwrap();
+    let admin = "admin-key-0123456789abcdef";
+    let mut s = Server::start(
+        &data,
+        &["--config", cfg.to_str().unwrap()],
+        &[("CAIRN_API_KEY", admin)],
+    );
+    // Without a key, or with a wrong one: 401 (health and the UI stay open).
+    s.key = None;
+    assert_eq!(s.get("/api/collections").0, 401);
+    assert_eq!(s.get("/v1/models").0, 401);
+    assert_eq!(s.get("/metrics").0, 401);
+    assert_eq!(s.get("/healthz").0, 200);
+    assert_eq!(s.get("/").0, 200);
+    s.key = Some("admin-key-0123456789abcdeX".into());
+    let (st, e) = s.get("/api/collections");
+    assert_eq!(st, 401);
+    assert_eq!(e["error"]["type"], "unauthorized");
+
+    // The admin key reaches everything.
+    s.key = Some(admin.into());
+    for c in ["team-a", "team-b"] {
+        let (st, v) = s.post("/api/collections", &json!({"name": c}));
+        assert_eq!(st, 201, "{v}");
+    }
+    let (st, e) = s.post("/api/collections", &json!({"name": "../etc"}));
+    assert_eq!(st, 400, "{e}");
+
+    // A key limited to team-a sees and touches only team-a.
+    s.key = Some("only-team-a-0123456789".into());
+    let (st, cols) = s.get("/api/collections");
+    assert_eq!(st, 200);
+    assert_eq!(cols["collections"].as_array().unwrap().len(), 1, "{cols}");
+    assert_eq!(cols["collections"][0]["name"], "team-a");
+    assert_eq!(s.get("/api/collections/team-b/documents").0, 403);
+    assert_eq!(s.get("/api/search?q=x&collection=team-b").0, 403);
+    assert_eq!(s.delete("/api/collections/team-b"), 403);
+    assert_eq!(
+        s.post(
+            "/api/ask",
+            &json!({"question": "x", "collection": "team-b"})
+        )
+        .0,
+        403
+    );
+    let (st, m) = s.get("/v1/models");
+    assert_eq!(st, 200);
+    assert!(!m.to_string().contains("team-b"), "{m}");
+
+    // Bodies over server.max_body_bytes: 413, and nothing is stored.
+    let big = vec![b'a'; 100_000];
+    let (st, e) = s.upload("team-a", &[("big.txt", &big)]);
+    assert_eq!(st, 413, "{e}");
+    let (st, e) = s.post(
+        "/api/collections/team-a/documents",
+        &json!({"name": "big.txt", "text": String::from_utf8(big).unwrap()}),
+    );
+    assert_eq!(st, 413, "{e}");
+    assert!(!data.join("uploads/team-a/files").exists());
+}
+
+#[test]
+fn a_full_generator_queue_answers_503_with_retry_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // No waiting room: while one answer is generated, the next is refused.
+    let s = Server::start(&data, &["--queue", "0", "--max-tokens", "64"], &[]);
+    let job = {
+        let (st, v) = s.post(
+            "/api/collections/default/documents",
+            &json!({"name": "bridge.md", "text": BRIDGE}),
+        );
+        assert_eq!(st, 202, "{v}");
+        s.wait_job(v["job"]["id"].as_str().unwrap())
+    };
+    assert_eq!(job["state"], "done");
+    let url = s.url.clone();
+    let (first_token_tx, first_token_rx) = std::sync::mpsc::channel();
+    let streaming = std::thread::spawn({
+        let s2 = common::server::Client {
+            url: url.clone(),
+            key: None,
+        };
+        move || {
+            let mut sent = false;
+            s2.sse(
+                "/api/ask",
+                &json!({"question": QUESTION, "stream": true}),
+                |ev, _| {
+                    if ev == "token" && !sent {
+                        sent = true;
+                        first_token_tx.send(()).unwrap();
+                    }
+                },
+            )
+        }
+    });
+    first_token_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the first answer started streaming");
+    let r = common::server::Client::agent()
+        .post(&format!("{url}/api/ask"))
+        .send_json(json!({"question": QUESTION}))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let retry: u64 = common::server::header(&r, "retry-after")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let (st, events) = streaming.join().unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(events.last().unwrap().0, "done", "{events:?}");
+    let (_, m) = s.get("/metrics");
+    assert!(m["text"]
+        .as_str()
+        .unwrap()
+        .contains("cairn_generator_rejected_total 1"));
+    // Once the generator is free, asks are served again.
+    let (st, a) = s.post("/api/ask", &json!({"question": QUESTION}));
+    assert_eq!(st, 200, "{a}");
+}
+
+/// Pages of the Python tutorial: enough work for an ingestion job to run a
+/// while.
+fn tutorial_pages() -> Vec<(String, Vec<u8>)> {
+    cairn_testkit::pages_under("tutorial")
+        .into_iter()
+        .chain(cairn_testkit::pages_under("howto").into_iter().take(8))
+        .map(|p| {
+            let name = p.rsplit('/').next().unwrap().to_string();
+            (name, page(&p))
+        })
+        .collect()
+}
+
+#[test]
+fn searches_are_served_while_an_ingestion_job_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &[], &[]);
+    upload_and_wait(&s, "docs", &[("bridge.md", BRIDGE.as_bytes())]);
+    let pages = tutorial_pages();
+    let files: Vec<(&str, &[u8])> = pages
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let (st, v) = s.upload("docs", &files);
+    assert_eq!(st, 202, "{v}");
+    let id = v["job"]["id"].as_str().unwrap().to_string();
+    // Search while the job runs; count the searches answered before the job
+    // reports that it has finished.
+    let mut during = 0;
+    loop {
+        let (st, r) = s.get("/api/search?q=Kestrel%20Bridge&collection=docs&k=3");
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["hits"][0]["doc"], "bridge.md", "{r}");
+        let (_, j) = s.get(&format!("/api/jobs/{id}"));
+        match j["state"].as_str() {
+            Some("queued" | "running") => during += 1,
+            _ => {
+                assert_eq!(j["state"], "done", "{j}");
+                break;
+            }
+        }
+    }
+    assert!(
+        during >= 5,
+        "only {during} searches were answered during the job"
+    );
+    let (_, docs) = s.get("/api/collections/docs/documents");
+    assert_eq!(docs["documents"].as_array().unwrap().len(), pages.len() + 1);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_and_loses_nothing_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = Server::start(&data, &["--max-tokens", "48"], &[]);
+    upload_and_wait(&s, "docs", &[("bridge.md", BRIDGE.as_bytes())]);
+    let pages = tutorial_pages();
+    let files: Vec<(&str, &[u8])> = pages
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let (st, v) = s.upload("docs", &files);
+    assert_eq!(st, 202, "{v}");
+    let id = v["job"]["id"].as_str().unwrap().to_string();
+
+    // An answer is streaming and the job is part-way when SIGTERM arrives.
+    let url = s.url.clone();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let streaming = std::thread::spawn(move || {
+        let mut sent = false;
+        common::server::Client {
+            url: url.clone(),
+            key: None,
+        }
+        .sse(
+            "/api/ask",
+            &json!({"question": QUESTION, "collection": "docs", "stream": true}),
+            |ev, _| {
+                if ev == "token" && !sent {
+                    sent = true;
+                    started_tx.send(()).unwrap();
+                }
+            },
+        )
+    });
+    started_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, j) = s.get(&format!("/api/jobs/{id}"));
+        if j["state"] == "running" && j["files_done"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            j["state"] != "done",
+            "the job ended before the test could stop it: {j}"
+        );
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = s.terminate();
+    assert!(status.success(), "exit {status}: {}", s.log_text());
+    // The in-flight answer was finished, not cut.
+    let (st, events) = streaming.join().unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(events.last().unwrap().0, "done", "{events:?}");
+    assert!(s.log_text().contains("shutting down"), "{}", s.log_text());
+
+    // Restarted, the server resumes the accepted uploads: every page ends
+    // up in the collection exactly once.
+    let s = Server::start(&data, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let (_, jobs) = s.get("/api/jobs");
+        let jobs = jobs["jobs"].as_array().unwrap().clone();
+        if !jobs.is_empty() && jobs.iter().all(|j| j["state"] == "done") {
+            break;
+        }
+        assert!(jobs.iter().all(|j| j["state"] != "failed"), "{jobs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no resumed job finished: {jobs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (_, docs) = s.get("/api/collections/docs/documents");
+    let mut names: Vec<String> = docs["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
+    expected.push("bridge.md".into());
+    expected.sort();
+    assert_eq!(names, expected);
+    let (_, st) = s.get("/api/collections");
+    let c = &st["collections"][0];
+    let (_, r) = s.get("/api/search?q=list%20comprehensions&collection=docs&k=1");
+    assert!(!r["hits"].as_array().unwrap().is_empty(), "{r}");
+    assert!(c["chunks"].as_u64().unwrap() > 0);
+}
