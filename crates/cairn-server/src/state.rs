@@ -63,27 +63,25 @@ impl AppState {
             .is_file()
     }
 
+    fn open_engine(&self, name: &str) -> Option<Arc<Engine>> {
+        self.engines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
     /// The engine of a collection, opened on first use (blocking: call from
     /// a blocking task). With `create`, a missing collection is created.
     pub fn engine(&self, name: &str, create: bool) -> Result<Arc<Engine>, ApiError> {
         cairn_core::config::validate_collection_name(name)
             .map_err(|e| ApiError::bad("collection", e.to_string()))?;
-        if let Some(e) = self
-            .engines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(e.clone());
+        if let Some(e) = self.open_engine(name) {
+            return Ok(e);
         }
         let _open = self.open_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = self
-            .engines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(e.clone());
+        if let Some(e) = self.open_engine(name) {
+            return Ok(e);
         }
         if !create && !self.exists(name) {
             return Err(ApiError::NotFound(format!(
