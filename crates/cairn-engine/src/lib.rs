@@ -468,12 +468,33 @@ impl Engine {
         })
     }
 
-    /// Remove one document by its catalog id; returns its display path.
+    /// Files the catalog does not hold as they are now: new ones, and ones
+    /// whose size or modification time differs (the test `ingest` uses to
+    /// skip unchanged files).
+    pub fn changed_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let cat = self.reader();
+        let mut out = vec![];
+        for f in files {
+            let now = std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.len(), cairn_ingest::mtime_ns(&m)));
+            let known = cat
+                .document(&f.to_string_lossy())?
+                .map(|d| (d.size, d.mtime_ns));
+            if now.is_none() || known != now {
+                out.push(f.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove one document by its catalog id; returns what the catalog knew
+    /// of it.
     pub fn remove_document(
         &self,
         id: cairn_core::DocId,
         progress: &dyn Progress,
-    ) -> Result<String> {
+    ) -> Result<cairn_store::DocMeta> {
         let doc = {
             let mut cat = self.catalog();
             let d = cat
@@ -481,8 +502,13 @@ impl Engine {
                 .into_iter()
                 .find(|d| d.id == id)
                 .ok_or_else(|| EngineError::NotFound(format!("document id {id}")))?;
-            cat.apply(cairn_store::Op::Delete { path: d.path }, None)?;
-            d.doc
+            cat.apply(
+                cairn_store::Op::Delete {
+                    path: d.path.clone(),
+                },
+                None,
+            )?;
+            d
         };
         self.catch_up(progress)?;
         Ok(doc)

@@ -36,7 +36,7 @@ mod text;
 mod walk;
 
 pub use chunk::Chunker;
-pub use walk::{walk, FoundFile, Skipped, WalkOptions};
+pub use walk::{mtime_ns, walk, FoundFile, Skipped, WalkOptions};
 
 use cairn_core::{CodeLang, Document, Format};
 use std::io::Read;

@@ -96,7 +96,9 @@ fn is_loop(err: &ignore::Error) -> bool {
     }
 }
 
-fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+/// Modification time in nanoseconds since the Unix epoch, as the catalog
+/// records it (0 when the platform has none).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     let Ok(modified) = meta.modified() else {
         return 0;
     };

@@ -48,6 +48,7 @@ pub async fn healthz() -> axum::Json<Health> {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
               (status = 401, body = ErrorBody)))]
 pub async fn metrics(State(state): St) -> Response {
+    state.metrics.queue_depth.set(state.queue.waiting() as i64);
     for (name, engine) in state.open_engines() {
         if let Ok(s) = engine.status() {
             state
@@ -359,14 +360,7 @@ pub async fn delete_document(
 ) -> AppResult<StatusCode> {
     blocking(move || {
         let engine = open(&state, &access, &name, false)?;
-        let meta = engine
-            .documents()?
-            .into_iter()
-            .find(|d| d.id == id)
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("document {id} is not in collection `{name}`"))
-            })?;
-        engine.remove_document(id, &cairn_core::NoProgress)?;
+        let meta = engine.remove_document(id, &cairn_core::NoProgress)?;
         uploads::forget(
             &state.cfg.data_dir(),
             &name,
@@ -836,6 +830,24 @@ pub enum RatingIn {
     Down,
 }
 
+impl From<RatingIn> for cairn_engine::Rating {
+    fn from(r: RatingIn) -> Self {
+        match r {
+            RatingIn::Up => cairn_engine::Rating::Up,
+            RatingIn::Down => cairn_engine::Rating::Down,
+        }
+    }
+}
+
+impl From<cairn_engine::Rating> for RatingIn {
+    fn from(r: cairn_engine::Rating) -> Self {
+        match r {
+            cairn_engine::Rating::Up => RatingIn::Up,
+            cairn_engine::Rating::Down => RatingIn::Down,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackIn {
@@ -902,13 +914,9 @@ pub async fn feedback(
             }
             let engine = state.engine(&name, false)?;
             if engine.has_answer(&req.answer_id)? {
-                let rating = match req.rating {
-                    RatingIn::Up => cairn_engine::Rating::Up,
-                    RatingIn::Down => cairn_engine::Rating::Down,
-                };
                 let id = engine.add_feedback(
                     &req.answer_id,
-                    rating,
+                    req.rating.into(),
                     req.comment.as_deref(),
                     &req.helpful_citations,
                 )?;
@@ -952,10 +960,7 @@ pub async fn list_feedback(
                 id: f.id,
                 answer_id: f.answer_id,
                 collection: collection.clone(),
-                rating: match f.rating {
-                    cairn_engine::Rating::Up => RatingIn::Up,
-                    cairn_engine::Rating::Down => RatingIn::Down,
-                },
+                rating: f.rating.into(),
                 comment: f.comment,
                 helpful_citations: f.helpful_citations,
                 question: f.question,

@@ -265,28 +265,17 @@ pub fn resume_uploads(state: &Arc<AppState>) {
         let Ok(engine) = state.engine(&name, false) else {
             continue;
         };
-        let known: std::collections::HashMap<String, (u64, i64)> = engine
-            .documents()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| (d.path, (d.size, d.mtime_ns)))
-            .collect();
+        let paths: Vec<_> = stored.iter().map(|(p, _)| p.clone()).collect();
+        let changed = match engine.changed_files(&paths) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot check the uploads of {name}: {e}");
+                continue;
+            }
+        };
         let pending: Vec<_> = stored
             .into_iter()
-            .filter(|(p, _)| {
-                let meta = std::fs::metadata(p).ok();
-                let now = meta.map(|m| {
-                    (
-                        m.len(),
-                        m.modified()
-                            .ok()
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .map(|d| d.as_nanos() as i64)
-                            .unwrap_or(0),
-                    )
-                });
-                known.get(&p.to_string_lossy().to_string()).copied() != now
-            })
+            .filter(|(p, _)| changed.contains(p))
             .collect();
         if !pending.is_empty() {
             tracing::info!(collection = %name, files = pending.len(), "resuming unfinished uploads");

@@ -196,10 +196,8 @@ impl GenQueue {
                 retry_after: ((avg * (queued + 1) as f64).ceil() as u64).clamp(1, 600),
             });
         }
-        metrics.queue_depth.inc();
         let permit = self.slots.clone().acquire_owned().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        metrics.queue_depth.dec();
         permit.map_err(|_| ApiError::ShuttingDown)
     }
 
