@@ -11,6 +11,11 @@
 #
 # Output: $CAIRN_LLAMA_TOOLS (default ~/.cache/cairn/llama-tools/bin). A stamp
 # skips the build when the pinned version is already there.
+#
+# CAIRN_LLAMA_TOOLS_TARGETS (default "llama-server llama-bench") names the
+# tools to build: the tests need only llama-server (scripts/test.sh), the
+# generation benchmark llama-bench too; a later call with more tools reuses
+# the build directory and compiles only what is missing.
 set -euo pipefail
 
 PY_VER=0.3.36
@@ -18,10 +23,17 @@ PY_SHA=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 ROOT=${CAIRN_LLAMA_TOOLS_ROOT:-$HOME/.cache/cairn/llama-tools}
 BIN=${CAIRN_LLAMA_TOOLS:-$ROOT/bin}
 STAMP="llama-cpp-python-$PY_VER"
+read -r -a TARGETS <<< "${CAIRN_LLAMA_TOOLS_TARGETS:-llama-server llama-bench}"
 
-if [[ -f "$BIN/stamp" && "$(cat "$BIN/stamp")" == "$STAMP" && -x "$BIN/llama-server" && -x "$BIN/llama-bench" ]]; then
-    echo "llama.cpp tools ($STAMP) already built in $BIN"
+have_all=1
+for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || have_all=0; done
+if [[ -f "$BIN/stamp" && "$(cat "$BIN/stamp")" == "$STAMP" && $have_all == 1 ]]; then
+    echo "llama.cpp tools ($STAMP: ${TARGETS[*]}) already built in $BIN"
     exit 0
+fi
+# Another version's tools must not pass for this one's.
+if [[ -f "$BIN/stamp" && "$(cat "$BIN/stamp")" != "$STAMP" ]]; then
+    rm -f "$BIN/stamp" "$BIN/llama-server" "$BIN/llama-bench"
 fi
 
 for tool in cmake g++; do
@@ -52,7 +64,7 @@ cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON >"$ROOT/cmake.log" 2>&1 || { tail -30 "$ROOT/cmake.log" >&2; exit 1; }
-cmake --build "$BUILD" --target llama-server llama-bench -j "$JOBS" >"$ROOT/build.log" 2>&1 || { tail -40 "$ROOT/build.log" >&2; exit 1; }
-cp "$BUILD/bin/llama-server" "$BUILD/bin/llama-bench" "$BIN/"
+cmake --build "$BUILD" --target "${TARGETS[@]}" -j "$JOBS" >"$ROOT/build.log" 2>&1 || { tail -40 "$ROOT/build.log" >&2; exit 1; }
+for t in "${TARGETS[@]}"; do cp "$BUILD/bin/$t" "$BIN/"; done
 echo "$STAMP" > "$BIN/stamp"
-echo "built llama-server and llama-bench ($STAMP) in $BIN"
+echo "built ${TARGETS[*]} ($STAMP) in $BIN"

@@ -6,6 +6,8 @@
 #      5xx or response that breaks the schema),
 #   3. the web UI end to end in headless Chromium (playwright-core),
 #   4. SIGTERM: the server must exit cleanly.
+# `--prepare` only installs the clients (the venv and the UI test's npm
+# packages) and exits: scripts/test.sh runs that while cargo compiles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/debug"
@@ -19,6 +21,11 @@ if [ ! -f "$stamp" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r "$req"
   touch "$stamp"
+fi
+if [ "${1:-}" = "--prepare" ]; then
+  ui=crates/cairn-server/tests/ui
+  [ -f "$ui/node_modules/playwright-core/package.json" ] || (cd "$ui" && npm ci --no-audit --no-fund)
+  exit 0
 fi
 
 work=$(mktemp -d)
