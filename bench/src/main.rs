@@ -4,6 +4,9 @@
 //! cairn-bench embed  --corpus DIR [--limit N]            embedding throughput at the default chunk size, query latency
 //! cairn-bench ingest --corpus DIR --cairn BIN            end-to-end `cairn ingest` wall time and peak memory
 //! cairn-bench search --data-dir DIR [--queries N]        search latency p50/p99 per mode
+//! cairn-bench cluster-search --url NATS --collection C [--data-dir SINGLE] [--queries N] [--concurrency C]
+//!                                                         scatter-gather latency, QPS and work split,
+//!                                                         beside in-process search of the same corpus
 //! cairn-bench generate --model GGUF [--threads N] [-p N] [-n N] [--corpus DIR]
 //!                                                         llama-bench's pp/tg through Cairn's engine,
 //!                                                         and time to first token for a RAG prompt
@@ -11,6 +14,7 @@
 //! Every command prints one JSON object on stdout; `--smoke` shrinks the work
 //! so CI can check the harness still runs.
 
+mod cluster;
 mod side;
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +36,9 @@ struct Args {
     n_prompt: usize,
     n_gen: usize,
     rag_tokens: usize,
+    url: Option<String>,
+    collection: String,
+    concurrency: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -52,6 +59,9 @@ fn parse() -> Result<Args> {
         n_prompt: 512,
         n_gen: 128,
         rag_tokens: 2000,
+        url: None,
+        collection: "docs".into(),
+        concurrency: 4,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -67,6 +77,9 @@ fn parse() -> Result<Args> {
             "-p" => a.n_prompt = val()?.parse()?,
             "-n" => a.n_gen = val()?.parse()?,
             "--rag-tokens" => a.rag_tokens = val()?.parse()?,
+            "--url" => a.url = Some(val()?),
+            "--collection" => a.collection = val()?,
+            "--concurrency" => a.concurrency = val()?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -221,38 +234,39 @@ fn ingest(a: &Args) -> Result<serde_json::Value> {
     }))
 }
 
+/// Realistic questions and identifier lookups, cycled to --queries.
+const QUESTIONS: &[&str] = &[
+    "how do I create a virtual environment?",
+    "read a file line by line",
+    "what does the else clause of a for loop do",
+    "difference between a list and a tuple",
+    "how to handle exceptions with try and except",
+    "define a function with default argument values",
+    "keyword arguments",
+    "list comprehensions",
+    "format strings with f-strings",
+    "import a module from a package",
+    "what is __init__.py for",
+    "class variables versus instance variables",
+    "how do generators work",
+    "sys.argv",
+    "os.path.join",
+    "json.dumps",
+    "-m venv",
+    "floating point arithmetic issues and limitations",
+    "dictionary iteration order",
+    "lambda expressions",
+    "how to use the with statement for files",
+    "raise an exception",
+    "pip install a package",
+    "interactive interpreter tab completion",
+    "unpacking argument lists",
+];
+
 fn search(a: &Args) -> Result<serde_json::Value> {
     let cfg = config(a.data_dir.clone())?;
     let engine = cairn_engine::Engine::open_with(&cfg, &NoProgress)?;
     let status = engine.status()?;
-    // Realistic questions and identifier lookups, cycled to --queries.
-    const QUESTIONS: &[&str] = &[
-        "how do I create a virtual environment?",
-        "read a file line by line",
-        "what does the else clause of a for loop do",
-        "difference between a list and a tuple",
-        "how to handle exceptions with try and except",
-        "define a function with default argument values",
-        "keyword arguments",
-        "list comprehensions",
-        "format strings with f-strings",
-        "import a module from a package",
-        "what is __init__.py for",
-        "class variables versus instance variables",
-        "how do generators work",
-        "sys.argv",
-        "os.path.join",
-        "json.dumps",
-        "-m venv",
-        "floating point arithmetic issues and limitations",
-        "dictionary iteration order",
-        "lambda expressions",
-        "how to use the with statement for files",
-        "raise an exception",
-        "pip install a package",
-        "interactive interpreter tab completion",
-        "unpacking argument lists",
-    ];
     let queries: Vec<String> = QUESTIONS
         .iter()
         .cycle()
@@ -382,7 +396,8 @@ fn main() -> Result<()> {
         "ingest" => ingest(&a)?,
         "search" => search(&a)?,
         "generate" => generate(&a)?,
-        other => bail!("unknown benchmark {other} (embed, ingest, search, generate)"),
+        "cluster-search" => cluster::search(&a)?,
+        other => bail!("unknown benchmark {other} (embed, ingest, search, generate, cluster-search)"),
     };
     println!("{v}");
     Ok(())

@@ -37,6 +37,32 @@ pub struct Config {
     pub search: SearchConfig,
     pub generate: GenerateConfig,
     pub server: ServerConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode (`cairn node`, `cairn --cluster URL …`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a search waits for each shard before retrying once on
+    /// another replica and then reporting the shard missing.
+    pub shard_timeout_ms: u64,
+    /// How long a generation replica may stay silent before the answer is
+    /// started again on another replica.
+    pub generation_idle_ms: u64,
+    /// How long a node may be missing before another node takes over its
+    /// shards (a node back within it catches up from its own copy).
+    pub takeover_after_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            shard_timeout_ms: 2000,
+            generation_idle_ms: 10_000,
+            takeover_after_secs: 30,
+        }
+    }
 }
 
 /// `cairn serve`: the HTTP server.
@@ -235,6 +261,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             generate: GenerateConfig::default(),
             server: ServerConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -406,6 +433,12 @@ impl Config {
         }
         if let Some(v) = get("CAIRN_MIN_RELEVANCE") {
             self.generate.min_relevance = parse("CAIRN_MIN_RELEVANCE", &v)?;
+        }
+        if let Some(v) = get("CAIRN_SHARD_TIMEOUT_MS") {
+            self.cluster.shard_timeout_ms = parse("CAIRN_SHARD_TIMEOUT_MS", &v)?;
+        }
+        if let Some(v) = get("CAIRN_GENERATION_IDLE_MS") {
+            self.cluster.generation_idle_ms = parse("CAIRN_GENERATION_IDLE_MS", &v)?;
         }
         if let Some(v) = get("CAIRN_ADDR") {
             self.server.addr = v;

@@ -117,76 +117,126 @@ impl Engine {
         let hits = self.hits(&ranked)?;
         let search_ms = t.elapsed().as_secs_f64() * 1000.0;
         let relevance = self.similarities(&q, &hits.iter().map(|h| h.chunk).collect::<Vec<_>>())?;
-        let best = relevance.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-
-        let mut answer = Answer {
-            answer: String::new(),
-            answered: false,
-            citations: vec![],
-            dropped_citations: vec![],
-            retrieved: hits,
-            relevance,
-            timings_ms: Timings {
-                embed: embed_ms,
-                search: search_ms,
-                first_token: None,
-                total: 0.0,
-            },
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            model: generator.model_name().to_string(),
-            finish: None,
-            omitted_sources: 0,
-        };
-        if answer.retrieved.is_empty() || best < opts.min_relevance {
-            tracing::info!(
-                best,
-                threshold = opts.min_relevance,
-                "no passage relevant enough"
-            );
-            answer.answer = NOT_COVERED.to_string();
-            answer.timings_ms.total = start.elapsed().as_secs_f64() * 1000.0;
-            return Ok(answer);
-        }
-
-        // Passages below the relevance bar are shown to the user but not to
-        // the model: they cannot support an answer and distract small models.
-        let supporting: Vec<Hit> = answer
-            .retrieved
-            .iter()
-            .zip(&answer.relevance)
-            .filter(|(_, &r)| r >= opts.min_relevance)
-            .map(|(h, _)| h.clone())
-            .collect();
-        let p = prompt::build(
-            generator,
-            history,
+        answer_from_passages(
             question,
-            &supporting,
-            opts.sampling.max_tokens as usize,
-        )?;
-        let gen_start = Instant::now();
-        let g = generator.generate(&p.messages, &opts.sampling, sink)?;
-        let resolved = citations::resolve(g.text.trim(), &p.sources);
-        if !resolved.dropped.is_empty() {
-            tracing::warn!(
-                dropped = ?resolved.dropped,
-                sources = p.sources.len(),
-                "the answer cited sources that do not exist; markers removed"
-            );
-        }
-        answer.answer = resolved.answer;
-        answer.answered = true;
-        answer.citations = resolved.citations;
-        answer.dropped_citations = resolved.dropped;
-        answer.prompt_tokens = g.prompt_tokens;
-        answer.completion_tokens = g.completion_tokens;
-        answer.finish = Some(g.finish);
-        answer.omitted_sources = p.omitted;
-        answer.timings_ms.first_token = g
-            .first_token_ms
-            .map(|ms| ms + (gen_start - start).as_secs_f64() * 1000.0);
-        answer.timings_ms.total = start.elapsed().as_secs_f64() * 1000.0;
-        Ok(answer)
+            history,
+            Retrieved {
+                hits,
+                relevance,
+                embed_ms,
+                search_ms,
+                started: start,
+            },
+            generator,
+            opts,
+            sink,
+        )
     }
+}
+
+/// Passages already retrieved for a question, with their cosine similarity
+/// to it: the input of the answering half of [`Engine::ask`], which a
+/// cluster's generation replica runs on passages gathered from shards.
+#[derive(Debug, Clone)]
+pub struct Retrieved {
+    pub hits: Vec<Hit>,
+    pub relevance: Vec<f32>,
+    pub embed_ms: f64,
+    pub search_ms: f64,
+    /// When answering began (timings are measured from it).
+    pub started: Instant,
+}
+
+/// True when at least one passage reaches the relevance bar, i.e. when
+/// [`answer_from_passages`] would generate.
+pub fn would_generate(relevance: &[f32], min_relevance: f32) -> bool {
+    relevance.iter().any(|&r| r >= min_relevance)
+}
+
+/// Gate on relevance, build the prompt, generate into `sink` and resolve
+/// citations: everything of [`Engine::ask`] after retrieval.
+pub fn answer_from_passages(
+    question: &str,
+    history: &[ChatMessage],
+    retrieved: Retrieved,
+    generator: &dyn Generator,
+    opts: &AskOptions,
+    sink: &mut dyn TokenSink,
+) -> Result<Answer> {
+    let question = question.trim();
+    let start = retrieved.started;
+    let best = retrieved
+        .relevance
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut answer = Answer {
+        answer: String::new(),
+        answered: false,
+        citations: vec![],
+        dropped_citations: vec![],
+        retrieved: retrieved.hits,
+        relevance: retrieved.relevance,
+        timings_ms: Timings {
+            embed: retrieved.embed_ms,
+            search: retrieved.search_ms,
+            first_token: None,
+            total: 0.0,
+        },
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        model: generator.model_name().to_string(),
+        finish: None,
+        omitted_sources: 0,
+    };
+    if answer.retrieved.is_empty() || best < opts.min_relevance {
+        tracing::info!(
+            best,
+            threshold = opts.min_relevance,
+            "no passage relevant enough"
+        );
+        answer.answer = NOT_COVERED.to_string();
+        answer.timings_ms.total = start.elapsed().as_secs_f64() * 1000.0;
+        return Ok(answer);
+    }
+
+    // Passages below the relevance bar are shown to the user but not to
+    // the model: they cannot support an answer and distract small models.
+    let supporting: Vec<Hit> = answer
+        .retrieved
+        .iter()
+        .zip(&answer.relevance)
+        .filter(|(_, &r)| r >= opts.min_relevance)
+        .map(|(h, _)| h.clone())
+        .collect();
+    let p = prompt::build(
+        generator,
+        history,
+        question,
+        &supporting,
+        opts.sampling.max_tokens as usize,
+    )?;
+    let gen_start = Instant::now();
+    let g = generator.generate(&p.messages, &opts.sampling, sink)?;
+    let resolved = citations::resolve(g.text.trim(), &p.sources);
+    if !resolved.dropped.is_empty() {
+        tracing::warn!(
+            dropped = ?resolved.dropped,
+            sources = p.sources.len(),
+            "the answer cited sources that do not exist; markers removed"
+        );
+    }
+    answer.answer = resolved.answer;
+    answer.answered = true;
+    answer.citations = resolved.citations;
+    answer.dropped_citations = resolved.dropped;
+    answer.prompt_tokens = g.prompt_tokens;
+    answer.completion_tokens = g.completion_tokens;
+    answer.finish = Some(g.finish);
+    answer.omitted_sources = p.omitted;
+    answer.timings_ms.first_token = g
+        .first_token_ms
+        .map(|ms| ms + (gen_start - start).as_secs_f64() * 1000.0);
+    answer.timings_ms.total = start.elapsed().as_secs_f64() * 1000.0;
+    Ok(answer)
 }

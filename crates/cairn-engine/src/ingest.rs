@@ -5,6 +5,9 @@
 //! in the same catalog (same chunk ids) as one uninterrupted run.
 
 use crate::{Engine, Result};
+use cairn_core::config::Config;
+use cairn_ingest::Chunker;
+use cairn_models::SentenceEncoder;
 use cairn_core::{ChunkDraft, Progress, Seq};
 use cairn_ingest::{FoundFile, WalkOptions};
 use cairn_store::{DocumentRecord, NewChunk, Op};
@@ -163,71 +166,32 @@ impl Engine {
             }
             let prepared: Vec<Prepared> = round
                 .par_iter()
-                .map(|(f, old_hash)| self.prepare(f, old_hash.as_deref()))
+                .map(|(f, old_hash)| self.prep.prepare(f, old_hash.as_deref()))
                 .collect();
-            // Embed every chunk of the round in one call, so batches are full.
-            let texts: Vec<String> = prepared
-                .iter()
+            // Unchanged content only needs its new mtime and size recorded.
+            let mut touches = Vec::new();
+            let prepared: Vec<Prepared> = prepared
+                .into_iter()
                 .filter_map(|p| match p {
-                    Prepared::Loaded { drafts, .. } => {
-                        Some(drafts.iter().map(|d| d.embedding_text()))
-                    }
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            let mut vectors = self.embedder.embed_passages(&texts)?.into_iter();
-            let mut cat = self.catalog();
-            for p in prepared {
-                match p {
                     Prepared::SameContent {
                         path,
                         mtime_ns,
                         size,
                     } => {
-                        cat.touch(&path, mtime_ns, size)?;
-                        report.unchanged += 1;
+                        touches.push((path, mtime_ns, size));
+                        None
                     }
-                    Prepared::Skipped(s) => report.skipped.push(s),
-                    Prepared::Loaded {
-                        record,
-                        drafts,
-                        warnings,
-                        is_new,
-                    } => {
-                        let doc = record.doc.clone();
-                        let chunks: Vec<NewChunk> = drafts
-                            .into_iter()
-                            .map(|d| NewChunk {
-                                ord: d.ord,
-                                text: d.text,
-                                start: d.start,
-                                end: d.end,
-                                heading: d.heading,
-                                vector: vectors.next().unwrap_or_default(),
-                            })
-                            .collect();
-                        report.chunks_added += chunks.len() as u64;
-                        cat.apply(
-                            Op::Upsert {
-                                doc: record,
-                                chunks,
-                            },
-                            None,
-                        )?;
-                        if is_new {
-                            report.added += 1;
-                        } else {
-                            report.updated += 1;
-                        }
-                        report
-                            .warnings
-                            .extend(warnings.into_iter().map(|w| SkippedFile {
-                                path: doc.clone(),
-                                reason: w,
-                            }));
-                    }
-                }
+                    p => Some(p),
+                })
+                .collect();
+            let ops = self.prep.embed_round(prepared, &mut report)?;
+            let mut cat = self.catalog();
+            for (path, mtime_ns, size) in touches {
+                cat.touch(&path, mtime_ns, size)?;
+                report.unchanged += 1;
+            }
+            for op in ops {
+                cat.apply(op, None)?;
             }
             drop(cat);
             progress.advance(round.len() as u64);
@@ -241,6 +205,179 @@ impl Engine {
         report.seq = caught.to.max(self.catalog().last_seq()?);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Delete documents under `roots` that the walk did not find (and that
+    /// were not merely skipped this time).
+    fn prune(
+        &self,
+        roots: &[PathBuf],
+        found: &[FoundFile],
+        skipped: &[SkippedFile],
+    ) -> Result<u64> {
+        let roots: Vec<String> = roots
+            .iter()
+            .filter_map(|r| r.canonicalize().ok())
+            .map(|r| r.to_string_lossy().to_string())
+            .collect();
+        let seen: HashSet<String> = found
+            .iter()
+            .map(|f| f.abs_path.to_string_lossy().to_string())
+            .collect();
+        let skipped: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
+        let mut cat = self.catalog();
+        let mut removed = 0;
+        for d in cat.documents()? {
+            let under = roots.iter().any(|r| {
+                d.path == *r || d.path.starts_with(&format!("{}/", r.trim_end_matches('/')))
+            });
+            if under && !seen.contains(&d.path) && !skipped.contains(d.doc.as_str()) {
+                cat.apply(
+                    Op::Delete {
+                        path: d.path.clone(),
+                    },
+                    None,
+                )?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Load → chunk → embed, without a catalog: the part of ingest before
+/// `apply`. [`Engine`] uses it, and so does a cluster client, which embeds
+/// once and publishes the resulting [`Op`]s to the shards' logs.
+pub struct Preparer {
+    cfg: Config,
+    embedder: Arc<dyn SentenceEncoder>,
+    chunker: Chunker,
+}
+
+impl std::fmt::Debug for Preparer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preparer")
+            .field("model", &self.embedder.model_id())
+            .finish()
+    }
+}
+
+impl Preparer {
+    /// A chunker sized for `embedder` (`chunk.max_tokens = 0` means the model's window).
+    pub fn new(cfg: &Config, embedder: Arc<dyn SentenceEncoder>) -> Result<Preparer> {
+        let max_tokens = if cfg.chunk.max_tokens == 0 {
+            embedder.max_tokens()
+        } else {
+            cfg.chunk.max_tokens
+        };
+        let overlap = cfg.chunk.overlap_tokens.min(max_tokens / 2);
+        let chunker = Chunker::new(embedder.chunking_tokenizer(), max_tokens, overlap)?;
+        Ok(Preparer {
+            cfg: cfg.clone(),
+            embedder,
+            chunker,
+        })
+    }
+
+    /// The embedding model.
+    pub fn embedder(&self) -> &Arc<dyn SentenceEncoder> {
+        &self.embedder
+    }
+
+    /// Walk `roots`, then load, chunk and embed every file, handing each
+    /// round's documents to `sink` as `Op::Upsert`s in path order. Nothing is
+    /// compared with a catalog (every file found is prepared). The report
+    /// counts every prepared document as `added`.
+    pub fn prepare_ops<E: From<crate::EngineError>>(
+        &self,
+        roots: &[PathBuf],
+        progress: &dyn Progress,
+        sink: &mut dyn FnMut(Vec<Op>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<IngestReport, E> {
+        let started = Instant::now();
+        let walk_opts = WalkOptions {
+            max_file_bytes: self.cfg.ingest.max_file_bytes,
+            ignore_files: self.cfg.ingest.ignore_files.clone(),
+            hidden: self.cfg.ingest.hidden,
+        };
+        let (found, skipped) = cairn_ingest::walk(roots, &walk_opts);
+        let mut report = IngestReport {
+            files_seen: found.len() as u64,
+            skipped: skipped
+                .into_iter()
+                .map(|s| SkippedFile {
+                    path: s.path,
+                    reason: s.reason,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        progress.begin("embedding", found.len() as u64);
+        for round in found.chunks(FILES_PER_ROUND) {
+            let prepared: Vec<Prepared> = round.par_iter().map(|f| self.prepare(f, None)).collect();
+            let ops = self.embed_round(prepared, &mut report)?;
+            sink(ops)?;
+            progress.advance(round.len() as u64);
+        }
+        progress.end();
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Embed one round's chunks in one call (full batches) and turn loaded
+    /// documents into upserts; skipped files and warnings go to `report`.
+    fn embed_round(&self, prepared: Vec<Prepared>, report: &mut IngestReport) -> Result<Vec<Op>> {
+        let texts: Vec<String> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Loaded { drafts, .. } => Some(drafts.iter().map(|d| d.embedding_text())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut vectors = self.embedder.embed_passages(&texts)?.into_iter();
+        let mut ops = Vec::new();
+        for p in prepared {
+            match p {
+                Prepared::SameContent { .. } => report.unchanged += 1,
+                Prepared::Skipped(s) => report.skipped.push(s),
+                Prepared::Loaded {
+                    record,
+                    drafts,
+                    warnings,
+                    is_new,
+                } => {
+                    let chunks: Vec<NewChunk> = drafts
+                        .into_iter()
+                        .map(|d| NewChunk {
+                            ord: d.ord,
+                            text: d.text,
+                            start: d.start,
+                            end: d.end,
+                            heading: d.heading,
+                            vector: vectors.next().unwrap_or_default(),
+                        })
+                        .collect();
+                    report.chunks_added += chunks.len() as u64;
+                    if is_new {
+                        report.added += 1;
+                    } else {
+                        report.updated += 1;
+                    }
+                    report
+                        .warnings
+                        .extend(warnings.into_iter().map(|w| SkippedFile {
+                            path: record.doc.clone(),
+                            reason: w,
+                        }));
+                    ops.push(Op::Upsert {
+                        doc: record,
+                        chunks,
+                    });
+                }
+            }
+        }
+        Ok(ops)
     }
 
     fn prepare(&self, f: &FoundFile, old_hash: Option<&str>) -> Prepared {
@@ -288,40 +425,4 @@ impl Engine {
         }
     }
 
-    /// Delete documents under `roots` that the walk did not find (and that
-    /// were not merely skipped this time).
-    fn prune(
-        &self,
-        roots: &[PathBuf],
-        found: &[FoundFile],
-        skipped: &[SkippedFile],
-    ) -> Result<u64> {
-        let roots: Vec<String> = roots
-            .iter()
-            .filter_map(|r| r.canonicalize().ok())
-            .map(|r| r.to_string_lossy().to_string())
-            .collect();
-        let seen: HashSet<String> = found
-            .iter()
-            .map(|f| f.abs_path.to_string_lossy().to_string())
-            .collect();
-        let skipped: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
-        let mut cat = self.catalog();
-        let mut removed = 0;
-        for d in cat.documents()? {
-            let under = roots.iter().any(|r| {
-                d.path == *r || d.path.starts_with(&format!("{}/", r.trim_end_matches('/')))
-            });
-            if under && !seen.contains(&d.path) && !skipped.contains(d.doc.as_str()) {
-                cat.apply(
-                    Op::Delete {
-                        path: d.path.clone(),
-                    },
-                    None,
-                )?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
 }

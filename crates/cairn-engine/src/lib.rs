@@ -30,12 +30,12 @@ mod ingest;
 
 pub use ask::{Answer, AskOptions, Timings};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
-pub use ingest::{IngestOptions, IngestReport, SkippedFile};
+pub use ask::{answer_from_passages, would_generate, Retrieved, NOT_COVERED};
+pub use ingest::{IngestOptions, IngestReport, Preparer, SkippedFile};
 
 use cairn_core::config::Config;
 use cairn_core::{Hit, Progress, Scored, SearchMode, Seq};
 use cairn_index::{CatchUp, Indexes};
-use cairn_ingest::Chunker;
 use cairn_models::{BertEmbedder, Device, SentenceEncoder};
 use cairn_store::Catalog;
 use std::fs::File;
@@ -120,7 +120,7 @@ pub struct Engine {
     next_reader: AtomicUsize,
     indexes: Indexes,
     embedder: Arc<dyn SentenceEncoder>,
-    chunker: Chunker,
+    prep: Preparer,
     _lock: File,
 }
 
@@ -219,13 +219,7 @@ impl Engine {
             &mut catalog,
             progress,
         )?;
-        let max_tokens = if cfg.chunk.max_tokens == 0 {
-            embedder.max_tokens()
-        } else {
-            cfg.chunk.max_tokens
-        };
-        let overlap = cfg.chunk.overlap_tokens.min(max_tokens / 2);
-        let chunker = Chunker::new(embedder.chunking_tokenizer(), max_tokens, overlap)?;
+        let prep = Preparer::new(cfg, embedder.clone())?;
         let db = dir.join("catalog.sqlite");
         let pool = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -243,7 +237,7 @@ impl Engine {
             next_reader: AtomicUsize::new(0),
             indexes,
             embedder,
-            chunker,
+            prep,
             _lock: lock,
         })
     }
@@ -280,6 +274,27 @@ impl Engine {
 
     fn indexer(&self) -> MutexGuard<'_, Catalog> {
         self.indexer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply changes that come from a replicated log, each with the log's
+    /// sequence number, through the catalog's one apply path. A sequence the
+    /// catalog already has is skipped, so redelivery is harmless. Returns how
+    /// many were applied; the indexes catch up separately
+    /// ([`Engine::catch_up`]).
+    pub fn apply_logged(&self, ops: Vec<(cairn_store::Op, Seq)>) -> Result<usize> {
+        let mut cat = self.catalog();
+        let mut applied = 0;
+        for (op, seq) in ops {
+            if cat.apply(op, Some(seq))?.is_some() {
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The catalog's last applied sequence number.
+    pub fn applied_seq(&self) -> Result<Seq> {
+        Ok(self.reader().last_seq()?)
     }
 
     /// Bring the indexes up to the catalog. Searches go on meanwhile.

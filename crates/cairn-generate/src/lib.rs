@@ -111,7 +111,7 @@ impl ChatMessage {
 }
 
 /// Sampling settings. `temperature == 0` means greedy decoding.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     pub temperature: f32,
     pub top_p: f32,

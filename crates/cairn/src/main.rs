@@ -3,6 +3,7 @@
 //! and prints results; the work happens in the library crates.
 
 mod ask;
+mod cluster;
 mod eval;
 mod progress;
 mod serve;
@@ -44,6 +45,10 @@ struct Cli {
     /// The ONNX graph for the onnx backend (default: onnx/model.onnx or model.onnx in the model dir).
     #[arg(long, global = true, value_name = "FILE")]
     onnx_file: Option<String>,
+    /// Run ingest, search, ask, `cluster` and `collection` against a Cairn
+    /// cluster through this NATS server (comma-separate several).
+    #[arg(long, global = true, value_name = "URL", env = "CAIRN_CLUSTER")]
+    cluster: Option<String>,
     /// More logging (-v info, -vv debug); CAIRN_LOG overrides.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -123,6 +128,18 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Serve the HTTP API (OpenAI-compatible /v1, REST /api) and the web UI.
     Serve(serve::ServeArgs),
+    /// Run a cluster node: hold shards, answer searches, serve generation.
+    Node(cluster::NodeArgs),
+    /// The cluster's state (needs --cluster).
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Sharded collections (needs --cluster).
+    Collection {
+        #[command(subcommand)]
+        command: cluster::CollectionCommand,
+    },
     /// Install and list models.
     Models {
         #[command(subcommand)]
@@ -288,6 +305,9 @@ fn snippet(text: &str, max: usize) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let cfg = load_config(&cli)?;
+    if let Some(url) = cli.cluster.as_deref() {
+        return run_cluster(cfg, url, cli.command);
+    }
     match cli.command {
         Command::Ingest { paths, prune, json } => {
             let bars = Bars::new(json);
@@ -418,8 +438,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat { gen, json } => return ask::chat(cfg, &gen, json),
         Command::Eval(args) => return eval::eval(cfg, args),
         Command::Serve(args) => return serve::serve(cfg, args),
+        Command::Node(args) => return cluster::node(cfg, args),
+        Command::Cluster { .. } | Command::Collection { .. } => {
+            bail!("this command talks to a cluster: pass --cluster nats://HOST:4222 (or set CAIRN_CLUSTER)")
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The commands that run against a cluster (`--cluster URL`).
+fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Ingest { paths, prune, json } => {
+            if prune {
+                bail!("--prune is not supported with --cluster yet");
+            }
+            cluster::ingest(&cfg, url, &paths, json)
+        }
+        Command::Search {
+            query,
+            top_k,
+            mode,
+            json,
+        } => cluster::search(
+            &cfg,
+            url,
+            &query,
+            top_k.unwrap_or(cfg.search.top_k),
+            mode.unwrap_or(cfg.search.mode),
+            json,
+        ),
+        Command::Ask {
+            question,
+            gen,
+            json,
+            quiet,
+        } => cluster::ask(cfg, url, &question, &gen, json, quiet),
+        Command::Cluster {
+            command: cluster::ClusterCommand::Status { json },
+        } => cluster::status(&cfg, url, json),
+        Command::Collection {
+            command:
+                cluster::CollectionCommand::Create {
+                    name,
+                    shards,
+                    replicas,
+                    json,
+                },
+        } => cluster::create(&cfg, url, &name, shards, replicas, json),
+        Command::Node(args) => cluster::node(cfg, args),
+        Command::Models { command } => models(&cfg, command),
+        _ => bail!(
+            "this command does not run against a cluster yet (cluster mode has ingest, search, ask, cluster status and collection create): drop --cluster"
+        ),
+    }
 }
 
 fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {

@@ -1,0 +1,137 @@
+//! `cairn-bench cluster-search`: retrieval through a running cluster
+//! (scatter-gather over NATS), and the same queries in process on one
+//! node's copy of the corpus, for the overhead.
+//!
+//! Queries are embedded once up front, so both sides measure retrieval
+//! only. Latency is measured one query at a time; throughput with
+//! `--concurrency` queries in flight.
+
+use crate::{config, percentile, Args, QUESTIONS};
+use anyhow::{Context, Result};
+use cairn_cluster::merge::Fusion;
+use cairn_cluster::Cluster;
+use cairn_core::{NoProgress, SearchMode};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn summary(lat: &mut [f64], wall_s: f64) -> serde_json::Value {
+    lat.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "p50_ms": percentile(lat, 0.5),
+        "p99_ms": percentile(lat, 0.99),
+        "qps": lat.len() as f64 / wall_s,
+    })
+}
+
+pub fn search(a: &Args) -> Result<serde_json::Value> {
+    let cfg = config(a.data_dir.clone())?;
+    let embedder = cairn_engine::load_embedder(&cfg)?;
+    let queries: Vec<String> = QUESTIONS
+        .iter()
+        .cycle()
+        .take(a.queries.max(QUESTIONS.len()))
+        .map(|s| s.to_string())
+        .collect();
+    let vectors: Vec<Vec<f32>> = queries
+        .iter()
+        .map(|q| embedder.embed_query(q))
+        .collect::<Result<_, _>>()?;
+    let fusion = Fusion {
+        dense_weight: cfg.search.dense_weight,
+        bm25_weight: cfg.search.bm25_weight,
+        rrf_k: cfg.search.rrf_k,
+        candidates: cfg.search.candidates,
+    };
+    let url = a.url.clone().context("--url NATS_URL is needed")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cluster = Arc::new(rt.block_on(Cluster::connect(&url))?);
+    let info = rt.block_on(cluster.open_collection(&a.collection, embedder.model_id(), embedder.dim(), false))?;
+    let nodes = rt.block_on(cluster.nodes())?.len();
+    let mut result = serde_json::json!({
+        "bench": "cluster-search",
+        "nodes": nodes,
+        "shards": info.shards,
+        "replicas": info.replicas,
+        "queries": queries.len(),
+        "concurrency": a.concurrency,
+    });
+    for mode in [SearchMode::Dense, SearchMode::Hybrid] {
+        // Warm-up, then one at a time.
+        for (q, v) in queries.iter().zip(&vectors).take(5) {
+            rt.block_on(cluster.search(&info, q, Some(v), 10, mode, &fusion))?;
+        }
+        let mut lat = Vec::new();
+        let mut shard_max = Vec::new();
+        let mut incomplete = 0;
+        let t0 = Instant::now();
+        for (q, v) in queries.iter().zip(&vectors) {
+            let t = Instant::now();
+            let r = rt.block_on(cluster.search(&info, q, Some(v), 10, mode, &fusion))?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            shard_max.push(r.shard_ms.iter().copied().fold(0.0, f64::max));
+            incomplete += (r.shards_ok < r.shards_total) as u32;
+        }
+        let serial = summary(&mut lat.clone(), t0.elapsed().as_secs_f64());
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        // `concurrency` queries in flight.
+        let t0 = Instant::now();
+        let lat_c: Vec<f64> = rt.block_on(async {
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..a.concurrency.max(1) {
+                let (cluster, info, next) = (cluster.clone(), info.clone(), next.clone());
+                let (queries, vectors) = (queries.clone(), vectors.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= queries.len() {
+                            break;
+                        }
+                        let t = Instant::now();
+                        if cluster.search(&info, &queries[i], Some(&vectors[i]), 10, mode, &fusion).await.is_ok() {
+                            out.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                    out
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap_or_default());
+            }
+            all
+        });
+        let concurrent = summary(&mut lat_c.clone(), t0.elapsed().as_secs_f64());
+        result[format!("{mode}")] = serde_json::json!({
+            "serial": serial,
+            "concurrent": concurrent,
+            "slowest_shard_ms_mean": mean(&shard_max),
+            "coordinator_ms_mean": mean(&lat) - mean(&shard_max),
+            "incomplete": incomplete,
+        });
+    }
+    // The same queries in process on one node holding the whole corpus.
+    if let Some(dir) = &a.data_dir {
+        let mut c = cfg.clone();
+        c.data_dir = Some(dir.clone());
+        c.collection = a.collection.clone();
+        let engine = cairn_engine::Engine::open_with_embedder(&c, embedder.clone(), &NoProgress)?;
+        for mode in [SearchMode::Dense, SearchMode::Hybrid] {
+            let mut lat = Vec::new();
+            let t0 = Instant::now();
+            for (q, v) in queries.iter().zip(&vectors) {
+                let t = Instant::now();
+                let ranked = engine.rank_embedded(q, Some(v), 10, mode)?;
+                engine.hits(&ranked)?;
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            result[format!("single_{mode}")] = summary(&mut lat, t0.elapsed().as_secs_f64());
+        }
+        result["single_chunks"] = engine.status()?.chunks.into();
+    }
+    Ok(result)
+}

@@ -1,0 +1,670 @@
+//! The client side of the cluster: what `cairn --cluster URL …` runs.
+//! It creates collections, publishes embedded documents to the shards'
+//! logs, scatter-gathers searches and hands answers to a free generation
+//! replica.
+
+use crate::merge::{merge, ClusterHit, Fusion};
+use crate::node::{bucket, connect, keys, replicas_for};
+use crate::wire::{self, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, SearchRequest, ShardReply, WireOp};
+use crate::{
+    initial_assignment, ops_subject, search_subject, shard_of, stream_name, ClusterError, Result,
+    COLLECTIONS_BUCKET, GENERATE_SUBJECT, NODES_BUCKET, NODE_TTL,
+};
+use async_nats::jetstream::{self, kv, message::PublishMessage};
+use cairn_core::{SearchMode, Seq};
+use cairn_engine::AskOptions;
+use cairn_store::Op;
+use futures::StreamExt;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// A connection to the cluster.
+pub struct Cluster {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    nodes: kv::Store,
+    colls: kv::Store,
+    /// How long a shard may take to answer a search.
+    pub shard_timeout: Duration,
+    /// How long a generation replica may go silent before it is given up.
+    pub generation_idle: Duration,
+}
+
+/// A merged search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResult {
+    pub hits: Vec<ClusterHit>,
+    pub shards_ok: u32,
+    pub shards_total: u32,
+    /// Shards no replica answered for in time.
+    pub missing_shards: Vec<u32>,
+    /// Milliseconds from sending to the last reply.
+    pub gather_ms: f64,
+    /// Milliseconds each answering shard spent searching, by shard.
+    pub shard_ms: Vec<f64>,
+}
+
+/// One document accepted by a shard's log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    pub doc: String,
+    pub shard: u32,
+    pub seq: Seq,
+    /// JetStream had already seen this exact document (same path and content).
+    pub duplicate: bool,
+}
+
+/// A document that could not be published, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    pub doc: String,
+    pub reason: String,
+}
+
+/// An answer from the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct AskOutcome {
+    /// The same JSON as `cairn ask --json`.
+    pub answer: serde_json::Value,
+    pub shards_ok: u32,
+    pub shards_total: u32,
+    /// The replica that generated, if one did.
+    pub node: Option<String>,
+    /// Replicas that failed mid-answer before one finished.
+    pub failed_replicas: Vec<String>,
+}
+
+/// One replica of a shard, as `cluster status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    pub node: String,
+    pub live: bool,
+    pub applied: Option<Seq>,
+    /// Log entries not yet applied.
+    pub lag: Option<u64>,
+    pub serving: bool,
+    pub documents: Option<u64>,
+    pub chunks: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatus {
+    pub shard: u32,
+    pub stream: String,
+    /// The log's last sequence.
+    pub last_seq: Seq,
+    pub stream_replicas: usize,
+    pub replicas: Vec<ReplicaStatus>,
+    pub live_replicas: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionStatus {
+    pub name: String,
+    pub shards: u32,
+    pub replicas: u32,
+    pub embed_model: String,
+    pub dim: usize,
+    /// Documents across shards (each shard counted once, at its most advanced live replica).
+    pub documents: u64,
+    pub under_replicated: Vec<u32>,
+    pub shard_status: Vec<ShardStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub nats_servers: usize,
+    pub nodes: Vec<NodeInfo>,
+    pub collections: Vec<CollectionStatus>,
+}
+
+impl Cluster {
+    /// Connect (URLs may be comma-separated) and open the cluster's buckets.
+    pub async fn connect(url: &str) -> Result<Cluster> {
+        let urls: Vec<String> = url.split(',').map(|u| u.trim().to_string()).collect();
+        let client = connect(&urls, "cairn-client").await?;
+        let js = jetstream::new(client.clone());
+        let replicas = replicas_for(&client);
+        let nodes = bucket(&js, NODES_BUCKET, NODE_TTL, replicas).await?;
+        let colls = bucket(&js, COLLECTIONS_BUCKET, Duration::ZERO, replicas).await?;
+        Ok(Cluster {
+            client,
+            js,
+            nodes,
+            colls,
+            shard_timeout: Duration::from_secs(2),
+            generation_idle: Duration::from_secs(10),
+        })
+    }
+
+    /// NATS servers in the cluster this client can reach.
+    pub fn nats_servers(&self) -> usize {
+        self.client.server_info().connect_urls.len().max(1)
+    }
+
+    /// Live nodes (their last heartbeat), by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let mut out = Vec::new();
+        for k in keys(&self.nodes).await? {
+            if let Ok(Some(v)) = self.nodes.get(&k).await {
+                if let Ok(n) = serde_json::from_slice::<NodeInfo>(&v) {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// A collection's shape and assignment.
+    pub async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>> {
+        match self
+            .colls
+            .get(name)
+            .await
+            .map_err(|e| ClusterError::js(format!("reading collection {name}"), e))?
+        {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                ClusterError::Wire {
+                    subject: format!("{COLLECTIONS_BUCKET}.{name}"),
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Create a collection of `shards` shards with `replicas` copies each
+    /// (defaults: 2 × live nodes, and min(2, live nodes)): its streams, then
+    /// its record (created only if absent).
+    pub async fn create_collection(
+        &self,
+        name: &str,
+        shards: Option<u32>,
+        replicas: Option<u32>,
+        embed_model: &str,
+        dim: usize,
+    ) -> Result<CollectionInfo> {
+        crate::validate_cluster_collection(name)?;
+        if let Some(c) = self.collection(name).await? {
+            return Err(ClusterError::CollectionExists {
+                name: name.into(),
+                shards: c.shards,
+                replicas: c.replicas,
+            });
+        }
+        let live: Vec<String> = self.nodes().await?.into_iter().map(|n| n.name).collect();
+        if live.is_empty() {
+            return Err(ClusterError::NoNodes);
+        }
+        let n = live.len() as u32;
+        let shards = shards.unwrap_or(2 * n);
+        let replicas = replicas.unwrap_or(n.min(2));
+        if !(1..=1024).contains(&shards) {
+            return Err(ClusterError::Invalid {
+                field: "shards",
+                reason: format!("{shards}: use 1 to 1024"),
+            });
+        }
+        if replicas == 0 || replicas > n {
+            return Err(ClusterError::Invalid {
+                field: "replicas",
+                reason: format!("{replicas}: use 1 to the number of live nodes ({n})"),
+            });
+        }
+        let stream_replicas = replicas_for(&self.client);
+        for shard in 0..shards {
+            let cfg = jetstream::stream::Config {
+                name: stream_name(name, shard),
+                subjects: vec![ops_subject(name, shard)],
+                num_replicas: stream_replicas,
+                storage: jetstream::stream::StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                description: Some(format!("cairn collection {name}, shard {shard}")),
+                ..Default::default()
+            };
+            self.js
+                .get_or_create_stream(cfg)
+                .await
+                .map_err(|e| ClusterError::js(format!("creating stream {}", stream_name(name, shard)), e))?;
+        }
+        let info = CollectionInfo {
+            name: name.into(),
+            shards,
+            replicas,
+            embed_model: embed_model.into(),
+            dim,
+            created_ms: wire::now_ms(),
+            assignment: initial_assignment(&live, shards, replicas),
+        };
+        let body = serde_json::to_vec(&info).unwrap_or_default();
+        if let Err(e) = self.colls.create(name, body.into()).await {
+            // Lost a race with another creator: report theirs.
+            if let Some(c) = self.collection(name).await? {
+                return Err(ClusterError::CollectionExists {
+                    name: name.into(),
+                    shards: c.shards,
+                    replicas: c.replicas,
+                });
+            }
+            return Err(ClusterError::js(format!("recording collection {name}"), e));
+        }
+        Ok(info)
+    }
+
+    /// The collection, created with the defaults when `create` and absent;
+    /// its embedding model must be the client's.
+    pub async fn open_collection(
+        &self,
+        name: &str,
+        embed_model: &str,
+        dim: usize,
+        create: bool,
+    ) -> Result<CollectionInfo> {
+        let info = match self.collection(name).await? {
+            Some(c) => c,
+            None if create => match self.create_collection(name, None, None, embed_model, dim).await {
+                Ok(c) => c,
+                Err(ClusterError::CollectionExists { .. }) => self
+                    .collection(name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NoCollection(name.into()))?,
+                Err(e) => return Err(e),
+            },
+            None => return Err(ClusterError::NoCollection(name.into())),
+        };
+        if info.embed_model != embed_model || info.dim != dim {
+            return Err(ClusterError::ModelMismatch {
+                collection: name.into(),
+                have: info.embed_model,
+                have_dim: info.dim,
+                want: embed_model.into(),
+                want_dim: dim,
+            });
+        }
+        Ok(info)
+    }
+
+    /// Publish ops to their shards' logs and wait for every acknowledgement
+    /// (an acknowledged document is durable in JetStream). Each document
+    /// carries a message id from its path and content hash, so a retried
+    /// publish is not logged twice.
+    pub async fn publish(
+        &self,
+        info: &CollectionInfo,
+        ops: Vec<Op>,
+    ) -> Result<(Vec<Published>, Vec<Rejected>)> {
+        let max = self.client.server_info().max_payload;
+        let mut waiting = Vec::new();
+        let mut rejected = Vec::new();
+        for op in ops {
+            let (key, doc, hash) = match &op {
+                Op::Upsert { doc, .. } => (doc.path.clone(), doc.doc.clone(), doc.hash.clone()),
+                Op::Delete { path } => (path.clone(), path.clone(), "delete".into()),
+            };
+            let shard = shard_of(&key, info.shards);
+            let body = serde_json::to_vec(&WireOp::from_op(&op)).unwrap_or_default();
+            if body.len() + 512 > max {
+                rejected.push(Rejected {
+                    doc: doc.clone(),
+                    reason: ClusterError::TooLarge {
+                        doc,
+                        bytes: body.len(),
+                        max,
+                    }
+                    .to_string(),
+                });
+                continue;
+            }
+            let id = blake3::hash(format!("{key}\n{hash}").as_bytes()).to_hex().to_string();
+            waiting.push((doc, shard, ops_subject(&info.name, shard), id, bytes::Bytes::from(body)));
+        }
+        // Publish everything, then collect acknowledgements; what was not
+        // acknowledged (a NATS server failing over, a leader election) is
+        // sent again with the same message id, which JetStream deduplicates.
+        let mut published = Vec::new();
+        let mut attempt = 0;
+        while !waiting.is_empty() {
+            attempt += 1;
+            let mut acks = Vec::new();
+            for (doc, shard, subject, id, body) in waiting.drain(..) {
+                let fut = self
+                    .js
+                    .send_publish(
+                        subject.clone(),
+                        PublishMessage::build().payload(body.clone()).message_id(&id),
+                    )
+                    .await;
+                acks.push(((doc, shard, subject, id, body), fut));
+            }
+            let mut failed = Vec::new();
+            for (item, fut) in acks {
+                let res = match fut {
+                    Ok(f) => f.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match res {
+                    Ok(a) => published.push(Published {
+                        doc: item.0,
+                        shard: item.1,
+                        seq: a.sequence,
+                        duplicate: a.duplicate,
+                    }),
+                    Err(e) => failed.push((item, e)),
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            if attempt >= 6 {
+                for ((doc, ..), e) in failed {
+                    rejected.push(Rejected {
+                        doc,
+                        reason: format!("not acknowledged by JetStream after {attempt} tries: {e}"),
+                    });
+                }
+                break;
+            }
+            tracing::warn!(
+                unacknowledged = failed.len(),
+                attempt,
+                "publishing again: {}",
+                failed[0].1
+            );
+            tokio::time::sleep(Duration::from_millis(500 * attempt as u64)).await;
+            waiting = failed.into_iter().map(|(item, _)| item).collect();
+        }
+        Ok((published, rejected))
+    }
+
+    /// Send the query to every shard's queue group, wait for each up to
+    /// `shard_timeout` (one retry on a missing replica), and fuse.
+    pub async fn search(
+        &self,
+        info: &CollectionInfo,
+        query: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        mode: SearchMode,
+        fusion: &Fusion,
+    ) -> Result<SearchResult> {
+        let started = Instant::now();
+        let n = match mode {
+            SearchMode::Hybrid => fusion.candidates.max(k),
+            _ => k,
+        };
+        let req = SearchRequest {
+            query: query.to_string(),
+            vector: vector.map(wire::encode_vector),
+            n,
+            mode,
+        };
+        let body = bytes::Bytes::from(serde_json::to_vec(&req).unwrap_or_default());
+        let asks = (0..info.shards).map(|shard| {
+            let subject = search_subject(&info.name, shard);
+            let body = body.clone();
+            let client = self.client.clone();
+            let timeout = self.shard_timeout;
+            async move {
+                for attempt in 0..2 {
+                    let r = tokio::time::timeout(timeout, client.request(subject.clone(), body.clone())).await;
+                    match r {
+                        Ok(Ok(msg)) => match serde_json::from_slice::<ShardReply>(&msg.payload) {
+                            Ok(rep) if rep.error.is_none() => return Some(rep),
+                            Ok(rep) => tracing::warn!(shard, node = rep.node, "shard search failed: {:?}", rep.error),
+                            Err(e) => tracing::warn!(shard, "unreadable shard reply: {e}"),
+                        },
+                        Ok(Err(e)) => tracing::debug!(shard, attempt, "shard request: {e}"),
+                        Err(_) => tracing::warn!(shard, attempt, "shard did not answer in {timeout:?}"),
+                    }
+                    if attempt == 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                None
+            }
+        });
+        let replies: Vec<Option<ShardReply>> = futures::future::join_all(asks).await;
+        let missing: Vec<u32> = replies
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_none())
+            .map(|(i, _)| i as u32)
+            .collect();
+        let ok: Vec<ShardReply> = replies.into_iter().flatten().collect();
+        let gather_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let hits = merge(&ok, k, mode, fusion);
+        Ok(SearchResult {
+            hits,
+            shards_ok: ok.len() as u32,
+            shards_total: info.shards,
+            missing_shards: missing,
+            gather_ms,
+            shard_ms: ok.iter().map(|r| r.took_ms).collect(),
+        })
+    }
+
+    /// Answer from gathered passages on a free generation replica, calling
+    /// `on_token` with the answer as it streams. A replica that is busy is
+    /// skipped; one that fails or goes silent mid-answer is given up and the
+    /// answer starts again on another (`on_retry` is told), once.
+    pub async fn generate(
+        &self,
+        req: &GenerateRequest,
+        on_token: &mut (dyn FnMut(&str) + Send),
+        on_retry: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(serde_json::Value, String, Vec<String>)> {
+        let llms: Vec<String> = self
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.llm.is_some())
+            .map(|n| n.name)
+            .collect();
+        if llms.is_empty() {
+            return Err(ClusterError::NoGenerator(
+                "no live node serves a generation model".into(),
+            ));
+        }
+        let body = bytes::Bytes::from(serde_json::to_vec(req).unwrap_or_default());
+        let mut failed: Vec<String> = Vec::new();
+        let deadline_busy = Instant::now() + Duration::from_secs(600);
+        loop {
+            let inbox = self.client.new_inbox();
+            let mut sub = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| ClusterError::js("subscribing to an inbox", e))?;
+            self.client
+                .publish_with_reply(GENERATE_SUBJECT, inbox, body.clone())
+                .await
+                .map_err(|e| ClusterError::js("sending a generation request", e))?;
+            let first = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+            let node = match first.ok().flatten().map(|m| serde_json::from_slice::<GenEvent>(&m.payload)) {
+                Some(Ok(GenEvent::Start { node, .. })) => node,
+                Some(Ok(GenEvent::Busy { .. })) => {
+                    if Instant::now() > deadline_busy {
+                        return Err(ClusterError::NoGenerator("every replica stayed busy for 10 minutes".into()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    continue;
+                }
+                other => {
+                    failed.push("(none)".into());
+                    if failed.len() > 1 {
+                        return Err(ClusterError::NoGenerator(format!(
+                            "no replica took the request within 5 s ({other:?})"
+                        )));
+                    }
+                    continue;
+                }
+            };
+            tracing::info!(node, "generating on {node}");
+            let mut text_seen = false;
+            let outcome = loop {
+                match tokio::time::timeout(self.generation_idle, sub.next()).await {
+                    Ok(Some(m)) => match serde_json::from_slice::<GenEvent>(&m.payload) {
+                        Ok(GenEvent::Token { text }) => {
+                            text_seen = true;
+                            on_token(&text)
+                        }
+                        Ok(GenEvent::Alive) | Ok(GenEvent::Start { .. }) | Ok(GenEvent::Busy { .. }) => {}
+                        Ok(GenEvent::Done { answer }) => break Ok(answer),
+                        Ok(GenEvent::Error { message, .. }) => break Err(message),
+                        Err(e) => break Err(format!("unreadable event: {e}")),
+                    },
+                    Ok(None) => break Err("the inbox closed".into()),
+                    Err(_) => break Err(format!("silent for {:?}", self.generation_idle)),
+                }
+            };
+            match outcome {
+                Ok(answer) => return Ok((answer, node, failed)),
+                Err(message) => {
+                    tracing::warn!(node, text_seen, "generation replica failed: {message}");
+                    failed.push(node.clone());
+                    if failed.len() > 1 {
+                        return Err(ClusterError::Generation { node, message });
+                    }
+                    on_retry(&node);
+                }
+            }
+        }
+    }
+
+    /// Retrieve across shards, then generate on a replica.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ask(
+        &self,
+        info: &CollectionInfo,
+        question: &str,
+        vector: &[f32],
+        embed_ms: f64,
+        opts: &AskOptions,
+        fusion: &Fusion,
+        on_token: &mut (dyn FnMut(&str) + Send),
+        on_retry: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<AskOutcome> {
+        let started = Instant::now();
+        let found = self
+            .search(info, question, Some(vector), opts.k, opts.mode, fusion)
+            .await?;
+        let search_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let relevance: Vec<f32> = found.hits.iter().map(|h| h.cosine).collect();
+        let hits: Vec<cairn_core::Hit> = found.hits.iter().map(|h| h.hit.clone()).collect();
+        if !cairn_engine::would_generate(&relevance, opts.min_relevance) {
+            return Ok(AskOutcome {
+                answer: serde_json::json!({
+                    "answer": cairn_engine::NOT_COVERED,
+                    "answered": false,
+                    "citations": [],
+                    "dropped_citations": [],
+                    "retrieved": hits,
+                    "relevance": relevance,
+                    "timings_ms": {"embed": embed_ms, "search": search_ms, "first_token": null,
+                                   "total": embed_ms + started.elapsed().as_secs_f64() * 1000.0},
+                }),
+                shards_ok: found.shards_ok,
+                shards_total: found.shards_total,
+                node: None,
+                failed_replicas: vec![],
+            });
+        }
+        let req = GenerateRequest {
+            question: question.to_string(),
+            hits,
+            relevance,
+            embed_ms,
+            search_ms,
+            k: opts.k,
+            mode: opts.mode,
+            min_relevance: opts.min_relevance,
+            sampling: opts.sampling.clone(),
+        };
+        let (answer, node, failed) = self.generate(&req, on_token, on_retry).await?;
+        Ok(AskOutcome {
+            answer,
+            shards_ok: found.shards_ok,
+            shards_total: found.shards_total,
+            node: Some(node),
+            failed_replicas: failed,
+        })
+    }
+
+    /// Nodes, collections, shards, replicas and their lag.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let nodes = self.nodes().await?;
+        let mut collections = Vec::new();
+        for name in keys(&self.colls).await? {
+            let Some(info) = self.collection(&name).await? else {
+                continue;
+            };
+            let mut shard_status = Vec::new();
+            let mut documents = 0;
+            let mut under = Vec::new();
+            for shard in 0..info.shards {
+                let sname = stream_name(&info.name, shard);
+                let (last_seq, stream_replicas) = match self.js.get_stream(&sname).await {
+                    Ok(mut st) => match st.info().await {
+                        Ok(i) => (i.state.last_sequence, i.config.num_replicas),
+                        Err(_) => (0, 0),
+                    },
+                    Err(_) => (0, 0),
+                };
+                let assigned = info.assignment.get(shard as usize).cloned().unwrap_or_default();
+                let key = format!("{}/{shard}", info.name);
+                let replicas: Vec<ReplicaStatus> = assigned
+                    .iter()
+                    .map(|n| {
+                        let node = nodes.iter().find(|x| &x.name == n);
+                        let st = node.and_then(|x| x.shards.get(&key));
+                        ReplicaStatus {
+                            node: n.clone(),
+                            live: node.is_some(),
+                            applied: st.map(|s| s.applied),
+                            lag: st.map(|s| last_seq.saturating_sub(s.applied)),
+                            serving: st.is_some_and(|s| s.serving),
+                            documents: st.map(|s| s.documents),
+                            chunks: st.map(|s| s.chunks),
+                            error: st.and_then(|s| s.error.clone()),
+                        }
+                    })
+                    .collect();
+                let live_replicas = replicas.iter().filter(|r| r.live).count();
+                if live_replicas < info.replicas as usize {
+                    under.push(shard);
+                }
+                documents += replicas
+                    .iter()
+                    .filter(|r| r.live)
+                    .max_by_key(|r| r.applied)
+                    .and_then(|r| r.documents)
+                    .unwrap_or(0);
+                shard_status.push(ShardStatus {
+                    shard,
+                    stream: sname,
+                    last_seq,
+                    stream_replicas,
+                    replicas,
+                    live_replicas,
+                });
+            }
+            collections.push(CollectionStatus {
+                name: info.name,
+                shards: info.shards,
+                replicas: info.replicas,
+                embed_model: info.embed_model,
+                dim: info.dim,
+                documents,
+                under_replicated: under,
+                shard_status,
+            });
+        }
+        Ok(ClusterStatus {
+            nats_servers: self.nats_servers(),
+            nodes,
+            collections,
+        })
+    }
+}

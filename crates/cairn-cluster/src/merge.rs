@@ -1,0 +1,167 @@
+//! Fusion after gathering: every shard returns its own dense and BM25
+//! lists; the coordinator merges each list across shards by score, then
+//! fuses the two merged lists exactly as a single node fuses its own.
+//! Dense scores are cosines, comparable across shards, so merged dense
+//! results equal a single node's. BM25 scores use each shard's own term
+//! statistics; with documents spread by hash the statistics agree closely,
+//! and only the rank order enters the fusion.
+
+use crate::wire::{ShardHit, ShardReply};
+use cairn_core::{Hit, Scored, SearchMode};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A merged hit: which shard it came from, its cosine to the query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterHit {
+    #[serde(flatten)]
+    pub hit: Hit,
+    pub shard: u32,
+    pub cosine: f32,
+}
+
+/// Fusion settings (the `[search]` section).
+#[derive(Debug, Clone, Copy)]
+pub struct Fusion {
+    pub dense_weight: f32,
+    pub bm25_weight: f32,
+    pub rrf_k: f32,
+    /// Candidates per list before fusion.
+    pub candidates: usize,
+}
+
+fn key(shard: u32, chunk: u64) -> u64 {
+    ((shard as u64) << 48) | (chunk & ((1 << 48) - 1))
+}
+
+fn ranked(list: Vec<(u64, f32)>) -> Vec<Scored> {
+    let mut list = list;
+    // Ties broken by key, so the order does not depend on arrival order.
+    list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    list.into_iter()
+        .map(|(id, score)| Scored { id, score })
+        .collect()
+}
+
+/// Merge the shards' replies into the top `k`.
+pub fn merge(replies: &[ShardReply], k: usize, mode: SearchMode, f: &Fusion) -> Vec<ClusterHit> {
+    let mut by_key: HashMap<u64, (&ShardHit, u32)> = HashMap::new();
+    let mut dense = Vec::new();
+    let mut bm25 = Vec::new();
+    for r in replies {
+        for h in &r.dense {
+            let id = key(r.shard, h.hit.chunk);
+            by_key.insert(id, (h, r.shard));
+            dense.push((id, h.hit.score));
+        }
+        for h in &r.bm25 {
+            let id = key(r.shard, h.hit.chunk);
+            by_key.entry(id).or_insert((h, r.shard));
+            bm25.push((id, h.hit.score));
+        }
+    }
+    let dense = ranked(dense);
+    let bm25 = ranked(bm25);
+    let mut out = match mode {
+        SearchMode::Dense => dense,
+        SearchMode::Bm25 => bm25,
+        SearchMode::Hybrid => {
+            let n = f.candidates.max(k);
+            let d = &dense[..dense.len().min(n)];
+            let b = &bm25[..bm25.len().min(n)];
+            cairn_index::fusion::reciprocal_rank_fusion(
+                &[(f.dense_weight, d), (f.bm25_weight, b)],
+                f.rrf_k,
+            )
+        }
+    };
+    out.truncate(k);
+    out.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            by_key.get(&s.id).map(|(h, shard)| ClusterHit {
+                hit: Hit {
+                    rank: i + 1,
+                    score: s.score,
+                    ..h.hit.clone()
+                },
+                shard: *shard,
+                cosine: h.cosine,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(chunk: u64, score: f32, doc: &str) -> ShardHit {
+        ShardHit {
+            hit: Hit {
+                rank: 0,
+                score,
+                doc: doc.into(),
+                chunk,
+                heading: String::new(),
+                start: 0,
+                end: 1,
+                text: doc.into(),
+            },
+            cosine: score,
+        }
+    }
+
+    fn reply(shard: u32, dense: Vec<ShardHit>, bm25: Vec<ShardHit>) -> ShardReply {
+        ShardReply {
+            node: "n".into(),
+            shard,
+            applied: 1,
+            dense,
+            bm25,
+            error: None,
+            took_ms: 0.0,
+        }
+    }
+
+    const F: Fusion = Fusion {
+        dense_weight: 1.0,
+        bm25_weight: 1.0,
+        rrf_k: 60.0,
+        candidates: 50,
+    };
+
+    #[test]
+    fn dense_merge_is_a_global_sort_by_cosine() {
+        let r = [
+            reply(0, vec![hit(1, 0.9, "a"), hit(2, 0.5, "b")], vec![]),
+            reply(1, vec![hit(1, 0.7, "c"), hit(2, 0.6, "d")], vec![]),
+        ];
+        let m = merge(&r, 3, SearchMode::Dense, &F);
+        let docs: Vec<&str> = m.iter().map(|h| h.hit.doc.as_str()).collect();
+        assert_eq!(docs, ["a", "c", "d"]);
+        assert_eq!(m[1].shard, 1);
+        assert_eq!(m.iter().map(|h| h.hit.rank).collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn same_chunk_id_on_two_shards_stays_two_hits() {
+        let r = [
+            reply(0, vec![hit(7, 0.9, "a")], vec![]),
+            reply(1, vec![hit(7, 0.8, "b")], vec![]),
+        ];
+        assert_eq!(merge(&r, 10, SearchMode::Dense, &F).len(), 2);
+    }
+
+    #[test]
+    fn hybrid_fuses_the_merged_lists() {
+        // "b" is second in both merged lists, "a" first dense only, "c" first BM25 only.
+        let r = [
+            reply(0, vec![hit(1, 0.9, "a"), hit(2, 0.8, "b")], vec![hit(2, 5.0, "b")]),
+            reply(1, vec![], vec![hit(3, 9.0, "c")]),
+        ];
+        let m = merge(&r, 3, SearchMode::Hybrid, &F);
+        assert_eq!(m[0].hit.doc, "b", "{m:?}");
+        assert_eq!(m.len(), 3);
+    }
+}

@@ -1,0 +1,298 @@
+//! What travels over NATS: JSON bodies with vectors as base64 little-endian
+//! f32 (exact, a third larger than raw bytes, far smaller than JSON floats).
+
+use crate::{ClusterError, Result};
+use base64::Engine as _;
+use cairn_core::{Hit, SearchMode, Seq};
+use cairn_generate::Sampling;
+use cairn_store::{DocumentRecord, NewChunk, Op};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Encode a vector for the wire.
+pub fn encode_vector(v: &[f32]) -> String {
+    B64.encode(cairn_store::vector_to_blob(v))
+}
+
+/// Decode a vector from the wire.
+pub fn decode_vector(s: &str, subject: &str) -> Result<Vec<f32>> {
+    let bytes = B64.decode(s).map_err(|e| ClusterError::Wire {
+        subject: subject.to_string(),
+        reason: format!("vector is not base64: {e}"),
+    })?;
+    if bytes.len() % 4 != 0 {
+        return Err(ClusterError::Wire {
+            subject: subject.to_string(),
+            reason: format!("vector has {} bytes, not a multiple of 4", bytes.len()),
+        });
+    }
+    Ok(cairn_store::blob_to_vector(&bytes))
+}
+
+/// A document as it travels in a shard's log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireDoc {
+    pub path: String,
+    pub doc: String,
+    pub root: String,
+    pub hash: String,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub format: String,
+    pub text: String,
+}
+
+/// A chunk with its embedding, computed once by the ingesting client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WireChunk {
+    pub ord: u32,
+    pub text: String,
+    pub start: u64,
+    pub end: u64,
+    pub heading: String,
+    pub vector: String,
+}
+
+/// One entry of a shard's log: the catalog's `Op`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum WireOp {
+    Upsert {
+        doc: WireDoc,
+        chunks: Vec<WireChunk>,
+    },
+    Delete {
+        path: String,
+    },
+}
+
+impl WireOp {
+    pub fn from_op(op: &Op) -> WireOp {
+        match op {
+            Op::Upsert { doc, chunks } => WireOp::Upsert {
+                doc: WireDoc {
+                    path: doc.path.clone(),
+                    doc: doc.doc.clone(),
+                    root: doc.root.clone(),
+                    hash: doc.hash.clone(),
+                    mtime_ns: doc.mtime_ns,
+                    size: doc.size,
+                    format: doc.format.clone(),
+                    text: doc.text.clone(),
+                },
+                chunks: chunks
+                    .iter()
+                    .map(|c| WireChunk {
+                        ord: c.ord,
+                        text: c.text.clone(),
+                        start: c.start,
+                        end: c.end,
+                        heading: c.heading.clone(),
+                        vector: encode_vector(&c.vector),
+                    })
+                    .collect(),
+            },
+            Op::Delete { path } => WireOp::Delete { path: path.clone() },
+        }
+    }
+
+    pub fn into_op(self, subject: &str) -> Result<Op> {
+        Ok(match self {
+            WireOp::Upsert { doc, chunks } => Op::Upsert {
+                doc: DocumentRecord {
+                    path: doc.path,
+                    doc: doc.doc,
+                    root: doc.root,
+                    hash: doc.hash,
+                    mtime_ns: doc.mtime_ns,
+                    size: doc.size,
+                    format: doc.format,
+                    text: doc.text,
+                },
+                chunks: chunks
+                    .into_iter()
+                    .map(|c| {
+                        Ok(NewChunk {
+                            ord: c.ord,
+                            vector: decode_vector(&c.vector, subject)?,
+                            text: c.text,
+                            start: c.start,
+                            end: c.end,
+                            heading: c.heading,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            },
+            WireOp::Delete { path } => Op::Delete { path },
+        })
+    }
+}
+
+/// A search sent to one shard's queue group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchRequest {
+    pub query: String,
+    /// The query embedding (the coordinator embeds once); needed unless the mode is bm25.
+    pub vector: Option<String>,
+    /// How many of each list (dense, BM25) the shard returns.
+    pub n: usize,
+    pub mode: SearchMode,
+}
+
+/// A hit from a shard, with the cosine similarity of its chunk to the query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardHit {
+    #[serde(flatten)]
+    pub hit: Hit,
+    pub cosine: f32,
+}
+
+/// A shard's answer: its dense and BM25 lists, unfused (fusion happens
+/// after gathering, over every shard's lists).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardReply {
+    pub node: String,
+    pub shard: u32,
+    pub applied: Seq,
+    #[serde(default)]
+    pub dense: Vec<ShardHit>,
+    #[serde(default)]
+    pub bm25: Vec<ShardHit>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Milliseconds the shard spent searching (for the work split).
+    #[serde(default)]
+    pub took_ms: f64,
+}
+
+/// A replica's state of one shard, as advertised in its heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardState {
+    pub collection: String,
+    pub shard: u32,
+    /// The last stream sequence applied to the local catalog (the watermark).
+    pub applied: Seq,
+    pub documents: u64,
+    pub chunks: u64,
+    /// Answering searches (it has caught up once since it started).
+    pub serving: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A node's heartbeat: who it is, what it runs on, what it holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub version: String,
+    pub pid: u32,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+    /// Devices this node can place work on (compiled backends) and where
+    /// each stage runs.
+    pub devices: Vec<String>,
+    pub placement: BTreeMap<String, String>,
+    pub embed_model: String,
+    pub embed_dim: usize,
+    /// The generation model it serves, if any.
+    pub llm: Option<String>,
+    /// `collection/shard` → state.
+    pub shards: BTreeMap<String, ShardState>,
+}
+
+/// A collection's shape and shard assignment (the `cairn-collections` bucket).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub shards: u32,
+    pub replicas: u32,
+    pub embed_model: String,
+    pub dim: usize,
+    pub created_ms: u64,
+    /// For each shard, the nodes that hold it.
+    pub assignment: Vec<Vec<String>>,
+}
+
+/// A question with its gathered passages, for a generation replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub question: String,
+    pub hits: Vec<Hit>,
+    pub relevance: Vec<f32>,
+    pub embed_ms: f64,
+    pub search_ms: f64,
+    pub k: usize,
+    pub mode: SearchMode,
+    pub min_relevance: f32,
+    pub sampling: Sampling,
+}
+
+/// What a generation replica streams back to the coordinator's inbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum GenEvent {
+    /// This replica took the request.
+    Start { node: String, model: String },
+    /// This replica is generating another answer: ask another.
+    Busy { node: String },
+    Token { text: String },
+    /// Still working (sent every second while generating).
+    Alive,
+    /// The finished answer (the same JSON as `cairn ask --json`).
+    Done { answer: serde_json::Value },
+    Error { node: String, message: String },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip_exactly() {
+        let op = Op::Upsert {
+            doc: DocumentRecord {
+                path: "/d/a.md".into(),
+                doc: "a.md".into(),
+                root: "/d".into(),
+                hash: "h".into(),
+                mtime_ns: 7,
+                size: 5,
+                format: "markdown".into(),
+                text: "hello".into(),
+            },
+            chunks: vec![NewChunk {
+                ord: 0,
+                text: "hello".into(),
+                start: 0,
+                end: 5,
+                heading: "A".into(),
+                vector: vec![0.1, -2.5e-7, f32::MAX, 1.0 / 3.0],
+            }],
+        };
+        let json = serde_json::to_vec(&WireOp::from_op(&op)).unwrap();
+        let back: WireOp = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.into_op("s").unwrap(), op);
+        let del = Op::Delete { path: "/d/a.md".into() };
+        let json = serde_json::to_vec(&WireOp::from_op(&del)).unwrap();
+        let back: WireOp = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.into_op("s").unwrap(), del);
+    }
+
+    #[test]
+    fn a_bad_vector_names_the_subject() {
+        let e = decode_vector("!!", "cairn.ops.c.0").unwrap_err().to_string();
+        assert!(e.contains("cairn.ops.c.0"), "{e}");
+        let e = decode_vector(&B64.encode([1u8, 2, 3]), "x").unwrap_err().to_string();
+        assert!(e.contains("multiple of 4"), "{e}");
+    }
+}

@@ -1,0 +1,465 @@
+//! Cluster mode: `cairn node`, and `cairn --cluster URL` for ingest,
+//! search, ask, `cluster status` and `collection create`. Glue over
+//! `cairn_cluster`.
+
+use crate::progress::Bars;
+use crate::{snippet, GenArgs};
+use anyhow::{bail, Context, Result};
+use cairn_cluster::merge::Fusion;
+use cairn_cluster::{Cluster, ClusterError, NodeOptions};
+use cairn_core::config::Config;
+use cairn_core::SearchMode;
+use cairn_engine::{load_embedder, AskOptions, Preparer};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Flags of `cairn node`.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, value_name = "URL", env = "CAIRN_NATS")]
+    pub nats: String,
+    /// This node's name (unique in the cluster; [A-Za-z0-9_-]).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Seconds a node may be missing before another node takes over its
+    /// shards (a node back within it catches up from its own copy);
+    /// default `cluster.takeover_after_secs` (30).
+    #[arg(long, value_name = "SECS")]
+    pub takeover_after: Option<u64>,
+    /// Do not load a generation model (the node only holds shards).
+    #[arg(long)]
+    pub no_llm: bool,
+    #[command(flatten)]
+    pub gen: GenArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Nodes (devices, models), collections, shards, replicas and their lag.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CollectionCommand {
+    /// Create a sharded, replicated collection.
+    Create {
+        name: String,
+        /// Shards (default: 2 × live nodes).
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Copies of each shard (default: min(2, live nodes)).
+        #[arg(long)]
+        replicas: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Connect with the configured timeouts.
+fn connect(rt: &tokio::runtime::Runtime, cfg: &Config, url: &str) -> Result<Cluster> {
+    let mut c = rt.block_on(Cluster::connect(url))?;
+    c.shard_timeout = Duration::from_millis(cfg.cluster.shard_timeout_ms);
+    c.generation_idle = Duration::from_millis(cfg.cluster.generation_idle_ms);
+    Ok(c)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn fusion(cfg: &Config) -> Fusion {
+    Fusion {
+        dense_weight: cfg.search.dense_weight,
+        bm25_weight: cfg.search.bm25_weight,
+        rrf_k: cfg.search.rrf_k,
+        candidates: cfg.search.candidates,
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// `cairn node`.
+pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
+    crate::ask::apply(&mut cfg, &args.gen)?;
+    cairn_cluster::validate_node_name(&args.name)?;
+    let embedder = load_embedder(&cfg).context("loading the embedding model")?;
+    let generator: Option<Arc<dyn cairn_generate::Generator>> = if args.no_llm {
+        None
+    } else {
+        Some(Arc::from(crate::ask::generator(&cfg).context(
+            "loading the generator (pass --no-llm for a node that only holds shards)",
+        )?))
+    };
+    let mut placement = BTreeMap::new();
+    placement.insert("embed".to_string(), format!("{} ({})", cfg.embed.device, cfg.embed.backend));
+    placement.insert("search".to_string(), "cpu".to_string());
+    if let Some(g) = &generator {
+        let where_ = match &cfg.generate.url {
+            Some(u) => format!("remote {u}"),
+            None => cfg.generate.device.clone(),
+        };
+        placement.insert("generate".to_string(), format!("{where_} ({})", g.model_name()));
+    }
+    let opts = NodeOptions {
+        name: args.name.clone(),
+        nats_urls: args.nats.split(',').map(|u| u.trim().to_string()).collect(),
+        takeover_after: Duration::from_secs(
+            args.takeover_after
+                .unwrap_or(cfg.cluster.takeover_after_secs),
+        ),
+        devices: cairn_models::compiled_backends().iter().map(|s| s.to_string()).collect(),
+        placement,
+    };
+    let rt = runtime()?;
+    eprintln!(
+        "cairn node {}: joining {} (data in {}, generator {})",
+        args.name,
+        args.nats,
+        cfg.data_dir().display(),
+        generator.as_ref().map(|g| g.model_name().to_string()).unwrap_or_else(|| "none".into())
+    );
+    rt.block_on(cairn_cluster::run_node(cfg, opts, embedder, generator, async {
+        shutdown_signal().await;
+        eprintln!("cairn node {}: leaving", args.name);
+    }))?;
+    eprintln!("cairn node {}: stopped", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn --cluster URL ingest PATHS`: embed here, publish to the shards' logs.
+pub fn ingest(cfg: &Config, url: &str, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let bars = Bars::new(json);
+    let embedder = load_embedder(cfg).context("loading the embedding model")?;
+    let prep = Preparer::new(cfg, embedder.clone())?;
+    let rt = runtime()?;
+    let cluster = connect(&rt, cfg, url)?;
+    let info = rt.block_on(cluster.open_collection(
+        &cfg.collection,
+        embedder.model_id(),
+        embedder.dim(),
+        true,
+    ))?;
+    let mut published = Vec::new();
+    let mut rejected = Vec::new();
+    let report = prep.prepare_ops::<anyhow::Error>(paths, &bars, &mut |ops| {
+        let (p, r) = rt.block_on(cluster.publish(&info, ops))?;
+        published.extend(p);
+        rejected.extend(r);
+        Ok(())
+    })?;
+    let mut per_shard = vec![0u64; info.shards as usize];
+    for p in &published {
+        per_shard[p.shard as usize] += 1;
+    }
+    let duplicates = published.iter().filter(|p| p.duplicate).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "collection": info.name,
+                "shards": info.shards,
+                "replicas": info.replicas,
+                "files_seen": report.files_seen,
+                "published": published.len(),
+                "duplicates": duplicates,
+                "chunks": report.chunks_added,
+                "per_shard": per_shard,
+                "documents": published,
+                "skipped": report.skipped,
+                "rejected": rejected,
+                "warnings": report.warnings,
+                "seconds": report.seconds,
+            }))?
+        );
+    } else {
+        println!(
+            "{} files: {} documents acknowledged by the cluster ({} already logged), {} chunks, in {:.1}s; collection `{}`: {} shards × {} replicas",
+            report.files_seen,
+            published.len(),
+            duplicates,
+            report.chunks_added,
+            report.seconds,
+            info.name,
+            info.shards,
+            info.replicas
+        );
+        if !report.skipped.is_empty() || !rejected.is_empty() {
+            println!("skipped {}:", report.skipped.len() + rejected.len());
+            for s in &report.skipped {
+                println!("  {}: {}", s.path, s.reason);
+            }
+            for r in &rejected {
+                println!("  {}: {}", r.doc, r.reason);
+            }
+        }
+        for w in &report.warnings {
+            eprintln!("warning: {}: {}", w.path, w.reason);
+        }
+    }
+    if published.is_empty() && (!report.skipped.is_empty() || !rejected.is_empty()) {
+        eprintln!("error: nothing could be ingested");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn --cluster URL search`.
+pub fn search(cfg: &Config, url: &str, query: &str, k: usize, mode: SearchMode, json: bool) -> Result<ExitCode> {
+    if k == 0 {
+        bail!("-k/--top-k must be at least 1");
+    }
+    let embedder = load_embedder(cfg).context("loading the embedding model")?;
+    let rt = runtime()?;
+    let cluster = connect(&rt, cfg, url)?;
+    let info = rt.block_on(cluster.open_collection(&cfg.collection, embedder.model_id(), embedder.dim(), false))?;
+    let vector = match mode {
+        SearchMode::Bm25 => None,
+        _ => Some(embedder.embed_query(query)?),
+    };
+    let r = rt.block_on(cluster.search(&info, query, vector.as_deref(), k, mode, &fusion(cfg)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        if r.hits.is_empty() {
+            println!("no results");
+        }
+        for h in &r.hits {
+            let heading = if h.hit.heading.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", h.hit.heading)
+            };
+            println!("{:>2}. {:.3}  {}{}  (shard {})", h.hit.rank, h.hit.score, h.hit.doc, heading, h.shard);
+            println!("    {}", snippet(&h.hit.text, 220));
+        }
+        println!("shards {}/{} answered", r.shards_ok, r.shards_total);
+    }
+    if r.shards_ok < r.shards_total {
+        eprintln!(
+            "warning: results are incomplete: no replica answered for shard(s) {:?}",
+            r.missing_shards
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn --cluster URL ask`.
+pub fn ask(mut cfg: Config, url: &str, question: &str, args: &GenArgs, json: bool, quiet: bool) -> Result<ExitCode> {
+    crate::ask::apply(&mut cfg, args)?;
+    let mut opts = AskOptions::from_config(&cfg);
+    if let Some(m) = args.mode {
+        opts.mode = m;
+    }
+    opts.sampling.stop = args.stop.clone();
+    let embedder = load_embedder(&cfg).context("loading the embedding model")?;
+    let rt = runtime()?;
+    let cluster = connect(&rt, &cfg, url)?;
+    let info = rt.block_on(cluster.open_collection(&cfg.collection, embedder.model_id(), embedder.dim(), false))?;
+    let t = Instant::now();
+    let vector = embedder.embed_query(question)?;
+    let embed_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let mut on_token = |piece: &str| {
+        if !json {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    let mut on_retry = |node: &str| {
+        eprintln!("\n[the generation replica {node} failed mid-answer; answering again on another replica]");
+    };
+    let out = rt.block_on(cluster.ask(
+        &info,
+        question,
+        &vector,
+        embed_ms,
+        &opts,
+        &fusion(&cfg),
+        &mut on_token,
+        &mut on_retry,
+    ))?;
+    let a = &out.answer;
+    let answered = a["answered"].as_bool().unwrap_or(false);
+    if json {
+        let mut v = a.clone();
+        v["shards_ok"] = out.shards_ok.into();
+        v["shards_total"] = out.shards_total.into();
+        v["node"] = out.node.clone().into();
+        v["failed_replicas"] = out.failed_replicas.clone().into();
+        println!("{v}");
+    } else if !answered {
+        println!("{}", a["answer"].as_str().unwrap_or_default());
+        if !quiet {
+            println!("Closest passages:");
+            let rel = a["relevance"].as_array().cloned().unwrap_or_default();
+            for (h, r) in a["retrieved"].as_array().into_iter().flatten().zip(rel) {
+                println!(
+                    "  {:.2}  {} — {}",
+                    r.as_f64().unwrap_or(0.0),
+                    h["doc"].as_str().unwrap_or_default(),
+                    h["heading"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    } else {
+        println!();
+        if !quiet {
+            let cites = a["citations"].as_array().cloned().unwrap_or_default();
+            if cites.is_empty() {
+                println!("\n(no sources cited)");
+            } else {
+                println!("\nSources:");
+                for c in cites {
+                    let heading = c["heading"].as_str().unwrap_or_default();
+                    println!(
+                        "  [{}] {}{}",
+                        c["n"],
+                        c["doc"].as_str().unwrap_or_default(),
+                        if heading.is_empty() { String::new() } else { format!(" — {heading}") }
+                    );
+                }
+            }
+            eprintln!(
+                "(shards {}/{}; generated on {})",
+                out.shards_ok,
+                out.shards_total,
+                out.node.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if out.shards_ok < out.shards_total {
+        eprintln!("warning: retrieval was incomplete: {}/{} shards answered", out.shards_ok, out.shards_total);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn --cluster URL cluster status`.
+pub fn status(cfg: &Config, url: &str, json: bool) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let cluster = connect(&rt, cfg, url)?;
+    let st = rt.block_on(cluster.status())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("NATS servers: {}", st.nats_servers);
+    println!("nodes ({} live):", st.nodes.len());
+    for n in &st.nodes {
+        let placement: Vec<String> = n.placement.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  {:<12} devices [{}]  embed {}  llm {}  shards {}  {}",
+            n.name,
+            n.devices.join(", "),
+            n.embed_model,
+            n.llm.as_deref().unwrap_or("-"),
+            n.shards.len(),
+            placement.join(" ")
+        );
+    }
+    for c in &st.collections {
+        println!(
+            "collection {}: {} shards × {} replicas, {} documents, model {} ({}-dim){}",
+            c.name,
+            c.shards,
+            c.replicas,
+            c.documents,
+            c.embed_model,
+            c.dim,
+            if c.under_replicated.is_empty() {
+                String::new()
+            } else {
+                format!(", UNDER-REPLICATED shards {:?}", c.under_replicated)
+            }
+        );
+        for s in &c.shard_status {
+            let reps: Vec<String> = s
+                .replicas
+                .iter()
+                .map(|r| {
+                    if !r.live {
+                        format!("{} (down)", r.node)
+                    } else {
+                        format!(
+                            "{} (lag {}, {} docs{})",
+                            r.node,
+                            r.lag.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
+                            r.documents.unwrap_or(0),
+                            if r.serving { "" } else { ", catching up" }
+                        )
+                    }
+                })
+                .collect();
+            println!(
+                "  shard {:>3}: log at {:>6} (stream R{})  {}",
+                s.shard,
+                s.last_seq,
+                s.stream_replicas,
+                reps.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn --cluster URL collection create NAME`.
+pub fn create(cfg: &Config, url: &str, name: &str, shards: Option<u32>, replicas: Option<u32>, json: bool) -> Result<ExitCode> {
+    let embedder = load_embedder(cfg).context("loading the embedding model")?;
+    let rt = runtime()?;
+    let cluster = connect(&rt, cfg, url)?;
+    let info = match rt.block_on(cluster.create_collection(name, shards, replicas, embedder.model_id(), embedder.dim())) {
+        Ok(i) => i,
+        Err(e @ ClusterError::CollectionExists { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!(
+            "created collection `{}`: {} shards × {} replicas ({} NATS stream replicas), model {}",
+            info.name,
+            info.shards,
+            info.replicas,
+            cluster.nats_servers().min(3),
+            info.embed_model
+        );
+        for (i, nodes) in info.assignment.iter().enumerate() {
+            println!("  shard {i}: {}", nodes.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

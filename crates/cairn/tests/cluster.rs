@@ -1,0 +1,574 @@
+//! Cluster mode as users run it: Debian's `nats-server` (JetStream on, one
+//! or three clustered), `cairn node` processes, and `cairn --cluster URL`
+//! clients, all on loopback, started and killed by the tests. The int8 ONNX
+//! MiniLM embeds (the client embeds once; nodes never re-embed).
+//!
+//! The tests run one at a time: each starts several processes on what may
+//! be a 2-core machine.
+
+mod common;
+use common::json;
+
+use serde_json::Value;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `nats-server` processes: one, or a three-server JetStream cluster.
+struct Nats {
+    servers: Vec<Option<Proc>>,
+    urls: Vec<String>,
+}
+
+impl Nats {
+    fn start(dir: &Path, n: usize) -> Nats {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers = Vec::new();
+        for i in 0..n {
+            let store = dir.join(format!("js{i}"));
+            let mut conf = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                ports[i],
+                store.display()
+            );
+            if n > 1 {
+                let routes: Vec<String> = cports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats-route://127.0.0.1:{p}"))
+                    .collect();
+                conf.push_str(&format!(
+                    "cluster {{\n  name: cairn\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    cports[i],
+                    routes.join(", ")
+                ));
+            }
+            let path = dir.join(format!("nats{i}.conf"));
+            std::fs::write(&path, conf).unwrap();
+            let log = std::fs::File::create(dir.join(format!("nats{i}.log"))).unwrap();
+            let child = Command::new("nats-server")
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("nats-server (Debian package `nats-server`) must be installed");
+            servers.push(Some(Proc(child)));
+        }
+        Nats {
+            servers,
+            urls: ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect(),
+        }
+    }
+
+    /// Every server's URL, comma-separated (clients fail over between them).
+    fn url(&self) -> String {
+        self.urls.join(",")
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.servers[i] = None;
+    }
+}
+
+/// `cairn` with the int8 embedder and patient shard deadlines.
+fn cairn(data: &Path) -> Command {
+    let mut c = common::cairn(data);
+    c.env("CAIRN_SHARD_TIMEOUT_MS", "5000")
+        .env("CAIRN_LLM_THREADS", "2")
+        .env_remove("CAIRN_CLUSTER")
+        .args(["--embed-backend", "onnx", "--embed-model", "all-MiniLM-L6-v2-int8"]);
+    c
+}
+
+fn client(dir: &Path, url: &str) -> Command {
+    let mut c = cairn(&dir.join("client-data"));
+    c.arg("--cluster").arg(url).arg("-c").arg("docs");
+    c
+}
+
+fn run_json(mut c: Command) -> Value {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    json(&out.stdout)
+}
+
+struct Node {
+    name: String,
+    data: PathBuf,
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+fn start_node(dir: &Path, url: &str, name: &str, llm: bool) -> Node {
+    let data = dir.join(format!("node-{name}"));
+    let log = dir.join(format!("node-{name}.log"));
+    let mut n = Node {
+        name: name.into(),
+        data,
+        log,
+        proc: None,
+    };
+    restart(&mut n, url, llm);
+    n
+}
+
+fn restart(n: &mut Node, url: &str, llm: bool) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&n.log)
+        .unwrap();
+    let mut c = cairn(&n.data);
+    c.env("CAIRN_LOG", "info")
+        .args(["node", "--nats", url, "--name", &n.name])
+        .stdout(Stdio::null())
+        .stderr(log);
+    if !llm {
+        c.arg("--no-llm");
+    }
+    n.proc = Some(Proc(c.spawn().unwrap()));
+}
+
+fn status(dir: &Path, url: &str) -> Option<Value> {
+    let mut c = client(dir, url);
+    c.args(["cluster", "status", "--json"]);
+    let out = c.output().unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn logs(dir: &Path) -> String {
+    let mut s = String::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: String = text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+            s.push_str(&format!("--- {}\n{tail}\n", e.path().display()));
+        }
+    }
+    s
+}
+
+/// Wait until `pred` holds for the cluster status (or fail with the logs).
+fn wait_status(dir: &Path, url: &str, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some(s) = status(dir, url) {
+            if pred(&s) {
+                return s;
+            }
+            last = s;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out waiting for {what}; last status:\n{last:#}\n{}", logs(dir));
+}
+
+fn live_nodes(s: &Value) -> usize {
+    s["nodes"].as_array().map_or(0, |a| a.len())
+}
+
+/// Every live replica of every shard of `docs` has applied the whole log and serves.
+fn caught_up(s: &Value) -> bool {
+    let Some(c) = s["collections"].as_array().and_then(|a| a.iter().find(|c| c["name"] == "docs")) else {
+        return false;
+    };
+    c["shard_status"].as_array().unwrap().iter().all(|sh| {
+        let live: Vec<&Value> = sh["replicas"].as_array().unwrap().iter().filter(|r| r["live"] == true).collect();
+        !live.is_empty()
+            && live.iter().all(|r| r["lag"] == 0 && r["serving"] == true && r["applied"] == sh["last_seq"])
+    })
+}
+
+fn shard_docs(s: &Value) -> Vec<Vec<(String, u64, u64)>> {
+    let c = s["collections"].as_array().unwrap().iter().find(|c| c["name"] == "docs").unwrap();
+    c["shard_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sh| {
+            sh["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["live"] == true)
+                .map(|r| {
+                    (
+                        r["node"].as_str().unwrap().to_string(),
+                        r["documents"].as_u64().unwrap(),
+                        r["chunks"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// (doc, start, end) of each hit, and the scores.
+fn hit_keys(v: &Value) -> Vec<(String, u64, u64)> {
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["doc"].as_str().unwrap().to_string(),
+                h["start"].as_u64().unwrap(),
+                h["end"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn search(dir: &Path, url: &str, q: &str, mode: &str) -> Value {
+    let mut c = client(dir, url);
+    c.args(["search", q, "--mode", mode, "-k", "10", "--json"]);
+    run_json(c)
+}
+
+const QUERIES: [&str; 4] = [
+    "how do I define a function with default argument values",
+    "reading and writing files",
+    "handling exceptions with try and except",
+    "classes and inheritance",
+];
+
+/// The Python tutorial's pages, and how many.
+fn corpus(dir: &Path) -> (PathBuf, u64) {
+    let docs = dir.join("corpus");
+    let pages = cairn_testkit::pages_under("tutorial");
+    let refs: Vec<&str> = pages.iter().map(|s| s.as_str()).collect();
+    cairn_testkit::copy_pages(&refs, &docs);
+    (docs, pages.len() as u64)
+}
+
+#[test]
+fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut nats = Nats::start(dir, 3);
+    let url = nats.url();
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| start_node(dir, &url, n, false)).collect();
+    // Wait for the NATS cluster to form too: clients size stream replicas
+    // by the servers they know of.
+    let s = wait_status(dir, &url, "three NATS servers and three live nodes", 90, |s| {
+        live_nodes(s) == 3 && s["nats_servers"] == 3
+    });
+    for n in s["nodes"].as_array().unwrap() {
+        assert!(n["devices"].as_array().unwrap().iter().any(|d| d == "cpu"), "{n}");
+        assert_eq!(n["embed_model"], s["nodes"][0]["embed_model"]);
+        assert!(n["placement"]["embed"].as_str().unwrap().contains("onnx"), "{n}");
+    }
+
+    // S=4, R=2: every shard on two distinct nodes.
+    let mut c = client(dir, &url);
+    c.args(["collection", "create", "docs", "--shards", "4", "--replicas", "2", "--json"]);
+    let info = run_json(c);
+    let assignment = info["assignment"].as_array().unwrap();
+    let st = status(dir, &url).unwrap();
+    for sh in st["collections"][0]["shard_status"].as_array().unwrap() {
+        assert_eq!(sh["stream_replicas"], 3, "each shard's log on all three NATS servers: {sh}");
+    }
+    assert_eq!(assignment.len(), 4);
+    for a in assignment {
+        let a = a.as_array().unwrap();
+        assert_eq!(a.len(), 2);
+        assert_ne!(a[0], a[1]);
+    }
+    // Creating it again is refused.
+    let mut c = client(dir, &url);
+    c.args(["collection", "create", "docs", "--shards", "2"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists with 4 shards"));
+
+    let (docs, files) = corpus(dir);
+    let mut c = client(dir, &url);
+    c.arg("ingest").arg(&docs).arg("--json");
+    let ing = run_json(c);
+    assert_eq!(ing["published"], files, "{ing:#}");
+    let per_shard: Vec<u64> = ing["per_shard"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(per_shard.iter().all(|&n| n > 0), "documents spread over every shard: {per_shard:?}");
+
+    let s = wait_status(dir, &url, "replicas caught up", 120, caught_up);
+    let c = &s["collections"][0];
+    assert_eq!(c["documents"], files, "{s:#}");
+    for (i, reps) in shard_docs(&s).iter().enumerate() {
+        assert_eq!(reps.len(), 2, "shard {i}: {reps:?}");
+        assert_eq!(reps[0].1, reps[1].1, "replicas of shard {i} agree: {reps:?}");
+        assert_eq!(reps[0].2, reps[1].2, "replicas of shard {i} agree: {reps:?}");
+        assert_eq!(reps[0].1, per_shard[i]);
+    }
+
+    // The same corpus on one node: exact dense top-10 must be identical.
+    let single = dir.join("single");
+    let mut c = cairn(&single);
+    c.args(["-c", "docs", "ingest"]).arg(&docs);
+    common::ok(c);
+    let mut expected = Vec::new();
+    for q in QUERIES {
+        let mut c = cairn(&single);
+        c.args(["-c", "docs", "search", q, "--mode", "dense", "-k", "10", "--json"]);
+        let one = run_json(c);
+        let got = search(dir, &url, q, "dense");
+        assert_eq!(got["shards_ok"], 4, "{got:#}");
+        assert_eq!(got["shards_total"], 4);
+        assert_eq!(hit_keys(&got), hit_keys(&one), "query {q:?}");
+        for (a, b) in got["hits"].as_array().unwrap().iter().zip(one["hits"].as_array().unwrap()) {
+            let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-5, "{q}: {a} vs {b}");
+        }
+        expected.push(hit_keys(&one));
+        // Hybrid and BM25 gather from every shard too.
+        let h = search(dir, &url, q, "hybrid");
+        assert_eq!(h["shards_ok"], 4);
+        assert_eq!(h["hits"].as_array().unwrap().len(), 10);
+    }
+
+    // SIGKILL a node while queries stream: every answer stays complete.
+    let victim = nodes.iter().position(|n| n.name == "n2").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (d2, u2) = (dir.to_path_buf(), url.clone());
+    let want = expected.clone();
+    let queries = std::thread::spawn(move || {
+        let mut answered = 0;
+        for i in 0..10 {
+            if i == 2 {
+                tx.send(()).unwrap();
+            }
+            let q = QUERIES[i % QUERIES.len()];
+            let got = search(&d2, &u2, q, "dense");
+            assert_eq!(got["shards_ok"], got["shards_total"], "query {i} lost a shard: {got:#}");
+            assert_eq!(hit_keys(&got), want[i % QUERIES.len()], "query {i}");
+            answered += 1;
+        }
+        answered
+    });
+    rx.recv().unwrap();
+    nodes[victim].proc = None; // SIGKILL
+    assert_eq!(queries.join().unwrap(), 10);
+
+    // Kill one NATS server of three: writes and reads go on.
+    nats.kill(0);
+    std::thread::sleep(Duration::from_secs(1));
+    let note = dir.join("note");
+    std::fs::create_dir_all(&note).unwrap();
+    std::fs::write(
+        note.join("lighthouse.md"),
+        "# Skarv Island lighthouse\n\nThe lamp of the Skarv Island lighthouse is lit at 17:40 every evening by the keeper, Ingrid Havsund.\n",
+    )
+    .unwrap();
+    let mut c = client(dir, &url);
+    c.arg("ingest").arg(&note).arg("--json");
+    let ing = run_json(c);
+    assert_eq!(ing["published"], 1, "{ing:#}");
+    wait_status(dir, &url, "the note applied with one NATS server down", 120, caught_up);
+    let got = search(dir, &url, "when is the Skarv Island lamp lit", "hybrid");
+    assert_eq!(got["shards_ok"], 4, "{got:#}");
+    assert_eq!(got["hits"][0]["doc"], "lighthouse.md", "{got:#}");
+    drop(nodes);
+}
+
+#[test]
+fn a_node_killed_during_ingestion_catches_up_exactly_once() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nats = Nats::start(dir, 1);
+    let url = nats.url();
+    let mut nodes: Vec<Node> = ["a", "b"].iter().map(|n| start_node(dir, &url, n, false)).collect();
+    wait_status(dir, &url, "two live nodes", 90, |s| live_nodes(s) == 2);
+    let mut c = client(dir, &url);
+    c.args(["collection", "create", "docs", "--shards", "2", "--replicas", "2"]);
+    common::ok(c);
+
+    let docs = dir.join("corpus");
+    let mut pages = cairn_testkit::pages_under("tutorial");
+    pages.extend(cairn_testkit::pages_under("howto").into_iter().take(12));
+    let refs: Vec<&str> = pages.iter().map(|s| s.as_str()).collect();
+    cairn_testkit::copy_pages(&refs, &docs);
+    let files = pages.len() as u64;
+
+    let mut c = client(dir, &url);
+    c.arg("ingest").arg(&docs).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped());
+    let ingest = c.spawn().unwrap();
+    // Kill node `b` once it has applied part of the log, while the client
+    // is still publishing.
+    wait_status(dir, &url, "node b applying", 120, |s| {
+        s["nodes"].as_array().unwrap().iter().any(|n| {
+            n["name"] == "b"
+                && n["shards"].as_object().is_some_and(|m| m.values().any(|v| v["applied"].as_u64().unwrap_or(0) > 0))
+        })
+    });
+    nodes[1].proc = None; // SIGKILL
+    std::thread::sleep(Duration::from_millis(1500));
+    restart(&mut nodes[1], &url, false);
+    let out = ingest.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ing = json(&out.stdout);
+    assert_eq!(ing["published"], files, "every document acknowledged: {ing:#}");
+
+    // After the restart, b's lag returns to 0 and both replicas of each
+    // shard hold the same documents and chunks: nothing lost, nothing twice.
+    let s = wait_status(dir, &url, "b caught up", 180, |s| live_nodes(s) == 2 && caught_up(s));
+    let reps = shard_docs(&s);
+    let mut total_docs = 0;
+    let mut total_chunks = 0;
+    for (i, r) in reps.iter().enumerate() {
+        assert_eq!(r.len(), 2, "shard {i}: {r:?}");
+        assert_eq!((r[0].1, r[0].2), (r[1].1, r[1].2), "shard {i}: {r:?}");
+        total_docs += r[0].1;
+        total_chunks += r[0].2;
+    }
+    assert_eq!(total_docs, files);
+    assert_eq!(total_chunks, ing["chunks"].as_u64().unwrap(), "no chunk applied twice");
+    // Searchable, and no passage comes back twice.
+    for q in QUERIES {
+        let got = search(dir, &url, q, "hybrid");
+        assert_eq!(got["shards_ok"], 2);
+        let keys = hit_keys(&got);
+        let unique: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{got:#}");
+    }
+    // Every acknowledged document is found by its own text.
+    for d in ing["documents"].as_array().unwrap().iter().step_by(7) {
+        let name = d["doc"].as_str().unwrap();
+        let text = std::fs::read_to_string(docs.join(name)).unwrap();
+        let title = text
+            .split("<title>")
+            .nth(1)
+            .and_then(|t| t.split("</title>").next())
+            .unwrap_or(name)
+            .to_string();
+        let got = search(dir, &url, &title, "bm25");
+        let found = got["hits"].as_array().unwrap().iter().filter(|h| h["doc"] == name).count();
+        assert!(found >= 1, "{name} ({title}) not found: {got:#}");
+    }
+}
+
+#[test]
+fn generation_runs_on_a_replica_and_is_retried_when_it_dies() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nats = Nats::start(dir, 1);
+    let url = nats.url();
+    let mut nodes: Vec<Node> = ["g1", "g2"].iter().map(|n| start_node(dir, &url, n, true)).collect();
+    let s = wait_status(dir, &url, "two LLM nodes", 120, |s| live_nodes(s) == 2);
+    for n in s["nodes"].as_array().unwrap() {
+        assert!(n["llm"].as_str().is_some_and(|m| !m.is_empty()), "{n}");
+    }
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("bridge.md"),
+        "# Kestrel Bridge\n\n## History\n\nThe Kestrel Bridge over the Varne estuary opened to traffic in 1987. \
+It is 412 metres long and carries the coastal railway between Harrow Point and Selby.\n\n\
+## Maintenance\n\nThe bridge is repainted every nine years by the Varne Harbour Trust.\n",
+    )
+    .unwrap();
+    cairn_testkit::copy_pages(&["library/venv.html"], &docs);
+    // Created implicitly by the first ingest: S = 2 × 2 nodes, R = 2.
+    let mut c = client(dir, &url);
+    c.arg("ingest").arg(&docs).arg("--json");
+    let ing = run_json(c);
+    assert_eq!(ing["shards"], 4);
+    assert_eq!(ing["replicas"], 2);
+    wait_status(dir, &url, "caught up", 120, caught_up);
+
+    let mut c = client(dir, &url);
+    c.args(["ask", "When did the Kestrel Bridge open?", "--json"]);
+    let a = run_json(c);
+    assert!(a["answer"].as_str().unwrap().contains("1987"), "{a:#}");
+    assert_eq!(a["shards_ok"], 4);
+    assert!(a["node"] == "g1" || a["node"] == "g2", "{a:#}");
+    let cites = a["citations"].as_array().unwrap();
+    assert!(!cites.is_empty() && cites.iter().all(|c| c["doc"].as_str().is_some()), "{a:#}");
+    assert_eq!(a["retrieved"][0]["doc"], "bridge.md", "{a:#}");
+
+    // Kill the replica that took the answer: the coordinator answers again
+    // on the other one.
+    let mut c = client(dir, &url);
+    c.env("CAIRN_LOG", "info")
+        .env("CAIRN_GENERATION_IDLE_MS", "4000")
+        .args(["ask", "Describe the Kestrel Bridge: when it opened, how long it is, what it carries and who repaints it.", "--max-tokens", "200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let err = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let e2 = err.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            e2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let text = err.lock().unwrap().clone();
+        if let Some(i) = text.find("generating on ") {
+            break text[i + 14..].split_whitespace().next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no generation started: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let first = first.trim_matches(|c: char| !c.is_alphanumeric()).to_string();
+    let i = nodes.iter().position(|n| n.name == first).unwrap_or_else(|| panic!("unknown node {first}"));
+    nodes[i].proc = None; // SIGKILL, mid-answer
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let err = err.lock().unwrap().clone();
+    assert!(status.success(), "{err}\n{stdout}");
+    assert!(err.contains(&format!("the generation replica {first} failed mid-answer")), "{err}");
+    let other = if first == "g1" { "g2" } else { "g1" };
+    assert!(err.contains(&format!("generated on {other}")), "{err}");
+    // The answer was generated again in full from the retrieved passages
+    // (whether a 135M model adds [n] markers to a long answer is its choice).
+    assert!(stdout.contains("1987"), "{stdout}");
+    assert!(stdout.contains("Sources:") || stdout.contains("(no sources cited)"), "{stdout}");
+}
