@@ -409,7 +409,7 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
 }
 
 #[test]
-fn a_node_killed_during_ingestion_catches_up_exactly_once() {
+fn a_node_killed_during_ingestion_catches_up_exactly_once_and_a_new_node_takes_over() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -482,6 +482,29 @@ fn a_node_killed_during_ingestion_catches_up_exactly_once() {
         let got = search(dir, &url, &title, "bm25");
         let found = got["hits"].as_array().unwrap().iter().filter(|h| h["doc"] == name).count();
         assert!(found >= 1, "{name} ({title}) not found: {got:#}");
+    }
+
+    // Node b goes for good; a new node c (told to wait only 2 s) takes over
+    // b's copies and replays the shards' logs to the same state.
+    nodes[1].proc = None;
+    let mut c = cairn(&dir.join("node-c"));
+    c.env("CAIRN_LOG", "info")
+        .args(["node", "--nats", &url, "--name", "c", "--no-llm", "--takeover-after", "2"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("node-c.log")).unwrap());
+    let _c = Proc(c.spawn().unwrap());
+    let s = wait_status(dir, &url, "c took over b's shards and caught up", 180, |s| {
+        let c = &s["collections"][0];
+        c["under_replicated"].as_array().is_some_and(|u| u.is_empty())
+            && c["shard_status"].as_array().unwrap().iter().all(|sh| {
+                sh["replicas"].as_array().unwrap().iter().any(|r| r["node"] == "c")
+                    && !sh["replicas"].as_array().unwrap().iter().any(|r| r["node"] == "b")
+            })
+            && caught_up(s)
+    });
+    for (i, r) in shard_docs(&s).iter().enumerate() {
+        assert_eq!(r.len(), 2, "shard {i}: {r:?}");
+        assert_eq!((r[0].1, r[0].2), (r[1].1, r[1].2), "shard {i}: {r:?}");
     }
 }
 
