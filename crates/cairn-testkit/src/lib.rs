@@ -116,6 +116,22 @@ pub fn copy_pages(pages: &[&str], dest: &Path) {
     }
 }
 
+/// Copy a directory tree (files and folders; a collection's data dir once
+/// the process that wrote it has exited) to `dest`.
+pub fn copy_dir(from: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for e in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+        let e = e.unwrap();
+        let to = dest.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to)
+                .unwrap_or_else(|err| panic!("copy {}: {err}", e.path().display()));
+        }
+    }
+}
+
 /// All `.html` pages under a docs subfolder, sorted, relative to the docs root.
 pub fn pages_under(sub: &str) -> Vec<String> {
     let root = python_docs();

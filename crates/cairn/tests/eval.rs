@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -26,13 +27,21 @@ const PAGES: &[&str] = &[
     "tutorial/controlflow.html",
 ];
 
+/// The QA set's collection, ingested once per test binary (the ingest is the
+/// same for every test) and copied into each test's own data dir.
 fn qa_corpus(tmp: &Path) -> (PathBuf, PathBuf) {
-    let docs = tmp.join("docs");
-    cairn_testkit::copy_pages(PAGES, &docs);
+    static FIXTURE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let fixture = FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = dir.path().join("docs");
+        cairn_testkit::copy_pages(PAGES, &docs);
+        let mut c = cairn(&dir.path().join("data"));
+        c.arg("ingest").arg(&docs);
+        ok(c);
+        dir
+    });
     let data = tmp.join("data");
-    let mut c = cairn(&data);
-    c.arg("ingest").arg(&docs);
-    ok(c);
+    cairn_testkit::copy_dir(&fixture.path().join("data"), &data);
     let qa = tmp.join("qa.jsonl");
     std::fs::write(
         &qa,
@@ -111,6 +120,15 @@ fn an_interrupted_answers_run_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, qa) = qa_corpus(tmp.path());
     let run = tmp.path().join("run.jsonl");
+    // Short answers: what is tested is the run log (interrupt, resume,
+    // refusal), not the answers' length; both runs read the same settings.
+    let cfg = tmp.path().join("cairn.toml");
+    std::fs::write(&cfg, "[generate]\nmax_tokens = 48\n").unwrap();
+    let cairn = |data: &Path| {
+        let mut c = cairn(data);
+        c.arg("--config").arg(&cfg);
+        c
+    };
     let mut c = cairn(&data);
     c.args(["eval", "--answers", "--qa"])
         .arg(&qa)
