@@ -6,7 +6,7 @@
 //! only. Latency is measured one query at a time; throughput with
 //! `--concurrency` queries in flight.
 
-use crate::{config, percentile, Args, QUESTIONS};
+use crate::{config, percentile, questions, Args};
 use anyhow::{Context, Result};
 use cairn_cluster::merge::Fusion;
 use cairn_cluster::Cluster;
@@ -26,12 +26,7 @@ fn summary(lat: &mut [f64], wall_s: f64) -> serde_json::Value {
 pub fn search(a: &Args) -> Result<serde_json::Value> {
     let cfg = config(a.data_dir.clone())?;
     let embedder = cairn_engine::load_embedder(&cfg)?;
-    let queries: Vec<String> = QUESTIONS
-        .iter()
-        .cycle()
-        .take(a.queries.max(QUESTIONS.len()))
-        .map(|s| s.to_string())
-        .collect();
+    let queries = questions(a.queries);
     let vectors: Vec<Vec<f32>> = queries
         .iter()
         .map(|q| embedder.embed_query(q))

@@ -263,16 +263,21 @@ const QUESTIONS: &[&str] = &[
     "unpacking argument lists",
 ];
 
+/// `n` queries (at least one of each), cycling through [`QUESTIONS`].
+fn questions(n: usize) -> Vec<String> {
+    QUESTIONS
+        .iter()
+        .cycle()
+        .take(n.max(QUESTIONS.len()))
+        .map(|s| s.to_string())
+        .collect()
+}
+
 fn search(a: &Args) -> Result<serde_json::Value> {
     let cfg = config(a.data_dir.clone())?;
     let engine = cairn_engine::Engine::open_with(&cfg, &NoProgress)?;
     let status = engine.status()?;
-    let queries: Vec<String> = QUESTIONS
-        .iter()
-        .cycle()
-        .take(a.queries.max(QUESTIONS.len()))
-        .map(|s| s.to_string())
-        .collect();
+    let queries = questions(a.queries);
     let mut result =
         serde_json::json!({"bench": "search", "chunks": status.chunks, "queries": queries.len()});
     for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {

@@ -31,19 +31,6 @@ pub fn decode_vector(s: &str, subject: &str) -> Result<Vec<f32>> {
     Ok(cairn_store::blob_to_vector(&bytes))
 }
 
-/// A document as it travels in a shard's log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct WireDoc {
-    pub path: String,
-    pub doc: String,
-    pub root: String,
-    pub hash: String,
-    pub mtime_ns: i64,
-    pub size: u64,
-    pub format: String,
-    pub text: String,
-}
-
 /// A chunk with its embedding, computed once by the ingesting client.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WireChunk {
@@ -60,7 +47,7 @@ pub struct WireChunk {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum WireOp {
     Upsert {
-        doc: WireDoc,
+        doc: DocumentRecord,
         chunks: Vec<WireChunk>,
     },
     Delete {
@@ -72,16 +59,7 @@ impl WireOp {
     pub fn from_op(op: &Op) -> WireOp {
         match op {
             Op::Upsert { doc, chunks } => WireOp::Upsert {
-                doc: WireDoc {
-                    path: doc.path.clone(),
-                    doc: doc.doc.clone(),
-                    root: doc.root.clone(),
-                    hash: doc.hash.clone(),
-                    mtime_ns: doc.mtime_ns,
-                    size: doc.size,
-                    format: doc.format.clone(),
-                    text: doc.text.clone(),
-                },
+                doc: doc.clone(),
                 chunks: chunks
                     .iter()
                     .map(|c| WireChunk {
@@ -101,16 +79,7 @@ impl WireOp {
     pub fn into_op(self, subject: &str) -> Result<Op> {
         Ok(match self {
             WireOp::Upsert { doc, chunks } => Op::Upsert {
-                doc: DocumentRecord {
-                    path: doc.path,
-                    doc: doc.doc,
-                    root: doc.root,
-                    hash: doc.hash,
-                    mtime_ns: doc.mtime_ns,
-                    size: doc.size,
-                    format: doc.format,
-                    text: doc.text,
-                },
+                doc,
                 chunks: chunks
                     .into_iter()
                     .map(|c| {

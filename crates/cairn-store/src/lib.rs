@@ -37,8 +37,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 const SCHEMA_VERSION: i64 = 1;
 
-/// A document as the ingest path hands it to the catalog.
-#[derive(Debug, Clone, PartialEq)]
+/// A document as the ingest path hands it to the catalog (and as a
+/// cluster's log carries it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DocumentRecord {
     /// Canonical absolute path: the document's key.
     pub path: String,

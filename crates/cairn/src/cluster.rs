@@ -88,28 +88,6 @@ fn fusion(cfg: &Config) -> Fusion {
     }
 }
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
 /// `cairn node`.
 pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
     crate::ask::apply(&mut cfg, &args.gen)?;
@@ -151,7 +129,7 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
         generator.as_ref().map(|g| g.model_name().to_string()).unwrap_or_else(|| "none".into())
     );
     rt.block_on(cairn_cluster::run_node(cfg, opts, embedder, generator, async {
-        shutdown_signal().await;
+        crate::serve::terminated().await;
         eprintln!("cairn node {}: leaving", args.name);
     }))?;
     eprintln!("cairn node {}: stopped", args.name);

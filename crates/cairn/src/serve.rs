@@ -58,6 +58,14 @@ pub fn serve(mut cfg: Config, args: ServeArgs) -> Result<ExitCode> {
 
 /// SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
+    terminated().await;
+    eprintln!(
+        "cairn serve: shutting down (finishing in-flight requests and the running ingestion job)"
+    );
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn terminated() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -76,7 +84,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    eprintln!(
-        "cairn serve: shutting down (finishing in-flight requests and the running ingestion job)"
-    );
 }

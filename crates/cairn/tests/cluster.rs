@@ -116,15 +116,8 @@ fn client(dir: &Path, url: &str) -> Command {
     c
 }
 
-fn run_json(mut c: Command) -> Value {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    json(&out.stdout)
+fn run_json(c: Command) -> Value {
+    json(&common::ok(c).stdout)
 }
 
 struct Node {
