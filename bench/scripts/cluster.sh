@@ -5,6 +5,7 @@
 # process on one node's copy of the corpus (the single-node baseline).
 #
 #   bash bench/scripts/cluster.sh [QUERIES=200] [CONCURRENCY=4]
+#   SUBDIRS="tutorial" bash bench/scripts/cluster.sh     # a smaller corpus
 #
 # Every process shares this machine's cores, so more nodes cannot mean more
 # throughput here: the figures give the scatter-gather overhead and the
@@ -23,6 +24,9 @@ cairn="$target/cairn"
 "$cairn" models fetch all-MiniLM-L6-v2-int8 >/dev/null
 export CAIRN_EMBED_BACKEND=onnx CAIRN_EMBED_MODEL=all-MiniLM-L6-v2-int8
 docs="${CORPUS:-/usr/share/doc/python3.11/html}"
+read -r -a subdirs <<< "${SUBDIRS:-tutorial howto faq}"
+dirs=()
+for d in "${subdirs[@]}"; do dirs+=("$docs/$d"); done
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -35,7 +39,7 @@ status_ok() { # $1 url, $2 python predicate on the status JSON `s`
 wait_for() { for _ in $(seq 1 600); do status_ok "$1" "$2" && return 0; sleep 0.5; done; echo "timed out: $2" >&2; exit 1; }
 
 echo "single-node baseline: ingesting" >&2
-"$cairn" --data-dir "$work/single" -c docs ingest "$docs/tutorial" "$docs/howto" "$docs/faq" --json >/dev/null
+"$cairn" --data-dir "$work/single" -c docs ingest "${dirs[@]}" --json >/dev/null
 results=()
 for n in 1 2 3; do
   port=$(free_port)
@@ -49,7 +53,7 @@ for n in 1 2 3; do
   wait_for "$url" "len(s['nodes']) == $n"
   "$cairn" --data-dir "$work/client" --cluster "$url" collection create docs --shards 6 --replicas 1 >/dev/null
   echo "$n node(s): ingesting" >&2
-  "$cairn" --data-dir "$work/client" --cluster "$url" -c docs ingest "$docs/tutorial" "$docs/howto" "$docs/faq" --json >/dev/null
+  "$cairn" --data-dir "$work/client" --cluster "$url" -c docs ingest "${dirs[@]}" --json >/dev/null
   wait_for "$url" "all(r['lag'] == 0 and r['serving'] for c in s['collections'] for sh in c['shard_status'] for r in sh['replicas'])"
   echo "$n node(s): querying" >&2
   results+=("$("$target/cairn-bench" cluster-search --url "$url" --collection docs --data-dir "$work/single" --queries "$queries" --concurrency "$conc")")
