@@ -6,21 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
-command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-# llama.cpp (the embedded generator) builds with cmake; its bindings need libclang.
-command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
-# A real document corpus for the demo, the tests and the benchmarks.
-[ -d /usr/share/doc/python3.11/html/library ] || need_apt+=(python3.11-doc)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing system packages: ${need_apt[*]}" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+. scripts/packages.sh
+ensure_packages "${CAIRN_APT_BUILD[@]}"
 
 # The dev profile builds every dependency at opt-level 3 (see Cargo.toml), so
 # the compute-heavy code (candle, tokenizers, tantivy, usearch) is optimised;

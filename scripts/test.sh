@@ -13,25 +13,17 @@ cd "$(dirname "$0")/.."
 export CAIRN_PROFILE=dev
 export CAIRN_BUILD_PACKAGES="-p cairn -p cairn-bench"
 # System packages in one apt run: setup.sh's (it then finds them installed;
-# the llama-server build below needs the compilers at once) and headless
-# Chromium and npm for the web UI's end-to-end test.
-need_apt=()
-command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
-command -v make >/dev/null 2>&1 || need_apt+=(make)
-command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
-[ -d /usr/share/doc/python3.11/html/library ] || need_apt+=(python3.11-doc)
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-# NATS with JetStream for the cluster tests (three servers on loopback).
-command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing system packages: ${need_apt[*]}" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+# the llama-server build below needs the compilers at once) and the tests'.
+. scripts/packages.sh
+ensure_packages "${CAIRN_APT_BUILD[@]}" "${CAIRN_APT_TEST[@]}"
+# Fails, on any machine, when the build or the tests use a system file that
+# no package named in scripts/packages.sh brings in.
+python3 scripts/check-packages.py
+# ... and the check bites: without libclang-dev in the list it must fail
+# here too, although the package is installed on this machine.
+if python3 scripts/check-packages.py --without libclang-dev >/dev/null 2>&1; then
+  echo "error: scripts/check-packages.py passed without libclang-dev in the list" >&2
+  exit 1
 fi
 
 bg_logs=$(mktemp -d)
@@ -96,6 +88,10 @@ cargo test --workspace --no-run "${cargo_args[@]}" 2>&1
 wait_bg llama-server
 wait_bg eval-venv
 cargo test --workspace --no-fail-fast "$@" 2>&1
+# The candle backend (GPU builds) is not in the default build: its own tests,
+# and the check that the ONNX graph Cairn writes gives candle's vectors (so
+# collections embedded by the old default keep working).
+cargo test -p cairn-models --features candle,ort --no-fail-fast "$@" 2>&1
 # The HTTP server against real clients (openai SDK, LangChain), schemathesis
 # and the web UI in headless Chromium.
 wait_bg client-deps

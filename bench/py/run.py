@@ -17,11 +17,16 @@ models) is cached in WORKDIR and only rebuilt when missing; --smoke uses
 WORKDIR/smoke/ and tiny sizes so CI can check the harness still runs.
 
 --smoke also leaves out the peers that need torch (sentence-transformers, the
-fp32 ONNX graph exported with torch and the onnxruntime-fp32 / cairn-ort-fp32
-pair on it, the LangChain ingest pipeline), so it runs from the light venv of
-`bench/scripts/peers-venv.sh --smoke`; Cairn then embeds with the int8 graph
-where it would use the fp32 one. Each one left out is announced ("skipped in
-smoke mode: ..."). --smoke --torch-peers keeps them (needs the full venv).
+fp32 ONNX graph exported with torch and onnxruntime-fp32 on it, the LangChain
+ingest pipeline), so it runs from the light venv of
+`bench/scripts/peers-venv.sh --smoke`. Cairn's own fp32 graph is the one
+`cairn models fetch` writes from the safetensors in Rust
+(MODEL/onnx/model.onnx), so Cairn's side needs no torch. Each one left out is
+announced ("skipped in smoke mode: ..."). --smoke --torch-peers keeps them
+(needs the full venv).
+
+The candle backend is not in the default build: its rows need `--candle` and
+a cairn-bench built with `cargo build -p cairn-bench --features candle`.
 """
 import argparse
 import datetime
@@ -51,7 +56,6 @@ INT8_INSTALLED = "all-MiniLM-L6-v2-int8/model.onnx"
 NEEDS_TORCH = {
     "sentence-transformers": "needs torch (sentence-transformers)",
     "onnxruntime-fp32": "its fp32 ONNX graph is exported with torch",
-    "cairn-ort-fp32": "its fp32 ONNX graph is exported with torch",
     "langchain": "needs torch (HuggingFaceEmbeddings runs sentence-transformers)",
 }
 # Three mid-sized pages (~90 chunks at 256 tokens) make the smoke corpus.
@@ -210,14 +214,12 @@ class Harness:
         return int8, fp32
 
     def cairn_onnx(self):
-        """The graph Cairn embeds with outside the embed benchmark: fp32 (the
-        weights sentence-transformers runs), int8 without torch (--smoke)."""
-        int8, fp32 = self.onnx_models()
-        if fp32 is None and not getattr(self, "_said_int8", False):
-            print("smoke mode: Cairn embeds with the int8 graph where it would use the fp32 one "
-                  "(exported with torch)", flush=True)
-            self._said_int8 = True
-        return fp32 or int8
+        """The graph Cairn embeds with by default: fp32, written from the
+        safetensors by `cairn models fetch` (Rust, no torch)."""
+        g = self.model / "onnx" / "model.onnx"
+        if not g.exists() and not self.a.dry_run:
+            raise SystemExit(f"{g} is missing: `cairn models fetch` writes it")
+        return g
 
     def passages_64(self):
         """~100k real passages (64-token Cairn chunks of the Python docs, topped
@@ -296,24 +298,39 @@ class Harness:
         systems = [
             ("cairn-candle", self.cairn_bench("embed-file", "--model", self.model, "--backend", "candle",
                                               *common, "--out", vec / "cairn-candle.f32")),
+        ] if self.a.candle else []
+        if not self.a.candle:
+            print("left out: cairn-candle (not in the default build; --candle with a cairn-bench built "
+                  "with --features candle)", flush=True)
+        systems += [
             ("sentence-transformers", self.peer("embed-st", "--model", self.model, *common,
                                                 "--out", vec / "st.f32")),
             ("cairn-ort-int8", self.cairn_bench("embed-file", "--model", self.model, "--backend", "ort",
                                                 "--onnx", int8, *common, "--out", vec / "cairn-ort-int8.f32")),
             ("onnxruntime-int8", self.peer("embed-ort", "--onnx", int8, "--tokenizer", self.model,
                                            "--label", "onnxruntime-int8", *common, "--out", vec / "ort-int8.f32")),
+            # Cairn's default: the fp32 graph Cairn writes from the safetensors.
             ("cairn-ort-fp32", self.cairn_bench("embed-file", "--model", self.model, "--backend", "ort",
-                                                "--onnx", fp32, *common, "--out", vec / "cairn-ort-fp32.f32")),
+                                                "--onnx", self.cairn_onnx(), *common,
+                                                "--out", vec / "cairn-ort-fp32.f32")),
+            # The same graph from Python, and torch's export of the same weights.
+            ("onnxruntime-cairn-graph", self.peer("embed-ort", "--onnx", self.cairn_onnx(), "--tokenizer", self.model,
+                                                  "--label", "onnxruntime-cairn-graph", *common,
+                                                  "--out", vec / "ort-cairn-graph.f32")),
             ("onnxruntime-fp32", self.peer("embed-ort", "--onnx", fp32, "--tokenizer", self.model,
                                            "--label", "onnxruntime-fp32", *common, "--out", vec / "ort-fp32.f32")),
         ]
         runs = self.alternate(systems)
         metrics = ["chunks_per_s", "tokens_per_s", "query_p50_ms", "query_p99_ms", "tokens"]
-        pairs = [("cairn-candle", "sentence-transformers"), ("cairn-ort-int8", "onnxruntime-int8"),
-                 ("cairn-ort-fp32", "onnxruntime-fp32")]
-        extra = {"agreement": self.agreement(vec, [("cairn-candle.f32", "st.f32"),
-                                                   ("cairn-ort-int8.f32", "ort-int8.f32"),
+        pairs = [("cairn-ort-fp32", "sentence-transformers"), ("cairn-ort-fp32", "onnxruntime-fp32"),
+                 ("cairn-ort-fp32", "onnxruntime-cairn-graph"), ("cairn-ort-int8", "onnxruntime-int8"),
+                 ("cairn-candle", "sentence-transformers")]
+        extra = {"agreement": self.agreement(vec, [("cairn-ort-fp32.f32", "st.f32"),
                                                    ("cairn-ort-fp32.f32", "ort-fp32.f32"),
+                                                   ("cairn-ort-fp32.f32", "ort-cairn-graph.f32"),
+                                                   ("cairn-candle.f32", "cairn-ort-fp32.f32"),
+                                                   ("cairn-candle.f32", "st.f32"),
+                                                   ("cairn-ort-int8.f32", "ort-int8.f32"),
                                                    ("ort-fp32.f32", "st.f32")])}
         if extra["agreement"]:
             print("\nCosine between the two sides' embeddings of the same chunks:\n")
@@ -417,16 +434,18 @@ class Harness:
                                   ("cairn-1-thread", "langchain-text-splitters"), ("cairn-1-thread", "semchunk")],
                            ["mb_per_s", "seconds", "chunks"])
 
-    def ingest_corpus(self):
+    def ingest_corpus(self, default="tutorial,howto,faq"):
         """The tutorial, HOWTOs and FAQ of the Python docs (the full 530 pages
-        take about an hour per side on 2 cores; --ingest-corpus DIR overrides)."""
+        take about an hour per side on 2 cores; --ingest-corpus DIR overrides);
+        `default` names other parts of the docs."""
         if self.a.smoke:
             return self.corpus()
         if self.a.ingest_corpus:
             return Path(self.a.ingest_corpus).expanduser()
-        d = self.work / "ingest-corpus"
+        subs = default.split(",")
+        d = self.work / ("ingest-corpus" if len(subs) == 3 else f"ingest-{'-'.join(subs)}")
         if not d.exists():
-            for sub in ("tutorial", "howto", "faq"):
+            for sub in subs:
                 shutil.copytree(PYDOCS / sub, d / sub)
         return d
 
@@ -444,6 +463,40 @@ class Harness:
                                     "--tokens", 256, "--threads", self.a.threads)),
         ])
         return self.report(runs, [("cairn", "langchain")], ["wall_s", "_proc_wall_s", "peak_rss_mib", "chunks"])
+
+    def bench_e2e(self):
+        """`cairn ingest` with every default (the README's main job: the
+        tutorial), end to end -- load HTML, chunk, embed, catalog, indexes,
+        process start to exit -- beside the peers embedding the very chunks
+        Cairn made (embedding alone, after their model is loaded)."""
+        corpus = self.ingest_corpus(default="tutorial")
+        chunks = self.ensure(self.work / "e2e-chunks.jsonl", self.cairn_bench(
+            "export-chunks", "--ext", "html", "--corpus", corpus, "--tokens", 256, "--overlap", 32,
+            "--out", self.work / "e2e-chunks.jsonl"), "the default chunks of the e2e corpus")
+        n = 0 if self.a.dry_run else sum(1 for l in Path(chunks).read_text().splitlines() if l.strip())
+        int8, fp32 = self.onnx_models()
+        # Every Cairn setting at its default (the thread budget stays: the
+        # peers get the same one through their own variables).
+        saved = self.bench_env
+        self.bench_env = {k: v for k, v in saved.items() if not k.startswith("CAIRN_")}
+        self.bench_env["CAIRN_MODELS_DIR"] = str(self.model.parent)
+        common = ["--inputs", chunks, "--queries", self.queries(), "--threads", self.a.threads,
+                  "--batch", self.a.batch, "--limit", max(n, 1)]
+        data = self.work / "e2e-data"
+        runs = self.alternate([
+            ("cairn-ingest", self.cairn_bench("ingest", "--corpus", corpus, "--cairn", self.a.cairn,
+                                              "--data-dir", data)),
+            ("sentence-transformers", self.peer("embed-st", "--model", self.model, *common)),
+            ("onnxruntime-fp32", self.peer("embed-ort", "--onnx", fp32, "--tokenizer", self.model,
+                                           "--label", "onnxruntime-fp32", *common)),
+        ])
+        self.bench_env = saved
+        for r in runs.get("cairn-ingest", []):
+            r["chunks_per_s"] = r["chunks"] / r["wall_s"]
+        if runs.get("cairn-ingest") and n and runs["cairn-ingest"][0]["chunks"] != n:
+            log(f"note: cairn ingest made {runs['cairn-ingest'][0]['chunks']} chunks, export-chunks {n}")
+        return self.report(runs, [("cairn-ingest", "sentence-transformers"), ("cairn-ingest", "onnxruntime-fp32")],
+                           ["chunks_per_s", "wall_s", "_proc_wall_s", "peak_rss_mib", "chunks", "n"])
 
     def bench_scale(self):
         sizes = "1000,2000" if self.a.smoke else "10000,100000,1000000"
@@ -554,7 +607,7 @@ def machine_info(h):
             "git": rev.stdout.strip() or None, "peers": versions}
 
 
-BENCHES = ["embed", "vectors", "bm25", "chunk", "ingest", "scale"]
+BENCHES = ["embed", "vectors", "bm25", "chunk", "ingest", "scale", "e2e"]
 
 
 def main():
@@ -578,6 +631,8 @@ def main():
     p.add_argument("--efc", type=int, default=128)
     p.add_argument("--efs", default="10,16,24,32,48,64,96,128,192,256,384,512")
     p.add_argument("--ingest-corpus", help="corpus of the ingest benchmark (default: tutorial+howto+faq)")
+    p.add_argument("--candle", action="store_true",
+                   help="embed: add the candle backend (cairn-bench built with --features candle)")
     p.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     a = p.parse_args()
     if a.smoke:

@@ -43,7 +43,12 @@ pub fn search(a: &Args) -> Result<serde_json::Value> {
         .enable_all()
         .build()?;
     let cluster = Arc::new(rt.block_on(Cluster::connect(&url))?);
-    let info = rt.block_on(cluster.open_collection(&a.collection, embedder.model_id(), embedder.dim(), false))?;
+    let info = rt.block_on(cluster.open_collection(
+        &a.collection,
+        embedder.model_id(),
+        embedder.dim(),
+        false,
+    ))?;
     let nodes = rt.block_on(cluster.nodes())?.len();
     let mut result = serde_json::json!({
         "bench": "cluster-search",
@@ -87,7 +92,11 @@ pub fn search(a: &Args) -> Result<serde_json::Value> {
                             break;
                         }
                         let t = Instant::now();
-                        if cluster.search(&info, &queries[i], Some(&vectors[i]), 10, mode, &fusion).await.is_ok() {
+                        if cluster
+                            .search(&info, &queries[i], Some(&vectors[i]), 10, mode, &fusion)
+                            .await
+                            .is_ok()
+                        {
                             out.push(t.elapsed().as_secs_f64() * 1e3);
                         }
                     }

@@ -161,7 +161,7 @@ fn embed(a: &Args) -> Result<serde_json::Value> {
         .iter()
         .map(|c| model.count_tokens(c).min(model.max_tokens()))
         .sum();
-    model.embed_passages(&chunks[..chunks.len().min(32)].to_vec())?; // warm-up
+    model.embed_passages(&chunks[..chunks.len().min(32)])?; // warm-up
     let t = Instant::now();
     let v = model.embed_passages(&chunks)?;
     let secs = t.elapsed().as_secs_f64();
@@ -402,7 +402,9 @@ fn main() -> Result<()> {
         "search" => search(&a)?,
         "generate" => generate(&a)?,
         "cluster-search" => cluster::search(&a)?,
-        other => bail!("unknown benchmark {other} (embed, ingest, search, generate, cluster-search)"),
+        other => {
+            bail!("unknown benchmark {other} (embed, ingest, search, generate, cluster-search)")
+        }
     };
     println!("{v}");
     Ok(())

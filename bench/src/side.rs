@@ -178,12 +178,15 @@ fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
 fn load_model(f: &Flags, threads: usize) -> Result<Arc<dyn SentenceEncoder>> {
     let dir = f.path("model")?;
     let batch = f.num("batch", 32)?;
-    match f.opt("backend").unwrap_or("candle") {
+    match f.opt("backend").unwrap_or("onnx") {
+        #[cfg(feature = "candle")]
         "candle" => Ok(Arc::new(cairn_models::BertEmbedder::load(
             &dir,
             cairn_models::Device::Cpu,
             batch,
         )?)),
+        #[cfg(not(feature = "candle"))]
+        "candle" => bail!("--backend candle: build cairn-bench with --features candle"),
         "onnx" | "ort" => Ok(Arc::new(cairn_models::OnnxEmbedder::load(
             &dir,
             cairn_models::Device::Cpu,
@@ -219,7 +222,7 @@ pub fn export_chunks(f: &Flags) -> Result<Value> {
         .unwrap_or_else(|| cairn_core::config::default_models_dir().join("all-MiniLM-L6-v2"));
     let tokenizer = tokenizers::Tokenizer::from_file(tok_dir.join("tokenizer.json"))
         .map_err(|e| anyhow::anyhow!("{}: {e}", tok_dir.display()))?;
-    let chunker = cairn_ingest::Chunker::new(tokenizer, tokens, 0)?;
+    let chunker = cairn_ingest::Chunker::new(tokenizer, tokens, f.num("overlap", 0)?)?;
     let (files, _) = cairn_ingest::walk(
         std::slice::from_ref(&corpus),
         &cairn_ingest::WalkOptions {
@@ -294,7 +297,7 @@ pub fn embed_file(f: &Flags) -> Result<Value> {
             .iter()
             .map(|c| model.count_tokens(c).min(model.max_tokens()))
             .sum();
-        model.embed_passages(&inputs[..inputs.len().min(8)].to_vec())?; // warm-up
+        model.embed_passages(&inputs[..inputs.len().min(8)])?; // warm-up
         let t = Instant::now();
         let vecs = model.embed_passages(&inputs)?;
         let secs = t.elapsed().as_secs_f64();

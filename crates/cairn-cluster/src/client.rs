@@ -5,7 +5,9 @@
 
 use crate::merge::{merge, ClusterHit, Fusion};
 use crate::node::{bucket, connect, keys, replicas_for};
-use crate::wire::{self, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, SearchRequest, ShardReply, WireOp};
+use crate::wire::{
+    self, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, SearchRequest, ShardReply, WireOp,
+};
 use crate::{
     initial_assignment, ops_subject, search_subject, shard_of, stream_name, ClusterError, Result,
     COLLECTIONS_BUCKET, GENERATE_SUBJECT, NODES_BUCKET, NODE_TTL,
@@ -224,10 +226,9 @@ impl Cluster {
                 description: Some(format!("cairn collection {name}, shard {shard}")),
                 ..Default::default()
             };
-            self.js
-                .get_or_create_stream(cfg)
-                .await
-                .map_err(|e| ClusterError::js(format!("creating stream {}", stream_name(name, shard)), e))?;
+            self.js.get_or_create_stream(cfg).await.map_err(|e| {
+                ClusterError::js(format!("creating stream {}", stream_name(name, shard)), e)
+            })?;
         }
         let info = CollectionInfo {
             name: name.into(),
@@ -264,7 +265,10 @@ impl Cluster {
     ) -> Result<CollectionInfo> {
         let info = match self.collection(name).await? {
             Some(c) => c,
-            None if create => match self.create_collection(name, None, None, embed_model, dim).await {
+            None if create => match self
+                .create_collection(name, None, None, embed_model, dim)
+                .await
+            {
                 Ok(c) => c,
                 Err(ClusterError::CollectionExists { .. }) => self
                     .collection(name)
@@ -317,8 +321,16 @@ impl Cluster {
                 });
                 continue;
             }
-            let id = blake3::hash(format!("{key}\n{hash}").as_bytes()).to_hex().to_string();
-            waiting.push((doc, shard, ops_subject(&info.name, shard), id, bytes::Bytes::from(body)));
+            let id = blake3::hash(format!("{key}\n{hash}").as_bytes())
+                .to_hex()
+                .to_string();
+            waiting.push((
+                doc,
+                shard,
+                ops_subject(&info.name, shard),
+                id,
+                bytes::Bytes::from(body),
+            ));
         }
         // Publish everything, then collect acknowledgements; what was not
         // acknowledged (a NATS server failing over, a leader election) is
@@ -333,7 +345,9 @@ impl Cluster {
                     .js
                     .send_publish(
                         subject.clone(),
-                        PublishMessage::build().payload(body.clone()).message_id(&id),
+                        PublishMessage::build()
+                            .payload(body.clone())
+                            .message_id(&id),
                     )
                     .await;
                 acks.push(((doc, shard, subject, id, body), fut));
@@ -408,15 +422,26 @@ impl Cluster {
             let timeout = self.shard_timeout;
             async move {
                 for attempt in 0..2 {
-                    let r = tokio::time::timeout(timeout, client.request(subject.clone(), body.clone())).await;
+                    let r = tokio::time::timeout(
+                        timeout,
+                        client.request(subject.clone(), body.clone()),
+                    )
+                    .await;
                     match r {
                         Ok(Ok(msg)) => match serde_json::from_slice::<ShardReply>(&msg.payload) {
                             Ok(rep) if rep.error.is_none() => return Some(rep),
-                            Ok(rep) => tracing::warn!(shard, node = rep.node, "shard search failed: {:?}", rep.error),
+                            Ok(rep) => tracing::warn!(
+                                shard,
+                                node = rep.node,
+                                "shard search failed: {:?}",
+                                rep.error
+                            ),
                             Err(e) => tracing::warn!(shard, "unreadable shard reply: {e}"),
                         },
                         Ok(Err(e)) => tracing::debug!(shard, attempt, "shard request: {e}"),
-                        Err(_) => tracing::warn!(shard, attempt, "shard did not answer in {timeout:?}"),
+                        Err(_) => {
+                            tracing::warn!(shard, attempt, "shard did not answer in {timeout:?}")
+                        }
                     }
                     if attempt == 0 {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -482,11 +507,17 @@ impl Cluster {
                 .await
                 .map_err(|e| ClusterError::js("sending a generation request", e))?;
             let first = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
-            let node = match first.ok().flatten().map(|m| serde_json::from_slice::<GenEvent>(&m.payload)) {
+            let node = match first
+                .ok()
+                .flatten()
+                .map(|m| serde_json::from_slice::<GenEvent>(&m.payload))
+            {
                 Some(Ok(GenEvent::Start { node, .. })) => node,
                 Some(Ok(GenEvent::Busy { .. })) => {
                     if Instant::now() > deadline_busy {
-                        return Err(ClusterError::NoGenerator("every replica stayed busy for 10 minutes".into()));
+                        return Err(ClusterError::NoGenerator(
+                            "every replica stayed busy for 10 minutes".into(),
+                        ));
                     }
                     tokio::time::sleep(Duration::from_millis(150)).await;
                     continue;
@@ -510,7 +541,9 @@ impl Cluster {
                             text_seen = true;
                             on_token(&text)
                         }
-                        Ok(GenEvent::Alive) | Ok(GenEvent::Start { .. }) | Ok(GenEvent::Busy { .. }) => {}
+                        Ok(GenEvent::Alive)
+                        | Ok(GenEvent::Start { .. })
+                        | Ok(GenEvent::Busy { .. }) => {}
                         Ok(GenEvent::Done { answer }) => break Ok(answer),
                         Ok(GenEvent::Error { message, .. }) => break Err(message),
                         Err(e) => break Err(format!("unreadable event: {e}")),
@@ -612,7 +645,11 @@ impl Cluster {
                     },
                     Err(_) => (0, 0),
                 };
-                let assigned = info.assignment.get(shard as usize).cloned().unwrap_or_default();
+                let assigned = info
+                    .assignment
+                    .get(shard as usize)
+                    .cloned()
+                    .unwrap_or_default();
                 let key = format!("{}/{shard}", info.name);
                 let replicas: Vec<ReplicaStatus> = assigned
                     .iter()

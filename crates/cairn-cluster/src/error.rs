@@ -28,7 +28,11 @@ pub enum ClusterError {
         want_dim: usize,
     },
     #[error("document {doc} encodes to {bytes} bytes, over the NATS server's max_payload of {max} bytes: raise `max_payload` in nats.conf (e.g. 8MB)")]
-    TooLarge { doc: String, bytes: usize, max: usize },
+    TooLarge {
+        doc: String,
+        bytes: usize,
+        max: usize,
+    },
     #[error("no generation replica answered: {0}")]
     NoGenerator(String),
     #[error("generation failed on {node}: {message}")]

@@ -25,7 +25,9 @@ pub mod merge;
 mod node;
 pub mod wire;
 
-pub use client::{AskOutcome, Cluster, ClusterStatus, CollectionStatus, ReplicaStatus, SearchResult, ShardStatus};
+pub use client::{
+    AskOutcome, Cluster, ClusterStatus, CollectionStatus, ReplicaStatus, SearchResult, ShardStatus,
+};
 pub use error::ClusterError;
 pub use node::{run_node, NodeOptions};
 
@@ -164,8 +166,14 @@ mod tests {
         for n in a.iter().flatten() {
             *per_node.entry(n.clone()).or_insert(0) += 1;
         }
-        assert!(per_node.values().all(|&c| (2..=3).contains(&c)), "{per_node:?}");
+        assert!(
+            per_node.values().all(|&c| (2..=3).contains(&c)),
+            "{per_node:?}"
+        );
         // More replicas than nodes: every node, once.
-        assert_eq!(initial_assignment(&nodes[..1], 2, 2), vec![vec!["c".to_string()]; 2]);
+        assert_eq!(
+            initial_assignment(&nodes[..1], 2, 2),
+            vec![vec!["c".to_string()]; 2]
+        );
     }
 }

@@ -157,7 +157,11 @@ mod tests {
     fn hybrid_fuses_the_merged_lists() {
         // "b" is second in both merged lists, "a" first dense only, "c" first BM25 only.
         let r = [
-            reply(0, vec![hit(1, 0.9, "a"), hit(2, 0.8, "b")], vec![hit(2, 5.0, "b")]),
+            reply(
+                0,
+                vec![hit(1, 0.9, "a"), hit(2, 0.8, "b")],
+                vec![hit(2, 5.0, "b")],
+            ),
             reply(1, vec![], vec![hit(3, 9.0, "c")]),
         ];
         let m = merge(&r, 3, SearchMode::Hybrid, &F);

@@ -5,14 +5,16 @@
 //! has caught up on, and serves generation if it has a model.
 
 use crate::wire::{
-    self, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, SearchRequest, ShardHit,
-    ShardReply, ShardState,
+    self, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, SearchRequest, ShardHit, ShardReply,
+    ShardState,
 };
 use crate::{
     search_subject, shard_collection, stream_name, ClusterError, Result, COLLECTIONS_BUCKET,
     GENERATE_SUBJECT, HEARTBEAT, NODES_BUCKET, NODE_TTL,
 };
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy, kv};
+use async_nats::jetstream::{
+    self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy, kv,
+};
 use cairn_core::config::Config;
 use cairn_core::{NoProgress, SearchMode};
 use cairn_engine::{AskOptions, Engine, Retrieved};
@@ -239,7 +241,10 @@ pub async fn run_node(
     }
     lock(&shared.held).clear();
     // Leave the membership now rather than when the heartbeat expires.
-    if let Ok(n) = jetstream::new(client.clone()).get_key_value(NODES_BUCKET).await {
+    if let Ok(n) = jetstream::new(client.clone())
+        .get_key_value(NODES_BUCKET)
+        .await
+    {
         let _ = n.delete(&shared.name).await;
     }
     let _ = client.flush().await;
@@ -397,8 +402,19 @@ fn start_shard(s: &Arc<Shared>, key: ShardKey, info: CollectionInfo) {
             s.embedder.model_id(),
             s.embedder.dim()
         ));
-        tracing::error!(collection = key.0, shard = key.1, "{:?}", lock(&state).error);
-        lock(&s.held).insert(key, Held { state, tasks: vec![] });
+        tracing::error!(
+            collection = key.0,
+            shard = key.1,
+            "{:?}",
+            lock(&state).error
+        );
+        lock(&s.held).insert(
+            key,
+            Held {
+                state,
+                tasks: vec![],
+            },
+        );
         return;
     }
     let task = {
@@ -469,11 +485,10 @@ async fn consume(
     search: &mut Option<JoinHandle<()>>,
 ) -> Result<()> {
     let name = stream_name(coll, shard);
-    let stream = s
-        .js
-        .get_stream(&name)
-        .await
-        .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
+    let stream =
+        s.js.get_stream(&name)
+            .await
+            .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
     let e = engine.clone();
     let applied = tokio::task::spawn_blocking(move || e.applied_seq())
         .await
@@ -633,7 +648,11 @@ fn start_search(
     let (s, coll, engine, state) = (s.clone(), coll.to_string(), engine.clone(), state.clone());
     tokio::spawn(async move {
         let subject = search_subject(&coll, shard);
-        let mut sub = match s.client.queue_subscribe(subject.clone(), subject.clone()).await {
+        let mut sub = match s
+            .client
+            .queue_subscribe(subject.clone(), subject.clone())
+            .await
+        {
             Ok(sub) => sub,
             Err(e) => {
                 lock(&state).error = Some(format!("subscribing to {subject}: {e}"));

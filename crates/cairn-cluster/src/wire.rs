@@ -203,15 +203,27 @@ pub struct GenerateRequest {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum GenEvent {
     /// This replica took the request.
-    Start { node: String, model: String },
+    Start {
+        node: String,
+        model: String,
+    },
     /// This replica is generating another answer: ask another.
-    Busy { node: String },
-    Token { text: String },
+    Busy {
+        node: String,
+    },
+    Token {
+        text: String,
+    },
     /// Still working (sent every second while generating).
     Alive,
     /// The finished answer (the same JSON as `cairn ask --json`).
-    Done { answer: serde_json::Value },
-    Error { node: String, message: String },
+    Done {
+        answer: serde_json::Value,
+    },
+    Error {
+        node: String,
+        message: String,
+    },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -251,7 +263,9 @@ mod tests {
         let json = serde_json::to_vec(&WireOp::from_op(&op)).unwrap();
         let back: WireOp = serde_json::from_slice(&json).unwrap();
         assert_eq!(back.into_op("s").unwrap(), op);
-        let del = Op::Delete { path: "/d/a.md".into() };
+        let del = Op::Delete {
+            path: "/d/a.md".into(),
+        };
         let json = serde_json::to_vec(&WireOp::from_op(&del)).unwrap();
         let back: WireOp = serde_json::from_slice(&json).unwrap();
         assert_eq!(back.into_op("s").unwrap(), del);
@@ -259,9 +273,13 @@ mod tests {
 
     #[test]
     fn a_bad_vector_names_the_subject() {
-        let e = decode_vector("!!", "cairn.ops.c.0").unwrap_err().to_string();
+        let e = decode_vector("!!", "cairn.ops.c.0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cairn.ops.c.0"), "{e}");
-        let e = decode_vector(&B64.encode([1u8, 2, 3]), "x").unwrap_err().to_string();
+        let e = decode_vector(&B64.encode([1u8, 2, 3]), "x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("multiple of 4"), "{e}");
     }
 }

@@ -189,8 +189,11 @@ pub struct EmbedConfig {
     pub batch_size: usize,
     /// Overrides the query instruction prefix read from the model files.
     pub query_prefix: Option<String>,
-    /// `candle` (the model's safetensors, any device) or `onnx` (an ONNX
-    /// graph on ONNX Runtime: CPU, or Core ML with the `coreml` feature).
+    /// `auto` (the default: `onnx` on CPUs, `candle` on GPUs), `onnx` (an
+    /// ONNX graph on ONNX Runtime: CPU, or Core ML with the `coreml`
+    /// feature; the fp32 graph is written from the safetensors) or `candle`
+    /// (the model's safetensors on candle; built with the `candle`, `cuda`
+    /// or `metal` feature).
     pub backend: String,
     /// The ONNX graph for the `onnx` backend; default `onnx/model.onnx` or
     /// `model.onnx` in the model directory.
@@ -273,7 +276,7 @@ impl Default for EmbedConfig {
             device: "cpu".into(),
             batch_size: 32,
             query_prefix: None,
-            backend: "candle".into(),
+            backend: "auto".into(),
             onnx_file: None,
             onnxruntime: None,
             threads: 0,
@@ -466,10 +469,10 @@ impl Config {
                 format!("`{}` (expected f32, f16 or i8)", self.index.quantization),
             );
         }
-        if !matches!(self.embed.backend.as_str(), "candle" | "onnx") {
+        if !matches!(self.embed.backend.as_str(), "auto" | "candle" | "onnx") {
             return bad(
                 "embed.backend",
-                format!("`{}` (expected candle or onnx)", self.embed.backend),
+                format!("`{}` (expected auto, onnx or candle)", self.embed.backend),
             );
         }
         if self.embed.batch_size == 0 {

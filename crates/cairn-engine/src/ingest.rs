@@ -6,10 +6,10 @@
 
 use crate::{Engine, Result};
 use cairn_core::config::Config;
-use cairn_ingest::Chunker;
-use cairn_models::SentenceEncoder;
 use cairn_core::{ChunkDraft, Progress, Seq};
+use cairn_ingest::Chunker;
 use cairn_ingest::{FoundFile, WalkOptions};
+use cairn_models::SentenceEncoder;
 use cairn_store::{DocumentRecord, NewChunk, Op};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -424,5 +424,4 @@ impl Preparer {
             is_new: old_hash.is_none(),
         }
     }
-
 }

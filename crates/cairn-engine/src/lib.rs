@@ -28,15 +28,15 @@ mod ask;
 mod feedback;
 mod ingest;
 
+pub use ask::{answer_from_passages, would_generate, Retrieved, NOT_COVERED};
 pub use ask::{Answer, AskOptions, Timings};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
-pub use ask::{answer_from_passages, would_generate, Retrieved, NOT_COVERED};
 pub use ingest::{IngestOptions, IngestReport, Preparer, SkippedFile};
 
 use cairn_core::config::Config;
 use cairn_core::{Hit, Progress, Scored, SearchMode, Seq};
 use cairn_index::{CatchUp, Indexes};
-use cairn_models::{BertEmbedder, Device, SentenceEncoder};
+use cairn_models::{Device, SentenceEncoder};
 use cairn_store::Catalog;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -133,20 +133,47 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The backend `embed.backend = "auto"` picks for `device`: candle on GPUs
+/// (CUDA, Metal), ONNX Runtime everywhere else when it is compiled in (the
+/// fastest CPU path, BENCHMARKS.md), else candle.
+pub fn auto_backend(device: Device) -> &'static str {
+    match device {
+        Device::Cuda(_) | Device::Metal(_) => "candle",
+        _ if cfg!(feature = "ort") => "onnx",
+        _ => "candle",
+    }
+}
+
 /// Load the configured embedding model on the configured backend.
 pub fn load_embedder(cfg: &Config) -> Result<Arc<dyn SentenceEncoder>> {
     let dir = cairn_models::registry::resolve(&cfg.embed.model, &cfg.models_dir())?;
     let device: Device = cfg.embed.device.parse()?;
-    match cfg.embed.backend.as_str() {
+    let backend = match cfg.embed.backend.as_str() {
+        "auto" => auto_backend(device),
+        other => other,
+    };
+    match backend {
         "onnx" => load_onnx(cfg, &dir, device),
-        _ => {
-            let mut model = BertEmbedder::load(&dir, device, cfg.embed.batch_size)?;
-            if let Some(p) = &cfg.embed.query_prefix {
-                model.set_query_prefix(p.clone());
-            }
-            Ok(Arc::new(model))
-        }
+        _ => load_candle(cfg, &dir, device),
     }
+}
+
+#[cfg(feature = "candle")]
+fn load_candle(cfg: &Config, dir: &Path, device: Device) -> Result<Arc<dyn SentenceEncoder>> {
+    let mut model = cairn_models::BertEmbedder::load(dir, device, cfg.embed.batch_size)?;
+    if let Some(p) = &cfg.embed.query_prefix {
+        model.set_query_prefix(p.clone());
+    }
+    Ok(Arc::new(model))
+}
+
+#[cfg(not(feature = "candle"))]
+fn load_candle(_cfg: &Config, _dir: &Path, _device: Device) -> Result<Arc<dyn SentenceEncoder>> {
+    Err(cairn_models::ModelError::NotCompiled {
+        backend: "candle (the GPU embedding backend)",
+        feature: "candle",
+    }
+    .into())
 }
 
 #[cfg(feature = "ort")]
@@ -162,8 +189,14 @@ fn load_onnx(cfg: &Config, dir: &Path, device: Device) -> Result<Arc<dyn Sentenc
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
         .or_else(|| installed.is_file().then_some(installed));
+    // A model installed by an older Cairn (or by hand) has only its
+    // safetensors: write the fp32 graph beside them once.
+    let onnx_file = match &cfg.embed.onnx_file {
+        Some(f) => Some(PathBuf::from(f)),
+        None => Some(cairn_models::onnx_export::ensure_graph(dir)?),
+    };
     let opts = cairn_models::OnnxOptions {
-        onnx_file: cfg.embed.onnx_file.as_ref().map(PathBuf::from),
+        onnx_file,
         dylib,
         threads: cfg.embed.threads,
         batch_size: cfg.embed.batch_size,
@@ -216,7 +249,7 @@ impl Engine {
             &dir.join("index"),
             embedder.dim(),
             &cfg.index,
-            &mut catalog,
+            &catalog,
             progress,
         )?;
         let prep = Preparer::new(cfg, embedder.clone())?;

@@ -10,10 +10,12 @@ use common::embedder;
 use std::path::{Path, PathBuf};
 
 fn config(data: &Path, collection: &str) -> Config {
-    let mut c = Config::default();
-    c.data_dir = Some(data.to_path_buf());
-    c.collection = collection.into();
-    c.models_dir = Some(cairn_testkit::models_dir());
+    let mut c = Config {
+        data_dir: Some(data.to_path_buf()),
+        collection: collection.into(),
+        models_dir: Some(cairn_testkit::models_dir()),
+        ..Config::default()
+    };
     c.chunk.max_tokens = 128;
     c
 }
@@ -54,7 +56,7 @@ fn incremental_ingest_unchanged_changed_deleted() {
     );
     let e = open(&tmp.path().join("data"), "default");
 
-    let r = ingest(&e, &[docs.clone()], false);
+    let r = ingest(&e, std::slice::from_ref(&docs), false);
     assert_eq!(
         (r.files_seen, r.added, r.updated, r.unchanged),
         (3, 3, 0, 0),
@@ -80,7 +82,7 @@ fn incremental_ingest_unchanged_changed_deleted() {
     assert_eq!(span, hits[0].text, "the span points at the chunk's text");
 
     // Unchanged: nothing re-read, no new sequence number.
-    let r = ingest(&e, &[docs.clone()], false);
+    let r = ingest(&e, std::slice::from_ref(&docs), false);
     assert_eq!(
         (r.added, r.updated, r.unchanged, r.chunks_added),
         (0, 0, 3, 0),
@@ -96,7 +98,7 @@ fn incremental_ingest_unchanged_changed_deleted() {
     f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
         .unwrap();
     drop(f);
-    let r = ingest(&e, &[docs.clone()], false);
+    let r = ingest(&e, std::slice::from_ref(&docs), false);
     assert_eq!((r.added, r.updated, r.unchanged), (0, 0, 3), "{r:?}");
     assert_eq!(r.seq, seq);
 
@@ -105,7 +107,7 @@ fn incremental_ingest_unchanged_changed_deleted() {
         &docs.join("notes/garden.txt"),
         "Basil grows well on a sunny windowsill and dislikes cold draughts.\n",
     );
-    let r = ingest(&e, &[docs.clone()], false);
+    let r = ingest(&e, std::slice::from_ref(&docs), false);
     assert_eq!((r.added, r.updated, r.unchanged), (0, 1, 2), "{r:?}");
     assert!(r.seq > seq);
     let hits = e.search("tomatoes watering", 5, SearchMode::Bm25).unwrap();
@@ -118,10 +120,10 @@ fn incremental_ingest_unchanged_changed_deleted() {
 
     // Deleted: --prune removes it; without --prune it stays.
     std::fs::remove_file(docs.join("notes/bikes.txt")).unwrap();
-    let r = ingest(&e, &[docs.clone()], false);
+    let r = ingest(&e, std::slice::from_ref(&docs), false);
     assert_eq!(r.removed, 0);
     assert_eq!(e.status().unwrap().documents, 3);
-    let r = ingest(&e, &[docs.clone()], true);
+    let r = ingest(&e, std::slice::from_ref(&docs), true);
     assert_eq!(r.removed, 1, "{r:?}");
     let s = e.status().unwrap();
     assert_eq!(s.documents, 2);
@@ -202,7 +204,7 @@ fn bad_inputs_are_skipped_with_reasons_and_nothing_is_lost() {
         "# Lighthouse\n\nThe lighthouse keeper lit the lamp at dusk every evening.\n",
     );
     let e = open(&tmp.path().join("data"), "default");
-    assert_eq!(ingest(&e, &[docs.clone()], false).added, 1);
+    assert_eq!(ingest(&e, std::slice::from_ref(&docs), false).added, 1);
 
     std::fs::write(
         docs.join("report.pdf"),
@@ -228,7 +230,7 @@ fn bad_inputs_are_skipped_with_reasons_and_nothing_is_lost() {
         .set_len(3 << 30)
         .unwrap();
 
-    let r = ingest(&e, &[docs.clone()], false);
+    let r = ingest(&e, std::slice::from_ref(&docs), false);
     let reason = |name: &str| {
         r.skipped
             .iter()
@@ -353,7 +355,7 @@ fn missing_or_corrupt_indexes_are_rebuilt_from_the_catalog() {
     };
     let before = {
         let e = open(&data, "default");
-        ingest(&e, &[docs.clone()], false);
+        ingest(&e, std::slice::from_ref(&docs), false);
         run(&e)
     };
     assert_eq!(before[0][0].0, "library/os.path.html");

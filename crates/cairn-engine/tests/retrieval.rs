@@ -13,9 +13,11 @@ use std::collections::HashSet;
 use std::path::Path;
 
 fn engine(data: &Path, tweak: impl FnOnce(&mut Config)) -> Engine {
-    let mut c = Config::default();
-    c.data_dir = Some(data.to_path_buf());
-    c.models_dir = Some(cairn_testkit::models_dir());
+    let mut c = Config {
+        data_dir: Some(data.to_path_buf()),
+        models_dir: Some(cairn_testkit::models_dir()),
+        ..Config::default()
+    };
     tweak(&mut c);
     Engine::open_with_embedder(&c, fast_embedder(), &NoProgress).unwrap()
 }
@@ -142,13 +144,10 @@ fn quality(e: &Engine, mode: SearchMode) -> (f64, f64, f64, Vec<String>) {
         let first = found
             .iter()
             .position(|h| gold.iter().any(|g| h.doc.ends_with(g)));
-        match first {
-            Some(r) => {
-                mrr += 1.0 / (r as f64 + 1.0);
-                h1 += (r == 0) as u8 as f64;
-                h5 += (r < 5) as u8 as f64;
-            }
-            None => {}
+        if let Some(r) = first {
+            mrr += 1.0 / (r as f64 + 1.0);
+            h1 += (r == 0) as u8 as f64;
+            h5 += (r < 5) as u8 as f64;
         }
         if first.is_none_or(|r| r >= 5) {
             misses.push(format!(

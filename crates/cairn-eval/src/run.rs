@@ -25,12 +25,59 @@ pub struct RunSettings {
     pub model: Option<String>,
 }
 
+/// Scores over the passages (chunks) exactly as `cairn search -k 10` returns
+/// them, which is also what the prompt receives (its top `generate.top_k`):
+/// an answer cannot be grounded when no passage of a gold page is there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassageScores {
+    /// A passage of a gold document is first / in the top 5 / in the top 10.
+    pub hit1: f64,
+    pub hit5: f64,
+    pub hit10: f64,
+    /// A passage in the top 5 contains a gold answer string (None: the
+    /// question has no gold answers).
+    pub answer5: Option<f64>,
+}
+
+impl PassageScores {
+    /// Score ranked passages `(document, text)` against gold document
+    /// suffixes and gold answer strings.
+    pub fn for_gold(
+        passages: &[(&str, &str)],
+        gold: &[String],
+        answers: &[String],
+    ) -> PassageScores {
+        let relevant = |d: &str| gold.iter().any(|g| ends_with_path(d, g));
+        let hit = |n: usize| f64::from(passages.iter().take(n).any(|(d, _)| relevant(d)) as u8);
+        PassageScores {
+            hit1: hit(1),
+            hit5: hit(5),
+            hit10: hit(10),
+            answer5: (!answers.is_empty()).then(|| {
+                f64::from(
+                    passages
+                        .iter()
+                        .take(5)
+                        .any(|(_, t)| answer_matches(t, answers)) as u8,
+                )
+            }),
+        }
+    }
+}
+
 /// The outcome of one question (one line of the run log).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuestionResult {
     pub id: String,
     pub kind: Option<String>,
+    /// The question's wording label (`paraphrased`, `identifier`), if the set has one.
+    #[serde(default)]
+    pub style: Option<String>,
+    /// Document-level scores (each document at the rank of its best passage).
     pub scores: RankScores,
+    /// Passage-level scores (absent in run logs written before they existed).
+    #[serde(default)]
+    pub passages: Option<PassageScores>,
     /// The first 10 distinct documents retrieved.
     pub docs: Vec<String>,
     pub search_ms: f64,
@@ -48,16 +95,18 @@ impl QuestionResult {
     /// The retrieval part of a result (the first ten distinct documents);
     /// the answer fields are filled in when a generator runs.
     fn retrieval(
-        id: String,
-        kind: Option<String>,
+        q: &QaItem,
         scores: RankScores,
+        passages: Option<PassageScores>,
         docs: &[&str],
         search_ms: f64,
     ) -> QuestionResult {
         QuestionResult {
-            id,
-            kind,
+            id: q.id.clone(),
+            kind: q.kind.clone(),
+            style: q.style.clone(),
             scores,
+            passages,
             docs: docs.iter().take(10).map(|d| d.to_string()).collect(),
             search_ms,
             answer: None,
@@ -77,6 +126,16 @@ pub struct Summary {
     pub n: usize,
     #[serde(rename = "hit@1")]
     pub hit1: f64,
+    /// Passage-level hit@1/5/10 and answer-in-top-5 (means over the
+    /// questions that have them).
+    #[serde(rename = "passage_hit@1", skip_serializing_if = "Option::is_none")]
+    pub p_hit1: Option<f64>,
+    #[serde(rename = "passage_hit@5", skip_serializing_if = "Option::is_none")]
+    pub p_hit5: Option<f64>,
+    #[serde(rename = "passage_hit@10", skip_serializing_if = "Option::is_none")]
+    pub p_hit10: Option<f64>,
+    #[serde(rename = "answer_in_top5", skip_serializing_if = "Option::is_none")]
+    pub answer5: Option<f64>,
     #[serde(rename = "hit@5")]
     pub hit5: f64,
     #[serde(rename = "hit@10")]
@@ -122,9 +181,20 @@ impl Summary {
                 mean_ms.insert(name.into(), v);
             }
         }
+        let p = |f: fn(&PassageScores) -> Option<f64>| {
+            mean(
+                results
+                    .iter()
+                    .filter_map(|r| r.passages.as_ref().and_then(f)),
+            )
+        };
         Summary {
             n: results.len(),
             hit1: m.hit1,
+            p_hit1: p(|s| Some(s.hit1)),
+            p_hit5: p(|s| Some(s.hit5)),
+            p_hit10: p(|s| Some(s.hit10)),
+            answer5: p(|s| s.answer5),
             hit5: m.hit5,
             hit10: m.hit10,
             mrr10: m.mrr10,
@@ -266,8 +336,14 @@ pub fn run_qa(
         let search_ms = t.elapsed().as_secs_f64() * 1000.0;
         let docs: Vec<&str> = dedup_docs(hits.iter().map(|h| h.doc.as_str()));
         let scores = RankScores::for_gold(&docs, &q.gold, settings.k);
-        let mut r =
-            QuestionResult::retrieval(q.id.clone(), q.kind.clone(), scores, &docs, search_ms);
+        // The passages exactly as `search -k 10` returns them.
+        let top = engine.search(&q.question, 10, settings.mode)?;
+        let top: Vec<(&str, &str)> = top
+            .iter()
+            .map(|h| (h.doc.as_str(), h.text.as_str()))
+            .collect();
+        let passages = PassageScores::for_gold(&top, &q.gold, &q.answers);
+        let mut r = QuestionResult::retrieval(q, scores, Some(passages), &docs, search_ms);
         if let Some((g, opts)) = generator {
             let mut sink = |_: &str| if stop() { Flow::Stop } else { Flow::Continue };
             let a = engine.ask(&q.question, &[], g, opts, &mut sink)?;
@@ -384,15 +460,50 @@ pub fn run_beir(
                 1.0 / (rank + 1) as f64
             ));
         }
-        results.push(QuestionResult::retrieval(
-            qid.clone(),
-            None,
-            s,
-            &ids,
-            search_ms,
-        ));
+        let item = QaItem {
+            id: qid.clone(),
+            question: String::new(),
+            answers: vec![],
+            gold: vec![],
+            kind: None,
+            style: None,
+        };
+        results.push(QuestionResult::retrieval(&item, s, None, &ids, search_ms));
         progress.advance(1);
     }
     progress.end();
     Ok((results, trec))
+}
+
+#[cfg(test)]
+mod passage_tests {
+    use super::*;
+
+    #[test]
+    fn passage_scores_read_the_ranked_passages_as_given() {
+        let gold = vec!["library/os.html".to_string()];
+        let answers = vec!["os.walk".to_string()];
+        let p = [
+            ("d/tutorial/a.html", "nothing here"),
+            ("d/library/os.html", "use os.walk() to walk a tree"),
+            ("d/library/os.html", "another passage"),
+        ];
+        let s = PassageScores::for_gold(&p, &gold, &answers);
+        assert_eq!((s.hit1, s.hit5, s.hit10), (0.0, 1.0, 1.0));
+        assert_eq!(s.answer5, Some(1.0));
+        // Past the fifth passage a gold page counts for hit@10 only.
+        let mut late = vec![("x.html", "no"); 7];
+        late.push(("library/os.html", "os.walk"));
+        let s = PassageScores::for_gold(&late, &gold, &answers);
+        assert_eq!(
+            (s.hit1, s.hit5, s.hit10, s.answer5),
+            (0.0, 0.0, 1.0, Some(0.0))
+        );
+        // No gold answers: no answer score.
+        assert_eq!(PassageScores::for_gold(&p, &gold, &[]).answer5, None);
+        // The answer in a passage of another page still counts as answered.
+        let other = [("tutorial/b.html", "call os.walk")];
+        let s = PassageScores::for_gold(&other, &gold, &answers);
+        assert_eq!((s.hit1, s.answer5), (0.0, Some(1.0)));
+    }
 }

@@ -19,6 +19,10 @@ pub struct QaItem {
     /// Optional label (behaviour, default, version, ...), reported per kind.
     #[serde(default)]
     pub kind: Option<String>,
+    /// Optional wording label (`paraphrased`: no identifier from the page;
+    /// `identifier`), reported per style.
+    #[serde(default)]
+    pub style: Option<String>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> EvalError + '_ {

@@ -6,7 +6,7 @@
 
 use cairn_core::Embedder;
 use cairn_index::vector::{ExactIndex, HnswIndex, HnswParams};
-use cairn_models::{BertEmbedder, Device};
+use cairn_models::{Device, OnnxEmbedder, OnnxOptions};
 use std::collections::HashSet;
 
 fn passages(want: usize) -> Vec<String> {
@@ -43,7 +43,14 @@ fn hnsw_recall_at_10_is_at_least_095_on_20k_real_embeddings() {
         n_index + n_query,
         "the corpus has enough distinct passages"
     );
-    let model = BertEmbedder::load(&cairn_testkit::minilm_dir(), Device::Cpu, 256).unwrap();
+    let dir = cairn_testkit::minilm_dir();
+    let opts = OnnxOptions {
+        onnx_file: Some(cairn_models::onnx_export::ensure_graph(&dir).unwrap()),
+        dylib: Some(cairn_testkit::onnxruntime_lib()),
+        threads: 0,
+        batch_size: 64,
+    };
+    let model = OnnxEmbedder::load(&dir, Device::Cpu, &opts).unwrap();
     let started = std::time::Instant::now();
     let vectors = model.embed_passages(&texts).unwrap();
     eprintln!(

@@ -116,7 +116,7 @@ fn at_word_boundaries(body: &str, start: usize, len: usize) -> bool {
         body[start..].chars().next(),
     );
     let (last, after) = (body[..end].chars().next_back(), body[end..].chars().next());
-    !(word(before) && word(first)) && !(word(last) && word(after))
+    !(word(before) && word(first) || word(last) && word(after))
 }
 
 /// Which splitter a section gets.

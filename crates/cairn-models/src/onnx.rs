@@ -119,13 +119,7 @@ fn bad(path: &Path, message: impl std::fmt::Display) -> ModelError {
     }
 }
 
-/// The graph of a model directory: `onnx/model.onnx`, then `model.onnx`.
-pub fn find_onnx(dir: &Path) -> Option<PathBuf> {
-    ["onnx/model.onnx", "model.onnx"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-}
+pub use crate::onnx_export::find_onnx;
 
 impl OnnxEmbedder {
     /// Load the model in `dir` (tokenizer and sentence-transformers files)

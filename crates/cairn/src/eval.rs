@@ -109,7 +109,7 @@ fn print_table(results: &[QuestionResult], summary: &Summary, answers: bool) {
     }
     println!();
     println!(
-        "n={}  hit@1={:.3}  hit@5={:.3}  hit@10={:.3}  mrr@10={:.3}  ndcg@10={:.3}  recall={:.3}",
+        "documents: n={}  hit@1={:.3}  hit@5={:.3}  hit@10={:.3}  mrr@10={:.3}  ndcg@10={:.3}  recall={:.3}",
         summary.n,
         summary.hit1,
         summary.hit5,
@@ -118,6 +118,34 @@ fn print_table(results: &[QuestionResult], summary: &Summary, answers: bool) {
         summary.ndcg10,
         summary.recall
     );
+    if let (Some(p1), Some(p5), Some(p10)) = (summary.p_hit1, summary.p_hit5, summary.p_hit10) {
+        println!(
+            "passages (as `search -k` returns them): hit@1={p1:.3}  hit@5={p5:.3}  hit@10={p10:.3}  answer in top 5={}",
+            summary.answer5.map_or("n/a".into(), |a| format!("{a:.3}"))
+        );
+    }
+    for (label, key) in [
+        (
+            "kind",
+            (|r| r.kind.as_deref()) as fn(&QuestionResult) -> Option<&str>,
+        ),
+        ("style", |r| r.style.as_deref()),
+    ] {
+        let gs = groups(results, key);
+        if !gs.is_empty() {
+            println!("by {label}:");
+        }
+        for (name, s) in gs {
+            println!(
+                "  {name:<14} n={:<3} doc hit@1={:.3} hit@5={:.3}  passage hit@1={} hit@5={}",
+                s.n,
+                s.hit1,
+                s.hit5,
+                s.p_hit1.map_or("n/a".into(), |v| format!("{v:.3}")),
+                s.p_hit5.map_or("n/a".into(), |v| format!("{v:.3}")),
+            );
+        }
+    }
     if let Some(a) = summary.answer_accuracy {
         println!(
             "answer accuracy={:.3}  citation precision={}  no-answer rate={:.3}",
@@ -136,25 +164,46 @@ fn print_table(results: &[QuestionResult], summary: &Summary, answers: bool) {
     println!("mean latency: {}", ms.join(", "));
 }
 
+/// The results split by a label (kind, style), each group summarised.
+fn groups(
+    results: &[QuestionResult],
+    key: fn(&QuestionResult) -> Option<&str>,
+) -> Vec<(&str, Summary)> {
+    let mut names: Vec<&str> = results.iter().filter_map(key).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let rs: Vec<QuestionResult> = results
+                .iter()
+                .filter(|r| key(r) == Some(name))
+                .cloned()
+                .collect();
+            (name, Summary::of(&rs))
+        })
+        .collect()
+}
+
+fn grouped(
+    results: &[QuestionResult],
+    key: fn(&QuestionResult) -> Option<&str>,
+) -> serde_json::Value {
+    let m: serde_json::Map<String, serde_json::Value> = groups(results, key)
+        .into_iter()
+        .map(|(name, s)| (name.to_string(), serde_json::to_value(s).unwrap()))
+        .collect();
+    m.into()
+}
+
 fn summary_json(
     s: &Summary,
     results: &[QuestionResult],
     extra: serde_json::Value,
 ) -> serde_json::Value {
     let mut v = serde_json::to_value(s).expect("summary serialises");
-    let mut by_kind = serde_json::Map::new();
-    let mut kinds: Vec<&str> = results.iter().filter_map(|r| r.kind.as_deref()).collect();
-    kinds.sort();
-    kinds.dedup();
-    for k in kinds {
-        let rs: Vec<QuestionResult> = results
-            .iter()
-            .filter(|r| r.kind.as_deref() == Some(k))
-            .cloned()
-            .collect();
-        by_kind.insert(k.into(), serde_json::to_value(Summary::of(&rs)).unwrap());
-    }
-    v["by_kind"] = by_kind.into();
+    v["by_kind"] = grouped(results, |r| r.kind.as_deref());
+    v["by_style"] = grouped(results, |r| r.style.as_deref());
     v["questions"] = serde_json::to_value(results).unwrap();
     if let serde_json::Value::Object(m) = extra {
         for (k, x) in m {
@@ -191,7 +240,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         let bars = Bars::new(a.json);
         let engine = Engine::open_with(&cfg, &bars)?;
         let report = engine.ingest(
-            &[docs.clone()],
+            std::slice::from_ref(&docs),
             &IngestOptions {
                 prune: true,
                 ..Default::default()

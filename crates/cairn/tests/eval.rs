@@ -91,17 +91,29 @@ fn qa_metrics_agree_with_search_and_the_json_contract_holds() {
                 .unwrap()
                 .to_string();
             let mut c = cairn(&data);
-            c.args(["search", &question, "-k", "1", "--json", "--mode", mode]);
-            let top = json(&ok(c).stdout)["hits"][0]["doc"]
-                .as_str()
-                .unwrap()
-                .to_string();
+            c.args(["search", &question, "-k", "5", "--json", "--mode", mode]);
+            let hits = json(&ok(c).stdout)["hits"].as_array().unwrap().clone();
+            let doc = |h: &Value| h["doc"].as_str().unwrap().to_string();
             assert_eq!(
                 q["scores"]["hit1"].as_f64().unwrap() == 1.0,
-                top.ends_with(gold),
+                doc(&hits[0]).ends_with(gold),
+                "{mode} {q}"
+            );
+            // Passage-level scores are over `search -k`'s own list.
+            assert_eq!(
+                q["passages"]["hit1"].as_f64().unwrap() == 1.0,
+                doc(&hits[0]).ends_with(gold),
+                "{mode} {q}"
+            );
+            assert_eq!(
+                q["passages"]["hit5"].as_f64().unwrap() == 1.0,
+                hits.iter().any(|h| doc(h).ends_with(gold)),
                 "{mode} {q}"
             );
         }
+        assert!(v["passage_hit@1"].as_f64() <= v["passage_hit@5"].as_f64());
+        assert!(v["passage_hit@5"].as_f64() <= v["hit@5"].as_f64(), "{v}");
+        assert!((0.0..=1.0).contains(&v["answer_in_top5"].as_f64().unwrap()));
         assert!(v["by_kind"]["behaviour"]["n"] == 2);
     }
     // A malformed set names the file and line.
