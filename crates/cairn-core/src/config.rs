@@ -249,6 +249,11 @@ pub struct SearchConfig {
     pub bm25_weight: f32,
     /// How many candidates each retriever contributes to fusion (at least top_k).
     pub candidates: usize,
+    /// BM25: weight of a match in a chunk's heading path, relative to its
+    /// body (0 leaves the heading field out of the query).
+    pub bm25_heading_boost: f32,
+    /// BM25: weight of a match in the document's path (0 leaves it out).
+    pub bm25_doc_boost: f32,
 }
 
 impl Default for Config {
@@ -324,6 +329,8 @@ impl Default for SearchConfig {
             dense_weight: 1.0,
             bm25_weight: 1.0,
             candidates: 50,
+            bm25_heading_boost: 2.0,
+            bm25_doc_boost: 0.5,
         }
     }
 }
@@ -474,6 +481,14 @@ impl Config {
                 "embed.backend",
                 format!("`{}` (expected auto, onnx or candle)", self.embed.backend),
             );
+        }
+        for (field, v) in [
+            ("search.bm25_heading_boost", self.search.bm25_heading_boost),
+            ("search.bm25_doc_boost", self.search.bm25_doc_boost),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(field, format!("{v} (expected a number >= 0)"));
+            }
         }
         if self.embed.batch_size == 0 {
             return bad("embed.batch_size", "must be at least 1".into());
@@ -650,6 +665,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("index.quantization"));
+        let mut c = Config::default();
+        c.search.bm25_heading_boost = -1.0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("search.bm25_heading_boost"), "{e}");
+        let c = Config::from_toml("[search]\nbm25_heading_boost = 0.0\nbm25_doc_boost = 1.5\n")
+            .unwrap();
+        assert_eq!(
+            (c.search.bm25_heading_boost, c.search.bm25_doc_boost),
+            (0.0, 1.5)
+        );
+        assert!(c.validate().is_ok());
     }
 
     #[test]

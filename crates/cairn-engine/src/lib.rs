@@ -252,6 +252,7 @@ impl Engine {
             &catalog,
             progress,
         )?;
+        indexes.set_bm25_field_boosts(cfg.search.bm25_heading_boost, cfg.search.bm25_doc_boost);
         let prep = Preparer::new(cfg, embedder.clone())?;
         let db = dir.join("catalog.sqlite");
         let pool = std::thread::available_parallelism()

@@ -325,6 +325,11 @@ impl Indexes {
         exact.search(query, k)
     }
 
+    /// Set BM25's query-time field weights (heading path, document path).
+    pub fn set_bm25_field_boosts(&self, heading: f32, doc: f32) {
+        self.bm25.set_field_boosts(heading, doc);
+    }
+
     /// BM25 top-k.
     pub fn bm25(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
         self.bm25.search(query, k)
