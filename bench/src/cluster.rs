@@ -36,6 +36,7 @@ pub fn search(a: &Args) -> Result<serde_json::Value> {
         bm25_weight: cfg.search.bm25_weight,
         rrf_k: cfg.search.rrf_k,
         candidates: cfg.search.candidates,
+        max_per_document: cfg.search.max_per_document,
     };
     let url = a.url.clone().context("--url NATS_URL is needed")?;
     let rt = tokio::runtime::Builder::new_multi_thread()

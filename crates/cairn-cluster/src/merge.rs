@@ -28,6 +28,8 @@ pub struct Fusion {
     pub rrf_k: f32,
     /// Candidates per list before fusion.
     pub candidates: usize,
+    /// At most this many passages of one document (0: no cap).
+    pub max_per_document: usize,
 }
 
 fn key(shard: u32, chunk: u64) -> u64 {
@@ -62,7 +64,7 @@ pub fn merge(replies: &[ShardReply], k: usize, mode: SearchMode, f: &Fusion) -> 
     }
     let dense = ranked(dense);
     let bm25 = ranked(bm25);
-    let mut out = match mode {
+    let out = match mode {
         SearchMode::Dense => dense,
         SearchMode::Bm25 => bm25,
         SearchMode::Hybrid => {
@@ -75,7 +77,9 @@ pub fn merge(replies: &[ShardReply], k: usize, mode: SearchMode, f: &Fusion) -> 
             )
         }
     };
-    out.truncate(k);
+    let out = cairn_index::fusion::cap_per_document(&out, k, f.max_per_document, |id| {
+        by_key.get(&id).map(|(h, _)| h.hit.doc.as_str())
+    });
     out.iter()
         .enumerate()
         .filter_map(|(i, s)| {
@@ -129,6 +133,7 @@ mod tests {
         bm25_weight: 1.0,
         rrf_k: 60.0,
         candidates: 50,
+        max_per_document: 0,
     };
 
     #[test]

@@ -223,6 +223,11 @@ pub struct IngestConfig {
     pub ignore_files: Vec<String>,
     /// Include hidden files and directories.
     pub hidden: bool,
+    /// Cross-document boilerplate: a block of lines found in at least this
+    /// many of the collection's documents (and in at least 1% of them) is
+    /// left out of chunks, when it is two or more such lines in a row or
+    /// stands at the start or end of a document. 0 turns it off.
+    pub boilerplate_min_docs: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -249,11 +254,17 @@ pub struct SearchConfig {
     pub bm25_weight: f32,
     /// How many candidates each retriever contributes to fusion (at least top_k).
     pub candidates: usize,
-    /// BM25: weight of a match in a chunk's heading path, relative to its
-    /// body (0 leaves the heading field out of the query).
-    pub bm25_heading_boost: f32,
+    /// BM25: weight of a match in a document's title, relative to a chunk's
+    /// body. The title (the heading path of the document's first chunk) is
+    /// indexed once per document, with its first chunk; 0 leaves it out of
+    /// the query. (`bm25_heading_boost` is accepted as its old name.)
+    #[serde(alias = "bm25_heading_boost")]
+    pub bm25_title_boost: f32,
     /// BM25: weight of a match in the document's path (0 leaves it out).
     pub bm25_doc_boost: f32,
+    /// At most this many passages of one document in a result (more only
+    /// when too few other documents match); 0: no cap.
+    pub max_per_document: usize,
 }
 
 impl Default for Config {
@@ -304,6 +315,7 @@ impl Default for IngestConfig {
             max_file_bytes: 64 * 1024 * 1024,
             ignore_files: vec![".cairnignore".into()],
             hidden: false,
+            boilerplate_min_docs: 3,
         }
     }
 }
@@ -325,12 +337,13 @@ impl Default for SearchConfig {
         SearchConfig {
             mode: SearchMode::Hybrid,
             top_k: 5,
-            rrf_k: 60.0,
+            rrf_k: 10.0,
             dense_weight: 1.0,
             bm25_weight: 1.0,
             candidates: 50,
-            bm25_heading_boost: 2.0,
+            bm25_title_boost: 1.0,
             bm25_doc_boost: 0.5,
+            max_per_document: 0,
         }
     }
 }
@@ -483,7 +496,7 @@ impl Config {
             );
         }
         for (field, v) in [
-            ("search.bm25_heading_boost", self.search.bm25_heading_boost),
+            ("search.bm25_title_boost", self.search.bm25_title_boost),
             ("search.bm25_doc_boost", self.search.bm25_doc_boost),
         ] {
             if !(v.is_finite() && v >= 0.0) {
@@ -666,16 +679,19 @@ mod tests {
             .to_string()
             .contains("index.quantization"));
         let mut c = Config::default();
-        c.search.bm25_heading_boost = -1.0;
+        c.search.bm25_title_boost = -1.0;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("search.bm25_heading_boost"), "{e}");
-        let c = Config::from_toml("[search]\nbm25_heading_boost = 0.0\nbm25_doc_boost = 1.5\n")
-            .unwrap();
+        assert!(e.contains("search.bm25_title_boost"), "{e}");
+        let c =
+            Config::from_toml("[search]\nbm25_title_boost = 0.0\nbm25_doc_boost = 1.5\n").unwrap();
         assert_eq!(
-            (c.search.bm25_heading_boost, c.search.bm25_doc_boost),
+            (c.search.bm25_title_boost, c.search.bm25_doc_boost),
             (0.0, 1.5)
         );
         assert!(c.validate().is_ok());
+        // The old name still reads.
+        let c = Config::from_toml("[search]\nbm25_heading_boost = 2.5\n").unwrap();
+        assert_eq!(c.search.bm25_title_boost, 2.5);
     }
 
     #[test]

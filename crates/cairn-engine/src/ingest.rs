@@ -6,7 +6,8 @@
 
 use crate::{Engine, Result};
 use cairn_core::config::Config;
-use cairn_core::{ChunkDraft, Progress, Seq};
+use cairn_core::{ChunkDraft, DocId, Document, Progress, Seq};
+use cairn_ingest::boilerplate::{self, BoilerplateRule};
 use cairn_ingest::Chunker;
 use cairn_ingest::{FoundFile, WalkOptions};
 use cairn_models::SentenceEncoder;
@@ -15,7 +16,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,6 +56,10 @@ pub struct IngestReport {
     /// Documents deleted by `--prune`.
     pub removed: u64,
     pub chunks_added: u64,
+    /// Lines left out of chunks as boilerplate repeated across the
+    /// collection's documents (navigation, headers, footers, tables of
+    /// contents); see `cairn_ingest::boilerplate`.
+    pub boilerplate_lines: u64,
     pub skipped: Vec<SkippedFile>,
     /// Non-fatal problems in files that were ingested (e.g. invalid UTF-8).
     pub warnings: Vec<SkippedFile>,
@@ -86,8 +91,75 @@ enum Prepared {
         drafts: Vec<ChunkDraft>,
         warnings: Vec<String>,
         is_new: bool,
+        boilerplate_lines: usize,
     },
     Skipped(SkippedFile),
+}
+
+/// A file after the first, parallel stage (read, hash, load), which runs
+/// over every file of an ingest before any is chunked: boilerplate is found
+/// from line counts over the whole collection, this ingest's files included.
+enum Read {
+    /// Content identical to the catalog's: only mtime/size changed.
+    SameContent {
+        path: String,
+        mtime_ns: i64,
+        size: u64,
+    },
+    Doc(Box<ReadDoc>),
+    Skipped(SkippedFile),
+    /// Not read (the ingest was cancelled first), or already handed to its round.
+    Gone,
+}
+
+/// A loaded file waiting to be chunked.
+struct ReadDoc {
+    file: FoundFile,
+    hash: String,
+    size: u64,
+    /// The loaded document, kept while the stage's memory budget allows
+    /// ([`KEEP_TEXT_BYTES`]); `None`: load it again when its round comes.
+    doc: Option<Document>,
+    /// Distinct line keys of its text.
+    keys: Vec<u64>,
+    is_new: bool,
+}
+
+/// Document text the read stage keeps in memory for the rounds; beyond it,
+/// documents are loaded a second time (only their line keys are kept).
+const KEEP_TEXT_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Document counts of line keys: what [`boilerplate::strip`] consults.
+struct LineCounts {
+    docs_with: HashMap<u64, u32>,
+    rule: BoilerplateRule,
+}
+
+impl LineCounts {
+    /// Counts over the read documents alone (no catalog: a cluster client).
+    fn of_batch(reads: &[Read], min_docs: u32) -> LineCounts {
+        let mut docs_with: HashMap<u64, u32> = HashMap::new();
+        let mut docs = 0u64;
+        for r in reads {
+            if let Read::Doc(d) = r {
+                docs += 1;
+                for &k in &d.keys {
+                    *docs_with.entry(k).or_insert(0) += 1;
+                }
+            }
+        }
+        LineCounts {
+            docs_with,
+            rule: BoilerplateRule {
+                min_docs,
+                collection_docs: docs,
+            },
+        }
+    }
+
+    fn get(&self, key: u64) -> u32 {
+        self.docs_with.get(&key).copied().unwrap_or(0)
+    }
 }
 
 /// Files per embedding round: large enough to fill batches, small enough
@@ -139,7 +211,7 @@ impl Engine {
         };
 
         // Unchanged by size and mtime: nothing to read.
-        let mut todo: Vec<(FoundFile, Option<String>)> = Vec::new();
+        let mut todo: Vec<(FoundFile, Option<(String, DocId)>)> = Vec::new();
         {
             let cat = self.catalog();
             for f in found.iter() {
@@ -148,25 +220,57 @@ impl Engine {
                     Some(d) if d.size == f.size && d.mtime_ns == f.mtime_ns => {
                         report.unchanged += 1
                     }
-                    Some(d) => todo.push((f.clone(), Some(d.hash))),
+                    Some(d) => todo.push((f.clone(), Some((d.hash, d.id)))),
                     None => todo.push((f.clone(), None)),
                 }
             }
         }
 
-        progress.begin("ingesting", todo.len() as u64);
-        for round in todo.chunks(FILES_PER_ROUND) {
-            if opts
-                .cancel
+        let cancelled = || {
+            opts.cancel
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::SeqCst))
-            {
+        };
+        let kept = AtomicU64::new(0);
+        progress.begin("reading", todo.len() as u64);
+        let mut reads: Vec<Read> = todo
+            .par_iter()
+            .map(|(f, old)| {
+                if cancelled() {
+                    return Read::Gone;
+                }
+                let r = self
+                    .prep
+                    .read(f, old.as_ref().map(|(h, _)| h.as_str()), &kept);
+                progress.advance(1);
+                r
+            })
+            .collect();
+        progress.end();
+        let counts = self.line_counts(&reads, &todo)?;
+
+        progress.begin("ingesting", todo.len() as u64);
+        for round in reads.chunks_mut(FILES_PER_ROUND) {
+            if cancelled() {
                 report.cancelled = true;
                 break;
             }
             let prepared: Vec<Prepared> = round
-                .par_iter()
-                .map(|(f, old_hash)| self.prep.prepare(f, old_hash.as_deref()))
+                .par_iter_mut()
+                .filter_map(|r| match std::mem::replace(r, Read::Gone) {
+                    Read::SameContent {
+                        path,
+                        mtime_ns,
+                        size,
+                    } => Some(Prepared::SameContent {
+                        path,
+                        mtime_ns,
+                        size,
+                    }),
+                    Read::Skipped(s) => Some(Prepared::Skipped(s)),
+                    Read::Doc(d) => Some(self.prep.finish(*d, &counts)),
+                    Read::Gone => None,
+                })
                 .collect();
             // Unchanged content only needs its new mtime and size recorded.
             let mut touches = Vec::new();
@@ -205,6 +309,52 @@ impl Engine {
         report.seq = caught.to.max(self.catalog().last_seq()?);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Line counts over the collection as it will be after this ingest: the
+    /// catalog's counts, plus the documents read, minus the replaced texts
+    /// of the documents they update.
+    fn line_counts(
+        &self,
+        reads: &[Read],
+        todo: &[(FoundFile, Option<(String, DocId)>)],
+    ) -> Result<LineCounts> {
+        let min_docs = self.cfg.ingest.boilerplate_min_docs;
+        let mut counts = LineCounts::of_batch(reads, min_docs);
+        if min_docs == 0 {
+            return Ok(counts);
+        }
+        let cat = self.catalog();
+        let mut delta: HashMap<u64, i64> = counts
+            .docs_with
+            .iter()
+            .map(|(&k, &n)| (k, i64::from(n)))
+            .collect();
+        let mut new_docs = 0u64;
+        for (r, (_, old)) in reads.iter().zip(todo) {
+            let Read::Doc(_) = r else { continue };
+            match old {
+                None => new_docs += 1,
+                Some((_, id)) => {
+                    if let Some(text) = cat.document_text(*id)? {
+                        for k in cairn_core::lines::document_line_keys(&text) {
+                            *delta.entry(k).or_insert(0) -= 1;
+                        }
+                    }
+                }
+            }
+        }
+        let keys: Vec<u64> = delta.keys().copied().collect();
+        let stored = cat.line_doc_counts(&keys)?;
+        counts.docs_with = delta
+            .into_iter()
+            .map(|(k, d)| {
+                let n = i64::from(stored.get(&k).copied().unwrap_or(0)) + d;
+                (k, u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+            })
+            .collect();
+        counts.rule.collection_docs = cat.stats()?.documents + new_docs;
+        Ok(counts)
     }
 
     /// Delete documents under `roots` that the walk did not find (and that
@@ -312,9 +462,28 @@ impl Preparer {
                 .collect(),
             ..Default::default()
         };
+        let kept = AtomicU64::new(0);
+        progress.begin("reading", found.len() as u64);
+        let mut reads: Vec<Read> = found
+            .par_iter()
+            .map(|f| {
+                let r = self.read(f, None, &kept);
+                progress.advance(1);
+                r
+            })
+            .collect();
+        progress.end();
+        let counts = LineCounts::of_batch(&reads, self.cfg.ingest.boilerplate_min_docs);
         progress.begin("embedding", found.len() as u64);
-        for round in found.chunks(FILES_PER_ROUND) {
-            let prepared: Vec<Prepared> = round.par_iter().map(|f| self.prepare(f, None)).collect();
+        for round in reads.chunks_mut(FILES_PER_ROUND) {
+            let prepared: Vec<Prepared> = round
+                .par_iter_mut()
+                .filter_map(|r| match std::mem::replace(r, Read::Gone) {
+                    Read::Doc(d) => Some(self.finish(*d, &counts)),
+                    Read::Skipped(s) => Some(Prepared::Skipped(s)),
+                    Read::SameContent { .. } | Read::Gone => None,
+                })
+                .collect();
             let ops = self.embed_round(prepared, &mut report)?;
             sink(ops)?;
             progress.advance(round.len() as u64);
@@ -346,7 +515,9 @@ impl Preparer {
                     drafts,
                     warnings,
                     is_new,
+                    boilerplate_lines,
                 } => {
+                    report.boilerplate_lines += boilerplate_lines as u64;
                     let chunks: Vec<NewChunk> = drafts
                         .into_iter()
                         .map(|d| NewChunk {
@@ -380,9 +551,11 @@ impl Preparer {
         Ok(ops)
     }
 
-    fn prepare(&self, f: &FoundFile, old_hash: Option<&str>) -> Prepared {
+    /// Read, hash and load one file; keep the loaded document while the
+    /// budget `kept` allows.
+    fn read(&self, f: &FoundFile, old_hash: Option<&str>, kept: &AtomicU64) -> Read {
         let skip = |reason: String| {
-            Prepared::Skipped(SkippedFile {
+            Read::Skipped(SkippedFile {
                 path: f.doc.clone(),
                 reason,
             })
@@ -392,10 +565,9 @@ impl Preparer {
             Err(e) => return skip(e.reason()),
         };
         let hash = cairn_ingest::content_hash(&bytes);
-        let path = f.abs_path.to_string_lossy().to_string();
         if old_hash == Some(hash.as_str()) {
-            return Prepared::SameContent {
-                path,
+            return Read::SameContent {
+                path: f.abs_path.to_string_lossy().to_string(),
                 mtime_ns: f.mtime_ns,
                 size: f.size,
             };
@@ -404,24 +576,67 @@ impl Preparer {
             Ok(d) => d,
             Err(e) => return skip(e.reason()),
         };
+        let keys = cairn_core::lines::document_line_keys(&doc.text);
+        let len = doc.text.len() as u64;
+        let keep = kept.fetch_add(len, Ordering::Relaxed) + len <= KEEP_TEXT_BYTES;
+        Read::Doc(Box::new(ReadDoc {
+            file: f.clone(),
+            hash,
+            size: bytes.len() as u64,
+            doc: keep.then_some(doc),
+            keys,
+            is_new: old_hash.is_none(),
+        }))
+    }
+
+    /// Leave out boilerplate, then chunk: a loaded file ready to embed.
+    fn finish(&self, r: ReadDoc, counts: &LineCounts) -> Prepared {
+        let f = &r.file;
+        let skip = |reason: String| {
+            Prepared::Skipped(SkippedFile {
+                path: f.doc.clone(),
+                reason,
+            })
+        };
+        let mut doc = match r.doc {
+            Some(d) => d,
+            None => {
+                let loaded = cairn_ingest::read_file(&f.abs_path, self.cfg.ingest.max_file_bytes)
+                    .and_then(|bytes| {
+                        if cairn_ingest::content_hash(&bytes) == r.hash {
+                            cairn_ingest::load(&f.abs_path, &bytes)
+                        } else {
+                            Err(cairn_ingest::IngestError::Changed {
+                                path: f.abs_path.clone(),
+                            })
+                        }
+                    });
+                match loaded {
+                    Ok(d) => d,
+                    Err(e) => return skip(e.reason()),
+                }
+            }
+        };
+        let boilerplate_lines = boilerplate::strip(&mut doc, counts.rule, |k| counts.get(k));
         let drafts = self.chunker.chunk(&doc);
         if drafts.is_empty() {
             return skip("no text to index".into());
         }
         Prepared::Loaded {
             record: DocumentRecord {
-                path,
+                path: f.abs_path.to_string_lossy().to_string(),
                 doc: f.doc.clone(),
                 root: f.root.to_string_lossy().to_string(),
-                hash,
+                hash: r.hash,
                 mtime_ns: f.mtime_ns,
-                size: bytes.len() as u64,
+                size: r.size,
                 format: doc.format.name(),
                 text: doc.text,
             },
             drafts,
             warnings: doc.warnings,
-            is_new: old_hash.is_none(),
+            is_new: r.is_new,
+            boilerplate_lines,
         }
     }
 }

@@ -252,7 +252,7 @@ impl Engine {
             &catalog,
             progress,
         )?;
-        indexes.set_bm25_field_boosts(cfg.search.bm25_heading_boost, cfg.search.bm25_doc_boost);
+        indexes.set_bm25_field_boosts(cfg.search.bm25_title_boost, cfg.search.bm25_doc_boost);
         let prep = Preparer::new(cfg, embedder.clone())?;
         let db = dir.join("catalog.sqlite");
         let pool = std::thread::available_parallelism()
@@ -387,9 +387,13 @@ impl Engine {
             let cat = self.reader();
             Ok(idx.dense(&cat, q, n)?)
         };
-        let mut ranked = match mode {
-            SearchMode::Dense => dense(k)?,
-            SearchMode::Bm25 => idx.bm25(query, k)?,
+        let cap = self.cfg.search.max_per_document;
+        // With a per-document cap, more than k passages are ranked, so that
+        // other documents can fill the places the cap frees.
+        let want = if cap > 0 { candidates } else { k };
+        let ranked = match mode {
+            SearchMode::Dense => dense(want)?,
+            SearchMode::Bm25 => idx.bm25(query, want)?,
             SearchMode::Hybrid => {
                 let d = dense(candidates)?;
                 let b = idx.bm25(query, candidates)?;
@@ -402,8 +406,17 @@ impl Engine {
                 )
             }
         };
-        ranked.truncate(k);
-        Ok(ranked)
+        if cap == 0 {
+            return Ok(ranked.into_iter().take(k).collect());
+        }
+        let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();
+        let docs = self.reader().chunk_documents(&ids)?;
+        Ok(cairn_index::fusion::cap_per_document(
+            &ranked,
+            k,
+            cap,
+            |id| docs.get(&id).copied(),
+        ))
     }
 
     /// Cosine similarity between a query vector and stored chunks (0 for a

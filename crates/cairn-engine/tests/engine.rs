@@ -296,6 +296,82 @@ fn only_bad_input_means_nothing_ingested() {
     );
 }
 
+/// A page of a small site: a header menu and a footer navigation table on
+/// every page (plain markup, no `<nav>` or class names to go by), and a
+/// body of its own.
+fn site_page(topic: &str, body: &str) -> String {
+    format!(
+        "<html><head><title>{topic}</title></head><body>\
+         <div>Acme Manual</div><div>Home Guide Reference Downloads</div>\
+         <h1>{topic}</h1><p>{body}</p>\
+         <table><tr><td>Prev</td><td>Up</td><td>Next</td></tr></table>\
+         </body></html>"
+    )
+}
+
+#[test]
+fn boilerplate_repeated_across_pages_is_left_out_and_new_pages_follow_the_collection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    let topics = [
+        (
+            "Lighthouses",
+            "A lighthouse keeper trims the wick of the lamp at dusk.",
+        ),
+        (
+            "Harbours",
+            "A harbour shelters fishing boats from the winter storms.",
+        ),
+        ("Tides", "Spring tides follow the full and the new moon."),
+        ("Buoys", "A red buoy marks the port side of the channel."),
+    ];
+    for (topic, body) in topics {
+        write(&site.join(format!("{topic}.html")), &site_page(topic, body));
+    }
+    let e = open(&tmp.path().join("data"), "default");
+    let r = ingest(&e, std::slice::from_ref(&site), false);
+    assert_eq!(r.added, 4, "{r:?}");
+    // Per page: the two header lines and the footer line.
+    assert_eq!(r.boilerplate_lines, 4 * 3, "{r:?}");
+    let chrome = "acme manual downloads prev";
+    assert!(
+        e.search(chrome, 5, SearchMode::Bm25).unwrap().is_empty(),
+        "no chunk holds the menu or the footer"
+    );
+    for (topic, body) in topics {
+        let hits = e.search(body, 1, SearchMode::Hybrid).unwrap();
+        assert_eq!(hits[0].doc, format!("{topic}.html"));
+        assert_eq!(hits[0].text.trim(), body, "the page's own text, whole");
+    }
+
+    // A page added later is cut by the collection's counts, not its own batch.
+    write(
+        &site.join("Beacons.html"),
+        &site_page("Beacons", "A beacon on the headland burns all night."),
+    );
+    let r = ingest(&e, std::slice::from_ref(&site), false);
+    assert_eq!(
+        (r.added, r.unchanged, r.boilerplate_lines),
+        (1, 4, 3),
+        "{r:?}"
+    );
+    assert!(e.search(chrome, 5, SearchMode::Bm25).unwrap().is_empty());
+
+    // Turned off, the chrome is indexed like any text.
+    let mut cfg = config(&tmp.path().join("data-off"), "default");
+    cfg.ingest.boilerplate_min_docs = 0;
+    let off = Engine::open_with_embedder(&cfg, embedder(), &NoProgress).unwrap();
+    let r = ingest(&off, std::slice::from_ref(&site), false);
+    assert_eq!(r.boilerplate_lines, 0);
+    let docs: std::collections::BTreeSet<String> = off
+        .search(chrome, 20, SearchMode::Bm25)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.doc)
+        .collect();
+    assert_eq!(docs.len(), 5, "{docs:?}");
+}
+
 #[test]
 fn collections_are_separate() {
     let tmp = tempfile::tempdir().unwrap();

@@ -23,6 +23,13 @@ pub struct RunSettings {
     pub answers: bool,
     /// The generator, when answers are generated.
     pub model: Option<String>,
+    /// The search settings (fusion weights, candidates, BM25 field weights)
+    /// and the collection's catalog sequence: a log written against other
+    /// weights or another ingest of the collection is not resumed.
+    #[serde(default)]
+    pub search: Option<cairn_core::config::SearchConfig>,
+    #[serde(default)]
+    pub catalog_seq: Option<u64>,
 }
 
 /// Scores over the passages (chunks) exactly as `cairn search -k 10` returns

@@ -62,13 +62,14 @@ pub const TOKENIZER_NAME: &str = "cairn_ident_v1";
 const WRITER_MEMORY_BUDGET: usize = 50_000_000;
 /// Tokens longer than this (in bytes) are not indexed.
 const MAX_TOKEN_BYTES: usize = 64;
-/// Default query-time weight of the heading field relative to the body.
-/// Every chunk of a section carries its page's and section's titles, so a
-/// title word lifts every chunk of the page; weight 0 gains 10-18 points of
-/// passage hit@5 on the development sets (ablation in EVALUATION.md) but
-/// loses finding a page by its title, so the default stays until titles get
-/// a field of their own.
-pub const HEADING_BOOST: f32 = 2.0;
+/// Default query-time weight of the title field relative to the body. A
+/// document's title (its first chunk's heading path) is indexed once, with
+/// that chunk: indexing every chunk's heading path lifted every chunk of a
+/// page whose title shares a word with the query above the passage that
+/// answers (10-18 points of passage hit@5 on the development sets;
+/// ablation in EVALUATION.md), and not indexing titles at all lost finding a
+/// page by its title.
+pub const TITLE_BOOST: f32 = 1.0;
 /// Default query-time weight of the document path field relative to the body.
 pub const DOC_BOOST: f32 = 0.5;
 /// At most this many distinct query terms are used (a pasted paragraph
@@ -385,7 +386,7 @@ impl TokenStream for IdentTokenStream<'_> {
 struct Fields {
     id: Field,
     body: Field,
-    heading: Field,
+    title: Field,
     doc: Field,
 }
 
@@ -398,14 +399,14 @@ fn build_schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let id = builder.add_u64_field("id", INDEXED | STORED | FAST);
     let body = builder.add_text_field("body", text.clone());
-    let heading = builder.add_text_field("heading", text.clone());
+    let title = builder.add_text_field("title", text.clone());
     let doc = builder.add_text_field("doc", text);
     (
         builder.build(),
         Fields {
             id,
             body,
-            heading,
+            title,
             doc,
         },
     )
@@ -459,8 +460,8 @@ pub struct Bm25Index {
     reader: IndexReader,
     fields: Fields,
     applied_seq: AtomicU64,
-    /// Query-time weights of the heading and document-path fields (f32 bits).
-    heading_boost: AtomicU32,
+    /// Query-time weights of the title and document-path fields (f32 bits).
+    title_boost: AtomicU32,
     doc_boost: AtomicU32,
 }
 
@@ -541,7 +542,7 @@ impl Bm25Index {
             reader,
             fields,
             applied_seq: AtomicU64::new(applied_seq),
-            heading_boost: AtomicU32::new(HEADING_BOOST.to_bits()),
+            title_boost: AtomicU32::new(TITLE_BOOST.to_bits()),
             doc_boost: AtomicU32::new(DOC_BOOST.to_bits()),
         })
     }
@@ -557,16 +558,17 @@ impl Bm25Index {
         self.applied_seq.load(Ordering::Acquire)
     }
 
-    /// Stage a chunk (`doc` = document display path, `heading` = heading
-    /// path "A > B", `text` = chunk text). Adding an id twice indexes it
-    /// twice: to replace a chunk, [`delete`](Self::delete) it first (deletes
-    /// only affect chunks staged before them).
-    pub fn add(&self, id: ChunkId, doc: &str, heading: &str, text: &str) -> Result<()> {
+    /// Stage a chunk (`doc` = document display path, `title` = the
+    /// document's title for its first chunk and empty for the others,
+    /// `text` = chunk text). Adding an id twice indexes it twice: to replace
+    /// a chunk, [`delete`](Self::delete) it first (deletes only affect
+    /// chunks staged before them).
+    pub fn add(&self, id: ChunkId, doc: &str, title: &str, text: &str) -> Result<()> {
         let mut document = TantivyDocument::default();
         document.add_u64(self.fields.id, id);
         document.add_text(self.fields.body, text);
-        if !heading.is_empty() {
-            document.add_text(self.fields.heading, heading);
+        if !title.is_empty() {
+            document.add_text(self.fields.title, title);
         }
         if !doc.is_empty() {
             document.add_text(self.fields.doc, doc);
@@ -615,11 +617,10 @@ impl Bm25Index {
         self.commit_locked(&mut writer, 0)
     }
 
-    /// Set the query-time weights of the heading and document-path fields
-    /// (defaults [`HEADING_BOOST`] and [`DOC_BOOST`]; 0 leaves a field out).
-    pub fn set_field_boosts(&self, heading: f32, doc: f32) {
-        self.heading_boost
-            .store(heading.to_bits(), Ordering::Relaxed);
+    /// Set the query-time weights of the title and document-path fields
+    /// (defaults [`TITLE_BOOST`] and [`DOC_BOOST`]; 0 leaves a field out).
+    pub fn set_field_boosts(&self, title: f32, doc: f32) {
+        self.title_boost.store(title.to_bits(), Ordering::Relaxed);
         self.doc_boost.store(doc.to_bits(), Ordering::Relaxed);
     }
 
@@ -627,7 +628,7 @@ impl Bm25Index {
     ///
     /// The query is not parsed (no syntax, never a syntax error): it is run
     /// through [`analyze`] and every term is searched in the body, in the
-    /// heading (weight ×2 by default) and in the document path (×0.5 by
+    /// title (weight ×1 by default) and in the document path (×0.5 by
     /// default; see [`Bm25Index::set_field_boosts`]); a chunk's score is the sum. An empty query, or one made only of stopwords and
     /// punctuation, returns nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
@@ -648,8 +649,8 @@ impl Bm25Index {
         let fields = [
             (self.fields.body, 1.0),
             (
-                self.fields.heading,
-                f32::from_bits(self.heading_boost.load(Ordering::Relaxed)),
+                self.fields.title,
+                f32::from_bits(self.title_boost.load(Ordering::Relaxed)),
             ),
             (
                 self.fields.doc,
@@ -886,10 +887,10 @@ mod tests {
     }
 
     #[test]
-    fn field_boosts_weigh_heading_and_path_matches() {
+    fn field_boosts_weigh_title_and_path_matches() {
         let tmp = TempDir::new().unwrap();
         let index = Bm25Index::open_or_create(&tmp.path().join("b")).unwrap();
-        // "lighthouse" is in chunk 1's heading and path only, in chunk 2's body only.
+        // "lighthouse" is in chunk 1's title and path only, in chunk 2's body only.
         index
             .add(
                 1,
@@ -910,9 +911,9 @@ mod tests {
             .add(3, "notes/other.md", "Other", "nothing here")
             .unwrap();
         index.commit(1).unwrap();
-        assert_eq!((HEADING_BOOST, DOC_BOOST), (2.0, 0.5), "the defaults");
+        assert_eq!((TITLE_BOOST, DOC_BOOST), (1.0, 0.5), "the defaults");
         index.set_field_boosts(2.0, 0.0);
-        assert_eq!(ids(&index, "lighthouse", 5), [1, 2], "heading ×2");
+        assert_eq!(ids(&index, "lighthouse", 5), [1, 2], "title ×2");
         index.set_field_boosts(0.0, 0.0);
         assert_eq!(ids(&index, "lighthouse", 5), [2], "body only");
         index.set_field_boosts(0.0, 10.0);
@@ -921,7 +922,7 @@ mod tests {
             [1, 2],
             "path match, weighted up"
         );
-        index.set_field_boosts(HEADING_BOOST, DOC_BOOST);
+        index.set_field_boosts(TITLE_BOOST, DOC_BOOST);
         assert_eq!(ids(&index, "lighthouse", 5).len(), 2, "body and path");
     }
 

@@ -209,7 +209,13 @@ impl Indexes {
                 let mut added = 0u64;
                 c.for_each_chunk_since(from, |chunk, vector| -> Result<()> {
                     if chunk.seq > from_b {
-                        bm25.add(chunk.id, &chunk.doc, &chunk.heading, &chunk.text)?;
+                        // A document's title once, with its first chunk.
+                        let title = if chunk.ord == 0 {
+                            chunk.heading.as_str()
+                        } else {
+                            ""
+                        };
+                        bm25.add(chunk.id, &chunk.doc, title, &chunk.text)?;
                     }
                     if chunk.seq > from_h {
                         batch.push((chunk.id, vector));
@@ -326,8 +332,8 @@ impl Indexes {
     }
 
     /// Set BM25's query-time field weights (heading path, document path).
-    pub fn set_bm25_field_boosts(&self, heading: f32, doc: f32) {
-        self.bm25.set_field_boosts(heading, doc);
+    pub fn set_bm25_field_boosts(&self, title: f32, doc: f32) {
+        self.bm25.set_field_boosts(title, doc);
     }
 
     /// BM25 top-k.

@@ -3,8 +3,9 @@
 //!
 //! Scripts, styles, forms, navigation (including Sphinx's sidebar, "related"
 //! bars, breadcrumbs, footers and `¶` header links) and hidden elements are
-//! dropped. The `<title>` becomes the outermost heading when the page has no
-//! `<h1>`.
+//! dropped. The `<title>` is the outermost heading; a heading that repeats it
+//! (often without the site's suffix, "Setup" for "Setup — The Manual")
+//! replaces it, and headings that do not nest under it.
 
 use crate::sections::{clean_title, SectionBuilder};
 use crate::text::decode;
@@ -218,33 +219,27 @@ fn extract(html: &Html) -> (String, Vec<cairn_core::Section>) {
     let root = html.tree.root();
 
     let mut title = None;
-    let mut has_h1 = false;
     for node in root.descendants() {
         let Some(el) = node.value().as_element() else {
             continue;
         };
-        match el.name() {
-            "title" if title.is_none() => {
-                let in_head = node
-                    .parent()
-                    .and_then(|p| p.value().as_element().map(|e| e.name() == "head"))
-                    .unwrap_or(false);
-                if in_head {
-                    title = ElementRef::wrap(node)
-                        .map(|e| clean_title(&e.text().collect::<String>().replace('¶', "")));
-                }
-            }
-            "h1" if !has_h1 => {
-                has_h1 = !node
-                    .ancestors()
-                    .any(|a| a.value().as_element().is_some_and(is_dropped));
-            }
-            _ => {}
+        let in_head = || {
+            node.parent()
+                .and_then(|p| p.value().as_element().map(|e| e.name() == "head"))
+                .unwrap_or(false)
+        };
+        if el.name() == "title" && in_head() {
+            title = ElementRef::wrap(node)
+                .map(|e| clean_title(&e.text().collect::<String>().replace('¶', "")));
+            break;
         }
     }
 
+    // The title is the outermost heading; a heading that repeats it (often
+    // without the site's suffix) takes its place. Pages whose `<h1>`s are
+    // their numbered sections keep their title above them.
     let mut builder = match title {
-        Some(t) if !has_h1 && !t.is_empty() => SectionBuilder::with_root(t),
+        Some(t) if !t.is_empty() => SectionBuilder::with_root(t),
         _ => SectionBuilder::new(),
     };
     let mut w = Writer::default();
@@ -369,6 +364,20 @@ mod tests {
             .collect();
         assert_eq!(paths, ["My Page", "My Page > Part"]);
         assert!(!doc.text.contains("My Page"), "title is not body text");
+    }
+
+    #[test]
+    fn a_title_repeated_by_the_first_heading_is_kept_once() {
+        let doc = load(
+            b"<title>3.2. Setup</title><h2>3.2. Setup</h2><p>intro</p>\
+              <h3>3.2.1. Disks</h3><p>body</p>",
+        );
+        let paths: Vec<_> = doc
+            .sections
+            .iter()
+            .map(|s| s.headings.join(" > "))
+            .collect();
+        assert_eq!(paths, ["3.2. Setup", "3.2. Setup > 3.2.1. Disks"]);
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //!    nothing), and [`load`] turns the bytes into a [`cairn_core::Document`]:
 //!    visible text plus [`cairn_core::Section`]s carrying heading paths. There
 //!    is one loader per format: plain text, Markdown, HTML, PDF, DOCX and code.
-//! 3. [`Chunker`] cuts a document into [`cairn_core::ChunkDraft`]s whose
+//! 3. [`boilerplate::strip`] cuts out of a document's sections the blocks of
+//!    lines that many documents of the collection repeat (navigation,
+//!    headers, footers, tables of contents), found by line counts across the
+//!    collection, with no rule written for any one site.
+//! 4. [`Chunker`] cuts a document into [`cairn_core::ChunkDraft`]s whose
 //!    embedding text (heading path + chunk) fits the embedding model's token
 //!    window, measured with the model's own tokenizer.
 //!
@@ -25,6 +29,7 @@
 //! Nothing here panics on bad input: a file that cannot be loaded gives an
 //! [`IngestError`] whose message names the file and the reason.
 
+pub mod boilerplate;
 mod chunk;
 mod code;
 mod docx;
@@ -87,6 +92,10 @@ pub enum IngestError {
     /// The DOCX container or its main part could not be read.
     #[error("{}: corrupt DOCX: {reason}", path.display())]
     CorruptDocx { path: PathBuf, reason: String },
+    /// The file changed while it was being ingested (its content no longer
+    /// matches what was read first); the next ingest takes the new content.
+    #[error("{}: changed during ingest", path.display())]
+    Changed { path: PathBuf },
     /// The chunker was configured with impossible sizes (no file involved).
     #[error("invalid chunker settings: {reason}")]
     ChunkerConfig { reason: String },
@@ -105,7 +114,8 @@ impl IngestError {
             | IngestError::CorruptPdf { path, .. }
             | IngestError::EncryptedPdf { path }
             | IngestError::NoTextLayer { path }
-            | IngestError::CorruptDocx { path, .. } => Some(path),
+            | IngestError::CorruptDocx { path, .. }
+            | IngestError::Changed { path } => Some(path),
             IngestError::ChunkerConfig { .. } => None,
         }
     }

@@ -31,8 +31,8 @@ impl SectionBuilder {
         }
     }
 
-    /// Start with an outermost heading that no later heading replaces (an
-    /// HTML `<title>` when the page has no `<h1>`).
+    /// Start with an outermost heading (an HTML `<title>`) that later
+    /// headings nest under; one that repeats it replaces it when shorter.
     pub(crate) fn with_root(title: String) -> Self {
         let mut b = SectionBuilder::new();
         b.root = Some(title);
@@ -78,7 +78,28 @@ impl SectionBuilder {
         while self.stack.last().is_some_and(|(l, _)| *l >= level) {
             self.stack.pop();
         }
-        self.stack.push((level, title));
+        // A heading that repeats the title ("Setup" under "Setup — The
+        // Manual") takes its place: the shorter name, without the site's
+        // suffix, is the one kept.
+        if let Some(root) = self.root.as_mut() {
+            if same_title(root, &title) {
+                if title.len() < root.len() {
+                    *root = title;
+                }
+                self.start = h_end.max(h_start).min(text.len());
+                return;
+            }
+        }
+        // A heading that repeats one already on the path ("3.2. Setup >
+        // 3.2. Setup") is not pushed.
+        let repeats = self
+            .root
+            .iter()
+            .chain(self.stack.iter().map(|(_, t)| t))
+            .any(|t| same_title(t, &title));
+        if !repeats {
+            self.stack.push((level, title));
+        }
         self.start = h_end.max(h_start).min(text.len());
     }
 
@@ -86,6 +107,26 @@ impl SectionBuilder {
         self.close(text, text.len());
         self.sections
     }
+}
+
+/// Whether two headings name the same thing: equal up to case and spacing,
+/// or one is the other followed by a separator and more (a `<title>` such as
+/// "Setup — Manual" against the heading "Setup").
+fn same_title(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_lowercase(), b.to_lowercase());
+    let (a, b) = (clean_title(&a), clean_title(&b));
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short == long {
+        return true;
+    }
+    long.starts_with(&short)
+        && short.chars().filter(|c| c.is_alphanumeric()).count() >= 3
+        && long[short.len()..]
+            .trim_start()
+            .starts_with(['—', '–', '-', '|', ':', '·', '»'])
 }
 
 /// Collapse runs of whitespace into single spaces and trim; for heading titles.
@@ -110,5 +151,27 @@ mod tests {
         let paths: Vec<_> = s.iter().map(|s| s.headings.join(" > ")).collect();
         assert_eq!(paths, ["A", "A > B", "A > B > C", "A > D"]);
         assert_eq!(&text[s[0].start..s[0].end], "\nintro\n");
+    }
+
+    #[test]
+    fn repeated_titles_are_not_nested() {
+        let text = "3.2. Setup\nbody\n3.2. Setup\nmore\nPart\nend";
+        let pos = |s: &str, from: usize| from + text[from..].find(s).unwrap();
+        let mut b = SectionBuilder::with_root("3.2. Setup — The Manual".into());
+        let h1 = pos("3.2. Setup", 0);
+        b.heading(text, 1, "3.2. Setup".into(), h1, h1 + 10);
+        let h2 = pos("3.2. Setup", h1 + 1);
+        b.heading(text, 2, "3.2.  SETUP".into(), h2, h2 + 10);
+        let p = pos("Part", 0);
+        b.heading(text, 3, "Part".into(), p, p + 4);
+        let paths: Vec<_> = b
+            .finish(text)
+            .iter()
+            .map(|s| s.headings.join(" > "))
+            .collect();
+        assert_eq!(paths, ["3.2. Setup", "3.2. Setup", "3.2. Setup > Part"]);
+        assert!(!same_title("Setup", "Setups"));
+        assert!(!same_title("Setup", "Setup and teardown"));
+        assert!(same_title("Setup", "setup | Site"));
     }
 }

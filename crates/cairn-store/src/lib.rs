@@ -31,6 +31,7 @@ pub use feedback::{AnswerRecord, FeedbackRecord, Rating};
 
 use cairn_core::{ChunkId, DocId, Seq, StoredChunk};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -129,6 +130,28 @@ pub fn blob_to_vector(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// Add `delta` (1 or -1) to the document count of every distinct line of
+/// `text`, inside the caller's transaction; counts that reach 0 are removed.
+fn count_lines(tx: &rusqlite::Transaction<'_>, text: &str, delta: i64) -> rusqlite::Result<()> {
+    let keys = cairn_core::lines::document_line_keys(text);
+    if delta > 0 {
+        let mut up = tx.prepare_cached(
+            "INSERT INTO line_df(key, docs) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET docs = docs + ?2",
+        )?;
+        for k in keys {
+            up.execute(params![k as i64, delta])?;
+        }
+    } else {
+        let mut down = tx.prepare_cached("UPDATE line_df SET docs = docs + ?2 WHERE key=?1")?;
+        let mut gone = tx.prepare_cached("DELETE FROM line_df WHERE key=?1 AND docs <= 0")?;
+        for k in keys {
+            down.execute(params![k as i64, delta])?;
+            gone.execute([k as i64])?;
+        }
+    }
+    Ok(())
 }
 
 impl Catalog {
@@ -230,9 +253,32 @@ impl Catalog {
                  CREATE INDEX IF NOT EXISTS chunks_seq ON chunks(seq);
                  CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
                  CREATE TABLE IF NOT EXISTS tombstones(seq INTEGER NOT NULL, chunk_id INTEGER NOT NULL);
-                 CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);",
+                 CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);
+                 CREATE TABLE IF NOT EXISTS line_df(key INTEGER PRIMARY KEY, docs INTEGER NOT NULL);",
             )
             .map_err(&e)?;
+        // Catalogs written before line counts existed get them once.
+        let counted: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key='line_df'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(&e)?;
+        if counted.is_none() {
+            let tx = self.conn.transaction().map_err(&e)?;
+            {
+                let mut texts = tx.prepare("SELECT text FROM documents").map_err(&e)?;
+                let mut rows = texts.query([]).map_err(&e)?;
+                while let Some(row) = rows.next().map_err(&e)? {
+                    let text: String = row.get(0).map_err(&e)?;
+                    count_lines(&tx, &text, 1).map_err(&e)?;
+                }
+            }
+            tx.execute("INSERT INTO meta(key, value) VALUES('line_df', '1')", [])
+                .map_err(&e)?;
+            tx.commit().map_err(&e)?;
+        }
         self.conn.execute_batch(feedback::SCHEMA).map_err(&e)?;
         let version: Option<String> = self
             .conn
@@ -363,6 +409,10 @@ impl Catalog {
                     .map_err(&e)?;
                 let doc_id = match existing {
                     Some(id) => {
+                        let old: String = tx
+                            .query_row("SELECT text FROM documents WHERE id=?1", [id], |r| r.get(0))
+                            .map_err(&e)?;
+                        count_lines(&tx, &old, -1).map_err(&e)?;
                         tx.execute("INSERT INTO tombstones(seq, chunk_id) SELECT ?1, id FROM chunks WHERE doc_id=?2", params![seq_i, id])
                             .map_err(&e)?;
                         tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id])
@@ -383,6 +433,7 @@ impl Catalog {
                         tx.last_insert_rowid()
                     }
                 };
+                count_lines(&tx, &doc.text, 1).map_err(&e)?;
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT INTO chunks(doc_id, ord, text, start, end, heading, vector, seq) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
@@ -410,6 +461,10 @@ impl Catalog {
                     .optional()
                     .map_err(&e)?;
                 if let Some(id) = existing {
+                    let old: String = tx
+                        .query_row("SELECT text FROM documents WHERE id=?1", [id], |r| r.get(0))
+                        .map_err(&e)?;
+                    count_lines(&tx, &old, -1).map_err(&e)?;
                     tx.execute("INSERT INTO tombstones(seq, chunk_id) SELECT ?1, id FROM chunks WHERE doc_id=?2", params![seq_i, id])
                         .map_err(&e)?;
                     tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id])
@@ -485,6 +540,45 @@ impl Catalog {
             })
             .optional()
             .map_err(self.err())
+    }
+
+    /// The document of each of `ids` that exists.
+    pub fn chunk_documents(&self, ids: &[ChunkId]) -> Result<HashMap<ChunkId, DocId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT doc_id FROM chunks WHERE id=?1")
+            .map_err(self.err())?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for &id in ids {
+            let d: Option<i64> = stmt
+                .query_row([id as i64], |r| r.get(0))
+                .optional()
+                .map_err(self.err())?;
+            if let Some(d) = d {
+                out.insert(id, d as DocId);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many documents contain each of `keys` (line keys from
+    /// [`cairn_core::lines`]); keys no document has are left out.
+    pub fn line_doc_counts(&self, keys: &[u64]) -> Result<HashMap<u64, u32>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT docs FROM line_df WHERE key=?1")
+            .map_err(self.err())?;
+        let mut out = HashMap::new();
+        for &k in keys {
+            let n: Option<i64> = stmt
+                .query_row([k as i64], |r| r.get(0))
+                .optional()
+                .map_err(self.err())?;
+            if let Some(n) = n.filter(|&n| n > 0) {
+                out.insert(k, n as u32);
+            }
+        }
+        Ok(out)
     }
 
     /// Counts of documents and chunks, and the last sequence number.
@@ -678,6 +772,52 @@ mod tests {
         })
         .unwrap();
         ids
+    }
+
+    #[test]
+    fn line_counts_follow_upserts_replacements_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let mut cat = Catalog::open(&path).unwrap();
+        let with = |name: &str, text: &str| {
+            let mut d = doc(name, name);
+            d.text = text.into();
+            Op::Upsert {
+                doc: d,
+                chunks: vec![chunk(0, 0.5)],
+            }
+        };
+        let key = |l: &str| cairn_core::lines::line_key(l).unwrap();
+        let (nav, a, b) = (key("Prev Up Home"), key("alpha"), key("beta"));
+        let counts = |cat: &Catalog| {
+            let c = cat.line_doc_counts(&[nav, a, b]).unwrap();
+            [nav, a, b].map(|k| c.get(&k).copied().unwrap_or(0))
+        };
+        cat.apply(with("a", "Prev Up Home\nalpha\nalpha"), None)
+            .unwrap();
+        cat.apply(with("b", "prev  up home\nbeta"), None).unwrap();
+        assert_eq!(counts(&cat), [2, 1, 1], "a line counts once per document");
+        cat.apply(with("a", "Prev Up Home\nbeta"), None).unwrap();
+        assert_eq!(
+            counts(&cat),
+            [2, 0, 2],
+            "a replaced text's lines are uncounted"
+        );
+        cat.apply(
+            Op::Delete {
+                path: "/root/b".into(),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(counts(&cat), [1, 0, 1]);
+        // A catalog from before line counts gets them when opened.
+        cat.conn
+            .execute_batch("DELETE FROM line_df; DELETE FROM meta WHERE key='line_df';")
+            .unwrap();
+        drop(cat);
+        let cat = Catalog::open(&path).unwrap();
+        assert_eq!(counts(&cat), [1, 0, 1]);
     }
 
     #[test]

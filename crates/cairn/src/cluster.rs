@@ -85,6 +85,7 @@ fn fusion(cfg: &Config) -> Fusion {
         bm25_weight: cfg.search.bm25_weight,
         rrf_k: cfg.search.rrf_k,
         candidates: cfg.search.candidates,
+        max_per_document: cfg.search.max_per_document,
     }
 }
 
@@ -191,6 +192,7 @@ pub fn ingest(cfg: &Config, url: &str, paths: &[PathBuf], json: bool) -> Result<
                 "published": published.len(),
                 "duplicates": duplicates,
                 "chunks": report.chunks_added,
+                "boilerplate_lines": report.boilerplate_lines,
                 "per_shard": per_shard,
                 "documents": published,
                 "skipped": report.skipped,

@@ -260,6 +260,8 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
             k: a.k,
             answers: false,
             model: None,
+            search: Some(cfg.search.clone()),
+            catalog_seq: Some(engine.status()?.seq),
         };
         let (results, trec) = run::run_beir(&engine, &set, &settings, &bars)?;
         if let Some(p) = &a.trec_run {
@@ -308,6 +310,8 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         k: a.k,
         answers: a.answers,
         model: generator.as_ref().map(|g| g.model_name().to_string()),
+        search: Some(cfg.search.clone()),
+        catalog_seq: Some(engine.status()?.seq),
     };
     let run_path = a.run.clone().unwrap_or_else(|| {
         let m = format!("{mode:?}").to_lowercase();

@@ -334,6 +334,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     report.chunks_added,
                     report.seconds
                 );
+                if report.boilerplate_lines > 0 {
+                    println!(
+                        "left out {} lines repeated across the collection's documents (navigation, headers, footers)",
+                        report.boilerplate_lines
+                    );
+                }
                 if !report.skipped.is_empty() {
                     println!("skipped {}:", report.skipped.len());
                     for s in &report.skipped {

@@ -203,14 +203,27 @@ fn an_interrupted_answers_run_resumes_where_it_stopped() {
     assert_eq!(ids, ["q1", "q2", "q3", "q4"]);
 
     // The same log with other settings is refused rather than mixed.
-    let mut c = cairn(&data);
-    c.args(["eval", "--mode", "bm25", "--qa"])
-        .arg(&qa)
-        .arg("--run")
-        .arg(&run);
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
+    let refused = |args: &[&str]| {
+        let mut c = cairn(&data);
+        c.arg("eval")
+            .args(args)
+            .arg("--qa")
+            .arg(&qa)
+            .arg("--run")
+            .arg(&run);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("other settings"), "{err}");
+    };
+    refused(&["--mode", "bm25"]);
+    // So is the same mode under other search weights.
+    std::fs::write(
+        &cfg,
+        "[generate]\nmax_tokens = 48\n[search]\nrrf_k = 33.0\n",
+    )
+    .unwrap();
+    refused(&["--answers"]);
 }
 
 /// The Python with pytrec_eval (scripts/test.sh installs it).
