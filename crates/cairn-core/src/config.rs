@@ -241,6 +241,12 @@ pub struct IndexConfig {
     pub hnsw_m: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
+    /// BM25 analyzer parts (for ablations; changing one rebuilds the BM25
+    /// index from the catalog): English stemming, stopwords, and identifiers
+    /// indexed whole with their prefixes and parts.
+    pub bm25_stemming: bool,
+    pub bm25_stopwords: bool,
+    pub bm25_compounds: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -328,6 +334,9 @@ impl Default for IndexConfig {
             hnsw_m: 16,
             ef_construction: 128,
             ef_search: 96,
+            bm25_stemming: true,
+            bm25_stopwords: true,
+            bm25_compounds: true,
         }
     }
 }

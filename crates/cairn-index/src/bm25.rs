@@ -149,8 +149,59 @@ fn has_camel(s: &str) -> bool {
     !camel_boundaries(s).is_empty()
 }
 
+/// The parts of the analyzer, each of which can be switched off for an
+/// ablation (`[index] bm25_stemming`, `bm25_stopwords`, `bm25_compounds`; all
+/// on by default). Which parts are on is part of the tokenizer's name, so it
+/// is part of the schema on disk: an index built with other parts is
+/// rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Analyzer {
+    /// English Snowball stemming of purely alphabetic words.
+    pub stemming: bool,
+    /// Dropping a short list of English stopwords.
+    pub stopwords: bool,
+    /// Identifiers (`os.path.join`, `snake_case`, `camelCase`) indexed
+    /// whole, with their dotted prefixes and their parts; off, they are only
+    /// split into parts at punctuation, like a plain word tokenizer.
+    pub compounds: bool,
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Analyzer {
+            stemming: true,
+            stopwords: true,
+            compounds: true,
+        }
+    }
+}
+
+impl Analyzer {
+    /// The name the analyzer is registered under on an index.
+    pub fn tokenizer_name(&self) -> String {
+        if *self == Analyzer::default() {
+            TOKENIZER_NAME.to_string()
+        } else {
+            format!(
+                "{TOKENIZER_NAME}_stem{}_stop{}_comp{}",
+                u8::from(self.stemming),
+                u8::from(self.stopwords),
+                u8::from(self.compounds)
+            )
+        }
+    }
+
+    /// The terms `text` is indexed under (or searched with), in order.
+    pub fn analyze(&self, text: &str) -> Vec<String> {
+        let mut tokens = Vec::new();
+        analyze_into(text, &mut tokens, *self);
+        tokens.into_iter().map(|t| t.text).collect()
+    }
+}
+
 /// Collects the tokens of one text.
 struct Sink<'a> {
+    opts: Analyzer,
     out: &'a mut Vec<Token>,
     position: usize,
     /// Index in `out` of the first token of the current word (for dedup).
@@ -181,10 +232,10 @@ impl Sink<'_> {
             return;
         }
         let lower = word.to_lowercase();
-        if is_stopword(&lower) {
+        if self.opts.stopwords && is_stopword(&lower) {
             return;
         }
-        let text = if lower.chars().all(char::is_alphabetic) {
+        let text = if self.opts.stemming && lower.chars().all(char::is_alphabetic) {
             stemmer().stem(&lower).into_owned()
         } else {
             lower
@@ -263,8 +314,17 @@ impl Sink<'_> {
             return;
         }
         let compound = run.contains(['.', ':', '-', '_']) || has_camel(run);
-        if compound {
+        if compound && self.opts.compounds {
             self.push_compound(run, from);
+        } else if compound {
+            // Parts at punctuation only, as a plain word tokenizer does.
+            let mut start = 0;
+            for piece in run.split(['.', ':', '-', '_']) {
+                if !piece.is_empty() {
+                    self.push_word(piece, from + start);
+                }
+                start += piece.len() + 1;
+            }
         } else {
             self.push_word(run, from);
         }
@@ -273,11 +333,12 @@ impl Sink<'_> {
 }
 
 /// Appends the tokens of `text` to `out`.
-fn analyze_into(text: &str, out: &mut Vec<Token>) {
+fn analyze_into(text: &str, out: &mut Vec<Token>, opts: Analyzer) {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let n = chars.len();
     let char_at = |i: usize| chars.get(i).map(|&(_, c)| c);
     let mut sink = Sink {
+        opts,
         out,
         position: 0,
         word_start: 0,
@@ -329,15 +390,24 @@ fn analyze_into(text: &str, out: &mut Vec<Token>) {
 /// indexed under (or searched with), in order. See the [module
 /// documentation](self) for the rules.
 pub fn analyze(text: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    analyze_into(text, &mut tokens);
-    tokens.into_iter().map(|t| t.text).collect()
+    Analyzer::default().analyze(text)
 }
 
 /// The identifier-friendly analyzer as a tantivy [`Tokenizer`].
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Debug)]
 pub struct IdentTokenizer {
     tokens: Vec<Token>,
+    opts: Analyzer,
+}
+
+impl IdentTokenizer {
+    /// The tokenizer with some of its parts switched off.
+    pub fn with(opts: Analyzer) -> IdentTokenizer {
+        IdentTokenizer {
+            tokens: Vec::new(),
+            opts,
+        }
+    }
 }
 
 /// Token stream of [`IdentTokenizer`].
@@ -351,7 +421,7 @@ impl Tokenizer for IdentTokenizer {
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> IdentTokenStream<'a> {
         self.tokens.clear();
-        analyze_into(text, &mut self.tokens);
+        analyze_into(text, &mut self.tokens, self.opts);
         IdentTokenStream {
             tokens: &mut self.tokens,
             next: 0,
@@ -390,10 +460,10 @@ struct Fields {
     doc: Field,
 }
 
-fn build_schema() -> (Schema, Fields) {
+fn build_schema(tokenizer: &str) -> (Schema, Fields) {
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
-            .set_tokenizer(TOKENIZER_NAME)
+            .set_tokenizer(tokenizer)
             .set_index_option(IndexRecordOption::WithFreqs),
     );
     let mut builder = Schema::builder();
@@ -460,6 +530,7 @@ pub struct Bm25Index {
     reader: IndexReader,
     fields: Fields,
     applied_seq: AtomicU64,
+    analyzer: Analyzer,
     /// Query-time weights of the title and document-path fields (f32 bits).
     title_boost: AtomicU32,
     doc_boost: AtomicU32,
@@ -486,6 +557,11 @@ impl Bm25Index {
     /// caller deletes it and rebuilds from the catalog. A directory already
     /// opened by another writer gives [`IndexError::Bm25`].
     pub fn open_or_create(dir: &Path) -> Result<Bm25Index> {
+        Bm25Index::open_with(dir, Analyzer::default())
+    }
+
+    /// [`Bm25Index::open_or_create`] with some analyzer parts switched off.
+    pub fn open_with(dir: &Path, analyzer: Analyzer) -> Result<Bm25Index> {
         let io = |source| IndexError::Io {
             path: dir.to_path_buf(),
             source,
@@ -498,7 +574,8 @@ impl Bm25Index {
             }
             Err(e) => return Err(io(e)),
         };
-        let (schema, fields) = build_schema();
+        let name = analyzer.tokenizer_name();
+        let (schema, fields) = build_schema(&name);
         let index = if fresh {
             Index::create_in_dir(dir, schema).map_err(bm25_err)?
         } else {
@@ -506,15 +583,14 @@ impl Bm25Index {
             if index.schema() != schema {
                 return Err(corrupt(
                     dir,
-                    format!("schema differs from the expected one (analyzer {TOKENIZER_NAME})"),
+                    format!("schema differs from the expected one (analyzer {name})"),
                 ));
             }
             index
         };
-        index.tokenizers().register(
-            TOKENIZER_NAME,
-            TextAnalyzer::from(IdentTokenizer::default()),
-        );
+        index
+            .tokenizers()
+            .register(&name, TextAnalyzer::from(IdentTokenizer::with(analyzer)));
 
         let metas = index
             .load_metas()
@@ -542,6 +618,7 @@ impl Bm25Index {
             reader,
             fields,
             applied_seq: AtomicU64::new(applied_seq),
+            analyzer,
             title_boost: AtomicU32::new(TITLE_BOOST.to_bits()),
             doc_boost: AtomicU32::new(DOC_BOOST.to_bits()),
         })
@@ -633,7 +710,7 @@ impl Bm25Index {
     /// punctuation, returns nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
         let mut terms: Vec<String> = Vec::new();
-        for term in analyze(query) {
+        for term in self.analyzer.analyze(query) {
             if terms.len() >= MAX_QUERY_TERMS {
                 break;
             }
@@ -797,8 +874,99 @@ mod tests {
     }
 
     #[test]
+    fn analyzer_parts_switch_off_one_by_one() {
+        let text = "Running the os.path.join tests";
+        let with = |stemming, stopwords, compounds| {
+            Analyzer {
+                stemming,
+                stopwords,
+                compounds,
+            }
+            .analyze(text)
+        };
+        assert_eq!(
+            with(true, true, true),
+            [
+                "run",
+                "os.path.join",
+                "os.path",
+                "os",
+                "path",
+                "join",
+                "test"
+            ]
+        );
+        assert_eq!(
+            with(false, true, true),
+            [
+                "running",
+                "os.path.join",
+                "os.path",
+                "os",
+                "path",
+                "join",
+                "tests"
+            ]
+        );
+        assert_eq!(
+            with(true, false, true),
+            [
+                "run",
+                "the",
+                "os.path.join",
+                "os.path",
+                "os",
+                "path",
+                "join",
+                "test"
+            ]
+        );
+        assert_eq!(
+            with(true, true, false),
+            ["run", "os", "path", "join", "test"]
+        );
+        assert_eq!(Analyzer::default().tokenizer_name(), TOKENIZER_NAME);
+        assert_ne!(
+            Analyzer {
+                stemming: false,
+                ..Analyzer::default()
+            }
+            .tokenizer_name(),
+            TOKENIZER_NAME
+        );
+    }
+
+    #[test]
+    fn an_index_built_with_other_analyzer_parts_is_rebuilt() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("b");
+        {
+            let index = Bm25Index::open_or_create(&dir).unwrap();
+            index.add(1, "a.md", "", "running tests").unwrap();
+            index.commit(1).unwrap();
+        }
+        let plain = Analyzer {
+            stemming: false,
+            ..Analyzer::default()
+        };
+        match Bm25Index::open_with(&dir, plain) {
+            Err(IndexError::Corrupt { message, .. }) => {
+                assert!(message.contains("stem0"), "{message}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("opened with another analyzer"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let index = Bm25Index::open_with(&dir, plain).unwrap();
+        index.add(1, "a.md", "", "running tests").unwrap();
+        index.commit(1).unwrap();
+        assert_eq!(ids(&index, "running", 5), [1]);
+        assert!(ids(&index, "run", 5).is_empty(), "not stemmed");
+    }
+
+    #[test]
     fn tokenizer_offsets_and_positions() {
-        let mut tokenizer = IdentTokenizer::default();
+        let mut tokenizer = IdentTokenizer::with(Analyzer::default());
         let text = "call os.path.join now";
         let mut stream = tokenizer.token_stream(text);
         let mut seen = Vec::new();

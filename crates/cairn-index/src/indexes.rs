@@ -98,7 +98,12 @@ impl Indexes {
             }
             Err(e) => return Err(e),
         };
-        let bm25 = match Bm25Index::open_or_create(&bm25_dir) {
+        let analyzer = crate::bm25::Analyzer {
+            stemming: cfg.bm25_stemming,
+            stopwords: cfg.bm25_stopwords,
+            compounds: cfg.bm25_compounds,
+        };
+        let bm25 = match Bm25Index::open_with(&bm25_dir, analyzer) {
             Ok(b) => b,
             Err(IndexError::Corrupt { path, message }) => {
                 tracing::warn!(
@@ -110,7 +115,7 @@ impl Indexes {
                     source,
                 })?;
                 rebuilt = true;
-                Bm25Index::open_or_create(&bm25_dir)?
+                Bm25Index::open_with(&bm25_dir, analyzer)?
             }
             Err(e) => return Err(e),
         };
