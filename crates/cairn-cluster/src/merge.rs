@@ -159,6 +159,27 @@ mod tests {
     }
 
     #[test]
+    fn the_per_document_cap_applies_across_shards() {
+        // Document "a" has the three best passages, on two shards.
+        let r = [
+            reply(0, vec![hit(1, 0.9, "a"), hit(2, 0.85, "a")], vec![]),
+            reply(1, vec![hit(1, 0.8, "a"), hit(2, 0.5, "b")], vec![]),
+        ];
+        let capped = Fusion {
+            max_per_document: 2,
+            ..F
+        };
+        let docs = |f: &Fusion| {
+            merge(&r, 3, SearchMode::Dense, f)
+                .iter()
+                .map(|h| h.hit.doc.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(docs(&F), ["a", "a", "a"]);
+        assert_eq!(docs(&capped), ["a", "a", "b"]);
+    }
+
+    #[test]
     fn hybrid_fuses_the_merged_lists() {
         // "b" is second in both merged lists, "a" first dense only, "c" first BM25 only.
         let r = [

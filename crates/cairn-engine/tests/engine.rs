@@ -373,6 +373,57 @@ fn boilerplate_repeated_across_pages_is_left_out_and_new_pages_follow_the_collec
 }
 
 #[test]
+fn a_per_document_cap_makes_room_for_other_documents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    // One long page about harbours (many chunks), two pages that mention them once.
+    let long: String = (0..12)
+        .map(|i| {
+            format!(
+                "Harbour note {i}: the harbour master keeps the harbour log, and every harbour \
+                 berth in the harbour is numbered; boats leave the harbour at high tide.\n\n"
+            )
+        })
+        .collect();
+    write(&docs.join("harbour.md"), &format!("# Harbours\n\n{long}"));
+    write(
+        &docs.join("tides.md"),
+        "# Tides\n\nSpring tides follow the full and the new moon; a harbour feels them most.\n",
+    );
+    write(
+        &docs.join("boats.md"),
+        "# Boats\n\nA dinghy is rowed out from the harbour to the mooring at dawn.\n",
+    );
+    let data = tmp.path().join("data");
+    let docs_of = |hits: &[cairn_core::Hit]| hits.iter().map(|h| h.doc.clone()).collect::<Vec<_>>();
+    {
+        let e = open(&data, "default");
+        ingest(&e, std::slice::from_ref(&docs), false);
+        let hits = e.search("harbour", 3, SearchMode::Bm25).unwrap();
+        assert_eq!(
+            docs_of(&hits),
+            ["harbour.md"; 3],
+            "without a cap one page fills the top 3"
+        );
+    }
+    let mut cfg = config(&data, "default");
+    cfg.search.max_per_document = 1;
+    let e = Engine::open_with_embedder(&cfg, embedder(), &NoProgress).unwrap();
+    for mode in [SearchMode::Bm25, SearchMode::Hybrid, SearchMode::Dense] {
+        let mut got = docs_of(&e.search("harbour", 3, mode).unwrap());
+        if mode == SearchMode::Bm25 {
+            assert_eq!(got[0], "harbour.md", "the best passage keeps its place");
+        }
+        got.sort();
+        assert_eq!(got, ["boats.md", "harbour.md", "tides.md"], "{mode:?}");
+    }
+    // With fewer other documents than places, the page's next passages fill in.
+    let hits = e.search("harbour", 5, SearchMode::Bm25).unwrap();
+    assert_eq!(hits.len(), 5);
+    assert_eq!(docs_of(&hits[3..]), ["harbour.md", "harbour.md"]);
+}
+
+#[test]
 fn collections_are_separate() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
