@@ -35,6 +35,7 @@ pub fn search(a: &Args) -> Result<serde_json::Value> {
         dense_weight: cfg.search.dense_weight,
         bm25_weight: cfg.search.bm25_weight,
         rrf_k: cfg.search.rrf_k,
+        rrf: cfg.search.fusion == "rrf",
         candidates: cfg.search.candidates,
         max_per_document: cfg.search.max_per_document,
     };

@@ -3,8 +3,11 @@
 //! fuses the two merged lists exactly as a single node fuses its own.
 //! Dense scores are cosines, comparable across shards, so merged dense
 //! results equal a single node's. BM25 scores use each shard's own term
-//! statistics; with documents spread by hash the statistics agree closely,
-//! and only the rank order enters the fusion.
+//! statistics; with documents spread by hash the statistics agree closely.
+//! Score fusion (the default) divides the merged BM25 list by its best
+//! score, so a shard whose statistics run high shifts which passages lead;
+//! reciprocal-rank fusion sees only the merged order. Collection-wide BM25
+//! statistics (issue 17) remove the difference.
 
 use crate::wire::{ShardHit, ShardReply};
 use cairn_core::{Hit, Scored, SearchMode};
@@ -26,6 +29,8 @@ pub struct Fusion {
     pub dense_weight: f32,
     pub bm25_weight: f32,
     pub rrf_k: f32,
+    /// Reciprocal-rank fusion instead of score fusion (`search.fusion = "rrf"`).
+    pub rrf: bool,
     /// Candidates per list before fusion.
     pub candidates: usize,
     /// At most this many passages of one document (0: no cap).
@@ -71,10 +76,12 @@ pub fn merge(replies: &[ShardReply], k: usize, mode: SearchMode, f: &Fusion) -> 
             let n = f.candidates.max(k);
             let d = &dense[..dense.len().min(n)];
             let b = &bm25[..bm25.len().min(n)];
-            cairn_index::fusion::reciprocal_rank_fusion(
-                &[(f.dense_weight, d), (f.bm25_weight, b)],
-                f.rrf_k,
-            )
+            let lists = [(f.dense_weight, d), (f.bm25_weight, b)];
+            if f.rrf {
+                cairn_index::fusion::reciprocal_rank_fusion(&lists, f.rrf_k)
+            } else {
+                cairn_index::fusion::score_fusion(&lists)
+            }
         }
     };
     let out = cairn_index::fusion::cap_per_document(&out, k, f.max_per_document, |id| {
@@ -132,6 +139,7 @@ mod tests {
         dense_weight: 1.0,
         bm25_weight: 1.0,
         rrf_k: 60.0,
+        rrf: true,
         candidates: 50,
         max_per_document: 0,
     };

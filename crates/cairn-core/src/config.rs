@@ -254,6 +254,9 @@ pub struct IndexConfig {
 pub struct SearchConfig {
     pub mode: SearchMode,
     pub top_k: usize,
+    /// How the dense and BM25 lists are fused in hybrid mode: `score` (a
+    /// weighted sum of max-normalised scores) or `rrf` (reciprocal ranks).
+    pub fusion: String,
     /// The `k` of reciprocal-rank fusion: score = Σ w / (k + rank).
     pub rrf_k: f32,
     pub dense_weight: f32,
@@ -345,6 +348,7 @@ impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             mode: SearchMode::Hybrid,
+            fusion: "score".into(),
             top_k: 5,
             rrf_k: 10.0,
             dense_weight: 1.0,
@@ -496,6 +500,12 @@ impl Config {
             return bad(
                 "index.quantization",
                 format!("`{}` (expected f32, f16 or i8)", self.index.quantization),
+            );
+        }
+        if !matches!(self.search.fusion.as_str(), "score" | "rrf") {
+            return bad(
+                "search.fusion",
+                format!("`{}` (expected score or rrf)", self.search.fusion),
             );
         }
         if !matches!(self.embed.backend.as_str(), "auto" | "candle" | "onnx") {

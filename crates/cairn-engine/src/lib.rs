@@ -397,13 +397,15 @@ impl Engine {
             SearchMode::Hybrid => {
                 let d = dense(candidates)?;
                 let b = idx.bm25(query, candidates)?;
-                cairn_index::fusion::reciprocal_rank_fusion(
-                    &[
-                        (self.cfg.search.dense_weight, &d),
-                        (self.cfg.search.bm25_weight, &b),
-                    ],
-                    self.cfg.search.rrf_k,
-                )
+                let lists = [
+                    (self.cfg.search.dense_weight, d.as_slice()),
+                    (self.cfg.search.bm25_weight, b.as_slice()),
+                ];
+                if self.cfg.search.fusion == "rrf" {
+                    cairn_index::fusion::reciprocal_rank_fusion(&lists, self.cfg.search.rrf_k)
+                } else {
+                    cairn_index::fusion::score_fusion(&lists)
+                }
             }
         };
         if cap == 0 {

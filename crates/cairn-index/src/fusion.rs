@@ -1,7 +1,14 @@
-//! Reciprocal-rank fusion: `score(d) = Σ_m w_m / (k + rank_m(d))`, ranks from 1.
+//! Fusing the dense and BM25 lists.
 //!
-//! Fusion works on ranks, not raw scores, so cosine similarities and BM25
-//! scores (which live on different scales) combine without calibration.
+//! - [`score_fusion`] (the default, `search.fusion = "score"`): a weighted sum
+//!   of each list's scores divided by that list's best score, so that both
+//!   live in (0, 1] for every query; a passage missing from a list gets that
+//!   list's lowest normalised score among its candidates.
+//! - [`reciprocal_rank_fusion`] (`"rrf"`): `score(d) = Σ_m w_m / (k + rank_m(d))`,
+//!   ranks from 1; it uses ranks only, so how far ahead the best passage of
+//!   a list is does not count.
+//!
+//! EVALUATION.md compares them on three QA sets.
 
 use cairn_core::{ChunkId, Scored};
 use std::collections::HashMap;
@@ -19,6 +26,47 @@ pub fn reciprocal_rank_fusion(lists: &[(f32, &[Scored])], k: f32) -> Vec<Scored>
     let mut out: Vec<Scored> = acc
         .into_iter()
         .map(|(id, score)| Scored { id, score })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// Fuse scored lists by a weighted sum of max-normalised scores. Each list
+/// is `(weight, hits best-first)`; a list's scores are divided by its best
+/// score (a list whose best score is not positive counts as empty), and a
+/// passage that a list does not hold gets that list's lowest normalised
+/// score. Ties are broken by the smaller chunk id.
+pub fn score_fusion(lists: &[(f32, &[Scored])]) -> Vec<Scored> {
+    let normalised: Vec<(f32, HashMap<ChunkId, f32>, f32)> = lists
+        .iter()
+        .map(|(weight, hits)| {
+            let best = hits
+                .iter()
+                .map(|h| h.score)
+                .fold(f32::NEG_INFINITY, f32::max);
+            if !best.is_finite() || best <= 0.0 {
+                return (*weight, HashMap::new(), 0.0);
+            }
+            let map: HashMap<ChunkId, f32> = hits.iter().map(|h| (h.id, h.score / best)).collect();
+            let floor = map.values().copied().fold(f32::INFINITY, f32::min);
+            (*weight, map, floor.max(0.0))
+        })
+        .collect();
+    let mut ids: Vec<ChunkId> = normalised
+        .iter()
+        .flat_map(|(_, m, _)| m.keys().copied())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out: Vec<Scored> = ids
+        .into_iter()
+        .map(|id| Scored {
+            id,
+            score: normalised
+                .iter()
+                .map(|(w, m, floor)| w * m.get(&id).copied().unwrap_or(*floor))
+                .sum(),
+        })
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
     out
@@ -90,6 +138,38 @@ mod tests {
             vec![3, 1, 4, 2]
         );
         assert!((fused[0].score - (0.1 / 63.0 + 5.0 / 61.0)).abs() < 1e-6);
+    }
+
+    fn scored(pairs: &[(u64, f32)]) -> Vec<Scored> {
+        pairs
+            .iter()
+            .map(|&(id, score)| Scored { id, score })
+            .collect()
+    }
+
+    #[test]
+    fn score_fusion_weighs_how_far_ahead_a_passage_is() {
+        // Dense barely prefers 1 over 2; BM25 strongly prefers 2.
+        let dense = scored(&[(1, 0.62), (2, 0.60), (3, 0.30)]);
+        let bm25 = scored(&[(2, 20.0), (1, 5.0), (4, 6.0)]);
+        let fused = score_fusion(&[(1.0, &dense), (1.0, &bm25)]);
+        let ids: Vec<u64> = fused.iter().map(|h| h.id).collect();
+        assert_eq!(ids, [2, 1, 4, 3]);
+        // 2: 0.60/0.62 + 1. 4 is missing from dense, so it gets dense's floor
+        // 0.30/0.62; 3 is missing from BM25 and gets BM25's floor 5/20.
+        assert!((fused[0].score - (0.60 / 0.62 + 1.0)).abs() < 1e-6);
+        assert!((fused[2].score - (0.30 / 0.62 + 0.3)).abs() < 1e-6);
+        assert!((fused[3].score - (0.30 / 0.62 + 0.25)).abs() < 1e-6);
+        // RRF on the same lists ties 1 and 2 (first and second in each).
+        let rrf = reciprocal_rank_fusion(&[(1.0, &dense), (1.0, &bm25)], 10.0);
+        assert_eq!(rrf[0].score, rrf[1].score);
+        // Weights: dense alone decides when BM25 weighs nothing.
+        let fused = score_fusion(&[(1.0, &dense), (0.0, &bm25)]);
+        assert_eq!(fused[0].id, 1);
+        // An empty or non-positive list adds nothing.
+        let fused = score_fusion(&[(1.0, &dense), (1.0, &scored(&[(9, 0.0)]))]);
+        assert_eq!(fused.iter().map(|h| h.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(score_fusion(&[(1.0, &[]), (1.0, &[])]).is_empty());
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn fusion(cfg: &Config) -> Fusion {
         dense_weight: cfg.search.dense_weight,
         bm25_weight: cfg.search.bm25_weight,
         rrf_k: cfg.search.rrf_k,
+        rrf: cfg.search.fusion == "rrf",
         candidates: cfg.search.candidates,
         max_per_document: cfg.search.max_per_document,
     }
