@@ -489,7 +489,17 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
         120,
         caught_up,
     );
-    let got = search(dir, &url, "when is the Skarv Island lamp lit", "hybrid");
+    // A shard whose replica's subscription lived on the killed server answers
+    // again once the replica has reconnected and NATS has spread its
+    // interest to the other servers; that must happen, within a deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = search(dir, &url, "when is the Skarv Island lamp lit", "hybrid");
+        if got["shards_ok"] == 4 || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(got["shards_ok"], 4, "{got:#}");
     assert_eq!(got["hits"][0]["doc"], "lighthouse.md", "{got:#}");
     drop(nodes);
