@@ -231,22 +231,11 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::SeqCst))
         };
-        let kept = AtomicU64::new(0);
-        progress.begin("reading", todo.len() as u64);
-        let mut reads: Vec<Read> = todo
-            .par_iter()
-            .map(|(f, old)| {
-                if cancelled() {
-                    return Read::Gone;
-                }
-                let r = self
-                    .prep
-                    .read(f, old.as_ref().map(|(h, _)| h.as_str()), &kept);
-                progress.advance(1);
-                r
-            })
+        let files: Vec<(&FoundFile, Option<&str>)> = todo
+            .iter()
+            .map(|(f, old)| (f, old.as_ref().map(|(h, _)| h.as_str())))
             .collect();
-        progress.end();
+        let mut reads = self.prep.read_all(files, &cancelled, progress);
         let counts = self.line_counts(&reads, &todo)?;
 
         progress.begin("ingesting", todo.len() as u64);
@@ -257,20 +246,7 @@ impl Engine {
             }
             let prepared: Vec<Prepared> = round
                 .par_iter_mut()
-                .filter_map(|r| match std::mem::replace(r, Read::Gone) {
-                    Read::SameContent {
-                        path,
-                        mtime_ns,
-                        size,
-                    } => Some(Prepared::SameContent {
-                        path,
-                        mtime_ns,
-                        size,
-                    }),
-                    Read::Skipped(s) => Some(Prepared::Skipped(s)),
-                    Read::Doc(d) => Some(self.prep.finish(*d, &counts)),
-                    Read::Gone => None,
-                })
+                .filter_map(|r| self.prep.take(r, &counts))
                 .collect();
             // Unchanged content only needs its new mtime and size recorded.
             let mut touches = Vec::new();
@@ -462,27 +438,14 @@ impl Preparer {
                 .collect(),
             ..Default::default()
         };
-        let kept = AtomicU64::new(0);
-        progress.begin("reading", found.len() as u64);
-        let mut reads: Vec<Read> = found
-            .par_iter()
-            .map(|f| {
-                let r = self.read(f, None, &kept);
-                progress.advance(1);
-                r
-            })
-            .collect();
-        progress.end();
+        let files: Vec<(&FoundFile, Option<&str>)> = found.iter().map(|f| (f, None)).collect();
+        let mut reads = self.read_all(files, &|| false, progress);
         let counts = LineCounts::of_batch(&reads, self.cfg.ingest.boilerplate_min_docs);
         progress.begin("embedding", found.len() as u64);
         for round in reads.chunks_mut(FILES_PER_ROUND) {
             let prepared: Vec<Prepared> = round
                 .par_iter_mut()
-                .filter_map(|r| match std::mem::replace(r, Read::Gone) {
-                    Read::Doc(d) => Some(self.finish(*d, &counts)),
-                    Read::Skipped(s) => Some(Prepared::Skipped(s)),
-                    Read::SameContent { .. } | Read::Gone => None,
-                })
+                .filter_map(|r| self.take(r, &counts))
                 .collect();
             let ops = self.embed_round(prepared, &mut report)?;
             sink(ops)?;
@@ -549,6 +512,51 @@ impl Preparer {
             }
         }
         Ok(ops)
+    }
+
+    /// The read stage: read, hash and load `files` (each with the hash of
+    /// the content the catalog has, if any) in parallel, before any is
+    /// chunked. Once `cancelled` says so, the files not yet read are left.
+    fn read_all(
+        &self,
+        files: Vec<(&FoundFile, Option<&str>)>,
+        cancelled: &(dyn Fn() -> bool + Sync),
+        progress: &dyn Progress,
+    ) -> Vec<Read> {
+        let kept = AtomicU64::new(0);
+        progress.begin("reading", files.len() as u64);
+        let reads = files
+            .into_par_iter()
+            .map(|(f, old_hash)| {
+                if cancelled() {
+                    return Read::Gone;
+                }
+                let r = self.read(f, old_hash, &kept);
+                progress.advance(1);
+                r
+            })
+            .collect();
+        progress.end();
+        reads
+    }
+
+    /// Take a read file out of its slot and make it what its round needs:
+    /// loaded files lose their boilerplate and are chunked.
+    fn take(&self, slot: &mut Read, counts: &LineCounts) -> Option<Prepared> {
+        match std::mem::replace(slot, Read::Gone) {
+            Read::SameContent {
+                path,
+                mtime_ns,
+                size,
+            } => Some(Prepared::SameContent {
+                path,
+                mtime_ns,
+                size,
+            }),
+            Read::Skipped(s) => Some(Prepared::Skipped(s)),
+            Read::Doc(d) => Some(self.finish(*d, counts)),
+            Read::Gone => None,
+        }
     }
 
     /// Read, hash and load one file; keep the loaded document while the

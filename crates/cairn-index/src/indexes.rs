@@ -336,7 +336,7 @@ impl Indexes {
         exact.search(query, k)
     }
 
-    /// Set BM25's query-time field weights (heading path, document path).
+    /// Set BM25's query-time field weights (title, document path).
     pub fn set_bm25_field_boosts(&self, title: f32, doc: f32) {
         self.bm25.set_field_boosts(title, doc);
     }

@@ -5,7 +5,7 @@
 //! bars, breadcrumbs, footers and `¶` header links) and hidden elements are
 //! dropped. The `<title>` is the outermost heading; a heading that repeats it
 //! (often without the site's suffix, "Setup" for "Setup — The Manual")
-//! replaces it, and headings that do not nest under it.
+//! replaces it, and the other headings nest under it.
 
 use crate::sections::{clean_title, SectionBuilder};
 use crate::text::decode;

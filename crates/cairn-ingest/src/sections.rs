@@ -81,23 +81,13 @@ impl SectionBuilder {
         // A heading that repeats the title ("Setup" under "Setup — The
         // Manual") takes its place: the shorter name, without the site's
         // suffix, is the one kept.
-        if let Some(root) = self.root.as_mut() {
-            if same_title(root, &title) {
-                if title.len() < root.len() {
-                    *root = title;
-                }
-                self.start = h_end.max(h_start).min(text.len());
-                return;
-            }
-        }
         // A heading that repeats one already on the path ("3.2. Setup >
         // 3.2. Setup") is not pushed.
-        let repeats = self
-            .root
-            .iter()
-            .chain(self.stack.iter().map(|(_, t)| t))
-            .any(|t| same_title(t, &title));
-        if !repeats {
+        if self.root.as_ref().is_some_and(|r| same_title(r, &title)) {
+            if let Some(root) = self.root.as_mut().filter(|r| title.len() < r.len()) {
+                *root = title;
+            }
+        } else if !self.stack.iter().any(|(_, t)| same_title(t, &title)) {
             self.stack.push((level, title));
         }
         self.start = h_end.max(h_start).min(text.len());
