@@ -4,7 +4,8 @@ eval/naive_bm25.py. Standard library only.
 What lives here: visible-text extraction from HTML (one extractor, the tags
 it drops and the tags that separate words are parameters), normalisation,
 pages.txt loading, reading qa.jsonl line by line, the field / id / kind /
-gold-page checks every set shares, and the failure report. What each set
+gold-page checks every set shares, the failure report, and the
+--out-of-corpus option with its checks (the same for every set). What each set
 checks beyond that (its kinds, minimums, docs root, extra rules) stays in its
 own check_qa.py.
 """
@@ -327,3 +328,152 @@ def minimum_problems(total, min_total, counts, minimums):
         if counts[k] < n:
             problems.append(f"kind {k!r}: {counts[k]} questions (need >= {n})")
     return problems
+
+
+# --- Out-of-corpus questions (eval/*/out-of-corpus.jsonl) -------------------
+#
+# Questions that the subset corpus must not answer (they measure the refusal
+# path). Every set's checker takes the same --out-of-corpus [PATH] option and
+# applies the same rules; only the visible-text extraction (the set's
+# PageText) and the default path (next to the checker) differ.
+
+OOC_FILE = "out-of-corpus.jsonl"
+OOC_KIND = "out-of-corpus"
+OOC_MIN_TOTAL = 30
+OOC_REQUIRED = OrderedDict(
+    [("id", str), ("kind", str), ("question", str), ("answers", list), ("gold", list),
+     ("absent", list)])
+
+
+def ooc_help(min_total=OOC_MIN_TOTAL):
+    return (
+        "also validate an out-of-corpus questions file (default PATH: %s next to "
+        "this script): kind 'out-of-corpus', empty answers and gold, ids unique (also "
+        "against --qa), >= %d questions, and no 'absent' term in the visible text of "
+        "any page of the pages.txt subset" % (OOC_FILE, min_total))
+
+
+def split_ooc_flag(argv, default_path, min_total=OOC_MIN_TOTAL):
+    """Takes --out-of-corpus [PATH] off the command line (the shared parser in
+    setup() does not know it). Returns (path or None, remaining argv, the
+    small parser, whose help --help appends)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--out-of-corpus", nargs="?", const=default_path, default=None,
+                     metavar="PATH", help=ooc_help(min_total))
+    ns, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return ns.out_of_corpus, rest, pre
+
+
+def setup_with_ooc(doc, here, argv, root_flags, root_kwargs, strict_help, text):
+    """setup() plus the --out-of-corpus [PATH] option (PATH defaults to
+    out-of-corpus.jsonl in `here`). Returns (args, checker, code, ooc_path):
+    ooc_path is None when the flag is not given. --help also lists the flag."""
+    ooc_path, argv, pre = split_ooc_flag(argv, os.path.join(here, OOC_FILE))
+    try:
+        args, c, code = setup(doc, here, argv, root_flags, root_kwargs, strict_help, text)
+    except SystemExit as e:
+        if e.code == 0:  # --help: the shared parser does not list this flag
+            print("\nout-of-corpus option (handled by this script):")
+            print(pre.format_help().split("\n", 2)[-1].rstrip())
+        raise
+    return args, c, code, ooc_path
+
+
+def subset_pages(root, files, prefixes):
+    """Relative paths of the pages.txt subset under root (a prefix line means
+    every .html file below it), and the listed files that are missing."""
+    found, missing = set(), []
+    for rel in sorted(files):
+        if os.path.isfile(os.path.join(root, rel)):
+            found.add(rel)
+        else:
+            missing.append(rel)
+    for prefix in prefixes:
+        base = os.path.join(root, prefix)
+        if not os.path.isdir(base):
+            missing.append(prefix)
+            continue
+        for dirpath, _dirs, names in os.walk(base):
+            for name in names:
+                if name.endswith(".html"):
+                    found.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return sorted(found), missing
+
+
+def qa_ids(qa_path):
+    """{id: line number} of every parseable record in qa.jsonl."""
+    ids = {}
+    with open(qa_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                ids.setdefault(obj["id"], lineno)
+    return ids
+
+
+def check_out_of_corpus(path, qa_path, pages_path, c, min_total=OOC_MIN_TOTAL):
+    """Validates an out-of-corpus file; `c` is the set's qa.jsonl Checker (its
+    PageText, hence its visible-text extraction, and its pages.txt subset are
+    reused). Prints a summary and the failures; returns the exit code.
+
+    Rules: every line a JSON object with OOC_REQUIRED; kind == "out-of-corpus";
+    a non-empty question; answers == [] and gold == []; absent a non-empty
+    list of non-empty, stripped, lowercase strings; ids unique in the file and
+    not used in qa_path; >= min_total questions; no absent term (normalised)
+    a substring of the visible text of any subset page."""
+    print(f"\nout-of-corpus: {path}")
+    if not os.path.isfile(path):
+        print(f"FAIL: out-of-corpus file not found: {path}")
+        print("FAILED: 0 failing lines, 1 global problems")
+        return 1
+    o = Checker(c.pages, pages_path)
+    pages, missing = subset_pages(c.pages.root, c.files, c.prefixes)
+    global_problems = [f"pages.txt entry {m!r} not found under {c.pages.root}" for m in missing]
+    if not pages:
+        global_problems.append("no subset pages to check absent terms against")
+    taken = qa_ids(qa_path)
+    terms = set()
+
+    for lineno, qid, obj in o.records(path):
+        if o.fail(lineno, qid, field_problems(obj, OOC_REQUIRED)):
+            continue
+        reasons = o.duplicate(qid, lineno)
+        if not qid.strip():
+            reasons.append("empty id")
+        if qid in taken:
+            reasons.append(f"id also used in {os.path.basename(qa_path)} (line {taken[qid]})")
+        if obj["kind"] != OOC_KIND:
+            reasons.append(f"kind {obj['kind']!r} is not {OOC_KIND!r}")
+        else:
+            o.kinds[OOC_KIND] += 1
+        if not obj["question"].strip():
+            reasons.append("empty question")
+        for key in ("answers", "gold"):
+            if obj[key]:
+                reasons.append(f"{key!r} must be [] (got {obj[key]!r})")
+        absent = obj["absent"]
+        bad = [t for t in absent
+               if not isinstance(t, str) or not t.strip() or t != t.strip() or t != t.lower()]
+        if not absent:
+            reasons.append("'absent' is empty")
+        elif bad:
+            reasons.append(f"'absent' must hold non-empty, stripped, lowercase strings: {bad!r}")
+        for term in absent:
+            if term not in bad:
+                terms.add(term)
+                norm = normalise(term)
+                hits = [rel for rel in pages if norm in c.pages(rel)]
+                if hits:
+                    more = f" (+{len(hits) - 3} more)" if len(hits) > 3 else ""
+                    reasons.append(f"absent term {term!r} occurs in {hits[:3]!r}{more}")
+        o.fail(lineno, qid, reasons)
+
+    if o.total < min_total:
+        global_problems.append(f"only {o.total} out-of-corpus questions (need >= {min_total})")
+    print(f"questions: {o.total}")
+    print(f"  {OOC_KIND:<13} {o.kinds[OOC_KIND]}")
+    print(f"distinct absent terms: {len(terms)}, checked against {len(pages)} subset pages")
+    return o.report(global_problems)

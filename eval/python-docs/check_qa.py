@@ -5,6 +5,7 @@ Usage:
     python3 eval/python-docs/check_qa.py [--docs /usr/share/doc/python3.11/html]
                                          [--qa PATH] [--pages PATH]
                                          [--strict] [--dump-text REL_PATH]
+                                         [--out-of-corpus [PATH]]
 
 Checks every line of qa.jsonl:
   * valid JSON object with the required fields and types
@@ -17,9 +18,21 @@ Checks every line of qa.jsonl:
 Also checks the totals: >= 60 questions and >= 12 per kind for
 behaviour/default/which-module/version.
 
+With --out-of-corpus (PATH defaults to out-of-corpus.jsonl next to this
+script) it also checks the out-of-corpus questions, which the subset corpus
+must not answer:
+  * valid JSON object; id, kind == "out-of-corpus", non-empty question,
+    answers == [], gold == [], absent a non-empty list of non-empty,
+    lowercase, stripped strings
+  * ids unique within the file and not used by qa.jsonl
+  * >= 30 questions
+  * no absent term occurs in the visible text of any page of the pages.txt
+    subset (same extraction and normalisation as above)
+
 Prints a per-kind summary and every failing line with its reason.
-Exits 1 if anything fails, 0 otherwise. Standard library only (the shared
-helpers are in eval/qa_common.py).
+Exits 1 if anything fails (in either file), 0 otherwise. Standard library
+only (the shared helpers, the out-of-corpus checks included, are in
+eval/qa_common.py).
 """
 
 import os
@@ -41,7 +54,7 @@ TEXT = dict(skip=("script", "style"), block=(), sep="")
 
 
 def main(argv=None):
-    args, c, code = qa_common.setup(
+    args, c, code, ooc_path = qa_common.setup_with_ooc(
         __doc__, HERE, argv, ("--docs",), dict(default=DEFAULT_DOCS, help="HTML docs root"),
         "require every answer (not just one) to occur in some gold page", TEXT)
     if code is not None:
@@ -69,7 +82,10 @@ def main(argv=None):
     for k in KINDS:
         print(f"  {k:<13} {c.kinds[k]}")
     print(f"gold pages referenced: {len(c.pages)}")
-    return c.report(global_problems)
+    code = c.report(global_problems)
+    if ooc_path is not None:
+        code = max(code, qa_common.check_out_of_corpus(ooc_path, args.qa, args.pages, c))
+    return code
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Usage:
     python3 eval/sqlite-docs/check_qa.py [--root /usr/share/doc/sqlite3]
                                          [--qa PATH] [--pages PATH]
                                          [--strict] [--dump-text REL_PATH]
+                                         [--out-of-corpus [PATH]]
 
 Checks every line of qa.jsonl:
   * valid JSON object with the required fields and types
@@ -23,9 +24,21 @@ diagrams), <nav>, <noscript>, <template>, <form>; tags stripped with
 html.parser, a space at every block-level tag, entities unescaped, lowercased,
 whitespace collapsed. This mirrors what Cairn's HTML loader keeps.
 
+With --out-of-corpus (PATH defaults to out-of-corpus.jsonl next to this
+script) it also checks the out-of-corpus questions, which the subset corpus
+must not answer (the same rules as eval/python-docs/check_qa.py):
+  * valid JSON object; id, kind == "out-of-corpus", non-empty question,
+    answers == [], gold == [], absent a non-empty list of non-empty,
+    lowercase, stripped strings
+  * ids unique within the file and not used by qa.jsonl
+  * >= 30 questions
+  * no absent term occurs in the visible text of any page of the pages.txt
+    subset (same extraction and normalisation as above)
+
 Prints counts per kind and style and every failing line with its reason.
-Exits 1 if anything fails, 0 otherwise. Standard library only (the shared
-helpers are in eval/qa_common.py).
+Exits 1 if anything fails (in either file), 0 otherwise. Standard library
+only (the shared helpers, the out-of-corpus checks included, are in
+eval/qa_common.py).
 """
 
 import os
@@ -61,7 +74,7 @@ TEXT = dict(skip=SKIP, block=BLOCK, sep="")
 
 
 def main(argv=None):
-    args, c, code = qa_common.setup(
+    args, c, code, ooc_path = qa_common.setup_with_ooc(
         __doc__, HERE, argv, ("--root", "--docs"),
         dict(dest="root", default=DEFAULT_ROOT, help=f"HTML docs root (default {DEFAULT_ROOT})"),
         "also fail on answers shorter than 3 characters", TEXT)
@@ -132,7 +145,10 @@ def main(argv=None):
           f"{c.styles['identifier']} (paraphrased share {share:.1%})")
     print(f"subset pages in pages.txt: {len(c.files)}")
     print(f"distinct gold pages: {len(c.gold_pages)}")
-    return c.report(global_problems)
+    code = c.report(global_problems)
+    if ooc_path is not None:
+        code = max(code, qa_common.check_out_of_corpus(ooc_path, args.qa, args.pages, c))
+    return code
 
 
 if __name__ == "__main__":

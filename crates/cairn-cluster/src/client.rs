@@ -614,6 +614,8 @@ impl Cluster {
             mode: opts.mode,
             min_relevance: opts.min_relevance,
             sampling: opts.sampling.clone(),
+            check: opts.check,
+            support_threshold: opts.support_threshold,
         };
         let (answer, node, failed) = self.generate(&req, on_token, on_retry).await?;
         Ok(AskOutcome {

@@ -746,6 +746,8 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
 /// The generation replica: one answer at a time; a request that arrives
 /// while busy is told so, and the coordinator asks another replica.
 async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generator>) -> Result<()> {
+    // The replica checks answers with its own embedding model.
+    let critic = cairn_engine::load_critic(&s.cfg, s.embedder.clone());
     let mut sub = s
         .client
         .queue_subscribe(GENERATE_SUBJECT, GENERATE_SUBJECT.to_string())
@@ -763,9 +765,17 @@ async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generator>) -> Resu
             let _ = client.publish(reply, ev.into()).await;
             continue;
         }
-        let (busy, generator) = (busy.clone(), generator.clone());
+        let (busy, generator, critic) = (busy.clone(), generator.clone(), critic.clone());
         tokio::spawn(async move {
-            generate_one(client, node, reply.to_string(), generator, &msg.payload).await;
+            generate_one(
+                client,
+                node,
+                reply.to_string(),
+                generator,
+                critic,
+                &msg.payload,
+            )
+            .await;
             busy.store(false, Ordering::SeqCst);
         });
     }
@@ -777,6 +787,7 @@ async fn generate_one(
     node: String,
     reply: String,
     generator: Arc<dyn Generator>,
+    critic: Arc<dyn cairn_core::Critic>,
     payload: &[u8],
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<GenEvent>();
@@ -829,6 +840,13 @@ async fn generate_one(
             mode: req.mode,
             min_relevance: req.min_relevance,
             sampling: req.sampling.clone(),
+            check: req.check,
+            support_threshold: req.support_threshold,
+            // Corrective retrieval and extractive answers need the
+            // coordinator's retrieval; the cluster does not run them yet.
+            crag: false,
+            extractive: false,
+            ..AskOptions::from_config(&Config::default())
         };
         let mut sink = |t: &str| {
             if tx2
@@ -851,8 +869,10 @@ async fn generate_one(
                 embed_ms: req.embed_ms,
                 search_ms: req.search_ms,
                 started: Instant::now(),
+                judged: None,
             },
             generator.as_ref(),
+            Some(critic.as_ref()),
             &opts,
             &mut sink,
         )

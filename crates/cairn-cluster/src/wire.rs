@@ -196,6 +196,21 @@ pub struct GenerateRequest {
     pub mode: SearchMode,
     pub min_relevance: f32,
     pub sampling: Sampling,
+    /// Check each sentence of the answer against the sources on the
+    /// replica (with its critic), regenerating once when unsupported.
+    #[serde(default = "default_check")]
+    pub check: bool,
+    /// The support probability at which a sentence is supported.
+    #[serde(default = "default_support_threshold")]
+    pub support_threshold: f32,
+}
+
+fn default_check() -> bool {
+    true
+}
+
+fn default_support_threshold() -> f32 {
+    cairn_core::config::CriticConfig::default().support_threshold
 }
 
 /// What a generation replica streams back to the coordinator's inbox.

@@ -2,7 +2,7 @@
 //! environment variables, then command-line flags (the binary applies those
 //! last). Later layers win.
 
-use crate::SearchMode;
+use crate::{Calibration, SearchMode};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -36,8 +36,89 @@ pub struct Config {
     pub index: IndexConfig,
     pub search: SearchConfig,
     pub generate: GenerateConfig,
+    pub critic: CriticConfig,
     pub server: ServerConfig,
     pub cluster: ClusterConfig,
+}
+
+/// The critic (`[critic]`): what judges retrieved passages and answers, and
+/// its calibration. The calibration and thresholds are fitted by
+/// `cairn eval --calibrate` on labelled pairs from a QA set; the defaults
+/// are the fit on the development sets for the default embedding model
+/// (EVALUATION.md, "Critic calibration"), and `calibrated_on` says so.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriticConfig {
+    /// `embedding`: the collection's embedding model (cosine similarity).
+    pub kind: String,
+    /// Raw score → probability that a passage answers a question.
+    pub relevance: Calibration,
+    /// Raw score → probability that a passage supports a sentence.
+    pub support: Calibration,
+    /// The grade of a retrieval (corrective retrieval, and the relevance
+    /// gate when it runs): the probability that the documents answer the
+    /// question, from the best support of the question by a sentence of the
+    /// top passages and the share of its keywords they contain.
+    pub grade: GradeModel,
+    /// A sentence is supported when a source's support probability reaches this.
+    pub support_threshold: f32,
+    /// Corrective retrieval: the best passage's relevance probability at or
+    /// above which retrieval is graded correct.
+    pub correct: f32,
+    /// ... and below which it is graded incorrect (between: ambiguous).
+    pub incorrect: f32,
+    /// Refinement keeps a passage's sentences whose relevance probability
+    /// reaches this (and always its best sentence).
+    pub keep: f32,
+    /// How the values above were obtained.
+    pub calibrated_on: String,
+}
+
+/// A logistic model over the two features of a retrieval's grade.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GradeModel {
+    pub sentence: f32,
+    pub coverage: f32,
+    pub bias: f32,
+}
+
+impl GradeModel {
+    /// The probability that the documents answer the question.
+    pub fn probability(&self, sentence: f32, coverage: f32) -> f32 {
+        1.0 / (1.0 + (-(self.sentence * sentence + self.coverage * coverage + self.bias)).exp())
+    }
+}
+
+impl Default for CriticConfig {
+    /// Fitted by `cairn eval --calibrate` (EVALUATION.md, "Critic
+    /// calibration") for the default embedding model on the Python docs set
+    /// with its out-of-corpus questions, the retrieval grade on the SQLite
+    /// set's too; even-numbered halves fit, odd halves held out, the Debian
+    /// Handbook not used.
+    fn default() -> Self {
+        CriticConfig {
+            kind: "embedding".into(),
+            relevance: Calibration {
+                a: 9.1173,
+                b: -6.0907,
+            },
+            support: Calibration {
+                a: 10.4699,
+                b: -6.9192,
+            },
+            grade: GradeModel {
+                sentence: 9.2524,
+                coverage: 8.3065,
+                bias: -10.7422,
+            },
+            support_threshold: 0.526,
+            correct: 0.680,
+            incorrect: 0.679,
+            keep: 0.204,
+            calibrated_on: "cairn eval --calibrate --qa eval/python-docs/qa.jsonl --out-of-corpus eval/python-docs/out-of-corpus.jsonl --pool eval/results/issue16-calibrate-sqlite.json (169 questions + 153 pooled for the grade, hybrid mode; odd-numbered half held out), all-MiniLM-L6-v2|mean|norm".into(),
+        }
+    }
 }
 
 /// Cluster mode (`cairn node`, `cairn --cluster URL …`).
@@ -149,6 +230,22 @@ pub struct GenerateConfig {
     pub read_timeout_secs: u64,
     /// Attempts after a connection error or a 5xx answer.
     pub retries: u32,
+    /// Check every sentence of a generated answer against the sources
+    /// (per-sentence support, correcting citation markers) and regenerate
+    /// once with stricter instructions when a sentence is unsupported.
+    pub check: bool,
+    /// Corrective retrieval: grade the passages with the critic; widen the
+    /// search when ambiguous, retry with a rewritten query when incorrect,
+    /// and give the model only the relevant sentences of each passage.
+    pub crag: bool,
+    /// Answer extractively (verbatim sentences from the sources, no
+    /// generator).
+    pub extractive: bool,
+    /// What to answer when no generated sentence is supported: `none` (the
+    /// generated answer, marked) or `extractive`.
+    pub fallback: String,
+    /// Sentences in an extractive answer.
+    pub extract_sentences: usize,
 }
 
 impl Default for GenerateConfig {
@@ -171,6 +268,11 @@ impl Default for GenerateConfig {
             connect_timeout_secs: 10,
             read_timeout_secs: 120,
             retries: 3,
+            check: true,
+            crag: false,
+            extractive: false,
+            fallback: "extractive".into(),
+            extract_sentences: 3,
         }
     }
 }
@@ -288,6 +390,7 @@ impl Default for Config {
             index: IndexConfig::default(),
             search: SearchConfig::default(),
             generate: GenerateConfig::default(),
+            critic: CriticConfig::default(),
             server: ServerConfig::default(),
             cluster: ClusterConfig::default(),
         }
@@ -585,6 +688,52 @@ impl Config {
                 "generate.min_relevance",
                 format!("{} (expected -1 to 1)", g.min_relevance),
             );
+        }
+        if !matches!(g.fallback.as_str(), "none" | "extractive") {
+            return bad(
+                "generate.fallback",
+                format!("`{}` (expected none or extractive)", g.fallback),
+            );
+        }
+        if g.extract_sentences == 0 {
+            return bad("generate.extract_sentences", "must be at least 1".into());
+        }
+        let c = &self.critic;
+        if c.kind != "embedding" {
+            return bad("critic.kind", format!("`{}` (expected embedding)", c.kind));
+        }
+        for (field, v) in [
+            ("critic.support_threshold", c.support_threshold),
+            ("critic.correct", c.correct),
+            ("critic.incorrect", c.incorrect),
+            ("critic.keep", c.keep),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(field, format!("{v} (expected a probability, 0 to 1)"));
+            }
+        }
+        if c.incorrect > c.correct {
+            return bad(
+                "critic.incorrect",
+                format!(
+                    "{} must not exceed critic.correct ({})",
+                    c.incorrect, c.correct
+                ),
+            );
+        }
+        for (field, cal) in [
+            ("critic.relevance", c.relevance),
+            ("critic.support", c.support),
+        ] {
+            if !(cal.a.is_finite() && cal.b.is_finite() && cal.a > 0.0) {
+                return bad(
+                    field,
+                    format!(
+                        "a = {}, b = {} (expected finite numbers, a > 0)",
+                        cal.a, cal.b
+                    ),
+                );
+            }
         }
         if let Some(u) = &g.url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {

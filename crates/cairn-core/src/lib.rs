@@ -324,6 +324,78 @@ pub trait Embedder: Send + Sync {
 #[error("embedding failed: {0}")]
 pub struct EmbedError(pub String);
 
+/// What a [`Critic`] judges about a (text, passage) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Judgement {
+    /// Does the passage answer the text, a question?
+    Relevance,
+    /// Does the passage support the text, a claim (a sentence of an answer)?
+    Support,
+}
+
+impl fmt::Display for Judgement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Judgement::Relevance => "relevance",
+            Judgement::Support => "support",
+        })
+    }
+}
+
+/// A logistic map from a critic's raw score to a probability:
+/// `p = 1 / (1 + exp(-(a * raw + b)))`, fitted on labelled pairs
+/// (`cairn eval --calibrate`), never set by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub a: f32,
+    pub b: f32,
+}
+
+impl Calibration {
+    /// The probability for a raw score.
+    pub fn apply(&self, raw: f32) -> f32 {
+        1.0 / (1.0 + (-(self.a * raw + self.b)).exp())
+    }
+
+    /// The raw score at which the probability is `p` (0 < p < 1).
+    pub fn raw_at(&self, p: f32) -> f32 {
+        ((p / (1.0 - p)).ln() - self.b) / self.a
+    }
+}
+
+/// The critic boundary: how well a passage answers a question or supports a
+/// claim, as a probability in [0, 1], for many pairs at once. Implementations
+/// (the embedding model, the generator as judge, a cross-encoder) are chosen
+/// by the configuration, like the embedder.
+pub trait Critic: Send + Sync {
+    /// What answers report as the critic that judged them ("embedding",
+    /// "cross-encoder", "llm").
+    fn name(&self) -> &str;
+    /// Uncalibrated scores, one per `(text, passage)` pair (higher = better);
+    /// what calibration is fitted on.
+    fn raw(&self, judgement: Judgement, pairs: &[(&str, &str)]) -> Result<Vec<f32>, CriticError>;
+    /// The calibration in force for `judgement`.
+    fn calibration(&self, judgement: Judgement) -> Calibration;
+    /// Probabilities, one per pair.
+    fn score(&self, judgement: Judgement, pairs: &[(&str, &str)]) -> Result<Vec<f32>, CriticError> {
+        let c = self.calibration(judgement);
+        Ok(self
+            .raw(judgement, pairs)?
+            .into_iter()
+            .map(|r| c.apply(r))
+            .collect())
+    }
+}
+
+/// Error crossing the [`Critic`] boundary.
+#[derive(Debug, thiserror::Error)]
+#[error("the {critic} critic failed: {reason}")]
+pub struct CriticError {
+    pub critic: String,
+    pub reason: String,
+}
+
 /// Progress of long work (ingest, index rebuilds, downloads). Libraries
 /// report through it; the binary draws progress bars.
 pub trait Progress: Send + Sync {

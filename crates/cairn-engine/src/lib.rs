@@ -28,8 +28,9 @@ mod ask;
 mod feedback;
 mod ingest;
 
-pub use ask::{answer_from_passages, would_generate, Retrieved, NOT_COVERED};
-pub use ask::{Answer, AskOptions, Timings};
+pub use ask::{answer_from_passages, extractive_from_passages, would_generate};
+pub use ask::{Answer, AskOptions, Extracted, Judged, Retrieved, Strategy, Timings};
+pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
 pub use ingest::{IngestOptions, IngestReport, Preparer, SkippedFile};
 
@@ -69,6 +70,11 @@ pub enum EngineError {
     NotFound(String),
     #[error(transparent)]
     Generate(#[from] cairn_generate::GenerateError),
+    #[error(transparent)]
+    Critic(#[from] cairn_critic::CriticError),
+    /// The question cannot be asked (empty, too long): say so to the user.
+    #[error("the question {0}")]
+    Question(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -120,6 +126,7 @@ pub struct Engine {
     next_reader: AtomicUsize,
     indexes: Indexes,
     embedder: Arc<dyn SentenceEncoder>,
+    critic: Arc<dyn cairn_core::Critic>,
     prep: Preparer,
     _lock: File,
 }
@@ -142,6 +149,20 @@ pub fn auto_backend(device: Device) -> &'static str {
         _ if cfg!(feature = "ort") => "onnx",
         _ => "candle",
     }
+}
+
+/// The critic the configuration names, over the collection's embedding
+/// model (`critic.kind = "embedding"`, the only kind so far; the
+/// configuration refuses others).
+pub fn load_critic(
+    cfg: &Config,
+    embedder: Arc<dyn SentenceEncoder>,
+) -> Arc<dyn cairn_core::Critic> {
+    Arc::new(cairn_critic::EmbeddingCritic::new(
+        embedder,
+        cfg.critic.relevance,
+        cfg.critic.support,
+    ))
 }
 
 /// Load the configured embedding model on the configured backend.
@@ -270,6 +291,7 @@ impl Engine {
             readers,
             next_reader: AtomicUsize::new(0),
             indexes,
+            critic: load_critic(cfg, embedder.clone()),
             embedder,
             prep,
             _lock: lock,
@@ -284,6 +306,11 @@ impl Engine {
     /// The embedding model.
     pub fn embedder(&self) -> &Arc<dyn SentenceEncoder> {
         &self.embedder
+    }
+
+    /// The critic the configuration names (`[critic]`).
+    pub fn critic(&self) -> &dyn cairn_core::Critic {
+        self.critic.as_ref()
     }
 
     /// The writer connection.

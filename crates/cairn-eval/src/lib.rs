@@ -5,12 +5,13 @@
 //! search returns are mapped to their documents and each document counts
 //! once, at the rank of its best chunk.
 
+pub mod calibrate;
 pub mod metrics;
 pub mod run;
 pub mod sets;
 
 pub use metrics::{answer_matches, dedup_docs, ndcg_at, reciprocal_rank_at, RankScores};
-pub use sets::{load_beir, load_qa, BeirSet, QaItem};
+pub use sets::{load_beir, load_qa, BeirSet, QaItem, OUT_OF_CORPUS};
 
 use std::path::PathBuf;
 

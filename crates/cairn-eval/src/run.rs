@@ -30,6 +30,10 @@ pub struct RunSettings {
     pub search: Option<cairn_core::config::SearchConfig>,
     #[serde(default)]
     pub catalog_seq: Option<u64>,
+    /// How answers were made and checked (`check`, `crag`, `extractive`,
+    /// `fallback`), when answers are made.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// Scores over the passages (chunks) exactly as `cairn search -k 10` returns
@@ -96,6 +100,23 @@ pub struct QuestionResult {
     pub embed_ms: Option<f64>,
     pub first_token_ms: Option<f64>,
     pub total_ms: Option<f64>,
+    /// The corpus is not meant to answer this question: retrieval is not
+    /// scored and the right answer is a refusal.
+    #[serde(default)]
+    pub out_of_corpus: bool,
+    /// The answer cites at least one source.
+    #[serde(default)]
+    pub cited: Option<bool>,
+    /// The share of the answer's claims that a source supports.
+    #[serde(default)]
+    pub supported_share: Option<f64>,
+    /// How the answer was made (generated, regenerated, extractive, ...).
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub critic_ms: Option<f64>,
+    #[serde(default)]
+    pub generate_ms: Option<f64>,
 }
 
 impl QuestionResult {
@@ -123,6 +144,12 @@ impl QuestionResult {
             embed_ms: None,
             first_token_ms: None,
             total_ms: None,
+            out_of_corpus: q.is_out_of_corpus(),
+            cited: None,
+            supported_share: None,
+            strategy: None,
+            critic_ms: None,
+            generate_ms: None,
         }
     }
 }
@@ -155,7 +182,25 @@ pub struct Summary {
     pub answer_accuracy: Option<f64>,
     pub citation_precision: Option<f64>,
     pub no_answer_rate: Option<f64>,
+    /// Answers (to in-corpus questions) that cite at least one source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cited_rate: Option<f64>,
+    /// The mean share of an answer's claims that a source supports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentence_support: Option<f64>,
+    /// In-corpus questions answered (not refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_in_corpus: Option<f64>,
+    /// Out-of-corpus questions refused, and how many there were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_out_of_corpus: Option<f64>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub out_of_corpus: usize,
     pub mean_ms: BTreeMap<String, f64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
@@ -168,7 +213,13 @@ fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 impl Summary {
-    pub fn of(results: &[QuestionResult]) -> Summary {
+    /// Retrieval and answer figures over the in-corpus questions; refusals
+    /// over the out-of-corpus ones.
+    pub fn of(all: &[QuestionResult]) -> Summary {
+        let ooc: Vec<&QuestionResult> = all.iter().filter(|r| r.out_of_corpus).collect();
+        let in_corpus: Vec<QuestionResult> =
+            all.iter().filter(|r| !r.out_of_corpus).cloned().collect();
+        let results = &in_corpus[..];
         let scores: Vec<RankScores> = results.iter().map(|r| r.scores).collect();
         let m = RankScores::mean(&scores);
         let mut mean_ms = BTreeMap::new();
@@ -182,6 +233,8 @@ impl Summary {
                 (|r: &QuestionResult| r.embed_ms) as fn(&QuestionResult) -> Option<f64>,
             ),
             ("first_token", |r| r.first_token_ms),
+            ("critic", |r| r.critic_ms),
+            ("generate", |r| r.generate_ms),
             ("answer_total", |r| r.total_ms),
         ] {
             if let Some(v) = mean(results.iter().filter_map(f)) {
@@ -218,6 +271,22 @@ impl Summary {
                     .iter()
                     .filter_map(|r| r.no_answer.map(|c| f64::from(c as u8))),
             ),
+            cited_rate: mean(
+                results
+                    .iter()
+                    .filter_map(|r| r.cited.map(|c| f64::from(c as u8))),
+            ),
+            sentence_support: mean(results.iter().filter_map(|r| r.supported_share)),
+            answered_in_corpus: mean(
+                results
+                    .iter()
+                    .filter_map(|r| r.no_answer.map(|c| f64::from(!c as u8))),
+            ),
+            refused_out_of_corpus: mean(
+                ooc.iter()
+                    .filter_map(|r| r.no_answer.map(|c| f64::from(c as u8))),
+            ),
+            out_of_corpus: ooc.len(),
             mean_ms,
         }
     }
@@ -316,14 +385,23 @@ impl RunLog {
     }
 }
 
+/// How answers are made in a run.
+#[derive(Clone, Copy)]
+pub enum Answering<'a> {
+    /// With a generator (checked, corrected, ... as `opts` says).
+    Generate(&'a dyn Generator, &'a AskOptions),
+    /// Extractively: no generator.
+    Extract(&'a AskOptions),
+}
+
 /// Evaluate `items` against `engine`, skipping questions already in `log`.
-/// With a generator, answers are generated too (`opts` gives k, mode,
-/// relevance bar and sampling for them).
+/// With `answering`, answers are made too. Out-of-corpus questions are not
+/// scored for retrieval; their answer should be a refusal.
 pub fn run_qa(
     engine: &Engine,
     items: &[QaItem],
     settings: &RunSettings,
-    generator: Option<(&dyn Generator, &AskOptions)>,
+    answering: Option<Answering<'_>>,
     log: &mut RunLog,
     progress: &dyn Progress,
     stop: &dyn Fn() -> bool,
@@ -349,17 +427,37 @@ pub fn run_qa(
             .iter()
             .map(|h| (h.doc.as_str(), h.text.as_str()))
             .collect();
-        let passages = PassageScores::for_gold(&top, &q.gold, &q.answers);
-        let mut r = QuestionResult::retrieval(q, scores, Some(passages), &docs, search_ms);
-        if let Some((g, opts)) = generator {
+        let passages =
+            (!q.is_out_of_corpus()).then(|| PassageScores::for_gold(&top, &q.gold, &q.answers));
+        let mut r = QuestionResult::retrieval(q, scores, passages, &docs, search_ms);
+        if let Some(answering) = answering {
             let mut sink = |_: &str| if stop() { Flow::Stop } else { Flow::Continue };
-            let a = engine.ask(&q.question, &[], g, opts, &mut sink)?;
+            let a = match answering {
+                Answering::Generate(g, opts) => engine.ask(&q.question, &[], g, opts, &mut sink)?,
+                Answering::Extract(opts) => engine.ask_extractive(&q.question, &[], opts)?,
+            };
             if a.finish == Some(cairn_generate::Finish::Cancelled) {
                 break; // interrupted: this question is redone on resume
             }
             r.answer_correct = Some(a.answered && answer_matches(&a.answer, &q.answers));
             r.no_answer = Some(!a.answered);
-            if !a.citations.is_empty() {
+            if a.answered {
+                r.cited = Some(!a.citations.is_empty());
+                if !a.sentences.is_empty() {
+                    let claims = a.sentences.iter().filter(|s| s.claim).count();
+                    let ok = a
+                        .sentences
+                        .iter()
+                        .filter(|s| s.claim && s.supported)
+                        .count();
+                    r.supported_share = Some(if claims == 0 {
+                        1.0
+                    } else {
+                        ok as f64 / claims as f64
+                    });
+                }
+            }
+            if !a.citations.is_empty() && !q.is_out_of_corpus() {
                 let good = a
                     .citations
                     .iter()
@@ -369,7 +467,12 @@ pub fn run_qa(
             }
             r.embed_ms = Some(a.timings_ms.embed);
             r.first_token_ms = a.timings_ms.first_token;
+            r.critic_ms = a.timings_ms.critic;
+            r.generate_ms = a.timings_ms.generate;
             r.total_ms = Some(a.timings_ms.total);
+            r.strategy = serde_json::to_value(a.strategy)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
             r.answer = Some(a.answer);
         }
         log.append(r)?;

@@ -25,6 +25,17 @@ pub struct QaItem {
     pub style: Option<String>,
 }
 
+/// The kind of a question that the corpus does not answer: it has no gold
+/// documents and no answers, and the right answer is a refusal.
+pub const OUT_OF_CORPUS: &str = "out-of-corpus";
+
+impl QaItem {
+    /// Whether the corpus is not meant to answer this question.
+    pub fn is_out_of_corpus(&self) -> bool {
+        self.kind.as_deref() == Some(OUT_OF_CORPUS)
+    }
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> EvalError + '_ {
     move |source| EvalError::Io {
         path: path.to_path_buf(),
@@ -60,10 +71,16 @@ pub fn load_qa(path: &Path) -> Result<Vec<QaItem>> {
         if item.question.trim().is_empty() {
             return Err(bad("field `question` is empty".into()));
         }
-        if item.gold.is_empty() || item.gold.iter().any(|g| g.trim().is_empty()) {
-            return Err(bad(
-                "field `gold` needs at least one non-empty document path".into(),
-            ));
+        if item.is_out_of_corpus() {
+            if !item.gold.is_empty() || !item.answers.is_empty() {
+                return Err(bad(format!(
+                    "an `{OUT_OF_CORPUS}` question has no `gold` and no `answers`"
+                )));
+            }
+        } else if item.gold.is_empty() || item.gold.iter().any(|g| g.trim().is_empty()) {
+            return Err(bad(format!(
+                "field `gold` needs at least one non-empty document path (or `\"kind\": \"{OUT_OF_CORPUS}\"` for a question the documents do not answer)"
+            )));
         }
         if let Some(first) = ids.insert(item.id.clone(), n) {
             return Err(bad(format!(
@@ -246,6 +263,26 @@ mod tests {
         .unwrap();
         let q = load_qa(&p).unwrap();
         assert_eq!(q[0].kind.as_deref(), Some("default"));
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            load_qa(&p)
+        };
+        // A question the corpus does not answer has no gold and no answers.
+        let q = load(
+            "{\"id\":\"o\",\"question\":\"q?\",\"gold\":[],\"kind\":\"out-of-corpus\",\"absent\":[\"x\"]}\n",
+        )
+        .unwrap();
+        assert!(q[0].is_out_of_corpus());
+        let e = load(
+            "{\"id\":\"o\",\"question\":\"q?\",\"gold\":[\"a.md\"],\"kind\":\"out-of-corpus\"}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no `gold`"), "{e}");
+        let e = load("{\"id\":\"o\",\"question\":\"q?\",\"gold\":[]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out-of-corpus"), "{e}");
         assert!(q[0].answers.is_empty());
     }
 

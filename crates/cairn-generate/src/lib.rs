@@ -178,6 +178,12 @@ pub enum Flow {
 /// Receives generated text as it is produced.
 pub trait TokenSink {
     fn piece(&mut self, text: &str) -> Flow;
+    /// What was streamed so far is withdrawn: a new answer follows (a check
+    /// found it unsupported and it is generated again). `why` says why, in
+    /// a few words for the user.
+    fn restart(&mut self, why: &str) {
+        let _ = why;
+    }
 }
 
 impl<F: FnMut(&str) -> Flow> TokenSink for F {

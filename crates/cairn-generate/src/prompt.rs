@@ -17,7 +17,26 @@ Be brief and do not invent facts.";
 /// models follow a demonstrated citation format far more reliably than an
 /// instruction alone. Its content is deliberately unrelated to any corpus.
 const EXAMPLE_QUESTION: &str = "Sources:\n\n[1] pets.md — Cats\nOur cat Tom is nine years old and sleeps in the kitchen.\n\n[2] garden.md — Plants\nThe roses flower in June.\n\nQuestion: How old is Tom?";
-const EXAMPLE_ANSWER: &str = "Tom is nine years old.\nSource: [1]";
+const EXAMPLE_ANSWER: &str = "Tom is nine years old [1].";
+
+/// The instructions of a second attempt, after a check found sentences that
+/// no source supports: shorter answers, facts copied, a marker on every
+/// sentence.
+pub const STRICT_SYSTEM_PROMPT: &str =
+    "You answer questions using only the numbered sources given with each question. \
+Answer in one to three short sentences. Copy the facts from the sources, word for word where you can. \
+End every sentence with the number of the source it comes from in square brackets, like [1]. \
+If the sources do not contain the answer, reply exactly: The documents do not cover this.";
+
+/// How strictly the model is instructed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Instructions {
+    /// [`SYSTEM_PROMPT`].
+    #[default]
+    Normal,
+    /// [`STRICT_SYSTEM_PROMPT`], for a second attempt.
+    Strict,
+}
 
 /// One numbered source: one passage, or several overlapping passages of one
 /// document merged into one span.
@@ -151,9 +170,32 @@ pub fn build(
     hits: &[Hit],
     answer_tokens: usize,
 ) -> Result<Prompt> {
+    build_from(
+        generator,
+        history,
+        question,
+        &merge_overlapping(hits),
+        answer_tokens,
+        Instructions::Normal,
+    )
+}
+
+/// [`build`] from sources already merged (and perhaps refined: reduced to
+/// their relevant sentences), under the given instructions.
+pub fn build_from(
+    generator: &dyn Generator,
+    history: &[ChatMessage],
+    question: &str,
+    sources: &[Source],
+    answer_tokens: usize,
+    instructions: Instructions,
+) -> Result<Prompt> {
     let window = generator.context_window();
     let budget = window.saturating_sub(answer_tokens);
-    let sources = merge_overlapping(hits);
+    let system = match instructions {
+        Instructions::Normal => SYSTEM_PROMPT,
+        Instructions::Strict => STRICT_SYSTEM_PROMPT,
+    };
     let mut history: Vec<ChatMessage> = history
         .iter()
         .filter(|m| m.role != Role::System)
@@ -171,7 +213,7 @@ pub fn build(
     };
     let assemble = |history: &[ChatMessage], srcs: &[Source]| {
         let mut msgs = vec![
-            ChatMessage::system(SYSTEM_PROMPT),
+            ChatMessage::system(system),
             ChatMessage::user(EXAMPLE_QUESTION),
             ChatMessage::assistant(EXAMPLE_ANSWER),
         ];
@@ -197,7 +239,7 @@ pub fn build(
     let mut chosen: Vec<Source> = Vec::new();
     let mut used = frame;
     let mut truncated = false;
-    for s in &sources {
+    for s in sources {
         let mut s = s.clone();
         s.n = chosen.len() + 1;
         let cost = generator.count_tokens(&render_source(&s))? + 2;

@@ -571,6 +571,12 @@
             el.answer.dataset.tokens = String(tokens);
             el.answer.append(document.createTextNode(piece.text));
           }
+        } else if (event === 'restart') {
+          // The check found the streamed answer unsupported: it is withdrawn
+          // and generated again.
+          const body = parseJson(data);
+          el.answer.replaceChildren();
+          el.askStatus.textContent = `Checking… ${(body && body.reason) || 'answering again'}`;
         } else if (event === 'done') {
           const body = parseJson(data);
           if (!body) throw new Error('The final answer could not be read.');
@@ -657,7 +663,7 @@
     el.answerBox.dataset.answered = String(!!res.answered);
     if (current.answerId) el.answerBox.dataset.answerId = current.answerId;
 
-    renderAnswerText(res.answer || '');
+    renderAnswerText(res.answer || '', Array.isArray(res.sentences) ? res.sentences : []);
     renderCitations(current.citations);
 
     const retrieved = Array.isArray(res.retrieved) ? res.retrieved : [];
@@ -681,8 +687,45 @@
     el.feedbackStatus.textContent = '';
   }
 
-  // The answer text, with each [n] / [n, m] marker turned into buttons.
-  function renderAnswerText(text) {
+  // The answer text, with each [n] / [n, m] marker turned into buttons and
+  // each sentence that no source supports marked.
+  function renderAnswerText(text, sentences) {
+    const unsupported = sentences.filter((s) => s.claim && !s.supported);
+    const claims = sentences.filter((s) => s.claim).length;
+    el.answerBox.dataset.unsupported = String(unsupported.length);
+    el.answerBox.dataset.claims = String(claims);
+    const nodes = [];
+    let at = 0;
+    for (const s of unsupported) {
+      const i = text.indexOf(s.text, at);
+      if (i < 0) continue;
+      nodes.push(...markedText(text.slice(at, i)));
+      const span = document.createElement('span');
+      span.className = 'unsupported';
+      span.title = 'No source supports this sentence.';
+      span.append(...markedText(s.text));
+      const flag = document.createElement('span');
+      flag.className = 'unsupported-flag';
+      flag.textContent = ' (not supported by the sources)';
+      span.append(flag);
+      nodes.push(span);
+      at = i + s.text.length;
+    }
+    nodes.push(...markedText(text.slice(at)));
+    el.answer.replaceChildren(...nodes);
+    if (claims > 0) {
+      const note = document.createElement('p');
+      note.id = 'support-status';
+      note.className = unsupported.length ? 'support warn' : 'support';
+      note.textContent = unsupported.length
+        ? `${claims - unsupported.length} of ${claims} sentences are supported by the sources; the marked ones are not.`
+        : `Every sentence is supported by the sources (${claims}).`;
+      el.answer.append(note);
+    }
+  }
+
+  // Text with [n] markers as citation buttons.
+  function markedText(text) {
     const known = new Set(current.citations.map((c) => c.n));
     const nodes = [];
     const re = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
@@ -699,7 +742,7 @@
       last = m.index + m[0].length;
     }
     if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
-    el.answer.replaceChildren(...nodes);
+    return nodes;
   }
 
   function citeButton(n) {

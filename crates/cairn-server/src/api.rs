@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use cairn_core::SearchMode;
 use cairn_engine::{Answer, AskOptions, Engine};
-use cairn_generate::{ChatMessage, Flow, Role};
+use cairn_generate::{ChatMessage, Flow, Role, TokenSink};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -540,7 +540,11 @@ pub struct CitationOut {
 pub struct TimingsOut {
     pub embed: f64,
     pub search: f64,
+    /// The critic: grading, checking and extracting.
+    pub critic: Option<f64>,
     pub first_token: Option<f64>,
+    /// Generation, every attempt.
+    pub generate: Option<f64>,
     pub total: f64,
 }
 
@@ -561,6 +565,28 @@ pub struct AnswerOut {
     /// stop, length or cancelled; null when nothing was generated.
     pub finish_reason: Option<String>,
     pub timings_ms: TimingsOut,
+    /// How the answer was made: generated, regenerated (a second attempt
+    /// after the check), extractive, fallback-extractive (nothing generated
+    /// was supported), not-covered.
+    pub strategy: String,
+    /// The critic that checked the answer; null when nothing was checked.
+    pub critic: Option<String>,
+    /// Each sentence of the answer with the sources that support it; a
+    /// sentence with `supported: false` states what no source supports.
+    pub sentences: Vec<SentenceOut>,
+}
+
+/// One sentence of an answer and its support.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SentenceOut {
+    pub text: String,
+    /// Numbers of the citations that support it.
+    pub citations: Vec<usize>,
+    /// The critic's probability that the best source supports it (0 to 1).
+    pub support: f32,
+    pub supported: bool,
+    /// False for a line that states nothing (an introduction, a heading).
+    pub claim: bool,
 }
 
 fn answer_out(id: String, collection: &str, a: &Answer) -> AnswerOut {
@@ -594,9 +620,27 @@ fn answer_out(id: String, collection: &str, a: &Answer) -> AnswerOut {
         timings_ms: TimingsOut {
             embed: a.timings_ms.embed,
             search: a.timings_ms.search,
+            critic: a.timings_ms.critic,
             first_token: a.timings_ms.first_token,
+            generate: a.timings_ms.generate,
             total: a.timings_ms.total,
         },
+        strategy: serde_json::to_value(a.strategy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        critic: a.critic.clone(),
+        sentences: a
+            .sentences
+            .iter()
+            .map(|s| SentenceOut {
+                text: s.text.clone(),
+                citations: s.citations.clone(),
+                support: s.support,
+                supported: s.supported,
+                claim: s.claim,
+            })
+            .collect(),
     }
 }
 
@@ -647,7 +691,7 @@ pub async fn answer(
     state: Arc<AppState>,
     q: Question,
     permit: tokio::sync::OwnedSemaphorePermit,
-    tokens: Option<mpsc::Sender<String>>,
+    tokens: Option<mpsc::Sender<Piece>>,
 ) -> AppResult<AnswerOut> {
     let limit = Duration::from_secs(state.cfg.server.generate_timeout_secs);
     let st = state.clone();
@@ -656,15 +700,11 @@ pub async fn answer(
         st.metrics.generating.inc();
         let started = Instant::now();
         let timed_out = AtomicBool::new(false);
-        let mut sink = |piece: &str| {
-            if started.elapsed() > limit {
-                timed_out.store(true, Ordering::SeqCst);
-                return Flow::Stop;
-            }
-            match &tokens {
-                Some(tx) if tx.blocking_send(piece.to_string()).is_err() => Flow::Stop,
-                _ => Flow::Continue,
-            }
+        let mut sink = Pieces {
+            tokens: &tokens,
+            started,
+            limit,
+            timed_out: &timed_out,
         };
         let res = q.engine.ask(
             &q.question,
@@ -690,6 +730,43 @@ pub async fn answer(
     })
     .await;
     out
+}
+
+/// What the generator streams to a client: text, or the news that what was
+/// streamed is withdrawn and a new answer follows (the check found it
+/// unsupported).
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Text(String),
+    Restart(String),
+}
+
+/// The sink of one answer: pieces to the client's channel, stopping on a
+/// timeout or when the client has gone.
+struct Pieces<'a> {
+    tokens: &'a Option<mpsc::Sender<Piece>>,
+    started: Instant,
+    limit: Duration,
+    timed_out: &'a AtomicBool,
+}
+
+impl TokenSink for Pieces<'_> {
+    fn piece(&mut self, piece: &str) -> Flow {
+        if self.started.elapsed() > self.limit {
+            self.timed_out.store(true, Ordering::SeqCst);
+            return Flow::Stop;
+        }
+        match self.tokens {
+            Some(tx) if tx.blocking_send(Piece::Text(piece.to_string())).is_err() => Flow::Stop,
+            _ => Flow::Continue,
+        }
+    }
+
+    fn restart(&mut self, why: &str) {
+        if let Some(tx) = self.tokens {
+            let _ = tx.blocking_send(Piece::Restart(why.to_string()));
+        }
+    }
 }
 
 /// Validate an ask and open its collection.
@@ -732,7 +809,7 @@ pub fn error_event(e: &ApiError) -> Event {
 }
 
 #[utoipa::path(post, path = "/api/ask", tag = "ask", request_body = AskRequest,
-    responses((status = 200, description = "The answer (JSON), or with `stream: true` server-sent events: `token` {text}, then `done` with the answer",
+    responses((status = 200, description = "The answer (JSON), or with `stream: true` server-sent events: `token` {text}, `restart` {reason} when the streamed text is withdrawn and generated again (the check found it unsupported), then `done` with the answer (its `sentences` say which are supported)",
                content((AnswerOut = "application/json"), (String = "text/event-stream"))),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -756,10 +833,13 @@ pub async fn ask(
         state,
         q,
         permit,
-        |t| {
-            Event::default()
+        |p| match p {
+            Piece::Text(t) => Event::default()
                 .event("token")
-                .data(serde_json::json!({ "text": t }).to_string())
+                .data(serde_json::json!({ "text": t }).to_string()),
+            Piece::Restart(why) => Event::default()
+                .event("restart")
+                .data(serde_json::json!({ "reason": why }).to_string()),
         },
         |res| {
             vec![match res {
@@ -782,11 +862,11 @@ pub fn stream_answer(
     state: Arc<AppState>,
     q: Question,
     permit: tokio::sync::OwnedSemaphorePermit,
-    token_event: impl Fn(&str) -> Event + Send + 'static,
+    token_event: impl Fn(&Piece) -> Event + Send + 'static,
     final_events: impl FnOnce(AppResult<AnswerOut>) -> Vec<Event> + Send + 'static,
 ) -> ReceiverStream<Event> {
     let (tx, rx) = mpsc::channel::<Event>(256);
-    let (tok_tx, mut tok_rx) = mpsc::channel::<String>(256);
+    let (tok_tx, mut tok_rx) = mpsc::channel::<Piece>(256);
     tokio::spawn(async move {
         let fut = answer(state, q, permit, Some(tok_tx));
         tokio::pin!(fut);

@@ -140,6 +140,7 @@ impl From<cairn_engine::EngineError> for ApiError {
             E::Generate(cairn_generate::GenerateError::Invalid { field, reason }) => {
                 ApiError::bad(field, reason)
             }
+            E::Question(reason) => ApiError::bad("question", reason),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -190,6 +190,8 @@ pub struct ChatCompletion {
     pub usage: Usage,
     /// The passages the answer cites: `[n]` in the text is `citations[i].n`.
     pub citations: Vec<CitationOut>,
+    /// Each sentence of the answer with its support (see `/api/ask`).
+    pub sentences: Vec<api::SentenceOut>,
     /// Refer to this answer in `POST /api/feedback`.
     pub answer_id: String,
 }
@@ -307,6 +309,7 @@ pub async fn chat_completions(
             }],
             usage: usage(&a),
             citations: a.citations.clone(),
+            sentences: a.sentences.clone(),
             answer_id: a.answer_id.clone(),
         };
         return Ok(axum::Json(out).into_response());
@@ -340,38 +343,48 @@ pub async fn chat_completions(
     let first = chunk(json!({"role": "assistant", "content": ""}), None, json!({}));
     let (tok, fin) = (chunk.clone(), chunk);
     let (sid, smodel) = (stream_id, id_model);
-    let events =
-        api::stream_answer(
-            state,
-            q,
-            permit,
-            move |t| tok(json!({ "content": t }), None, json!({})),
-            move |res| match res {
-                Ok(a) => {
-                    let mut evs = vec![fin(
-                        json!({}),
-                        Some(finish(&a)),
-                        json!({"citations": a.citations, "answer_id": a.answer_id}),
-                    )];
-                    if include_usage {
-                        let u = usage(&a);
-                        evs.push(Event::default().data(
-                        json!({
-                            "id": sid, "object": "chat.completion.chunk", "created": created,
-                            "model": smodel, "choices": [], "usage": u,
-                        })
-                        .to_string(),
-                    ));
-                    }
-                    evs.push(Event::default().data("[DONE]"));
-                    evs
+    let events = api::stream_answer(
+        state,
+        q,
+        permit,
+        move |p| match p {
+            api::Piece::Text(t) => tok(json!({ "content": t }), None, json!({})),
+            // OpenAI's stream cannot withdraw text: the second attempt
+            // follows a note, and the final chunk carries `sentences`.
+            api::Piece::Restart(why) => tok(
+                json!({ "content": format!("\n\n({why})\n\n") }),
+                None,
+                json!({}),
+            ),
+        },
+        move |res| match res {
+            Ok(a) => {
+                let mut evs = vec![fin(
+                    json!({}),
+                    Some(finish(&a)),
+                    json!({"citations": a.citations, "answer_id": a.answer_id, "sentences": a.sentences}),
+                )];
+                if include_usage {
+                    let u = usage(&a);
+                    evs.push(
+                        Event::default().data(
+                            json!({
+                                "id": sid, "object": "chat.completion.chunk", "created": created,
+                                "model": smodel, "choices": [], "usage": u,
+                            })
+                            .to_string(),
+                        ),
+                    );
                 }
-                Err(e) => vec![
-                    Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()),
-                    Event::default().data("[DONE]"),
-                ],
-            },
-        );
+                evs.push(Event::default().data("[DONE]"));
+                evs
+            }
+            Err(e) => vec![
+                Event::default().data(serde_json::to_string(&e.body()).unwrap_or_default()),
+                Event::default().data("[DONE]"),
+            ],
+        },
+    );
     let stream = tokio_stream::once(first)
         .chain(events)
         .map(Ok::<Event, Infallible>);

@@ -5,9 +5,9 @@ use crate::progress::Bars;
 use crate::{snippet, GenArgs};
 use anyhow::{Context, Result};
 use cairn_core::config::Config;
-use cairn_engine::{Answer, AskOptions, Engine};
+use cairn_engine::{Answer, AskOptions, Engine, Strategy};
 use cairn_generate::openai::{OpenAiConfig, OpenAiGenerator};
-use cairn_generate::{ChatMessage, Flow, Generator};
+use cairn_generate::{ChatMessage, Flow, Generator, TokenSink};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +59,18 @@ pub fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
     }
     if let Some(v) = a.min_relevance {
         g.min_relevance = v;
+    }
+    if a.extractive {
+        g.extractive = true;
+    }
+    if a.crag {
+        g.crag = true;
+    }
+    if a.no_check {
+        g.check = false;
+    }
+    if let Some(v) = &a.fallback {
+        g.fallback = v.clone();
     }
     cfg.validate()?;
     Ok(())
@@ -191,26 +203,87 @@ fn print_sources(a: &Answer) {
 }
 
 fn answer_json(a: &Answer) -> serde_json::Value {
-    serde_json::json!({
-        "answer": a.answer,
-        "answered": a.answered,
-        "citations": a.citations,
-        "dropped_citations": a.dropped_citations,
-        "retrieved": a.retrieved,
-        "relevance": a.relevance,
-        "timings_ms": a.timings_ms,
-        "prompt_tokens": a.prompt_tokens,
-        "completion_tokens": a.completion_tokens,
-        "model": a.model,
-        "finish": a.finish,
-    })
+    serde_json::to_value(a).expect("answers serialise")
+}
+
+/// After the streamed text: what the check found. Sentences no source
+/// supports are marked; an answer whose markers were corrected, or that was
+/// replaced by the sources' own sentences, is shown as it now stands.
+fn print_check(a: &Answer) {
+    if !a.answered || a.sentences.is_empty() {
+        return;
+    }
+    if a.strategy == Strategy::FallbackExtractive {
+        println!("\n(no generated sentence is supported by the sources; their own words instead:)");
+        println!("{}", a.answer);
+        return;
+    }
+    let unsupported = a.unsupported();
+    let corrected = a.sentences.iter().any(|s| s.corrected);
+    if unsupported == 0 && !corrected {
+        return;
+    }
+    let claims = a.sentences.iter().filter(|s| s.claim).count();
+    println!(
+        "\nChecked against the sources ({} of {} sentences supported{}):",
+        claims - unsupported,
+        claims,
+        if corrected {
+            "; citations corrected"
+        } else {
+            ""
+        }
+    );
+    for s in &a.sentences {
+        let mark = if !s.claim {
+            "   "
+        } else if s.supported {
+            " ✓ "
+        } else {
+            " ✗ "
+        };
+        let note = if s.claim && !s.supported {
+            "   ← not supported by any source"
+        } else {
+            ""
+        };
+        println!("{mark}{}{note}", s.text);
+    }
+}
+
+/// Streams pieces to the terminal; a restart (the check found the answer
+/// unsupported and it is generated again) is announced.
+struct Terminal<'a> {
+    out: std::io::Stdout,
+    json: bool,
+    stopped: &'a dyn Fn() -> bool,
+}
+
+impl TokenSink for Terminal<'_> {
+    fn piece(&mut self, piece: &str) -> Flow {
+        if !self.json {
+            let _ = self.out.write_all(piece.as_bytes());
+            let _ = self.out.flush();
+        }
+        if (self.stopped)() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn restart(&mut self, why: &str) {
+        if !self.json {
+            let _ = writeln!(self.out, "\n\n({why})\n");
+        }
+    }
 }
 
 /// One answer, streamed as it is generated (unless `json`).
 #[allow(clippy::too_many_arguments)] // one turn of `ask`/`chat`: the loop's whole state
 fn one(
     engine: &Engine,
-    gen: &dyn Generator,
+    gen: Option<&dyn Generator>,
     opts: &AskOptions,
     question: &str,
     history: &[ChatMessage],
@@ -218,20 +291,22 @@ fn one(
     quiet: bool,
     interrupt: &Interrupt,
 ) -> Result<Answer> {
-    let mut out = std::io::stdout();
-    let answer = interrupt.run(|stopped| {
-        let mut sink = |piece: &str| {
-            if !json {
-                let _ = out.write_all(piece.as_bytes());
-                let _ = out.flush();
+    let answer = interrupt.run(|stopped| match gen {
+        Some(gen) => {
+            let mut sink = Terminal {
+                out: std::io::stdout(),
+                json,
+                stopped,
+            };
+            engine.ask(question, history, gen, opts, &mut sink)
+        }
+        None => {
+            let a = engine.ask_extractive(question, history, opts)?;
+            if !json && a.answered {
+                print!("{}", a.answer);
             }
-            if stopped() {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        };
-        engine.ask(question, history, gen, opts, &mut sink)
+            Ok(a)
+        }
     })?;
     if json {
         println!("{}", answer_json(&answer));
@@ -248,6 +323,7 @@ fn one(
         if answer.finish == Some(cairn_generate::Finish::Cancelled) {
             eprintln!("(stopped)");
         }
+        print_check(&answer);
         print_sources(&answer);
     }
     Ok(answer)
@@ -263,11 +339,14 @@ pub fn ask(
     apply(&mut cfg, args)?;
     let interrupt = Interrupt::install();
     let engine = Engine::open_with(&cfg, &Bars::new(json || quiet))?;
-    let gen = generator(&cfg)?;
+    // An extractive answer needs no generator: none is loaded.
+    let gen = (!cfg.generate.extractive)
+        .then(|| generator(&cfg))
+        .transpose()?;
     let opts = options(&cfg, args.mode, &args.stop);
     let a = one(
         &engine,
-        gen.as_ref(),
+        gen.as_deref(),
         &opts,
         question,
         &[],
@@ -286,14 +365,20 @@ pub fn chat(mut cfg: Config, args: &GenArgs, json: bool) -> Result<ExitCode> {
     apply(&mut cfg, args)?;
     let interrupt = Interrupt::install();
     let engine = Engine::open_with(&cfg, &Bars::new(json))?;
-    let gen = generator(&cfg)?;
+    let gen = (!cfg.generate.extractive)
+        .then(|| generator(&cfg))
+        .transpose()?;
     let opts = options(&cfg, args.mode, &args.stop);
     let tty = std::io::stdin().is_terminal();
     if tty && !json {
         eprintln!(
-            "cairn chat — collection `{}`, model {} (/reset forgets the conversation, /exit quits)",
+            "cairn chat — collection `{}`, {} (/reset forgets the conversation, /exit quits)",
             cfg.collection,
-            gen.model_name()
+            gen.as_ref()
+                .map_or("extractive answers".to_string(), |g| format!(
+                    "model {}",
+                    g.model_name()
+                ))
         );
     }
     let mut history: Vec<ChatMessage> = Vec::new();
@@ -321,7 +406,7 @@ pub fn chat(mut cfg: Config, args: &GenArgs, json: bool) -> Result<ExitCode> {
         }
         match one(
             &engine,
-            gen.as_ref(),
+            gen.as_deref(),
             &opts,
             q,
             &history,

@@ -52,6 +52,33 @@ pub struct EvalArgs {
     /// Start over instead of resuming the run log.
     #[arg(long)]
     pub fresh: bool,
+    /// Questions the corpus does not answer (`"kind": "out-of-corpus"`, no
+    /// gold), run with the set: their right answer is a refusal.
+    #[arg(long, value_name = "FILE")]
+    pub out_of_corpus: Option<PathBuf>,
+    /// Answer extractively (the sources' best sentences; no generator):
+    /// implies --answers.
+    #[arg(long)]
+    pub extractive: bool,
+    /// Corrective retrieval for the answers (`generate.crag`).
+    #[arg(long)]
+    pub crag: bool,
+    /// Do not check answers sentence by sentence (`generate.check = false`).
+    #[arg(long)]
+    pub no_check: bool,
+    /// What to answer when nothing generated is supported: none or extractive.
+    #[arg(long, value_name = "POLICY")]
+    pub fallback: Option<String>,
+    /// Fit the critic's calibration and thresholds on the set (even-numbered
+    /// questions; the odd ones are held out and reported) and print the
+    /// `[critic]` table for a configuration file.
+    #[arg(long, conflicts_with_all = ["answers", "extractive", "beir"])]
+    pub calibrate: bool,
+    /// With --calibrate: another set's `--calibrate --json` output, whose
+    /// questions are fitted into the retrieval grade with this set's
+    /// (repeatable; same embedding model).
+    #[arg(long, value_name = "FILE", requires = "calibrate")]
+    pub pool: Vec<PathBuf>,
     /// Also write a TREC run file (qid Q0 doc rank score tag) for BEIR sets.
     #[arg(long, value_name = "FILE")]
     pub trec_run: Option<PathBuf>,
@@ -146,14 +173,23 @@ fn print_table(results: &[QuestionResult], summary: &Summary, answers: bool) {
             );
         }
     }
+    let opt = |v: Option<f64>| v.map_or("n/a".into(), |c| format!("{c:.3}"));
     if let Some(a) = summary.answer_accuracy {
         println!(
-            "answer accuracy={:.3}  citation precision={}  no-answer rate={:.3}",
+            "answer accuracy={:.3}  cited={}  citation precision={}  sentences supported={}  no-answer rate={:.3}",
             a,
-            summary
-                .citation_precision
-                .map_or("n/a".into(), |c| format!("{c:.3}")),
+            opt(summary.cited_rate),
+            opt(summary.citation_precision),
+            opt(summary.sentence_support),
             summary.no_answer_rate.unwrap_or(0.0)
+        );
+    }
+    if summary.out_of_corpus > 0 {
+        println!(
+            "out-of-corpus questions: {}  refused={}  in-corpus answered={}",
+            summary.out_of_corpus,
+            opt(summary.refused_out_of_corpus),
+            opt(summary.answered_in_corpus)
         );
     }
     let ms: Vec<String> = summary
@@ -262,6 +298,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
             model: None,
             search: Some(cfg.search.clone()),
             catalog_seq: Some(engine.status()?.seq),
+            policy: None,
         };
         let (results, trec) = run::run_beir(&engine, &set, &settings, &bars)?;
         if let Some(p) = &a.trec_run {
@@ -285,9 +322,96 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
     let qa_path =
         a.qa.clone()
             .context("--qa FILE or --beir DIR is required")?;
-    let items = cairn_eval::load_qa(&qa_path)?;
+    let mut items = cairn_eval::load_qa(&qa_path)?;
+    if let Some(p) = &a.out_of_corpus {
+        let extra = cairn_eval::load_qa(p)?;
+        if let Some(q) = extra.iter().find(|q| !q.is_out_of_corpus()) {
+            anyhow::bail!(
+                "{}: question `{}` is not of kind `{}`",
+                p.display(),
+                q.id,
+                cairn_eval::OUT_OF_CORPUS
+            );
+        }
+        if let Some(q) = extra.iter().find(|q| items.iter().any(|i| i.id == q.id)) {
+            anyhow::bail!(
+                "{}: id `{}` is also in {}",
+                p.display(),
+                q.id,
+                qa_path.display()
+            );
+        }
+        items.extend(extra);
+    }
     let bars = Bars::new(a.json);
     let engine = Engine::open_with(&cfg, &bars)?;
+    if a.calibrate {
+        let mut pooled = Vec::new();
+        for p in &a.pool {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a `cairn eval --calibrate --json` output", p.display()))?;
+            let qs: Vec<cairn_eval::calibrate::QuestionFeatures> =
+                serde_json::from_value(v["questions"].clone()).with_context(|| {
+                    format!("{}: no `questions` of a `cairn eval --calibrate --json` output", p.display())
+                })?;
+            pooled.extend(qs);
+        }
+        let label = format!(
+            "cairn eval --calibrate --qa {}{}{} ({} questions{}, {} mode; odd-numbered half held out), {}",
+            qa_path.display(),
+            a.out_of_corpus
+                .as_ref()
+                .map(|p| format!(" --out-of-corpus {}", p.display()))
+                .unwrap_or_default(),
+            a.pool
+                .iter()
+                .map(|p| format!(" --pool {}", p.display()))
+                .collect::<String>(),
+            items.len(),
+            if pooled.is_empty() {
+                String::new()
+            } else {
+                format!(" + {} pooled for the grade", pooled.len())
+            },
+            mode,
+            engine.embedder().model_id()
+        );
+        let r = cairn_eval::calibrate::calibrate(
+            &engine,
+            &items,
+            mode,
+            cfg.generate.top_k,
+            &label,
+            &pooled,
+            &bars,
+        )?;
+        if a.json {
+            let mut v = serde_json::to_value(&r)?;
+            v["toml"] = r.toml().into();
+            println!("{v}");
+        } else {
+            for (name, j) in [("relevance", &r.relevance), ("support", &r.support)] {
+                println!(
+                    "{name}: a={:.4} b={:.4} threshold={:.3}  fit: n={} ({} positive) log loss={:.3} AUC={:.3}  held out: n={} log loss={:.3} brier={:.3} AUC={:.3} balanced accuracy={:.3}",
+                    j.fit.calibration.a, j.fit.calibration.b, j.threshold,
+                    j.fit.samples, j.fit.positives, j.fit.log_loss, j.fit.auc,
+                    j.held_out.samples, j.held_out.log_loss, j.held_out.brier, j.held_out.auc, j.held_out.balanced_accuracy
+                );
+            }
+            match &r.grade {
+                Some(g) => println!(
+                    "grades: incorrect below {:.3}, correct from {:.3}; held out: out-of-corpus refused {:.3}, in-corpus answered {:.3} ({} in, {} out)",
+                    g.incorrect, g.correct, g.held_out_refused_out_of_corpus, g.held_out_answered_in_corpus,
+                    g.held_out_questions.0, g.held_out_questions.1
+                ),
+                None => println!("grades: not calibrated (give --out-of-corpus FILE)"),
+            }
+            println!("\n{}", r.toml());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut gen_cfg = cfg.clone();
     if let Some(m) = &a.model {
         gen_cfg.generate.model = m.clone();
@@ -299,19 +423,44 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
     if let Some(m) = &a.llm_model {
         gen_cfg.generate.llm_model = m.clone();
     }
+    if a.crag {
+        gen_cfg.generate.crag = true;
+    }
+    if a.no_check {
+        gen_cfg.generate.check = false;
+    }
+    if a.extractive {
+        gen_cfg.generate.extractive = true;
+    }
+    if let Some(f) = &a.fallback {
+        gen_cfg.generate.fallback = f.clone();
+    }
     gen_cfg.validate()?;
-    let generator = if a.answers {
+    let extractive = gen_cfg.generate.extractive && (a.answers || a.extractive);
+    let answers = a.answers || extractive;
+    let generator = if answers && !extractive {
         Some(crate::ask::generator(&gen_cfg)?)
     } else {
         None
     };
+    let g = &gen_cfg.generate;
     let settings = RunSettings {
         mode,
         k: a.k,
-        answers: a.answers,
+        answers,
         model: generator.as_ref().map(|g| g.model_name().to_string()),
         search: Some(cfg.search.clone()),
         catalog_seq: Some(engine.status()?.seq),
+        policy: answers.then(|| {
+            if extractive {
+                format!("extractive sentences={}", g.extract_sentences)
+            } else {
+                format!(
+                    "check={} crag={} fallback={} critic={:?}",
+                    g.check, g.crag, g.fallback, gen_cfg.critic
+                )
+            }
+        }),
     };
     let run_path = a.run.clone().unwrap_or_else(|| {
         let m = format!("{mode:?}").to_lowercase();
@@ -319,7 +468,13 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
             "{}-{}-{m}{}.jsonl",
             cfg.collection,
             stem(&qa_path),
-            if a.answers { "-answers" } else { "" }
+            if extractive {
+                "-extractive"
+            } else if answers {
+                "-answers"
+            } else {
+                ""
+            }
         ))
     });
     let mut log = RunLog::open(&run_path, &settings, a.fresh)?;
@@ -332,26 +487,16 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         );
     }
     let opts = AskOptions {
-        k: gen_cfg.generate.top_k,
         mode,
-        min_relevance: gen_cfg.generate.min_relevance,
-        sampling: cairn_generate::Sampling {
-            temperature: gen_cfg.generate.temperature,
-            top_p: gen_cfg.generate.top_p,
-            seed: gen_cfg.generate.seed,
-            max_tokens: gen_cfg.generate.max_tokens,
-            stop: vec![],
-            repeat_penalty: gen_cfg.generate.repeat_penalty,
-        },
+        ..AskOptions::from_config(&gen_cfg)
+    };
+    let answering = match (&generator, extractive) {
+        (_, true) => Some(run::Answering::Extract(&opts)),
+        (Some(g), false) => Some(run::Answering::Generate(g.as_ref(), &opts)),
+        (None, false) => None,
     };
     run::run_qa(
-        &engine,
-        &items,
-        &settings,
-        generator.as_deref().map(|g| (g, &opts)),
-        &mut log,
-        &bars,
-        &stopped,
+        &engine, &items, &settings, answering, &mut log, &bars, &stopped,
     )?;
     // Report in the set's order, only questions of this set.
     let order: std::collections::HashMap<&str, usize> = items
@@ -375,7 +520,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         );
         println!("{v}");
     } else {
-        print_table(&results, &s, a.answers);
+        print_table(&results, &s, answers);
         println!("run log: {}", run_path.display());
     }
     if results.len() < items.len() {

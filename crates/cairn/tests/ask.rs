@@ -310,3 +310,176 @@ fn ask_through_an_openai_compatible_server() {
         "usage comes from the server"
     );
 }
+
+#[test]
+fn every_sentence_carries_its_support_and_citations_that_exist() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args([
+        "ask",
+        "How long is the Kestrel Bridge, and which railway does it carry?",
+        "--json",
+        "--seed",
+        "1",
+    ]);
+    let v = json(&ok(c).stdout);
+    assert_eq!(v["answered"], true, "{v:#}");
+    assert_eq!(v["critic"], "embedding", "{v:#}");
+    let strategy = v["strategy"].as_str().unwrap();
+    assert!(
+        ["generated", "regenerated", "fallback-extractive"].contains(&strategy),
+        "{strategy}"
+    );
+    let sentences = v["sentences"].as_array().unwrap();
+    assert!(!sentences.is_empty(), "{v:#}");
+    let cited: Vec<u64> = v["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["n"].as_u64().unwrap())
+        .collect();
+    let answer = v["answer"].as_str().unwrap();
+    for s in sentences {
+        let support = s["support"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&support), "{s}");
+        let supported = s["supported"].as_bool().unwrap();
+        let claim = s["claim"].as_bool().unwrap();
+        let ns: Vec<u64> = s["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect();
+        // A supported claim names a source; an unsupported one names none.
+        if claim {
+            assert_eq!(supported, !ns.is_empty(), "{s}");
+        }
+        for n in ns {
+            assert!(
+                cited.contains(&n),
+                "sentence cites [{n}], not a citation: {v:#}"
+            );
+        }
+        // The sentence is in the answer as shown.
+        assert!(
+            answer.contains(s["text"].as_str().unwrap()),
+            "{s}\n{answer}"
+        );
+    }
+    // The bridge facts are supported by the bridge note.
+    assert!(
+        sentences
+            .iter()
+            .any(|s| s["supported"] == true && s["claim"] == true),
+        "{v:#}"
+    );
+    assert!(v["timings_ms"]["critic"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn extractive_answers_are_verbatim_spans_without_a_generator() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    // A model file that does not exist: an extractive answer never loads one.
+    c.args([
+        "ask",
+        "How long is the Kestrel Bridge?",
+        "--extractive",
+        "--json",
+        "--model",
+        "/nonexistent/model.gguf",
+    ]);
+    let v = json(&ok(c).stdout);
+    assert_eq!(v["answered"], true, "{v:#}");
+    assert_eq!(v["strategy"], "extractive");
+    let answer = v["answer"].as_str().unwrap();
+    assert!(answer.contains("412 metres"), "{answer}");
+    let extracts = v["extracts"].as_array().unwrap();
+    assert!(!extracts.is_empty() && extracts.len() <= 3, "{v:#}");
+    let retrieved = v["retrieved"].as_array().unwrap();
+    for e in extracts {
+        // The span is exact: the chunk it came from holds it at those
+        // character offsets of the document (chunks are exact slices of the
+        // catalog's document text).
+        let hit = retrieved
+            .iter()
+            .find(|h| h["chunk"] == e["chunk"])
+            .unwrap_or_else(|| panic!("{e} is from no retrieved chunk"));
+        let (hs, es, ee) = (
+            hit["start"].as_u64().unwrap(),
+            e["start"].as_u64().unwrap(),
+            e["end"].as_u64().unwrap(),
+        );
+        assert!(hs <= es && ee <= hit["end"].as_u64().unwrap(), "{e} {hit}");
+        let slice: String = hit["text"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .skip((es - hs) as usize)
+            .take((ee - es) as usize)
+            .collect();
+        assert_eq!(slice, e["text"].as_str().unwrap());
+        // Each sentence is in the answer with its marker, and the marker's
+        // citation is its document.
+        let n = e["n"].as_u64().unwrap();
+        let cite = v["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["n"].as_u64() == Some(n))
+            .unwrap_or_else(|| panic!("no citation [{n}]: {v:#}"));
+        assert_eq!(cite["doc"], e["doc"]);
+        assert!(answer.contains(&format!("[{n}]")), "{answer}");
+    }
+    assert_eq!(v["completion_tokens"], 0);
+
+    // The human form prints the sentences and their sources.
+    let mut c = cairn(data);
+    c.args(["ask", "How long is the Kestrel Bridge?", "--extractive"]);
+    let text = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        text.contains("412 metres") && text.contains("Sources:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn corrective_retrieval_refuses_what_the_documents_do_not_cover() {
+    let (_, data) = collection();
+    let ask = |q: &str| {
+        let mut c = cairn(data);
+        c.args(["ask", q, "--crag", "--extractive", "--json"]);
+        json(&ok(c).stdout)
+    };
+    let v = ask("What is the melting point of tungsten in kelvin?");
+    assert_eq!(v["answered"], false, "{v:#}");
+    assert_eq!(v["grade"], "incorrect", "{v:#}");
+    assert!(v["answer"].as_str().unwrap().contains("do not cover"));
+    let p = v["grade_probability"].as_f64().unwrap();
+    let v = ask("In what year did the Kestrel Bridge open to traffic?");
+    assert_eq!(v["answered"], true, "{v:#}");
+    assert_ne!(v["grade"], "incorrect", "{v:#}");
+    assert!(v["grade_probability"].as_f64().unwrap() > p, "{v:#}");
+    assert!(v["answer"].as_str().unwrap().contains("1987"), "{v:#}");
+}
+
+#[test]
+fn empty_and_overlong_questions_are_clear_errors() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args(["ask", "   ", "--extractive"]);
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("question") && err.contains("empty"), "{err}");
+    let long = "why is the sky blue ".repeat(300);
+    let mut c = cairn(data);
+    c.args(["ask", long.as_str(), "--extractive"]);
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("5999 characters") && err.contains("4000"),
+        "{err}"
+    );
+}

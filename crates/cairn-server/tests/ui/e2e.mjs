@@ -203,6 +203,10 @@ try {
       answerId: document.querySelector('#answer-box').dataset.answerId,
       cites: document.querySelectorAll('#answer .cite').length,
       citations: document.querySelector('#citations').textContent,
+      claims: Number(document.querySelector('#answer-box').dataset.claims || 0),
+      unsupported: Number(document.querySelector('#answer-box').dataset.unsupported || 0),
+      marked: document.querySelectorAll('#answer .unsupported').length,
+      support: document.querySelector('#support-status')?.textContent || '',
     }));
     console.log(`\n  answer (${info.tokens} streamed tokens, answered=${info.answered}): ${JSON.stringify(info.text)}`);
     assert.ok(info.text.trim().length > 0, 'the answer is not empty');
@@ -211,6 +215,10 @@ try {
     assert.ok(info.answerId, 'the answer has an answer_id');
     assert.ok(info.cites >= 1, `the answer has at least one [n] citation button (found ${info.cites})`);
     assert.ok(info.citations.includes(FIXTURE_NAME), `the sources list mentions ${FIXTURE_NAME}: "${info.citations}"`);
+    // Every answer is checked sentence by sentence; the unsupported ones are marked.
+    assert.ok(info.claims >= 1, 'the answer carries its checked sentences');
+    assert.equal(info.marked, info.unsupported, `${info.unsupported} unsupported sentences, ${info.marked} marked`);
+    assert.match(info.support, /support/, `the support line: "${info.support}"`);
     await shot(page, '1-answer');
     return info;
   });
@@ -250,6 +258,54 @@ try {
     assert.ok(mine, `a feedback record for ${answer.answerId} exists (have ${records.map((r) => r.answer_id).join(', ') || 'none'})`);
     assert.equal(mine.rating, 'up');
     assert.deepEqual(mine.helpful_citations, [cited], 'the opened citation is recorded as helpful');
+  });
+
+  await step('a withdrawn answer and an unsupported sentence are shown as such', async () => {
+    // A canned stream (the real generator's wording cannot be forced): text,
+    // a restart that withdraws it, the second attempt, then the final answer
+    // whose second sentence no source supports.
+    const supported = 'The bridge opened in 1987 [1].';
+    const invented = 'It is painted bright green every spring.';
+    const done = {
+      answer_id: 'a-canned', collection: COLLECTION, answered: true,
+      answer: `${supported} ${invented}`,
+      citations: [{ n: 1, doc: FIXTURE_NAME, heading: 'History', start: 0, end: 10, text: 'The Kestrel Bridge' }],
+      retrieved: [], model: 'canned', prompt_tokens: 1, completion_tokens: 1, finish_reason: 'stop',
+      timings_ms: { embed: 1, search: 1, critic: 1, first_token: 1, generate: 1, total: 1 },
+      strategy: 'regenerated', critic: 'embedding',
+      sentences: [
+        { text: supported, citations: [1], support: 0.9, supported: true, claim: true },
+        { text: invented, citations: [], support: 0.1, supported: false, claim: true },
+      ],
+    };
+    const sse = [
+      'event: token\ndata: {"text":"FIRST ATTEMPT "}\n\n',
+      'event: restart\ndata: {"reason":"not supported by the sources"}\n\n',
+      'event: token\ndata: {"text":"second attempt"}\n\n',
+      `event: done\ndata: ${JSON.stringify(done)}\n\n`,
+    ].join('');
+    await page.route('**/api/ask', (route) => route.fulfill({
+      status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: sse,
+    }));
+    try {
+      await page.fill('#question', 'What colour is the bridge?');
+      await page.click('#ask');
+      await page.waitForFunction(() => document.querySelector('#answer-box')?.dataset.answerId === 'a-canned');
+      const shown = await page.evaluate(() => ({
+        text: document.querySelector('#answer').textContent,
+        marked: [...document.querySelectorAll('#answer .unsupported')].map((e) => e.textContent),
+        support: document.querySelector('#support-status')?.textContent || '',
+        cites: document.querySelectorAll('#answer .cite').length,
+      }));
+      assert.ok(!shown.text.includes('FIRST ATTEMPT'), `the withdrawn text is gone: ${shown.text}`);
+      assert.equal(shown.marked.length, 1, `one sentence marked: ${JSON.stringify(shown.marked)}`);
+      assert.ok(shown.marked[0].startsWith(invented), shown.marked[0]);
+      assert.match(shown.support, /1 of 2 sentences/, shown.support);
+      assert.equal(shown.cites, 1, 'the supported sentence keeps its citation button');
+      await shot(page, '3-unsupported');
+    } finally {
+      await page.unroute('**/api/ask');
+    }
   });
 
   await step(`delete ${FIXTURE_NAME} through the UI`, async () => {
