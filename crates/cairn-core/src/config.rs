@@ -272,7 +272,7 @@ impl Default for GenerateConfig {
             crag: false,
             extractive: false,
             fallback: "extractive".into(),
-            extract_sentences: 3,
+            extract_sentences: 5,
         }
     }
 }

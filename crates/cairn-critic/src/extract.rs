@@ -48,7 +48,7 @@ pub struct ExtractOptions {
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
-            max_sentences: 3,
+            max_sentences: 5,
             passage_weight: 0.5,
             keyword_weight: 1.0,
             min_score: 0.0,
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(slice, ex[0].text);
         // The repeat from the overlapping third passage is not offered again.
         assert_eq!(ex.iter().filter(|e| e.text == ex[0].text).count(), 1);
-        assert!(ex.len() <= 3);
+        assert!(ex.len() <= 5);
         assert!(render(&ex).starts_with(
             "The join function ignores previous segments when a segment is absolute. [1]"
         ));

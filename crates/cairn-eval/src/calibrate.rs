@@ -131,8 +131,20 @@ fn held_out(fit: &Fit, threshold: f32, samples: &[(f32, bool)]) -> HeldOut {
     }
 }
 
-fn report(fit_s: &[(f32, bool)], held: &[(f32, bool)]) -> Result<JudgementReport> {
-    let fit = calibration::fit(fit_s).map_err(cairn_engine::EngineError::from)?;
+fn report(
+    judgement: Judgement,
+    fit_s: &[(f32, bool)],
+    held: &[(f32, bool)],
+) -> Result<JudgementReport> {
+    let fit = calibration::fit(fit_s).map_err(|e| {
+        let e = match e {
+            cairn_critic::CriticError::Calibration(m) => m,
+            other => other.to_string(),
+        };
+        cairn_engine::EngineError::from(cairn_critic::CriticError::Calibration(format!(
+            "{judgement}: {e}; the labelled pairs come from each question's top 10 passages (a gold page's passage holding the answer is positive, another page's negative), so add questions whose passages span several documents"
+        )))
+    })?;
     let threshold = calibration::best_threshold(&fit.calibration, fit_s);
     Ok(JudgementReport {
         held_out: held_out(&fit, threshold, held),
@@ -243,8 +255,8 @@ pub fn calibrate(
         progress.advance(1);
     }
     progress.end();
-    let relevance = report(&rel[0], &rel[1])?;
-    let support = report(&sup[0], &sup[1])?;
+    let relevance = report(Judgement::Relevance, &rel[0], &rel[1])?;
+    let support = report(Judgement::Support, &sup[0], &sup[1])?;
     let mut all = features.clone();
     all.extend(pooled.iter().cloned());
     let grade = if all.iter().filter(|f| !f.covered).count() >= 2 && n_in >= 2 {

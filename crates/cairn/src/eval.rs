@@ -350,11 +350,18 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         for p in &a.pool {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a `cairn eval --calibrate --json` output", p.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: not a `cairn eval --calibrate --json` output",
+                    p.display()
+                )
+            })?;
             let qs: Vec<cairn_eval::calibrate::QuestionFeatures> =
                 serde_json::from_value(v["questions"].clone()).with_context(|| {
-                    format!("{}: no `questions` of a `cairn eval --calibrate --json` output", p.display())
+                    format!(
+                        "{}: no `questions` of a `cairn eval --calibrate --json` output",
+                        p.display()
+                    )
                 })?;
             pooled.extend(qs);
         }

@@ -395,7 +395,7 @@ fn extractive_answers_are_verbatim_spans_without_a_generator() {
     let answer = v["answer"].as_str().unwrap();
     assert!(answer.contains("412 metres"), "{answer}");
     let extracts = v["extracts"].as_array().unwrap();
-    assert!(!extracts.is_empty() && extracts.len() <= 3, "{v:#}");
+    assert!(!extracts.is_empty() && extracts.len() <= 5, "{v:#}");
     let retrieved = v["retrieved"].as_array().unwrap();
     for e in extracts {
         // The span is exact: the chunk it came from holds it at those

@@ -377,3 +377,122 @@ print(json.dumps({q: r["ndcg_cut_10"] for q, r in res.items()}))
     }
     assert!((ours - sum / 6.0).abs() < 1e-9);
 }
+
+/// Questions the six pages do not answer.
+const OUT_OF_CORPUS: &[&str] = &[
+    r#"{"id":"o1","kind":"out-of-corpus","question":"How do I define a goroutine and wait for it with a WaitGroup?","answers":[],"gold":[]}"#,
+    r#"{"id":"o2","kind":"out-of-corpus","question":"What is the melting point of tungsten in kelvin?","answers":[],"gold":[]}"#,
+    r#"{"id":"o3","kind":"out-of-corpus","question":"How do I pivot a pandas DataFrame with a MultiIndex?","answers":[],"gold":[]}"#,
+    r#"{"id":"o4","kind":"out-of-corpus","question":"Which Kubernetes resource schedules a pod on every node?","answers":[],"gold":[]}"#,
+];
+
+#[test]
+fn extractive_answers_and_refusals_are_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, qa) = qa_corpus(tmp.path());
+    let ooc = tmp.path().join("ooc.jsonl");
+    std::fs::write(&ooc, OUT_OF_CORPUS.join("\n")).unwrap();
+    let mut c = cairn(&data);
+    c.arg("eval")
+        .arg("--qa")
+        .arg(&qa)
+        .arg("--out-of-corpus")
+        .arg(&ooc);
+    c.args(["--extractive", "--crag", "--json"]);
+    let v = json(&ok(c).stdout);
+    // Retrieval is scored on the in-corpus questions only.
+    assert_eq!(v["n"], 4, "{v:#}");
+    assert_eq!(v["out_of_corpus"], 4);
+    // Every question ran: 8 results, answers made extractively.
+    let qs = v["questions"].as_array().unwrap();
+    assert_eq!(qs.len(), 8);
+    for q in qs {
+        let answered = q["no_answer"] == false;
+        if answered {
+            assert_eq!(q["strategy"], "extractive", "{q}");
+            assert_eq!(q["cited"], true, "{q}");
+        }
+        assert!(q["critic_ms"].as_f64().unwrap() >= 0.0, "{q}");
+    }
+    // The out-of-corpus ones are refused, the covered ones answered; the
+    // figures are the shares of the per-question outcomes.
+    let refused = qs
+        .iter()
+        .filter(|q| q["out_of_corpus"] == true && q["no_answer"] == true)
+        .count();
+    assert_eq!(
+        v["refused_out_of_corpus"].as_f64().unwrap(),
+        refused as f64 / 4.0
+    );
+    assert!(refused >= 3, "{v:#}");
+    let answered = qs
+        .iter()
+        .filter(|q| q["out_of_corpus"] == false && q["no_answer"] == false)
+        .count();
+    assert_eq!(
+        v["answered_in_corpus"].as_f64().unwrap(),
+        answered as f64 / 4.0
+    );
+    assert!(answered >= 3, "{v:#}");
+    assert!(v["answer_accuracy"].as_f64().is_some());
+    assert_eq!(v["cited_rate"], 1.0);
+}
+
+#[test]
+fn calibrate_fits_on_one_half_and_reports_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, qa) = qa_corpus(tmp.path());
+    let ooc = tmp.path().join("ooc.jsonl");
+    std::fs::write(&ooc, OUT_OF_CORPUS.join("\n")).unwrap();
+    // Broader questions too, whose top passages span several pages (pairs
+    // of both labels in each half).
+    let mut lines = std::fs::read_to_string(&qa).unwrap();
+    for l in [
+        r#"{"id":"q5","question":"Which function gives the last component of a path?","answers":["basename"],"gold":["library/os.path.html"]}"#,
+        r#"{"id":"q6","question":"How do I write a value to a file as text?","answers":["write"],"gold":["tutorial/inputoutput.html"]}"#,
+        r#"{"id":"q7","question":"What does the else clause of a loop do?","answers":["else"],"gold":["tutorial/controlflow.html"]}"#,
+        r#"{"id":"q8","question":"How do I remove a directory and everything in it?","answers":["rmtree"],"gold":["library/shutil.html"]}"#,
+    ] {
+        lines.push('\n');
+        lines.push_str(l);
+    }
+    std::fs::write(&qa, lines).unwrap();
+    let mut c = cairn(&data);
+    c.arg("eval")
+        .arg("--qa")
+        .arg(&qa)
+        .arg("--out-of-corpus")
+        .arg(&ooc);
+    c.args(["--calibrate", "--json"]);
+    let v = json(&ok(c).stdout);
+    for j in ["relevance", "support"] {
+        let fit = &v[j]["fit"];
+        assert!(fit["calibration"]["a"].as_f64().unwrap() > 0.0, "{v:#}");
+        assert!(fit["samples"].as_u64().unwrap() > 0);
+        assert!(v[j]["held_out"]["samples"].as_u64().unwrap() > 0);
+    }
+    // Every question's features, in two halves.
+    let qs = v["questions"].as_array().unwrap();
+    assert_eq!(qs.len(), 12);
+    assert_eq!(qs.iter().filter(|q| q["held_out"] == true).count(), 6);
+    assert!(v["grade"]["incorrect"].as_f64().is_some(), "{v:#}");
+    // The [critic] table is a configuration the binary accepts.
+    let toml = v["toml"].as_str().unwrap();
+    assert!(
+        toml.contains("[critic]") && toml.contains("calibrated_on"),
+        "{toml}"
+    );
+    let cfg = tmp.path().join("critic.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut c = cairn(&data);
+    c.arg("--config").arg(&cfg);
+    c.args([
+        "ask",
+        "How do I copy a whole directory tree?",
+        "--extractive",
+        "--crag",
+        "--json",
+    ]);
+    let a = json(&ok(c).stdout);
+    assert!(a["grade_probability"].as_f64().is_some(), "{a:#}");
+}
