@@ -199,7 +199,8 @@ pub fn refine(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_core::{Calibration, CriticError};
+    use crate::testing::WordOverlap;
+    use cairn_core::Calibration;
 
     #[test]
     fn grades_by_the_best_passage() {
@@ -225,38 +226,13 @@ mod tests {
         );
     }
 
-    struct Contains;
-    impl Critic for Contains {
-        fn name(&self) -> &str {
-            "contains"
-        }
-        fn raw(
-            &self,
-            _: Judgement,
-            pairs: &[(&str, &str)],
-        ) -> std::result::Result<Vec<f32>, CriticError> {
-            Ok(pairs
-                .iter()
-                .map(|(q, t)| {
-                    let key = q.split_whitespace().last().unwrap_or("");
-                    if t.contains(key) {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
-                .collect())
-        }
-        fn calibration(&self, _: Judgement) -> Calibration {
-            Calibration { a: 10.0, b: -5.0 }
-        }
-    }
+    const OVERLAP: WordOverlap = WordOverlap(Calibration { a: 10.0, b: -5.0 });
 
     #[test]
     fn refine_keeps_relevant_sentences_in_order() {
         let p =
             "Intro here. The venv module creates environments. More venv details. Unrelated end.";
-        let r = refine("about venv", &[p, "Single sentence only"], &Contains, 0.5).unwrap();
+        let r = refine("about venv", &[p, "Single sentence only"], &OVERLAP, 0.5).unwrap();
         assert_eq!(
             r[0].text,
             "… The venv module creates environments. More venv details. …"

@@ -158,37 +158,10 @@ pub fn render(extracts: &[Extract]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_core::{Calibration, CriticError};
+    use crate::testing::WordOverlap;
+    use cairn_core::Calibration;
 
-    /// Scores by the share of the question's words that the text contains.
-    struct Overlap;
-    impl Critic for Overlap {
-        fn name(&self) -> &str {
-            "overlap"
-        }
-        fn raw(
-            &self,
-            _: Judgement,
-            pairs: &[(&str, &str)],
-        ) -> std::result::Result<Vec<f32>, CriticError> {
-            Ok(pairs
-                .iter()
-                .map(|(q, t)| {
-                    let t = t.to_lowercase();
-                    let words: Vec<String> = q
-                        .split(|c: char| !c.is_alphanumeric())
-                        .filter(|w| w.len() > 3)
-                        .map(str::to_lowercase)
-                        .collect();
-                    words.iter().filter(|w| t.contains(w.as_str())).count() as f32
-                        / words.len().max(1) as f32
-                })
-                .collect())
-        }
-        fn calibration(&self, _: Judgement) -> Calibration {
-            Calibration { a: 1.0, b: 0.0 }
-        }
-    }
+    const OVERLAP: WordOverlap = WordOverlap(Calibration { a: 1.0, b: 0.0 });
 
     #[test]
     fn picks_verbatim_sentences_with_exact_offsets() {
@@ -202,7 +175,7 @@ mod tests {
             q,
             &passages,
             &[0.9, 0.1, 0.9],
-            &Overlap,
+            &OVERLAP,
             &ExtractOptions::default(),
         )
         .unwrap();
@@ -240,7 +213,7 @@ mod tests {
             "zebra migration patterns?",
             &["The join function ignores segments."],
             &[0.0],
-            &Overlap,
+            &OVERLAP,
             &ExtractOptions {
                 min_score: 0.3,
                 ..Default::default()

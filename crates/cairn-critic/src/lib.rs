@@ -18,6 +18,8 @@ pub mod embedding;
 pub mod extract;
 pub mod sentences;
 pub mod support;
+#[cfg(test)]
+mod testing;
 
 pub use cairn_core::{Calibration, Critic, Judgement};
 pub use embedding::EmbeddingCritic;

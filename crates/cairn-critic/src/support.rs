@@ -196,39 +196,10 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_core::{Calibration, CriticError};
+    use crate::testing::WordOverlap;
+    use cairn_core::Calibration;
 
-    /// A critic that scores by shared words (a real function of the texts,
-    /// so that the checks below exercise the logic, not a table).
-    struct Overlap;
-    impl Critic for Overlap {
-        fn name(&self) -> &str {
-            "overlap"
-        }
-        fn raw(
-            &self,
-            _: Judgement,
-            pairs: &[(&str, &str)],
-        ) -> std::result::Result<Vec<f32>, CriticError> {
-            Ok(pairs
-                .iter()
-                .map(|(a, b)| {
-                    let words = |s: &str| -> Vec<String> {
-                        s.split(|c: char| !c.is_alphanumeric())
-                            .filter(|w| w.len() > 3)
-                            .map(str::to_lowercase)
-                            .collect()
-                    };
-                    let (wa, wb) = (words(a), words(b));
-                    let shared = wa.iter().filter(|w| wb.contains(w)).count();
-                    shared as f32 / wa.len().max(1) as f32
-                })
-                .collect())
-        }
-        fn calibration(&self, _: Judgement) -> Calibration {
-            Calibration { a: 10.0, b: -5.0 }
-        }
-    }
+    const OVERLAP: WordOverlap = WordOverlap(Calibration { a: 10.0, b: -5.0 });
 
     const SOURCES: [&str; 2] = [
         "If a segment is an absolute path, all previous segments are ignored.",
@@ -238,7 +209,7 @@ mod tests {
     #[test]
     fn wrong_markers_are_corrected_and_missing_ones_added() {
         let a = "Previous segments are ignored when a segment is absolute [2]. The default encoding depends on the platform.";
-        let c = check(a, &SOURCES, &Overlap, 0.5).unwrap();
+        let c = check(a, &SOURCES, &OVERLAP, 0.5).unwrap();
         assert_eq!(c.sentences.len(), 2);
         assert_eq!(c.sentences[0].citations, [1]);
         assert!(c.sentences[0].corrected && c.sentences[0].supported);
@@ -252,7 +223,7 @@ mod tests {
     #[test]
     fn right_markers_are_kept_and_unsupported_sentences_flagged() {
         let a = "All previous segments are ignored [1].\n\nBananas grow on trees in Ecuador [2].";
-        let c = check(a, &SOURCES, &Overlap, 0.5).unwrap();
+        let c = check(a, &SOURCES, &OVERLAP, 0.5).unwrap();
         assert!(!c.sentences[0].corrected);
         assert_eq!(c.sentences[0].citations, [1]);
         let s = &c.sentences[1];
@@ -272,7 +243,7 @@ mod tests {
         let c = check(
             "Here is how:\n- previous segments are ignored",
             &SOURCES,
-            &Overlap,
+            &OVERLAP,
             0.5,
         )
         .unwrap();
@@ -286,7 +257,7 @@ mod tests {
         let c = check(
             "All previous segments are ignored [7].",
             &SOURCES,
-            &Overlap,
+            &OVERLAP,
             0.5,
         )
         .unwrap();

@@ -203,6 +203,14 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// The share of results for which `f` is true, over those where it is known.
+fn share<'a>(
+    results: impl Iterator<Item = &'a QuestionResult>,
+    f: impl Fn(&QuestionResult) -> Option<bool>,
+) -> Option<f64> {
+    mean(results.filter_map(|r| f(r).map(|b| f64::from(b as u8))))
+}
+
 fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
     let (mut s, mut n) = (0.0, 0usize);
     for x in xs {
@@ -260,32 +268,13 @@ impl Summary {
             mrr10: m.mrr10,
             ndcg10: m.ndcg10,
             recall: m.recall,
-            answer_accuracy: mean(
-                results
-                    .iter()
-                    .filter_map(|r| r.answer_correct.map(|c| f64::from(c as u8))),
-            ),
+            answer_accuracy: share(results.iter(), |r| r.answer_correct),
             citation_precision: mean(results.iter().filter_map(|r| r.citation_precision)),
-            no_answer_rate: mean(
-                results
-                    .iter()
-                    .filter_map(|r| r.no_answer.map(|c| f64::from(c as u8))),
-            ),
-            cited_rate: mean(
-                results
-                    .iter()
-                    .filter_map(|r| r.cited.map(|c| f64::from(c as u8))),
-            ),
+            no_answer_rate: share(results.iter(), |r| r.no_answer),
+            cited_rate: share(results.iter(), |r| r.cited),
             sentence_support: mean(results.iter().filter_map(|r| r.supported_share)),
-            answered_in_corpus: mean(
-                results
-                    .iter()
-                    .filter_map(|r| r.no_answer.map(|c| f64::from(!c as u8))),
-            ),
-            refused_out_of_corpus: mean(
-                ooc.iter()
-                    .filter_map(|r| r.no_answer.map(|c| f64::from(c as u8))),
-            ),
+            answered_in_corpus: share(results.iter(), |r| r.no_answer.map(|c| !c)),
+            refused_out_of_corpus: share(ooc.iter().copied(), |r| r.no_answer),
             out_of_corpus: ooc.len(),
             mean_ms,
         }
