@@ -40,22 +40,29 @@ pub struct Checked {
 impl Checked {
     /// Sentences that state something and that no source supports.
     pub fn unsupported(&self) -> usize {
-        self.sentences.iter().filter(|s| !s.supported).count()
+        unsupported(&self.sentences)
     }
 
     /// The share of claims that are supported (1 when there is none).
     pub fn supported_share(&self) -> f64 {
-        let claims = self.sentences.iter().filter(|s| s.claim).count();
-        if claims == 0 {
-            return 1.0;
-        }
-        let ok = self
-            .sentences
-            .iter()
-            .filter(|s| s.claim && s.supported)
-            .count();
-        ok as f64 / claims as f64
+        supported_share(&self.sentences)
     }
+}
+
+/// Of checked sentences: those that state something no source supports.
+pub fn unsupported(sentences: &[SentenceSupport]) -> usize {
+    sentences.iter().filter(|s| !s.supported).count()
+}
+
+/// Of checked sentences: the share of claims that are supported (1 when
+/// there is none).
+pub fn supported_share(sentences: &[SentenceSupport]) -> f64 {
+    let claims = sentences.iter().filter(|s| s.claim).count();
+    if claims == 0 {
+        return 1.0;
+    }
+    let ok = sentences.iter().filter(|s| s.claim && s.supported).count();
+    ok as f64 / claims as f64
 }
 
 /// The marker numbers in `s`, in order, and `s` without them.

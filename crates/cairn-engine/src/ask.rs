@@ -198,7 +198,7 @@ pub struct Answer {
 impl Answer {
     /// Sentences that state something no source supports.
     pub fn unsupported(&self) -> usize {
-        self.sentences.iter().filter(|s| !s.supported).count()
+        support::unsupported(&self.sentences)
     }
 }
 
@@ -249,8 +249,8 @@ impl Engine {
         opts: &AskOptions,
         sink: &mut dyn TokenSink,
     ) -> Result<Answer> {
-        let retrieved = self.retrieve_for(question, history, opts)?;
         let question = check_question(question)?;
+        let retrieved = self.retrieve_for(question, history, opts)?;
         if opts.extractive {
             return extractive_from_passages(question, retrieved, self.critic(), opts);
         }
@@ -272,12 +272,13 @@ impl Engine {
         history: &[ChatMessage],
         opts: &AskOptions,
     ) -> Result<Answer> {
-        let retrieved = self.retrieve_for(question, history, opts)?;
         let question = check_question(question)?;
+        let retrieved = self.retrieve_for(question, history, opts)?;
         extractive_from_passages(question, retrieved, self.critic(), opts)
     }
 
-    /// Retrieval for an answer, with corrective retrieval when asked.
+    /// Retrieval for an answer (`question` already checked), with
+    /// corrective retrieval when asked.
     fn retrieve_for(
         &self,
         question: &str,
@@ -285,7 +286,6 @@ impl Engine {
         opts: &AskOptions,
     ) -> Result<Retrieved> {
         let start = Instant::now();
-        let question = check_question(question)?;
         let retrieval_query = match history
             .iter()
             .rev()
@@ -311,7 +311,7 @@ impl Engine {
             judged: None,
         };
         if opts.crag {
-            self.correct(question, &retrieval_query, opts, &mut r)?;
+            self.correct(question, &retrieval_query, &q, opts, &mut r)?;
         }
         Ok(r)
     }
@@ -319,10 +319,12 @@ impl Engine {
     /// Corrective retrieval: grade the passages; when ambiguous, widen (more
     /// candidates, and the question's keywords as a second query); when
     /// incorrect, retry once with the keywords.
+    /// `query_vector` is `retrieval_query`'s, embedded once by the caller.
     fn correct(
         &self,
         question: &str,
         retrieval_query: &str,
+        query_vector: &[f32],
         opts: &AskOptions,
         r: &mut Retrieved,
     ) -> Result<()> {
@@ -355,7 +357,13 @@ impl Engine {
                 }
             };
             if grade == Grade::Ambiguous {
-                add(self.search(retrieval_query, opts.k * widen, opts.mode)?);
+                let ranked = self.rank_embedded(
+                    retrieval_query,
+                    Some(query_vector),
+                    opts.k * widen,
+                    opts.mode,
+                )?;
+                add(self.hits(&ranked)?);
             } else {
                 add(r.hits.clone());
             }
@@ -378,9 +386,8 @@ impl Engine {
             judged.rewritten = Some(rewritten);
             // The retry or widening stands only if it grades no worse.
             if p2 >= probability {
-                let q = self.embedder.embed_query(question)?;
-                r.relevance =
-                    self.similarities(&q, &hits.iter().map(|h| h.chunk).collect::<Vec<_>>())?;
+                let ids: Vec<u64> = hits.iter().map(|h| h.chunk).collect();
+                r.relevance = self.similarities(query_vector, &ids)?;
                 judged.probs = order.iter().map(|&j| probs[j]).collect();
                 judged.grade = g2;
                 judged.probability = p2;
@@ -521,21 +528,43 @@ pub fn extractive_from_passages(
         return Ok(answer);
     }
     let t = Instant::now();
-    fill_extractive(question, &passages, critic, opts, &mut answer)?;
+    match extractive(question, &passages, critic, opts)? {
+        Some(e) => e.into(&mut answer),
+        None => answer.answer = NOT_COVERED.to_string(),
+    }
     add_ms(&mut answer.timings_ms.critic, ms_since(t));
     answer.strategy = Strategy::Extractive;
     answer.timings_ms.total = ms_since(start);
     Ok(answer)
 }
 
-/// Put the extractive answer from `passages` into `answer`.
-fn fill_extractive(
+/// The parts of an extractive answer.
+struct Extractive {
+    answer: String,
+    citations: Vec<Citation>,
+    sentences: Vec<SentenceSupport>,
+    extracts: Vec<Extracted>,
+}
+
+impl Extractive {
+    /// Make `answer` this extractive answer.
+    fn into(self, answer: &mut Answer) {
+        answer.answer = self.answer;
+        answer.answered = true;
+        answer.citations = self.citations;
+        answer.dropped_citations = vec![];
+        answer.sentences = self.sentences;
+        answer.extracts = self.extracts;
+    }
+}
+
+/// The extractive answer from `passages`; `None` when no sentence qualifies.
+fn extractive(
     question: &str,
     passages: &[(Hit, Option<f32>)],
     critic: &dyn Critic,
     opts: &AskOptions,
-    answer: &mut Answer,
-) -> Result<()> {
+) -> Result<Option<Extractive>> {
     let texts: Vec<&str> = passages.iter().map(|(h, _)| h.text.as_str()).collect();
     let probs = match passages
         .iter()
@@ -573,12 +602,10 @@ fn fill_extractive(
             ..e.clone()
         })
         .collect();
-    answer.answer = extract::render(&renumbered);
-    answer.answered = !ex.is_empty();
     if ex.is_empty() {
-        answer.answer = NOT_COVERED.to_string();
+        return Ok(None);
     }
-    answer.extracts = ex
+    let extracts = ex
         .iter()
         .map(|e| {
             let h = &passages[e.source - 1].0;
@@ -596,7 +623,7 @@ fn fill_extractive(
             }
         })
         .collect();
-    answer.citations = order
+    let citations = order
         .iter()
         .map(|&s| {
             let h = &passages[s - 1].0;
@@ -610,7 +637,7 @@ fn fill_extractive(
             }
         })
         .collect();
-    answer.sentences = renumbered
+    let sentences = renumbered
         .iter()
         .map(|e| SentenceSupport {
             text: format!(
@@ -625,7 +652,12 @@ fn fill_extractive(
             corrected: false,
         })
         .collect();
-    Ok(())
+    Ok(Some(Extractive {
+        answer: extract::render(&renumbered),
+        citations,
+        sentences,
+        extracts,
+    }))
 }
 
 /// Gate on relevance, build the prompt, generate into `sink`, resolve
@@ -750,15 +782,10 @@ pub fn answer_from_passages(
         if nothing_supported && opts.fallback_extractive {
             if let Some(critic) = critic {
                 let t = Instant::now();
-                let mut ex = answer.clone();
-                fill_extractive(question, &passages, critic, opts, &mut ex)?;
+                let ex = extractive(question, &passages, critic, opts)?;
                 add_ms(&mut answer.timings_ms.critic, ms_since(t));
-                if ex.answered {
-                    answer.answer = ex.answer;
-                    answer.citations = ex.citations;
-                    answer.dropped_citations = vec![];
-                    answer.sentences = ex.sentences;
-                    answer.extracts = ex.extracts;
+                if let Some(e) = ex {
+                    e.into(&mut answer);
                     answer.strategy = Strategy::FallbackExtractive;
                 }
             }

@@ -153,6 +153,17 @@ fn report(
     })
 }
 
+/// The critic's raw scores, its error as the engine's.
+fn raw_scores(
+    critic: &dyn cairn_core::Critic,
+    judgement: Judgement,
+    pairs: &[(&str, &str)],
+) -> Result<Vec<f32>> {
+    critic
+        .raw(judgement, pairs)
+        .map_err(|e| cairn_engine::EngineError::from(cairn_critic::CriticError::from(e)).into())
+}
+
 /// Collect the pairs, fit, and choose the thresholds. `k` is the number of
 /// passages an answer reads (`generate.top_k`); `label` says where the
 /// figures come from (it goes into `calibrated_on`).
@@ -204,9 +215,7 @@ pub fn calibrate(
             .iter()
             .map(|h| (q.question.as_str(), h.text.as_str()))
             .collect();
-        let raw = critic
-            .raw(Judgement::Relevance, &pairs)
-            .map_err(|e| cairn_engine::EngineError::from(cairn_critic::CriticError::from(e)))?;
+        let raw = raw_scores(critic, Judgement::Relevance, &pairs)?;
         for (r, l) in raw.iter().zip(&labels) {
             if let Some(l) = l {
                 rel[half].push((*r, *l));
@@ -220,21 +229,17 @@ pub fn calibrate(
         if !hits.is_empty() {
             let relevant = labels.iter().take(k).any(|l| *l == Some(true));
             let texts: Vec<&str> = hits.iter().take(k).map(|h| h.text.as_str()).collect();
-            let pairs: Vec<(&str, &str)> =
-                texts.iter().map(|t| (q.question.as_str(), *t)).collect();
-            let sentence = critic
-                .raw(Judgement::Support, &pairs)
-                .map_err(|e| cairn_engine::EngineError::from(cairn_critic::CriticError::from(e)))?
-                .into_iter()
-                .fold(f32::NEG_INFINITY, f32::max);
+            // The same features the engine grades a retrieval by.
+            let f = cairn_critic::crag::features(&q.question, &texts, critic)
+                .map_err(cairn_engine::EngineError::from)?;
             features.push(QuestionFeatures {
                 id: q.id.clone(),
                 held_out: half == 1,
                 covered: !ooc,
                 relevant_in_top_k: relevant,
                 passage: top,
-                sentence,
-                coverage: cairn_critic::crag::coverage(&q.question, &texts),
+                sentence: f.sentence,
+                coverage: f.coverage,
             });
         }
         if let Some(answer) = q.answers.first() {
@@ -243,9 +248,7 @@ pub fn calibrate(
                 .iter()
                 .map(|h| (claim.as_str(), h.text.as_str()))
                 .collect();
-            let raw = critic
-                .raw(Judgement::Support, &pairs)
-                .map_err(|e| cairn_engine::EngineError::from(cairn_critic::CriticError::from(e)))?;
+            let raw = raw_scores(critic, Judgement::Support, &pairs)?;
             for (r, l) in raw.iter().zip(&labels) {
                 if let Some(l) = l {
                     sup[half].push((*r, *l));
@@ -264,7 +267,6 @@ pub fn calibrate(
     } else {
         None
     };
-    let _ = n_out;
     Ok(CalibrationReport {
         critic: critic.name().to_string(),
         relevance,

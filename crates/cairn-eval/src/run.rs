@@ -433,17 +433,7 @@ pub fn run_qa(
             if a.answered {
                 r.cited = Some(!a.citations.is_empty());
                 if !a.sentences.is_empty() {
-                    let claims = a.sentences.iter().filter(|s| s.claim).count();
-                    let ok = a
-                        .sentences
-                        .iter()
-                        .filter(|s| s.claim && s.supported)
-                        .count();
-                    r.supported_share = Some(if claims == 0 {
-                        1.0
-                    } else {
-                        ok as f64 / claims as f64
-                    });
+                    r.supported_share = Some(cairn_critic::support::supported_share(&a.sentences));
                 }
             }
             if !a.citations.is_empty() && !q.is_out_of_corpus() {
