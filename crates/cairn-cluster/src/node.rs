@@ -746,8 +746,13 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
 /// The generation replica: one answer at a time; a request that arrives
 /// while busy is told so, and the coordinator asks another replica.
 async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generator>) -> Result<()> {
-    // The replica checks answers with its own embedding model.
-    let critic = cairn_engine::load_critic(&s.cfg, s.embedder.clone());
+    // The replica checks answers with its own critic (`critic.kind = "llm"`:
+    // its own generator).
+    let critic = if s.cfg.critic.kind == "llm" {
+        cairn_engine::llm_critic(&s.cfg, generator.clone())
+    } else {
+        cairn_engine::load_critic(&s.cfg, s.embedder.clone())?
+    };
     let mut sub = s
         .client
         .queue_subscribe(GENERATE_SUBJECT, GENERATE_SUBJECT.to_string())

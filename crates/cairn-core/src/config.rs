@@ -49,12 +49,26 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CriticConfig {
-    /// `embedding`: the collection's embedding model (cosine similarity).
+    /// `embedding`: the collection's embedding model (cosine similarity);
+    /// `llm`: the generator as judge (log-odds of Yes against No);
+    /// `cross-encoder`: a sequence-classification model (`critic.model`).
     pub kind: String,
-    /// Raw score → probability that a passage answers a question.
-    pub relevance: Calibration,
-    /// Raw score → probability that a passage supports a sentence.
-    pub support: Calibration,
+    /// The cross-encoder (`kind = "cross-encoder"`): a directory with
+    /// `config.json` (`num_labels` 1 or 2), `tokenizer.json` and
+    /// `model.safetensors` or an ONNX graph, or the name of an installed
+    /// model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Raw score → probability that a passage answers a question. Unset:
+    /// the fit for the default embedding model (`kind = "embedding"`), or
+    /// the model's own probability (`llm`: P(Yes) / (P(Yes) + P(No));
+    /// `cross-encoder`: the sigmoid of its logit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relevance: Option<Calibration>,
+    /// Raw score → probability that a passage supports a sentence (unset:
+    /// as for `relevance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub support: Option<Calibration>,
     /// The grade of a retrieval (corrective retrieval, and the relevance
     /// gate when it runs): the probability that the documents answer the
     /// question, from the best support of the question by a sentence of the
@@ -72,6 +86,34 @@ pub struct CriticConfig {
     pub keep: f32,
     /// How the values above were obtained.
     pub calibrated_on: String,
+}
+
+/// The calibrations fitted by `cairn eval --calibrate` for the default
+/// embedding model (see [`CriticConfig::default`]).
+pub const EMBEDDING_RELEVANCE: Calibration = Calibration {
+    a: 9.1173,
+    b: -6.0907,
+};
+/// See [`EMBEDDING_RELEVANCE`].
+pub const EMBEDDING_SUPPORT: Calibration = Calibration {
+    a: 10.4699,
+    b: -6.9192,
+};
+
+impl CriticConfig {
+    /// The calibration in force for `judgement`: the configured one, else
+    /// the kind's default.
+    pub fn calibration(&self, judgement: crate::Judgement) -> Calibration {
+        let set = match judgement {
+            crate::Judgement::Relevance => self.relevance,
+            crate::Judgement::Support => self.support,
+        };
+        set.unwrap_or(match (self.kind.as_str(), judgement) {
+            ("embedding", crate::Judgement::Relevance) => EMBEDDING_RELEVANCE,
+            ("embedding", crate::Judgement::Support) => EMBEDDING_SUPPORT,
+            _ => Calibration { a: 1.0, b: 0.0 },
+        })
+    }
 }
 
 /// A logistic model over the two features of a retrieval's grade.
@@ -99,14 +141,9 @@ impl Default for CriticConfig {
     fn default() -> Self {
         CriticConfig {
             kind: "embedding".into(),
-            relevance: Calibration {
-                a: 9.1173,
-                b: -6.0907,
-            },
-            support: Calibration {
-                a: 10.4699,
-                b: -6.9192,
-            },
+            model: None,
+            relevance: None,
+            support: None,
             grade: GradeModel {
                 sentence: 9.2524,
                 coverage: 8.3065,
@@ -246,6 +283,9 @@ pub struct GenerateConfig {
     pub fallback: String,
     /// Sentences in an extractive answer.
     pub extract_sentences: usize,
+    /// The strict second attempt of the embedded engine follows a grammar
+    /// that puts a source marker `[n]` on every sentence.
+    pub grammar: bool,
 }
 
 impl Default for GenerateConfig {
@@ -273,6 +313,7 @@ impl Default for GenerateConfig {
             extractive: false,
             fallback: "extractive".into(),
             extract_sentences: 5,
+            grammar: true,
         }
     }
 }
@@ -376,6 +417,11 @@ pub struct SearchConfig {
     /// At most this many passages of one document in a result (more only
     /// when too few other documents match); 0: no cap.
     pub max_per_document: usize,
+    /// Reorder the fused candidates by the critic's relevance probability
+    /// before they are returned or put in a prompt (`--rerank`).
+    pub rerank: bool,
+    /// How many fused candidates the critic reorders (at least top_k).
+    pub rerank_depth: usize,
 }
 
 impl Default for Config {
@@ -460,6 +506,8 @@ impl Default for SearchConfig {
             bm25_title_boost: 1.0,
             bm25_doc_boost: 0.5,
             max_per_document: 0,
+            rerank: false,
+            rerank_depth: 20,
         }
     }
 }
@@ -546,6 +594,18 @@ impl Config {
         if let Some(v) = get("CAIRN_SEARCH_MODE") {
             self.search.mode = parse("CAIRN_SEARCH_MODE", &v)?;
         }
+        if let Some(v) = get("CAIRN_CRITIC") {
+            // Calibrations are fitted for one critic: another kind's do not
+            // carry over.
+            if v != self.critic.kind {
+                self.critic.relevance = None;
+                self.critic.support = None;
+            }
+            self.critic.kind = v;
+        }
+        if let Some(v) = get("CAIRN_CRITIC_MODEL") {
+            self.critic.model = Some(v);
+        }
         if let Some(v) = get("CAIRN_INDEX_QUANTIZATION") {
             self.index.quantization = v;
         }
@@ -631,6 +691,9 @@ impl Config {
         if self.search.top_k == 0 {
             return bad("search.top_k", "must be at least 1".into());
         }
+        if self.search.rerank_depth == 0 {
+            return bad("search.rerank_depth", "must be at least 1".into());
+        }
         if self.chunk.max_tokens != 0 && self.chunk.overlap_tokens >= self.chunk.max_tokens {
             return bad(
                 "chunk.overlap_tokens",
@@ -699,8 +762,17 @@ impl Config {
             return bad("generate.extract_sentences", "must be at least 1".into());
         }
         let c = &self.critic;
-        if c.kind != "embedding" {
-            return bad("critic.kind", format!("`{}` (expected embedding)", c.kind));
+        if !matches!(c.kind.as_str(), "embedding" | "llm" | "cross-encoder") {
+            return bad(
+                "critic.kind",
+                format!("`{}` (expected embedding, llm or cross-encoder)", c.kind),
+            );
+        }
+        if c.kind == "cross-encoder" && c.model.as_deref().is_none_or(str::is_empty) {
+            return bad(
+                "critic.model",
+                "is required with critic.kind = \"cross-encoder\": the directory of a sequence-classification model (config.json, tokenizer.json, model.safetensors or model.onnx)".into(),
+            );
         }
         for (field, v) in [
             ("critic.support_threshold", c.support_threshold),
@@ -722,8 +794,11 @@ impl Config {
             );
         }
         for (field, cal) in [
-            ("critic.relevance", c.relevance),
-            ("critic.support", c.support),
+            (
+                "critic.relevance",
+                c.calibration(crate::Judgement::Relevance),
+            ),
+            ("critic.support", c.calibration(crate::Judgement::Support)),
         ] {
             if !(cal.a.is_finite() && cal.b.is_finite() && cal.a > 0.0) {
                 return bad(
@@ -810,6 +885,59 @@ pub fn validate_collection_name(name: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn each_critic_kind_has_its_calibration_and_a_cross_encoder_needs_a_model() {
+        use crate::Judgement::{Relevance, Support};
+        let d = Config::default();
+        assert_eq!(d.critic.calibration(Relevance), EMBEDDING_RELEVANCE);
+        assert_eq!(d.critic.calibration(Support), EMBEDDING_SUPPORT);
+        let llm = Config::from_toml("[critic]\nkind = \"llm\"\n").unwrap();
+        llm.validate().unwrap();
+        assert_eq!(
+            llm.critic.calibration(Support),
+            Calibration { a: 1.0, b: 0.0 }
+        );
+        let set = Config::from_toml("[critic]\nkind = \"llm\"\nsupport = { a = 2.0, b = -1.0 }\n")
+            .unwrap();
+        assert_eq!(
+            set.critic.calibration(Support),
+            Calibration { a: 2.0, b: -1.0 }
+        );
+        assert_eq!(
+            set.critic.calibration(Relevance),
+            Calibration { a: 1.0, b: 0.0 }
+        );
+        let e = Config::from_toml("[critic]\nkind = \"cross-encoder\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("critic.model"), "{e}");
+        let ce = Config::from_toml("[critic]\nkind = \"cross-encoder\"\nmodel = \"/m\"\n").unwrap();
+        ce.validate().unwrap();
+        let e = Config::from_toml("[critic]\nkind = \"nli\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("critic.kind") && e.contains("llm"), "{e}");
+        let e = Config::from_toml("[search]\nrerank = true\nrerank_depth = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("search.rerank_depth"), "{e}");
+        let mut env = Config::default();
+        env.apply_env(|k| match k {
+            "CAIRN_CRITIC" => Some("cross-encoder".into()),
+            "CAIRN_CRITIC_MODEL" => Some("/models/reranker".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(env.critic.kind, "cross-encoder");
+        assert_eq!(env.critic.model.as_deref(), Some("/models/reranker"));
+    }
 
     #[test]
     fn toml_overrides_defaults_and_env_overrides_toml() {

@@ -53,6 +53,9 @@ pub struct AskOptions {
     pub fallback_extractive: bool,
     /// Sentences in an extractive answer.
     pub extract_sentences: usize,
+    /// The strict attempt follows [`prompt::citation_grammar`] when the
+    /// generator enforces grammars.
+    pub grammar: bool,
     /// A sentence is supported at this support probability.
     pub support_threshold: f32,
     /// Corrective retrieval's grades (relevance probabilities).
@@ -80,12 +83,14 @@ impl AskOptions {
                 max_tokens: g.max_tokens,
                 stop: vec![],
                 repeat_penalty: g.repeat_penalty,
+                grammar: None,
             },
             check: g.check,
             crag: g.crag,
             extractive: g.extractive,
             fallback_extractive: g.fallback == "extractive",
             extract_sentences: g.extract_sentences,
+            grammar: g.grammar,
             support_threshold: c.support_threshold,
             grades: Thresholds {
                 upper: c.correct,
@@ -174,6 +179,10 @@ pub struct Answer {
     pub strategy: Strategy,
     /// The critic that judged the answer (`None`: nothing was judged).
     pub critic: Option<String>,
+    /// The answer was generated under the citation grammar (the strict
+    /// attempt of the embedded engine).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grammar: bool,
     /// Corrective retrieval's grade, when it ran, and the probability that
     /// the documents answer the question it was decided from.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -466,6 +475,7 @@ fn blank(retrieved: &Retrieved, model: &str) -> Answer {
         omitted_sources: 0,
         strategy: Strategy::NotCovered,
         critic: judged.map(|j| j.critic.clone()),
+        grammar: false,
         grade: judged.map(|j| j.grade),
         grade_probability: judged.map(|j| j.probability),
         rewritten_query: judged.and_then(|j| j.rewritten.clone()),
@@ -776,6 +786,7 @@ pub fn answer_from_passages(
     answer.citations = resolved.citations;
     answer.dropped_citations = resolved.dropped;
     answer.strategy = strategy;
+    answer.grammar = attempt.grammar;
     if let Some(c) = checked.filter(|_| !attempt.refusal) {
         let nothing_supported = c.sentences.iter().all(|s| !s.claim || !s.supported);
         answer.sentences = c.sentences;
@@ -806,6 +817,8 @@ struct Attempt {
     first_token_ms: Option<f64>,
     /// The model said the sources do not cover the question.
     refusal: bool,
+    /// It was generated under the citation grammar.
+    grammar: bool,
 }
 
 fn generate_once(
@@ -825,9 +838,20 @@ fn generate_once(
         opts.sampling.max_tokens as usize,
         instructions,
     )?;
-    let g = generator.generate(&p.messages, &opts.sampling, sink)?;
+    let grammar =
+        instructions == Instructions::Strict && opts.grammar && generator.supports_grammar();
+    let g = if grammar {
+        let sampling = Sampling {
+            grammar: Some(prompt::citation_grammar(p.sources.len())),
+            ..opts.sampling.clone()
+        };
+        generator.generate(&p.messages, &sampling, sink)?
+    } else {
+        generator.generate(&p.messages, &opts.sampling, sink)?
+    };
     let text = g.text.trim().to_string();
     Ok(Attempt {
+        grammar,
         refusal: is_refusal(&text),
         prompt: p,
         text,

@@ -36,6 +36,7 @@ pub use ingest::{IngestOptions, IngestReport, Preparer, SkippedFile};
 
 use cairn_core::config::Config;
 use cairn_core::{Hit, Progress, Scored, SearchMode, Seq};
+use cairn_generate::Generator;
 use cairn_index::{CatchUp, Indexes};
 use cairn_models::{Device, SentenceEncoder};
 use cairn_store::Catalog;
@@ -151,18 +152,109 @@ pub fn auto_backend(device: Device) -> &'static str {
     }
 }
 
-/// The critic the configuration names, over the collection's embedding
-/// model (`critic.kind = "embedding"`, the only kind so far; the
-/// configuration refuses others).
+/// The critic the configuration names (`[critic] kind`):
+/// - `embedding`: over the collection's embedding model;
+/// - `cross-encoder`: the model at `critic.model` (a directory or an
+///   installed model's name), on ONNX Runtime;
+/// - `llm`: the generator as judge. The engine does not load generators, so
+///   until [`Engine::attach_generator`] gives it one, judging fails with an
+///   error that says so (never a silent fallback to another critic).
 pub fn load_critic(
     cfg: &Config,
     embedder: Arc<dyn SentenceEncoder>,
-) -> Arc<dyn cairn_core::Critic> {
-    Arc::new(cairn_critic::EmbeddingCritic::new(
-        embedder,
-        cfg.critic.relevance,
-        cfg.critic.support,
+) -> Result<Arc<dyn cairn_core::Critic>> {
+    let c = &cfg.critic;
+    let relevance = c.calibration(cairn_core::Judgement::Relevance);
+    let support = c.calibration(cairn_core::Judgement::Support);
+    match c.kind.as_str() {
+        "cross-encoder" => load_cross_encoder(cfg, relevance, support),
+        "llm" => Ok(Arc::new(Unattached)),
+        _ => Ok(Arc::new(cairn_critic::EmbeddingCritic::new(
+            embedder, relevance, support,
+        ))),
+    }
+}
+
+/// The generator as judge, calibrated as `[critic]` says.
+pub fn llm_critic(cfg: &Config, generator: Arc<dyn Generator>) -> Arc<dyn cairn_core::Critic> {
+    Arc::new(cairn_generate::judge::GeneratorCritic::new(
+        generator,
+        cfg.critic.calibration(cairn_core::Judgement::Relevance),
+        cfg.critic.calibration(cairn_core::Judgement::Support),
     ))
+}
+
+/// `critic.kind = "llm"` before a generator is attached.
+struct Unattached;
+
+impl cairn_core::Critic for Unattached {
+    fn name(&self) -> &str {
+        "llm"
+    }
+    fn raw(
+        &self,
+        _: cairn_core::Judgement,
+        _: &[(&str, &str)],
+    ) -> std::result::Result<Vec<f32>, cairn_core::CriticError> {
+        Err(cairn_core::CriticError {
+            critic: "llm".into(),
+            reason:
+                "critic.kind = \"llm\" judges with the generator, and this command has none loaded"
+                    .into(),
+        })
+    }
+    fn calibration(&self, _: cairn_core::Judgement) -> cairn_core::Calibration {
+        cairn_core::Calibration { a: 1.0, b: 0.0 }
+    }
+}
+
+#[cfg(feature = "ort")]
+fn load_cross_encoder(
+    cfg: &Config,
+    relevance: cairn_core::Calibration,
+    support: cairn_core::Calibration,
+) -> Result<Arc<dyn cairn_core::Critic>> {
+    let name = cfg.critic.model.as_deref().unwrap_or_default();
+    let dir = cairn_models::registry::resolve(name, &cfg.models_dir())?;
+    let opts = cairn_models::OnnxOptions {
+        onnx_file: None,
+        dylib: onnxruntime_dylib(cfg),
+        threads: cfg.embed.threads,
+        batch_size: cfg.embed.batch_size,
+    };
+    let model = cairn_models::CrossEncoder::load(&dir, &opts)?;
+    Ok(Arc::new(cairn_models::CrossEncoderCritic::new(
+        model, relevance, support,
+    )))
+}
+
+#[cfg(not(feature = "ort"))]
+fn load_cross_encoder(
+    _cfg: &Config,
+    _relevance: cairn_core::Calibration,
+    _support: cairn_core::Calibration,
+) -> Result<Arc<dyn cairn_core::Critic>> {
+    Err(cairn_models::ModelError::NotCompiled {
+        backend: "ONNX Runtime (the cross-encoder critic)",
+        feature: "ort",
+    }
+    .into())
+}
+
+/// The ONNX Runtime library: `embed.onnxruntime`, `ORT_DYLIB_PATH`, or the
+/// one `cairn models fetch` installs.
+#[cfg(feature = "ort")]
+fn onnxruntime_dylib(cfg: &Config) -> Option<PathBuf> {
+    let installed = cfg
+        .models_dir()
+        .join("onnxruntime")
+        .join("libonnxruntime.so");
+    cfg.embed
+        .onnxruntime
+        .as_ref()
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .or_else(|| installed.is_file().then_some(installed))
 }
 
 /// Load the configured embedding model on the configured backend.
@@ -199,17 +291,7 @@ fn load_candle(_cfg: &Config, _dir: &Path, _device: Device) -> Result<Arc<dyn Se
 
 #[cfg(feature = "ort")]
 fn load_onnx(cfg: &Config, dir: &Path, device: Device) -> Result<Arc<dyn SentenceEncoder>> {
-    let installed = cfg
-        .models_dir()
-        .join("onnxruntime")
-        .join("libonnxruntime.so");
-    let dylib = cfg
-        .embed
-        .onnxruntime
-        .as_ref()
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .or_else(|| installed.is_file().then_some(installed));
+    let dylib = onnxruntime_dylib(cfg);
     // A model installed by an older Cairn (or by hand) has only its
     // safetensors: write the fp32 graph beside them once.
     let onnx_file = match &cfg.embed.onnx_file {
@@ -291,7 +373,7 @@ impl Engine {
             readers,
             next_reader: AtomicUsize::new(0),
             indexes,
-            critic: load_critic(cfg, embedder.clone()),
+            critic: load_critic(cfg, embedder.clone())?,
             embedder,
             prep,
             _lock: lock,
@@ -311,6 +393,16 @@ impl Engine {
     /// The critic the configuration names (`[critic]`).
     pub fn critic(&self) -> &dyn cairn_core::Critic {
         self.critic.as_ref()
+    }
+
+    /// Give the engine the generator that answers, so that
+    /// `critic.kind = "llm"` judges with it (one model in memory, shared);
+    /// other kinds keep their critic.
+    pub fn attach_generator(mut self, generator: &Arc<dyn Generator>) -> Engine {
+        if self.cfg.critic.kind == "llm" {
+            self.critic = llm_critic(&self.cfg, generator.clone());
+        }
+        self
     }
 
     /// The writer connection.
@@ -415,6 +507,15 @@ impl Engine {
             Ok(idx.dense(&cat, q, n)?)
         };
         let cap = self.cfg.search.max_per_document;
+        // Reranking reorders more than k fused candidates.
+        let rerank = self.cfg.search.rerank;
+        let k_final = k;
+        let k = if rerank {
+            self.cfg.search.rerank_depth.max(k)
+        } else {
+            k
+        };
+        let candidates = candidates.max(k);
         // With a per-document cap, more than k passages are ranked, so that
         // other documents can fill the places the cap frees.
         let want = if cap > 0 { candidates } else { k };
@@ -435,17 +536,39 @@ impl Engine {
                 }
             }
         };
-        if cap == 0 {
-            return Ok(ranked.into_iter().take(k).collect());
+        let ranked: Vec<Scored> = if cap == 0 {
+            ranked.into_iter().take(k).collect()
+        } else {
+            let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();
+            let docs = self.reader().chunk_documents(&ids)?;
+            cairn_index::fusion::cap_per_document(&ranked, k, cap, |id| docs.get(&id).copied())
+        };
+        if rerank {
+            return self.rerank(query, &ranked, k_final);
         }
-        let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();
-        let docs = self.reader().chunk_documents(&ids)?;
-        Ok(cairn_index::fusion::cap_per_document(
-            &ranked,
-            k,
-            cap,
-            |id| docs.get(&id).copied(),
-        ))
+        Ok(ranked)
+    }
+
+    /// The critic's order of `ranked` for `query`, best first, as relevance
+    /// probabilities; the first `k`. Equal probabilities keep the fused
+    /// order.
+    pub fn rerank(&self, query: &str, ranked: &[Scored], k: usize) -> Result<Vec<Scored>> {
+        let hits = self.hits(ranked)?;
+        let pairs: Vec<(&str, &str)> = hits.iter().map(|h| (query, h.text.as_str())).collect();
+        let probs = self
+            .critic
+            .score(cairn_core::Judgement::Relevance, &pairs)
+            .map_err(cairn_critic::CriticError::from)?;
+        let mut order: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(order
+            .into_iter()
+            .take(k)
+            .map(|(i, p)| Scored {
+                id: hits[i].chunk,
+                score: p,
+            })
+            .collect())
     }
 
     /// Cosine similarity between a query vector and stored chunks (0 for a

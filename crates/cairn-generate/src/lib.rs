@@ -13,6 +13,7 @@
 
 pub mod citations;
 pub mod gguf;
+pub mod judge;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod openai;
@@ -59,6 +60,10 @@ pub enum GenerateError {
     NotCompiled(String, &'static str),
     #[error("invalid generation setting `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The generator cannot do what was asked (a server that returns no
+    /// log-probabilities cannot judge); the message names what to change.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T, E = GenerateError> = std::result::Result<T, E>;
@@ -123,6 +128,10 @@ pub struct Sampling {
     /// decoding greedily loop without it. Applied by the embedded engine;
     /// servers use their own settings.
     pub repeat_penalty: f32,
+    /// A GBNF grammar the output must follow (the embedded engine; see
+    /// [`Generator::supports_grammar`]). `None`: free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
 }
 
 impl Default for Sampling {
@@ -134,6 +143,7 @@ impl Default for Sampling {
             max_tokens: 512,
             stop: vec![],
             repeat_penalty: 1.1,
+            grammar: None,
         }
     }
 }
@@ -232,6 +242,28 @@ pub trait Generator: Send + Sync {
         sampling: &Sampling,
         sink: &mut dyn TokenSink,
     ) -> Result<Generation>;
+    /// Whether [`Sampling::grammar`] is enforced (the embedded engine);
+    /// others ignore it, and callers report that it was not used.
+    fn supports_grammar(&self) -> bool {
+        false
+    }
+    /// The log-probability that the assistant's reply to `messages` starts
+    /// with each of `options` (single words such as "Yes" and "No"): the
+    /// generator as a judge ([`judge::GeneratorCritic`]). Generators that
+    /// cannot expose token probabilities say so with
+    /// [`GenerateError::Unsupported`].
+    fn judge(&self, messages: &[ChatMessage], options: &[&str]) -> Result<Vec<f32>> {
+        let _ = (messages, options);
+        Err(GenerateError::Unsupported(format!(
+            "the generator `{}` cannot judge (it exposes no token probabilities); set critic.kind = \"embedding\"",
+            self.model_name()
+        )))
+    }
+    /// [`Generator::judge`] for many prompts at once (the embedded engine
+    /// reuses the evaluation of their shared prefixes).
+    fn judge_many(&self, prompts: &[Vec<ChatMessage>], options: &[&str]) -> Result<Vec<Vec<f32>>> {
+        prompts.iter().map(|m| self.judge(m, options)).collect()
+    }
 }
 
 /// Holds back text that might be the start of a stop sequence, so that stop

@@ -16,6 +16,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -314,13 +316,24 @@ impl LlamaGenerator {
         ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
         tokens: &[LlamaToken],
     ) -> Result<()> {
+        self.decode_from(ctx, tokens, 0)
+    }
+
+    /// Decode `tokens` at positions `start..`, after what the context holds
+    /// at `0..start`; logits for the last one.
+    fn decode_from(
+        &self,
+        ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+        tokens: &[LlamaToken],
+        start: usize,
+    ) -> Result<()> {
         let n_batch = self.batch as usize;
         let mut batch = LlamaBatch::new(n_batch, 1);
         for (c, chunk) in tokens.chunks(n_batch).enumerate() {
             batch.clear();
             let last_chunk = (c + 1) * n_batch >= tokens.len();
             for (i, &tok) in chunk.iter().enumerate() {
-                let pos = (c * n_batch + i) as i32;
+                let pos = (start + c * n_batch + i) as i32;
                 let logits = last_chunk && i == chunk.len() - 1;
                 batch
                     .add(tok, pos, &[0], logits)
@@ -417,16 +430,30 @@ impl Generator for LlamaGenerator {
 
         let penalties =
             LlamaSampler::penalties(self.model.n_vocab(), 64, sampling.repeat_penalty, 0.0, 0.0);
-        let mut sampler = if sampling.temperature <= 0.0 {
-            LlamaSampler::chain_simple([penalties, LlamaSampler::greedy()])
+        // A grammar is checked on the token the chain picks, and only when
+        // it rejects that token is it applied to the whole vocabulary (as
+        // llama.cpp's own sampler does): checking every token at every step
+        // made a constrained answer several times slower.
+        let mut grammar = match sampling.grammar.as_deref() {
+            Some(g) => Some(LlamaSampler::grammar(&self.model, g, "root").map_err(|e| {
+                GenerateError::Invalid {
+                    field: "grammar",
+                    reason: format!("llama.cpp cannot parse the GBNF grammar ({e})"),
+                }
+            })?),
+            None => None,
+        };
+        let mut chain = vec![penalties];
+        if sampling.temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
         } else {
-            LlamaSampler::chain_simple([
-                penalties,
+            chain.extend([
                 LlamaSampler::top_p(sampling.top_p, 1),
                 LlamaSampler::temp(sampling.temperature),
                 LlamaSampler::dist(sampling.seed),
-            ])
-        };
+            ]);
+        }
+        let mut sampler = LlamaSampler::chain_simple(chain);
         let vocab = self.model.vocab();
         let mut stops = StopScanner::new(&sampling.stop);
         let mut utf8 = Utf8Buf::default();
@@ -436,7 +463,10 @@ impl Generator for LlamaGenerator {
         let mut finish = Finish::Length;
         let mut pos = tokens.len() as i32;
         'gen: while completion < max_new {
-            let tok = sampler.sample(&ctx, -1);
+            let tok = match grammar.as_mut() {
+                None => sampler.sample(&ctx, -1),
+                Some(g) => sample_constrained(&ctx, &mut sampler, g)?,
+            };
             if first_token_ms.is_none() {
                 first_token_ms = Some(ms_since(start));
             }
@@ -480,6 +510,157 @@ impl Generator for LlamaGenerator {
             total_ms: ms_since(start),
         })
     }
+
+    fn supports_grammar(&self) -> bool {
+        true
+    }
+
+    /// The next-token distribution after the rendered prompt, read from the
+    /// logits: each option's log-probability is that of its first token,
+    /// summed over the spellings a reply can start with ("Yes", " Yes",
+    /// "yes").
+    fn judge(&self, messages: &[ChatMessage], options: &[&str]) -> Result<Vec<f32>> {
+        let mut all = self.judge_many(&[messages.to_vec()], options)?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// Many judgements in one context: the prompts are taken in token
+    /// order, and each one reuses the KV cache of the longest prefix it
+    /// shares with the one before (the system prompt always; the passage
+    /// too when several claims are checked against one passage), so only
+    /// the rest is evaluated.
+    fn judge_many(&self, prompts: &[Vec<ChatMessage>], options: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if prompts.is_empty() {
+            return Ok(vec![]);
+        }
+        let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let vocab = self.model.vocab();
+        // The first tokens of each option's spellings.
+        let mut firsts: Vec<Vec<LlamaToken>> = Vec::with_capacity(options.len());
+        for option in options {
+            let mut f: Vec<LlamaToken> = Vec::new();
+            for spelling in judge_spellings(option) {
+                if let Some(&t) = vocab.tokenize(spelling.as_bytes(), false, false).first() {
+                    if !f.contains(&t) {
+                        f.push(t);
+                    }
+                }
+            }
+            if f.is_empty() {
+                return Err(GenerateError::Invalid {
+                    field: "options",
+                    reason: format!("`{option}` has no tokens"),
+                });
+            }
+            firsts.push(f);
+        }
+        let window = self.n_ctx as usize;
+        let mut tokenized = Vec::with_capacity(prompts.len());
+        for messages in prompts {
+            let tokens = self.tokenize(&self.render(messages)?, true);
+            if tokens.len() + 1 >= window {
+                return Err(GenerateError::PromptTooLong {
+                    prompt: tokens.len(),
+                    window,
+                    reserved: 1,
+                });
+            }
+            tokenized.push(tokens);
+        }
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by(|&a, &b| tokenized[a].cmp(&tokenized[b]));
+        let longest = tokenized.iter().map(Vec::len).max().unwrap_or(0);
+        // A context just large enough: creating it is a fixed cost per call.
+        let mut ctx = self.context((longest + 8) as u32)?;
+        let mut held: &[LlamaToken] = &[];
+        let mut out = vec![Vec::new(); prompts.len()];
+        for i in order {
+            let tokens = &tokenized[i];
+            let mut common = tokens.iter().zip(held).take_while(|(a, b)| a == b).count();
+            // The last token is always decoded again: its logits are the
+            // judgement.
+            common = common.min(tokens.len() - 1);
+            if common < held.len() {
+                ctx.clear_kv_cache_seq(Some(0), Some(common as u32), None)
+                    .map_err(|e| GenerateError::Inference(format!("KV cache: {e}")))?;
+            }
+            self.decode_from(&mut ctx, &tokens[common..], common)?;
+            held = tokens;
+            let logits = ctx.get_logits_ith(-1);
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let norm = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+            out[i] = firsts
+                .iter()
+                .map(|f| {
+                    let lp: Vec<f32> = f.iter().map(|t| logits[t.0 as usize] - norm).collect();
+                    log_sum_exp(&lp)
+                })
+                .collect();
+        }
+        Ok(out)
+    }
+}
+
+/// One token from `chain` that `grammar` allows: the chain's own choice
+/// when the grammar accepts it, else its choice among the tokens the
+/// grammar allows. Both samplers then accept the token.
+fn sample_constrained(
+    ctx: &llama_cpp_2::context::LlamaContext<'_>,
+    chain: &mut LlamaSampler,
+    grammar: &mut LlamaSampler,
+) -> Result<LlamaToken> {
+    let logits = ctx.get_logits_ith(-1);
+    let all = || {
+        LlamaTokenDataArray::from_iter(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+            false,
+        )
+    };
+    let none = || GenerateError::Inference("the sampler chose no token".into());
+    let mut cands = all();
+    chain.apply(&mut cands);
+    let mut tok = cands.selected_token().ok_or_else(none)?;
+    let mut one = LlamaTokenDataArray::from_iter([LlamaTokenData::new(tok, 0.0, 0.0)], false);
+    grammar.apply(&mut one);
+    if !one.data[0].logit().is_finite() {
+        let mut cands = all();
+        grammar.apply(&mut cands);
+        chain.apply(&mut cands);
+        tok = cands.selected_token().ok_or_else(none)?;
+    }
+    chain.accept(tok);
+    grammar.accept(tok);
+    Ok(tok)
+}
+
+/// The spellings a one-word reply can start with.
+fn judge_spellings(option: &str) -> Vec<String> {
+    let lower = option.to_lowercase();
+    let mut cap = lower.clone();
+    if let Some(f) = cap.get_mut(0..1) {
+        f.make_ascii_uppercase();
+    }
+    let mut v = Vec::new();
+    for w in [option.to_string(), cap, lower] {
+        for s in [w.clone(), format!(" {w}")] {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        }
+    }
+    v
+}
+
+/// log(Σ exp(x)).
+pub(crate) fn log_sum_exp(xs: &[f32]) -> f32 {
+    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        return m;
+    }
+    m + xs.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
 }
 
 #[cfg(test)]

@@ -67,6 +67,8 @@ const MAX_JSON_BODY: u64 = 16 << 20;
 const MAX_SERVER_STOPS: usize = 4;
 /// Tokens of per-message framing (role markers) in the prompt estimate.
 const TOKENS_PER_MESSAGE: usize = 4;
+/// Alternatives asked for when the server judges (OpenAI allows up to 20).
+const JUDGE_TOP_LOGPROBS: u32 = 20;
 
 /// How to reach an OpenAI-compatible server.
 #[derive(Clone)]
@@ -236,6 +238,37 @@ impl OpenAiGenerator {
 
     /// Run `attempt` until it succeeds, fails for good, or the retries are
     /// spent.
+    /// One non-streamed request for a one-token reply with its top
+    /// log-probabilities; the body's `choices[0].logprobs`.
+    fn judge_once(&self, body: &[u8]) -> Result<Value, Failure> {
+        let url = &self.chat_url;
+        let mut req = self
+            .agent
+            .post(url.as_str())
+            .header("content-type", "application/json")
+            .header("accept", "application/json");
+        if let Some(auth) = self.authorization() {
+            req = req.header("authorization", auth);
+        }
+        let resp = req.send(body).map_err(|e| self.send_failure(url, e))?;
+        let resp = self.check_status(url, resp)?;
+        let mut raw = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .take(MAX_JSON_BODY + 1)
+            .read_to_end(&mut raw)
+            .map_err(|e| self.read_failure(url, e, false))?;
+        serde_json::from_slice(&raw).map_err(|e| {
+            Failure::fatal(protocol(
+                url,
+                format!(
+                    "the completion is not JSON ({e}): {}",
+                    excerpt(&String::from_utf8_lossy(&raw), PROTOCOL_EXCERPT_CHARS)
+                ),
+            ))
+        })
+    }
+
     fn with_retries<T>(&self, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T> {
         let mut retry = 0;
         loop {
@@ -622,6 +655,37 @@ impl Generator for OpenAiGenerator {
         );
         self.with_retries(|| self.generate_once(&body, sampling, prompt_estimate, sink, t0))
     }
+
+    /// A one-token completion with `logprobs` and `top_logprobs`: each
+    /// option's probability is summed over the listed tokens that spell it
+    /// (case and surrounding space aside). An option absent from the list is
+    /// given the smallest listed log-probability (an upper bound). A server
+    /// that returns no log-probabilities cannot judge, and says so.
+    fn judge(&self, messages: &[ChatMessage], options: &[&str]) -> Result<Vec<f32>> {
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+            .collect();
+        let body = json!({
+            "model": self.cfg.model,
+            "messages": msgs,
+            "stream": false,
+            "temperature": 0,
+            "max_tokens": 1,
+            "logprobs": true,
+            "top_logprobs": JUDGE_TOP_LOGPROBS,
+        });
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| GenerateError::Inference(format!("cannot encode the request: {e}")))?;
+        let value = self.with_retries(|| self.judge_once(&body))?;
+        let top = judge_top_logprobs(&value).ok_or_else(|| {
+            GenerateError::Unsupported(format!(
+                "the LLM server at {} returned no logprobs, so it cannot be the critic; use a server that returns them (llama.cpp's server, vLLM) or set critic.kind = \"embedding\"",
+                self.chat_url
+            ))
+        })?;
+        Ok(options_logprobs(&top, options))
+    }
 }
 
 /// A failed attempt and whether another may follow.
@@ -847,6 +911,70 @@ fn parse_chunk(value: &Value) -> Result<Chunk, EventError> {
 
 /// The message of an error body, or the body itself, cut to
 /// [`ERROR_EXCERPT_CHARS`].
+/// `(token, logprob)` of the first generated token's alternatives, from a
+/// chat completion (`choices[0].logprobs.content[0].top_logprobs`), or the
+/// legacy completions layout (`choices[0].logprobs.top_logprobs[0]`, an
+/// object of token → logprob).
+fn judge_top_logprobs(value: &Value) -> Option<Vec<(String, f32)>> {
+    let lp = value.get("choices")?.get(0)?.get("logprobs")?;
+    if let Some(first) = lp.get("content").and_then(|c| c.get(0)) {
+        let mut out: Vec<(String, f32)> = first
+            .get("top_logprobs")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.get("token")?.as_str()?.to_string(),
+                            t.get("logprob")?.as_f64()? as f32,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if out.is_empty() {
+            // Only the chosen token's own log-probability.
+            out.push((
+                first.get("token")?.as_str()?.to_string(),
+                first.get("logprob")?.as_f64()? as f32,
+            ));
+        }
+        return Some(out);
+    }
+    let legacy = lp.get("top_logprobs")?.get(0)?.as_object()?;
+    let out: Vec<(String, f32)> = legacy
+        .iter()
+        .filter_map(|(t, v)| Some((t.clone(), v.as_f64()? as f32)))
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
+/// Each option's log-probability among the listed alternatives.
+fn options_logprobs(top: &[(String, f32)], options: &[&str]) -> Vec<f32> {
+    let floor = top
+        .iter()
+        .map(|(_, l)| *l)
+        .fold(f32::INFINITY, f32::min)
+        .min(0.0);
+    options
+        .iter()
+        .map(|o| {
+            let want = o.trim().to_lowercase();
+            let lps: Vec<f32> = top
+                .iter()
+                .filter(|(t, _)| t.trim().to_lowercase() == want)
+                .map(|(_, l)| *l)
+                .collect();
+            if lps.is_empty() {
+                floor
+            } else {
+                let m = lps.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                m + lps.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
+            }
+        })
+        .collect()
+}
+
 fn error_message(body: &str) -> String {
     let body = body.trim();
     if body.is_empty() {

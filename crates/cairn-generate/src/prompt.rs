@@ -28,6 +28,34 @@ Answer in one to three short sentences. Copy the facts from the sources, word fo
 End every sentence with the number of the source it comes from in square brackets, like [1]. \
 If the sources do not contain the answer, reply exactly: The documents do not cover this.";
 
+/// The refusal [`STRICT_SYSTEM_PROMPT`] asks for, word for word.
+pub const STRICT_REFUSAL: &str = "The documents do not cover this.";
+
+/// A GBNF grammar (llama.cpp's) for a strict answer over `sources`
+/// numbered sources: one or more sentences, each ending with a marker
+/// `[n]` (n in 1..=sources) just before or just after its full stop, or
+/// exactly
+/// [`STRICT_REFUSAL`]. A sentence may hold dots that do not end it: in a
+/// number (`3.11`) or before a lower-case letter (`os.path`, `e.g`); any
+/// other dot would end a sentence without its marker, so the grammar has
+/// none. No newlines: a strict answer is one paragraph.
+pub fn citation_grammar(sources: usize) -> String {
+    let n: Vec<String> = (1..=sources.max(1)).map(|i| format!("\"{i}\"")).collect();
+    format!(
+        r#"root ::= refusal | sentence (" " sentence)*
+refusal ::= "{STRICT_REFUSAL}"
+sentence ::= body (" [" n "]" [.!?] | [.!?] " [" n "]")
+body ::= first (plain | number | inner)*
+first ::= [^ \[\]\n.!?0-9] | number
+plain ::= [^\[\]\n.!?0-9]
+number ::= [0-9]+ ("." [0-9]+)*
+inner ::= [.!?] [a-z_(]
+n ::= {}
+"#,
+        n.join(" | ")
+    )
+}
+
 /// How strictly the model is instructed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Instructions {
@@ -283,6 +311,16 @@ pub fn build_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_citation_grammar_lists_every_source_number() {
+        let g = citation_grammar(3);
+        assert!(g.contains(r#"n ::= "1" | "2" | "3""#), "{g}");
+        assert!(g.contains(STRICT_REFUSAL));
+        assert!(g.starts_with("root ::= "));
+        assert!(citation_grammar(0).contains(r#"n ::= "1""#));
+        assert!(citation_grammar(12).contains(r#""11" | "12""#));
+    }
     use crate::{Generation, Sampling, TokenSink};
 
     /// Counts whitespace-separated words as tokens: enough to test budgets.

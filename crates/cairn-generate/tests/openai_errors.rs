@@ -653,3 +653,54 @@ fn settings_are_reported_and_checked() {
         })
     ));
 }
+
+#[test]
+fn the_judge_reads_top_logprobs_and_asks_for_one_token() {
+    let body = json!({
+        "choices": [{
+            "message": {"role": "assistant", "content": "Yes"},
+            "logprobs": {"content": [{
+                "token": "Yes", "logprob": -0.2,
+                "top_logprobs": [
+                    {"token": "Yes", "logprob": -0.2},
+                    {"token": " yes", "logprob": -2.5},
+                    {"token": "No", "logprob": -1.9},
+                    {"token": "Maybe", "logprob": -4.0}
+                ]
+            }]}
+        }]
+    })
+    .to_string();
+    let s = serve(vec![http("200 OK", "application/json", &body)]);
+    let g = OpenAiGenerator::new(config(&s.url)).unwrap();
+    let lp = g.judge(&messages(), &["Yes", "No", "Perhaps"]).unwrap();
+    // "Yes" and " yes" are one option; an option not listed gets the
+    // smallest listed log-probability.
+    let yes = ((-0.2f32).exp() + (-2.5f32).exp()).ln();
+    assert!((lp[0] - yes).abs() < 1e-5, "{lp:?}");
+    assert!((lp[1] + 1.9).abs() < 1e-6, "{lp:?}");
+    assert!((lp[2] + 4.0).abs() < 1e-6, "{lp:?}");
+    let req = &s.requests()[0];
+    let v = req.json();
+    assert_eq!(v["max_tokens"], 1);
+    assert_eq!(v["logprobs"], true);
+    assert_eq!(v["stream"], false);
+    assert!(v["top_logprobs"].as_u64().unwrap() >= 5);
+}
+
+#[test]
+fn a_server_without_logprobs_cannot_judge_and_says_what_to_change() {
+    let body = json!({
+        "choices": [{"message": {"role": "assistant", "content": "Yes"}, "finish_reason": "length"}]
+    })
+    .to_string();
+    let s = serve(vec![http("200 OK", "application/json", &body)]);
+    let g = OpenAiGenerator::new(config(&s.url)).unwrap();
+    let e = g.judge(&messages(), &["Yes", "No"]).unwrap_err();
+    assert!(matches!(e, GenerateError::Unsupported(_)), "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("no logprobs") && m.contains("critic.kind"),
+        "{m}"
+    );
+}

@@ -118,3 +118,34 @@ fn streams_a_grounded_answer_from_llama_server() {
     assert_eq!(out.finish, Finish::Cancelled);
     assert_eq!(n, 2);
 }
+
+#[test]
+fn llama_server_judges_through_logprobs_like_the_embedded_engine() {
+    use cairn_core::Judgement;
+    use cairn_generate::judge::judge_messages;
+    let server = start_server();
+    let g = client(&server.url);
+    let passage = "The Kestrel Bridge over the Varne estuary opened to traffic in 1987.";
+    let m = judge_messages(Judgement::Support, "The bridge opened in 1987.", passage);
+    let remote = g.judge(&m, &["Yes", "No"]).unwrap();
+    assert!(
+        remote.iter().all(|l| l.is_finite() && *l <= 0.0),
+        "{remote:?}"
+    );
+    // The same model in process: the same distribution, up to the server's
+    // own numerics.
+    let local = cairn_generate::llama::LlamaGenerator::load(
+        &cairn_testkit::smollm2_gguf(),
+        &cairn_generate::llama::LlamaOptions {
+            threads: Some(2),
+            context: 2048,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .judge(&m, &["Yes", "No"])
+    .unwrap();
+    for (r, l) in remote.iter().zip(&local) {
+        assert!((r - l).abs() < 0.3, "server {remote:?}, embedded {local:?}");
+    }
+}

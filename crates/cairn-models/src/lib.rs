@@ -7,6 +7,9 @@
 //!   sentence encoders (all-MiniLM-L6-v2, bge-small/base-en-v1.5) on ONNX
 //!   Runtime, with graphs written from the safetensors weights by
 //!   [`onnx_export`] (no torch, no Python).
+//! - [`CrossEncoder`] (feature `ort`): a BERT cross-encoder (reranker,
+//!   `BertForSequenceClassification`) scoring (text, passage) pairs on ONNX
+//!   Runtime, and [`CrossEncoderCritic`], the `cairn_core::Critic` on it.
 //! - [`BertEmbedder`] (feature `candle`, turned on by `cuda` and `metal`): the
 //!   same models on candle, for GPUs.
 //! - [`registry`]: resolving a model name to a directory, listing installed
@@ -27,6 +30,8 @@
 mod bert;
 #[cfg(feature = "candle")]
 mod candle;
+#[cfg(feature = "ort")]
+mod cross_encoder;
 mod device;
 #[cfg(feature = "ort")]
 pub mod onnx;
@@ -36,6 +41,8 @@ pub mod registry;
 pub use bert::{Pooling, SentenceConfig};
 #[cfg(feature = "candle")]
 pub use candle::BertEmbedder;
+#[cfg(feature = "ort")]
+pub use cross_encoder::{CrossEncoder, CrossEncoderCritic};
 pub use device::{compiled_backends, Device};
 #[cfg(feature = "ort")]
 pub use onnx::{OnnxEmbedder, OnnxOptions};

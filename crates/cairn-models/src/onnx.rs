@@ -119,6 +119,32 @@ fn bad(path: &Path, message: impl std::fmt::Display) -> ModelError {
     }
 }
 
+/// The input names of a BERT graph, checked: `input_ids`, and optionally
+/// `attention_mask` and `token_type_ids`, nothing else (`what` names the
+/// model in the error).
+pub(crate) fn bert_inputs(
+    session: &ort::session::Session,
+    onnx_file: &Path,
+    what: &str,
+) -> Result<Vec<String>, ModelError> {
+    let inputs: Vec<String> = session.inputs.iter().map(|i| i.name.clone()).collect();
+    for name in &inputs {
+        if !matches!(
+            name.as_str(),
+            "input_ids" | "attention_mask" | "token_type_ids"
+        ) {
+            return Err(bad(
+                onnx_file,
+                format!("unexpected graph input `{name}` ({what} takes input_ids, attention_mask, token_type_ids)"),
+            ));
+        }
+    }
+    if !inputs.iter().any(|i| i == "input_ids") {
+        return Err(bad(onnx_file, "the graph has no `input_ids` input"));
+    }
+    Ok(inputs)
+}
+
 pub use crate::onnx_export::find_onnx;
 
 impl OnnxEmbedder {
@@ -177,21 +203,7 @@ impl OnnxEmbedder {
             }
         };
         let session = builder.commit_from_file(&onnx_file).map_err(ort_err)?;
-        let inputs: Vec<String> = session.inputs.iter().map(|i| i.name.clone()).collect();
-        for name in &inputs {
-            if !matches!(
-                name.as_str(),
-                "input_ids" | "attention_mask" | "token_type_ids"
-            ) {
-                return Err(bad(
-                    &onnx_file,
-                    format!("unexpected graph input `{name}` (a BERT encoder takes input_ids, attention_mask, token_type_ids)"),
-                ));
-            }
-        }
-        if !inputs.iter().any(|i| i == "input_ids") {
-            return Err(bad(&onnx_file, "the graph has no `input_ids` input"));
-        }
+        let inputs = bert_inputs(&session, &onnx_file, "a BERT encoder")?;
         // The same id as the candle backend for the same weights in fp32, so a
         // collection can switch backends; a quantised graph is another model.
         let file_tag = onnx_file

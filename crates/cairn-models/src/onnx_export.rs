@@ -10,6 +10,12 @@
 //! `last_hidden_state` (`[batch, seq, hidden]`); pooling and normalisation
 //! stay in Rust, as for every graph the backend runs.
 //!
+//! A `BertForSequenceClassification` checkpoint (a cross-encoder such as
+//! ms-marco-MiniLM-L-6-v2: tensors under `bert.`, plus `bert.pooler.dense`
+//! and `classifier`) gets the same encoder followed by its head: the first
+//! token's hidden state, the pooler (`Linear` + `Tanh`) and the classifier
+//! `Linear`, output `logits` (`[batch, num_labels]`).
+//!
 //! The protobuf is written by hand: ONNX's `ModelProto` needs a dozen message
 //! types, each a few length-delimited fields, which is less code than a
 //! protobuf code generator's build step. Field numbers are those of
@@ -258,6 +264,11 @@ impl SafeTensors {
         })
     }
 
+    /// Whether the tensor `name` (or `bert.{name}`) is present.
+    fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name) || self.tensors.contains_key(&format!("bert.{name}"))
+    }
+
     /// The tensor `name` (trying the `bert.` prefix and the old
     /// `gamma`/`beta` layer-norm names too), checked against `shape`.
     fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32], ModelError> {
@@ -332,6 +343,10 @@ struct BertShape {
     hidden_act: String,
     #[serde(default = "absolute")]
     position_embedding_type: String,
+    #[serde(default)]
+    architectures: Vec<String>,
+    num_labels: Option<usize>,
+    id2label: Option<serde_json::Map<String, serde_json::Value>>,
 }
 fn two() -> usize {
     2
@@ -358,6 +373,15 @@ pub fn find_onnx(dir: &Path) -> Option<PathBuf> {
 /// (`onnx/model.onnx` or `model.onnx`), else `onnx/model.onnx` written from
 /// `model.safetensors` by [`export_bert`] (about a second for MiniLM).
 pub fn ensure_graph(dir: &Path) -> Result<PathBuf, ModelError> {
+    ensure_with(dir, "the ONNX graph", export_bert)
+}
+
+/// The graph in `dir`, or `onnx/model.onnx` written by `export`.
+fn ensure_with(
+    dir: &Path,
+    what: &str,
+    export: fn(&Path, &Path) -> Result<(), ModelError>,
+) -> Result<PathBuf, ModelError> {
     if let Some(found) = find_onnx(dir) {
         return Ok(found);
     }
@@ -368,16 +392,55 @@ pub fn ensure_graph(dir: &Path) -> Result<PathBuf, ModelError> {
         });
     }
     let out = dir.join("onnx").join("model.onnx");
-    tracing::info!(model = %dir.display(), "writing the ONNX graph from model.safetensors");
-    export_bert(dir, &out)?;
+    tracing::info!(model = %dir.display(), "writing {what} from model.safetensors");
+    export(dir, &out)?;
     Ok(out)
 }
 
-/// Write the ONNX graph of the BERT encoder in `dir` (`config.json` and
+/// The fp32 ONNX graph of the cross-encoder (a `BertForSequenceClassification`
+/// checkpoint) in `dir`: the one already there (`onnx/model.onnx` or
+/// `model.onnx`; whether it outputs `logits` is checked by whoever loads it),
+/// else `onnx/model.onnx` written from `model.safetensors` by
+/// [`export_bert_classifier`].
+pub fn ensure_classifier_graph(dir: &Path) -> Result<PathBuf, ModelError> {
+    ensure_with(
+        dir,
+        "the cross-encoder's ONNX graph",
+        export_bert_classifier,
+    )
+}
+
+/// Which graph to write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Whatever the checkpoint is: the classifier when it has one.
+    Auto,
+    /// The classifier, or an error when the checkpoint has none.
+    Classifier,
+}
+
+/// Write the ONNX graph of the BERT model in `dir` (`config.json` and
 /// `model.safetensors`) to `out`, atomically (a temporary file renamed into
 /// place). Inputs `input_ids`, `attention_mask`, `token_type_ids` (int64,
-/// `[batch, seq]`); output `last_hidden_state` (float, `[batch, seq, hidden]`).
+/// `[batch, seq]`). A sentence encoder's graph outputs `last_hidden_state`
+/// (float, `[batch, seq, hidden]`); a `BertForSequenceClassification`
+/// checkpoint's (one with `classifier` weights) outputs `logits` (float,
+/// `[batch, num_labels]`), as [`export_bert_classifier`] writes it. Tensor
+/// names may carry the `bert.` prefix or not.
 pub fn export_bert(dir: &Path, out: &Path) -> Result<(), ModelError> {
+    export(dir, out, Head::Auto)
+}
+
+/// Write the ONNX graph of the `BertForSequenceClassification` checkpoint in
+/// `dir` to `out`: the encoder, the first token's hidden state, the pooler
+/// (`Linear` + `Tanh`) and the classifier; output `logits`
+/// (`[batch, num_labels]`). A checkpoint without classifier weights (a
+/// sentence-embedding model) is an error.
+pub fn export_bert_classifier(dir: &Path, out: &Path) -> Result<(), ModelError> {
+    export(dir, out, Head::Classifier)
+}
+
+fn export(dir: &Path, out: &Path, head: Head) -> Result<(), ModelError> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read(&cfg_path).map_err(|source| ModelError::Io {
         path: cfg_path.clone(),
@@ -389,15 +452,16 @@ pub fn export_bert(dir: &Path, out: &Path) -> Result<(), ModelError> {
     };
     let c: BertShape =
         serde_json::from_slice(&text).map_err(|e| bad_cfg(format!("not a BERT config: {e}")))?;
+    let unsupported = "export the model to onnx/model.onnx with another tool (e.g. optimum) and put it in the model directory";
     if c.hidden_act != "gelu" {
         return Err(bad_cfg(format!(
-            "hidden_act `{}` is not supported by the ONNX export (only gelu)",
+            "hidden_act `{}` is not supported by the ONNX export (only gelu); {unsupported}",
             c.hidden_act
         )));
     }
     if c.position_embedding_type != "absolute" {
         return Err(bad_cfg(format!(
-            "position_embedding_type `{}` is not supported by the ONNX export (only absolute)",
+            "position_embedding_type `{}` is not supported by the ONNX export (only absolute); {unsupported}",
             c.position_embedding_type
         )));
     }
@@ -407,8 +471,52 @@ pub fn export_bert(dir: &Path, out: &Path) -> Result<(), ModelError> {
             c.hidden_size, c.num_attention_heads
         )));
     }
-    let w = SafeTensors::read(&dir.join("model.safetensors"))?;
-    let model = bert_graph(&c, &w)?;
+    if let Some(other) = c
+        .architectures
+        .iter()
+        .find(|a| a.ends_with("ForSequenceClassification") && !a.starts_with("Bert"))
+    {
+        return Err(bad_cfg(format!(
+            "architecture `{other}` is not supported by the ONNX export (only BertForSequenceClassification); {unsupported}"
+        )));
+    }
+    let st_path = dir.join("model.safetensors");
+    let w = SafeTensors::read(&st_path)?;
+    let classify = match head {
+        Head::Classifier => true,
+        Head::Auto => {
+            w.has("classifier.weight")
+                || c.architectures
+                    .iter()
+                    .any(|a| a.ends_with("ForSequenceClassification"))
+        }
+    };
+    let model = if classify {
+        if !w.has("classifier.weight") {
+            return Err(ModelError::BadModel {
+                path: st_path,
+                message:
+                    "no classifier weights (`classifier.weight`): this is a sentence-embedding \
+                          model (an encoder without a classification head), not a cross-encoder; \
+                          give a BertForSequenceClassification checkpoint such as \
+                          cross-encoder/ms-marco-MiniLM-L-6-v2"
+                        .into(),
+            });
+        }
+        let labels = c
+            .id2label
+            .as_ref()
+            .map(|m| m.len())
+            .or(c.num_labels)
+            .or_else(|| w.tensors.get("classifier.weight").map(|(s, _)| s[0]))
+            .unwrap_or(0);
+        if labels == 0 {
+            return Err(bad_cfg("num_labels is 0".into()));
+        }
+        bert_graph(&c, &w, Some(labels))?
+    } else {
+        bert_graph(&c, &w, None)?
+    };
 
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
@@ -431,7 +539,8 @@ pub fn export_bert(dir: &Path, out: &Path) -> Result<(), ModelError> {
     })
 }
 
-fn bert_graph(c: &BertShape, w: &SafeTensors) -> Result<Msg, ModelError> {
+/// The encoder, and with `labels` the classification head after it.
+fn bert_graph(c: &BertShape, w: &SafeTensors, labels: Option<usize>) -> Result<Msg, ModelError> {
     let h = c.hidden_size;
     let heads = c.num_attention_heads;
     let hd = h / heads;
@@ -555,7 +664,27 @@ fn bert_graph(c: &BertShape, w: &SafeTensors) -> Result<Msg, ModelError> {
         let res = g.op("Add", &[&out, &x], &[]);
         x = layer_norm(&mut g, w, &format!("{p}.output.LayerNorm"), &res, h, eps)?;
     }
-    g.node("Identity", &[&x], "last_hidden_state", &[]);
+    let output = match labels {
+        None => {
+            g.node("Identity", &[&x], "last_hidden_state", &[]);
+            value_info(
+                "last_hidden_state",
+                FLOAT,
+                &["batch", "sequence", &h.to_string()],
+            )
+        }
+        Some(n) => {
+            // BertForSequenceClassification: the first token's hidden state
+            // through the pooler (Linear + Tanh), then the classifier.
+            let zero_idx = g.init_i64("const_first_token", &[], &[0]);
+            let first = g.op("Gather", &[&x, &zero_idx], &[("axis", Attr::Int(1))]);
+            let pooled = linear(&mut g, w, "pooler.dense", &first, h, h)?;
+            let pooled = g.op("Tanh", &[&pooled], &[]);
+            let logits = linear(&mut g, w, "classifier", &pooled, h, n)?;
+            g.node("Identity", &[&logits], "logits", &[]);
+            value_info("logits", FLOAT, &["batch", &n.to_string()])
+        }
+    };
 
     let mut graph = Msg::default();
     for n in &g.nodes {
@@ -568,11 +697,7 @@ fn bert_graph(c: &BertShape, w: &SafeTensors) -> Result<Msg, ModelError> {
     for input in ["input_ids", "attention_mask", "token_type_ids"] {
         graph.msg(11, &value_info(input, INT64, &["batch", "sequence"]));
     }
-    let hs = h.to_string();
-    graph.msg(
-        12,
-        &value_info("last_hidden_state", FLOAT, &["batch", "sequence", &hs]),
-    );
+    graph.msg(12, &output);
 
     let mut opset = Msg::default();
     opset.str(1, "").int(2, 17);

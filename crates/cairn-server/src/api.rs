@@ -571,6 +571,9 @@ pub struct AnswerOut {
     pub strategy: String,
     /// The critic that checked the answer; null when nothing was checked.
     pub critic: Option<String>,
+    /// The answer was written under the grammar that puts a source marker
+    /// on every sentence (the embedded engine's strict second attempt).
+    pub grammar: bool,
     /// Each sentence of the answer with the sources that support it; a
     /// sentence with `supported: false` states what no source supports.
     pub sentences: Vec<SentenceOut>,
@@ -630,6 +633,7 @@ fn answer_out(id: String, collection: &str, a: &Answer) -> AnswerOut {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
         critic: a.critic.clone(),
+        grammar: a.grammar,
         sentences: a
             .sentences
             .iter()

@@ -90,11 +90,11 @@ impl AppState {
         }
         let mut cfg = self.cfg.clone();
         cfg.collection = name.to_string();
-        let engine = Arc::new(Engine::open_with_embedder(
-            &cfg,
-            self.embedder.clone(),
-            &cairn_core::NoProgress,
-        )?);
+        // `critic.kind = "llm"` judges with the generator that answers.
+        let engine = Arc::new(
+            Engine::open_with_embedder(&cfg, self.embedder.clone(), &cairn_core::NoProgress)?
+                .attach_generator(&self.generator),
+        );
         self.engines
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod cross_encoder;
+
 /// The models dir the tests use: `CAIRN_MODELS_DIR`, else the default.
 pub fn models_dir() -> PathBuf {
     std::env::var_os("CAIRN_MODELS_DIR")

@@ -72,13 +72,17 @@ pub fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
     if let Some(v) = &a.fallback {
         g.fallback = v.clone();
     }
+    if a.no_grammar {
+        g.grammar = false;
+    }
+    a.critic.apply(cfg);
     cfg.validate()?;
     Ok(())
 }
 
 /// The generator the configuration names: an OpenAI-compatible server when
 /// `generate.url` is set, else the embedded GGUF engine.
-pub fn generator(cfg: &Config) -> Result<Box<dyn Generator>> {
+pub fn generator(cfg: &Config) -> Result<Arc<dyn Generator>> {
     let g = &cfg.generate;
     if let Some(url) = &g.url {
         let gen = OpenAiGenerator::new(OpenAiConfig {
@@ -93,13 +97,32 @@ pub fn generator(cfg: &Config) -> Result<Box<dyn Generator>> {
             max_retries: g.retries,
             ..OpenAiConfig::default()
         })?;
-        return Ok(Box::new(gen));
+        return Ok(Arc::new(gen));
     }
     embedded(cfg)
 }
 
+/// The engine with its critic ready: `critic.kind = "llm"` judges with
+/// `generator`, or, for a command that answers nothing (search, retrieval
+/// eval, calibration), with the configured generator loaded here.
+pub fn with_critic(
+    engine: Engine,
+    cfg: &Config,
+    generator: Option<&Arc<dyn Generator>>,
+) -> Result<Engine> {
+    if cfg.critic.kind != "llm" {
+        return Ok(engine);
+    }
+    let g = match generator {
+        Some(g) => g.clone(),
+        None => self::generator(cfg)
+            .context("loading the generator to judge with (critic.kind = \"llm\")")?,
+    };
+    Ok(engine.attach_generator(&g))
+}
+
 #[cfg(feature = "llama")]
-fn embedded(cfg: &Config) -> Result<Box<dyn Generator>> {
+fn embedded(cfg: &Config) -> Result<Arc<dyn Generator>> {
     use cairn_generate::llama::{LlamaGenerator, LlamaOptions, Offload};
     use cairn_models::registry;
     let g = &cfg.generate;
@@ -115,11 +138,11 @@ fn embedded(cfg: &Config) -> Result<Box<dyn Generator>> {
             ..LlamaOptions::default()
         },
     )?;
-    Ok(Box::new(gen))
+    Ok(Arc::new(gen))
 }
 
 #[cfg(not(feature = "llama"))]
-fn embedded(_cfg: &Config) -> Result<Box<dyn Generator>> {
+fn embedded(_cfg: &Config) -> Result<Arc<dyn Generator>> {
     Err(cairn_generate::GenerateError::NotCompiled(
         "the embedded GGUF generator is not available; use --llm-url".into(),
         "llama",
@@ -343,6 +366,7 @@ pub fn ask(
     let gen = (!cfg.generate.extractive)
         .then(|| generator(&cfg))
         .transpose()?;
+    let engine = with_critic(engine, &cfg, gen.as_ref())?;
     let opts = options(&cfg, args.mode, &args.stop);
     let a = one(
         &engine,
@@ -368,6 +392,7 @@ pub fn chat(mut cfg: Config, args: &GenArgs, json: bool) -> Result<ExitCode> {
     let gen = (!cfg.generate.extractive)
         .then(|| generator(&cfg))
         .transpose()?;
+    let engine = with_critic(engine, &cfg, gen.as_ref())?;
     let opts = options(&cfg, args.mode, &args.stop);
     let tty = std::io::stdin().is_terminal();
     if tty && !json {

@@ -95,13 +95,14 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
     crate::ask::apply(&mut cfg, &args.gen)?;
     cairn_cluster::validate_node_name(&args.name)?;
     let embedder = load_embedder(&cfg).context("loading the embedding model")?;
-    let generator: Option<Arc<dyn cairn_generate::Generator>> = if args.no_llm {
-        None
-    } else {
-        Some(Arc::from(crate::ask::generator(&cfg).context(
-            "loading the generator (pass --no-llm for a node that only holds shards)",
-        )?))
-    };
+    let generator: Option<Arc<dyn cairn_generate::Generator>> =
+        if args.no_llm {
+            None
+        } else {
+            Some(crate::ask::generator(&cfg).context(
+                "loading the generator (pass --no-llm for a node that only holds shards)",
+            )?)
+        };
     let mut placement = BTreeMap::new();
     placement.insert(
         "embed".to_string(),

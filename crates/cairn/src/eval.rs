@@ -69,6 +69,11 @@ pub struct EvalArgs {
     /// What to answer when nothing generated is supported: none or extractive.
     #[arg(long, value_name = "POLICY")]
     pub fallback: Option<String>,
+    /// The strict second attempt writes freely (`generate.grammar = false`).
+    #[arg(long)]
+    pub no_grammar: bool,
+    #[command(flatten)]
+    pub critic: crate::CriticArgs,
     /// Fit the critic's calibration and thresholds on the set (even-numbered
     /// questions; the odd ones are held out and reported) and print the
     /// `[critic]` table for a configuration file.
@@ -251,6 +256,8 @@ fn summary_json(
 
 pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
     anyhow::ensure!(a.k >= 1, "-k must be at least 1");
+    a.critic.apply(&mut cfg);
+    cfg.validate()?;
     let mode = a.mode.unwrap_or(cfg.search.mode);
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -274,7 +281,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
             .join("docs");
         run::materialise_beir(&set, &docs)?;
         let bars = Bars::new(a.json);
-        let engine = Engine::open_with(&cfg, &bars)?;
+        let engine = crate::ask::with_critic(Engine::open_with(&cfg, &bars)?, &cfg, None)?;
         let report = engine.ingest(
             std::slice::from_ref(&docs),
             &IngestOptions {
@@ -346,6 +353,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
     let bars = Bars::new(a.json);
     let engine = Engine::open_with(&cfg, &bars)?;
     if a.calibrate {
+        let engine = crate::ask::with_critic(engine, &cfg, None)?;
         let mut pooled = Vec::new();
         for p in &a.pool {
             let text =
@@ -442,6 +450,9 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
     if let Some(f) = &a.fallback {
         gen_cfg.generate.fallback = f.clone();
     }
+    if a.no_grammar {
+        gen_cfg.generate.grammar = false;
+    }
     gen_cfg.validate()?;
     let extractive = gen_cfg.generate.extractive && (a.answers || a.extractive);
     let answers = a.answers || extractive;
@@ -450,6 +461,9 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    // `critic.kind = "llm"` judges with the generator (loaded for it when
+    // the run answers nothing or answers extractively).
+    let engine = crate::ask::with_critic(engine, &gen_cfg, generator.as_ref())?;
     let g = &gen_cfg.generate;
     let settings = RunSettings {
         mode,
@@ -463,8 +477,8 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
                 format!("extractive sentences={}", g.extract_sentences)
             } else {
                 format!(
-                    "check={} crag={} fallback={} critic={:?}",
-                    g.check, g.crag, g.fallback, gen_cfg.critic
+                    "check={} crag={} fallback={} grammar={} critic={:?}",
+                    g.check, g.crag, g.fallback, g.grammar, gen_cfg.critic
                 )
             }
         }),

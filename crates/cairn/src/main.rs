@@ -80,6 +80,8 @@ enum Command {
         /// dense, bm25 or hybrid.
         #[arg(long)]
         mode: Option<SearchMode>,
+        #[command(flatten)]
+        critic: CriticArgs,
         #[arg(long)]
         json: bool,
     },
@@ -214,6 +216,47 @@ struct GenArgs {
     /// When nothing generated is supported: `extractive` (the default) or `none`.
     #[arg(long, value_name = "POLICY")]
     fallback: Option<String>,
+    /// Let the strict second attempt write freely (no grammar forcing a
+    /// source marker on every sentence).
+    #[arg(long)]
+    no_grammar: bool,
+    #[command(flatten)]
+    critic: CriticArgs,
+}
+
+/// The critic and reranking, shared by search, ask, chat, serve and eval.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct CriticArgs {
+    /// Reorder the fused candidates by the critic's relevance before they
+    /// are shown or put in the prompt.
+    #[arg(long)]
+    pub(crate) rerank: bool,
+    /// The critic: embedding, llm (the generator as judge) or cross-encoder.
+    #[arg(long, value_name = "KIND")]
+    pub(crate) critic: Option<String>,
+    /// The cross-encoder's directory or installed name (with --critic cross-encoder).
+    #[arg(long, value_name = "MODEL")]
+    pub(crate) critic_model: Option<String>,
+}
+
+impl CriticArgs {
+    pub(crate) fn apply(&self, cfg: &mut Config) {
+        if self.rerank {
+            cfg.search.rerank = true;
+        }
+        if let Some(k) = &self.critic {
+            // Calibrations are fitted for one critic: those of another kind
+            // do not carry over (the new kind's defaults apply).
+            if *k != cfg.critic.kind {
+                cfg.critic.relevance = None;
+                cfg.critic.support = None;
+            }
+            cfg.critic.kind = k.clone();
+        }
+        if let Some(m) = &self.critic_model {
+            cfg.critic.model = Some(m.clone());
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -321,7 +364,7 @@ fn snippet(text: &str, max: usize) -> String {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let cfg = load_config(&cli)?;
+    let mut cfg = load_config(&cli)?;
     if let Some(url) = cli.cluster.as_deref() {
         return run_cluster(cfg, url, cli.command);
     }
@@ -375,9 +418,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             query,
             top_k,
             mode,
+            critic,
             json,
         } => {
+            critic.apply(&mut cfg);
+            cfg.validate()?;
             let engine = Engine::open_with(&cfg, &Bars::new(json))?;
+            let engine = ask::with_critic(engine, &cfg, None)?;
             let k = top_k.unwrap_or(cfg.search.top_k);
             if k == 0 {
                 bail!("-k/--top-k must be at least 1");
@@ -482,15 +529,21 @@ fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
             query,
             top_k,
             mode,
+            critic,
             json,
-        } => cluster::search(
+        } => {
+            if critic.rerank || critic.critic.is_some() || critic.critic_model.is_some() {
+                bail!("--rerank, --critic and --critic-model are not supported with --cluster yet");
+            }
+            cluster::search(
             &cfg,
             url,
             &query,
             top_k.unwrap_or(cfg.search.top_k),
             mode.unwrap_or(cfg.search.mode),
             json,
-        ),
+        )
+        }
         Command::Ask {
             question,
             gen,
@@ -500,6 +553,9 @@ fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
             // Issue 17 (one collection API) brings these to the cluster.
             if gen.extractive || gen.crag {
                 bail!("--extractive and --crag are not supported with --cluster yet (answers there are checked sentence by sentence on the generation replica)");
+            }
+            if gen.critic.rerank || gen.critic.critic.is_some() || gen.critic.critic_model.is_some() {
+                bail!("--rerank, --critic and --critic-model are not supported with --cluster yet (the generation replica checks with its own configured critic)");
             }
             cluster::ask(cfg, url, &question, &gen, json, quiet)
         }

@@ -483,3 +483,128 @@ fn empty_and_overlong_questions_are_clear_errors() {
         "{err}"
     );
 }
+
+/// The tiny cross-encoder of `cairn_testkit::cross_encoder`, written once.
+fn tiny_cross_encoder() -> &'static PathBuf {
+    static M: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &M.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, _) =
+            cairn_testkit::cross_encoder::write_model(tmp.path(), "tiny-reranker", Some(1), true);
+        (tmp, dir)
+    })
+    .1
+}
+
+#[test]
+fn rerank_orders_the_fused_candidates_by_the_cross_encoder() {
+    let (_, data) = collection();
+    let query = "How long is the Kestrel Bridge and who repaints it?";
+    let search = |extra: &[&str]| {
+        let mut c = cairn(data);
+        c.args(["search", query, "--json"]).args(extra);
+        json(&ok(c).stdout)["hits"].as_array().unwrap().clone()
+    };
+    let fused = search(&["-k", "20"]);
+    let model = tiny_cross_encoder().to_str().unwrap();
+    let reranked = search(&[
+        "-k",
+        "4",
+        "--rerank",
+        "--critic",
+        "cross-encoder",
+        "--critic-model",
+        model,
+    ]);
+    assert_eq!(reranked.len(), 4.min(fused.len()));
+    // The model's own scores, computed here: the order must be theirs, and
+    // each hit's score the sigmoid of its logit (no calibration set).
+    let ce = cairn_models::CrossEncoder::load(
+        tiny_cross_encoder(),
+        &cairn_models::OnnxOptions {
+            dylib: Some(cairn_testkit::onnxruntime_lib()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let texts: Vec<&str> = fused.iter().map(|h| h["text"].as_str().unwrap()).collect();
+    let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query, *t)).collect();
+    let raw = ce.scores(&pairs).unwrap();
+    let mut want: Vec<usize> = (0..fused.len()).collect();
+    want.sort_by(|&a, &b| raw[b].total_cmp(&raw[a]).then(a.cmp(&b)));
+    for (h, &i) in reranked.iter().zip(&want) {
+        assert_eq!(h["chunk"], fused[i]["chunk"], "rank {}: {h}", h["rank"]);
+        let p = 1.0 / (1.0 + (-raw[i]).exp());
+        assert!(
+            (h["score"].as_f64().unwrap() as f32 - p).abs() < 1e-4,
+            "{h}"
+        );
+    }
+    // A random model's order is not the fused one (else this proves nothing).
+    let order: Vec<&Value> = reranked.iter().map(|h| &h["chunk"]).collect();
+    let fused_order: Vec<&Value> = fused.iter().take(4).map(|h| &h["chunk"]).collect();
+    assert_ne!(order, fused_order, "reranking changed nothing");
+}
+
+#[test]
+fn the_generator_judges_when_the_critic_is_llm() {
+    let (_, data) = collection();
+    let mut c = cairn(data);
+    c.args([
+        "ask",
+        "In what year did the Kestrel Bridge open?",
+        "--json",
+        "--critic",
+        "llm",
+        "--max-tokens",
+        "48",
+    ]);
+    let v = json(&ok(c).stdout);
+    assert_eq!(v["critic"], "llm", "{v:#}");
+    let sentences = v["sentences"].as_array().unwrap();
+    assert!(!sentences.is_empty(), "{v:#}");
+    for s in sentences {
+        // (A sentence copied from a source word for word is supported
+        // without asking the judge: 1.0.)
+        let p = s["support"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{s}");
+    }
+    assert!(v["timings_ms"]["critic"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_critic_that_cannot_be_loaded_is_a_clear_error() {
+    let (_, data) = collection();
+    let fails = |args: &[&str]| {
+        let mut c = cairn(data);
+        c.args(["search", "bridge", "--rerank"]).args(args);
+        let out = c.output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = fails(&["--critic", "nli"]);
+    assert!(
+        e.contains("critic.kind") && e.contains("cross-encoder"),
+        "{e}"
+    );
+    let e = fails(&["--critic", "cross-encoder"]);
+    assert!(e.contains("critic.model"), "{e}");
+    let minilm = cairn_testkit::minilm_dir();
+    let e = fails(&[
+        "--critic",
+        "cross-encoder",
+        "--critic-model",
+        minilm.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("config.json") && e.contains("sentence-embedding model"),
+        "{e}"
+    );
+    let e = fails(&[
+        "--critic",
+        "cross-encoder",
+        "--critic-model",
+        "/nonexistent/reranker",
+    ]);
+    assert!(e.contains("/nonexistent/reranker"), "{e}");
+}
