@@ -375,6 +375,42 @@ fn generate(a: &Args) -> Result<serde_json::Value> {
     ttft.sort_by(f64::total_cmp);
     result["rag_prompt_tokens"] = prompt_tokens.into();
     result["rag_ttft_ms_median"] = ttft[ttft.len() / 2].into();
+
+    // The strict attempt's decoding with and without the citation grammar,
+    // alternately, on the same prompt: the grammar's cost per token.
+    let strict = [
+        ChatMessage::system(cairn_generate::prompt::STRICT_SYSTEM_PROMPT),
+        msgs[1].clone(),
+    ];
+    let free = Sampling {
+        max_tokens: a.n_gen as u32,
+        ..Sampling::default()
+    };
+    let constrained = Sampling {
+        grammar: Some(cairn_generate::prompt::citation_grammar(1)),
+        ..free.clone()
+    };
+    let mut per_token = [Vec::new(), Vec::new()];
+    for _ in 0..if a.smoke { 1 } else { 3 } {
+        for (i, s) in [&free, &constrained].into_iter().enumerate() {
+            let mut sink = |_: &str| Flow::Continue;
+            let out = g.generate(&strict, s, &mut sink)?;
+            let first = out.first_token_ms.unwrap_or(0.0);
+            let decode =
+                (out.total_ms - first) / out.completion_tokens.saturating_sub(1).max(1) as f64;
+            per_token[i].push(decode);
+        }
+    }
+    for v in per_token.iter_mut() {
+        v.sort_by(f64::total_cmp);
+    }
+    let (f, c) = (
+        per_token[0][per_token[0].len() / 2],
+        per_token[1][per_token[1].len() / 2],
+    );
+    result["strict_ms_per_token_free"] = f.into();
+    result["strict_ms_per_token_grammar"] = c.into();
+    result["grammar_cost_ratio"] = (c / f).into();
     Ok(result)
 }
 
