@@ -11,10 +11,8 @@
 //! [`crate::onnx_export::export_bert_classifier`].
 
 use crate::bert::length_batches;
-use crate::onnx::init_runtime;
 use crate::{ModelError, OnnxOptions};
 use cairn_core::{Calibration, Critic, CriticError, Judgement};
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
 use std::path::{Path, PathBuf};
@@ -186,18 +184,10 @@ impl CrossEncoder {
             Some(f) => return Err(bad(f, "no such ONNX file")),
             None => crate::onnx_export::ensure_classifier_graph(dir)?,
         };
-        init_runtime(opts.dylib.as_deref())?;
         let ort_err = |e: ort::Error| bad(&onnx_file, e);
-        let mut builder = Session::builder()
-            .map_err(ort_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(ort_err)?
-            .with_inter_threads(1)
+        let session = crate::onnx::session_builder(opts, &onnx_file)?
+            .commit_from_file(&onnx_file)
             .map_err(ort_err)?;
-        if opts.threads > 0 {
-            builder = builder.with_intra_threads(opts.threads).map_err(ort_err)?;
-        }
-        let session = builder.commit_from_file(&onnx_file).map_err(ort_err)?;
         let inputs = crate::onnx::bert_inputs(&session, &onnx_file, "a BERT cross-encoder")?;
         let outputs: Vec<&str> = session.outputs.iter().map(|o| o.name.as_str()).collect();
         if !outputs.contains(&"logits") {

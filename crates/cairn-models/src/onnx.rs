@@ -119,6 +119,27 @@ fn bad(path: &Path, message: impl std::fmt::Display) -> ModelError {
     }
 }
 
+/// A session builder for `onnx_file` with ONNX Runtime loaded (from
+/// `opts.dylib`), full graph optimisation, one inter-op thread and
+/// `opts.threads` intra-op threads (0: ONNX Runtime's choice).
+pub(crate) fn session_builder(
+    opts: &OnnxOptions,
+    onnx_file: &Path,
+) -> Result<ort::session::builder::SessionBuilder, ModelError> {
+    init_runtime(opts.dylib.as_deref())?;
+    let ort_err = |e: ort::Error| bad(onnx_file, e);
+    let mut builder = Session::builder()
+        .map_err(ort_err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(ort_err)?
+        .with_inter_threads(1)
+        .map_err(ort_err)?;
+    if opts.threads > 0 {
+        builder = builder.with_intra_threads(opts.threads).map_err(ort_err)?;
+    }
+    Ok(builder)
+}
+
 /// The input names of a BERT graph, checked: `input_ids`, and optionally
 /// `attention_mask` and `token_type_ids`, nothing else (`what` names the
 /// model in the error).
@@ -182,17 +203,8 @@ impl OnnxEmbedder {
             .ok_or_else(|| bad(&cfg_path, "no hidden_size"))? as usize;
         let max_position = cfg["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
         let config = SentenceConfig::read(dir, max_position)?;
-        init_runtime(opts.dylib.as_deref())?;
         let ort_err = |e: ort::Error| bad(&onnx_file, e);
-        let mut builder = Session::builder()
-            .map_err(ort_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(ort_err)?
-            .with_inter_threads(1)
-            .map_err(ort_err)?;
-        if opts.threads > 0 {
-            builder = builder.with_intra_threads(opts.threads).map_err(ort_err)?;
-        }
+        let mut builder = session_builder(opts, &onnx_file)?;
         builder = match device {
             Device::Cpu | Device::Auto => builder,
             Device::CoreMl => coreml(builder, &onnx_file)?,
