@@ -101,6 +101,17 @@ pub const EMBEDDING_SUPPORT: Calibration = Calibration {
 };
 
 impl CriticConfig {
+    /// Switch to another kind of critic. Calibrations are fitted for one
+    /// critic, so those set for another kind do not carry over (the new
+    /// kind's defaults apply).
+    pub fn set_kind(&mut self, kind: &str) {
+        if kind != self.kind {
+            self.relevance = None;
+            self.support = None;
+            self.kind = kind.to_string();
+        }
+    }
+
     /// The calibration in force for `judgement`: the configured one, else
     /// the kind's default.
     pub fn calibration(&self, judgement: crate::Judgement) -> Calibration {
@@ -595,13 +606,7 @@ impl Config {
             self.search.mode = parse("CAIRN_SEARCH_MODE", &v)?;
         }
         if let Some(v) = get("CAIRN_CRITIC") {
-            // Calibrations are fitted for one critic: another kind's do not
-            // carry over.
-            if v != self.critic.kind {
-                self.critic.relevance = None;
-                self.critic.support = None;
-            }
-            self.critic.kind = v;
+            self.critic.set_kind(&v);
         }
         if let Some(v) = get("CAIRN_CRITIC_MODEL") {
             self.critic.model = Some(v);

@@ -39,6 +39,16 @@ pub fn judge_messages(judgement: Judgement, text: &str, passage: &str) -> Vec<Ch
     vec![ChatMessage::system(JUDGE_SYSTEM), ChatMessage::user(ask)]
 }
 
+/// log(Σ exp(x)), computed stably (−∞ for no values or only −∞): a
+/// log-softmax normaliser, or an option's probability over its spellings.
+pub(crate) fn log_sum_exp(xs: &[f32]) -> f32 {
+    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if m == f32::NEG_INFINITY {
+        return m;
+    }
+    m + xs.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
+}
+
 /// The first `max` bytes of `s`, cut at a character boundary.
 fn clip(s: &str, max: usize) -> &str {
     if s.len() <= max {

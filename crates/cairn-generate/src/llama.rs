@@ -6,6 +6,7 @@
 //! One generation runs at a time per model; each gets a fresh context.
 
 use crate::gguf::{self, GgufInfo};
+use crate::judge::log_sum_exp;
 use crate::{
     ms_since, ChatMessage, Finish, Flow, GenerateError, Generation, Generator, Result, Sampling,
     StopScanner, TokenSink,
@@ -587,8 +588,7 @@ impl Generator for LlamaGenerator {
             self.decode_from(&mut ctx, &tokens[common..], common)?;
             held = tokens;
             let logits = ctx.get_logits_ith(-1);
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let norm = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+            let norm = log_sum_exp(logits);
             out[i] = firsts
                 .iter()
                 .map(|f| {
@@ -652,15 +652,6 @@ fn judge_spellings(option: &str) -> Vec<String> {
         }
     }
     v
-}
-
-/// log(Σ exp(x)).
-pub(crate) fn log_sum_exp(xs: &[f32]) -> f32 {
-    let m = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if m == f32::NEG_INFINITY {
-        return m;
-    }
-    m + xs.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
 }
 
 #[cfg(test)]

@@ -968,8 +968,7 @@ fn options_logprobs(top: &[(String, f32)], options: &[&str]) -> Vec<f32> {
             if lps.is_empty() {
                 floor
             } else {
-                let m = lps.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                m + lps.iter().map(|&x| (x - m).exp()).sum::<f32>().ln()
+                crate::judge::log_sum_exp(&lps)
             }
         })
         .collect()

@@ -245,13 +245,7 @@ impl CriticArgs {
             cfg.search.rerank = true;
         }
         if let Some(k) = &self.critic {
-            // Calibrations are fitted for one critic: those of another kind
-            // do not carry over (the new kind's defaults apply).
-            if *k != cfg.critic.kind {
-                cfg.critic.relevance = None;
-                cfg.critic.support = None;
-            }
-            cfg.critic.kind = k.clone();
+            cfg.critic.set_kind(k);
         }
         if let Some(m) = &self.critic_model {
             cfg.critic.model = Some(m.clone());
