@@ -394,6 +394,11 @@ impl Cluster {
 
     /// Send the query to every shard's queue group, wait for each up to
     /// `shard_timeout` (one retry on a missing replica), and fuse.
+    ///
+    /// BM25 and hybrid searches take two rounds: each shard first reports
+    /// its term statistics for the query, and then every shard scores with
+    /// their sum, so BM25 scores (and the fused order) equal those of one
+    /// node holding the whole collection.
     pub async fn search(
         &self,
         info: &CollectionInfo,
@@ -408,13 +413,57 @@ impl Cluster {
             SearchMode::Hybrid => fusion.candidates.max(k),
             _ => k,
         };
-        let req = SearchRequest {
+        let mut req = SearchRequest {
             query: query.to_string(),
-            vector: vector.map(wire::encode_vector),
+            vector: None,
             n,
             mode,
+            stats_only: false,
+            bm25_stats: None,
         };
-        let body = bytes::Bytes::from(serde_json::to_vec(&req).unwrap_or_default());
+        if mode != SearchMode::Dense && info.shards > 1 {
+            let ask = SearchRequest {
+                stats_only: true,
+                ..req.clone()
+            };
+            let mut sum = cairn_index::bm25::Bm25Stats::default();
+            let mut any = false;
+            for rep in self.scatter(info, &ask).await.into_iter().flatten() {
+                if let Some(stats) = &rep.bm25_stats {
+                    sum.add(stats);
+                    any = true;
+                }
+            }
+            // No shard answered the first round: the second finds out
+            // which are missing, and scores with the shards' own figures.
+            req.bm25_stats = any.then_some(sum);
+        }
+        req.vector = vector.map(wire::encode_vector);
+        let replies = self.scatter(info, &req).await;
+        let missing: Vec<u32> = replies
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_none())
+            .map(|(i, _)| i as u32)
+            .collect();
+        let ok: Vec<ShardReply> = replies.into_iter().flatten().collect();
+        let gather_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let hits = merge(&ok, k, mode, fusion);
+        Ok(SearchResult {
+            hits,
+            shards_ok: ok.len() as u32,
+            shards_total: info.shards,
+            missing_shards: missing,
+            gather_ms,
+            shard_ms: ok.iter().map(|r| r.took_ms).collect(),
+        })
+    }
+
+    /// One round of a search: the request to every shard's queue group,
+    /// each reply (by shard) or `None` where no replica answered in time
+    /// after one retry.
+    async fn scatter(&self, info: &CollectionInfo, req: &SearchRequest) -> Vec<Option<ShardReply>> {
+        let body = bytes::Bytes::from(serde_json::to_vec(req).unwrap_or_default());
         let asks = (0..info.shards).map(|shard| {
             let subject = search_subject(&info.name, shard);
             let body = body.clone();
@@ -450,24 +499,7 @@ impl Cluster {
                 None
             }
         });
-        let replies: Vec<Option<ShardReply>> = futures::future::join_all(asks).await;
-        let missing: Vec<u32> = replies
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.is_none())
-            .map(|(i, _)| i as u32)
-            .collect();
-        let ok: Vec<ShardReply> = replies.into_iter().flatten().collect();
-        let gather_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let hits = merge(&ok, k, mode, fusion);
-        Ok(SearchResult {
-            hits,
-            shards_ok: ok.len() as u32,
-            shards_total: info.shards,
-            missing_shards: missing,
-            gather_ms,
-            shard_ms: ok.iter().map(|r| r.took_ms).collect(),
-        })
+        futures::future::join_all(asks).await
     }
 
     /// Answer from gathered passages on a free generation replica, calling

@@ -2,12 +2,10 @@
 //! lists; the coordinator merges each list across shards by score, then
 //! fuses the two merged lists exactly as a single node fuses its own.
 //! Dense scores are cosines, comparable across shards, so merged dense
-//! results equal a single node's. BM25 scores use each shard's own term
-//! statistics; with documents spread by hash the statistics agree closely.
-//! Score fusion (the default) divides the merged BM25 list by its best
-//! score, so a shard whose statistics run high shifts which passages lead;
-//! reciprocal-rank fusion sees only the merged order. Collection-wide BM25
-//! statistics (issue 17) remove the difference.
+//! results equal a single node's. BM25 scores use the term statistics of
+//! all shards summed (the search's first round, see
+//! `Cluster::search`), so merged BM25 lists equal a single node's too, and
+//! so does the fused order.
 
 use crate::wire::{ShardHit, ShardReply};
 use cairn_core::{Hit, Scored, SearchMode};
@@ -132,6 +130,7 @@ mod tests {
             bm25,
             error: None,
             took_ms: 0.0,
+            bm25_stats: None,
         }
     }
 

@@ -672,14 +672,15 @@ fn start_search(
                     let r = shard_search(&engine, &msg.payload, &subject);
                     let took_ms = t.elapsed().as_secs_f64() * 1000.0;
                     let reply = match r {
-                        Ok((applied, dense, bm25)) => ShardReply {
+                        Ok(lists) => ShardReply {
                             node,
                             shard,
-                            applied,
-                            dense,
-                            bm25,
+                            applied: lists.applied,
+                            dense: lists.dense,
+                            bm25: lists.bm25,
                             error: None,
                             took_ms,
+                            bm25_stats: lists.stats,
                         },
                         Err(e) => ShardReply {
                             node,
@@ -689,6 +690,7 @@ fn start_search(
                             bm25: vec![],
                             error: Some(e.to_string()),
                             took_ms,
+                            bm25_stats: None,
                         },
                     };
                     serde_json::to_vec(&reply).unwrap_or_default()
@@ -701,19 +703,37 @@ fn start_search(
     })
 }
 
-type ShardLists = (u64, Vec<ShardHit>, Vec<ShardHit>);
+/// A shard's part of one search round.
+struct ShardLists {
+    applied: u64,
+    dense: Vec<ShardHit>,
+    bm25: Vec<ShardHit>,
+    stats: Option<cairn_index::bm25::Bm25Stats>,
+}
 
+/// Answer one round of a search from this shard. The lists are the raw
+/// candidate lists a single node fuses (no per-document cap, no reranking:
+/// the coordinator fuses, caps and cuts after gathering), BM25 scored with
+/// the collection-wide statistics the request carries.
 fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardLists> {
     let req: SearchRequest = serde_json::from_slice(payload).map_err(|e| ClusterError::Wire {
         subject: subject.to_string(),
         reason: e.to_string(),
     })?;
+    let applied = engine.applied_seq()?;
+    if req.stats_only {
+        return Ok(ShardLists {
+            applied,
+            dense: vec![],
+            bm25: vec![],
+            stats: Some(engine.bm25_stats(&req.query)?),
+        });
+    }
     let vector = req
         .vector
         .as_deref()
         .map(|v| wire::decode_vector(v, subject))
         .transpose()?;
-    let applied = engine.applied_seq()?;
     let with_cosines = |ranked: Vec<cairn_core::Scored>| -> Result<Vec<ShardHit>> {
         let hits = engine.hits(&ranked)?;
         let cos = match &vector {
@@ -726,21 +746,37 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
             .map(|(hit, cosine)| ShardHit { hit, cosine })
             .collect())
     };
-    let dense = if req.mode != SearchMode::Bm25 {
+    let empty = req.query.trim().is_empty() || req.n == 0;
+    let dense = if req.mode != SearchMode::Bm25 && !empty {
         let v = vector.as_deref().ok_or_else(|| ClusterError::Wire {
             subject: subject.to_string(),
             reason: "a dense or hybrid search needs the query vector".into(),
         })?;
-        with_cosines(engine.rank_embedded(&req.query, Some(v), req.n, SearchMode::Dense)?)?
+        if v.len() != engine.embedder().dim() {
+            return Err(ClusterError::Wire {
+                subject: subject.to_string(),
+                reason: format!(
+                    "the query vector has {} dimensions, the collection {}",
+                    v.len(),
+                    engine.embedder().dim()
+                ),
+            });
+        }
+        with_cosines(engine.dense_candidates(v, req.n)?)?
     } else {
         vec![]
     };
-    let bm25 = if req.mode != SearchMode::Dense {
-        with_cosines(engine.rank_embedded(&req.query, None, req.n, SearchMode::Bm25)?)?
+    let bm25 = if req.mode != SearchMode::Dense && !empty {
+        with_cosines(engine.bm25_candidates(&req.query, req.n, req.bm25_stats.as_ref())?)?
     } else {
         vec![]
     };
-    Ok((applied, dense, bm25))
+    Ok(ShardLists {
+        applied,
+        dense,
+        bm25,
+        stats: None,
+    })
 }
 
 /// The generation replica: one answer at a time; a request that arrives

@@ -5,6 +5,7 @@ use crate::{ClusterError, Result};
 use base64::Engine as _;
 use cairn_core::{Hit, SearchMode, Seq};
 use cairn_generate::Sampling;
+use cairn_index::bm25::Bm25Stats;
 use cairn_store::{DocumentRecord, NewChunk, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -108,6 +109,14 @@ pub struct SearchRequest {
     /// How many of each list (dense, BM25) the shard returns.
     pub n: usize,
     pub mode: SearchMode,
+    /// The first round of a BM25 or hybrid search: reply with this shard's
+    /// BM25 term statistics for the query, and no hits.
+    #[serde(default)]
+    pub stats_only: bool,
+    /// The second round: score BM25 with these collection-wide statistics
+    /// (every shard's, summed) instead of the shard's own.
+    #[serde(default)]
+    pub bm25_stats: Option<Bm25Stats>,
 }
 
 /// A hit from a shard, with the cosine similarity of its chunk to the query.
@@ -134,6 +143,9 @@ pub struct ShardReply {
     /// Milliseconds the shard spent searching (for the work split).
     #[serde(default)]
     pub took_ms: f64,
+    /// The shard's BM25 term statistics, in reply to a `stats_only` request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bm25_stats: Option<Bm25Stats>,
 }
 
 /// A replica's state of one shard, as advertised in its heartbeat.

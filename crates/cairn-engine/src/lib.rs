@@ -586,6 +586,32 @@ impl Engine {
             .collect()
     }
 
+    /// The dense list as fusion receives it: the top `n` by cosine, with
+    /// no per-document cap and no reranking (what a cluster's shard sends
+    /// its coordinator, which fuses every shard's lists).
+    pub fn dense_candidates(&self, query_vector: &[f32], n: usize) -> Result<Vec<Scored>> {
+        let cat = self.reader();
+        Ok(self.indexes.dense(&cat, query_vector, n)?)
+    }
+
+    /// The BM25 list as fusion receives it, scored with a whole
+    /// collection's term statistics when `stats` is given (see
+    /// [`Engine::bm25_stats`]), with this collection's own otherwise.
+    pub fn bm25_candidates(
+        &self,
+        query: &str,
+        n: usize,
+        stats: Option<&cairn_index::bm25::Bm25Stats>,
+    ) -> Result<Vec<Scored>> {
+        Ok(self.indexes.bm25_with(query, n, stats)?)
+    }
+
+    /// This collection's BM25 term statistics for `query`: a shard's share
+    /// of the collection-wide statistics its coordinator sums.
+    pub fn bm25_stats(&self, query: &str) -> Result<cairn_index::bm25::Bm25Stats> {
+        Ok(self.indexes.bm25_stats(query)?)
+    }
+
     /// Exact dense top-k (the ground truth HNSW is measured against).
     pub fn exact(&self, query_vector: &[f32], k: usize) -> Result<Vec<Scored>> {
         let cat = self.reader();

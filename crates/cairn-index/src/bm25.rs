@@ -460,6 +460,77 @@ struct Fields {
     doc: Field,
 }
 
+impl Fields {
+    /// The scored text fields, in the order of [`Bm25Stats`]' arrays.
+    fn scored(&self) -> [Field; 3] {
+        [self.body, self.title, self.doc]
+    }
+}
+
+/// BM25 term statistics for one query: what scores depend on beyond the
+/// matching chunk itself. A shard reports its own
+/// ([`Bm25Index::query_stats`]); the coordinator adds every shard's up
+/// ([`Bm25Stats::add`]) and each shard then scores with the sum
+/// ([`Bm25Index::search_with`]), as one index of the whole collection would.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bm25Stats {
+    /// Documents (chunks) counted by tantivy: committed, deleted included.
+    pub docs: u64,
+    /// Tokens per field: body, title, document path.
+    pub tokens: [u64; 3],
+    /// Per analyzed query term: in how many chunks it occurs, per field
+    /// (body, title, document path).
+    pub terms: std::collections::BTreeMap<String, [u64; 3]>,
+}
+
+impl Bm25Stats {
+    /// Add another shard's statistics for the same query.
+    pub fn add(&mut self, other: &Bm25Stats) {
+        self.docs += other.docs;
+        for i in 0..3 {
+            self.tokens[i] += other.tokens[i];
+        }
+        for (term, df) in &other.terms {
+            let mine = self.terms.entry(term.clone()).or_default();
+            for i in 0..3 {
+                mine[i] += df[i];
+            }
+        }
+    }
+}
+
+/// Tantivy's view of [`Bm25Stats`]. A term the statistics lack counts as
+/// absent, and no frequency exceeds the document count (tantivy asserts
+/// it), so statistics from a peer cannot crash a search.
+struct StatsProvider<'a> {
+    stats: &'a Bm25Stats,
+    fields: &'a Fields,
+}
+
+impl StatsProvider<'_> {
+    fn slot(&self, field: Field) -> Option<usize> {
+        self.fields.scored().iter().position(|f| *f == field)
+    }
+}
+
+impl tantivy::query::Bm25StatisticsProvider for StatsProvider<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        Ok(self.slot(field).map_or(0, |i| self.stats.tokens[i]))
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.stats.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let df = match (self.slot(term.field()), term.value().as_str()) {
+            (Some(i), Some(text)) => self.stats.terms.get(text).map_or(0, |df| df[i]),
+            _ => 0,
+        };
+        Ok(df.min(self.stats.docs))
+    }
+}
+
 fn build_schema(tokenizer: &str) -> (Schema, Fields) {
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
@@ -710,15 +781,20 @@ impl Bm25Index {
     /// the sum. An empty query, or one made only of stopwords and
     /// punctuation, returns nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
-        let mut terms: Vec<String> = Vec::new();
-        for term in self.analyzer.analyze(query) {
-            if terms.len() >= MAX_QUERY_TERMS {
-                break;
-            }
-            if !terms.contains(&term) {
-                terms.push(term);
-            }
-        }
+        self.search_with(query, k, None)
+    }
+
+    /// [`Bm25Index::search`] scored with term statistics from elsewhere
+    /// (`stats`: a whole collection's, summed over its shards) instead of
+    /// this index's own, so that a shard's scores equal those of one index
+    /// holding every shard's chunks. `None` uses this index's statistics.
+    pub fn search_with(
+        &self,
+        query: &str,
+        k: usize,
+        stats: Option<&Bm25Stats>,
+    ) -> Result<Vec<Scored>> {
+        let terms = self.query_terms(query);
         let searcher = self.reader.searcher();
         let k = k.min(usize::try_from(searcher.num_docs()).unwrap_or(usize::MAX));
         if terms.is_empty() || k == 0 {
@@ -754,9 +830,18 @@ impl Bm25Index {
             }
         }
         let query = BooleanQuery::new(clauses);
-        let top = searcher
-            .search(&query, &TopDocs::with_limit(k).order_by_score())
-            .map_err(bm25_err)?;
+        let collector = TopDocs::with_limit(k).order_by_score();
+        let top = match stats {
+            None => searcher.search(&query, &collector),
+            Some(stats) => {
+                let provider = StatsProvider {
+                    stats,
+                    fields: &self.fields,
+                };
+                searcher.search_with_statistics_provider(&query, &collector, &provider)
+            }
+        }
+        .map_err(bm25_err)?;
 
         let mut columns = std::collections::HashMap::new();
         let mut hits = Vec::with_capacity(top.len());
@@ -777,6 +862,49 @@ impl Bm25Index {
             hits.push(Scored { id, score });
         }
         Ok(hits)
+    }
+
+    /// The distinct analyzed terms of a query, at most [`MAX_QUERY_TERMS`].
+    fn query_terms(&self, query: &str) -> Vec<String> {
+        let mut terms: Vec<String> = Vec::new();
+        for term in self.analyzer.analyze(query) {
+            if terms.len() >= MAX_QUERY_TERMS {
+                break;
+            }
+            if !terms.contains(&term) {
+                terms.push(term);
+            }
+        }
+        terms
+    }
+
+    /// This index's BM25 statistics for the terms of `query`: what a
+    /// coordinator sums over shards ([`Bm25Stats::add`]) and hands back to
+    /// [`Bm25Index::search_with`]. Counted exactly as tantivy counts them
+    /// for its own scoring (documents and tokens of every committed
+    /// segment, deleted ones included), so the sum over shards equals one
+    /// index's figures.
+    pub fn query_stats(&self, query: &str) -> Result<Bm25Stats> {
+        use tantivy::query::Bm25StatisticsProvider;
+        let searcher = self.reader.searcher();
+        let fields = self.fields.scored();
+        let mut stats = Bm25Stats {
+            docs: searcher.total_num_docs().map_err(bm25_err)?,
+            ..Bm25Stats::default()
+        };
+        for (i, field) in fields.iter().enumerate() {
+            stats.tokens[i] = searcher.total_num_tokens(*field).map_err(bm25_err)?;
+        }
+        for term in self.query_terms(query) {
+            let mut df = [0u64; 3];
+            for (i, field) in fields.iter().enumerate() {
+                df[i] = searcher
+                    .doc_freq(&Term::from_field_text(*field, &term))
+                    .map_err(bm25_err)?;
+            }
+            stats.terms.insert(term, df);
+        }
+        Ok(stats)
     }
 
     /// Number of live (committed, not deleted) chunks.
@@ -1066,6 +1194,75 @@ mod tests {
         );
         index.set_field_boosts(TITLE_BOOST, DOC_BOOST);
         assert_eq!(ids(&index, "lighthouse", 5).len(), 2, "body and path");
+    }
+
+    #[test]
+    fn shards_scored_with_summed_statistics_equal_one_index() {
+        let tmp = TempDir::new().unwrap();
+        let whole = corpus_index(&tmp.path().join("whole"));
+        // Two shards, split unevenly so that their own statistics differ.
+        let shards: Vec<Bm25Index> = (0..2)
+            .map(|s| {
+                let index = Bm25Index::open_or_create(&tmp.path().join(format!("s{s}"))).unwrap();
+                for &(id, doc, heading, text) in CORPUS {
+                    if (id % 3 == 0) == (s == 0) {
+                        index.add(id, doc, heading, text).unwrap();
+                    }
+                }
+                index.commit(1).unwrap();
+                index
+            })
+            .collect();
+        let queries = [
+            "how do I join strings",
+            "read and write files in a directory",
+            "virtual environment packages",
+            "exception groups error messages",
+        ];
+        for q in queries {
+            let mut sum = Bm25Stats::default();
+            for shard in &shards {
+                sum.add(&shard.query_stats(q).unwrap());
+            }
+            assert_eq!(sum, whole.query_stats(q).unwrap(), "{q}");
+            let expected = whole.search(q, 20).unwrap();
+            let mut own: Vec<Scored> = Vec::new();
+            let mut global: Vec<Scored> = Vec::new();
+            for shard in &shards {
+                own.extend(shard.search(q, 20).unwrap());
+                global.extend(shard.search_with(q, 20, Some(&sum)).unwrap());
+            }
+            let by_id = |v: &[Scored]| -> Vec<(ChunkId, f32)> {
+                let mut v: Vec<(ChunkId, f32)> = v.iter().map(|s| (s.id, s.score)).collect();
+                v.sort_by_key(|p| p.0);
+                v
+            };
+            let (want, got) = (by_id(&expected), by_id(&global));
+            assert_eq!(want.len(), got.len(), "{q}");
+            for (w, g) in want.iter().zip(&got) {
+                assert_eq!(w.0, g.0, "{q}");
+                assert!(
+                    (w.1 - g.1).abs() < 1e-5,
+                    "{q}: chunk {}: {} vs {}",
+                    w.0,
+                    w.1,
+                    g.1
+                );
+            }
+            // The shards' own statistics give other scores: the test can fail.
+            let own = by_id(&own);
+            assert!(
+                own.iter().zip(&want).any(|(o, w)| (o.1 - w.1).abs() > 1e-3),
+                "{q}: local statistics happened to equal the whole's"
+            );
+        }
+        // Statistics from a peer that make no sense do not crash a search.
+        let mut bad = Bm25Stats {
+            docs: 1,
+            ..Bm25Stats::default()
+        };
+        bad.terms.insert("join".into(), [99, 99, 99]);
+        assert!(shards[0].search_with("join", 5, Some(&bad)).is_ok());
     }
 
     #[test]

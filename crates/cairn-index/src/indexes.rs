@@ -345,4 +345,20 @@ impl Indexes {
     pub fn bm25(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
         self.bm25.search(query, k)
     }
+
+    /// BM25 top-k scored with a whole collection's term statistics
+    /// (see [`crate::bm25::Bm25Index::search_with`]).
+    pub fn bm25_with(
+        &self,
+        query: &str,
+        k: usize,
+        stats: Option<&crate::bm25::Bm25Stats>,
+    ) -> Result<Vec<Scored>> {
+        self.bm25.search_with(query, k, stats)
+    }
+
+    /// This index's BM25 statistics for the terms of `query`.
+    pub fn bm25_stats(&self, query: &str) -> Result<crate::bm25::Bm25Stats> {
+        self.bm25.query_stats(query)
+    }
 }
