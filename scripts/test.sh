@@ -26,6 +26,9 @@ if python3 scripts/check-packages.py --without libclang-dev >/dev/null 2>&1; the
   exit 1
 fi
 
+# House rules: formatting first (a second), lints after the build below.
+cargo fmt --all -- --check
+
 bg_logs=$(mktemp -d)
 declare -A bg_pids=()
 # bg NAME CMD...: run CMD in the background, its output in a log.
@@ -85,6 +88,9 @@ export CAIRN_TEST_CORPUS="${CAIRN_TEST_CORPUS:-/usr/share/doc/python3.11/html}"
 cargo_args=()
 for a in "$@"; do [ "$a" = "--" ] && break; cargo_args+=("$a"); done
 cargo test --workspace --no-run "${cargo_args[@]}" 2>&1
+# Lints on every target, warnings as errors (while llama-server may still
+# be building).
+cargo clippy --workspace --all-targets -- -D warnings 2>&1
 wait_bg llama-server
 wait_bg eval-venv
 cargo test --workspace --no-fail-fast "$@" 2>&1

@@ -15,7 +15,7 @@ impl Engine {
                 .map(|h| h.chunk)
                 .unwrap_or(0)
         };
-        self.catalog().record_answer(&AnswerRecord {
+        self.catalog()?.record_answer(&AnswerRecord {
             id: id.to_string(),
             question: question.to_string(),
             answer: answer.answer.clone(),
@@ -44,7 +44,7 @@ impl Engine {
         helpful_citations: &[usize],
     ) -> Result<i64> {
         Ok(self
-            .catalog()
+            .catalog()?
             .add_feedback(answer_id, rating, comment, helpful_citations)?)
     }
 

@@ -213,7 +213,7 @@ impl Engine {
         // Unchanged by size and mtime: nothing to read.
         let mut todo: Vec<(FoundFile, Option<(String, DocId)>)> = Vec::new();
         {
-            let cat = self.catalog();
+            let cat = self.catalog()?;
             for f in found.iter() {
                 let key = f.abs_path.to_string_lossy().to_string();
                 match cat.document(&key)? {
@@ -265,7 +265,7 @@ impl Engine {
                 })
                 .collect();
             let ops = self.prep.embed_round(prepared, &mut report)?;
-            let mut cat = self.catalog();
+            let mut cat = self.catalog()?;
             for (path, mtime_ns, size) in touches {
                 cat.touch(&path, mtime_ns, size)?;
                 report.unchanged += 1;
@@ -282,7 +282,7 @@ impl Engine {
             report.removed = self.prune(roots, &found, &report.skipped)?;
         }
         let caught = self.catch_up(progress)?;
-        report.seq = caught.to.max(self.catalog().last_seq()?);
+        report.seq = caught.to.max(self.catalog()?.last_seq()?);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -300,7 +300,7 @@ impl Engine {
         if min_docs == 0 {
             return Ok(counts);
         }
-        let cat = self.catalog();
+        let cat = self.catalog()?;
         let mut delta: HashMap<u64, i64> = counts
             .docs_with
             .iter()
@@ -351,7 +351,7 @@ impl Engine {
             .map(|f| f.abs_path.to_string_lossy().to_string())
             .collect();
         let skipped: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
-        let mut cat = self.catalog();
+        let mut cat = self.catalog()?;
         let mut removed = 0;
         for d in cat.documents()? {
             let under = roots.iter().any(|r| {

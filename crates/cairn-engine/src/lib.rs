@@ -67,6 +67,14 @@ pub enum EngineError {
     },
     #[error("collection `{0}` does not exist (ingest into it first)")]
     NoCollection(String),
+    /// Another process holds the collection for writing.
+    #[error(
+        "collection `{collection}` is in use by {holder}; run this again when it ends, or add --wait to wait for it"
+    )]
+    Busy { collection: String, holder: String },
+    /// A write to a collection opened for reading only.
+    #[error("collection `{0}` is open for reading only here (searches and answers); writes go through the process that holds it")]
+    ReadOnly(String),
     #[error("nothing in the catalog matches {0}")]
     NotFound(String),
     #[error(transparent)]
@@ -129,7 +137,8 @@ pub struct Engine {
     embedder: Arc<dyn SentenceEncoder>,
     critic: Arc<dyn cairn_core::Critic>,
     prep: Preparer,
-    _lock: File,
+    /// The collection's lock, held by a writer; `None` when read-only.
+    _lock: Option<File>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -339,25 +348,76 @@ impl Engine {
         embedder: Arc<dyn SentenceEncoder>,
         progress: &dyn Progress,
     ) -> Result<Engine> {
+        Self::open_as(cfg, embedder, Access::Write, progress)
+    }
+
+    /// Open the configured collection for reading only, beside a writer
+    /// that may be another process: see [`Access::Read`].
+    pub fn open_read_only(cfg: &Config, progress: &dyn Progress) -> Result<Engine> {
+        cfg.validate()?;
+        let embedder = load_embedder(cfg)?;
+        Self::open_as(cfg, embedder, Access::Read, progress)
+    }
+
+    /// Open the collection as `access` says, with an embedder already loaded.
+    pub fn open_as(
+        cfg: &Config,
+        embedder: Arc<dyn SentenceEncoder>,
+        access: Access,
+        progress: &dyn Progress,
+    ) -> Result<Engine> {
         cfg.validate()?;
         let dir = collection_dir(&cfg.data_dir(), &cfg.collection);
-        std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let lock = lock_collection(&dir)?;
-        let mut catalog = Catalog::open(&dir.join("catalog.sqlite"))?;
-        catalog.ensure_embedding_model(&cfg.collection, embedder.model_id(), embedder.dim())?;
-        let indexes = Indexes::open(
-            &dir.join("index"),
-            embedder.dim(),
-            &cfg.index,
-            &catalog,
-            progress,
-        )?;
+        let db = dir.join("catalog.sqlite");
+        let (lock, mut catalog, indexes) = match access {
+            Access::Read => {
+                if !db.is_file() {
+                    return Err(EngineError::NoCollection(cfg.collection.clone()));
+                }
+                let catalog = Catalog::open_reader(&db)?;
+                if let Some((model, dim)) = catalog.embedding_model()? {
+                    if model != embedder.model_id() || dim != embedder.dim() {
+                        return Err(cairn_store::StoreError::ModelMismatch {
+                            collection: cfg.collection.clone(),
+                            stored: format!("{model} ({dim}-dim)"),
+                            requested: format!("{} ({}-dim)", embedder.model_id(), embedder.dim()),
+                        }
+                        .into());
+                    }
+                }
+                let indexes = Indexes::open_read_only(
+                    &dir.join("index"),
+                    embedder.dim(),
+                    &cfg.index,
+                    &catalog,
+                    progress,
+                )?;
+                (None, catalog, indexes)
+            }
+            Access::Write | Access::WriteWaiting => {
+                std::fs::create_dir_all(&dir).map_err(|source| EngineError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let lock = lock_collection(&dir, &cfg.collection, access == Access::WriteWaiting)?;
+                let mut catalog = Catalog::open(&db)?;
+                catalog.ensure_embedding_model(
+                    &cfg.collection,
+                    embedder.model_id(),
+                    embedder.dim(),
+                )?;
+                let indexes = Indexes::open(
+                    &dir.join("index"),
+                    embedder.dim(),
+                    &cfg.index,
+                    &catalog,
+                    progress,
+                )?;
+                (Some(lock), catalog, indexes)
+            }
+        };
         indexes.set_bm25_field_boosts(cfg.search.bm25_title_boost, cfg.search.bm25_doc_boost);
         let prep = Preparer::new(cfg, embedder.clone())?;
-        let db = dir.join("catalog.sqlite");
         let pool = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
@@ -365,11 +425,15 @@ impl Engine {
         let readers = (0..pool)
             .map(|_| Catalog::open_reader(&db).map(Mutex::new))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let indexer = match lock {
+            Some(_) => Catalog::open_reader(&db)?,
+            None => std::mem::replace(&mut catalog, Catalog::open_reader(&db)?),
+        };
         Ok(Engine {
             cfg: cfg.clone(),
             dir,
             catalog: Mutex::new(catalog),
-            indexer: Mutex::new(Catalog::open_reader(&db)?),
+            indexer: Mutex::new(indexer),
             readers,
             next_reader: AtomicUsize::new(0),
             indexes,
@@ -405,9 +469,18 @@ impl Engine {
         self
     }
 
-    /// The writer connection.
-    fn catalog(&self) -> MutexGuard<'_, Catalog> {
-        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    /// The writer connection; an error when the collection is open
+    /// read-only.
+    fn catalog(&self) -> Result<MutexGuard<'_, Catalog>> {
+        if self.read_only() {
+            return Err(EngineError::ReadOnly(self.cfg.collection.clone()));
+        }
+        Ok(self.catalog.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Opened with [`Engine::open_read_only`]: searches and answers only.
+    pub fn read_only(&self) -> bool {
+        self._lock.is_none()
     }
 
     /// A read-only connection: a free one if there is one, else the next in
@@ -435,7 +508,7 @@ impl Engine {
     /// many were applied; the indexes catch up separately
     /// ([`Engine::catch_up`]).
     pub fn apply_logged(&self, ops: Vec<(cairn_store::Op, Seq)>) -> Result<usize> {
-        let mut cat = self.catalog();
+        let mut cat = self.catalog()?;
         let mut applied = 0;
         for (op, seq) in ops {
             if cat.apply(op, Some(seq))?.is_some() {
@@ -452,12 +525,18 @@ impl Engine {
 
     /// Bring the indexes up to the catalog. Searches go on meanwhile.
     pub fn catch_up(&self, progress: &dyn Progress) -> Result<CatchUp> {
+        if self.read_only() {
+            return Err(EngineError::ReadOnly(self.cfg.collection.clone()));
+        }
         let cat = self.indexer();
         Ok(self.indexes.catch_up(&cat, progress)?)
     }
 
     /// Drop the indexes and rebuild them from the catalog.
     pub fn rebuild_indexes(&self, progress: &dyn Progress) -> Result<CatchUp> {
+        if self.read_only() {
+            return Err(EngineError::ReadOnly(self.cfg.collection.clone()));
+        }
         let cat = self.indexer();
         Ok(self.indexes.rebuild(&cat, progress)?)
     }
@@ -661,7 +740,7 @@ impl Engine {
             .map(|p| p.to_string_lossy().to_string())
             .unwrap_or_else(|_| target.to_string());
         let removed = {
-            let mut cat = self.catalog();
+            let mut cat = self.catalog()?;
             let victims: Vec<_> = cat
                 .documents()?
                 .into_iter()
@@ -736,7 +815,7 @@ impl Engine {
         progress: &dyn Progress,
     ) -> Result<cairn_store::DocMeta> {
         let doc = {
-            let mut cat = self.catalog();
+            let mut cat = self.catalog()?;
             let d = cat
                 .documents()?
                 .into_iter()
@@ -760,32 +839,74 @@ impl Engine {
     }
 }
 
-/// Hold the collection for this process. Another process that wants it
-/// waits (with a message) rather than writing the same index files at once.
-fn lock_collection(dir: &Path) -> Result<File> {
+/// How a collection is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Ingest, remove and search, holding the collection's lock. When
+    /// another process holds it, [`EngineError::Busy`] says which, at once.
+    Write,
+    /// [`Access::Write`], waiting for the process that holds the lock.
+    WriteWaiting,
+    /// Search and answer only, without the lock, so never waiting for a
+    /// writer: the catalog through SQLite's WAL readers, the indexes as last
+    /// saved plus the catalog's newer changes (see
+    /// [`cairn_index::Indexes::open_read_only`]), all as of the open.
+    Read,
+}
+
+/// Hold the collection for this process, writing who holds it (process id
+/// and command line) into the lock file, so that another process that
+/// wants it can say so.
+fn lock_collection(dir: &Path, collection: &str, wait: bool) -> Result<File> {
+    use std::io::{Read, Seek, Write};
     let path = dir.join("LOCK");
-    let file = File::options()
+    let io = |source| EngineError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = File::options()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
-        .map_err(|source| EngineError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            tracing::warn!(
-                "collection {} is in use by another cairn process; waiting for it",
-                dir.display()
-            );
-            file.lock().map_err(|source| EngineError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "another cairn process".to_string(),
+                h => h.to_string(),
+            };
+            if !wait {
+                return Err(EngineError::Busy {
+                    collection: collection.to_string(),
+                    holder,
+                });
+            }
+            tracing::warn!("collection `{collection}` is in use by {holder}; waiting for it");
+            file.lock().map_err(io)?;
         }
-        Err(std::fs::TryLockError::Error(source)) => return Err(EngineError::Io { path, source }),
+        Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
     }
+    let command: Vec<String> = std::env::args().collect();
+    let command = match command.first() {
+        Some(first) => {
+            let name = Path::new(first)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let rest: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+            format!("{name} {}", rest.join(" ")).trim().to_string()
+        }
+        None => String::new(),
+    };
+    let me = format!("process {} (`{command}`)", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()))
+        .map_err(io)?;
     Ok(file)
 }

@@ -597,10 +597,12 @@ fn seq_from_payload(payload: Option<&str>) -> std::result::Result<Seq, String> {
 pub struct Bm25Index {
     dir: PathBuf,
     index: Index,
-    writer: Mutex<IndexWriter>,
+    writer: Mutex<Option<IndexWriter>>,
     reader: IndexReader,
     fields: Fields,
     applied_seq: AtomicU64,
+    /// No writer: opened with [`Bm25Index::open_read_only`].
+    read_only: bool,
     analyzer: Analyzer,
     /// Query-time weights of the title and document-path fields (f32 bits).
     title_boost: AtomicU32,
@@ -609,6 +611,11 @@ pub struct Bm25Index {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn writer_of(w: &mut Option<IndexWriter>) -> Result<&mut IndexWriter> {
+    w.as_mut()
+        .ok_or_else(|| IndexError::Bm25("the index has no writer".into()))
 }
 
 impl std::fmt::Debug for Bm25Index {
@@ -646,19 +653,45 @@ impl Bm25Index {
             Err(e) => return Err(io(e)),
         };
         let name = analyzer.tokenizer_name();
-        let (schema, fields) = build_schema(&name);
+        let (schema, _) = build_schema(&name);
         let index = if fresh {
             Index::create_in_dir(dir, schema).map_err(bm25_err)?
         } else {
-            let index = Index::open_in_dir(dir).map_err(|e| corrupt(dir, e.to_string()))?;
-            if index.schema() != schema {
-                return Err(corrupt(
-                    dir,
-                    format!("schema differs from the expected one (analyzer {name})"),
-                ));
-            }
-            index
+            Index::open_in_dir(dir).map_err(|e| corrupt(dir, e.to_string()))?
         };
+        Self::with_index(dir, index, analyzer, false)
+    }
+
+    /// Open an existing index for searching only, beside a writer that may
+    /// be another process: no writer lock is taken, and searches read the
+    /// last commit as of the open. A missing or unreadable index is
+    /// [`IndexError::Corrupt`].
+    pub fn open_read_only(dir: &Path, analyzer: Analyzer) -> Result<Bm25Index> {
+        let index = Index::open_in_dir(dir).map_err(|e| corrupt(dir, e.to_string()))?;
+        Self::with_index(dir, index, analyzer, true)
+    }
+
+    /// A new index in memory (nothing on disk): a read-only collection's
+    /// chunks newer than its index on disk.
+    pub fn in_memory(analyzer: Analyzer) -> Result<Bm25Index> {
+        let (schema, _) = build_schema(&analyzer.tokenizer_name());
+        Self::with_index(Path::new(""), Index::create_in_ram(schema), analyzer, false)
+    }
+
+    fn with_index(
+        dir: &Path,
+        index: Index,
+        analyzer: Analyzer,
+        read_only: bool,
+    ) -> Result<Bm25Index> {
+        let name = analyzer.tokenizer_name();
+        let (schema, fields) = build_schema(&name);
+        if index.schema() != schema {
+            return Err(corrupt(
+                dir,
+                format!("schema differs from the expected one (analyzer {name})"),
+            ));
+        }
         index
             .tokenizers()
             .register(&name, TextAnalyzer::from(IdentTokenizer::with(analyzer)));
@@ -673,15 +706,21 @@ impl Bm25Index {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| corrupt(dir, e.to_string()))?;
-        let writer = index
-            .writer_with_num_threads(1, WRITER_MEMORY_BUDGET)
-            .map_err(|e| match e {
-                TantivyError::LockFailure(..) => IndexError::Bm25(format!(
-                    "index at {} is in use by another writer: {e}",
-                    dir.display()
-                )),
-                e => corrupt(dir, e.to_string()),
-            })?;
+        let writer = if read_only {
+            None
+        } else {
+            Some(
+                index
+                    .writer_with_num_threads(1, WRITER_MEMORY_BUDGET)
+                    .map_err(|e| match e {
+                        TantivyError::LockFailure(..) => IndexError::Bm25(format!(
+                            "index at {} is in use by another writer: {e}",
+                            dir.display()
+                        )),
+                        e => corrupt(dir, e.to_string()),
+                    })?,
+            )
+        };
         Ok(Bm25Index {
             dir: dir.to_path_buf(),
             index,
@@ -689,10 +728,22 @@ impl Bm25Index {
             reader,
             fields,
             applied_seq: AtomicU64::new(applied_seq),
+            read_only,
             analyzer,
             title_boost: AtomicU32::new(TITLE_BOOST.to_bits()),
             doc_boost: AtomicU32::new(DOC_BOOST.to_bits()),
         })
+    }
+
+    /// The writer, or an error for an index opened read-only.
+    fn writer(&self) -> Result<MutexGuard<'_, Option<IndexWriter>>> {
+        if self.read_only {
+            return Err(IndexError::Bm25(format!(
+                "index at {} is open read-only",
+                self.dir.display()
+            )));
+        }
+        Ok(lock(&self.writer))
     }
 
     /// The directory of the index.
@@ -721,7 +772,7 @@ impl Bm25Index {
         if !doc.is_empty() {
             document.add_text(self.fields.doc, doc);
         }
-        lock(&self.writer)
+        writer_of(&mut *self.writer()?)?
             .add_document(document)
             .map_err(bm25_err)?;
         Ok(())
@@ -729,7 +780,7 @@ impl Bm25Index {
 
     /// Stage removal of a chunk by id (no error if absent).
     pub fn delete(&self, id: ChunkId) -> Result<()> {
-        lock(&self.writer).delete_term(Term::from_field_u64(self.fields.id, id));
+        writer_of(&mut *self.writer()?)?.delete_term(Term::from_field_u64(self.fields.id, id));
         Ok(())
     }
 
@@ -737,8 +788,8 @@ impl Bm25Index {
     /// reload the reader so searches see them. Searches go on meanwhile,
     /// on the previous commit.
     pub fn commit(&self, seq: Seq) -> Result<()> {
-        let mut writer = lock(&self.writer);
-        self.commit_locked(&mut writer, seq)
+        let mut writer = self.writer()?;
+        self.commit_locked(writer_of(&mut writer)?, seq)
     }
 
     fn commit_locked(&self, writer: &mut IndexWriter, seq: Seq) -> Result<()> {
@@ -752,17 +803,20 @@ impl Bm25Index {
 
     /// Discard staged changes (the committed state is untouched).
     pub fn rollback(&self) -> Result<()> {
-        lock(&self.writer).rollback().map_err(bm25_err)?;
+        writer_of(&mut *self.writer()?)?
+            .rollback()
+            .map_err(bm25_err)?;
         Ok(())
     }
 
     /// Remove every chunk (committed or staged) and commit at once, with an
     /// applied sequence of 0: the index is then as new, ready for a rebuild.
     pub fn clear(&self) -> Result<()> {
-        let mut writer = lock(&self.writer);
+        let mut guard = self.writer()?;
+        let writer = writer_of(&mut guard)?;
         writer.rollback().map_err(bm25_err)?;
         writer.delete_all_documents().map_err(bm25_err)?;
-        self.commit_locked(&mut writer, 0)
+        self.commit_locked(writer, 0)
     }
 
     /// Set the query-time weights of the title and document-path fields

@@ -16,6 +16,8 @@ pub enum IndexError {
     Bm25(String),
     #[error("dimension mismatch: index has {expected}, got {got}")]
     Dim { expected: usize, got: usize },
+    #[error("the indexes in {0} are open read-only (another process may be writing them)")]
+    ReadOnly(PathBuf),
     #[error(transparent)]
     Store(#[from] cairn_store::StoreError),
 }

@@ -50,6 +50,18 @@ pub struct Indexes {
     rebuilt: AtomicBool,
     /// One catch-up or rebuild at a time.
     writer: Mutex<()>,
+    /// Opened read-only ([`Indexes::open_read_only`]): nothing is written,
+    /// and what the files on disk lack is held here.
+    overlay: Option<Overlay>,
+}
+
+/// What a read-only open adds to the BM25 index on disk: the catalog's
+/// chunks newer than its last commit (indexed in memory), and the chunks
+/// deleted since (left out of results). The HNSW graph, loaded into
+/// memory, takes the newer vectors and the deletions directly.
+struct Overlay {
+    tail: Bm25Index,
+    gone: std::collections::HashSet<ChunkId>,
 }
 
 impl std::fmt::Debug for Indexes {
@@ -128,9 +140,156 @@ impl Indexes {
             exact: Mutex::new(None),
             rebuilt: AtomicBool::new(rebuilt),
             writer: Mutex::new(()),
+            overlay: None,
         };
         me.catch_up(catalog, progress)?;
         Ok(me)
+    }
+
+    fn analyzer(cfg: &IndexConfig) -> crate::bm25::Analyzer {
+        crate::bm25::Analyzer {
+            stemming: cfg.bm25_stemming,
+            stopwords: cfg.bm25_stopwords,
+            compounds: cfg.bm25_compounds,
+        }
+    }
+
+    /// Open the indexes in `dir` for searching only, while another process
+    /// may be writing them: no lock is taken and nothing is written. The
+    /// HNSW graph is loaded as last saved and BM25 read at its last commit;
+    /// the catalog's changes since (newer chunks, deletions) are added in
+    /// memory, so searches see the catalog as of this call. An index that
+    /// cannot be read (missing, or caught mid-save) is replaced by an empty
+    /// one in memory, and the catalog fills it.
+    pub fn open_read_only(
+        dir: &Path,
+        dim: usize,
+        cfg: &IndexConfig,
+        catalog: &Catalog,
+        progress: &dyn Progress,
+    ) -> Result<Indexes> {
+        let params = Self::params(cfg, dim);
+        let analyzer = Self::analyzer(cfg);
+        // A writer replaces the graph, then its manifest: a read between
+        // the two sees them disagree. Try again before giving up on it.
+        let mut hnsw = None;
+        for attempt in 0..3 {
+            match HnswIndex::open_read_only(&dir.join("hnsw"), &params) {
+                Ok(h) => {
+                    hnsw = Some(h);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(attempt, "reading the vector index: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+        let hnsw = match hnsw {
+            Some(h) => h,
+            None => {
+                tracing::warn!(
+                    "the vector index in {} cannot be read; searching the catalog's vectors instead",
+                    dir.display()
+                );
+                HnswIndex::in_memory(&params)?
+            }
+        };
+        let bm25 = match Bm25Index::open_read_only(&dir.join("bm25"), analyzer) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("{e}; indexing the catalog's chunks in memory instead");
+                Bm25Index::in_memory(analyzer)?
+            }
+        };
+        let mut me = Indexes {
+            dir: dir.to_path_buf(),
+            cfg: cfg.clone(),
+            dim,
+            hnsw: RwLock::new(Arc::new(hnsw)),
+            bm25,
+            exact: Mutex::new(None),
+            rebuilt: AtomicBool::new(false),
+            writer: Mutex::new(()),
+            overlay: None,
+        };
+        me.overlay = Some(me.read_catalog_tail(catalog, analyzer, progress)?);
+        Ok(me)
+    }
+
+    /// The catalog's changes after the files on disk, for a read-only open.
+    fn read_catalog_tail(
+        &self,
+        catalog: &Catalog,
+        analyzer: crate::bm25::Analyzer,
+        progress: &dyn Progress,
+    ) -> Result<Overlay> {
+        let hnsw = self.graph();
+        let (from_h, from_b) = (hnsw.applied_seq(), self.bm25.applied_seq());
+        let tail = Bm25Index::in_memory(analyzer)?;
+        let (to, gone) = catalog.snapshot(|c| -> Result<_> {
+            let to = c.last_seq()?;
+            if from_h > to || from_b > to {
+                return Err(IndexError::Corrupt {
+                    path: self.dir.clone(),
+                    message: format!(
+                        "the indexes (at sequence {}) are ahead of the catalog (at {to}); \
+                         a command that writes (`cairn index rebuild`) rebuilds them",
+                        from_h.max(from_b)
+                    ),
+                });
+            }
+            let from = from_h.min(from_b);
+            if from == to {
+                return Ok((to, Default::default()));
+            }
+            progress.begin(
+                "reading changes newer than the indexes",
+                c.count_chunks_since(from)?,
+            );
+            for id in c.tombstones_since(from_h)? {
+                hnsw.remove(id)?;
+            }
+            let gone = c.tombstones_since(from_b)?.into_iter().collect();
+            let mut batch: Vec<(ChunkId, Vec<f32>)> = Vec::with_capacity(BATCH);
+            c.for_each_chunk_since(from, |chunk, vector| -> Result<()> {
+                if chunk.seq > from_b {
+                    let title = if chunk.ord == 0 {
+                        chunk.heading.as_str()
+                    } else {
+                        ""
+                    };
+                    tail.add(chunk.id, &chunk.doc, title, &chunk.text)?;
+                }
+                if chunk.seq > from_h {
+                    batch.push((chunk.id, vector));
+                    if batch.len() == BATCH {
+                        hnsw.add_batch(&batch)?;
+                        progress.advance(batch.len() as u64);
+                        batch.clear();
+                    }
+                }
+                Ok(())
+            })?;
+            hnsw.add_batch(&batch)?;
+            progress.advance(batch.len() as u64);
+            progress.end();
+            Ok((to, gone))
+        })?;
+        tail.commit(to)?;
+        Ok(Overlay { tail, gone })
+    }
+
+    /// Opened with [`Indexes::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.overlay.is_some()
+    }
+
+    fn refuse_read_only(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(IndexError::ReadOnly(self.dir.clone()));
+        }
+        Ok(())
     }
 
     /// The HNSW graph of the moment (a reset swaps in a new one).
@@ -153,7 +312,12 @@ impl Indexes {
 
     /// Number of chunks in the BM25 index.
     pub fn bm25_docs(&self) -> u64 {
-        self.bm25.num_docs()
+        match &self.overlay {
+            Some(o) => {
+                (self.bm25.num_docs() + o.tail.num_docs()).saturating_sub(o.gone.len() as u64)
+            }
+            None => self.bm25.num_docs(),
+        }
     }
 
     /// Memory held by the HNSW graph, in bytes.
@@ -165,6 +329,7 @@ impl Indexes {
     /// runs at a time (others wait for it, then find less or nothing to do);
     /// searches go on meanwhile.
     pub fn catch_up(&self, catalog: &Catalog, progress: &dyn Progress) -> Result<CatchUp> {
+        self.refuse_read_only()?;
         let _writer = lock(&self.writer);
         self.catch_up_locked(catalog, progress)
     }
@@ -288,6 +453,7 @@ impl Indexes {
     /// Drop both indexes and rebuild them from the catalog. Searches go on
     /// meanwhile, over what has been rebuilt so far.
     pub fn rebuild(&self, catalog: &Catalog, progress: &dyn Progress) -> Result<CatchUp> {
+        self.refuse_read_only()?;
         let _writer = lock(&self.writer);
         self.reset_locked()?;
         self.catch_up_locked(catalog, progress)
@@ -343,7 +509,7 @@ impl Indexes {
 
     /// BM25 top-k.
     pub fn bm25(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
-        self.bm25.search(query, k)
+        self.bm25_with(query, k, None)
     }
 
     /// BM25 top-k scored with a whole collection's term statistics
@@ -354,11 +520,38 @@ impl Indexes {
         k: usize,
         stats: Option<&crate::bm25::Bm25Stats>,
     ) -> Result<Vec<Scored>> {
-        self.bm25.search_with(query, k, stats)
+        let Some(o) = &self.overlay else {
+            return self.bm25.search_with(query, k, stats);
+        };
+        // Read-only: the index on disk and the tail in memory, scored with
+        // their summed statistics (as one index holding both), deleted
+        // chunks left out.
+        let own;
+        let stats = match stats {
+            Some(s) => s,
+            None => {
+                own = self.bm25_stats(query)?;
+                &own
+            }
+        };
+        let mut all = self
+            .bm25
+            .search_with(query, k + o.gone.len(), Some(stats))?;
+        all.retain(|s| !o.gone.contains(&s.id));
+        all.extend(o.tail.search_with(query, k, Some(stats))?);
+        all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|s| seen.insert(s.id));
+        all.truncate(k);
+        Ok(all)
     }
 
     /// This index's BM25 statistics for the terms of `query`.
     pub fn bm25_stats(&self, query: &str) -> Result<crate::bm25::Bm25Stats> {
-        self.bm25.query_stats(query)
+        let mut stats = self.bm25.query_stats(query)?;
+        if let Some(o) = &self.overlay {
+            stats.add(&o.tail.query_stats(query)?);
+        }
+        Ok(stats)
     }
 }

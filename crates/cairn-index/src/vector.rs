@@ -290,6 +290,22 @@ impl HnswIndex {
         Ok(me)
     }
 
+    /// [`HnswIndex::open`] without creating anything: the index must exist.
+    pub fn open_read_only(dir: &Path, params: &HnswParams) -> Result<HnswIndex> {
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Err(IndexError::Corrupt {
+                path: dir.join(MANIFEST_FILE),
+                message: "missing".into(),
+            });
+        }
+        Self::open(dir, params)
+    }
+
+    /// An empty graph in memory (never saved).
+    pub fn in_memory(params: &HnswParams) -> Result<HnswIndex> {
+        Self::new_empty(Path::new(""), params)
+    }
+
     /// Delete the files of the index in `dir`.
     pub fn destroy(dir: &Path) -> Result<()> {
         for f in [INDEX_FILE, MANIFEST_FILE] {

@@ -365,3 +365,136 @@ fn concurrent_catch_ups_index_every_chunk_once() {
     assert_eq!(idx.bm25_docs(), live);
     assert_eq!(idx.catch_up(&cat, &NoProgress).unwrap().added, 0);
 }
+
+/// A read-only open beside a writer that has not caught up: the indexes on
+/// disk plus the catalog's newer chunks and deletions give what a writer
+/// gives after its catch-up (the same ids and BM25 scores), without a lock,
+/// without writing a file, and while the writer holds its indexes open.
+#[test]
+fn a_read_only_open_sees_the_catalog_beyond_the_saved_indexes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cat_path = tmp.path().join("catalog.sqlite");
+    let index_dir = tmp.path().join("index");
+    let mut cat = open_catalog(&cat_path);
+    let mut rng = Rng(7);
+    upsert(&mut cat, &mut rng, 0..30, 10);
+    let writer = Indexes::open(&index_dir, DIM, &config(), &cat, &NoProgress).unwrap();
+    let saved = writer.applied_seq();
+    let doc4: HashSet<u64> = cat
+        .chunks(&(0..2_000).collect::<Vec<_>>())
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.doc == "doc4.txt")
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(doc4.len(), 10);
+    assert!(!writer.bm25("doc4", K).unwrap().is_empty());
+    // Pending: new documents, a replaced one, a deleted one.
+    upsert(&mut cat, &mut rng, 30..40, 10);
+    upsert(&mut cat, &mut rng, 2..3, 5);
+    cat.apply(
+        Op::Delete {
+            path: "/root/doc4.txt".into(),
+        },
+        None,
+    )
+    .unwrap();
+    let live = cat.stats().unwrap().chunks;
+    let files = |dir: &Path| -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = walk(dir)
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p.to_string_lossy().to_string(), m)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&index_dir);
+
+    let reader_cat = Catalog::open_reader(&cat_path).unwrap();
+    let ro = Indexes::open_read_only(&index_dir, DIM, &config(), &reader_cat, &NoProgress).unwrap();
+    assert!(ro.is_read_only());
+    assert_eq!(ro.applied_seq(), saved, "the files on disk are as saved");
+    assert_eq!(ro.vectors() as u64, live);
+    assert_eq!(ro.bm25_docs(), live);
+    assert_eq!(files(&index_dir), before, "a read-only open writes nothing");
+    assert!(matches!(
+        ro.catch_up(&reader_cat, &NoProgress),
+        Err(cairn_index::IndexError::ReadOnly(_))
+    ));
+
+    // The writer catches up (it still can: the reader took no lock), and
+    // both must then agree.
+    writer.catch_up(&cat, &NoProgress).unwrap();
+    for q in ["doc33 w1 w2", "doc4 w17", "doc2 w5 w9 w200", "doc12 w3"] {
+        let a = writer.bm25(q, K).unwrap();
+        let b = ro.bm25(q, K).unwrap();
+        assert_eq!(
+            a.iter().map(|s| s.id).collect::<Vec<_>>(),
+            b.iter().map(|s| s.id).collect::<Vec<_>>(),
+            "{q}"
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x.score - y.score).abs() < 1e-4,
+                "{q}: {} vs {}",
+                x.score,
+                y.score
+            );
+        }
+        assert!(b.iter().all(|s| !doc4.contains(&s.id)));
+    }
+    // The new documents are found, the deleted one is not.
+    let new_doc: HashSet<u64> = reader_cat
+        .chunks(&(0..2_000).collect::<Vec<_>>())
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.doc == "doc35.txt")
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(new_doc.len(), 10);
+    let hits = ro.bm25("doc35", K).unwrap();
+    assert!(hits.iter().all(|s| new_doc.contains(&s.id)) && !hits.is_empty());
+    assert!(
+        ro.bm25("doc4", K).unwrap().is_empty(),
+        "deleted chunks stay out"
+    );
+    for _ in 0..20 {
+        let q = rng.unit_vector();
+        let a: Vec<u64> = writer
+            .exact(&cat, &q, K)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let b: Vec<u64> = ro
+            .exact(&reader_cat, &q, K)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(a, b);
+        let got: HashSet<u64> = ro
+            .hnsw(&q, K, Some(200))
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert!(got.iter().all(|id| !doc4.contains(id)));
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -141,6 +141,7 @@ impl From<cairn_engine::EngineError> for ApiError {
                 ApiError::bad(field, reason)
             }
             E::Question(reason) => ApiError::bad("question", reason),
+            e @ (E::Busy { .. } | E::ReadOnly(_)) => ApiError::Conflict(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -361,7 +361,7 @@ pub fn ask(
 ) -> Result<ExitCode> {
     apply(&mut cfg, args)?;
     let interrupt = Interrupt::install();
-    let engine = Engine::open_with(&cfg, &Bars::new(json || quiet))?;
+    let engine = crate::open::reader(&cfg, &Bars::new(json || quiet))?;
     // An extractive answer needs no generator: none is loaded.
     let gen = (!cfg.generate.extractive)
         .then(|| generator(&cfg))
@@ -388,7 +388,7 @@ pub fn ask(
 pub fn chat(mut cfg: Config, args: &GenArgs, json: bool) -> Result<ExitCode> {
     apply(&mut cfg, args)?;
     let interrupt = Interrupt::install();
-    let engine = Engine::open_with(&cfg, &Bars::new(json))?;
+    let engine = crate::open::reader(&cfg, &Bars::new(json))?;
     let gen = (!cfg.generate.extractive)
         .then(|| generator(&cfg))
         .transpose()?;

@@ -4,7 +4,7 @@ use crate::progress::Bars;
 use anyhow::{Context, Result};
 use cairn_core::config::Config;
 use cairn_core::SearchMode;
-use cairn_engine::{AskOptions, Engine, IngestOptions};
+use cairn_engine::{AskOptions, IngestOptions};
 use cairn_eval::run::{self, QuestionResult, RunLog, RunSettings, Summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -281,7 +281,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
             .join("docs");
         run::materialise_beir(&set, &docs)?;
         let bars = Bars::new(a.json);
-        let engine = crate::ask::with_critic(Engine::open_with(&cfg, &bars)?, &cfg, None)?;
+        let engine = crate::ask::with_critic(crate::open::writer(&cfg, &bars)?, &cfg, None)?;
         let report = engine.ingest(
             std::slice::from_ref(&docs),
             &IngestOptions {
@@ -351,7 +351,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         items.extend(extra);
     }
     let bars = Bars::new(a.json);
-    let engine = Engine::open_with(&cfg, &bars)?;
+    let engine = crate::open::reader(&cfg, &bars)?;
     if a.calibrate {
         let engine = crate::ask::with_critic(engine, &cfg, None)?;
         let mut pooled = Vec::new();

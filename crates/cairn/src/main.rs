@@ -5,13 +5,14 @@
 mod ask;
 mod cluster;
 mod eval;
+mod open;
 mod progress;
 mod serve;
 
 use anyhow::{bail, Context, Result};
 use cairn_core::config::Config;
 use cairn_core::SearchMode;
-use cairn_engine::{Engine, IngestOptions};
+use cairn_engine::IngestOptions;
 use clap::{Parser, Subcommand};
 use progress::Bars;
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ struct Cli {
     /// cluster through this NATS server (comma-separate several).
     #[arg(long, global = true, value_name = "URL", env = "CAIRN_CLUSTER")]
     cluster: Option<String>,
+    /// When another cairn process is writing the collection, wait for it
+    /// (commands that write: ingest, remove, index rebuild, eval on a BEIR
+    /// set) instead of stopping at once with its process id and command.
+    /// Commands that only read never wait.
+    #[arg(long, global = true)]
+    wait: bool,
     /// More logging (-v info, -vv debug); CAIRN_LOG overrides.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -343,7 +350,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // Another process holds the collection: try again later
+            // (EX_TEMPFAIL), so that scripts can tell it from a failure.
+            match e.downcast_ref::<cairn_engine::EngineError>() {
+                Some(cairn_engine::EngineError::Busy { .. }) => ExitCode::from(75),
+                _ => ExitCode::from(2),
+            }
         }
     }
 }
@@ -359,13 +371,14 @@ fn snippet(text: &str, max: usize) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let mut cfg = load_config(&cli)?;
+    open::set_wait(cli.wait);
     if let Some(url) = cli.cluster.as_deref() {
         return run_cluster(cfg, url, cli.command);
     }
     match cli.command {
         Command::Ingest { paths, prune, json } => {
             let bars = Bars::new(json);
-            let engine = Engine::open_with(&cfg, &bars)?;
+            let engine = open::writer(&cfg, &bars)?;
             let report = engine.ingest(
                 &paths,
                 &IngestOptions {
@@ -417,7 +430,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             critic.apply(&mut cfg);
             cfg.validate()?;
-            let engine = Engine::open_with(&cfg, &Bars::new(json))?;
+            let engine = open::reader(&cfg, &Bars::new(json))?;
             let engine = ask::with_critic(engine, &cfg, None)?;
             let k = top_k.unwrap_or(cfg.search.top_k);
             if k == 0 {
@@ -445,7 +458,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Remove { path, json } => {
             let bars = Bars::new(json);
-            let engine = Engine::open_with(&cfg, &bars)?;
+            let engine = open::writer(&cfg, &bars)?;
             let removed = engine.remove(&path, &bars)?;
             if json {
                 println!("{}", serde_json::json!({ "removed": removed }));
@@ -456,7 +469,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Status { json } => {
-            let engine = Engine::open_with(&cfg, &Bars::new(json))?;
+            let engine = open::reader(&cfg, &Bars::new(json))?;
             let s = engine.status()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -488,7 +501,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: IndexCommand::Rebuild,
         } => {
             let bars = Bars::new(false);
-            let engine = Engine::open_with(&cfg, &bars)?;
+            let engine = open::writer(&cfg, &bars)?;
             let r = engine.rebuild_indexes(&bars)?;
             println!("rebuilt indexes: {} chunks at sequence {}", r.added, r.to);
         }

@@ -671,3 +671,124 @@ fn sigterm_finishes_in_flight_work_and_loses_nothing_accepted() {
     assert!(!r["hits"].as_array().unwrap().is_empty(), "{r}");
     assert!(c["chunks"].as_u64().unwrap() > 0);
 }
+
+/// Run a command that must finish within `secs` (a command that waited for
+/// another process would not); its output.
+fn finishes(mut c: std::process::Command, secs: u64) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{c:?} did not finish in {secs} s: it waited for the server");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Many processes, one collection. While `cairn serve` holds a collection,
+/// the CLI's read commands answer from it without waiting for the server,
+/// and see what the server ingested; a command that writes is told at once
+/// which process holds it; with `--wait` it waits for that process, then
+/// writes.
+#[test]
+fn read_commands_work_beside_a_server_and_a_second_writer_is_told_who_holds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = Server::start(&data, ONNX, &[]);
+    let job = upload_and_wait(&s, "notes", &[("bridge.md", BRIDGE.as_bytes())]);
+    assert_eq!(job["state"], "done", "{job}");
+    let cli = |args: &[&str]| {
+        let mut c = common::cairn(&data);
+        c.args(ONNX).args(["-c", "notes"]).args(args);
+        c
+    };
+
+    let out = finishes(cli(&["search", QUESTION, "-k", "3", "--json"]), 120);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = common::json(&out.stdout);
+    assert_eq!(v["hits"][0]["doc"], "bridge.md", "{v:#}");
+    let out = finishes(cli(&["status", "--json"]), 120);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(common::json(&out.stdout)["documents"], 1);
+    // An extractive answer reads only too.
+    let out = finishes(cli(&["ask", QUESTION, "--extractive", "--json"]), 120);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        common::json(&out.stdout)["answer"]
+            .as_str()
+            .unwrap()
+            .contains("1987"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A writer: refused at once, naming the server's process.
+    let more = tmp.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    std::fs::write(
+        more.join("lighthouse.md"),
+        "# Skarv Island lighthouse\n\nThe lamp is lit at 17:40 every evening.\n",
+    )
+    .unwrap();
+    let ingest = |wait: bool| {
+        let mut c = cli(&[]);
+        if wait {
+            c.arg("--wait");
+        }
+        c.arg("ingest").arg(&more);
+        c
+    };
+    let out = finishes(ingest(false), 120);
+    assert_eq!(out.status.code(), Some(75), "EX_TEMPFAIL");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("in use by process {}", s.child.id())) && err.contains("serve"),
+        "{err}"
+    );
+    assert!(err.contains("--wait"), "{err}");
+
+    // With --wait it waits for the server, then ingests.
+    let mut waiting = ingest(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "ingest --wait did not wait for the server"
+    );
+    assert!(s.terminate().success());
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 added"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = finishes(cli(&["status", "--json"]), 120);
+    assert_eq!(common::json(&out.stdout)["documents"], 2);
+}
