@@ -13,9 +13,9 @@ use crate::{
     COLLECTIONS_BUCKET, GENERATE_SUBJECT, NODES_BUCKET, NODE_TTL,
 };
 use async_nats::jetstream::{self, kv, message::PublishMessage};
+use cairn_core::op::Op;
 use cairn_core::{SearchMode, Seq};
 use cairn_engine::AskOptions;
-use cairn_store::Op;
 use futures::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -306,6 +306,8 @@ impl Cluster {
             let (key, doc, hash) = match &op {
                 Op::Upsert { doc, .. } => (doc.path.clone(), doc.doc.clone(), doc.hash.clone()),
                 Op::Delete { path } => (path.clone(), path.clone(), "delete".into()),
+                // Nothing to publish: a no-op only keeps a replica's place.
+                Op::Noop => continue,
             };
             let shard = shard_of(&key, info.shards);
             let body = serde_json::to_vec(&WireOp::from_op(&op)).unwrap_or_default();

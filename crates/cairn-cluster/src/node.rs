@@ -582,12 +582,7 @@ async fn consume(
                     // Unreadable entries are skipped, loudly; the sequence
                     // still advances so the replica does not stall.
                     tracing::error!(collection = coll, shard, seq, "skipping log entry: {e}");
-                    ops.push((
-                        cairn_store::Op::Delete {
-                            path: String::new(),
-                        },
-                        seq,
-                    ));
+                    ops.push((cairn_core::op::Op::Noop, seq));
                 }
             }
             acks.push(m);

@@ -3,10 +3,10 @@
 
 use crate::{ClusterError, Result};
 use base64::Engine as _;
+use cairn_core::op::{DocumentRecord, NewChunk, Op};
 use cairn_core::{Hit, SearchMode, Seq};
 use cairn_generate::Sampling;
 use cairn_index::bm25::Bm25Stats;
-use cairn_store::{DocumentRecord, NewChunk, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// Encode a vector for the wire.
 pub fn encode_vector(v: &[f32]) -> String {
-    B64.encode(cairn_store::vector_to_blob(v))
+    B64.encode(cairn_core::op::vector_to_blob(v))
 }
 
 /// Decode a vector from the wire.
@@ -29,7 +29,7 @@ pub fn decode_vector(s: &str, subject: &str) -> Result<Vec<f32>> {
             reason: format!("vector has {} bytes, not a multiple of 4", bytes.len()),
         });
     }
-    Ok(cairn_store::blob_to_vector(&bytes))
+    Ok(cairn_core::op::blob_to_vector(&bytes))
 }
 
 /// A chunk with its embedding, computed once by the ingesting client.
@@ -54,6 +54,8 @@ pub enum WireOp {
     Delete {
         path: String,
     },
+    /// Never published by Cairn; a replica applies it as a no-op.
+    Noop,
 }
 
 impl WireOp {
@@ -74,6 +76,7 @@ impl WireOp {
                     .collect(),
             },
             Op::Delete { path } => WireOp::Delete { path: path.clone() },
+            Op::Noop => WireOp::Noop,
         }
     }
 
@@ -96,6 +99,7 @@ impl WireOp {
                     .collect::<Result<_>>()?,
             },
             WireOp::Delete { path } => Op::Delete { path },
+            WireOp::Noop => Op::Noop,
         })
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod lines;
+pub mod op;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -106,6 +106,15 @@ pub fn list_collections(data_dir: &Path) -> Vec<String> {
     out
 }
 
+/// What [`Engine::apply_logged`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Entries that took a sequence number (skipped ones included).
+    pub applied: usize,
+    /// Entries refused and applied as no-ops: (sequence, why).
+    pub skipped: Vec<(Seq, String)>,
+}
+
 /// Counts and sizes for `cairn status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
@@ -504,18 +513,28 @@ impl Engine {
 
     /// Apply changes that come from a replicated log, each with the log's
     /// sequence number, through the catalog's one apply path. A sequence the
-    /// catalog already has is skipped, so redelivery is harmless. Returns how
-    /// many were applied; the indexes catch up separately
-    /// ([`Engine::catch_up`]).
-    pub fn apply_logged(&self, ops: Vec<(cairn_store::Op, Seq)>) -> Result<usize> {
+    /// catalog already has is skipped, so redelivery is harmless. An entry
+    /// the catalog refuses (a vector of the wrong length) is reported and
+    /// applied as [`cairn_store::Op::Noop`], so that one poison entry cannot
+    /// wedge the replica. Returns how many were applied and the entries
+    /// skipped; the indexes catch up separately ([`Engine::catch_up`]).
+    pub fn apply_logged(&self, ops: Vec<(cairn_store::Op, Seq)>) -> Result<Applied> {
         let mut cat = self.catalog()?;
-        let mut applied = 0;
+        let mut out = Applied::default();
         for (op, seq) in ops {
-            if cat.apply(op, Some(seq))?.is_some() {
-                applied += 1;
+            let done = match cat.apply(op, Some(seq)) {
+                Err(e @ cairn_store::StoreError::BadOp { .. }) => {
+                    tracing::error!(collection = %self.cfg.collection, seq, "skipping log entry: {e}");
+                    out.skipped.push((seq, e.to_string()));
+                    cat.apply(cairn_store::Op::Noop, Some(seq))?
+                }
+                r => r?,
+            };
+            if done.is_some() {
+                out.applied += 1;
             }
         }
-        Ok(applied)
+        Ok(out)
     }
 
     /// The catalog's last applied sequence number.

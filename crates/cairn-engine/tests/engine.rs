@@ -517,3 +517,66 @@ fn a_different_embedding_model_is_refused() {
         .to_string();
     assert!(err.contains("all-MiniLM-L6-v2"), "{err}");
 }
+
+/// A replica's collection: log entries apply with the log's sequence; a
+/// poison entry (a vector of the wrong length) is skipped and reported as a
+/// no-op that keeps its sequence, the entries after it still apply, and the
+/// collection then refuses local writes.
+#[test]
+fn a_poison_log_entry_is_skipped_and_a_replica_refuses_local_writes() {
+    use cairn_store::{DocumentRecord, NewChunk, Op};
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open(tmp.path(), "docs.shard0");
+    let dim = e.embedder().dim();
+    let up = |name: &str, len: usize| {
+        let text = format!("{name} is a lighthouse keeper on Skarv Island.");
+        Op::Upsert {
+            doc: DocumentRecord {
+                path: format!("/notes/{name}.md"),
+                doc: format!("{name}.md"),
+                root: "/notes".into(),
+                hash: name.into(),
+                mtime_ns: 1,
+                size: text.len() as u64,
+                format: "markdown".into(),
+                text: text.clone(),
+            },
+            chunks: vec![NewChunk {
+                ord: 0,
+                start: 0,
+                end: text.chars().count() as u64,
+                text,
+                heading: String::new(),
+                vector: e.embedder().embed_query(name).unwrap()[..len].to_vec(),
+            }],
+        }
+    };
+    let done = e
+        .apply_logged(vec![
+            (up("ingrid", dim), 1),
+            (up("poison", dim - 1), 2),
+            (up("olaf", dim), 3),
+        ])
+        .unwrap();
+    assert_eq!(done.applied, 3);
+    assert_eq!(done.skipped.len(), 1, "{done:?}");
+    assert_eq!(done.skipped[0].0, 2);
+    assert!(done.skipped[0].1.contains("dimensions"), "{done:?}");
+    e.catch_up(&NoProgress).unwrap();
+    let s = e.status().unwrap();
+    assert_eq!((s.documents, s.seq, s.index_seq), (2, 3, 3));
+    let hits = e.search("olaf", 1, SearchMode::Bm25).unwrap();
+    assert_eq!(hits[0].doc, "olaf.md");
+
+    // A local ingest into the replica's collection is refused, naming why.
+    let notes = tmp.path().join("local");
+    write(&notes.join("x.md"), "# X\n\nSomething local.\n");
+    let err = e
+        .ingest(&[notes], &IngestOptions::default(), &NoProgress)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not take local writes"),
+        "{err}"
+    );
+    assert_eq!(e.status().unwrap().documents, 2);
+}

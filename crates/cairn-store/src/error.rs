@@ -21,6 +21,23 @@ pub enum StoreError {
     },
     #[error("catalog {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A write that does not match the collection: a vector of another
+    /// length than the collection's embedding dimension.
+    #[error("catalog {path}: document {doc}: {message}")]
+    BadOp {
+        path: PathBuf,
+        doc: String,
+        message: String,
+    },
+    /// A local write into a replica's collection (whose sequence is its
+    /// log's), or a log entry into a local collection.
+    #[error("catalog {path}: its sequence is {kept}; it does not take {tried} writes{hint}")]
+    Origin {
+        path: PathBuf,
+        kept: &'static str,
+        tried: &'static str,
+        hint: &'static str,
+    },
     #[error("collection `{collection}` was embedded with `{stored}`, not `{requested}`: use the same embedding model, or ingest into a new collection")]
     ModelMismatch {
         collection: String,

@@ -38,47 +38,39 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 const SCHEMA_VERSION: i64 = 1;
 
-/// A document as the ingest path hands it to the catalog (and as a
-/// cluster's log carries it).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DocumentRecord {
-    /// Canonical absolute path: the document's key.
-    pub path: String,
-    /// Display path, relative to the ingest root.
-    pub doc: String,
-    /// Canonical ingest root.
-    pub root: String,
-    /// Content hash (blake3 hex) of the file's bytes.
-    pub hash: String,
-    pub mtime_ns: i64,
-    pub size: u64,
-    pub format: String,
-    /// The extracted text; chunk spans index into it.
-    pub text: String,
+pub use cairn_core::op::{blob_to_vector, vector_to_blob, DocumentRecord, NewChunk, Op};
+
+/// Where a catalog's sequence numbers come from, fixed by its first write:
+/// its own counter (`apply(op, None)`) or a replicated log's
+/// (`apply(op, Some(seq))`). The two never mix in one catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqOrigin {
+    Local,
+    Log,
 }
 
-/// A chunk to store, with its vector.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewChunk {
-    pub ord: u32,
-    pub text: String,
-    pub start: u64,
-    pub end: u64,
-    pub heading: String,
-    pub vector: Vec<f32>,
-}
+impl SeqOrigin {
+    fn of(seq: Option<Seq>) -> SeqOrigin {
+        match seq {
+            None => SeqOrigin::Local,
+            Some(_) => SeqOrigin::Log,
+        }
+    }
 
-/// A change to the catalog. Both single-node ingest and cluster replication
-/// express every write as an `Op`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    /// Insert a document or replace all of its chunks.
-    Upsert {
-        doc: DocumentRecord,
-        chunks: Vec<NewChunk>,
-    },
-    /// Delete a document (by canonical path) and its chunks.
-    Delete { path: String },
+    /// `local` or `log`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeqOrigin::Local => "local",
+            SeqOrigin::Log => "log",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            SeqOrigin::Local => "its own (a local collection)",
+            SeqOrigin::Log => "a replicated log's",
+        }
+    }
 }
 
 /// What the catalog knows of a document, without its text.
@@ -114,22 +106,6 @@ impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Catalog").field("path", &self.path).finish()
     }
-}
-
-/// Encode a vector as little-endian f32 bytes.
-pub fn vector_to_blob(v: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
-}
-
-/// Decode little-endian f32 bytes.
-pub fn blob_to_vector(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 /// Add `delta` (1 or -1) to the document count of every distinct line of
@@ -380,6 +356,16 @@ impl Catalog {
         Ok(self.meta("seq")?.and_then(|s| s.parse().ok()).unwrap_or(0))
     }
 
+    /// Where this catalog's sequence numbers come from: `None` until its
+    /// first write.
+    pub fn seq_origin(&self) -> Result<Option<SeqOrigin>> {
+        Ok(match self.meta("seq_origin")?.as_deref() {
+            Some("log") => Some(SeqOrigin::Log),
+            Some("local") => Some(SeqOrigin::Local),
+            _ => None,
+        })
+    }
+
     /// Apply one change in one transaction and return the sequence number it
     /// got. With `seq = None` the catalog assigns `last_seq + 1`. With
     /// `Some(s)` (replication) the change is applied only if `s > last_seq`;
@@ -392,14 +378,49 @@ impl Catalog {
             source,
         };
         let last = self.last_seq()?;
+        let origin = SeqOrigin::of(seq);
+        if let Some(kept) = self.seq_origin()? {
+            if kept != origin {
+                return Err(StoreError::Origin {
+                    path: self.path.clone(),
+                    kept: kept.describe(),
+                    tried: origin.name(),
+                    hint: match kept {
+                        SeqOrigin::Log => {
+                            " (it is a cluster replica's copy of a shard: write through the cluster, `cairn --cluster URL`)"
+                        }
+                        SeqOrigin::Local => "",
+                    },
+                });
+            }
+        }
         let seq = match seq {
             None => last + 1,
             Some(s) if s <= last => return Ok(None),
             Some(s) => s,
         };
+        if let (Op::Upsert { doc, chunks }, Some((_, dim))) = (&op, self.embedding_model()?) {
+            if let Some(c) = chunks.iter().find(|c| c.vector.len() != dim) {
+                return Err(StoreError::BadOp {
+                    path: self.path.clone(),
+                    doc: doc.path.clone(),
+                    message: format!(
+                        "chunk {} has a vector of {} dimensions; the collection's are {dim}",
+                        c.ord,
+                        c.vector.len()
+                    ),
+                });
+            }
+        }
         let tx = self.conn.transaction().map_err(&e)?;
         let seq_i = seq as i64;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('seq_origin', ?1)",
+            [origin.name()],
+        )
+        .map_err(&e)?;
         match &op {
+            Op::Noop => {}
             Op::Upsert { doc, chunks } => {
                 let existing: Option<i64> = tx
                     .query_row("SELECT id FROM documents WHERE path=?1", [&doc.path], |r| {
@@ -903,6 +924,67 @@ mod tests {
         );
         assert_eq!(cat.stats().unwrap().documents, 1);
         assert_eq!(cat.last_seq().unwrap(), 10);
+    }
+
+    #[test]
+    fn a_catalog_keeps_one_sequence_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = |name: &str| Op::Upsert {
+            doc: doc(name, "1"),
+            chunks: vec![chunk(0, 0.1)],
+        };
+        // A replica's catalog: log sequences only.
+        let mut replica = Catalog::open(&dir.path().join("r.sqlite")).unwrap();
+        assert_eq!(replica.seq_origin().unwrap(), None);
+        replica.apply(up("a"), Some(3)).unwrap();
+        assert_eq!(replica.seq_origin().unwrap(), Some(SeqOrigin::Log));
+        let err = replica.apply(up("b"), None).unwrap_err();
+        assert!(matches!(err, StoreError::Origin { .. }), "{err}");
+        assert!(err.to_string().contains("--cluster"), "{err}");
+        assert_eq!(replica.stats().unwrap().documents, 1, "nothing written");
+        // A no-op takes its sequence and changes nothing else.
+        assert_eq!(replica.apply(Op::Noop, Some(4)).unwrap(), Some(4));
+        assert_eq!(replica.last_seq().unwrap(), 4);
+        assert_eq!(replica.stats().unwrap().documents, 1);
+        // A local catalog takes no log entries.
+        let mut local = Catalog::open(&dir.path().join("l.sqlite")).unwrap();
+        local.apply(up("a"), None).unwrap();
+        let err = local.apply(up("b"), Some(9)).unwrap_err();
+        assert!(matches!(err, StoreError::Origin { .. }), "{err}");
+        // The origin survives a reopen.
+        drop(replica);
+        let mut replica = Catalog::open(&dir.path().join("r.sqlite")).unwrap();
+        assert!(replica.apply(up("c"), None).is_err());
+    }
+
+    #[test]
+    fn a_vector_of_another_dimension_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        cat.ensure_embedding_model("c", "m", 2).unwrap();
+        let mut bad = chunk(1, 0.5);
+        bad.vector = vec![];
+        let err = cat
+            .apply(
+                Op::Upsert {
+                    doc: doc("a", "1"),
+                    chunks: vec![chunk(0, 0.1), bad],
+                },
+                None,
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadOp { .. }), "{err}");
+        assert!(err.to_string().contains("0 dimensions"), "{err}");
+        assert_eq!(cat.last_seq().unwrap(), 0, "nothing applied");
+        cat.apply(
+            Op::Upsert {
+                doc: doc("a", "1"),
+                chunks: vec![chunk(0, 0.1)],
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(cat.stats().unwrap().chunks, 1);
     }
 
     #[test]
