@@ -46,6 +46,15 @@ pub struct SearchResult {
     pub shard_ms: Vec<f64>,
 }
 
+/// A collection's documents as its shards report them.
+#[derive(Debug, Clone, Default)]
+pub struct KnownDocuments {
+    /// By canonical path.
+    pub documents: std::collections::HashMap<String, cairn_engine::KnownDocument>,
+    /// Shards no replica answered for: their documents are not listed.
+    pub missing_shards: Vec<u32>,
+}
+
 /// One document accepted by a shard's log.
 #[derive(Debug, Clone, Serialize)]
 pub struct Published {
@@ -420,12 +429,12 @@ impl Cluster {
             vector: None,
             n,
             mode,
-            stats_only: false,
+            want: wire::Want::Hits,
             bm25_stats: None,
         };
         if mode != SearchMode::Dense && info.shards > 1 {
             let ask = SearchRequest {
-                stats_only: true,
+                want: wire::Want::Stats,
                 ..req.clone()
             };
             let mut sum = cairn_index::bm25::Bm25Stats::default();
@@ -461,12 +470,64 @@ impl Cluster {
         })
     }
 
+    /// Every document of the collection, from one caught-up replica of each
+    /// shard, by canonical path, and the shards whose list is missing (no
+    /// replica answered). A shard whose log is empty holds nothing and is
+    /// not asked. Without every shard's list, nothing may be pruned or
+    /// removed; an ingest that only skips unchanged files can go on.
+    pub async fn documents(&self, info: &CollectionInfo) -> Result<KnownDocuments> {
+        let mut ask = Vec::new();
+        for shard in 0..info.shards {
+            let logged = match self.js.get_stream(stream_name(&info.name, shard)).await {
+                Ok(mut st) => st
+                    .info()
+                    .await
+                    .map(|i| i.state.messages > 0)
+                    .unwrap_or(true),
+                Err(_) => false,
+            };
+            if logged {
+                ask.push(shard);
+            }
+        }
+        let req = SearchRequest {
+            query: String::new(),
+            vector: None,
+            n: 0,
+            mode: SearchMode::Bm25,
+            want: wire::Want::Documents,
+            bm25_stats: None,
+        };
+        let replies = self.scatter_to(info, &ask, &req).await;
+        let mut out = KnownDocuments::default();
+        for (shard, reply) in ask.into_iter().zip(replies) {
+            match reply.and_then(|r| r.documents) {
+                Some(docs) => out
+                    .documents
+                    .extend(docs.into_iter().map(|d| (d.path.clone(), d))),
+                None => out.missing_shards.push(shard),
+            }
+        }
+        Ok(out)
+    }
+
     /// One round of a search: the request to every shard's queue group,
     /// each reply (by shard) or `None` where no replica answered in time
     /// after one retry.
     async fn scatter(&self, info: &CollectionInfo, req: &SearchRequest) -> Vec<Option<ShardReply>> {
+        let all: Vec<u32> = (0..info.shards).collect();
+        self.scatter_to(info, &all, req).await
+    }
+
+    /// [`Cluster::scatter`] to some shards: their replies, in order.
+    async fn scatter_to(
+        &self,
+        info: &CollectionInfo,
+        shards: &[u32],
+        req: &SearchRequest,
+    ) -> Vec<Option<ShardReply>> {
         let body = bytes::Bytes::from(serde_json::to_vec(req).unwrap_or_default());
-        let asks = (0..info.shards).map(|shard| {
+        let asks = shards.iter().map(|&shard| {
             let subject = search_subject(&info.name, shard);
             let body = body.clone();
             let client = self.client.clone();

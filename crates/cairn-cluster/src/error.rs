@@ -33,6 +33,9 @@ pub enum ClusterError {
         bytes: usize,
         max: usize,
     },
+    /// Part of the cluster did not answer (try again when its nodes are back).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("no generation replica answered: {0}")]
     NoGenerator(String),
     #[error("generation failed on {node}: {message}")]

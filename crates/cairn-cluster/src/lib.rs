@@ -26,7 +26,8 @@ mod node;
 pub mod wire;
 
 pub use client::{
-    AskOutcome, Cluster, ClusterStatus, CollectionStatus, ReplicaStatus, SearchResult, ShardStatus,
+    AskOutcome, Cluster, ClusterStatus, CollectionStatus, KnownDocuments, ReplicaStatus,
+    SearchResult, ShardStatus,
 };
 pub use error::ClusterError;
 pub use node::{run_node, NodeOptions};

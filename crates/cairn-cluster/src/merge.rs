@@ -131,6 +131,7 @@ mod tests {
             error: None,
             took_ms: 0.0,
             bm25_stats: None,
+            documents: None,
         }
     }
 

@@ -676,6 +676,7 @@ fn start_search(
                             error: None,
                             took_ms,
                             bm25_stats: lists.stats,
+                            documents: lists.documents,
                         },
                         Err(e) => ShardReply {
                             node,
@@ -686,6 +687,7 @@ fn start_search(
                             error: Some(e.to_string()),
                             took_ms,
                             bm25_stats: None,
+                            documents: None,
                         },
                     };
                     serde_json::to_vec(&reply).unwrap_or_default()
@@ -699,11 +701,13 @@ fn start_search(
 }
 
 /// A shard's part of one search round.
+#[derive(Default)]
 struct ShardLists {
     applied: u64,
     dense: Vec<ShardHit>,
     bm25: Vec<ShardHit>,
     stats: Option<cairn_index::bm25::Bm25Stats>,
+    documents: Option<Vec<cairn_engine::KnownDocument>>,
 }
 
 /// Answer one round of a search from this shard. The lists are the raw
@@ -716,13 +720,34 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
         reason: e.to_string(),
     })?;
     let applied = engine.applied_seq()?;
-    if req.stats_only {
-        return Ok(ShardLists {
-            applied,
-            dense: vec![],
-            bm25: vec![],
-            stats: Some(engine.bm25_stats(&req.query)?),
-        });
+    match req.want {
+        wire::Want::Hits => {}
+        wire::Want::Stats => {
+            return Ok(ShardLists {
+                applied,
+                stats: Some(engine.bm25_stats(&req.query)?),
+                ..ShardLists::default()
+            })
+        }
+        wire::Want::Documents => {
+            let docs = engine
+                .documents()?
+                .into_iter()
+                .map(|d| cairn_engine::KnownDocument {
+                    path: d.path,
+                    doc: d.doc,
+                    hash: d.hash,
+                    mtime_ns: d.mtime_ns,
+                    size: d.size,
+                    id: None,
+                })
+                .collect();
+            return Ok(ShardLists {
+                applied,
+                documents: Some(docs),
+                ..ShardLists::default()
+            });
+        }
     }
     let vector = req
         .vector
@@ -770,7 +795,7 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
         applied,
         dense,
         bm25,
-        stats: None,
+        ..ShardLists::default()
     })
 }
 

@@ -113,14 +113,29 @@ pub struct SearchRequest {
     /// How many of each list (dense, BM25) the shard returns.
     pub n: usize,
     pub mode: SearchMode,
-    /// The first round of a BM25 or hybrid search: reply with this shard's
-    /// BM25 term statistics for the query, and no hits.
+    /// What the shard replies with (hits by default).
     #[serde(default)]
-    pub stats_only: bool,
+    pub want: Want,
     /// The second round: score BM25 with these collection-wide statistics
     /// (every shard's, summed) instead of the shard's own.
     #[serde(default)]
     pub bm25_stats: Option<Bm25Stats>,
+}
+
+/// What a request on a shard's search subject asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Want {
+    /// The dense and BM25 candidate lists.
+    #[default]
+    Hits,
+    /// The first round of a BM25 or hybrid search: the shard's BM25 term
+    /// statistics for the query, and no hits.
+    Stats,
+    /// Every document the shard holds (path, display path, hash, mtime,
+    /// size): what an ingest compares files with, and what `--prune` and
+    /// `remove` match.
+    Documents,
 }
 
 /// A hit from a shard, with the cosine similarity of its chunk to the query.
@@ -147,9 +162,12 @@ pub struct ShardReply {
     /// Milliseconds the shard spent searching (for the work split).
     #[serde(default)]
     pub took_ms: f64,
-    /// The shard's BM25 term statistics, in reply to a `stats_only` request.
+    /// The shard's BM25 term statistics, in reply to [`Want::Stats`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bm25_stats: Option<Bm25Stats>,
+    /// The shard's documents, in reply to [`Want::Documents`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<Vec<cairn_engine::KnownDocument>>,
 }
 
 /// A replica's state of one shard, as advertised in its heartbeat.

@@ -35,6 +35,148 @@ pub struct IngestOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+/// What an ingest's sink knows of a document: enough to tell an unchanged
+/// file (size and mtime), a changed file with the same content (hash), and
+/// what `--prune` and `remove` match (canonical and display paths).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KnownDocument {
+    /// Canonical absolute path: the document's key.
+    pub path: String,
+    /// Display path.
+    pub doc: String,
+    pub hash: String,
+    pub mtime_ns: i64,
+    pub size: u64,
+    /// Its id in the local catalog (not in a cluster's list).
+    #[serde(skip)]
+    pub id: Option<DocId>,
+}
+
+impl KnownDocument {
+    fn of(d: cairn_store::DocMeta) -> KnownDocument {
+        KnownDocument {
+            path: d.path,
+            doc: d.doc,
+            hash: d.hash,
+            mtime_ns: d.mtime_ns,
+            size: d.size,
+            id: Some(d.id),
+        }
+    }
+}
+
+/// Where the ingest pipeline ([`Preparer::ingest`]) writes.
+pub enum Sink<'a> {
+    /// The collection's catalog, through its one apply path.
+    Catalog(&'a Engine),
+    /// A cluster's shard logs: `known` holds the documents the cluster has
+    /// (by canonical path), `publish` takes each round's ops (upserts, and
+    /// deletes for `--prune`) and returns once they are durable.
+    Publish {
+        known: &'a HashMap<String, KnownDocument>,
+        publish: &'a mut dyn FnMut(Vec<Op>) -> Result<()>,
+    },
+}
+
+impl Sink<'_> {
+    fn known(&self, path: &str) -> Result<Option<KnownDocument>> {
+        Ok(match self {
+            Sink::Catalog(e) => e.catalog()?.document(path)?.map(KnownDocument::of),
+            Sink::Publish { known, .. } => known.get(path).cloned(),
+        })
+    }
+
+    fn documents(&self) -> Result<Vec<KnownDocument>> {
+        Ok(match self {
+            Sink::Catalog(e) => e
+                .catalog()?
+                .documents()?
+                .into_iter()
+                .map(KnownDocument::of)
+                .collect(),
+            Sink::Publish { known, .. } => known.values().cloned().collect(),
+        })
+    }
+
+    /// Apply one round: documents whose content is unchanged get their new
+    /// mtime and size (locally; a cluster has nothing to record), then the
+    /// ops.
+    fn write(&mut self, ops: Vec<Op>, touches: Vec<(String, i64, u64)>) -> Result<()> {
+        match self {
+            Sink::Catalog(e) => {
+                let mut cat = e.catalog()?;
+                for (path, mtime_ns, size) in touches {
+                    cat.touch(&path, mtime_ns, size)?;
+                }
+                for op in ops {
+                    cat.apply(op, None)?;
+                }
+                Ok(())
+            }
+            Sink::Publish { publish, .. } => {
+                if ops.is_empty() {
+                    Ok(())
+                } else {
+                    publish(ops)
+                }
+            }
+        }
+    }
+}
+
+/// A file to read, with what the sink knows of it.
+type Todo = (FoundFile, Option<KnownDocument>);
+
+/// The documents `--prune` deletes: under `roots` (canonical), not found by
+/// the walk, and not merely skipped this time.
+fn prune_targets(
+    roots: &[PathBuf],
+    found: &[FoundFile],
+    skipped: &[SkippedFile],
+    known: &[KnownDocument],
+) -> Vec<String> {
+    let roots: Vec<String> = roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .map(|r| r.to_string_lossy().to_string())
+        .collect();
+    let seen: HashSet<String> = found
+        .iter()
+        .map(|f| f.abs_path.to_string_lossy().to_string())
+        .collect();
+    let skipped: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
+    let mut out: Vec<String> = known
+        .iter()
+        .filter(|d| {
+            let under = roots.iter().any(|r| {
+                d.path == *r || d.path.starts_with(&format!("{}/", r.trim_end_matches('/')))
+            });
+            under && !seen.contains(&d.path) && !skipped.contains(d.doc.as_str())
+        })
+        .map(|d| d.path.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The documents `remove TARGET` deletes: the file at `target`, everything
+/// under the directory at `target`, or documents whose display path is
+/// `target`. Sorted by canonical path.
+pub fn remove_targets<'a>(target: &str, known: &'a [KnownDocument]) -> Vec<&'a KnownDocument> {
+    let abs = std::path::Path::new(target)
+        .canonicalize()
+        .or_else(|_| std::path::absolute(target))
+        .map(|p| p.to_string_lossy().to_string())
+        .unwrap_or_else(|_| target.to_string());
+    let dir = format!("{}/", abs.trim_end_matches('/'));
+    let mut out: Vec<&KnownDocument> = known
+        .iter()
+        .filter(|d| d.path == abs || d.path.starts_with(&dir) || d.doc == target)
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 /// A file that was not ingested, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkippedFile {
@@ -167,7 +309,9 @@ impl LineCounts {
 const FILES_PER_ROUND: usize = 16;
 
 impl Engine {
-    /// Ingest files and directories into the collection.
+    /// Ingest files and directories into the collection: the one pipeline
+    /// ([`Preparer::ingest`]) with the catalog as its sink, then the
+    /// indexes catch up.
     pub fn ingest(
         &self,
         roots: &[PathBuf],
@@ -175,112 +319,9 @@ impl Engine {
         progress: &dyn Progress,
     ) -> Result<IngestReport> {
         let started = Instant::now();
-        let walk_opts = WalkOptions {
-            max_file_bytes: self.cfg.ingest.max_file_bytes,
-            ignore_files: self.cfg.ingest.ignore_files.clone(),
-            hidden: self.cfg.ingest.hidden,
-        };
-        let (mut found, skipped) = cairn_ingest::walk(roots, &walk_opts);
-        for f in found.iter_mut() {
-            if let Some(name) = opts.display_names.get(&f.abs_path) {
-                f.doc = name.clone();
-            }
-        }
-        // A file given by its own path is reported under its file name; show
-        // its display name instead when it has one.
-        let display = |path: String| -> String {
-            opts.display_names
-                .iter()
-                .find(|(p, _)| {
-                    p.to_string_lossy() == path
-                        || p.file_name().is_some_and(|n| n.to_string_lossy() == path)
-                })
-                .map(|(_, name)| name.clone())
-                .unwrap_or(path)
-        };
-        let mut report = IngestReport {
-            files_seen: found.len() as u64,
-            skipped: skipped
-                .into_iter()
-                .map(|s| SkippedFile {
-                    path: display(s.path),
-                    reason: s.reason,
-                })
-                .collect(),
-            ..Default::default()
-        };
-
-        // Unchanged by size and mtime: nothing to read.
-        let mut todo: Vec<(FoundFile, Option<(String, DocId)>)> = Vec::new();
-        {
-            let cat = self.catalog()?;
-            for f in found.iter() {
-                let key = f.abs_path.to_string_lossy().to_string();
-                match cat.document(&key)? {
-                    Some(d) if d.size == f.size && d.mtime_ns == f.mtime_ns => {
-                        report.unchanged += 1
-                    }
-                    Some(d) => todo.push((f.clone(), Some((d.hash, d.id)))),
-                    None => todo.push((f.clone(), None)),
-                }
-            }
-        }
-
-        let cancelled = || {
-            opts.cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::SeqCst))
-        };
-        let files: Vec<(&FoundFile, Option<&str>)> = todo
-            .iter()
-            .map(|(f, old)| (f, old.as_ref().map(|(h, _)| h.as_str())))
-            .collect();
-        let mut reads = self.prep.read_all(files, &cancelled, progress);
-        let counts = self.line_counts(&reads, &todo)?;
-
-        progress.begin("ingesting", todo.len() as u64);
-        for round in reads.chunks_mut(FILES_PER_ROUND) {
-            if cancelled() {
-                report.cancelled = true;
-                break;
-            }
-            let prepared: Vec<Prepared> = round
-                .par_iter_mut()
-                .filter_map(|r| self.prep.take(r, &counts))
-                .collect();
-            // Unchanged content only needs its new mtime and size recorded.
-            let mut touches = Vec::new();
-            let prepared: Vec<Prepared> = prepared
-                .into_iter()
-                .filter_map(|p| match p {
-                    Prepared::SameContent {
-                        path,
-                        mtime_ns,
-                        size,
-                    } => {
-                        touches.push((path, mtime_ns, size));
-                        None
-                    }
-                    p => Some(p),
-                })
-                .collect();
-            let ops = self.prep.embed_round(prepared, &mut report)?;
-            let mut cat = self.catalog()?;
-            for (path, mtime_ns, size) in touches {
-                cat.touch(&path, mtime_ns, size)?;
-                report.unchanged += 1;
-            }
-            for op in ops {
-                cat.apply(op, None)?;
-            }
-            drop(cat);
-            progress.advance(round.len() as u64);
-        }
-        progress.end();
-
-        if opts.prune && !report.cancelled {
-            report.removed = self.prune(roots, &found, &report.skipped)?;
-        }
+        let mut report = self
+            .prep
+            .ingest(roots, opts, &mut Sink::Catalog(self), progress)?;
         let caught = self.catch_up(progress)?;
         report.seq = caught.to.max(self.catalog()?.last_seq()?);
         report.seconds = started.elapsed().as_secs_f64();
@@ -290,11 +331,7 @@ impl Engine {
     /// Line counts over the collection as it will be after this ingest: the
     /// catalog's counts, plus the documents read, minus the replaced texts
     /// of the documents they update.
-    fn line_counts(
-        &self,
-        reads: &[Read],
-        todo: &[(FoundFile, Option<(String, DocId)>)],
-    ) -> Result<LineCounts> {
+    fn line_counts(&self, reads: &[Read], todo: &[Todo]) -> Result<LineCounts> {
         let min_docs = self.cfg.ingest.boilerplate_min_docs;
         let mut counts = LineCounts::of_batch(reads, min_docs);
         if min_docs == 0 {
@@ -311,8 +348,9 @@ impl Engine {
             let Read::Doc(_) = r else { continue };
             match old {
                 None => new_docs += 1,
-                Some((_, id)) => {
-                    if let Some(text) = cat.document_text(*id)? {
+                Some(known) => {
+                    let Some(id) = known.id else { continue };
+                    if let Some(text) = cat.document_text(id)? {
                         for k in cairn_core::lines::document_line_keys(&text) {
                             *delta.entry(k).or_insert(0) -= 1;
                         }
@@ -331,43 +369,6 @@ impl Engine {
             .collect();
         counts.rule.collection_docs = cat.stats()?.documents + new_docs;
         Ok(counts)
-    }
-
-    /// Delete documents under `roots` that the walk did not find (and that
-    /// were not merely skipped this time).
-    fn prune(
-        &self,
-        roots: &[PathBuf],
-        found: &[FoundFile],
-        skipped: &[SkippedFile],
-    ) -> Result<u64> {
-        let roots: Vec<String> = roots
-            .iter()
-            .filter_map(|r| r.canonicalize().ok())
-            .map(|r| r.to_string_lossy().to_string())
-            .collect();
-        let seen: HashSet<String> = found
-            .iter()
-            .map(|f| f.abs_path.to_string_lossy().to_string())
-            .collect();
-        let skipped: HashSet<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
-        let mut cat = self.catalog()?;
-        let mut removed = 0;
-        for d in cat.documents()? {
-            let under = roots.iter().any(|r| {
-                d.path == *r || d.path.starts_with(&format!("{}/", r.trim_end_matches('/')))
-            });
-            if under && !seen.contains(&d.path) && !skipped.contains(d.doc.as_str()) {
-                cat.apply(
-                    Op::Delete {
-                        path: d.path.clone(),
-                    },
-                    None,
-                )?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
 
@@ -410,48 +411,126 @@ impl Preparer {
         &self.embedder
     }
 
-    /// Walk `roots`, then load, chunk and embed every file, handing each
-    /// round's documents to `sink` as `Op::Upsert`s in path order. Nothing is
-    /// compared with a catalog (every file found is prepared). The report
-    /// counts every prepared document as `added`.
-    pub fn prepare_ops<E: From<crate::EngineError>>(
+    /// The one ingest pipeline: walk `roots` → compare each file with what
+    /// the sink knows (unchanged size and mtime: skipped; same content:
+    /// only its new mtime is recorded) → read, hash and load the rest in
+    /// parallel → strip boilerplate → chunk → embed → hand each round's
+    /// `Op::Upsert`s to the sink, in path order; with `opts.prune`, then
+    /// delete what the sink knows under `roots` that the walk no longer
+    /// finds. The report's `seq` is left to the caller.
+    pub fn ingest(
         &self,
         roots: &[PathBuf],
+        opts: &IngestOptions,
+        sink: &mut Sink<'_>,
         progress: &dyn Progress,
-        sink: &mut dyn FnMut(Vec<Op>) -> std::result::Result<(), E>,
-    ) -> std::result::Result<IngestReport, E> {
+    ) -> Result<IngestReport> {
         let started = Instant::now();
         let walk_opts = WalkOptions {
             max_file_bytes: self.cfg.ingest.max_file_bytes,
             ignore_files: self.cfg.ingest.ignore_files.clone(),
             hidden: self.cfg.ingest.hidden,
         };
-        let (found, skipped) = cairn_ingest::walk(roots, &walk_opts);
+        let (mut found, skipped) = cairn_ingest::walk(roots, &walk_opts);
+        for f in found.iter_mut() {
+            if let Some(name) = opts.display_names.get(&f.abs_path) {
+                f.doc = name.clone();
+            }
+        }
+        // A file given by its own path is reported under its file name; show
+        // its display name instead when it has one.
+        let display = |path: String| -> String {
+            opts.display_names
+                .iter()
+                .find(|(p, _)| {
+                    p.to_string_lossy() == path
+                        || p.file_name().is_some_and(|n| n.to_string_lossy() == path)
+                })
+                .map(|(_, name)| name.clone())
+                .unwrap_or(path)
+        };
         let mut report = IngestReport {
             files_seen: found.len() as u64,
             skipped: skipped
                 .into_iter()
                 .map(|s| SkippedFile {
-                    path: s.path,
+                    path: display(s.path),
                     reason: s.reason,
                 })
                 .collect(),
             ..Default::default()
         };
-        let files: Vec<(&FoundFile, Option<&str>)> = found.iter().map(|f| (f, None)).collect();
-        let mut reads = self.read_all(files, &|| false, progress);
-        let counts = LineCounts::of_batch(&reads, self.cfg.ingest.boilerplate_min_docs);
-        progress.begin("embedding", found.len() as u64);
+
+        // Unchanged by size and mtime: nothing to read.
+        let mut todo: Vec<Todo> = Vec::new();
+        for f in found.iter() {
+            let key = f.abs_path.to_string_lossy().to_string();
+            match sink.known(&key)? {
+                Some(d) if d.size == f.size && d.mtime_ns == f.mtime_ns => report.unchanged += 1,
+                known => todo.push((f.clone(), known)),
+            }
+        }
+
+        let cancelled = || {
+            opts.cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+        };
+        let files: Vec<(&FoundFile, Option<&str>)> = todo
+            .iter()
+            .map(|(f, old)| (f, old.as_ref().map(|k| k.hash.as_str())))
+            .collect();
+        let mut reads = self.read_all(files, &cancelled, progress);
+        let counts = match sink {
+            Sink::Catalog(engine) => engine.line_counts(&reads, &todo)?,
+            // A cluster client has no catalog: the files of this ingest.
+            Sink::Publish { .. } => {
+                LineCounts::of_batch(&reads, self.cfg.ingest.boilerplate_min_docs)
+            }
+        };
+
+        progress.begin("ingesting", todo.len() as u64);
         for round in reads.chunks_mut(FILES_PER_ROUND) {
+            if cancelled() {
+                report.cancelled = true;
+                break;
+            }
             let prepared: Vec<Prepared> = round
                 .par_iter_mut()
                 .filter_map(|r| self.take(r, &counts))
                 .collect();
+            // Unchanged content only needs its new mtime and size recorded.
+            let mut touches = Vec::new();
+            let prepared: Vec<Prepared> = prepared
+                .into_iter()
+                .filter_map(|p| match p {
+                    Prepared::SameContent {
+                        path,
+                        mtime_ns,
+                        size,
+                    } => {
+                        touches.push((path, mtime_ns, size));
+                        None
+                    }
+                    p => Some(p),
+                })
+                .collect();
             let ops = self.embed_round(prepared, &mut report)?;
-            sink(ops)?;
+            report.unchanged += touches.len() as u64;
+            sink.write(ops, touches)?;
             progress.advance(round.len() as u64);
         }
         progress.end();
+
+        if opts.prune && !report.cancelled {
+            let victims = prune_targets(roots, &found, &report.skipped, &sink.documents()?);
+            report.removed = victims.len() as u64;
+            let deletes = victims
+                .into_iter()
+                .map(|path| Op::Delete { path })
+                .collect();
+            sink.write(deletes, Vec::new())?;
+        }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }

@@ -32,7 +32,9 @@ pub use ask::{answer_from_passages, extractive_from_passages, would_generate};
 pub use ask::{Answer, AskOptions, Extracted, Judged, Retrieved, Strategy, Timings};
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
-pub use ingest::{IngestOptions, IngestReport, Preparer, SkippedFile};
+pub use ingest::{
+    remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
+};
 
 use cairn_core::config::Config;
 use cairn_core::{Hit, Progress, Scored, SearchMode, Seq};
@@ -72,6 +74,10 @@ pub enum EngineError {
         "collection `{collection}` is in use by {holder}; run this again when it ends, or add --wait to wait for it"
     )]
     Busy { collection: String, holder: String },
+    /// A part of the system that the operation needs did not answer (a
+    /// cluster's shards, its log): try again when it is back.
+    #[error("{0}")]
+    Unavailable(String),
     /// A write to a collection opened for reading only.
     #[error("collection `{0}` is open for reading only here (searches and answers); writes go through the process that holds it")]
     ReadOnly(String),
@@ -753,23 +759,21 @@ impl Engine {
     /// path, or documents whose display path equals `target`. Returns the
     /// display paths removed.
     pub fn remove(&self, target: &str, progress: &dyn Progress) -> Result<Vec<String>> {
-        let abs = Path::new(target)
-            .canonicalize()
-            .or_else(|_| std::path::absolute(target))
-            .map(|p| p.to_string_lossy().to_string())
-            .unwrap_or_else(|_| target.to_string());
         let removed = {
             let mut cat = self.catalog()?;
-            let victims: Vec<_> = cat
+            let known: Vec<KnownDocument> = cat
                 .documents()?
                 .into_iter()
-                .filter(|d| {
-                    d.path == abs
-                        || d.path
-                            .starts_with(&format!("{}/", abs.trim_end_matches('/')))
-                        || d.doc == target
+                .map(|d| KnownDocument {
+                    path: d.path,
+                    doc: d.doc,
+                    hash: d.hash,
+                    mtime_ns: d.mtime_ns,
+                    size: d.size,
+                    id: Some(d.id),
                 })
                 .collect();
+            let victims = ingest::remove_targets(target, &known);
             if victims.is_empty() {
                 return Err(EngineError::NotFound(target.to_string()));
             }
@@ -781,7 +785,7 @@ impl Engine {
                     None,
                 )?;
             }
-            victims.into_iter().map(|d| d.doc).collect()
+            victims.into_iter().map(|d| d.doc.clone()).collect()
         };
         self.catch_up(progress)?;
         Ok(removed)

@@ -9,7 +9,7 @@ use cairn_cluster::merge::Fusion;
 use cairn_cluster::{Cluster, ClusterError, NodeOptions};
 use cairn_core::config::Config;
 use cairn_core::SearchMode;
-use cairn_engine::{load_embedder, AskOptions, Preparer};
+use cairn_engine::{load_embedder, AskOptions, IngestOptions, Preparer, Sink};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -157,8 +157,17 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cairn --cluster URL ingest PATHS`: embed here, publish to the shards' logs.
-pub fn ingest(cfg: &Config, url: &str, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
+/// `cairn --cluster URL ingest PATHS`: the one ingest pipeline, with the
+/// shards' logs as its sink. Files the cluster already holds unchanged are
+/// skipped; with `--prune`, documents under PATHS that are gone are deleted
+/// through the logs.
+pub fn ingest(
+    cfg: &Config,
+    url: &str,
+    paths: &[PathBuf],
+    prune: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let bars = Bars::new(json);
     let embedder = load_embedder(cfg).context("loading the embedding model")?;
     let prep = Preparer::new(cfg, embedder.clone())?;
@@ -170,67 +179,128 @@ pub fn ingest(cfg: &Config, url: &str, paths: &[PathBuf], json: bool) -> Result<
         embedder.dim(),
         true,
     ))?;
+    let listed = rt.block_on(cluster.documents(&info))?;
+    if !listed.missing_shards.is_empty() {
+        if prune {
+            bail!(
+                "no replica of shard(s) {:?} of `{}` answered with its documents, so nothing can be pruned safely; try again when the nodes holding them are back",
+                listed.missing_shards,
+                info.name
+            );
+        }
+        eprintln!(
+            "warning: no replica of shard(s) {:?} answered; their files are published again (the replicas apply the same content idempotently)",
+            listed.missing_shards
+        );
+    }
+    let known = listed.documents;
     let mut published = Vec::new();
     let mut rejected = Vec::new();
-    let report = prep.prepare_ops::<anyhow::Error>(paths, &bars, &mut |ops| {
-        let (p, r) = rt.block_on(cluster.publish(&info, ops))?;
+    let mut publish = |ops: Vec<cairn_core::op::Op>| -> cairn_engine::Result<()> {
+        let (p, r) = rt
+            .block_on(cluster.publish(&info, ops))
+            .map_err(|e| cairn_engine::EngineError::Unavailable(e.to_string()))?;
         published.extend(p);
         rejected.extend(r);
         Ok(())
-    })?;
+    };
+    let opts = IngestOptions {
+        prune,
+        ..Default::default()
+    };
+    let mut sink = Sink::Publish {
+        known: &known,
+        publish: &mut publish,
+    };
+    let report = prep.ingest(paths, &opts, &mut sink, &bars)?;
     let mut per_shard = vec![0u64; info.shards as usize];
     for p in &published {
         per_shard[p.shard as usize] += 1;
     }
     let duplicates = published.iter().filter(|p| p.duplicate).count();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "collection": info.name,
-                "shards": info.shards,
-                "replicas": info.replicas,
-                "files_seen": report.files_seen,
-                "published": published.len(),
-                "duplicates": duplicates,
-                "chunks": report.chunks_added,
-                "boilerplate_lines": report.boilerplate_lines,
-                "per_shard": per_shard,
-                "documents": published,
-                "skipped": report.skipped,
-                "rejected": rejected,
-                "warnings": report.warnings,
-                "seconds": report.seconds,
-            }))?
-        );
+        let mut v = serde_json::to_value(&report)?;
+        let extra = serde_json::json!({
+            "collection": info.name,
+            "shards": info.shards,
+            "replicas": info.replicas,
+            "published": published.len(),
+            "duplicates": duplicates,
+            "chunks": report.chunks_added,
+            "per_shard": per_shard,
+            "documents": published,
+            "rejected": rejected,
+        });
+        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            v.extend(extra);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        crate::print_ingest_summary(&report);
         println!(
-            "{} files: {} documents acknowledged by the cluster ({} already logged), {} chunks, in {:.1}s; collection `{}`: {} shards × {} replicas",
-            report.files_seen,
+            "{} log entries acknowledged by the cluster ({} already logged); collection `{}`: {} shards × {} replicas",
             published.len(),
             duplicates,
-            report.chunks_added,
-            report.seconds,
             info.name,
             info.shards,
             info.replicas
         );
-        if !report.skipped.is_empty() || !rejected.is_empty() {
-            println!("skipped {}:", report.skipped.len() + rejected.len());
-            for s in &report.skipped {
-                println!("  {}: {}", s.path, s.reason);
-            }
-            for r in &rejected {
-                println!("  {}: {}", r.doc, r.reason);
-            }
-        }
-        for w in &report.warnings {
-            eprintln!("warning: {}: {}", w.path, w.reason);
+        for r in &rejected {
+            println!("  not published: {}: {}", r.doc, r.reason);
         }
     }
-    if published.is_empty() && (!report.skipped.is_empty() || !rejected.is_empty()) {
+    if report.nothing_ingested() || (published.is_empty() && !rejected.is_empty()) {
         eprintln!("error: nothing could be ingested");
         return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn --cluster URL remove TARGET`: a file, a directory or a display
+/// path, matched against every shard's documents and deleted through the
+/// shards' logs.
+pub fn remove(cfg: &Config, url: &str, target: &str, json: bool) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let cluster = connect(&rt, cfg, url)?;
+    let info = rt
+        .block_on(cluster.collection(&cfg.collection))?
+        .ok_or_else(|| ClusterError::NoCollection(cfg.collection.clone()))?;
+    let listed = rt.block_on(cluster.documents(&info))?;
+    if !listed.missing_shards.is_empty() {
+        bail!(
+            "no replica of shard(s) {:?} of `{}` answered with its documents; nothing removed (try again when the nodes holding them are back)",
+            listed.missing_shards,
+            info.name
+        );
+    }
+    let known: Vec<_> = listed.documents.into_values().collect();
+    let victims = cairn_engine::remove_targets(target, &known);
+    if victims.is_empty() {
+        bail!(
+            "nothing in the cluster's collection `{}` matches {target}",
+            info.name
+        );
+    }
+    let ops = victims
+        .iter()
+        .map(|d| cairn_core::op::Op::Delete {
+            path: d.path.clone(),
+        })
+        .collect();
+    let (published, rejected) = rt.block_on(cluster.publish(&info, ops))?;
+    if let Some(r) = rejected.first() {
+        bail!("{}: {}", r.doc, r.reason);
+    }
+    let removed: Vec<&str> = victims.iter().map(|d| d.doc.as_str()).collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "removed": removed, "log_entries": published.len() })
+        );
+    } else {
+        for r in &removed {
+            println!("removed {r}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

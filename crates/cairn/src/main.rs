@@ -360,6 +360,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// The human summary of an ingest, local or on a cluster.
+fn print_ingest_summary(report: &cairn_engine::IngestReport) {
+    println!(
+        "{} files: {} added, {} updated, {} unchanged, {} removed; {} chunks in {:.1}s",
+        report.files_seen,
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.removed,
+        report.chunks_added,
+        report.seconds
+    );
+    if report.boilerplate_lines > 0 {
+        println!(
+            "left out {} lines repeated across the collection's documents (navigation, headers, footers)",
+            report.boilerplate_lines
+        );
+    }
+    if !report.skipped.is_empty() {
+        println!("skipped {}:", report.skipped.len());
+        for s in &report.skipped {
+            println!("  {}: {}", s.path, s.reason);
+        }
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {}: {}", w.path, w.reason);
+    }
+}
+
 fn snippet(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
@@ -390,31 +419,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
-                    "{} files: {} added, {} updated, {} unchanged, {} removed; {} chunks in {:.1}s",
-                    report.files_seen,
-                    report.added,
-                    report.updated,
-                    report.unchanged,
-                    report.removed,
-                    report.chunks_added,
-                    report.seconds
-                );
-                if report.boilerplate_lines > 0 {
-                    println!(
-                        "left out {} lines repeated across the collection's documents (navigation, headers, footers)",
-                        report.boilerplate_lines
-                    );
-                }
-                if !report.skipped.is_empty() {
-                    println!("skipped {}:", report.skipped.len());
-                    for s in &report.skipped {
-                        println!("  {}: {}", s.path, s.reason);
-                    }
-                }
-                for w in &report.warnings {
-                    eprintln!("warning: {}: {}", w.path, w.reason);
-                }
+                print_ingest_summary(&report);
             }
             if report.nothing_ingested() {
                 eprintln!("error: nothing could be ingested");
@@ -526,12 +531,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// The commands that run against a cluster (`--cluster URL`).
 fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
     match command {
-        Command::Ingest { paths, prune, json } => {
-            if prune {
-                bail!("--prune is not supported with --cluster yet");
-            }
-            cluster::ingest(&cfg, url, &paths, json)
-        }
+        Command::Ingest { paths, prune, json } => cluster::ingest(&cfg, url, &paths, prune, json),
+        Command::Remove { path, json } => cluster::remove(&cfg, url, &path, json),
         Command::Search {
             query,
             top_k,

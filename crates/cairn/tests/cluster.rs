@@ -784,3 +784,129 @@ It is 412 metres long and carries the coastal railway between Harrow Point and S
         "{stdout}"
     );
 }
+
+/// How many documents each live replica of each shard of `docs` holds.
+fn replica_docs(s: &Value) -> Vec<u64> {
+    shard_docs(s).iter().flatten().map(|r| r.1).collect()
+}
+
+#[test]
+fn unchanged_files_are_skipped_and_prune_and_remove_reach_every_replica() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nats = Nats::start(dir, 1);
+    let url = nats.url();
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|n| start_node(dir, &url, n, false))
+        .collect();
+    wait_status(dir, &url, "two live nodes", 90, |s| live_nodes(s) == 2);
+    let mut c = client(dir, &url);
+    c.args([
+        "collection",
+        "create",
+        "docs",
+        "--shards",
+        "2",
+        "--replicas",
+        "2",
+    ]);
+    common::ok(c);
+    let docs = dir.join("corpus");
+    let pages = [
+        "tutorial/venv.html",
+        "tutorial/modules.html",
+        "tutorial/errors.html",
+        "tutorial/classes.html",
+    ];
+    cairn_testkit::copy_pages(&pages, &docs);
+    let ingest = |prune: bool| {
+        let mut c = client(dir, &url);
+        c.arg("ingest").arg(&docs).arg("--json");
+        if prune {
+            c.arg("--prune");
+        }
+        run_json(c)
+    };
+    let ing = ingest(false);
+    assert_eq!(ing["published"], 4, "{ing:#}");
+    assert_eq!(ing["added"], 4, "{ing:#}");
+    let total = |s: &Value| -> u64 { replica_docs(s).iter().sum::<u64>() };
+    // R = 2: every document on both nodes.
+    let s = wait_status(dir, &url, "caught up", 120, |s| {
+        caught_up(s) && total(s) == 8
+    });
+    assert_eq!(s["collections"][0]["documents"], 4);
+
+    // Again: the cluster knows every file, nothing is published.
+    let ing = ingest(false);
+    assert_eq!(ing["published"], 0, "{ing:#}");
+    assert_eq!(ing["unchanged"], 4, "{ing:#}");
+
+    // One file changed, one deleted: --prune publishes an upsert and a delete.
+    let changed = docs.join("tutorial/venv.html");
+    let mut html = std::fs::read_to_string(&changed).unwrap();
+    html = html.replace(
+        "</body>",
+        "<p>The Kestrel venv note: environments live under .venv by convention.</p></body>",
+    );
+    std::fs::write(&changed, html).unwrap();
+    std::fs::remove_file(docs.join("tutorial/errors.html")).unwrap();
+    let ing = ingest(true);
+    assert_eq!(ing["updated"], 1, "{ing:#}");
+    assert_eq!(ing["removed"], 1, "{ing:#}");
+    assert_eq!(ing["unchanged"], 2, "{ing:#}");
+    assert_eq!(ing["published"], 2, "{ing:#}");
+    let s = wait_status(dir, &url, "the prune applied", 120, |s| {
+        caught_up(s) && total(s) == 6
+    });
+    for (i, reps) in shard_docs(&s).iter().enumerate() {
+        assert_eq!(reps.len(), 2);
+        assert_eq!(
+            reps[0].1, reps[1].1,
+            "replicas of shard {i} agree: {reps:?}"
+        );
+        assert_eq!(
+            reps[0].2, reps[1].2,
+            "replicas of shard {i} agree: {reps:?}"
+        );
+    }
+    let got = search(dir, &url, "Kestrel venv note", "bm25");
+    assert_eq!(got["hits"][0]["doc"], "tutorial/venv.html", "{got:#}");
+    let got = search(dir, &url, "exceptions try except raise", "bm25");
+    assert!(
+        got["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["doc"] != "tutorial/errors.html"),
+        "{got:#}"
+    );
+
+    // Remove by display path: gone from every replica.
+    let mut c = client(dir, &url);
+    c.args(["remove", "tutorial/classes.html", "--json"]);
+    let rm = run_json(c);
+    assert_eq!(rm["removed"], serde_json::json!(["tutorial/classes.html"]));
+    let s = wait_status(dir, &url, "the removal applied", 120, |s| {
+        caught_up(s) && total(s) == 4
+    });
+    assert_eq!(s["collections"][0]["documents"], 2);
+    let got = search(dir, &url, "classes inheritance", "hybrid");
+    assert!(
+        got["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["doc"] != "tutorial/classes.html"),
+        "{got:#}"
+    );
+    // Nothing matches: an error naming the target, nothing published.
+    let mut c = client(dir, &url);
+    c.args(["remove", "tutorial/nothing.html"]);
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tutorial/nothing.html"));
+    drop(nodes);
+}
