@@ -827,6 +827,7 @@ async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generator>) -> Resu
             continue;
         }
         let (busy, generator, critic) = (busy.clone(), generator.clone(), critic.clone());
+        let base = AskOptions::from_config(&s.cfg);
         tokio::spawn(async move {
             generate_one(
                 client,
@@ -834,6 +835,7 @@ async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generator>) -> Resu
                 reply.to_string(),
                 generator,
                 critic,
+                base,
                 &msg.payload,
             )
             .await;
@@ -849,6 +851,7 @@ async fn generate_one(
     reply: String,
     generator: Arc<dyn Generator>,
     critic: Arc<dyn cairn_core::Critic>,
+    base: AskOptions,
     payload: &[u8],
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<GenEvent>();
@@ -907,7 +910,9 @@ async fn generate_one(
             // coordinator's retrieval; the cluster does not run them yet.
             crag: false,
             extractive: false,
-            ..AskOptions::from_config(&Config::default())
+            // The rest (grammar, fallback, calibrations) from this node's
+            // configuration.
+            ..base
         };
         let mut sink = |t: &str| {
             if tx2

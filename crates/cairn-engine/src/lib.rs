@@ -94,6 +94,62 @@ pub enum EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// What a caller can do about an [`EngineError`]: the categories the server
+/// maps to HTTP status codes and a CLI to its advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request or the configuration is wrong: fix it and ask again.
+    InvalidInput,
+    /// The collection, document or model asked for does not exist.
+    NotFound,
+    /// It clashes with the collection's state (another embedding model, a
+    /// replica's collection, opened read-only).
+    Conflict,
+    /// Something it needs is busy or did not answer (another process holds
+    /// the collection, an LLM server, a cluster's shards): try again later.
+    Unavailable,
+    /// Anything else: a bug, a corrupt file, a failed disk.
+    Internal,
+}
+
+impl EngineError {
+    /// The category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        use cairn_generate::GenerateError as G;
+        use cairn_store::StoreError as S;
+        match self {
+            EngineError::Config(_) | EngineError::Question(_) | EngineError::Ingest(_) => {
+                ErrorKind::InvalidInput
+            }
+            EngineError::NoCollection(_) | EngineError::NotFound(_) => ErrorKind::NotFound,
+            EngineError::Store(S::ModelMismatch { .. } | S::Origin { .. })
+            | EngineError::ReadOnly(_)
+            | EngineError::Index(cairn_index::IndexError::ReadOnly(_)) => ErrorKind::Conflict,
+            EngineError::Store(S::BadOp { .. }) => ErrorKind::InvalidInput,
+            EngineError::Busy { .. } | EngineError::Unavailable(_) => ErrorKind::Unavailable,
+            EngineError::Model(cairn_models::ModelError::NotInstalled { .. }) => {
+                ErrorKind::NotFound
+            }
+            EngineError::Model(
+                cairn_models::ModelError::BadDevice(_)
+                | cairn_models::ModelError::NotCompiled { .. },
+            ) => ErrorKind::InvalidInput,
+            EngineError::Model(cairn_models::ModelError::DeviceUnavailable(_)) => {
+                ErrorKind::Unavailable
+            }
+            EngineError::Generate(g) => match g {
+                G::Invalid { .. } | G::PromptTooLong { .. } | G::Unsupported(_) => {
+                    ErrorKind::InvalidInput
+                }
+                G::Unreachable { .. } | G::Http { .. } => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
 /// Where a collection lives under the data dir.
 pub fn collection_dir(data_dir: &Path, collection: &str) -> PathBuf {
     data_dir.join("collections").join(collection)
@@ -279,6 +335,61 @@ fn onnxruntime_dylib(cfg: &Config) -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
         .or_else(|| installed.is_file().then_some(installed))
+}
+
+/// The generator the configuration names: an OpenAI-compatible server when
+/// `generate.url` is set (key: `CAIRN_LLM_API_KEY`), else the embedded GGUF
+/// engine (`generate.model`: a name in the models dir, a directory or a
+/// `.gguf` file), loaded once; the counterpart of [`load_embedder`].
+pub fn load_generator(cfg: &Config) -> Result<Arc<dyn Generator>> {
+    use cairn_generate::openai::{OpenAiConfig, OpenAiGenerator};
+    use std::time::Duration;
+    let g = &cfg.generate;
+    if let Some(url) = &g.url {
+        let gen = OpenAiGenerator::new(OpenAiConfig {
+            base_url: url.clone(),
+            model: g.llm_model.clone(),
+            api_key: std::env::var("CAIRN_LLM_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+            context_window: g.context,
+            connect_timeout: Duration::from_secs(g.connect_timeout_secs),
+            read_timeout: Duration::from_secs(g.read_timeout_secs),
+            max_retries: g.retries,
+            ..OpenAiConfig::default()
+        })?;
+        return Ok(Arc::new(gen));
+    }
+    load_embedded_generator(cfg)
+}
+
+#[cfg(feature = "llama")]
+fn load_embedded_generator(cfg: &Config) -> Result<Arc<dyn Generator>> {
+    use cairn_generate::llama::{LlamaGenerator, LlamaOptions, Offload};
+    use cairn_models::registry;
+    let g = &cfg.generate;
+    let path = registry::resolve(&g.model, &cfg.models_dir())?;
+    let file = registry::gguf_file(&path)?;
+    let gen = LlamaGenerator::load(
+        &file,
+        &LlamaOptions {
+            offload: Offload::parse(&g.device)?,
+            gpu_layers: g.gpu_layers,
+            threads: g.threads,
+            context: g.context,
+            ..LlamaOptions::default()
+        },
+    )?;
+    Ok(Arc::new(gen))
+}
+
+#[cfg(not(feature = "llama"))]
+fn load_embedded_generator(_cfg: &Config) -> Result<Arc<dyn Generator>> {
+    Err(cairn_generate::GenerateError::NotCompiled(
+        "the embedded GGUF generator is not available; use --llm-url".into(),
+        "llama",
+    )
+    .into())
 }
 
 /// Load the configured embedding model on the configured backend.
@@ -932,4 +1043,40 @@ fn lock_collection(dir: &Path, collection: &str, wait: bool) -> Result<File> {
         .and_then(|()| file.write_all(me.as_bytes()))
         .map_err(io)?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_have_categories() {
+        let mismatch = EngineError::Store(cairn_store::StoreError::ModelMismatch {
+            collection: "docs".into(),
+            stored: "a (384-dim)".into(),
+            requested: "b (768-dim)".into(),
+        });
+        assert_eq!(mismatch.kind(), ErrorKind::Conflict);
+        let origin = EngineError::Store(cairn_store::StoreError::Origin {
+            path: "/c".into(),
+            kept: "a replicated log's",
+            tried: "local",
+            hint: "",
+        });
+        assert_eq!(origin.kind(), ErrorKind::Conflict);
+        let bad = EngineError::Store(cairn_store::StoreError::BadOp {
+            path: "/c".into(),
+            doc: "/d".into(),
+            message: "0 dimensions".into(),
+        });
+        assert_eq!(bad.kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            EngineError::Unavailable("shards".into()).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            EngineError::NotFound("x".into()).kind(),
+            ErrorKind::NotFound
+        );
+    }
 }

@@ -29,6 +29,9 @@ pub enum ApiError {
     Overloaded { queued: usize, retry_after: u64 },
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Something the request needs is busy or did not answer: retry later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0} took longer than its time limit")]
     Timeout(&'static str),
     #[error("{0}")]
@@ -51,7 +54,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Overloaded { .. } | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded { .. } | ApiError::ShuttingDown | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -66,6 +71,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge => "invalid_request_error",
             ApiError::Overloaded { .. } | ApiError::ShuttingDown => "overloaded",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Timeout(_) => "timeout",
             ApiError::Internal(_) => "server_error",
         }
@@ -130,19 +136,72 @@ impl IntoResponse for ApiError {
 impl From<cairn_engine::EngineError> for ApiError {
     fn from(e: cairn_engine::EngineError) -> Self {
         use cairn_engine::EngineError as E;
+        use cairn_engine::ErrorKind as K;
         match e {
             E::NoCollection(c) => ApiError::NotFound(format!("collection `{c}` does not exist")),
             E::NotFound(what) => ApiError::NotFound(format!("nothing matches {what}")),
-            E::Config(c) => ApiError::BadRequest {
-                field: None,
-                message: c.to_string(),
-            },
             E::Generate(cairn_generate::GenerateError::Invalid { field, reason }) => {
                 ApiError::bad(field, reason)
             }
             E::Question(reason) => ApiError::bad("question", reason),
-            e @ (E::Busy { .. } | E::ReadOnly(_)) => ApiError::Conflict(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
+            e => match e.kind() {
+                K::InvalidInput => ApiError::BadRequest {
+                    field: None,
+                    message: e.to_string(),
+                },
+                K::NotFound => ApiError::NotFound(e.to_string()),
+                K::Conflict => ApiError::Conflict(e.to_string()),
+                K::Unavailable => ApiError::Unavailable(e.to_string()),
+                K::Internal => ApiError::Internal(e.to_string()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod engine_error_tests {
+    use super::*;
+    use cairn_engine::EngineError;
+
+    #[test]
+    fn engine_error_categories_map_to_statuses() {
+        let cases: Vec<(EngineError, StatusCode)> = vec![
+            (
+                EngineError::Busy {
+                    collection: "docs".into(),
+                    holder: "process 1 (`cairn ingest`)".into(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (EngineError::ReadOnly("docs".into()), StatusCode::CONFLICT),
+            (
+                EngineError::NoCollection("docs".into()),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                EngineError::Question("is empty".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                EngineError::Generate(cairn_generate::GenerateError::Unreachable {
+                    url: "http://127.0.0.1:1".into(),
+                    reason: "refused".into(),
+                }),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                EngineError::Io {
+                    path: "/x".into(),
+                    source: std::io::Error::other("disk"),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, want) in cases {
+            let text = e.to_string();
+            let api = ApiError::from(e);
+            assert_eq!(api.status(), want, "{text}");
+            assert!(!api.to_string().is_empty());
         }
     }
 }

@@ -6,13 +6,11 @@ use crate::{snippet, GenArgs};
 use anyhow::{Context, Result};
 use cairn_core::config::Config;
 use cairn_engine::{Answer, AskOptions, Engine, Strategy};
-use cairn_generate::openai::{OpenAiConfig, OpenAiGenerator};
 use cairn_generate::{ChatMessage, Flow, Generator, TokenSink};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Flags win over the environment and the file.
 pub fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
@@ -80,28 +78,6 @@ pub fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
     Ok(())
 }
 
-/// The generator the configuration names: an OpenAI-compatible server when
-/// `generate.url` is set, else the embedded GGUF engine.
-pub fn generator(cfg: &Config) -> Result<Arc<dyn Generator>> {
-    let g = &cfg.generate;
-    if let Some(url) = &g.url {
-        let gen = OpenAiGenerator::new(OpenAiConfig {
-            base_url: url.clone(),
-            model: g.llm_model.clone(),
-            api_key: std::env::var("CAIRN_LLM_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty()),
-            context_window: g.context,
-            connect_timeout: Duration::from_secs(g.connect_timeout_secs),
-            read_timeout: Duration::from_secs(g.read_timeout_secs),
-            max_retries: g.retries,
-            ..OpenAiConfig::default()
-        })?;
-        return Ok(Arc::new(gen));
-    }
-    embedded(cfg)
-}
-
 /// The engine with its critic ready: `critic.kind = "llm"` judges with
 /// `generator`, or, for a command that answers nothing (search, retrieval
 /// eval, calibration), with the configured generator loaded here.
@@ -115,39 +91,10 @@ pub fn with_critic(
     }
     let g = match generator {
         Some(g) => g.clone(),
-        None => self::generator(cfg)
+        None => cairn_engine::load_generator(cfg)
             .context("loading the generator to judge with (critic.kind = \"llm\")")?,
     };
     Ok(engine.attach_generator(&g))
-}
-
-#[cfg(feature = "llama")]
-fn embedded(cfg: &Config) -> Result<Arc<dyn Generator>> {
-    use cairn_generate::llama::{LlamaGenerator, LlamaOptions, Offload};
-    use cairn_models::registry;
-    let g = &cfg.generate;
-    let path = registry::resolve(&g.model, &cfg.models_dir())?;
-    let file = registry::gguf_file(&path)?;
-    let gen = LlamaGenerator::load(
-        &file,
-        &LlamaOptions {
-            offload: Offload::parse(&g.device)?,
-            gpu_layers: g.gpu_layers,
-            threads: g.threads,
-            context: g.context,
-            ..LlamaOptions::default()
-        },
-    )?;
-    Ok(Arc::new(gen))
-}
-
-#[cfg(not(feature = "llama"))]
-fn embedded(_cfg: &Config) -> Result<Arc<dyn Generator>> {
-    Err(cairn_generate::GenerateError::NotCompiled(
-        "the embedded GGUF generator is not available; use --llm-url".into(),
-        "llama",
-    )
-    .into())
 }
 
 fn options(cfg: &Config, mode: Option<cairn_core::SearchMode>, stop: &[String]) -> AskOptions {
@@ -364,7 +311,7 @@ pub fn ask(
     let engine = crate::open::reader(&cfg, &Bars::new(json || quiet))?;
     // An extractive answer needs no generator: none is loaded.
     let gen = (!cfg.generate.extractive)
-        .then(|| generator(&cfg))
+        .then(|| cairn_engine::load_generator(&cfg))
         .transpose()?;
     let engine = with_critic(engine, &cfg, gen.as_ref())?;
     let opts = options(&cfg, args.mode, &args.stop);
@@ -390,7 +337,7 @@ pub fn chat(mut cfg: Config, args: &GenArgs, json: bool) -> Result<ExitCode> {
     let interrupt = Interrupt::install();
     let engine = crate::open::reader(&cfg, &Bars::new(json))?;
     let gen = (!cfg.generate.extractive)
-        .then(|| generator(&cfg))
+        .then(|| cairn_engine::load_generator(&cfg))
         .transpose()?;
     let engine = with_critic(engine, &cfg, gen.as_ref())?;
     let opts = options(&cfg, args.mode, &args.stop);

@@ -99,7 +99,7 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
         if args.no_llm {
             None
         } else {
-            Some(crate::ask::generator(&cfg).context(
+            Some(cairn_engine::load_generator(&cfg).context(
                 "loading the generator (pass --no-llm for a node that only holds shards)",
             )?)
         };

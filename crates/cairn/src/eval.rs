@@ -457,7 +457,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
     let extractive = gen_cfg.generate.extractive && (a.answers || a.extractive);
     let answers = a.answers || extractive;
     let generator = if answers && !extractive {
-        Some(crate::ask::generator(&gen_cfg)?)
+        Some(cairn_engine::load_generator(&gen_cfg)?)
     } else {
         None
     };

@@ -32,7 +32,7 @@ pub fn serve(mut cfg: Config, args: ServeArgs) -> Result<ExitCode> {
     let addr = cairn_server::check_bind(&cfg.server.addr, !cfg.server.api_keys.is_empty())?;
     let embedder = cairn_engine::load_embedder(&cfg).context("loading the embedding model")?;
     let generator: Arc<dyn cairn_generate::Generator> =
-        crate::ask::generator(&cfg).context("loading the generator")?;
+        cairn_engine::load_generator(&cfg).context("loading the generator")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
