@@ -105,6 +105,11 @@ pub struct ShardStatus {
     pub stream: String,
     /// The log's last sequence.
     pub last_seq: Seq,
+    /// The first entry the log still holds (entries below it were trimmed
+    /// after a snapshot).
+    pub first_seq: Seq,
+    /// The sequence of the shard's latest snapshot, if any.
+    pub snapshot_seq: Option<Seq>,
     pub stream_replicas: usize,
     pub replicas: Vec<ReplicaStatus>,
     pub live_replicas: usize,
@@ -733,14 +738,28 @@ impl Cluster {
             let mut shard_status = Vec::new();
             let mut documents = 0;
             let mut under = Vec::new();
+            let snapshots = self
+                .js
+                .get_object_store(crate::snapshot::SNAPSHOTS_BUCKET)
+                .await
+                .ok();
             for shard in 0..info.shards {
                 let sname = stream_name(&info.name, shard);
-                let (last_seq, stream_replicas) = match self.js.get_stream(&sname).await {
+                let (last_seq, first_seq, stream_replicas) = match self.js.get_stream(&sname).await
+                {
                     Ok(mut st) => match st.info().await {
-                        Ok(i) => (i.state.last_sequence, i.config.num_replicas),
-                        Err(_) => (0, 0),
+                        Ok(i) => (
+                            i.state.last_sequence,
+                            i.state.first_sequence,
+                            i.config.num_replicas,
+                        ),
+                        Err(_) => (0, 0, 0),
                     },
-                    Err(_) => (0, 0),
+                    Err(_) => (0, 0, 0),
+                };
+                let snapshot_seq = match &snapshots {
+                    Some(store) => crate::snapshot::latest(store, &info.name, shard).await,
+                    None => None,
                 };
                 let assigned = info
                     .assignment
@@ -779,6 +798,8 @@ impl Cluster {
                     shard,
                     stream: sname,
                     last_seq,
+                    first_seq,
+                    snapshot_seq,
                     stream_replicas,
                     replicas,
                     live_replicas,

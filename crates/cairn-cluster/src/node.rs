@@ -9,14 +9,14 @@ use crate::wire::{
     ShardState,
 };
 use crate::{
-    search_subject, shard_collection, stream_name, ClusterError, Result, COLLECTIONS_BUCKET,
-    GENERATE_SUBJECT, HEARTBEAT, NODES_BUCKET, NODE_TTL,
+    search_subject, shard_collection, snapshot, stream_name, ClusterError, Result,
+    COLLECTIONS_BUCKET, GENERATE_SUBJECT, HEARTBEAT, NODES_BUCKET, NODE_TTL,
 };
 use async_nats::jetstream::{
     self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy, kv,
 };
 use cairn_core::config::Config;
-use cairn_core::{NoProgress, SearchMode};
+use cairn_core::{NoProgress, SearchMode, Seq};
 use cairn_engine::{AskOptions, Engine, Retrieved};
 use cairn_generate::{Flow, Generator};
 use cairn_models::SentenceEncoder;
@@ -417,11 +417,17 @@ fn start_shard(s: &Arc<Shared>, key: ShardKey, info: CollectionInfo) {
         );
         return;
     }
+    // The shard's first replica takes its snapshots.
+    let snapshots = info
+        .assignment
+        .get(key.1 as usize)
+        .and_then(|a| a.first())
+        .is_some_and(|n| *n == s.name);
     let task = {
         let s = s.clone();
         let state = state.clone();
         let key = key.clone();
-        tokio::spawn(async move { run_shard(s, key, state).await })
+        tokio::spawn(async move { run_shard(s, key, state, snapshots).await })
     };
     lock(&s.held).insert(
         key,
@@ -432,13 +438,24 @@ fn start_shard(s: &Arc<Shared>, key: ShardKey, info: CollectionInfo) {
     );
 }
 
-/// Open the shard's local collection, then apply its log forever; answer
-/// searches once caught up.
-async fn run_shard(s: Arc<Shared>, key: ShardKey, state: Arc<Mutex<ShardState>>) {
+/// Open the shard's local collection (first from the latest snapshot, when
+/// it has no copy or its copy is older than what the log still holds),
+/// then apply its log forever; answer searches once caught up.
+async fn run_shard(s: Arc<Shared>, key: ShardKey, state: Arc<Mutex<ShardState>>, snapshots: bool) {
     let (coll, shard) = key.clone();
     let mut cfg = s.cfg.clone();
     cfg.collection = shard_collection(&coll, shard);
     let embedder = s.embedder.clone();
+    loop {
+        match restore(&s, &coll, shard, &cfg).await {
+            Ok(()) => break,
+            Err(e) => {
+                lock(&state).error = Some(e.to_string());
+                tracing::error!(collection = coll, shard, "starting the shard: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let engine = loop {
         let (c, e) = (cfg.clone(), embedder.clone());
         match tokio::task::spawn_blocking(move || Engine::open_with_embedder(&c, e, &NoProgress))
@@ -455,7 +472,7 @@ async fn run_shard(s: Arc<Shared>, key: ShardKey, state: Arc<Mutex<ShardState>>)
     };
     let mut search: Option<JoinHandle<()>> = None;
     loop {
-        match consume(&s, &coll, shard, &engine, &state, &mut search).await {
+        match consume(&s, &coll, shard, &engine, &state, &mut search, snapshots).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(collection = coll, shard, "applying the log: {e}");
@@ -464,6 +481,133 @@ async fn run_shard(s: Arc<Shared>, key: ShardKey, state: Arc<Mutex<ShardState>>)
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Before the shard's collection opens: when it has no copy of the shard,
+/// or its copy is older than the first entry the log still holds, replace
+/// it with the latest snapshot (if one covers the gap). A copy the log can
+/// bring up to date is left alone.
+async fn restore(s: &Arc<Shared>, coll: &str, shard: u32, cfg: &Config) -> Result<()> {
+    let dir = cairn_engine::collection_dir(&cfg.data_dir(), &cfg.collection);
+    let d = dir.clone();
+    let local = tokio::task::spawn_blocking(move || cairn_engine::catalog_seq(&d))
+        .await
+        .map_err(|e| ClusterError::js("join", e))??;
+    let name = stream_name(coll, shard);
+    let mut stream =
+        s.js.get_stream(&name)
+            .await
+            .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
+    let first = stream
+        .info()
+        .await
+        .map_err(|e| ClusterError::js(format!("stream {name}"), e))?
+        .state
+        .first_sequence;
+    let gap = local + 1 < first;
+    if local > 0 && !gap {
+        return Ok(());
+    }
+    let store = snapshot::bucket(&s.js, replicas_for(&s.client)).await?;
+    match snapshot::latest(&store, coll, shard).await {
+        Some(seq) if seq > local && seq + 1 >= first => {
+            let t = Instant::now();
+            let tmp = dir.with_extension("snapshot");
+            let _ = tokio::fs::remove_file(&tmp).await;
+            if let Some(parent) = tmp.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| ClusterError::Shard {
+                        path: parent.to_path_buf(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            let got = snapshot::fetch(&store, coll, shard, &tmp).await?;
+            let io = |e: std::io::Error| ClusterError::Shard {
+                path: dir.clone(),
+                reason: e.to_string(),
+            };
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+            tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+            tokio::fs::rename(&tmp, dir.join("catalog.sqlite"))
+                .await
+                .map_err(io)?;
+            tracing::info!(
+                collection = coll,
+                shard,
+                "restored from the snapshot at sequence {got} in {:.0} ms (the log goes on from {})",
+                t.elapsed().as_secs_f64() * 1000.0,
+                got + 1
+            );
+            Ok(())
+        }
+        _ if gap => Err(ClusterError::Shard {
+            path: dir,
+            reason: format!(
+                "this copy is at sequence {local}, the log {name} now starts at {first}, and no snapshot covers the entries in between"
+            ),
+        }),
+        // No copy and no snapshot: the whole log is replayed.
+        _ => Ok(()),
+    }
+}
+
+/// After applying: the shard's first replica stores a snapshot once the
+/// log has grown `cluster.snapshot_every` entries past the last one, then
+/// trims the log below it, keeping `cluster.log_keep` entries.
+async fn maybe_snapshot(
+    s: &Arc<Shared>,
+    coll: &str,
+    shard: u32,
+    engine: &Arc<Engine>,
+    last_snapshot: &mut Seq,
+) -> Result<()> {
+    let every = s.cfg.cluster.snapshot_every;
+    let e = engine.clone();
+    let applied = tokio::task::spawn_blocking(move || e.applied_seq())
+        .await
+        .map_err(|e| ClusterError::js("join", e))??;
+    if every == 0 || applied < *last_snapshot + every {
+        return Ok(());
+    }
+    let dir = cairn_engine::collection_dir(&s.cfg.data_dir(), &shard_collection(coll, shard));
+    let file = dir.with_extension(format!("export-{}", std::process::id()));
+    let _ = tokio::fs::remove_file(&file).await;
+    let (e, f) = (engine.clone(), file.clone());
+    let seq = tokio::task::spawn_blocking(move || e.export_catalog(&f))
+        .await
+        .map_err(|e| ClusterError::js("join", e))??;
+    let store = snapshot::bucket(&s.js, replicas_for(&s.client)).await?;
+    let put = snapshot::put(&store, coll, shard, &file, seq, &s.name).await;
+    let _ = tokio::fs::remove_file(&file).await;
+    put?;
+    *last_snapshot = seq;
+    // Entries below the snapshot (less what is kept) are no longer needed:
+    // a replica that far behind starts from the snapshot.
+    let keep_from = (seq + 1).saturating_sub(s.cfg.cluster.log_keep);
+    if keep_from > 1 {
+        let name = stream_name(coll, shard);
+        let stream =
+            s.js.get_stream(&name)
+                .await
+                .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
+        stream
+            .purge()
+            .sequence(keep_from)
+            .await
+            .map_err(|e| ClusterError::js(format!("trimming {name}"), e))?;
+    }
+    tracing::info!(
+        collection = coll,
+        shard,
+        "stored a snapshot at sequence {seq}; the log keeps entries from {}",
+        keep_from.max(1)
+    );
+    Ok(())
 }
 
 /// A guard that aborts the search responder when the shard task ends.
@@ -483,8 +627,15 @@ async fn consume(
     engine: &Arc<Engine>,
     state: &Arc<Mutex<ShardState>>,
     search: &mut Option<JoinHandle<()>>,
+    snapshots: bool,
 ) -> Result<()> {
     let name = stream_name(coll, shard);
+    let mut last_snapshot = if snapshots && s.cfg.cluster.snapshot_every > 0 {
+        let store = snapshot::bucket(&s.js, replicas_for(&s.client)).await?;
+        snapshot::latest(&store, coll, shard).await.unwrap_or(0)
+    } else {
+        0
+    };
     let stream =
         s.js.get_stream(&name)
             .await
@@ -601,6 +752,11 @@ async fn consume(
                 .map_err(|e| ClusterError::js(format!("ack on {name}"), e))?;
         }
         set_counts(engine, state).await;
+        if snapshots {
+            if let Err(e) = maybe_snapshot(s, coll, shard, engine, &mut last_snapshot).await {
+                tracing::warn!(collection = coll, shard, "snapshot: {e}");
+            }
+        }
         if pending == 0 && !serving {
             *_guard.0 = Some(start_search(s, coll, shard, engine, state));
             serving = true;

@@ -182,6 +182,14 @@ pub struct ClusterConfig {
     /// How long a node may be missing before another node takes over its
     /// shards (a node back within it catches up from its own copy).
     pub takeover_after_secs: u64,
+    /// A shard's first replica stores a snapshot of its catalog in
+    /// JetStream's object store every this many log entries (0: never). A
+    /// new replica starts from the latest snapshot, then the log's tail.
+    pub snapshot_every: u64,
+    /// Log entries kept below a snapshot's sequence when the log is
+    /// trimmed after it (a replica that far behind catches up from the log;
+    /// one further behind starts from the snapshot).
+    pub log_keep: u64,
 }
 
 impl Default for ClusterConfig {
@@ -190,6 +198,8 @@ impl Default for ClusterConfig {
             shard_timeout_ms: 2000,
             generation_idle_ms: 10_000,
             takeover_after_secs: 30,
+            snapshot_every: 5_000,
+            log_keep: 5_000,
         }
     }
 }
@@ -637,6 +647,12 @@ impl Config {
         }
         if let Some(v) = get("CAIRN_MIN_RELEVANCE") {
             self.generate.min_relevance = parse("CAIRN_MIN_RELEVANCE", &v)?;
+        }
+        if let Some(v) = get("CAIRN_SNAPSHOT_EVERY") {
+            self.cluster.snapshot_every = parse("CAIRN_SNAPSHOT_EVERY", &v)?;
+        }
+        if let Some(v) = get("CAIRN_LOG_KEEP") {
+            self.cluster.log_keep = parse("CAIRN_LOG_KEEP", &v)?;
         }
         if let Some(v) = get("CAIRN_SHARD_TIMEOUT_MS") {
             self.cluster.shard_timeout_ms = parse("CAIRN_SHARD_TIMEOUT_MS", &v)?;

@@ -155,6 +155,16 @@ pub fn collection_dir(data_dir: &Path, collection: &str) -> PathBuf {
     data_dir.join("collections").join(collection)
 }
 
+/// The last sequence of the catalog in a collection directory, 0 when it
+/// has none; read without opening the collection.
+pub fn catalog_seq(dir: &Path) -> Result<Seq> {
+    let db = dir.join("catalog.sqlite");
+    if !db.is_file() {
+        return Ok(0);
+    }
+    Ok(Catalog::open_reader(&db)?.last_seq()?)
+}
+
 /// The collections in a data dir.
 pub fn list_collections(data_dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(data_dir.join("collections"))
@@ -652,6 +662,12 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Write a consistent copy of the catalog to `dest` (which must not
+    /// exist) and return its sequence: a cluster shard's snapshot.
+    pub fn export_catalog(&self, dest: &Path) -> Result<Seq> {
+        Ok(self.reader().export(dest)?)
     }
 
     /// The catalog's last applied sequence number.

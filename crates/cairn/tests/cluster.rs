@@ -910,3 +910,97 @@ fn unchanged_files_are_skipped_and_prune_and_remove_reach_every_replica() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("tutorial/nothing.html"));
     drop(nodes);
 }
+
+/// `cairn node NAME` with extra environment and `--takeover-after SECS`.
+fn node_with(dir: &Path, url: &str, name: &str, env: &[(&str, &str)], takeover: &str) -> Proc {
+    let mut c = cairn(&dir.join(format!("node-{name}")));
+    c.env("CAIRN_LOG", "info")
+        .envs(env.iter().copied())
+        .args(["node", "--nats", url, "--name", name, "--no-llm"])
+        .args(["--takeover-after", takeover])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("node-{name}.log"))).unwrap());
+    Proc(c.spawn().unwrap())
+}
+
+/// A shard's first replica snapshots its catalog into JetStream's object
+/// store and trims the log below it; a new replica, which can no longer
+/// replay the whole log, starts from the snapshot and then the log's tail.
+#[test]
+fn a_new_replica_starts_from_a_snapshot_after_the_log_was_trimmed() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nats = Nats::start(dir, 1);
+    let url = nats.url();
+    let snap = [("CAIRN_SNAPSHOT_EVERY", "3"), ("CAIRN_LOG_KEEP", "0")];
+    let a = node_with(dir, &url, "a", &snap, "30");
+    wait_status(dir, &url, "node a", 90, |s| live_nodes(s) == 1);
+    let mut c = client(dir, &url);
+    c.args([
+        "collection",
+        "create",
+        "docs",
+        "--shards",
+        "1",
+        "--replicas",
+        "1",
+    ]);
+    common::ok(c);
+    let docs = dir.join("corpus");
+    let pages = [
+        "tutorial/venv.html",
+        "tutorial/modules.html",
+        "tutorial/errors.html",
+        "tutorial/classes.html",
+        "tutorial/inputoutput.html",
+        "tutorial/stdlib.html",
+    ];
+    cairn_testkit::copy_pages(&pages, &docs);
+    let mut c = client(dir, &url);
+    c.arg("ingest").arg(&docs).arg("--json");
+    assert_eq!(run_json(c)["published"], 6);
+    let shard = |s: &Value| s["collections"][0]["shard_status"][0].clone();
+    // Snapshot at 6, log trimmed below 7: no entry of the six is left.
+    let s = wait_status(dir, &url, "a snapshot at 6 and the log trimmed", 120, |s| {
+        caught_up(s) && shard(s)["snapshot_seq"] == 6 && shard(s)["first_seq"] == 7
+    });
+    assert_eq!(shard(&s)["last_seq"], 6, "{s:#}");
+    // One more document after the snapshot: the log's tail.
+    let note = dir.join("note");
+    std::fs::create_dir_all(&note).unwrap();
+    std::fs::write(
+        note.join("lighthouse.md"),
+        "# Skarv Island lighthouse\n\nThe lamp of the Skarv Island lighthouse is lit at 17:40 every evening.\n",
+    )
+    .unwrap();
+    let mut c = client(dir, &url);
+    c.arg("ingest").arg(&note).arg("--json");
+    assert_eq!(run_json(c)["published"], 1);
+    wait_status(dir, &url, "the note applied", 60, |s| {
+        caught_up(s) && shard(s)["last_seq"] == 7
+    });
+
+    // Node a goes; node b takes the shard over. It cannot replay entries
+    // 1-6 (they are gone from the log): only the snapshot has them.
+    drop(a);
+    let _b = node_with(dir, &url, "b", &[], "2");
+    let s = wait_status(dir, &url, "b took over from the snapshot", 180, |s| {
+        caught_up(s)
+            && shard(s)["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["node"] == "b" && r["live"] == true && r["documents"] == 7)
+    });
+    assert_eq!(s["collections"][0]["documents"], 7, "{s:#}");
+    let log = std::fs::read_to_string(dir.join("node-b.log")).unwrap();
+    assert!(
+        log.contains("restored from the snapshot at sequence 6"),
+        "{log}"
+    );
+    let got = search(dir, &url, "when is the Skarv Island lamp lit", "hybrid");
+    assert_eq!(got["hits"][0]["doc"], "lighthouse.md", "{got:#}");
+    let got = search(dir, &url, "virtual environments venv", "bm25");
+    assert_eq!(got["hits"][0]["doc"], "tutorial/venv.html", "{got:#}");
+}
