@@ -316,45 +316,21 @@ async fn reconcile(
         }
     }
     let takeover = s.opts.takeover_after;
+    let expired: HashSet<String> = dead_since
+        .iter()
+        .filter(|(_, t)| t.elapsed() >= takeover)
+        .map(|(n, _)| n.clone())
+        .collect();
     for (info, revision) in infos {
-        let mut next = info.clone();
-        let mut changed = false;
-        for shard in 0..info.shards as usize {
-            if next.assignment.len() <= shard {
-                next.assignment.push(vec![]);
-            }
-            let assigned = &next.assignment[shard];
-            if assigned.contains(&s.name) {
-                continue;
-            }
-            let live_copies = assigned.iter().filter(|n| live.contains(*n)).count();
-            if live_copies >= info.replicas as usize {
-                continue;
-            }
-            // The live node holding the fewest shards of this collection
-            // steps in; the others leave it to that one.
-            let load = |n: &String| next.assignment.iter().filter(|a| a.contains(n)).count();
-            let best = live
-                .iter()
-                .filter(|n| !assigned.contains(n))
-                .min_by_key(|n| (load(n), (*n).clone()));
-            if best != Some(&s.name) {
-                continue;
-            }
-            let assigned = &mut next.assignment[shard];
-            assigned.retain(|n| {
-                live.contains(n) || dead_since.get(n).is_none_or(|t| t.elapsed() < takeover)
-            });
-            if assigned.len() < info.replicas as usize {
-                tracing::info!(
-                    collection = info.name,
-                    shard,
-                    "taking over an under-replicated shard"
-                );
-                assigned.push(s.name.clone());
-                changed = true;
-            }
+        let (next, taken) = place(&info, &s.name, &live, &expired);
+        for shard in &taken {
+            tracing::info!(
+                collection = info.name,
+                shard,
+                "taking over an under-replicated shard"
+            );
         }
+        let changed = !taken.is_empty();
         let info = if changed {
             let body = serde_json::to_vec(&next).unwrap_or_default();
             match colls.update(&next.name, body.into(), revision).await {
@@ -382,6 +358,57 @@ async fn reconcile(
         start_shard(s, key, info);
     }
     Ok(())
+}
+
+/// Placement, decided by each node for itself: the collection's assignment
+/// with `me` added to every shard that has fewer live copies than the
+/// collection's replicas, when `me` is alive, does not hold the shard, and
+/// is the live node holding the fewest shards of this collection among
+/// those that do not hold it (ties: the smaller name), so that exactly one
+/// node steps in. Nodes in `expired` (gone longer than the takeover delay)
+/// leave the shard's list; a node gone for less keeps its place, so `me`
+/// joins only where the list is then short. Returns the new assignment and
+/// the shards `me` takes. Pure: the caller writes the result with
+/// compare-and-set.
+pub(crate) fn place(
+    info: &CollectionInfo,
+    me: &str,
+    live: &HashSet<String>,
+    expired: &HashSet<String>,
+) -> (CollectionInfo, Vec<u32>) {
+    let mut next = info.clone();
+    let mut taken = Vec::new();
+    if !live.contains(me) {
+        return (next, taken);
+    }
+    for shard in 0..info.shards as usize {
+        if next.assignment.len() <= shard {
+            next.assignment.push(vec![]);
+        }
+        let assigned = &next.assignment[shard];
+        if assigned.iter().any(|n| n == me) {
+            continue;
+        }
+        let live_copies = assigned.iter().filter(|n| live.contains(*n)).count();
+        if live_copies >= info.replicas as usize {
+            continue;
+        }
+        let load = |n: &String| next.assignment.iter().filter(|a| a.contains(n)).count();
+        let best = live
+            .iter()
+            .filter(|n| !assigned.contains(n))
+            .min_by_key(|n| (load(n), (*n).clone()));
+        if best.map(String::as_str) != Some(me) {
+            continue;
+        }
+        let assigned = &mut next.assignment[shard];
+        assigned.retain(|n| live.contains(n) || !expired.contains(n));
+        if assigned.len() < info.replicas as usize {
+            assigned.push(me.to_string());
+            taken.push(shard as u32);
+        }
+    }
+    (next, taken)
 }
 
 fn start_shard(s: &Arc<Shared>, key: ShardKey, info: CollectionInfo) {
@@ -556,22 +583,36 @@ async fn restore(s: &Arc<Shared>, coll: &str, shard: u32, cfg: &Config) -> Resul
     }
 }
 
-/// After applying: the shard's first replica stores a snapshot once the
-/// log has grown `cluster.snapshot_every` entries past the last one, then
-/// trims the log below it, keeping `cluster.log_keep` entries.
+/// The shortest time between two snapshots of one shard: each is a copy of
+/// the whole catalog, so a small `cluster.snapshot_every` during a large
+/// ingest must not turn into a copy per batch.
+const SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// When the shard's first replica starts consuming and after each batch it
+/// applies: store a snapshot once the catalog has grown
+/// `cluster.snapshot_every` entries past the last one (at most one per
+/// [`SNAPSHOT_MIN_INTERVAL`]), then trim the log below it, keeping
+/// `cluster.log_keep` entries.
 async fn maybe_snapshot(
     s: &Arc<Shared>,
     coll: &str,
     shard: u32,
     engine: &Arc<Engine>,
-    last_snapshot: &mut Seq,
+    last_snapshot: &mut (Seq, Option<Instant>),
 ) -> Result<()> {
     let every = s.cfg.cluster.snapshot_every;
+    if every == 0
+        || last_snapshot
+            .1
+            .is_some_and(|t| t.elapsed() < SNAPSHOT_MIN_INTERVAL)
+    {
+        return Ok(());
+    }
     let e = engine.clone();
     let applied = tokio::task::spawn_blocking(move || e.applied_seq())
         .await
         .map_err(|e| ClusterError::js("join", e))??;
-    if every == 0 || applied < *last_snapshot + every {
+    if applied < last_snapshot.0 + every {
         return Ok(());
     }
     let dir = cairn_engine::collection_dir(&s.cfg.data_dir(), &shard_collection(coll, shard));
@@ -585,7 +626,7 @@ async fn maybe_snapshot(
     let put = snapshot::put(&store, coll, shard, &file, seq, &s.name).await;
     let _ = tokio::fs::remove_file(&file).await;
     put?;
-    *last_snapshot = seq;
+    *last_snapshot = (seq, Some(Instant::now()));
     // Entries below the snapshot (less what is kept) are no longer needed:
     // a replica that far behind starts from the snapshot.
     let keep_from = (seq + 1).saturating_sub(s.cfg.cluster.log_keep);
@@ -632,9 +673,12 @@ async fn consume(
     let name = stream_name(coll, shard);
     let mut last_snapshot = if snapshots && s.cfg.cluster.snapshot_every > 0 {
         let store = snapshot::bucket(&s.js, replicas_for(&s.client)).await?;
-        snapshot::latest(&store, coll, shard).await.unwrap_or(0)
+        (
+            snapshot::latest(&store, coll, shard).await.unwrap_or(0),
+            None,
+        )
     } else {
-        0
+        (0, None)
     };
     let stream =
         s.js.get_stream(&name)
@@ -695,12 +739,22 @@ async fn consume(
         serving = true;
     }
     let mut check = tokio::time::interval(Duration::from_millis(500));
+    // Snapshots are due as consuming starts (the first tick is at once),
+    // after each batch, and, held back by the minimum interval, later even
+    // when no more entries arrive.
+    let mut snap_check = tokio::time::interval(Duration::from_secs(5));
     loop {
         let msgs = tokio::select! {
             m = consumer.next() => match m {
                 Some(m) => m,
                 None => return Ok(()),
             },
+            _ = snap_check.tick(), if snapshots => {
+                if let Err(e) = maybe_snapshot(s, coll, shard, engine, &mut last_snapshot).await {
+                    tracing::warn!(collection = coll, shard, "snapshot: {e}");
+                }
+                continue;
+            }
             _ = check.tick(), if !serving => {
                 let e = engine.clone();
                 let applied = tokio::task::spawn_blocking(move || e.applied_seq()).await.map_err(|e| ClusterError::js("join", e))??;
@@ -889,14 +943,7 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
             let docs = engine
                 .documents()?
                 .into_iter()
-                .map(|d| cairn_engine::KnownDocument {
-                    path: d.path,
-                    doc: d.doc,
-                    hash: d.hash,
-                    mtime_ns: d.mtime_ns,
-                    size: d.size,
-                    id: None,
-                })
+                .map(cairn_engine::KnownDocument::from)
                 .collect();
             return Ok(ShardLists {
                 applied,
@@ -1117,4 +1164,73 @@ async fn generate_one(
     let _ = tx.send(ev);
     drop(tx);
     let _ = forward.await;
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    fn info(shards: u32, replicas: u32, assignment: &[&[&str]]) -> CollectionInfo {
+        CollectionInfo {
+            name: "docs".into(),
+            shards,
+            replicas,
+            embed_model: "m".into(),
+            dim: 2,
+            created_ms: 0,
+            assignment: assignment
+                .iter()
+                .map(|a| a.iter().map(|n| n.to_string()).collect())
+                .collect(),
+        }
+    }
+
+    fn set(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_gone_past_the_delay_is_replaced_by_the_least_loaded_live_node() {
+        let i = info(2, 2, &[&["a", "b"], &["b", "c"]]);
+        let live = set(&["a", "c", "d"]);
+        let gone = set(&["b"]);
+        // d holds nothing: it steps in for shard 0; then a and d hold one
+        // shard each, and the tie for shard 1 goes to a, not d.
+        let (next, taken) = place(&i, "d", &live, &gone);
+        assert_eq!(taken, [0]);
+        assert_eq!(next.assignment, [vec!["a", "d"], vec!["b", "c"]]);
+        // From the same state, the others leave both shards to d.
+        assert_eq!(place(&i, "c", &live, &gone).1, Vec::<u32>::new());
+        assert_eq!(place(&i, "a", &live, &gone).1, Vec::<u32>::new());
+        // The next round, on d's written assignment: a takes shard 1.
+        let (after, taken) = place(&next, "a", &live, &gone);
+        assert_eq!(taken, [1]);
+        assert_eq!(after.assignment, [vec!["a", "d"], vec!["c", "a"]]);
+        assert!(place(&after, "d", &live, &gone).1.is_empty(), "settled");
+    }
+
+    #[test]
+    fn a_node_gone_for_less_than_the_delay_keeps_its_place() {
+        let i = info(1, 2, &[&["a", "b"]]);
+        let (next, taken) = place(&i, "c", &set(&["a", "c"]), &set(&[]));
+        assert!(taken.is_empty());
+        assert_eq!(next, i);
+    }
+
+    #[test]
+    fn a_short_list_is_filled_at_once_and_a_dead_node_never_places_itself() {
+        // Created with one live node for R = 2: the next node joins at once.
+        let i = info(2, 2, &[&["a"], &["a"]]);
+        let (next, taken) = place(&i, "b", &set(&["a", "b"]), &set(&[]));
+        assert_eq!(taken, [0, 1]);
+        assert_eq!(next.assignment, [vec!["a", "b"], vec!["a", "b"]]);
+        // A node that holds the shard, or is not alive, changes nothing.
+        assert!(place(&i, "a", &set(&["a", "b"]), &set(&[])).1.is_empty());
+        assert!(place(&i, "z", &set(&["a"]), &set(&[])).1.is_empty());
+        // Ties on load go to the smaller name.
+        let i = info(1, 2, &[&["a"]]);
+        let live = set(&["a", "b", "c"]);
+        assert_eq!(place(&i, "b", &live, &set(&[])).1, [0]);
+        assert!(place(&i, "c", &live, &set(&[])).1.is_empty());
+    }
 }

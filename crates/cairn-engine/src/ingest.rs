@@ -52,8 +52,8 @@ pub struct KnownDocument {
     pub id: Option<DocId>,
 }
 
-impl KnownDocument {
-    fn of(d: cairn_store::DocMeta) -> KnownDocument {
+impl From<cairn_store::DocMeta> for KnownDocument {
+    fn from(d: cairn_store::DocMeta) -> KnownDocument {
         KnownDocument {
             path: d.path,
             doc: d.doc,
@@ -81,7 +81,7 @@ pub enum Sink<'a> {
 impl Sink<'_> {
     fn known(&self, path: &str) -> Result<Option<KnownDocument>> {
         Ok(match self {
-            Sink::Catalog(e) => e.catalog()?.document(path)?.map(KnownDocument::of),
+            Sink::Catalog(e) => e.catalog()?.document(path)?.map(KnownDocument::from),
             Sink::Publish { known, .. } => known.get(path).cloned(),
         })
     }
@@ -92,7 +92,7 @@ impl Sink<'_> {
                 .catalog()?
                 .documents()?
                 .into_iter()
-                .map(KnownDocument::of)
+                .map(KnownDocument::from)
                 .collect(),
             Sink::Publish { known, .. } => known.values().cloned().collect(),
         })

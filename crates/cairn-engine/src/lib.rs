@@ -891,14 +891,7 @@ impl Engine {
             let known: Vec<KnownDocument> = cat
                 .documents()?
                 .into_iter()
-                .map(|d| KnownDocument {
-                    path: d.path,
-                    doc: d.doc,
-                    hash: d.hash,
-                    mtime_ns: d.mtime_ns,
-                    size: d.size,
-                    id: Some(d.id),
-                })
+                .map(KnownDocument::from)
                 .collect();
             let victims = ingest::remove_targets(target, &known);
             if victims.is_empty() {

@@ -25,6 +25,45 @@ pub struct CatchUp {
 /// reported after each batch).
 const BATCH: usize = 1024;
 
+/// Give the catalog's chunks newer than an index's sequence to that index:
+/// to the HNSW graph those after `hnsw.0`, to the BM25 index those after
+/// `bm25.0` (a document's title once, with its first chunk). Returns how
+/// many chunks newer than the older of the two were read.
+fn feed(
+    c: &Catalog,
+    hnsw: (Seq, &HnswIndex),
+    bm25: (Seq, &Bm25Index),
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let (from_h, graph) = hnsw;
+    let (from_b, text) = bm25;
+    let mut batch: Vec<(ChunkId, Vec<f32>)> = Vec::with_capacity(BATCH);
+    let mut read = 0u64;
+    c.for_each_chunk_since(from_h.min(from_b), |chunk, vector| -> Result<()> {
+        if chunk.seq > from_b {
+            let title = if chunk.ord == 0 {
+                chunk.heading.as_str()
+            } else {
+                ""
+            };
+            text.add(chunk.id, &chunk.doc, title, &chunk.text)?;
+        }
+        if chunk.seq > from_h {
+            batch.push((chunk.id, vector));
+            if batch.len() == BATCH {
+                graph.add_batch(&batch)?;
+                progress.advance(batch.len() as u64);
+                batch.clear();
+            }
+        }
+        read += 1;
+        Ok(())
+    })?;
+    graph.add_batch(&batch)?;
+    progress.advance(batch.len() as u64);
+    Ok(read)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -251,28 +290,7 @@ impl Indexes {
                 hnsw.remove(id)?;
             }
             let gone = c.tombstones_since(from_b)?.into_iter().collect();
-            let mut batch: Vec<(ChunkId, Vec<f32>)> = Vec::with_capacity(BATCH);
-            c.for_each_chunk_since(from, |chunk, vector| -> Result<()> {
-                if chunk.seq > from_b {
-                    let title = if chunk.ord == 0 {
-                        chunk.heading.as_str()
-                    } else {
-                        ""
-                    };
-                    tail.add(chunk.id, &chunk.doc, title, &chunk.text)?;
-                }
-                if chunk.seq > from_h {
-                    batch.push((chunk.id, vector));
-                    if batch.len() == BATCH {
-                        hnsw.add_batch(&batch)?;
-                        progress.advance(batch.len() as u64);
-                        batch.clear();
-                    }
-                }
-                Ok(())
-            })?;
-            hnsw.add_batch(&batch)?;
-            progress.advance(batch.len() as u64);
+            feed(c, (from_h, &*hnsw), (from_b, &tail), progress)?;
             progress.end();
             Ok((to, gone))
         })?;
@@ -375,31 +393,7 @@ impl Indexes {
                     hnsw.remove(*id)?;
                     bm25.delete(*id)?;
                 }
-                let mut batch: Vec<(ChunkId, Vec<f32>)> = Vec::with_capacity(BATCH);
-                let mut added = 0u64;
-                c.for_each_chunk_since(from, |chunk, vector| -> Result<()> {
-                    if chunk.seq > from_b {
-                        // A document's title once, with its first chunk.
-                        let title = if chunk.ord == 0 {
-                            chunk.heading.as_str()
-                        } else {
-                            ""
-                        };
-                        bm25.add(chunk.id, &chunk.doc, title, &chunk.text)?;
-                    }
-                    if chunk.seq > from_h {
-                        batch.push((chunk.id, vector));
-                        if batch.len() == BATCH {
-                            hnsw.add_batch(&batch)?;
-                            progress.advance(batch.len() as u64);
-                            batch.clear();
-                        }
-                    }
-                    added += 1;
-                    Ok(())
-                })?;
-                hnsw.add_batch(&batch)?;
-                progress.advance(batch.len() as u64);
+                let added = feed(c, (from_h, &*hnsw), (from_b, bm25), progress)?;
                 Ok((to, added, tombstones.len() as u64))
             })
             .and_then(|(to, added, removed)| {

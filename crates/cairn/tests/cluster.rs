@@ -785,6 +785,35 @@ It is 412 metres long and carries the coastal railway between Harrow Point and S
     );
 }
 
+/// Create `docs` with `shards` shards and min(shards, 2) replicas, and
+/// copy the first `pages` tutorial pages of [`PAGES`] into `DIR/corpus`.
+fn create_docs(dir: &Path, url: &str, shards: u32, pages: usize) -> PathBuf {
+    let mut c = client(dir, url);
+    let (s, r) = (shards.to_string(), shards.min(2).to_string());
+    c.args([
+        "collection",
+        "create",
+        "docs",
+        "--shards",
+        &s,
+        "--replicas",
+        &r,
+    ]);
+    common::ok(c);
+    let docs = dir.join("corpus");
+    cairn_testkit::copy_pages(&PAGES[..pages], &docs);
+    docs
+}
+
+const PAGES: [&str; 6] = [
+    "tutorial/venv.html",
+    "tutorial/modules.html",
+    "tutorial/errors.html",
+    "tutorial/classes.html",
+    "tutorial/inputoutput.html",
+    "tutorial/stdlib.html",
+];
+
 /// How many documents each live replica of each shard of `docs` holds.
 fn replica_docs(s: &Value) -> Vec<u64> {
     shard_docs(s).iter().flatten().map(|r| r.1).collect()
@@ -802,25 +831,7 @@ fn unchanged_files_are_skipped_and_prune_and_remove_reach_every_replica() {
         .map(|n| start_node(dir, &url, n, false))
         .collect();
     wait_status(dir, &url, "two live nodes", 90, |s| live_nodes(s) == 2);
-    let mut c = client(dir, &url);
-    c.args([
-        "collection",
-        "create",
-        "docs",
-        "--shards",
-        "2",
-        "--replicas",
-        "2",
-    ]);
-    common::ok(c);
-    let docs = dir.join("corpus");
-    let pages = [
-        "tutorial/venv.html",
-        "tutorial/modules.html",
-        "tutorial/errors.html",
-        "tutorial/classes.html",
-    ];
-    cairn_testkit::copy_pages(&pages, &docs);
+    let docs = create_docs(dir, &url, 2, 4);
     let ingest = |prune: bool| {
         let mut c = client(dir, &url);
         c.arg("ingest").arg(&docs).arg("--json");
@@ -936,27 +947,7 @@ fn a_new_replica_starts_from_a_snapshot_after_the_log_was_trimmed() {
     let snap = [("CAIRN_SNAPSHOT_EVERY", "3"), ("CAIRN_LOG_KEEP", "0")];
     let a = node_with(dir, &url, "a", &snap, "30");
     wait_status(dir, &url, "node a", 90, |s| live_nodes(s) == 1);
-    let mut c = client(dir, &url);
-    c.args([
-        "collection",
-        "create",
-        "docs",
-        "--shards",
-        "1",
-        "--replicas",
-        "1",
-    ]);
-    common::ok(c);
-    let docs = dir.join("corpus");
-    let pages = [
-        "tutorial/venv.html",
-        "tutorial/modules.html",
-        "tutorial/errors.html",
-        "tutorial/classes.html",
-        "tutorial/inputoutput.html",
-        "tutorial/stdlib.html",
-    ];
-    cairn_testkit::copy_pages(&pages, &docs);
+    let docs = create_docs(dir, &url, 1, 6);
     let mut c = client(dir, &url);
     c.arg("ingest").arg(&docs).arg("--json");
     assert_eq!(run_json(c)["published"], 6);
