@@ -178,6 +178,19 @@ pub fn list_collections(data_dir: &Path) -> Vec<String> {
     out
 }
 
+/// Ranked passages for a query: what a local collection and a cluster's
+/// collection both answer, so that retrieval evaluation runs on either.
+pub trait Searcher {
+    /// The top `k` passages for `query`, best first.
+    fn search(&self, query: &str, k: usize, mode: SearchMode) -> Result<Vec<Hit>>;
+}
+
+impl Searcher for Engine {
+    fn search(&self, query: &str, k: usize, mode: SearchMode) -> Result<Vec<Hit>> {
+        Engine::search(self, query, k, mode)
+    }
+}
+
 /// What [`Engine::apply_logged`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {

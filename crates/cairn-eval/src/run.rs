@@ -374,20 +374,21 @@ impl RunLog {
     }
 }
 
-/// How answers are made in a run.
+/// How answers are made in a run, by which collection.
 #[derive(Clone, Copy)]
 pub enum Answering<'a> {
     /// With a generator (checked, corrected, ... as `opts` says).
-    Generate(&'a dyn Generator, &'a AskOptions),
+    Generate(&'a Engine, &'a dyn Generator, &'a AskOptions),
     /// Extractively: no generator.
-    Extract(&'a AskOptions),
+    Extract(&'a Engine, &'a AskOptions),
 }
 
-/// Evaluate `items` against `engine`, skipping questions already in `log`.
-/// With `answering`, answers are made too. Out-of-corpus questions are not
-/// scored for retrieval; their answer should be a refusal.
+/// Evaluate `items` against `searcher` (a local collection, or a
+/// cluster's), skipping questions already in `log`. With `answering`,
+/// answers are made too. Out-of-corpus questions are not scored for
+/// retrieval; their answer should be a refusal.
 pub fn run_qa(
-    engine: &Engine,
+    engine: &dyn cairn_engine::Searcher,
     items: &[QaItem],
     settings: &RunSettings,
     answering: Option<Answering<'_>>,
@@ -422,8 +423,8 @@ pub fn run_qa(
         if let Some(answering) = answering {
             let mut sink = |_: &str| if stop() { Flow::Stop } else { Flow::Continue };
             let a = match answering {
-                Answering::Generate(g, opts) => engine.ask(&q.question, &[], g, opts, &mut sink)?,
-                Answering::Extract(opts) => engine.ask_extractive(&q.question, &[], opts)?,
+                Answering::Generate(e, g, opts) => e.ask(&q.question, &[], g, opts, &mut sink)?,
+                Answering::Extract(e, opts) => e.ask_extractive(&q.question, &[], opts)?,
             };
             if a.finish == Some(cairn_generate::Finish::Cancelled) {
                 break; // interrupted: this question is redone on resume

@@ -305,6 +305,77 @@ pub fn remove(cfg: &Config, url: &str, target: &str, json: bool) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// A cluster's collection as a [`cairn_engine::Searcher`] (what `cairn
+/// --cluster URL eval` runs): each query embedded here, then scattered to
+/// the shards and fused. A search that misses a shard is an error, not a
+/// partial result, so that no figure is measured on part of a collection.
+pub struct ClusterSearcher {
+    rt: tokio::runtime::Runtime,
+    cluster: Cluster,
+    info: cairn_cluster::wire::CollectionInfo,
+    embedder: Arc<dyn cairn_models::SentenceEncoder>,
+    fusion: Fusion,
+}
+
+impl ClusterSearcher {
+    pub fn connect(cfg: &Config, url: &str) -> Result<ClusterSearcher> {
+        let embedder = load_embedder(cfg).context("loading the embedding model")?;
+        let rt = runtime()?;
+        let cluster = connect(&rt, cfg, url)?;
+        let info = rt.block_on(cluster.open_collection(
+            &cfg.collection,
+            embedder.model_id(),
+            embedder.dim(),
+            false,
+        ))?;
+        Ok(ClusterSearcher {
+            rt,
+            cluster,
+            info,
+            embedder,
+            fusion: fusion(cfg),
+        })
+    }
+
+    /// The embedding model's id.
+    pub fn model_id(&self) -> &str {
+        self.embedder.model_id()
+    }
+}
+
+impl cairn_engine::Searcher for ClusterSearcher {
+    fn search(
+        &self,
+        query: &str,
+        k: usize,
+        mode: SearchMode,
+    ) -> cairn_engine::Result<Vec<cairn_core::Hit>> {
+        let vector = match mode {
+            SearchMode::Bm25 => None,
+            _ => Some(self.embedder.embed_query(query)?),
+        };
+        let unavailable = |e: String| cairn_engine::EngineError::Unavailable(e);
+        let r = self
+            .rt
+            .block_on(self.cluster.search(
+                &self.info,
+                query,
+                vector.as_deref(),
+                k,
+                mode,
+                &self.fusion,
+            ))
+            .map_err(|e| unavailable(e.to_string()))?;
+        if r.shards_ok < r.shards_total {
+            return Err(unavailable(format!(
+                "shard(s) {:?} of `{}` did not answer",
+                r.missing_shards, self.info.name
+            )));
+        }
+        Ok(r.hits.into_iter().map(|h| h.hit).collect())
+    }
+}
+
 /// `cairn --cluster URL search`.
 pub fn search(
     cfg: &Config,

@@ -254,8 +254,19 @@ fn summary_json(
     v
 }
 
-pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
+/// `cairn eval`; with `cluster`, retrieval over a cluster's collection.
+pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitCode> {
     anyhow::ensure!(a.k >= 1, "-k must be at least 1");
+    if cluster.is_some() {
+        anyhow::ensure!(
+            a.beir.is_none() && !a.calibrate && !a.answers && !a.extractive && !a.crag,
+            "with --cluster, `cairn eval` measures retrieval on a QA set (--qa); --beir, --calibrate, --answers, --extractive and --crag need a local collection"
+        );
+        anyhow::ensure!(
+            !a.critic.rerank && a.critic.critic.is_none(),
+            "--rerank and --critic are not supported with --cluster yet"
+        );
+    }
     a.critic.apply(&mut cfg);
     cfg.validate()?;
     let mode = a.mode.unwrap_or(cfg.search.mode);
@@ -351,6 +362,24 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         items.extend(extra);
     }
     let bars = Bars::new(a.json);
+    if let Some(url) = cluster {
+        let searcher = crate::cluster::ClusterSearcher::connect(&cfg, url)?;
+        let settings = RunSettings {
+            mode,
+            k: a.k,
+            answers: false,
+            model: None,
+            search: Some(cfg.search.clone()),
+            catalog_seq: None,
+            policy: Some(format!("cluster {url}, embedder {}", searcher.model_id())),
+        };
+        let run_path = default_run_path(&cfg, &a, &qa_path, mode, "-cluster");
+        let mut log = RunLog::open(&run_path, &settings, a.fresh)?;
+        run::run_qa(
+            &searcher, &items, &settings, None, &mut log, &bars, &stopped,
+        )?;
+        return report(&items, &log, &run_path, mode, false, a.json);
+    }
     let engine = crate::open::reader(&cfg, &bars)?;
     if a.calibrate {
         let engine = crate::ask::with_critic(engine, &cfg, None)?;
@@ -483,21 +512,14 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
             }
         }),
     };
-    let run_path = a.run.clone().unwrap_or_else(|| {
-        let m = format!("{mode:?}").to_lowercase();
-        cfg.data_dir().join("eval").join(format!(
-            "{}-{}-{m}{}.jsonl",
-            cfg.collection,
-            stem(&qa_path),
-            if extractive {
-                "-extractive"
-            } else if answers {
-                "-answers"
-            } else {
-                ""
-            }
-        ))
-    });
+    let suffix = if extractive {
+        "-extractive"
+    } else if answers {
+        "-answers"
+    } else {
+        ""
+    };
+    let run_path = default_run_path(&cfg, &a, &qa_path, mode, suffix);
     let mut log = RunLog::open(&run_path, &settings, a.fresh)?;
     if !log.done.is_empty() && !a.json {
         eprintln!(
@@ -512,14 +534,44 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         ..AskOptions::from_config(&gen_cfg)
     };
     let answering = match (&generator, extractive) {
-        (_, true) => Some(run::Answering::Extract(&opts)),
-        (Some(g), false) => Some(run::Answering::Generate(g.as_ref(), &opts)),
+        (_, true) => Some(run::Answering::Extract(&engine, &opts)),
+        (Some(g), false) => Some(run::Answering::Generate(&engine, g.as_ref(), &opts)),
         (None, false) => None,
     };
     run::run_qa(
         &engine, &items, &settings, answering, &mut log, &bars, &stopped,
     )?;
-    // Report in the set's order, only questions of this set.
+    report(&items, &log, &run_path, mode, answers, a.json)
+}
+
+/// Where a QA run's log goes unless `--run` says.
+fn default_run_path(
+    cfg: &Config,
+    a: &EvalArgs,
+    qa_path: &std::path::Path,
+    mode: cairn_core::SearchMode,
+    suffix: &str,
+) -> std::path::PathBuf {
+    a.run.clone().unwrap_or_else(|| {
+        let m = format!("{mode:?}").to_lowercase();
+        cfg.data_dir().join("eval").join(format!(
+            "{}-{}-{m}{suffix}.jsonl",
+            cfg.collection,
+            stem(qa_path)
+        ))
+    })
+}
+
+/// Print a QA run's figures (its questions in the set's order); 130 when
+/// it was interrupted before every question was done.
+fn report(
+    items: &[cairn_eval::QaItem],
+    log: &RunLog,
+    run_path: &std::path::Path,
+    mode: cairn_core::SearchMode,
+    answers: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let order: std::collections::HashMap<&str, usize> = items
         .iter()
         .enumerate()
@@ -533,7 +585,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs) -> Result<ExitCode> {
         .collect();
     results.sort_by_key(|r| order[r.id.as_str()]);
     let s = Summary::of(&results);
-    if a.json {
+    if json {
         let v = summary_json(
             &s,
             &results,

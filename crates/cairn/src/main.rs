@@ -518,7 +518,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
         } => return ask::ask(cfg, &question, &gen, json, quiet),
         Command::Chat { gen, json } => return ask::chat(cfg, &gen, json),
-        Command::Eval(args) => return eval::eval(cfg, args),
+        Command::Eval(args) => return eval::eval(cfg, args, None),
         Command::Serve(args) => return serve::serve(cfg, args),
         Command::Node(args) => return cluster::node(cfg, args),
         Command::Cluster { .. } | Command::Collection { .. } => {
@@ -533,6 +533,7 @@ fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
     match command {
         Command::Ingest { paths, prune, json } => cluster::ingest(&cfg, url, &paths, prune, json),
         Command::Remove { path, json } => cluster::remove(&cfg, url, &path, json),
+        Command::Eval(args) => eval::eval(cfg, args, Some(url)),
         Command::Search {
             query,
             top_k,

@@ -446,6 +446,65 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
         }
     }
 
+    // Retrieval evaluation on the cluster gives one node's figures, question
+    // by question (the ranked documents included).
+    let qa = dir.join("qa.jsonl");
+    std::fs::write(
+        &qa,
+        [
+            r#"{"id": "c1", "kind": "howto", "question": "How do I create a virtual environment?", "answers": ["venv"], "gold": ["tutorial/venv.html"]}"#,
+            r#"{"id": "c2", "kind": "howto", "question": "How do I give a function parameter a default value?", "answers": ["default"], "gold": ["tutorial/controlflow.html"]}"#,
+            r#"{"id": "c3", "kind": "howto", "question": "How can I catch an exception and handle it?", "answers": ["except"], "gold": ["tutorial/errors.html"]}"#,
+            r#"{"id": "c4", "kind": "concept", "question": "What does a class's __init__ method do?", "answers": ["__init__"], "gold": ["tutorial/classes.html"]}"#,
+            r#"{"id": "c5", "kind": "concept", "question": "How do I read a whole file into a string?", "answers": ["read"], "gold": ["tutorial/inputoutput.html"]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let eval = |c: &mut Command| {
+        c.args(["eval", "--qa"])
+            .arg(&qa)
+            .args(["--mode", "hybrid", "--json", "--fresh"]);
+    };
+    let mut c = cairn(&single);
+    c.args(["-c", "docs"]);
+    eval(&mut c);
+    let one = run_json(c);
+    let mut c = client(dir, &url);
+    eval(&mut c);
+    let many = run_json(c);
+    assert_eq!(many["n"], 5, "{many:#}");
+    for key in [
+        "hit@1",
+        "hit@5",
+        "mrr@10",
+        "ndcg@10",
+        "passage_hit@1",
+        "passage_hit@5",
+    ] {
+        assert!(one[key].is_number(), "{key}: {one:#}");
+        assert_eq!(many[key], one[key], "{key}: {many:#} vs {one:#}");
+    }
+    for (a, b) in many["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(one["questions"].as_array().unwrap())
+    {
+        assert_eq!(a["docs"], b["docs"], "{}", a["id"]);
+    }
+    assert!(one["hit@5"].as_f64().unwrap() > 0.0, "{one:#}");
+    // What needs a local collection says so.
+    let mut c = client(dir, &url);
+    c.args(["eval", "--qa"]).arg(&qa).arg("--answers");
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("need a local collection"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // SIGKILL a node while queries stream: every answer stays complete.
     let victim = nodes.iter().position(|n| n.name == "n2").unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
