@@ -188,7 +188,7 @@ fn bm25_finds_identifiers_and_hybrid_beats_each_mode() {
             hits.first().is_some_and(|h| h.doc.ends_with(page)),
             "BM25 for {q}: {hits:#?}"
         );
-        let tokens = cairn_index::bm25::analyze(q);
+        let tokens = cairn_index::analyzer::analyze(q);
         assert!(
             tokens.iter().any(|t| t.contains('.') || t.starts_with('-')),
             "{q} keeps its identifier: {tokens:?}"

@@ -149,11 +149,7 @@ impl Indexes {
             }
             Err(e) => return Err(e),
         };
-        let analyzer = crate::bm25::Analyzer {
-            stemming: cfg.bm25_stemming,
-            stopwords: cfg.bm25_stopwords,
-            compounds: cfg.bm25_compounds,
-        };
+        let analyzer = Self::analyzer(cfg);
         let bm25 = match Bm25Index::open_with(&bm25_dir, analyzer) {
             Ok(b) => b,
             Err(IndexError::Corrupt { path, message }) => {
@@ -185,8 +181,8 @@ impl Indexes {
         Ok(me)
     }
 
-    fn analyzer(cfg: &IndexConfig) -> crate::bm25::Analyzer {
-        crate::bm25::Analyzer {
+    fn analyzer(cfg: &IndexConfig) -> crate::analyzer::Analyzer {
+        crate::analyzer::Analyzer {
             stemming: cfg.bm25_stemming,
             stopwords: cfg.bm25_stopwords,
             compounds: cfg.bm25_compounds,
@@ -260,7 +256,7 @@ impl Indexes {
     fn read_catalog_tail(
         &self,
         catalog: &Catalog,
-        analyzer: crate::bm25::Analyzer,
+        analyzer: crate::analyzer::Analyzer,
         progress: &dyn Progress,
     ) -> Result<Overlay> {
         let hnsw = self.graph();

@@ -5,7 +5,8 @@
 //! deleted and rebuilt from it at any time.
 //!
 //! - [`vector`]: HNSW (usearch, cosine; f32/f16/i8) and exact search.
-//! - [`bm25`]: lexical search with tantivy and an identifier-friendly analyzer.
+//! - [`analyzer`]: the identifier-friendly analyzer BM25 indexes and queries with.
+//! - [`bm25`]: lexical search with tantivy.
 //! - [`fusion`]: reciprocal-rank fusion of ranked lists.
 //! - [`Indexes`]: the three kept in step with one catalog.
 //!
@@ -24,6 +25,7 @@
 //! for a place among the graph's concurrent searches (other searches, not
 //! the writer).
 
+pub mod analyzer;
 pub mod bm25;
 mod error;
 pub mod fusion;
