@@ -23,6 +23,7 @@ mod client;
 mod error;
 pub mod merge;
 mod node;
+pub mod placement;
 pub mod snapshot;
 pub mod wire;
 
