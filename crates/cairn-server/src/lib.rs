@@ -25,6 +25,7 @@
 //! On shutdown, in-flight requests finish and a running ingestion job stops
 //! between two rounds of files, with everything committed kept.
 
+mod answering;
 pub mod api;
 pub mod auth;
 pub mod error;
