@@ -341,6 +341,28 @@ impl ClusterSearcher {
     pub fn model_id(&self) -> &str {
         self.embedder.model_id()
     }
+
+    /// The query embedded here (unless BM25 alone), scattered, gathered and
+    /// fused: the whole result, with which shards answered.
+    pub fn gather(
+        &self,
+        query: &str,
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<cairn_cluster::SearchResult> {
+        let vector = match mode {
+            SearchMode::Bm25 => None,
+            _ => Some(self.embedder.embed_query(query)?),
+        };
+        Ok(self.rt.block_on(self.cluster.search(
+            &self.info,
+            query,
+            vector.as_deref(),
+            k,
+            mode,
+            &self.fusion,
+        ))?)
+    }
 }
 
 impl cairn_engine::Searcher for ClusterSearcher {
@@ -350,22 +372,10 @@ impl cairn_engine::Searcher for ClusterSearcher {
         k: usize,
         mode: SearchMode,
     ) -> cairn_engine::Result<Vec<cairn_core::Hit>> {
-        let vector = match mode {
-            SearchMode::Bm25 => None,
-            _ => Some(self.embedder.embed_query(query)?),
-        };
         let unavailable = |e: String| cairn_engine::EngineError::Unavailable(e);
         let r = self
-            .rt
-            .block_on(self.cluster.search(
-                &self.info,
-                query,
-                vector.as_deref(),
-                k,
-                mode,
-                &self.fusion,
-            ))
-            .map_err(|e| unavailable(e.to_string()))?;
+            .gather(query, k, mode)
+            .map_err(|e| unavailable(format!("{e:#}")))?;
         if r.shards_ok < r.shards_total {
             return Err(unavailable(format!(
                 "shard(s) {:?} of `{}` did not answer",
@@ -388,20 +398,7 @@ pub fn search(
     if k == 0 {
         bail!("-k/--top-k must be at least 1");
     }
-    let embedder = load_embedder(cfg).context("loading the embedding model")?;
-    let rt = runtime()?;
-    let cluster = connect(&rt, cfg, url)?;
-    let info = rt.block_on(cluster.open_collection(
-        &cfg.collection,
-        embedder.model_id(),
-        embedder.dim(),
-        false,
-    ))?;
-    let vector = match mode {
-        SearchMode::Bm25 => None,
-        _ => Some(embedder.embed_query(query)?),
-    };
-    let r = rt.block_on(cluster.search(&info, query, vector.as_deref(), k, mode, &fusion(cfg)))?;
+    let r = ClusterSearcher::connect(cfg, url)?.gather(query, k, mode)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
