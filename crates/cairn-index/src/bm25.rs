@@ -549,6 +549,19 @@ impl Bm25Index {
         Ok(stats)
     }
 
+    /// Whether the last commit holds a live chunk with this id.
+    pub fn holds(&self, id: ChunkId) -> Result<bool> {
+        let searcher = self.reader.searcher();
+        let query = TermQuery::new(
+            Term::from_field_u64(self.fields.id, id),
+            IndexRecordOption::Basic,
+        );
+        let n = searcher
+            .search(&query, &tantivy::collector::Count)
+            .map_err(bm25_err)?;
+        Ok(n > 0)
+    }
+
     /// Number of live (committed, not deleted) chunks.
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()

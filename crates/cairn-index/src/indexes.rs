@@ -285,7 +285,14 @@ impl Indexes {
             for id in c.tombstones_since(from_h)? {
                 hnsw.remove(id)?;
             }
-            let gone = c.tombstones_since(from_b)?.into_iter().collect();
+            // Deleted since BM25's commit, and in it (a chunk both added
+            // and deleted since is in neither index).
+            let mut gone = std::collections::HashSet::new();
+            for id in c.tombstones_since(from_b)? {
+                if self.bm25.holds(id)? {
+                    gone.insert(id);
+                }
+            }
             feed(c, (from_h, &*hnsw), (from_b, &tail), progress)?;
             progress.end();
             Ok((to, gone))
