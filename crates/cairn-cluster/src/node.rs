@@ -488,7 +488,7 @@ async fn restore(s: &Arc<Shared>, coll: &str, shard: u32, cfg: &Config) -> Resul
     match snapshot::latest(&store, coll, shard).await {
         Some(seq) if seq > local && seq + 1 >= first => {
             let t = Instant::now();
-            let tmp = dir.with_extension("snapshot");
+            let tmp = beside(&dir, "snapshot");
             let _ = tokio::fs::remove_file(&tmp).await;
             if let Some(parent) = tmp.parent() {
                 tokio::fs::create_dir_all(parent)
@@ -532,6 +532,16 @@ async fn restore(s: &Arc<Shared>, coll: &str, shard: u32, cfg: &Config) -> Resul
     }
 }
 
+/// A file next to a shard's collection directory, named after it:
+/// `docs.shard1` → `docs.shard1.snapshot`. (`with_extension` would replace
+/// `.shard1`, so that every shard of a collection shared one name.)
+fn beside(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    name.into()
+}
+
 /// The shortest time between two snapshots of one shard: each is a copy of
 /// the whole catalog, so a small `cluster.snapshot_every` during a large
 /// ingest must not turn into a copy per batch.
@@ -565,7 +575,7 @@ async fn maybe_snapshot(
         return Ok(());
     }
     let dir = cairn_engine::collection_dir(&s.cfg.data_dir(), &shard_collection(coll, shard));
-    let file = dir.with_extension(format!("export-{}", std::process::id()));
+    let file = beside(&dir, &format!("export-{}", std::process::id()));
     let _ = tokio::fs::remove_file(&file).await;
     let (e, f) = (engine.clone(), file.clone());
     let seq = tokio::task::spawn_blocking(move || e.export_catalog(&f))
@@ -1113,4 +1123,24 @@ async fn generate_one(
     let _ = tx.send(ev);
     drop(tx);
     let _ = forward.await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn files_beside_a_shard_are_its_own() {
+        let a = super::beside(
+            std::path::Path::new("/d/collections/docs.shard0"),
+            "snapshot",
+        );
+        let b = super::beside(
+            std::path::Path::new("/d/collections/docs.shard1"),
+            "snapshot",
+        );
+        assert_eq!(
+            a,
+            std::path::Path::new("/d/collections/docs.shard0.snapshot")
+        );
+        assert_ne!(a, b);
+    }
 }
