@@ -470,16 +470,7 @@ async fn restore(s: &Arc<Shared>, coll: &str, shard: u32, cfg: &Config) -> Resul
         .await
         .map_err(|e| ClusterError::js("join", e))??;
     let name = stream_name(coll, shard);
-    let mut stream =
-        s.js.get_stream(&name)
-            .await
-            .map_err(|e| ClusterError::js(format!("stream {name}"), e))?;
-    let first = stream
-        .info()
-        .await
-        .map_err(|e| ClusterError::js(format!("stream {name}"), e))?
-        .state
-        .first_sequence;
+    let first = stream_state(&s.js, &name).await?.first_sequence;
     let gap = local + 1 < first;
     if local > 0 && !gap {
         return Ok(());
@@ -777,7 +768,8 @@ async fn consume(
     }
 }
 
-async fn stream_last(js: &jetstream::Context, name: &str) -> Result<u64> {
+/// A stream's state: its first and last sequence, its message count.
+async fn stream_state(js: &jetstream::Context, name: &str) -> Result<jetstream::stream::State> {
     let mut stream = js
         .get_stream(name)
         .await
@@ -787,7 +779,11 @@ async fn stream_last(js: &jetstream::Context, name: &str) -> Result<u64> {
         .await
         .map_err(|e| ClusterError::js(format!("stream {name}"), e))?
         .state
-        .last_sequence)
+        .clone())
+}
+
+async fn stream_last(js: &jetstream::Context, name: &str) -> Result<u64> {
+    Ok(stream_state(js, name).await?.last_sequence)
 }
 
 async fn set_counts(engine: &Arc<Engine>, state: &Arc<Mutex<ShardState>>) {

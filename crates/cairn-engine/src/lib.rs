@@ -518,22 +518,17 @@ impl Engine {
         cfg.validate()?;
         let dir = collection_dir(&cfg.data_dir(), &cfg.collection);
         let db = dir.join("catalog.sqlite");
-        let (lock, mut catalog, indexes) = match access {
+        let (lock, catalog, indexes) = match access {
             Access::Read => {
                 if !db.is_file() {
                     return Err(EngineError::NoCollection(cfg.collection.clone()));
                 }
                 let catalog = Catalog::open_reader(&db)?;
-                if let Some((model, dim)) = catalog.embedding_model()? {
-                    if model != embedder.model_id() || dim != embedder.dim() {
-                        return Err(cairn_store::StoreError::ModelMismatch {
-                            collection: cfg.collection.clone(),
-                            stored: format!("{model} ({dim}-dim)"),
-                            requested: format!("{} ({}-dim)", embedder.model_id(), embedder.dim()),
-                        }
-                        .into());
-                    }
-                }
+                catalog.check_embedding_model(
+                    &cfg.collection,
+                    embedder.model_id(),
+                    embedder.dim(),
+                )?;
                 let indexes = Indexes::open_read_only(
                     &dir.join("index"),
                     embedder.dim(),
@@ -574,15 +569,12 @@ impl Engine {
         let readers = (0..pool)
             .map(|_| Catalog::open_reader(&db).map(Mutex::new))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let indexer = match lock {
-            Some(_) => Catalog::open_reader(&db)?,
-            None => std::mem::replace(&mut catalog, Catalog::open_reader(&db)?),
-        };
         Ok(Engine {
             cfg: cfg.clone(),
             dir,
+            // Read-only: a reader connection that `catalog()` never lends.
             catalog: Mutex::new(catalog),
-            indexer: Mutex::new(indexer),
+            indexer: Mutex::new(Catalog::open_reader(&db)?),
             readers,
             next_reader: AtomicUsize::new(0),
             indexes,

@@ -308,13 +308,16 @@ impl Catalog {
         })
     }
 
-    /// Record the embedding model on first use; refuse a different one later.
-    pub fn ensure_embedding_model(
-        &mut self,
+    /// Whether the catalog's vectors come from `model_id` (`dim`
+    /// dimensions): `true` when they do, `false` when it records no model
+    /// yet, [`StoreError::ModelMismatch`] when it records another. Reads
+    /// only (a read-only open checks with it).
+    pub fn check_embedding_model(
+        &self,
         collection: &str,
         model_id: &str,
         dim: usize,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         match self.embedding_model()? {
             Some((stored, stored_dim)) if stored != model_id || stored_dim != dim => {
                 Err(StoreError::ModelMismatch {
@@ -323,8 +326,21 @@ impl Catalog {
                     requested: format!("{model_id} ({dim}-dim)"),
                 })
             }
-            Some(_) => Ok(()),
-            None => {
+            Some(_) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
+    /// Record the embedding model on first use; refuse a different one later.
+    pub fn ensure_embedding_model(
+        &mut self,
+        collection: &str,
+        model_id: &str,
+        dim: usize,
+    ) -> Result<()> {
+        match self.check_embedding_model(collection, model_id, dim)? {
+            true => Ok(()),
+            false => {
                 let tx = self
                     .conn
                     .transaction()
