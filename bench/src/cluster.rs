@@ -31,14 +31,7 @@ pub fn search(a: &Args) -> Result<serde_json::Value> {
         .iter()
         .map(|q| embedder.embed_query(q))
         .collect::<Result<_, _>>()?;
-    let fusion = Fusion {
-        dense_weight: cfg.search.dense_weight,
-        bm25_weight: cfg.search.bm25_weight,
-        rrf_k: cfg.search.rrf_k,
-        rrf: cfg.search.fusion == "rrf",
-        candidates: cfg.search.candidates,
-        max_per_document: cfg.search.max_per_document,
-    };
+    let fusion = Fusion::from_config(&cfg);
     let url = a.url.clone().context("--url NATS_URL is needed")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -16,20 +16,25 @@ use async_nats::jetstream::{self, kv, message::PublishMessage};
 use cairn_core::op::Op;
 use cairn_core::{SearchMode, Seq};
 use cairn_engine::AskOptions;
+use cairn_generate::{Flow, TokenSink};
 use futures::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// A connection to the cluster.
 pub struct Cluster {
-    client: async_nats::Client,
+    pub(crate) client: async_nats::Client,
     js: jetstream::Context,
     nodes: kv::Store,
-    colls: kv::Store,
+    pub(crate) colls: kv::Store,
     /// How long a shard may take to answer a search.
     pub shard_timeout: Duration,
     /// How long a generation replica may go silent before it is given up.
     pub generation_idle: Duration,
+    /// The last log sequence this connection wrote, per (collection,
+    /// shard): searches wait for a replica that has applied it, so that a
+    /// client reads its own writes.
+    written: std::sync::Mutex<std::collections::HashMap<(String, u32), Seq>>,
 }
 
 /// A merged search.
@@ -51,39 +56,14 @@ pub struct SearchResult {
 pub struct KnownDocuments {
     /// By canonical path.
     pub documents: std::collections::HashMap<String, cairn_engine::KnownDocument>,
+    /// What each shard's catalog holds of them, with the shard (ids are the
+    /// shard's own).
+    pub listed: Vec<(u32, cairn_engine::DocMeta)>,
     /// Shards no replica answered for: their documents are not listed.
     pub missing_shards: Vec<u32>,
 }
 
-/// One document accepted by a shard's log.
-#[derive(Debug, Clone, Serialize)]
-pub struct Published {
-    pub doc: String,
-    pub shard: u32,
-    pub seq: Seq,
-    /// JetStream had already seen this exact document (same path and content).
-    pub duplicate: bool,
-}
-
-/// A document that could not be published, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rejected {
-    pub doc: String,
-    pub reason: String,
-}
-
-/// An answer from the cluster.
-#[derive(Debug, Clone, Serialize)]
-pub struct AskOutcome {
-    /// The same JSON as `cairn ask --json`.
-    pub answer: serde_json::Value,
-    pub shards_ok: u32,
-    pub shards_total: u32,
-    /// The replica that generated, if one did.
-    pub node: Option<String>,
-    /// Replicas that failed mid-answer before one finished.
-    pub failed_replicas: Vec<String>,
-}
+pub use cairn_engine::{Published, Rejected};
 
 /// One replica of a shard, as `cluster status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -151,7 +131,13 @@ impl Cluster {
             colls,
             shard_timeout: Duration::from_secs(2),
             generation_idle: Duration::from_secs(10),
+            written: Default::default(),
         })
+    }
+
+    /// The JetStream context (for the buckets other parts of the client keep).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
     }
 
     /// NATS servers in the cluster this client can reach.
@@ -268,8 +254,32 @@ impl Cluster {
         Ok(info)
     }
 
-    /// The collection, created with the defaults when `create` and absent;
-    /// its embedding model must be the client's.
+    /// Wait until every shard of `info` has a live replica that serves
+    /// searches (a new collection's shards are taken by the nodes within
+    /// a few heartbeats), up to `timeout`; false if some never did.
+    pub async fn wait_served(&self, info: &CollectionInfo, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let nodes = self.nodes().await?;
+            let served = (0..info.shards).all(|shard| {
+                let key = format!("{}/{shard}", info.name);
+                nodes
+                    .iter()
+                    .any(|n| n.shards.get(&key).is_some_and(|s| s.serving))
+            });
+            if served {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The collection, created with the defaults when `create` and absent
+    /// (then returned once its shards are served, or after 60 s); its
+    /// embedding model must be the client's.
     pub async fn open_collection(
         &self,
         name: &str,
@@ -283,7 +293,15 @@ impl Cluster {
                 .create_collection(name, None, None, embed_model, dim)
                 .await
             {
-                Ok(c) => c,
+                Ok(c) => {
+                    if !self.wait_served(&c, Duration::from_secs(60)).await? {
+                        tracing::warn!(
+                            collection = name,
+                            "not every shard of the new collection is served yet"
+                        );
+                    }
+                    c
+                }
                 Err(ClusterError::CollectionExists { .. }) => self
                     .collection(name)
                     .await?
@@ -375,12 +393,17 @@ impl Cluster {
                     Err(e) => Err(e.to_string()),
                 };
                 match res {
-                    Ok(a) => published.push(Published {
-                        doc: item.0,
-                        shard: item.1,
-                        seq: a.sequence,
-                        duplicate: a.duplicate,
-                    }),
+                    Ok(a) => {
+                        let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+                        let last = w.entry((info.name.clone(), item.1)).or_insert(0);
+                        *last = (*last).max(a.sequence);
+                        published.push(Published {
+                            doc: item.0,
+                            shard: item.1,
+                            seq: a.sequence,
+                            duplicate: a.duplicate,
+                        })
+                    }
                     Err(e) => failed.push((item, e)),
                 }
             }
@@ -436,6 +459,7 @@ impl Cluster {
             mode,
             want: wire::Want::Hits,
             bm25_stats: None,
+            min_applied: None,
         };
         if mode != SearchMode::Dense && info.shards > 1 {
             let ask = SearchRequest {
@@ -502,14 +526,19 @@ impl Cluster {
             mode: SearchMode::Bm25,
             want: wire::Want::Documents,
             bm25_stats: None,
+            min_applied: None,
         };
         let replies = self.scatter_to(info, &ask, &req).await;
         let mut out = KnownDocuments::default();
         for (shard, reply) in ask.into_iter().zip(replies) {
             match reply.and_then(|r| r.documents) {
-                Some(docs) => out
-                    .documents
-                    .extend(docs.into_iter().map(|d| (d.path.clone(), d))),
+                Some(docs) => {
+                    for d in docs {
+                        out.documents
+                            .insert(d.path.clone(), cairn_engine::KnownDocument::from(d.clone()));
+                        out.listed.push((shard, d));
+                    }
+                }
                 None => out.missing_shards.push(shard),
             }
         }
@@ -531,10 +560,18 @@ impl Cluster {
         shards: &[u32],
         req: &SearchRequest,
     ) -> Vec<Option<ShardReply>> {
-        let body = bytes::Bytes::from(serde_json::to_vec(req).unwrap_or_default());
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let asks = shards.iter().map(|&shard| {
             let subject = search_subject(&info.name, shard);
-            let body = body.clone();
+            // Read your writes: a replica answers once it has applied what
+            // this connection wrote to the shard.
+            let mut req = req.clone();
+            req.min_applied = written.get(&(info.name.clone(), shard)).copied();
+            let body = bytes::Bytes::from(serde_json::to_vec(&req).unwrap_or_default());
             let client = self.client.clone();
             let timeout = self.shard_timeout;
             async move {
@@ -570,16 +607,17 @@ impl Cluster {
         futures::future::join_all(asks).await
     }
 
-    /// Answer from gathered passages on a free generation replica, calling
-    /// `on_token` with the answer as it streams. A replica that is busy is
+    /// Answer from gathered passages on a free generation replica, sending
+    /// the answer to `sink` as it streams. A replica that is busy is
     /// skipped; one that fails or goes silent mid-answer is given up and the
-    /// answer starts again on another (`on_retry` is told), once.
+    /// answer starts again on another (the sink is told with a restart),
+    /// once. Returns the answer, the replica that wrote it and the ones that
+    /// failed.
     pub async fn generate(
         &self,
         req: &GenerateRequest,
-        on_token: &mut (dyn FnMut(&str) + Send),
-        on_retry: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<(serde_json::Value, String, Vec<String>)> {
+        sink: &mut (dyn TokenSink + Send),
+    ) -> Result<(cairn_engine::Answer, String, Vec<String>)> {
         let llms: Vec<String> = self
             .nodes()
             .await?
@@ -634,17 +672,24 @@ impl Cluster {
             };
             tracing::info!(node, "generating on {node}");
             let mut text_seen = false;
+            let mut stopped = false;
             let outcome = loop {
                 match tokio::time::timeout(self.generation_idle, sub.next()).await {
                     Ok(Some(m)) => match serde_json::from_slice::<GenEvent>(&m.payload) {
                         Ok(GenEvent::Token { text }) => {
                             text_seen = true;
-                            on_token(&text)
+                            if sink.piece(&text) == Flow::Stop {
+                                stopped = true;
+                                // The caller stopped listening: the replica
+                                // notices when its inbox goes.
+                                break Err("the caller stopped the answer".into());
+                            }
                         }
+                        Ok(GenEvent::Restart { why }) => sink.restart(&why),
                         Ok(GenEvent::Alive)
                         | Ok(GenEvent::Start { .. })
                         | Ok(GenEvent::Busy { .. }) => {}
-                        Ok(GenEvent::Done { answer }) => break Ok(answer),
+                        Ok(GenEvent::Done { answer }) => break Ok(*answer),
                         Ok(GenEvent::Error { message, .. }) => break Err(message),
                         Err(e) => break Err(format!("unreadable event: {e}")),
                     },
@@ -654,62 +699,54 @@ impl Cluster {
             };
             match outcome {
                 Ok(answer) => return Ok((answer, node, failed)),
+                Err(message) if stopped => {
+                    return Err(ClusterError::Generation { node, message });
+                }
                 Err(message) => {
                     tracing::warn!(node, text_seen, "generation replica failed: {message}");
                     failed.push(node.clone());
                     if failed.len() > 1 {
                         return Err(ClusterError::Generation { node, message });
                     }
-                    on_retry(&node);
+                    sink.restart(&format!(
+                        "the generation replica {node} failed mid-answer; answering again on another replica"
+                    ));
                 }
             }
         }
     }
 
-    /// Retrieve across shards, then generate on a replica.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn ask(
+    /// Generate an answer on a replica from passages already gathered
+    /// (`retrieved`, with `shards`: how many answered of how many), or say
+    /// that the documents do not cover the question when none is relevant
+    /// enough. The answer says which shards and replica served it.
+    pub async fn answer(
         &self,
-        info: &CollectionInfo,
         question: &str,
-        vector: &[f32],
-        embed_ms: f64,
+        history: &[cairn_generate::ChatMessage],
+        retrieved: cairn_engine::Retrieved,
+        shards: (u32, u32),
         opts: &AskOptions,
-        fusion: &Fusion,
-        on_token: &mut (dyn FnMut(&str) + Send),
-        on_retry: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<AskOutcome> {
-        let started = Instant::now();
-        let found = self
-            .search(info, question, Some(vector), opts.k, opts.mode, fusion)
-            .await?;
-        let search_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let relevance: Vec<f32> = found.hits.iter().map(|h| h.cosine).collect();
-        let hits: Vec<cairn_core::Hit> = found.hits.iter().map(|h| h.hit.clone()).collect();
-        if !cairn_engine::would_generate(&relevance, opts.min_relevance) {
-            return Ok(AskOutcome {
-                answer: serde_json::json!({
-                    "answer": cairn_engine::NOT_COVERED,
-                    "answered": false,
-                    "citations": [],
-                    "dropped_citations": [],
-                    "retrieved": hits,
-                    "relevance": relevance,
-                    "timings_ms": {"embed": embed_ms, "search": search_ms, "first_token": null,
-                                   "total": embed_ms + started.elapsed().as_secs_f64() * 1000.0},
-                }),
-                shards_ok: found.shards_ok,
-                shards_total: found.shards_total,
-                node: None,
-                failed_replicas: vec![],
-            });
+        sink: &mut (dyn TokenSink + Send),
+    ) -> Result<cairn_engine::Answer> {
+        let served = |node: Option<String>, failed: Vec<String>| cairn_engine::ClusterAnswer {
+            shards_ok: shards.0,
+            shards_total: shards.1,
+            node,
+            failed_replicas: failed,
+        };
+        if !cairn_engine::would_generate(&retrieved.relevance, opts.min_relevance) {
+            let mut a = cairn_engine::not_covered(&retrieved, "-");
+            a.cluster = Some(served(None, vec![]));
+            return Ok(a);
         }
         let req = GenerateRequest {
             question: question.to_string(),
-            hits,
-            relevance,
-            embed_ms,
-            search_ms,
+            history: history.to_vec(),
+            hits: retrieved.hits,
+            relevance: retrieved.relevance,
+            embed_ms: retrieved.embed_ms,
+            search_ms: retrieved.search_ms,
             k: opts.k,
             mode: opts.mode,
             min_relevance: opts.min_relevance,
@@ -717,14 +754,12 @@ impl Cluster {
             check: opts.check,
             support_threshold: opts.support_threshold,
         };
-        let (answer, node, failed) = self.generate(&req, on_token, on_retry).await?;
-        Ok(AskOutcome {
-            answer,
-            shards_ok: found.shards_ok,
-            shards_total: found.shards_total,
-            node: Some(node),
-            failed_replicas: failed,
-        })
+        let (mut answer, node, failed) = self.generate(&req, sink).await?;
+        // Timings from the coordinator's clock: the replica's start when it
+        // took the request.
+        answer.timings_ms.total = retrieved.started.elapsed().as_secs_f64() * 1000.0;
+        answer.cluster = Some(served(Some(node), failed));
+        Ok(answer)
     }
 
     /// Nodes, collections, shards, replicas and their lag.

@@ -44,8 +44,27 @@ pub enum ClusterError {
     Wire { subject: String, reason: String },
     #[error("shard directory {path}: {reason}")]
     Shard { path: PathBuf, reason: String },
+    #[error("this replica has applied the shard's log up to {applied}, not yet to {wanted}")]
+    Behind { applied: u64, wanted: u64 },
     #[error(transparent)]
     Engine(#[from] cairn_engine::EngineError),
+}
+
+/// What a caller of the collection boundary acts on: a missing collection,
+/// a wrong input, or a cluster that did not answer (try again).
+impl From<ClusterError> for cairn_engine::EngineError {
+    fn from(e: ClusterError) -> Self {
+        use cairn_engine::EngineError as E;
+        match e {
+            ClusterError::Engine(e) => e,
+            ClusterError::NoCollection(name) => E::NoCollection(name),
+            e @ (ClusterError::Invalid { .. }
+            | ClusterError::CollectionExists { .. }
+            | ClusterError::ModelMismatch { .. }
+            | ClusterError::TooLarge { .. }) => E::Invalid(e.to_string()),
+            e => E::Unavailable(e.to_string()),
+        }
+    }
 }
 
 impl ClusterError {

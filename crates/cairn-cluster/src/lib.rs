@@ -20,6 +20,7 @@
 //! replication and compare-and-set are JetStream's.
 
 mod client;
+mod collection;
 mod error;
 pub mod merge;
 mod node;
@@ -28,9 +29,10 @@ pub mod snapshot;
 pub mod wire;
 
 pub use client::{
-    AskOutcome, Cluster, ClusterStatus, CollectionStatus, KnownDocuments, ReplicaStatus,
-    SearchResult, ShardStatus,
+    Cluster, ClusterStatus, CollectionStatus, KnownDocuments, ReplicaStatus, SearchResult,
+    ShardStatus,
 };
+pub use collection::{ClusterCollection, ClusterCollections, FEEDBACK_BUCKET};
 pub use error::ClusterError;
 pub use node::{run_node, NodeOptions};
 

@@ -120,6 +120,11 @@ pub struct SearchRequest {
     /// (every shard's, summed) instead of the shard's own.
     #[serde(default)]
     pub bm25_stats: Option<Bm25Stats>,
+    /// Answer only once the shard has applied (and indexed) this log
+    /// sequence: the coordinator's last write to the shard, so that a
+    /// client reads its own writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_applied: Option<Seq>,
 }
 
 /// What a request on a shard's search subject asks for.
@@ -167,7 +172,7 @@ pub struct ShardReply {
     pub bm25_stats: Option<Bm25Stats>,
     /// The shard's documents, in reply to [`Want::Documents`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub documents: Option<Vec<cairn_engine::KnownDocument>>,
+    pub documents: Option<Vec<cairn_engine::DocMeta>>,
 }
 
 /// A replica's state of one shard, as advertised in its heartbeat.
@@ -222,6 +227,9 @@ pub struct CollectionInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerateRequest {
     pub question: String,
+    /// Earlier turns of the conversation, oldest first.
+    #[serde(default)]
+    pub history: Vec<cairn_generate::ChatMessage>,
     pub hits: Vec<Hit>,
     pub relevance: Vec<f32>,
     pub embed_ms: f64,
@@ -265,9 +273,14 @@ pub enum GenEvent {
     },
     /// Still working (sent every second while generating).
     Alive,
-    /// The finished answer (the same JSON as `cairn ask --json`).
+    /// What was streamed is withdrawn (the check found it unsupported) and
+    /// a stricter attempt follows.
+    Restart {
+        why: String,
+    },
+    /// The finished answer.
     Done {
-        answer: serde_json::Value,
+        answer: Box<cairn_engine::Answer>,
     },
     Error {
         node: String,

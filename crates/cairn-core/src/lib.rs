@@ -17,6 +17,7 @@
 pub mod config;
 pub mod lines;
 pub mod op;
+pub mod time;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -7,10 +7,10 @@
 use crate::sentences;
 use crate::Result;
 use cairn_core::{Critic, Judgement};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One sentence of an answer and what supports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SentenceSupport {
     /// The sentence as shown, its markers corrected.
     pub text: String,

@@ -25,7 +25,7 @@ use cairn_critic::support::{self, SentenceSupport};
 use cairn_generate::citations::{self, Citation};
 use cairn_generate::prompt::{self, Instructions, Source};
 use cairn_generate::{ChatMessage, Finish, Generator, Sampling, TokenSink};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// The longest question accepted, in characters.
@@ -103,7 +103,8 @@ impl AskOptions {
 }
 
 /// Milliseconds per stage.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Timings {
     pub embed: f64,
     pub search: f64,
@@ -120,7 +121,7 @@ pub struct Timings {
 }
 
 /// How the answer was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Generated once.
@@ -136,7 +137,7 @@ pub enum Strategy {
 }
 
 /// A sentence of an extractive answer: verbatim from the document.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Extracted {
     /// The source number it is cited as.
     pub n: usize,
@@ -154,8 +155,9 @@ pub struct Extracted {
     pub keywords: f32,
 }
 
-/// A grounded answer.
-#[derive(Debug, Clone, Serialize)]
+/// A grounded answer: the same type from a local collection, a cluster
+/// (the generation replica sends it whole) and the APIs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Answer {
     pub answer: String,
     /// False when no retrieved passage was relevant enough to answer from
@@ -181,27 +183,43 @@ pub struct Answer {
     pub critic: Option<String>,
     /// The answer was generated under the citation grammar (the strict
     /// attempt of the embedded engine).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub grammar: bool,
     /// Corrective retrieval's grade, when it ran, and the probability that
     /// the documents answer the question it was decided from.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade: Option<Grade>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grade_probability: Option<f32>,
     /// The query of corrective retrieval's retry or widening, when it ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewritten_query: Option<String>,
     /// The critic's relevance probability for each retrieved passage, when
     /// it judged them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relevance_probability: Vec<f32>,
     /// Each sentence of the answer with the sources that support it (empty
     /// when the answer was not checked).
     pub sentences: Vec<SentenceSupport>,
     /// The sentences of an extractive answer, with their spans.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extracts: Vec<Extracted>,
+    /// Where a cluster's answer came from; absent for a local collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterAnswer>,
+}
+
+/// How a cluster answered: which shards were searched and which
+/// generation replica wrote the answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterAnswer {
+    pub shards_ok: u32,
+    pub shards_total: u32,
+    /// The replica that generated, if one did.
+    pub node: Option<String>,
+    /// Replicas that failed mid-answer before one finished (the answer was
+    /// started again on another, once).
+    pub failed_replicas: Vec<String>,
 }
 
 impl Answer {
@@ -229,7 +247,7 @@ fn is_refusal(text: &str) -> bool {
 }
 
 /// Check a question: not empty, not too long.
-fn check_question(question: &str) -> Result<&str> {
+pub fn check_question(question: &str) -> Result<&str> {
     let q = question.trim();
     let bad = crate::EngineError::Question;
     if q.is_empty() {
@@ -295,14 +313,7 @@ impl Engine {
         opts: &AskOptions,
     ) -> Result<Retrieved> {
         let start = Instant::now();
-        let retrieval_query = match history
-            .iter()
-            .rev()
-            .find(|m| m.role == cairn_generate::Role::User)
-        {
-            Some(prev) => format!("{} {}", prev.content.trim(), question),
-            None => question.to_string(),
-        };
+        let retrieval_query = retrieval_query(question, history);
         let t = Instant::now();
         let q = self.embedder.embed_query(&retrieval_query)?;
         let embed_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -482,6 +493,30 @@ fn blank(retrieved: &Retrieved, model: &str) -> Answer {
         relevance_probability: judged.map(|j| j.probs.clone()).unwrap_or_default(),
         sentences: vec![],
         extracts: vec![],
+        cluster: None,
+    }
+}
+
+/// The answer when no passage may be answered from: "the documents do not
+/// cover that", with the closest passages.
+pub fn not_covered(retrieved: &Retrieved, model: &str) -> Answer {
+    let mut a = blank(retrieved, model);
+    a.answer = NOT_COVERED.to_string();
+    a.timings_ms.total = ms_since(retrieved.started);
+    a
+}
+
+/// What retrieval searches for in a conversation: the question together
+/// with the previous user turn, so that follow-ups ("and its default?")
+/// find passages.
+pub fn retrieval_query(question: &str, history: &[ChatMessage]) -> String {
+    match history
+        .iter()
+        .rev()
+        .find(|m| m.role == cairn_generate::Role::User)
+    {
+        Some(prev) => format!("{} {}", prev.content.trim(), question),
+        None => question.to_string(),
     }
 }
 

@@ -211,6 +211,9 @@ pub struct IngestReport {
     /// file was read; what was committed before the stop is kept.
     pub cancelled: bool,
     pub seconds: f64,
+    /// On a cluster: what the shards' logs acknowledged.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::LogReport>,
 }
 
 impl IngestReport {

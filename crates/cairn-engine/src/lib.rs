@@ -25,13 +25,21 @@
 //! catch-up (see `cairn_index`).
 
 mod ask;
+mod collection;
 mod feedback;
 mod ingest;
 
-pub use ask::{answer_from_passages, extractive_from_passages, would_generate};
-pub use ask::{Answer, AskOptions, Extracted, Judged, Retrieved, Strategy, Timings};
+pub use ask::{
+    answer_from_passages, check_question, extractive_from_passages, not_covered, retrieval_query,
+    would_generate,
+};
+pub use ask::{Answer, AskOptions, ClusterAnswer, Extracted, Judged, Retrieved, Strategy, Timings};
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
+pub use collection::{
+    Collection, Collections, LocalCollection, LocalCollections, LogReport, Published, Rejected,
+    Summary,
+};
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
 };
@@ -90,6 +98,14 @@ pub enum EngineError {
     /// The question cannot be asked (empty, too long): say so to the user.
     #[error("the question {0}")]
     Question(String),
+    /// Another input is wrong (a collection name, an option): the message
+    /// names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something this kind of collection cannot do (e.g. a cluster's
+    /// collection asked to rebuild a local index).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -119,9 +135,11 @@ impl EngineError {
         use cairn_generate::GenerateError as G;
         use cairn_store::StoreError as S;
         match self {
-            EngineError::Config(_) | EngineError::Question(_) | EngineError::Ingest(_) => {
-                ErrorKind::InvalidInput
-            }
+            EngineError::Config(_)
+            | EngineError::Question(_)
+            | EngineError::Invalid(_)
+            | EngineError::Unsupported(_)
+            | EngineError::Ingest(_) => ErrorKind::InvalidInput,
             EngineError::NoCollection(_) | EngineError::NotFound(_) => ErrorKind::NotFound,
             EngineError::Store(S::ModelMismatch { .. } | S::Origin { .. })
             | EngineError::ReadOnly(_)
@@ -678,6 +696,11 @@ impl Engine {
     /// The catalog's last applied sequence number.
     pub fn applied_seq(&self) -> Result<Seq> {
         Ok(self.reader().last_seq()?)
+    }
+
+    /// The sequence the indexes (and so searches) have caught up to.
+    pub fn index_seq(&self) -> Seq {
+        self.indexes.applied_seq()
     }
 
     /// Bring the indexes up to the catalog. Searches go on meanwhile.

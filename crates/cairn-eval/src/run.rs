@@ -7,7 +7,7 @@ use crate::sets::QaItem;
 use crate::{EvalError, Result};
 use cairn_core::{Progress, SearchMode};
 use cairn_engine::{AskOptions, Engine};
-use cairn_generate::{Flow, Generator};
+use cairn_generate::Flow;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -374,24 +374,16 @@ impl RunLog {
     }
 }
 
-/// How answers are made in a run, by which collection.
-#[derive(Clone, Copy)]
-pub enum Answering<'a> {
-    /// With a generator (checked, corrected, ... as `opts` says).
-    Generate(&'a Engine, &'a dyn Generator, &'a AskOptions),
-    /// Extractively: no generator.
-    Extract(&'a Engine, &'a AskOptions),
-}
-
-/// Evaluate `items` against `searcher` (a local collection, or a
+/// Evaluate `items` against `collection` (a local collection, or a
 /// cluster's), skipping questions already in `log`. With `answering`,
-/// answers are made too. Out-of-corpus questions are not scored for
-/// retrieval; their answer should be a refusal.
+/// answers are made too, as those options say (generated, checked,
+/// extractive...). Out-of-corpus questions are not scored for retrieval;
+/// their answer should be a refusal.
 pub fn run_qa(
-    engine: &dyn cairn_engine::Searcher,
+    collection: &dyn cairn_engine::Collection,
     items: &[QaItem],
     settings: &RunSettings,
-    answering: Option<Answering<'_>>,
+    answering: Option<&AskOptions>,
     log: &mut RunLog,
     progress: &dyn Progress,
     stop: &dyn Fn() -> bool,
@@ -407,12 +399,12 @@ pub fn run_qa(
             break;
         }
         let t = Instant::now();
-        let hits = engine.search(&q.question, chunks, settings.mode)?;
+        let hits = collection.search(&q.question, chunks, settings.mode)?;
         let search_ms = t.elapsed().as_secs_f64() * 1000.0;
         let docs: Vec<&str> = dedup_docs(hits.iter().map(|h| h.doc.as_str()));
         let scores = RankScores::for_gold(&docs, &q.gold, settings.k);
         // The passages exactly as `search -k 10` returns them.
-        let top = engine.search(&q.question, 10, settings.mode)?;
+        let top = collection.search(&q.question, 10, settings.mode)?;
         let top: Vec<(&str, &str)> = top
             .iter()
             .map(|h| (h.doc.as_str(), h.text.as_str()))
@@ -420,12 +412,9 @@ pub fn run_qa(
         let passages =
             (!q.is_out_of_corpus()).then(|| PassageScores::for_gold(&top, &q.gold, &q.answers));
         let mut r = QuestionResult::retrieval(q, scores, passages, &docs, search_ms);
-        if let Some(answering) = answering {
+        if let Some(opts) = answering {
             let mut sink = |_: &str| if stop() { Flow::Stop } else { Flow::Continue };
-            let a = match answering {
-                Answering::Generate(e, g, opts) => e.ask(&q.question, &[], g, opts, &mut sink)?,
-                Answering::Extract(e, opts) => e.ask_extractive(&q.question, &[], opts)?,
-            };
+            let a = collection.ask(&q.question, &[], opts, &mut sink)?;
             if a.finish == Some(cairn_generate::Finish::Cancelled) {
                 break; // interrupted: this question is redone on resume
             }

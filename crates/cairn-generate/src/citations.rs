@@ -3,10 +3,10 @@
 //! number with no source is removed from the text and reported.
 
 use crate::prompt::Source;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A source the answer cites.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Citation {
     pub n: usize,
     pub doc: String,

@@ -3,12 +3,14 @@
 //! under the generator queue's permit, logged for feedback, and either
 //! returned whole or streamed as server-sent events.
 
-use crate::api::{AnswerOut, AppResult, CitationOut, HitOut, MessageIn, SentenceOut, TimingsOut};
+use crate::api::{
+    AnswerOut, AppResult, CitationOut, ClusterOut, HitOut, MessageIn, SentenceOut, TimingsOut,
+};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::state::{blocking, AppState};
 use axum::response::sse::Event;
-use cairn_engine::{Answer, AskOptions, Engine};
+use cairn_engine::{Answer, AskOptions, Collection};
 use cairn_generate::{ChatMessage, Flow, Role, TokenSink};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,13 +71,19 @@ pub(crate) fn answer_out(id: String, collection: &str, a: &Answer) -> AnswerOut 
                 claim: s.claim,
             })
             .collect(),
+        cluster: a.cluster.as_ref().map(|c| ClusterOut {
+            shards_ok: c.shards_ok,
+            shards_total: c.shards_total,
+            node: c.node.clone(),
+            failed_replicas: c.failed_replicas.clone(),
+        }),
     }
 }
 
 /// A question ready to be answered.
 pub struct Question {
     pub collection: String,
-    pub engine: Arc<Engine>,
+    pub target: Arc<dyn Collection>,
     pub question: String,
     pub history: Vec<ChatMessage>,
     pub opts: AskOptions,
@@ -134,13 +142,7 @@ pub async fn answer(
             limit,
             timed_out: &timed_out,
         };
-        let res = q.engine.ask(
-            &q.question,
-            &q.history,
-            st.generator.as_ref(),
-            &q.opts,
-            &mut sink,
-        );
+        let res = q.target.ask(&q.question, &q.history, &q.opts, &mut sink);
         st.metrics.generating.dec();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         st.queue.observe(ms);
@@ -153,7 +155,7 @@ pub async fn answer(
             return Err(ApiError::Timeout("generating the answer"));
         }
         let id = new_answer_id();
-        q.engine.record_answer(&id, &q.question, &a)?;
+        q.target.record_answer(&id, &q.question, &a)?;
         Ok(answer_out(id, &q.collection, &a))
     })
     .await;
@@ -219,10 +221,10 @@ pub async fn prepare(
     access.check(&collection)?;
     let st = state.clone();
     let c = collection.clone();
-    let engine = blocking(move || st.engine(&c, false)).await?;
+    let target = blocking(move || st.collection(&c, false)).await?;
     Ok(Question {
         collection,
-        engine,
+        target,
         question,
         history,
         opts,

@@ -13,7 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use cairn_core::SearchMode;
-use cairn_engine::{AskOptions, Engine};
+use cairn_engine::{AskOptions, Collection};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -47,8 +47,18 @@ pub async fn healthz() -> axum::Json<Health> {
               (status = 401, body = ErrorBody)))]
 pub async fn metrics(State(state): St) -> Response {
     state.metrics.queue_depth.set(state.queue.waiting() as i64);
-    for (name, engine) in state.open_engines() {
-        if let Ok(s) = engine.status() {
+    let opened = state.collections.opened();
+    let sums = blocking(move || {
+        Ok(opened
+            .iter()
+            .filter_map(|c| c.summary().ok())
+            .collect::<Vec<_>>())
+    })
+    .await
+    .unwrap_or_default();
+    for s in sums {
+        let name = s.name.clone();
+        {
             state
                 .metrics
                 .index_documents
@@ -98,8 +108,8 @@ pub struct CreateCollection {
     pub name: String,
 }
 
-fn collection_out(name: &str, engine: &Engine) -> AppResult<CollectionOut> {
-    let s = engine.status()?;
+fn collection_out(name: &str, c: &dyn Collection) -> AppResult<CollectionOut> {
+    let s = c.summary()?;
     Ok(CollectionOut {
         name: name.to_string(),
         documents: s.documents,
@@ -116,12 +126,12 @@ pub async fn list_collections(
 ) -> AppResult<axum::Json<CollectionsOut>> {
     blocking(move || {
         let mut out = vec![];
-        for name in state.collection_names() {
+        for name in state.collection_names()? {
             if !access.allows(&name) {
                 continue;
             }
-            let engine = state.engine(&name, false)?;
-            out.push(collection_out(&name, &engine)?);
+            let c = state.collection(&name, false)?;
+            out.push(collection_out(&name, c.as_ref())?);
         }
         Ok(axum::Json(CollectionsOut { collections: out }))
     })
@@ -140,10 +150,10 @@ pub async fn create_collection(
         .map_err(|e| ApiError::bad("name", e.to_string()))?;
     access.check(&req.name)?;
     blocking(move || {
-        let engine = state.engine(&req.name, true)?;
+        let c = state.collection(&req.name, true)?;
         Ok((
             StatusCode::CREATED,
-            axum::Json(collection_out(&req.name, &engine)?),
+            axum::Json(collection_out(&req.name, c.as_ref())?),
         ))
     })
     .await
@@ -211,9 +221,14 @@ pub struct JobsOut {
 }
 
 /// Open a collection the key may use (blocking).
-fn open(state: &AppState, access: &Access, name: &str, create: bool) -> AppResult<Arc<Engine>> {
+fn open(
+    state: &AppState,
+    access: &Access,
+    name: &str,
+    create: bool,
+) -> AppResult<Arc<dyn Collection>> {
     access.check(name)?;
-    state.engine(name, create)
+    state.collection(name, create)
 }
 
 #[utoipa::path(get, path = "/api/collections/{name}/documents", tag = "documents",
@@ -312,12 +327,12 @@ pub async fn upload_documents(
     }
     let job = blocking(move || {
         let data = state.cfg.data_dir();
-        let engine = state.engine(&name, true)?;
+        let c = state.collection(&name, true)?;
         let mut stored = vec![];
         for (fname, bytes) in &files {
             stored.push(uploads::store(&data, &name, fname, bytes)?);
         }
-        start_ingest(&state, &name, engine, stored)
+        start_ingest(&state, &name, c, stored)
     })
     .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(JobResponse { job })))
@@ -327,7 +342,7 @@ pub async fn upload_documents(
 pub fn start_ingest(
     state: &Arc<AppState>,
     collection: &str,
-    engine: Arc<Engine>,
+    target: Arc<dyn Collection>,
     stored: Vec<(PathBuf, String)>,
 ) -> AppResult<Job> {
     let names = uploads::names(&stored);
@@ -336,7 +351,7 @@ pub fn start_ingest(
     let started = Instant::now();
     state
         .jobs
-        .start(collection, engine, paths, names, move |report| {
+        .start(collection, target, paths, names, move |report| {
             st.metrics
                 .ingest_documents
                 .inc_by(report.added + report.updated);
@@ -357,8 +372,8 @@ pub async fn delete_document(
     Path((name, id)): Path<(String, u64)>,
 ) -> AppResult<StatusCode> {
     blocking(move || {
-        let engine = open(&state, &access, &name, false)?;
-        let meta = engine.remove_document(id, &cairn_core::NoProgress)?;
+        let c = open(&state, &access, &name, false)?;
+        let meta = c.remove_document(id, &cairn_core::NoProgress)?;
         uploads::forget(
             &state.cfg.data_dir(),
             &name,
@@ -575,6 +590,22 @@ pub struct AnswerOut {
     /// Each sentence of the answer with the sources that support it; a
     /// sentence with `supported: false` states what no source supports.
     pub sentences: Vec<SentenceOut>,
+    /// On a cluster: which shards were searched and which generation
+    /// replica answered. Absent for a local collection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterOut>,
+}
+
+/// Where a cluster's answer came from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClusterOut {
+    pub shards_ok: u32,
+    pub shards_total: u32,
+    /// The generation replica that wrote the answer (null: none generated).
+    pub node: Option<String>,
+    /// Replicas that failed mid-answer before this one (the answer was
+    /// started again, once).
+    pub failed_replicas: Vec<String>,
 }
 
 /// One sentence of an answer and its support.
@@ -724,13 +755,13 @@ pub async fn feedback(
     }
     blocking(move || {
         // The answer id is looked up in every collection the key may use.
-        for name in state.collection_names() {
+        for name in state.collection_names()? {
             if !access.allows(&name) {
                 continue;
             }
-            let engine = state.engine(&name, false)?;
-            if engine.has_answer(&req.answer_id)? {
-                let id = engine.add_feedback(
+            let c = state.collection(&name, false)?;
+            if c.has_answer(&req.answer_id)? {
+                let id = c.add_feedback(
                     &req.answer_id,
                     req.rating.into(),
                     req.comment.as_deref(),

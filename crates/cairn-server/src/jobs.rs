@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use crate::time::now_rfc3339;
 use cairn_core::Progress;
-use cairn_engine::{Engine, IngestOptions, IngestReport};
+use cairn_engine::{Collection, IngestOptions, IngestReport};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -103,11 +103,11 @@ impl Jobs {
     }
 
     /// Queue the ingestion of `files` (with their display names) into
-    /// `engine`; `done` runs with the report when it ends.
+    /// `collection`; `done` runs with the report when it ends.
     pub fn start(
         &self,
         collection: &str,
-        engine: Arc<Engine>,
+        target: Arc<dyn Collection>,
         files: Vec<PathBuf>,
         names: HashMap<PathBuf, String>,
         done: impl FnOnce(&IngestReport) + Send + 'static,
@@ -146,7 +146,7 @@ impl Jobs {
         tokio::task::spawn_blocking(move || {
             {
                 let _turn = runner.lock().unwrap_or_else(|p| p.into_inner());
-                run(&job, &engine, files, names, stopping, done);
+                run(&job, target.as_ref(), files, names, stopping, done);
             }
             if active.fetch_sub(1, Ordering::SeqCst) == 1 {
                 idle.notify_waiters();
@@ -170,7 +170,7 @@ impl Jobs {
 
 fn run(
     job: &Shared,
-    engine: &Engine,
+    collection: &dyn Collection,
     files: Vec<PathBuf>,
     names: HashMap<PathBuf, String>,
     stopping: Arc<AtomicBool>,
@@ -203,7 +203,7 @@ fn run(
         cancel: Some(stopping),
     };
     let progress = JobProgress { job: job.clone() };
-    match engine.ingest(&files, &opts, &progress) {
+    match collection.ingest(&files, &opts, &progress) {
         Ok(report) => {
             {
                 let mut j = lock(job);
@@ -217,6 +217,17 @@ fn run(
                         path: s.path.clone(),
                         reason: s.reason.clone(),
                     })
+                    // On a cluster, documents its logs did not accept.
+                    .chain(
+                        report
+                            .log
+                            .iter()
+                            .flat_map(|l| &l.rejected)
+                            .map(|r| SkippedOut {
+                                path: r.doc.clone(),
+                                reason: r.reason.clone(),
+                            }),
+                    )
                     .collect();
             }
             done(&report);

@@ -34,7 +34,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod openai;
 pub mod state;
-mod time;
+pub(crate) use cairn_core::time;
 pub mod uploads;
 
 pub use error::ApiError;
@@ -258,16 +258,16 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// finish (stopped by a shutdown or a crash).
 pub fn resume_uploads(state: &Arc<AppState>) {
     let data = state.cfg.data_dir();
-    for name in state.collection_names() {
+    for name in uploads::collections(&data) {
         let stored = uploads::list(&data, &name);
         if stored.is_empty() {
             continue;
         }
-        let Ok(engine) = state.engine(&name, false) else {
+        let Ok(collection) = state.collection(&name, false) else {
             continue;
         };
         let paths: Vec<_> = stored.iter().map(|(p, _)| p.clone()).collect();
-        let changed = match engine.changed_files(&paths) {
+        let changed = match collection.changed_files(&paths) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("cannot check the uploads of {name}: {e}");
@@ -280,7 +280,7 @@ pub fn resume_uploads(state: &Arc<AppState>) {
             .collect();
         if !pending.is_empty() {
             tracing::info!(collection = %name, files = pending.len(), "resuming unfinished uploads");
-            if let Err(e) = api::start_ingest(state, &name, engine, pending) {
+            if let Err(e) = api::start_ingest(state, &name, collection, pending) {
                 tracing::warn!("cannot resume uploads of {name}: {e}");
             }
         }

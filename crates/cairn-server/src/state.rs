@@ -1,27 +1,24 @@
-//! What every request shares: the configuration, the open collections (one
-//! [`Engine`] each, all sharing one embedding model), the generator and its
-//! bounded queue, the ingestion jobs and the metrics.
+//! What every request shares: the configuration, the collections (local
+//! ones sharing one embedding model and generator, or a cluster's), the
+//! embedding model (for `/v1/embeddings`), the answer queue, the ingestion
+//! jobs and the metrics.
 
 use crate::error::ApiError;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use cairn_core::config::Config;
-use cairn_engine::Engine;
+use cairn_engine::{Collection, Collections, LocalCollections};
 use cairn_generate::Generator;
 use cairn_models::SentenceEncoder;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The server's shared state.
 pub struct AppState {
     pub cfg: Config,
     pub embedder: Arc<dyn SentenceEncoder>,
-    pub generator: Arc<dyn Generator>,
-    engines: Mutex<HashMap<String, Arc<Engine>>>,
-    /// Opening a collection (and deleting one) is serialised.
-    open_lock: Mutex<()>,
+    pub collections: Arc<dyn Collections>,
     pub queue: GenQueue,
     pub jobs: Jobs,
     pub metrics: Metrics,
@@ -32,10 +29,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Serve the collections of the configured data directory, answering
+    /// with `generator`.
     pub fn new(
         cfg: Config,
         embedder: Arc<dyn SentenceEncoder>,
         generator: Arc<dyn Generator>,
+    ) -> AppState {
+        let local = LocalCollections::new(cfg.clone(), embedder.clone(), Some(generator));
+        AppState::with_collections(cfg, embedder, Arc::new(local))
+    }
+
+    /// Serve `collections` (local, or a cluster's).
+    pub fn with_collections(
+        cfg: Config,
+        embedder: Arc<dyn SentenceEncoder>,
+        collections: Arc<dyn Collections>,
     ) -> AppState {
         let stopping = Arc::new(AtomicBool::new(false));
         AppState {
@@ -44,62 +53,23 @@ impl AppState {
             jobs: Jobs::new(stopping.clone()),
             cfg,
             embedder,
-            generator,
-            engines: Mutex::new(HashMap::new()),
-            open_lock: Mutex::new(()),
+            collections,
             metrics: Metrics::new(),
             stopping,
         }
     }
 
-    /// Collections on disk.
-    pub fn collection_names(&self) -> Vec<String> {
-        cairn_engine::list_collections(&self.cfg.data_dir())
+    /// Collection names (blocking).
+    pub fn collection_names(&self) -> Result<Vec<String>, ApiError> {
+        Ok(self.collections.names()?)
     }
 
-    fn exists(&self, name: &str) -> bool {
-        cairn_engine::collection_dir(&self.cfg.data_dir(), name)
-            .join("catalog.sqlite")
-            .is_file()
-    }
-
-    fn open_engine(&self, name: &str) -> Option<Arc<Engine>> {
-        self.engines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-    }
-
-    /// The engine of a collection, opened on first use (blocking: call from
-    /// a blocking task). With `create`, a missing collection is created.
-    pub fn engine(&self, name: &str, create: bool) -> Result<Arc<Engine>, ApiError> {
+    /// A collection, opened on first use (blocking: call from a blocking
+    /// task). With `create`, a missing collection is created.
+    pub fn collection(&self, name: &str, create: bool) -> Result<Arc<dyn Collection>, ApiError> {
         cairn_core::config::validate_collection_name(name)
             .map_err(|e| ApiError::bad("collection", e.to_string()))?;
-        if let Some(e) = self.open_engine(name) {
-            return Ok(e);
-        }
-        let _open = self.open_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = self.open_engine(name) {
-            return Ok(e);
-        }
-        if !create && !self.exists(name) {
-            return Err(ApiError::NotFound(format!(
-                "collection `{name}` does not exist"
-            )));
-        }
-        let mut cfg = self.cfg.clone();
-        cfg.collection = name.to_string();
-        // `critic.kind = "llm"` judges with the generator that answers.
-        let engine = Arc::new(
-            Engine::open_with_embedder(&cfg, self.embedder.clone(), &cairn_core::NoProgress)?
-                .attach_generator(&self.generator),
-        );
-        self.engines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), engine.clone());
-        Ok(engine)
+        Ok(self.collections.open(name, create)?)
     }
 
     /// Close and delete a collection with its uploads. Refused while an
@@ -107,48 +77,21 @@ impl AppState {
     pub fn delete_collection(&self, name: &str) -> Result<(), ApiError> {
         cairn_core::config::validate_collection_name(name)
             .map_err(|e| ApiError::bad("name", e.to_string()))?;
-        let _open = self.open_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.exists(name) {
-            return Err(ApiError::NotFound(format!(
-                "collection `{name}` does not exist"
-            )));
-        }
         if self.jobs.busy(name) {
             return Err(ApiError::Conflict(format!(
                 "collection `{name}` has an ingestion job in progress; wait for it to finish"
             )));
         }
-        self.engines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        let data = self.cfg.data_dir();
-        for dir in [
-            cairn_engine::collection_dir(&data, name),
-            crate::uploads::collection_uploads(&data, name),
-        ] {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(ApiError::Internal(format!(
-                        "deleting {}: {e}",
-                        dir.display()
-                    )))
-                }
-            }
+        self.collections.delete(name)?;
+        let dir = crate::uploads::collection_uploads(&self.cfg.data_dir(), name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ApiError::Internal(format!(
+                "deleting {}: {e}",
+                dir.display()
+            ))),
         }
-        Ok(())
-    }
-
-    /// Collections open now.
-    pub fn open_engines(&self) -> Vec<(String, Arc<Engine>)> {
-        self.engines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
     }
 }
 

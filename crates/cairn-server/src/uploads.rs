@@ -18,6 +18,20 @@ pub fn collection_uploads(data_dir: &Path, collection: &str) -> PathBuf {
     data_dir.join("uploads").join(collection)
 }
 
+/// Collections with an uploads directory, sorted.
+pub fn collections(data_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(data_dir.join("uploads"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| cairn_core::config::validate_collection_name(n).is_ok())
+        .collect();
+    out.sort();
+    out
+}
+
 /// A client-supplied file name reduced to a safe display name: its last
 /// path component, without control characters or leading dots, at most 200
 /// bytes.

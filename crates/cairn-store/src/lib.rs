@@ -74,7 +74,7 @@ impl SeqOrigin {
 }
 
 /// What the catalog knows of a document, without its text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DocMeta {
     pub id: DocId,
     pub path: String,

@@ -1,11 +1,12 @@
-//! `cairn ask` and `cairn chat`: flags → configuration → generator, then
-//! stream the engine's answer to the terminal.
+//! `cairn ask` and `cairn chat`: flags → configuration → the collection
+//! (local with its generator, or a cluster's, whose generation replicas
+//! answer), then stream its answer to the terminal.
 
 use crate::progress::Bars;
 use crate::{snippet, GenArgs};
 use anyhow::{Context, Result};
 use cairn_core::config::Config;
-use cairn_engine::{Answer, AskOptions, Engine, Strategy};
+use cairn_engine::{Answer, AskOptions, Collection, Engine, Strategy};
 use cairn_generate::{ChatMessage, Flow, Generator, TokenSink};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -244,16 +245,16 @@ impl TokenSink for Terminal<'_> {
 
     fn restart(&mut self, why: &str) {
         if !self.json {
-            let _ = writeln!(self.out, "\n\n({why})\n");
+            let _ = writeln!(self.out);
+            let _ = self.out.flush();
+            eprintln!("\n[{why}]\n");
         }
     }
 }
 
 /// One answer, streamed as it is generated (unless `json`).
-#[allow(clippy::too_many_arguments)] // one turn of `ask`/`chat`: the loop's whole state
 fn one(
-    engine: &Engine,
-    gen: Option<&dyn Generator>,
+    collection: &dyn Collection,
     opts: &AskOptions,
     question: &str,
     history: &[ChatMessage],
@@ -261,22 +262,18 @@ fn one(
     quiet: bool,
     interrupt: &Interrupt,
 ) -> Result<Answer> {
-    let answer = interrupt.run(|stopped| match gen {
-        Some(gen) => {
-            let mut sink = Terminal {
-                out: std::io::stdout(),
-                json,
-                stopped,
-            };
-            engine.ask(question, history, gen, opts, &mut sink)
+    let answer = interrupt.run(|stopped| {
+        let mut sink = Terminal {
+            out: std::io::stdout(),
+            json,
+            stopped,
+        };
+        let a = collection.ask(question, history, opts, &mut sink)?;
+        // Extractive answers are not streamed: shown whole.
+        if opts.extractive && !json && a.answered {
+            print!("{}", a.answer);
         }
-        None => {
-            let a = engine.ask_extractive(question, history, opts)?;
-            if !json && a.answered {
-                print!("{}", a.answer);
-            }
-            Ok(a)
-        }
+        anyhow::Ok(a)
     })?;
     if json {
         println!("{}", answer_json(&answer));
@@ -295,12 +292,46 @@ fn one(
         }
         print_check(&answer);
         print_sources(&answer);
+        if let Some(c) = &answer.cluster {
+            eprintln!(
+                "(shards {}/{}; generated on {})",
+                c.shards_ok,
+                c.shards_total,
+                c.node.as_deref().unwrap_or("-")
+            );
+        }
     }
     Ok(answer)
 }
 
+/// The collection to answer from: the local one, read-only, with the
+/// configured generator (none for extractive answers), or a cluster's.
+fn open_for_answers(
+    cfg: &Config,
+    cluster: Option<&str>,
+    json: bool,
+) -> Result<crate::target::Target> {
+    if let Some(url) = cluster {
+        if cfg.critic.kind == "llm" || cfg.search.rerank {
+            anyhow::bail!("--rerank and --critic llm are not supported with --cluster yet (the generation replica checks with its own configured critic)");
+        }
+        return crate::target::Target::cluster(cfg, url, false);
+    }
+    let engine = crate::open::reader(cfg, &Bars::new(json))?;
+    // An extractive answer needs no generator: none is loaded.
+    let gen = (!cfg.generate.extractive)
+        .then(|| cairn_engine::load_generator(cfg))
+        .transpose()?;
+    let engine = match &gen {
+        Some(_) => engine,
+        None => with_critic(engine, cfg, None)?,
+    };
+    Ok(crate::target::Target::local(engine, gen))
+}
+
 pub fn ask(
     mut cfg: Config,
+    cluster: Option<&str>,
     question: &str,
     args: &GenArgs,
     json: bool,
@@ -308,16 +339,10 @@ pub fn ask(
 ) -> Result<ExitCode> {
     apply(&mut cfg, args)?;
     let interrupt = Interrupt::install();
-    let engine = crate::open::reader(&cfg, &Bars::new(json || quiet))?;
-    // An extractive answer needs no generator: none is loaded.
-    let gen = (!cfg.generate.extractive)
-        .then(|| cairn_engine::load_generator(&cfg))
-        .transpose()?;
-    let engine = with_critic(engine, &cfg, gen.as_ref())?;
+    let target = open_for_answers(&cfg, cluster, json || quiet)?;
     let opts = options(&cfg, args.mode, &args.stop);
     let a = one(
-        &engine,
-        gen.as_deref(),
+        target.collection.as_ref(),
         &opts,
         question,
         &[],
@@ -332,25 +357,27 @@ pub fn ask(
     })
 }
 
-pub fn chat(mut cfg: Config, args: &GenArgs, json: bool) -> Result<ExitCode> {
+pub fn chat(
+    mut cfg: Config,
+    cluster: Option<&str>,
+    args: &GenArgs,
+    json: bool,
+) -> Result<ExitCode> {
     apply(&mut cfg, args)?;
     let interrupt = Interrupt::install();
-    let engine = crate::open::reader(&cfg, &Bars::new(json))?;
-    let gen = (!cfg.generate.extractive)
-        .then(|| cairn_engine::load_generator(&cfg))
-        .transpose()?;
-    let engine = with_critic(engine, &cfg, gen.as_ref())?;
+    let target = open_for_answers(&cfg, cluster, json)?;
+    let collection = target.collection.as_ref();
     let opts = options(&cfg, args.mode, &args.stop);
     let tty = std::io::stdin().is_terminal();
     if tty && !json {
         eprintln!(
-            "cairn chat — collection `{}`, {} (/reset forgets the conversation, /exit quits)",
+            "cairn chat — collection `{}`{}, {} (/reset forgets the conversation, /exit quits)",
             cfg.collection,
-            gen.as_ref()
-                .map_or("extractive answers".to_string(), |g| format!(
-                    "model {}",
-                    g.model_name()
-                ))
+            cluster.map(|u| format!(" on {u}")).unwrap_or_default(),
+            match (opts.extractive, collection.generator_name()) {
+                (false, Some(m)) => format!("model {m}"),
+                _ => "extractive answers".to_string(),
+            }
         );
     }
     let mut history: Vec<ChatMessage> = Vec::new();
@@ -376,16 +403,7 @@ pub fn chat(mut cfg: Config, args: &GenArgs, json: bool) -> Result<ExitCode> {
             }
             _ => {}
         }
-        match one(
-            &engine,
-            gen.as_deref(),
-            &opts,
-            q,
-            &history,
-            json,
-            false,
-            &interrupt,
-        ) {
+        match one(collection, &opts, q, &history, json, false, &interrupt) {
             Ok(a) => {
                 if a.answered {
                     history.push(ChatMessage::user(q));

@@ -1,21 +1,17 @@
-//! Cluster mode: `cairn node`, and `cairn --cluster URL` for ingest,
-//! search, ask, `cluster status` and `collection create`. Glue over
-//! `cairn_cluster`.
+//! Cluster mode: `cairn node`, and what only a cluster has: `cairn
+//! --cluster URL cluster status` and `collection create`. Every other
+//! command drives a cluster's collection through the same collection
+//! boundary as a local one (`target.rs`). Glue over `cairn_cluster`.
 
-use crate::progress::Bars;
-use crate::{snippet, GenArgs};
-use anyhow::{bail, Context, Result};
-use cairn_cluster::merge::Fusion;
-use cairn_cluster::{Cluster, ClusterError, NodeOptions};
+use crate::GenArgs;
+use anyhow::{Context, Result};
+use cairn_cluster::{Cluster, NodeOptions};
 use cairn_core::config::Config;
-use cairn_core::SearchMode;
-use cairn_engine::{load_embedder, AskOptions, IngestOptions, Preparer, Sink};
+use cairn_engine::load_embedder;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Flags of `cairn node`.
 #[derive(clap::Args, Debug)]
@@ -71,25 +67,6 @@ fn connect(rt: &tokio::runtime::Runtime, cfg: &Config, url: &str) -> Result<Clus
     Ok(c)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-fn fusion(cfg: &Config) -> Fusion {
-    Fusion {
-        dense_weight: cfg.search.dense_weight,
-        bm25_weight: cfg.search.bm25_weight,
-        rrf_k: cfg.search.rrf_k,
-        rrf: cfg.search.fusion == "rrf",
-        candidates: cfg.search.candidates,
-        max_per_document: cfg.search.max_per_document,
-    }
-}
-
 /// `cairn node`.
 pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
     crate::ask::apply(&mut cfg, &args.gen)?;
@@ -132,7 +109,7 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
             .collect(),
         placement,
     };
-    let rt = runtime()?;
+    let rt = crate::target::runtime()?;
     eprintln!(
         "cairn node {}: joining {} (data in {}, generator {})",
         args.name,
@@ -157,389 +134,9 @@ pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cairn --cluster URL ingest PATHS`: the one ingest pipeline, with the
-/// shards' logs as its sink. Files the cluster already holds unchanged are
-/// skipped; with `--prune`, documents under PATHS that are gone are deleted
-/// through the logs.
-pub fn ingest(
-    cfg: &Config,
-    url: &str,
-    paths: &[PathBuf],
-    prune: bool,
-    json: bool,
-) -> Result<ExitCode> {
-    let bars = Bars::new(json);
-    let embedder = load_embedder(cfg).context("loading the embedding model")?;
-    let prep = Preparer::new(cfg, embedder.clone())?;
-    let rt = runtime()?;
-    let cluster = connect(&rt, cfg, url)?;
-    let info = rt.block_on(cluster.open_collection(
-        &cfg.collection,
-        embedder.model_id(),
-        embedder.dim(),
-        true,
-    ))?;
-    let listed = rt.block_on(cluster.documents(&info))?;
-    if !listed.missing_shards.is_empty() {
-        if prune {
-            bail!(
-                "no replica of shard(s) {:?} of `{}` answered with its documents, so nothing can be pruned safely; try again when the nodes holding them are back",
-                listed.missing_shards,
-                info.name
-            );
-        }
-        eprintln!(
-            "warning: no replica of shard(s) {:?} answered; their files are published again (the replicas apply the same content idempotently)",
-            listed.missing_shards
-        );
-    }
-    let known = listed.documents;
-    let mut published = Vec::new();
-    let mut rejected = Vec::new();
-    let mut publish = |ops: Vec<cairn_core::op::Op>| -> cairn_engine::Result<()> {
-        let (p, r) = rt
-            .block_on(cluster.publish(&info, ops))
-            .map_err(|e| cairn_engine::EngineError::Unavailable(e.to_string()))?;
-        published.extend(p);
-        rejected.extend(r);
-        Ok(())
-    };
-    let opts = IngestOptions {
-        prune,
-        ..Default::default()
-    };
-    let mut sink = Sink::Publish {
-        known: &known,
-        publish: &mut publish,
-    };
-    let report = prep.ingest(paths, &opts, &mut sink, &bars)?;
-    let mut per_shard = vec![0u64; info.shards as usize];
-    for p in &published {
-        per_shard[p.shard as usize] += 1;
-    }
-    let duplicates = published.iter().filter(|p| p.duplicate).count();
-    if json {
-        let mut v = serde_json::to_value(&report)?;
-        let extra = serde_json::json!({
-            "collection": info.name,
-            "shards": info.shards,
-            "replicas": info.replicas,
-            "published": published.len(),
-            "duplicates": duplicates,
-            "chunks": report.chunks_added,
-            "per_shard": per_shard,
-            "documents": published,
-            "rejected": rejected,
-        });
-        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
-            v.extend(extra);
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        crate::print_ingest_summary(&report);
-        println!(
-            "{} log entries acknowledged by the cluster ({} already logged); collection `{}`: {} shards × {} replicas",
-            published.len(),
-            duplicates,
-            info.name,
-            info.shards,
-            info.replicas
-        );
-        for r in &rejected {
-            println!("  not published: {}: {}", r.doc, r.reason);
-        }
-    }
-    if report.nothing_ingested() || (published.is_empty() && !rejected.is_empty()) {
-        eprintln!("error: nothing could be ingested");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `cairn --cluster URL remove TARGET`: a file, a directory or a display
-/// path, matched against every shard's documents and deleted through the
-/// shards' logs.
-pub fn remove(cfg: &Config, url: &str, target: &str, json: bool) -> Result<ExitCode> {
-    let rt = runtime()?;
-    let cluster = connect(&rt, cfg, url)?;
-    let info = rt
-        .block_on(cluster.collection(&cfg.collection))?
-        .ok_or_else(|| ClusterError::NoCollection(cfg.collection.clone()))?;
-    let listed = rt.block_on(cluster.documents(&info))?;
-    if !listed.missing_shards.is_empty() {
-        bail!(
-            "no replica of shard(s) {:?} of `{}` answered with its documents; nothing removed (try again when the nodes holding them are back)",
-            listed.missing_shards,
-            info.name
-        );
-    }
-    let known: Vec<_> = listed.documents.into_values().collect();
-    let victims = cairn_engine::remove_targets(target, &known);
-    if victims.is_empty() {
-        bail!(
-            "nothing in the cluster's collection `{}` matches {target}",
-            info.name
-        );
-    }
-    let ops = victims
-        .iter()
-        .map(|d| cairn_core::op::Op::Delete {
-            path: d.path.clone(),
-        })
-        .collect();
-    let (published, rejected) = rt.block_on(cluster.publish(&info, ops))?;
-    if let Some(r) = rejected.first() {
-        bail!("{}: {}", r.doc, r.reason);
-    }
-    let removed: Vec<&str> = victims.iter().map(|d| d.doc.as_str()).collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "removed": removed, "log_entries": published.len() })
-        );
-    } else {
-        for r in &removed {
-            println!("removed {r}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A cluster's collection as a [`cairn_engine::Searcher`] (what `cairn
-/// --cluster URL eval` runs): each query embedded here, then scattered to
-/// the shards and fused. A search that misses a shard is an error, not a
-/// partial result, so that no figure is measured on part of a collection.
-pub struct ClusterSearcher {
-    rt: tokio::runtime::Runtime,
-    cluster: Cluster,
-    info: cairn_cluster::wire::CollectionInfo,
-    embedder: Arc<dyn cairn_models::SentenceEncoder>,
-    fusion: Fusion,
-}
-
-impl ClusterSearcher {
-    pub fn connect(cfg: &Config, url: &str) -> Result<ClusterSearcher> {
-        let embedder = load_embedder(cfg).context("loading the embedding model")?;
-        let rt = runtime()?;
-        let cluster = connect(&rt, cfg, url)?;
-        let info = rt.block_on(cluster.open_collection(
-            &cfg.collection,
-            embedder.model_id(),
-            embedder.dim(),
-            false,
-        ))?;
-        Ok(ClusterSearcher {
-            rt,
-            cluster,
-            info,
-            embedder,
-            fusion: fusion(cfg),
-        })
-    }
-
-    /// The embedding model's id.
-    pub fn model_id(&self) -> &str {
-        self.embedder.model_id()
-    }
-
-    /// The query embedded here (unless BM25 alone), scattered, gathered and
-    /// fused: the whole result, with which shards answered.
-    pub fn gather(
-        &self,
-        query: &str,
-        k: usize,
-        mode: SearchMode,
-    ) -> Result<cairn_cluster::SearchResult> {
-        let vector = match mode {
-            SearchMode::Bm25 => None,
-            _ => Some(self.embedder.embed_query(query)?),
-        };
-        Ok(self.rt.block_on(self.cluster.search(
-            &self.info,
-            query,
-            vector.as_deref(),
-            k,
-            mode,
-            &self.fusion,
-        ))?)
-    }
-}
-
-impl cairn_engine::Searcher for ClusterSearcher {
-    fn search(
-        &self,
-        query: &str,
-        k: usize,
-        mode: SearchMode,
-    ) -> cairn_engine::Result<Vec<cairn_core::Hit>> {
-        let unavailable = |e: String| cairn_engine::EngineError::Unavailable(e);
-        let r = self
-            .gather(query, k, mode)
-            .map_err(|e| unavailable(format!("{e:#}")))?;
-        if r.shards_ok < r.shards_total {
-            return Err(unavailable(format!(
-                "shard(s) {:?} of `{}` did not answer",
-                r.missing_shards, self.info.name
-            )));
-        }
-        Ok(r.hits.into_iter().map(|h| h.hit).collect())
-    }
-}
-
-/// `cairn --cluster URL search`.
-pub fn search(
-    cfg: &Config,
-    url: &str,
-    query: &str,
-    k: usize,
-    mode: SearchMode,
-    json: bool,
-) -> Result<ExitCode> {
-    if k == 0 {
-        bail!("-k/--top-k must be at least 1");
-    }
-    let r = ClusterSearcher::connect(cfg, url)?.gather(query, k, mode)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        if r.hits.is_empty() {
-            println!("no results");
-        }
-        for h in &r.hits {
-            let heading = if h.hit.heading.is_empty() {
-                String::new()
-            } else {
-                format!(" — {}", h.hit.heading)
-            };
-            println!(
-                "{:>2}. {:.3}  {}{}  (shard {})",
-                h.hit.rank, h.hit.score, h.hit.doc, heading, h.shard
-            );
-            println!("    {}", snippet(&h.hit.text, 220));
-        }
-        println!("shards {}/{} answered", r.shards_ok, r.shards_total);
-    }
-    if r.shards_ok < r.shards_total {
-        eprintln!(
-            "warning: results are incomplete: no replica answered for shard(s) {:?}",
-            r.missing_shards
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `cairn --cluster URL ask`.
-pub fn ask(
-    mut cfg: Config,
-    url: &str,
-    question: &str,
-    args: &GenArgs,
-    json: bool,
-    quiet: bool,
-) -> Result<ExitCode> {
-    crate::ask::apply(&mut cfg, args)?;
-    let mut opts = AskOptions::from_config(&cfg);
-    if let Some(m) = args.mode {
-        opts.mode = m;
-    }
-    opts.sampling.stop = args.stop.clone();
-    let embedder = load_embedder(&cfg).context("loading the embedding model")?;
-    let rt = runtime()?;
-    let cluster = connect(&rt, &cfg, url)?;
-    let info = rt.block_on(cluster.open_collection(
-        &cfg.collection,
-        embedder.model_id(),
-        embedder.dim(),
-        false,
-    ))?;
-    let t = Instant::now();
-    let vector = embedder.embed_query(question)?;
-    let embed_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let mut on_token = |piece: &str| {
-        if !json {
-            let mut out = std::io::stdout();
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        }
-    };
-    let mut on_retry = |node: &str| {
-        eprintln!("\n[the generation replica {node} failed mid-answer; answering again on another replica]");
-    };
-    let out = rt.block_on(cluster.ask(
-        &info,
-        question,
-        &vector,
-        embed_ms,
-        &opts,
-        &fusion(&cfg),
-        &mut on_token,
-        &mut on_retry,
-    ))?;
-    let a = &out.answer;
-    let answered = a["answered"].as_bool().unwrap_or(false);
-    if json {
-        let mut v = a.clone();
-        v["shards_ok"] = out.shards_ok.into();
-        v["shards_total"] = out.shards_total.into();
-        v["node"] = out.node.clone().into();
-        v["failed_replicas"] = out.failed_replicas.clone().into();
-        println!("{v}");
-    } else if !answered {
-        println!("{}", a["answer"].as_str().unwrap_or_default());
-        if !quiet {
-            println!("Closest passages:");
-            let rel = a["relevance"].as_array().cloned().unwrap_or_default();
-            for (h, r) in a["retrieved"].as_array().into_iter().flatten().zip(rel) {
-                println!(
-                    "  {:.2}  {} — {}",
-                    r.as_f64().unwrap_or(0.0),
-                    h["doc"].as_str().unwrap_or_default(),
-                    h["heading"].as_str().unwrap_or_default()
-                );
-            }
-        }
-    } else {
-        println!();
-        if !quiet {
-            let cites = a["citations"].as_array().cloned().unwrap_or_default();
-            if cites.is_empty() {
-                println!("\n(no sources cited)");
-            } else {
-                println!("\nSources:");
-                for c in cites {
-                    let heading = c["heading"].as_str().unwrap_or_default();
-                    println!(
-                        "  [{}] {}{}",
-                        c["n"],
-                        c["doc"].as_str().unwrap_or_default(),
-                        if heading.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" — {heading}")
-                        }
-                    );
-                }
-            }
-            eprintln!(
-                "(shards {}/{}; generated on {})",
-                out.shards_ok,
-                out.shards_total,
-                out.node.as_deref().unwrap_or("-")
-            );
-        }
-    }
-    if out.shards_ok < out.shards_total {
-        eprintln!(
-            "warning: retrieval was incomplete: {}/{} shards answered",
-            out.shards_ok, out.shards_total
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `cairn --cluster URL cluster status`.
 pub fn status(cfg: &Config, url: &str, json: bool) -> Result<ExitCode> {
-    let rt = runtime()?;
+    let rt = crate::target::runtime()?;
     let cluster = connect(&rt, cfg, url)?;
     let st = rt.block_on(cluster.status())?;
     if json {
@@ -619,7 +216,7 @@ pub fn create(
     json: bool,
 ) -> Result<ExitCode> {
     let embedder = load_embedder(cfg).context("loading the embedding model")?;
-    let rt = runtime()?;
+    let rt = crate::target::runtime()?;
     let cluster = connect(&rt, cfg, url)?;
     let info = match rt.block_on(cluster.create_collection(
         name,
@@ -629,12 +226,16 @@ pub fn create(
         embedder.dim(),
     )) {
         Ok(i) => i,
-        Err(e @ ClusterError::CollectionExists { .. }) => {
+        Err(e @ cairn_cluster::ClusterError::CollectionExists { .. }) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
         }
         Err(e) => return Err(e.into()),
     };
+    // Ready when it returns: every shard served by a node.
+    if !rt.block_on(cluster.wait_served(&info, Duration::from_secs(60)))? {
+        eprintln!("warning: not every shard of `{name}` is served by a node yet; `cluster status` shows which");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {

@@ -259,8 +259,8 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
     anyhow::ensure!(a.k >= 1, "-k must be at least 1");
     if cluster.is_some() {
         anyhow::ensure!(
-            a.beir.is_none() && !a.calibrate && !a.answers && !a.extractive && !a.crag,
-            "with --cluster, `cairn eval` measures retrieval on a QA set (--qa); --beir, --calibrate, --answers, --extractive and --crag need a local collection"
+            a.beir.is_none() && !a.calibrate && !a.crag,
+            "with --cluster, `cairn eval` runs a QA set (--qa, with --answers or --extractive); --beir, --calibrate and --crag need a local collection"
         );
         anyhow::ensure!(
             !a.critic.rerank && a.critic.critic.is_none(),
@@ -361,24 +361,75 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
         }
         items.extend(extra);
     }
+    let mut gen_cfg = cfg.clone();
+    if let Some(m) = &a.model {
+        gen_cfg.generate.model = m.clone();
+        gen_cfg.generate.url = None;
+    }
+    if let Some(u) = &a.llm_url {
+        gen_cfg.generate.url = Some(u.clone());
+    }
+    if let Some(m) = &a.llm_model {
+        gen_cfg.generate.llm_model = m.clone();
+    }
+    if a.crag {
+        gen_cfg.generate.crag = true;
+    }
+    if a.no_check {
+        gen_cfg.generate.check = false;
+    }
+    if a.extractive {
+        gen_cfg.generate.extractive = true;
+    }
+    if let Some(f) = &a.fallback {
+        gen_cfg.generate.fallback = f.clone();
+    }
+    if a.no_grammar {
+        gen_cfg.generate.grammar = false;
+    }
+    gen_cfg.validate()?;
+    let extractive = gen_cfg.generate.extractive && (a.answers || a.extractive);
+    let answers = a.answers || extractive;
     let bars = Bars::new(a.json);
+    let opts = AskOptions {
+        mode,
+        ..AskOptions::from_config(&gen_cfg)
+    };
     if let Some(url) = cluster {
-        let searcher = crate::cluster::ClusterSearcher::connect(&cfg, url)?;
+        let t = crate::target::Target::cluster(&gen_cfg, url, false)?;
+        let g = &gen_cfg.generate;
         let settings = RunSettings {
             mode,
             k: a.k,
-            answers: false,
-            model: None,
+            answers,
+            model: (answers && !extractive)
+                .then(|| t.collection.generator_name())
+                .flatten(),
             search: Some(cfg.search.clone()),
             catalog_seq: None,
-            policy: Some(format!("cluster {url}, embedder {}", searcher.model_id())),
+            policy: Some(format!(
+                "cluster {url}, embedder {}{}",
+                cfg.embed.model,
+                if !answers {
+                    String::new()
+                } else if extractive {
+                    format!(", extractive sentences={}", g.extract_sentences)
+                } else {
+                    format!(
+                        ", check={} fallback={} grammar={}, the replicas' critic",
+                        g.check, g.fallback, g.grammar
+                    )
+                }
+            )),
         };
-        let run_path = default_run_path(&cfg, &a, &qa_path, mode, "-cluster");
-        let mut log = RunLog::open(&run_path, &settings, a.fresh)?;
-        run::run_qa(
-            &searcher, &items, &settings, None, &mut log, &bars, &stopped,
-        )?;
-        return report(&items, &log, &run_path, mode, false, a.json);
+        let set = QaRun {
+            cfg: &cfg,
+            args: &a,
+            qa_path: &qa_path,
+            items: &items,
+            prefix: "-cluster",
+        };
+        return set.run(t.collection.as_ref(), settings, &opts, &bars, &stopped);
     }
     let engine = crate::open::reader(&cfg, &bars)?;
     if a.calibrate {
@@ -456,35 +507,6 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut gen_cfg = cfg.clone();
-    if let Some(m) = &a.model {
-        gen_cfg.generate.model = m.clone();
-        gen_cfg.generate.url = None;
-    }
-    if let Some(u) = &a.llm_url {
-        gen_cfg.generate.url = Some(u.clone());
-    }
-    if let Some(m) = &a.llm_model {
-        gen_cfg.generate.llm_model = m.clone();
-    }
-    if a.crag {
-        gen_cfg.generate.crag = true;
-    }
-    if a.no_check {
-        gen_cfg.generate.check = false;
-    }
-    if a.extractive {
-        gen_cfg.generate.extractive = true;
-    }
-    if let Some(f) = &a.fallback {
-        gen_cfg.generate.fallback = f.clone();
-    }
-    if a.no_grammar {
-        gen_cfg.generate.grammar = false;
-    }
-    gen_cfg.validate()?;
-    let extractive = gen_cfg.generate.extractive && (a.answers || a.extractive);
-    let answers = a.answers || extractive;
     let generator = if answers && !extractive {
         Some(cairn_engine::load_generator(&gen_cfg)?)
     } else {
@@ -492,7 +514,10 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
     };
     // `critic.kind = "llm"` judges with the generator (loaded for it when
     // the run answers nothing or answers extractively).
-    let engine = crate::ask::with_critic(engine, &gen_cfg, generator.as_ref())?;
+    let engine = match &generator {
+        Some(_) => engine,
+        None => crate::ask::with_critic(engine, &gen_cfg, None)?,
+    };
     let g = &gen_cfg.generate;
     let settings = RunSettings {
         mode,
@@ -512,36 +537,65 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
             }
         }),
     };
-    let suffix = if extractive {
-        "-extractive"
-    } else if answers {
-        "-answers"
-    } else {
-        ""
+    let local = cairn_engine::LocalCollection::new(engine, generator);
+    let set = QaRun {
+        cfg: &cfg,
+        args: &a,
+        qa_path: &qa_path,
+        items: &items,
+        prefix: "",
     };
-    let run_path = default_run_path(&cfg, &a, &qa_path, mode, suffix);
-    let mut log = RunLog::open(&run_path, &settings, a.fresh)?;
-    if !log.done.is_empty() && !a.json {
-        eprintln!(
-            "resuming {}: {} of {} questions already done",
-            run_path.display(),
-            log.done.len(),
-            items.len()
-        );
+    set.run(&local, settings, &opts, &bars, &stopped)
+}
+
+/// A QA set to run on a collection, local or a cluster's.
+struct QaRun<'a> {
+    cfg: &'a Config,
+    args: &'a EvalArgs,
+    qa_path: &'a std::path::Path,
+    items: &'a [cairn_eval::QaItem],
+    /// Before the run log's suffix (`-cluster`).
+    prefix: &'a str,
+}
+
+impl QaRun<'_> {
+    /// Run (resuming the run log) and report.
+    fn run(
+        &self,
+        collection: &dyn cairn_engine::Collection,
+        settings: RunSettings,
+        opts: &AskOptions,
+        bars: &Bars,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<ExitCode> {
+        let (answers, mode) = (settings.answers, settings.mode);
+        let kind = match (answers, opts.extractive) {
+            (false, _) => "",
+            (true, true) => "-extractive",
+            (true, false) => "-answers",
+        };
+        let suffix = format!("{}{kind}", self.prefix);
+        let run_path = default_run_path(self.cfg, self.args, self.qa_path, mode, &suffix);
+        let mut log = RunLog::open(&run_path, &settings, self.args.fresh)?;
+        if !log.done.is_empty() && !self.args.json {
+            eprintln!(
+                "resuming {}: {} of {} questions already done",
+                run_path.display(),
+                log.done.len(),
+                self.items.len()
+            );
+        }
+        run::run_qa(
+            collection,
+            self.items,
+            &settings,
+            answers.then_some(opts),
+            &mut log,
+            bars,
+            stopped,
+        )?;
+        report(self.items, &log, &run_path, mode, answers, self.args.json)
     }
-    let opts = AskOptions {
-        mode,
-        ..AskOptions::from_config(&gen_cfg)
-    };
-    let answering = match (&generator, extractive) {
-        (_, true) => Some(run::Answering::Extract(&engine, &opts)),
-        (Some(g), false) => Some(run::Answering::Generate(&engine, g.as_ref(), &opts)),
-        (None, false) => None,
-    };
-    run::run_qa(
-        &engine, &items, &settings, answering, &mut log, &bars, &stopped,
-    )?;
-    report(&items, &log, &run_path, mode, answers, a.json)
 }
 
 /// Where a QA run's log goes unless `--run` says.

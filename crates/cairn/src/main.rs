@@ -8,6 +8,7 @@ mod eval;
 mod open;
 mod progress;
 mod serve;
+mod target;
 
 use anyhow::{bail, Context, Result};
 use cairn_core::config::Config;
@@ -387,6 +388,15 @@ fn print_ingest_summary(report: &cairn_engine::IngestReport) {
     for w in &report.warnings {
         eprintln!("warning: {}: {}", w.path, w.reason);
     }
+    if let Some(l) = &report.log {
+        println!(
+            "{} log entries acknowledged by the cluster ({} already logged); collection `{}`: {} shards × {} replicas",
+            l.published, l.duplicates, l.collection, l.shards, l.replicas
+        );
+        for r in &l.rejected {
+            println!("  not published: {}: {}", r.doc, r.reason);
+        }
+    }
 }
 
 fn snippet(text: &str, max: usize) -> String {
@@ -401,27 +411,29 @@ fn snippet(text: &str, max: usize) -> String {
 fn run(cli: Cli) -> Result<ExitCode> {
     let mut cfg = load_config(&cli)?;
     open::set_wait(cli.wait);
-    if let Some(url) = cli.cluster.as_deref() {
-        return run_cluster(cfg, url, cli.command);
-    }
+    let url = cli.cluster.as_deref();
     match cli.command {
         Command::Ingest { paths, prune, json } => {
             let bars = Bars::new(json);
-            let engine = open::writer(&cfg, &bars)?;
-            let report = engine.ingest(
-                &paths,
-                &IngestOptions {
-                    prune,
-                    ..Default::default()
-                },
-                &bars,
-            )?;
+            let t = match url {
+                Some(u) => target::Target::cluster(&cfg, u, true)?,
+                None => target::Target::local(open::writer(&cfg, &bars)?, None),
+            };
+            let opts = IngestOptions {
+                prune,
+                ..Default::default()
+            };
+            let report = t.collection.ingest(&paths, &opts, &bars)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_ingest_summary(&report);
             }
-            if report.nothing_ingested() {
+            let none_logged = report
+                .log
+                .as_ref()
+                .is_some_and(|l| l.published == 0 && !l.rejected.is_empty());
+            if report.nothing_ingested() || none_logged {
                 eprintln!("error: nothing could be ingested");
                 return Ok(ExitCode::from(1));
             }
@@ -435,36 +447,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             critic.apply(&mut cfg);
             cfg.validate()?;
-            let engine = open::reader(&cfg, &Bars::new(json))?;
-            let engine = ask::with_critic(engine, &cfg, None)?;
             let k = top_k.unwrap_or(cfg.search.top_k);
             if k == 0 {
                 bail!("-k/--top-k must be at least 1");
             }
-            let hits = engine.search(&query, k, mode.unwrap_or(cfg.search.mode))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "hits": hits }))?
-                );
-            } else if hits.is_empty() {
-                println!("no results");
-            } else {
-                for h in &hits {
-                    let heading = if h.heading.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — {}", h.heading)
-                    };
-                    println!("{:>2}. {:.3}  {}{}", h.rank, h.score, h.doc, heading);
-                    println!("    {}", snippet(&h.text, 220));
+            let mode = mode.unwrap_or(cfg.search.mode);
+            match url {
+                Some(u) => {
+                    if critic.rerank || critic.critic.is_some() || critic.critic_model.is_some() {
+                        bail!("--rerank, --critic and --critic-model are not supported with --cluster yet");
+                    }
+                    let t = target::Target::cluster(&cfg, u, false)?;
+                    let r = t
+                        .cluster
+                        .as_ref()
+                        .expect("a cluster")
+                        .gather(&query, k, mode)?;
+                    let hits: Vec<cairn_core::Hit> = r.hits.iter().map(|h| h.hit.clone()).collect();
+                    let shards: Vec<u32> = r.hits.iter().map(|h| h.shard).collect();
+                    print_hits(&hits, Some(&shards), json, |v| {
+                        v["shards_ok"] = r.shards_ok.into();
+                        v["shards_total"] = r.shards_total.into();
+                        v["missing_shards"] = serde_json::json!(r.missing_shards);
+                        v["gather_ms"] = r.gather_ms.into();
+                    })?;
+                    if !json {
+                        println!("shards {}/{} answered", r.shards_ok, r.shards_total);
+                    }
+                    if r.shards_ok < r.shards_total {
+                        eprintln!(
+                            "warning: results are incomplete: no replica answered for shard(s) {:?}",
+                            r.missing_shards
+                        );
+                    }
+                }
+                None => {
+                    let engine = open::reader(&cfg, &Bars::new(json))?;
+                    let engine = ask::with_critic(engine, &cfg, None)?;
+                    let hits = engine.search(&query, k, mode)?;
+                    print_hits(&hits, None, json, |_| {})?;
                 }
             }
         }
         Command::Remove { path, json } => {
             let bars = Bars::new(json);
-            let engine = open::writer(&cfg, &bars)?;
-            let removed = engine.remove(&path, &bars)?;
+            let t = match url {
+                Some(u) => target::Target::cluster(&cfg, u, false)?,
+                None => target::Target::local(open::writer(&cfg, &bars)?, None),
+            };
+            let removed = t.collection.remove(&path, &bars)?;
             if json {
                 println!("{}", serde_json::json!({ "removed": removed }));
             } else {
@@ -474,6 +505,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Status { json } => {
+            if url.is_some() {
+                bail!("on a cluster, `cairn --cluster URL cluster status` shows nodes, shards and replicas");
+            }
             let engine = open::reader(&cfg, &Bars::new(json))?;
             let s = engine.status()?;
             if json {
@@ -493,7 +527,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Collections { json } => {
-            let list = cairn_engine::list_collections(&cfg.data_dir());
+            let list = match url {
+                Some(u) => {
+                    let rt = target::runtime()?;
+                    let c = target::connect(&cfg, u, &rt)?;
+                    cairn_engine::Collections::names(&c)?
+                }
+                None => cairn_engine::list_collections(&cfg.data_dir()),
+            };
             if json {
                 println!("{}", serde_json::json!({ "collections": list }));
             } else {
@@ -505,6 +546,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index {
             command: IndexCommand::Rebuild,
         } => {
+            if url.is_some() {
+                bail!("a cluster's indexes are rebuilt by its nodes: drop --cluster to rebuild a local collection's");
+            }
             let bars = Bars::new(false);
             let engine = open::writer(&cfg, &bars)?;
             let r = engine.rebuild_indexes(&bars)?;
@@ -516,61 +560,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             gen,
             json,
             quiet,
-        } => return ask::ask(cfg, &question, &gen, json, quiet),
-        Command::Chat { gen, json } => return ask::chat(cfg, &gen, json),
-        Command::Eval(args) => return eval::eval(cfg, args, None),
-        Command::Serve(args) => return serve::serve(cfg, args),
+        } => return ask::ask(cfg, url, &question, &gen, json, quiet),
+        Command::Chat { gen, json } => return ask::chat(cfg, url, &gen, json),
+        Command::Eval(args) => return eval::eval(cfg, args, url),
+        Command::Serve(args) => return serve::serve(cfg, args, url),
         Command::Node(args) => return cluster::node(cfg, args),
-        Command::Cluster { .. } | Command::Collection { .. } => {
-            bail!("this command talks to a cluster: pass --cluster nats://HOST:4222 (or set CAIRN_CLUSTER)")
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The commands that run against a cluster (`--cluster URL`).
-fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
-    match command {
-        Command::Ingest { paths, prune, json } => cluster::ingest(&cfg, url, &paths, prune, json),
-        Command::Remove { path, json } => cluster::remove(&cfg, url, &path, json),
-        Command::Eval(args) => eval::eval(cfg, args, Some(url)),
-        Command::Search {
-            query,
-            top_k,
-            mode,
-            critic,
-            json,
-        } => {
-            if critic.rerank || critic.critic.is_some() || critic.critic_model.is_some() {
-                bail!("--rerank, --critic and --critic-model are not supported with --cluster yet");
-            }
-            cluster::search(
-            &cfg,
-            url,
-            &query,
-            top_k.unwrap_or(cfg.search.top_k),
-            mode.unwrap_or(cfg.search.mode),
-            json,
-        )
-        }
-        Command::Ask {
-            question,
-            gen,
-            json,
-            quiet,
-        } => {
-            // Issue 17 (one collection API) brings these to the cluster.
-            if gen.extractive || gen.crag {
-                bail!("--extractive and --crag are not supported with --cluster yet (answers there are checked sentence by sentence on the generation replica)");
-            }
-            if gen.critic.rerank || gen.critic.critic.is_some() || gen.critic.critic_model.is_some() {
-                bail!("--rerank, --critic and --critic-model are not supported with --cluster yet (the generation replica checks with its own configured critic)");
-            }
-            cluster::ask(cfg, url, &question, &gen, json, quiet)
-        }
         Command::Cluster {
             command: cluster::ClusterCommand::Status { json },
-        } => cluster::status(&cfg, url, json),
+        } => {
+            let url = url.context("`cluster status` talks to a cluster: pass --cluster nats://HOST:4222 (or set CAIRN_CLUSTER)")?;
+            return cluster::status(&cfg, url, json);
+        }
         Command::Collection {
             command:
                 cluster::CollectionCommand::Create {
@@ -579,13 +579,53 @@ fn run_cluster(cfg: Config, url: &str, command: Command) -> Result<ExitCode> {
                     replicas,
                     json,
                 },
-        } => cluster::create(&cfg, url, &name, shards, replicas, json),
-        Command::Node(args) => cluster::node(cfg, args),
-        Command::Models { command } => models(&cfg, command),
-        _ => bail!(
-            "this command does not run against a cluster yet (cluster mode has ingest, search, ask, cluster status and collection create): drop --cluster"
-        ),
+        } => {
+            let url = url.context("`collection create` talks to a cluster: pass --cluster nats://HOST:4222 (or set CAIRN_CLUSTER)")?;
+            return cluster::create(&cfg, url, &name, shards, replicas, json);
+        }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Search results, as text or `--json` (`extra` adds fields to the JSON);
+/// `shards` names the shard of each hit on a cluster.
+fn print_hits(
+    hits: &[cairn_core::Hit],
+    shards: Option<&[u32]>,
+    json: bool,
+    extra: impl FnOnce(&mut serde_json::Value),
+) -> Result<()> {
+    if json {
+        let mut v = serde_json::json!({ "hits": hits });
+        if let Some(shards) = shards {
+            for (h, s) in v["hits"].as_array_mut().into_iter().flatten().zip(shards) {
+                h["shard"] = (*s).into();
+            }
+        }
+        extra(&mut v);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if hits.is_empty() {
+        println!("no results");
+    }
+    for (i, h) in hits.iter().enumerate() {
+        let heading = if h.heading.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", h.heading)
+        };
+        let shard = shards
+            .and_then(|s| s.get(i))
+            .map(|s| format!("  (shard {s})"))
+            .unwrap_or_default();
+        println!(
+            "{:>2}. {:.3}  {}{}{}",
+            h.rank, h.score, h.doc, heading, shard
+        );
+        println!("    {}", snippet(&h.text, 220));
+    }
+    Ok(())
 }
 
 /// The ONNX Runtime backend (the default on CPUs) runs an fp32 graph that

@@ -1,5 +1,7 @@
 //! `cairn serve`: configuration → embedder, generator → the HTTP server,
-//! until SIGTERM or Ctrl-C.
+//! until SIGTERM or Ctrl-C. With `--cluster URL`, the server serves the
+//! cluster's collections (answers come from its generation replicas) with
+//! the same API and web UI.
 
 use crate::GenArgs;
 use anyhow::{Context, Result};
@@ -20,7 +22,7 @@ pub struct ServeArgs {
     pub gen: GenArgs,
 }
 
-pub fn serve(mut cfg: Config, args: ServeArgs) -> Result<ExitCode> {
+pub fn serve(mut cfg: Config, args: ServeArgs, cluster: Option<&str>) -> Result<ExitCode> {
     crate::ask::apply(&mut cfg, &args.gen)?;
     if let Some(a) = args.addr {
         cfg.server.addr = a;
@@ -31,12 +33,30 @@ pub fn serve(mut cfg: Config, args: ServeArgs) -> Result<ExitCode> {
     cfg.validate()?;
     let addr = cairn_server::check_bind(&cfg.server.addr, !cfg.server.api_keys.is_empty())?;
     let embedder = cairn_engine::load_embedder(&cfg).context("loading the embedding model")?;
-    let generator: Arc<dyn cairn_generate::Generator> =
-        cairn_engine::load_generator(&cfg).context("loading the generator")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let (collections, answers): (Arc<dyn cairn_engine::Collections>, String) = match cluster {
+        Some(url) => {
+            let c = cairn_cluster::ClusterCollections::connect(
+                &cfg,
+                url,
+                embedder.clone(),
+                runtime.handle().clone(),
+            )?;
+            let what = cairn_engine::Collections::describe(&c);
+            (Arc::new(c), what)
+        }
+        None => {
+            let generator: Arc<dyn cairn_generate::Generator> =
+                cairn_engine::load_generator(&cfg).context("loading the generator")?;
+            let c =
+                cairn_engine::LocalCollections::new(cfg.clone(), embedder.clone(), Some(generator));
+            let what = cairn_engine::Collections::describe(&c);
+            (Arc::new(c), what)
+        }
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -44,11 +64,10 @@ pub fn serve(mut cfg: Config, args: ServeArgs) -> Result<ExitCode> {
         let local = listener.local_addr()?;
         // Tests and scripts read this line to learn the port (with :0).
         eprintln!(
-            "cairn serve: listening on http://{local} (collection `{}`, generator {})",
+            "cairn serve: listening on http://{local} (collection `{}`, answers from {answers})",
             cfg.collection,
-            generator.model_name()
         );
-        let state = cairn_server::AppState::new(cfg, embedder, generator);
+        let state = cairn_server::AppState::with_collections(cfg, embedder, collections);
         cairn_server::serve(state, listener, shutdown_signal()).await?;
         eprintln!("cairn serve: stopped");
         Ok::<_, anyhow::Error>(())

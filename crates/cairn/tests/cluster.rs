@@ -225,9 +225,14 @@ fn live_nodes(s: &Value) -> usize {
 
 /// Every live replica of every shard of `docs` has applied the whole log and serves.
 fn caught_up(s: &Value) -> bool {
+    caught_up_in(s, "docs")
+}
+
+/// [`caught_up`] for the collection `name`.
+fn caught_up_in(s: &Value, name: &str) -> bool {
     let Some(c) = s["collections"]
         .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == "docs"))
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
     else {
         return false;
     };
@@ -496,7 +501,7 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
     assert!(one["hit@5"].as_f64().unwrap() > 0.0, "{one:#}");
     // What needs a local collection says so.
     let mut c = client(dir, &url);
-    c.args(["eval", "--qa"]).arg(&qa).arg("--answers");
+    c.args(["eval", "--qa"]).arg(&qa).arg("--calibrate");
     let out = c.output().unwrap();
     assert!(!out.status.success());
     assert!(
@@ -765,14 +770,49 @@ It is 412 metres long and carries the coastal railway between Harrow Point and S
     c.args(["ask", "When did the Kestrel Bridge open?", "--json"]);
     let a = run_json(c);
     assert!(a["answer"].as_str().unwrap().contains("1987"), "{a:#}");
-    assert_eq!(a["shards_ok"], 4);
-    assert!(a["node"] == "g1" || a["node"] == "g2", "{a:#}");
+    // The same answer as a local collection's, with where it came from.
+    assert_eq!(a["cluster"]["shards_ok"], 4, "{a:#}");
+    assert_eq!(a["cluster"]["shards_total"], 4, "{a:#}");
+    let node = &a["cluster"]["node"];
+    assert!(node == "g1" || node == "g2", "{a:#}");
+    assert!(
+        a["sentences"].is_array() && a["strategy"].is_string(),
+        "{a:#}"
+    );
     let cites = a["citations"].as_array().unwrap();
     assert!(
         !cites.is_empty() && cites.iter().all(|c| c["doc"].as_str().is_some()),
         "{a:#}"
     );
     assert_eq!(a["retrieved"][0]["doc"], "bridge.md", "{a:#}");
+
+    // `eval --answers` on the cluster: answers from its replicas, scored
+    // as a local run's.
+    let qa = dir.join("bridge-qa.jsonl");
+    std::fs::write(
+        &qa,
+        [
+            r#"{"id": "b1", "kind": "fact", "question": "When did the Kestrel Bridge open?", "answers": ["1987"], "gold": ["bridge.md"]}"#,
+            r#"{"id": "b2", "kind": "fact", "question": "How long is the Kestrel Bridge?", "answers": ["412"], "gold": ["bridge.md"]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let mut c = client(dir, &url);
+    c.args(["eval", "--qa"])
+        .arg(&qa)
+        .args(["--answers", "--json", "--fresh"]);
+    let v = run_json(c);
+    assert_eq!(v["n"], 2, "{v:#}");
+    assert_eq!(v["hit@1"], 1.0, "{v:#}");
+    assert!(v["answer_accuracy"].as_f64().unwrap() > 0.0, "{v:#}");
+    let answers: Vec<&str> = v["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["answer"].as_str().unwrap())
+        .collect();
+    assert!(answers.iter().all(|a| !a.is_empty()), "{v:#}");
 
     // Kill the replica that took the answer: the coordinator answers again
     // on the other one.
@@ -1053,4 +1093,281 @@ fn a_new_replica_starts_from_a_snapshot_after_the_log_was_trimmed() {
     assert_eq!(got["hits"][0]["doc"], "lighthouse.md", "{got:#}");
     let got = search(dir, &url, "virtual environments venv", "bm25");
     assert_eq!(got["hits"][0]["doc"], "tutorial/venv.html", "{got:#}");
+}
+
+const BRIDGE: &str = "# Kestrel Bridge\n\n## History\n\nThe Kestrel Bridge over the Varne estuary opened to traffic in 1987. \
+It is 412 metres long and carries the coastal railway between Harrow Point and Selby.\n\n\
+## Maintenance\n\nThe bridge is repainted every nine years by the Varne Harbour Trust.\n";
+
+/// `cairn --cluster URL serve`: the REST and OpenAI APIs over a cluster's
+/// collection (uploads through the shard logs, documents listed and
+/// deleted across shards, searches, answers from generation replicas,
+/// feedback in the cluster's bucket), and a generation replica killed
+/// while an answer streams.
+#[test]
+fn serve_on_a_cluster_has_the_local_api_and_survives_a_replica_killed_mid_stream() {
+    use common::server::Server;
+    use serde_json::json;
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nats = Nats::start(dir, 3);
+    let url = nats.url();
+    let mut nodes: Vec<Node> = ["g1", "g2"]
+        .iter()
+        .map(|n| start_node(dir, &url, n, true))
+        .collect();
+    wait_status(dir, &url, "two LLM nodes", 120, |s| live_nodes(s) == 2);
+    let mut c = client(dir, &url);
+    c.args([
+        "collection",
+        "create",
+        "notes",
+        "--shards",
+        "2",
+        "--replicas",
+        "2",
+    ]);
+    common::ok(c);
+    // Both replicas of both shards serve before the server starts.
+    wait_status(dir, &url, "notes served", 120, |s| {
+        caught_up_in(s, "notes")
+            && s["collections"][0]["shard_status"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|sh| sh["live_replicas"] == 2))
+    });
+    let s = Server::start(
+        &dir.join("serve-data"),
+        &[
+            "--cluster",
+            &url,
+            "--embed-backend",
+            "onnx",
+            "--embed-model",
+            "all-MiniLM-L6-v2-int8",
+            "--max-tokens",
+            "120",
+            "--seed",
+            "1",
+        ],
+        &[
+            ("CAIRN_SHARD_TIMEOUT_MS", "5000"),
+            ("CAIRN_GENERATION_IDLE_MS", "4000"),
+            ("CAIRN_LOG", "info"),
+        ],
+    );
+    assert!(
+        s.log_text().contains("answers from the cluster at"),
+        "{}",
+        s.log_text()
+    );
+
+    // Uploads go through the one ingest pipeline into the shard logs.
+    let (st, v) = s.post(
+        "/api/collections/notes/documents",
+        &json!({"name": "bridge.md", "text": BRIDGE}),
+    );
+    assert_eq!(st, 202, "{v}");
+    let job = s.wait_job(v["job"]["id"].as_str().unwrap());
+    assert_eq!(
+        (job["state"].as_str(), job["documents_added"].as_u64()),
+        (Some("done"), Some(1)),
+        "{job}"
+    );
+    let page = |p: &str| std::fs::read(cairn_testkit::python_docs().join(p)).unwrap();
+    let (venv, json_page) = (page("library/venv.html"), page("library/json.html"));
+    let (st, v) = s.upload("notes", &[("venv.html", &venv), ("json.html", &json_page)]);
+    assert_eq!(st, 202, "{v}");
+    let job = s.wait_job(v["job"]["id"].as_str().unwrap());
+    assert_eq!(job["documents_added"], 2, "{job}");
+
+    // Read your own writes: listed and found at once, across both shards.
+    let (st, docs) = s.get("/api/collections/notes/documents");
+    assert_eq!(st, 200, "{docs}\n{}\n{}", s.log_text(), logs(dir));
+    let mut names: Vec<&str> = docs["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bridge.md", "json.html", "venv.html"], "{docs}");
+    let mut ids: Vec<u64> = docs["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        3,
+        "document ids are unique across shards: {docs}"
+    );
+    let (st, r) = s.get(
+        "/api/search?q=how%20do%20I%20create%20a%20virtual%20environment&collection=notes&k=3",
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["hits"][0]["doc"], "venv.html", "{r}");
+    let (st, cols) = s.get("/api/collections");
+    assert_eq!(st, 200, "{cols}");
+    assert!(
+        cols["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "notes"),
+        "{cols}"
+    );
+
+    // An answer from a generation replica, the same shape as a local one.
+    let question = "In what year did the Kestrel Bridge open?";
+    let (st, a) = s.post(
+        "/api/ask",
+        &json!({"question": question, "collection": "notes"}),
+    );
+    assert_eq!(st, 200, "{a}");
+    assert!(a["answer"].as_str().unwrap().contains("1987"), "{a}");
+    assert_eq!(a["retrieved"][0]["doc"], "bridge.md", "{a}");
+    assert_eq!(a["cluster"]["shards_ok"], 2, "{a}");
+    let node = a["cluster"]["node"].as_str().unwrap().to_string();
+    assert!(node == "g1" || node == "g2", "{a}");
+    assert!(a["sentences"].is_array() && a["critic"].is_string(), "{a}");
+    let answer_id = a["answer_id"].as_str().unwrap().to_string();
+
+    // Feedback lives in the cluster's bucket, where any server sees it.
+    let (st, f) = s.post(
+        "/api/feedback",
+        &json!({"answer_id": answer_id, "rating": "up", "comment": "right year"}),
+    );
+    assert_eq!(st, 201, "{f}");
+    let (st, list) = s.get("/api/feedback?collection=notes");
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(
+        list["feedback"][0]["answer_id"],
+        answer_id.as_str(),
+        "{list}"
+    );
+    assert_eq!(list["feedback"][0]["question"], question, "{list}");
+    let (st, _) = s.post(
+        "/api/feedback",
+        &json!({"answer_id": "a-nope", "rating": "up"}),
+    );
+    assert_eq!(st, 404);
+
+    // OpenAI's chat completions and models over the cluster.
+    let (st, m) = s.get("/v1/models");
+    assert_eq!(st, 200);
+    assert!(
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == "cairn:notes"),
+        "{m}"
+    );
+    let (st, c) = s.post(
+        "/v1/chat/completions",
+        &json!({"model": "cairn:notes", "messages": [{"role": "user", "content": question}]}),
+    );
+    assert_eq!(st, 200, "{c}");
+    assert!(
+        c["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("1987"),
+        "{c}"
+    );
+
+    // Kill the replica that generates while the answer streams: the answer
+    // restarts once on the other replica and completes.
+    let before = s.log_text().matches("generating on ").count();
+    let mut killed: Option<String> = None;
+    let (st, events) = s.sse(
+        "/api/ask",
+        &json!({"question": "Describe the Kestrel Bridge: when it opened, how long it is, what it carries and who repaints it.",
+                "collection": "notes", "stream": true}),
+        |event, _| {
+            if event != "token" || killed.is_some() {
+                return;
+            }
+            let log = s.log_text();
+            let Some(line) = log.split("generating on ").nth(before + 1) else {
+                return;
+            };
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            let i = nodes.iter().position(|n| n.name == name).unwrap();
+            nodes[i].proc = None; // SIGKILL, mid-answer
+            killed = Some(name);
+        },
+    );
+    assert_eq!(st, 200);
+    let killed = killed.unwrap_or_else(|| {
+        panic!(
+            "no replica was killed while tokens streamed: {events:?}\n{}",
+            s.log_text()
+        )
+    });
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "done", "{events:?}\n{}", s.log_text());
+    assert!(
+        events
+            .iter()
+            .any(|(e, d)| e == "restart" && d.contains(&killed)),
+        "{events:?}"
+    );
+    let done: Value = serde_json::from_str(data).unwrap();
+    let other = if killed == "g1" { "g2" } else { "g1" };
+    assert_eq!(done["cluster"]["node"], other, "{done}");
+    assert_eq!(
+        done["cluster"]["failed_replicas"],
+        json!([killed]),
+        "{done}"
+    );
+    assert!(done["answer"].as_str().unwrap().contains("1987"), "{done}");
+
+    // Searches stay complete with one replica of each shard left.
+    for q in [
+        "Kestrel Bridge repainted",
+        "json module encoding",
+        "virtual environment",
+    ] {
+        let (st, r) = s.get(&format!(
+            "/api/search?q={}&collection=notes&k=5",
+            q.replace(' ', "%20")
+        ));
+        assert_eq!(st, 200, "{r}");
+        assert!(!r["hits"].as_array().unwrap().is_empty(), "{r}");
+    }
+
+    // Delete a document by its id: gone from the listing and the search.
+    let id = docs["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "bridge.md")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        s.delete(&format!("/api/collections/notes/documents/{id}")),
+        204
+    );
+    let (_, r) = s.get("/api/search?q=Kestrel%20Bridge%20Varne&collection=notes&k=5");
+    assert!(
+        r["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["doc"] != "bridge.md"),
+        "{r}"
+    );
+    let (_, docs) = s.get("/api/collections/notes/documents");
+    assert_eq!(docs["documents"].as_array().unwrap().len(), 2, "{docs}");
+    drop(s);
+    drop(nodes);
 }

@@ -1,0 +1,348 @@
+//! What a node answers: its shards' searches (once caught up) and, with a
+//! model, generation requests from the `cairn.generate` queue group.
+
+use super::*;
+
+pub(super) fn start_search(
+    s: &Arc<Shared>,
+    coll: &str,
+    shard: u32,
+    engine: &Arc<Engine>,
+    state: &Arc<Mutex<ShardState>>,
+) -> JoinHandle<()> {
+    lock(state).serving = true;
+    let (s, coll, engine, state) = (s.clone(), coll.to_string(), engine.clone(), state.clone());
+    tokio::spawn(async move {
+        let subject = search_subject(&coll, shard);
+        let mut sub = match s
+            .client
+            .queue_subscribe(subject.clone(), subject.clone())
+            .await
+        {
+            Ok(sub) => sub,
+            Err(e) => {
+                lock(&state).error = Some(format!("subscribing to {subject}: {e}"));
+                return;
+            }
+        };
+        tracing::info!(collection = coll, shard, "serving searches");
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply.clone() else {
+                continue;
+            };
+            let (engine, client, node) = (engine.clone(), s.client.clone(), s.name.clone());
+            let subject = subject.clone();
+            tokio::spawn(async move {
+                let body = tokio::task::spawn_blocking(move || {
+                    let t = Instant::now();
+                    let r = shard_search(&engine, &msg.payload, &subject);
+                    let took_ms = t.elapsed().as_secs_f64() * 1000.0;
+                    let reply = match r {
+                        Ok(lists) => ShardReply {
+                            node,
+                            shard,
+                            applied: lists.applied,
+                            dense: lists.dense,
+                            bm25: lists.bm25,
+                            error: None,
+                            took_ms,
+                            bm25_stats: lists.stats,
+                            documents: lists.documents,
+                        },
+                        Err(e) => ShardReply {
+                            node,
+                            shard,
+                            applied: 0,
+                            dense: vec![],
+                            bm25: vec![],
+                            error: Some(e.to_string()),
+                            took_ms,
+                            bm25_stats: None,
+                            documents: None,
+                        },
+                    };
+                    serde_json::to_vec(&reply).unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                let _ = client.publish(reply, body.into()).await;
+            });
+        }
+    })
+}
+
+/// A shard's part of one search round.
+#[derive(Default)]
+struct ShardLists {
+    applied: u64,
+    dense: Vec<ShardHit>,
+    bm25: Vec<ShardHit>,
+    stats: Option<cairn_index::bm25::Bm25Stats>,
+    documents: Option<Vec<cairn_engine::DocMeta>>,
+}
+
+/// Answer one round of a search from this shard. The lists are the raw
+/// candidate lists a single node fuses (no per-document cap, no reranking:
+/// the coordinator fuses, caps and cuts after gathering), BM25 scored with
+/// the collection-wide statistics the request carries.
+fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardLists> {
+    let req: SearchRequest = serde_json::from_slice(payload).map_err(|e| ClusterError::Wire {
+        subject: subject.to_string(),
+        reason: e.to_string(),
+    })?;
+    if let Some(min) = req.min_applied {
+        // Read your writes: wait (briefly) for the entry the client wrote.
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while engine.index_seq() < min {
+            if Instant::now() > deadline {
+                return Err(ClusterError::Behind {
+                    applied: engine.index_seq(),
+                    wanted: min,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let applied = engine.applied_seq()?;
+    match req.want {
+        wire::Want::Hits => {}
+        wire::Want::Stats => {
+            return Ok(ShardLists {
+                applied,
+                stats: Some(engine.bm25_stats(&req.query)?),
+                ..ShardLists::default()
+            })
+        }
+        wire::Want::Documents => {
+            let docs = engine.documents()?;
+            return Ok(ShardLists {
+                applied,
+                documents: Some(docs),
+                ..ShardLists::default()
+            });
+        }
+    }
+    let vector = req
+        .vector
+        .as_deref()
+        .map(|v| wire::decode_vector(v, subject))
+        .transpose()?;
+    let with_cosines = |ranked: Vec<cairn_core::Scored>| -> Result<Vec<ShardHit>> {
+        let hits = engine.hits(&ranked)?;
+        let cos = match &vector {
+            Some(v) => engine.similarities(v, &hits.iter().map(|h| h.chunk).collect::<Vec<_>>())?,
+            None => vec![0.0; hits.len()],
+        };
+        Ok(hits
+            .into_iter()
+            .zip(cos)
+            .map(|(hit, cosine)| ShardHit { hit, cosine })
+            .collect())
+    };
+    let empty = req.query.trim().is_empty() || req.n == 0;
+    let dense = if req.mode != SearchMode::Bm25 && !empty {
+        let v = vector.as_deref().ok_or_else(|| ClusterError::Wire {
+            subject: subject.to_string(),
+            reason: "a dense or hybrid search needs the query vector".into(),
+        })?;
+        if v.len() != engine.embedder().dim() {
+            return Err(ClusterError::Wire {
+                subject: subject.to_string(),
+                reason: format!(
+                    "the query vector has {} dimensions, the collection {}",
+                    v.len(),
+                    engine.embedder().dim()
+                ),
+            });
+        }
+        with_cosines(engine.dense_candidates(v, req.n)?)?
+    } else {
+        vec![]
+    };
+    let bm25 = if req.mode != SearchMode::Dense && !empty {
+        with_cosines(engine.bm25_candidates(&req.query, req.n, req.bm25_stats.as_ref())?)?
+    } else {
+        vec![]
+    };
+    Ok(ShardLists {
+        applied,
+        dense,
+        bm25,
+        ..ShardLists::default()
+    })
+}
+
+/// The generation replica: one answer at a time; a request that arrives
+/// while busy is told so, and the coordinator asks another replica.
+pub(super) async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generator>) -> Result<()> {
+    // The replica checks answers with its own critic (`critic.kind = "llm"`:
+    // its own generator).
+    let critic = if s.cfg.critic.kind == "llm" {
+        cairn_engine::llm_critic(&s.cfg, generator.clone())
+    } else {
+        cairn_engine::load_critic(&s.cfg, s.embedder.clone())?
+    };
+    let mut sub = s
+        .client
+        .queue_subscribe(GENERATE_SUBJECT, GENERATE_SUBJECT.to_string())
+        .await
+        .map_err(|e| ClusterError::js("subscribing to generation", e))?;
+    let busy = Arc::new(AtomicBool::new(false));
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let client = s.client.clone();
+        let node = s.name.clone();
+        if busy.swap(true, Ordering::SeqCst) {
+            let ev = serde_json::to_vec(&GenEvent::Busy { node }).unwrap_or_default();
+            let _ = client.publish(reply, ev.into()).await;
+            continue;
+        }
+        let (busy, generator, critic) = (busy.clone(), generator.clone(), critic.clone());
+        let base = AskOptions::from_config(&s.cfg);
+        tokio::spawn(async move {
+            generate_one(
+                client,
+                node,
+                reply.to_string(),
+                generator,
+                critic,
+                base,
+                &msg.payload,
+            )
+            .await;
+            busy.store(false, Ordering::SeqCst);
+        });
+    }
+    Ok(())
+}
+
+async fn generate_one(
+    client: async_nats::Client,
+    node: String,
+    reply: String,
+    generator: Arc<dyn Generator>,
+    critic: Arc<dyn cairn_core::Critic>,
+    base: AskOptions,
+    payload: &[u8],
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<GenEvent>();
+    let forward = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let body = serde_json::to_vec(&ev).unwrap_or_default();
+                if client.publish(reply.clone(), body.into()).await.is_err() {
+                    break;
+                }
+            }
+            let _ = client.flush().await;
+        })
+    };
+    let req: GenerateRequest = match serde_json::from_slice(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(GenEvent::Error {
+                node,
+                message: format!("malformed generation request: {e}"),
+            });
+            drop(tx);
+            let _ = forward.await;
+            return;
+        }
+    };
+    let _ = tx.send(GenEvent::Start {
+        node: node.clone(),
+        model: generator.model_name().to_string(),
+    });
+    // Keep-alives while the prompt is processed, so the coordinator can
+    // tell a slow replica from a dead one.
+    let alive = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                if tx.send(GenEvent::Alive).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let tx2 = tx.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let opts = AskOptions {
+            k: req.k,
+            mode: req.mode,
+            min_relevance: req.min_relevance,
+            sampling: req.sampling.clone(),
+            check: req.check,
+            support_threshold: req.support_threshold,
+            // Corrective retrieval and extractive answers need the
+            // coordinator's retrieval; the cluster does not run them yet.
+            crag: false,
+            extractive: false,
+            // The rest (grammar, fallback, calibrations) from this node's
+            // configuration.
+            ..base
+        };
+        let mut sink = Events(tx2);
+        cairn_engine::answer_from_passages(
+            &req.question,
+            &req.history,
+            Retrieved {
+                hits: req.hits,
+                relevance: req.relevance,
+                embed_ms: req.embed_ms,
+                search_ms: req.search_ms,
+                started: Instant::now(),
+                judged: None,
+            },
+            generator.as_ref(),
+            Some(critic.as_ref()),
+            &opts,
+            &mut sink,
+        )
+    })
+    .await;
+    alive.abort();
+    let ev = match result {
+        Ok(Ok(answer)) => GenEvent::Done {
+            answer: Box::new(answer),
+        },
+        Ok(Err(e)) => GenEvent::Error {
+            node,
+            message: e.to_string(),
+        },
+        Err(e) => GenEvent::Error {
+            node,
+            message: format!("generation task failed: {e}"),
+        },
+    };
+    let _ = tx.send(ev);
+    drop(tx);
+    let _ = forward.await;
+}
+
+/// A generation replica's answer as events to the coordinator.
+struct Events(tokio::sync::mpsc::UnboundedSender<GenEvent>);
+
+impl cairn_generate::TokenSink for Events {
+    fn piece(&mut self, text: &str) -> Flow {
+        let ev = GenEvent::Token {
+            text: text.to_string(),
+        };
+        if self.0.send(ev).is_err() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn restart(&mut self, why: &str) {
+        let _ = self.0.send(GenEvent::Restart {
+            why: why.to_string(),
+        });
+    }
+}
