@@ -138,7 +138,7 @@ done
 ok=""
 for _ in $(seq 1 300); do
   if "$cairn" --cluster "$nats" cluster status --json 2>/dev/null |
-     python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)["nodes"]) == 2 else 1)'; then
+     python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)["nodes"]) == 2 else 1)' 2>/dev/null; then
     ok=1; break
   fi
   sleep 0.5

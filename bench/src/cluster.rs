@@ -31,7 +31,7 @@ pub fn search(a: &Args) -> Result<serde_json::Value> {
         .iter()
         .map(|q| embedder.embed_query(q))
         .collect::<Result<_, _>>()?;
-    let fusion = Fusion::from_config(&cfg);
+    let fusion = Fusion::from_config(&cfg.search);
     let url = a.url.clone().context("--url NATS_URL is needed")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

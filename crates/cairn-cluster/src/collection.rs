@@ -41,20 +41,6 @@ type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// The KV bucket of answers and ratings.
 pub const FEEDBACK_BUCKET: &str = "cairn-feedback";
 
-impl Fusion {
-    /// The fusion the configuration's `[search]` describes.
-    pub fn from_config(cfg: &Config) -> Fusion {
-        Fusion {
-            dense_weight: cfg.search.dense_weight,
-            bm25_weight: cfg.search.bm25_weight,
-            rrf_k: cfg.search.rrf_k,
-            rrf: cfg.search.fusion == "rrf",
-            candidates: cfg.search.candidates,
-            max_per_document: cfg.search.max_per_document,
-        }
-    }
-}
-
 /// What every collection of one connection shares.
 struct Shared {
     rt: Handle,
@@ -125,7 +111,7 @@ impl ClusterCollections {
                 cfg: cfg.clone(),
                 embedder,
                 prep,
-                fusion: Fusion::from_config(cfg),
+                fusion: Fusion::from_config(&cfg.search),
                 feedback,
                 critic: OnceLock::new(),
             }),

@@ -21,19 +21,8 @@ pub struct ClusterHit {
     pub cosine: f32,
 }
 
-/// Fusion settings (the `[search]` section).
-#[derive(Debug, Clone, Copy)]
-pub struct Fusion {
-    pub dense_weight: f32,
-    pub bm25_weight: f32,
-    pub rrf_k: f32,
-    /// Reciprocal-rank fusion instead of score fusion (`search.fusion = "rrf"`).
-    pub rrf: bool,
-    /// Candidates per list before fusion.
-    pub candidates: usize,
-    /// At most this many passages of one document (0: no cap).
-    pub max_per_document: usize,
-}
+/// Fusion settings (the `[search]` section), shared with a single node.
+pub use cairn_index::fusion::Fusion;
 
 fn key(shard: u32, chunk: u64) -> u64 {
     ((shard as u64) << 48) | (chunk & ((1 << 48) - 1))
@@ -67,22 +56,8 @@ pub fn merge(replies: &[ShardReply], k: usize, mode: SearchMode, f: &Fusion) -> 
     }
     let dense = ranked(dense);
     let bm25 = ranked(bm25);
-    let out = match mode {
-        SearchMode::Dense => dense,
-        SearchMode::Bm25 => bm25,
-        SearchMode::Hybrid => {
-            let n = f.candidates.max(k);
-            let d = &dense[..dense.len().min(n)];
-            let b = &bm25[..bm25.len().min(n)];
-            let lists = [(f.dense_weight, d), (f.bm25_weight, b)];
-            if f.rrf {
-                cairn_index::fusion::reciprocal_rank_fusion(&lists, f.rrf_k)
-            } else {
-                cairn_index::fusion::score_fusion(&lists)
-            }
-        }
-    };
-    let out = cairn_index::fusion::cap_per_document(&out, k, f.max_per_document, |id| {
+    let out = f.fuse(mode, &dense, &bm25, k);
+    let out = f.cap(&out, k, |id| {
         by_key.get(&id).map(|(h, _)| h.hit.doc.as_str())
     });
     out.iter()

@@ -284,14 +284,22 @@ impl fmt::Display for SearchMode {
     }
 }
 
-/// One ranked passage, as printed by `cairn search --json`.
+/// One ranked passage, as printed by `cairn search --json` and returned
+/// by the HTTP API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hit {
+    /// 1 for the best.
     pub rank: usize,
+    /// The fused score (or the one list's score in dense or BM25 mode).
     pub score: f32,
+    /// The document's display path.
     pub doc: String,
+    /// The chunk's id in its catalog (a shard's, on a cluster).
     pub chunk: ChunkId,
+    /// The heading path of the passage (`Title > Section > …`).
     pub heading: String,
+    /// Character offsets of the passage in the document's text.
     pub start: u64,
     pub end: u64,
     pub text: String,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// One sentence of an answer and what supports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SentenceSupport {
     /// The sentence as shown, its markers corrected.
     pub text: String,

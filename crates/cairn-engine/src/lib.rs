@@ -778,21 +778,14 @@ impl Engine {
         // With a per-document cap, more than k passages are ranked, so that
         // other documents can fill the places the cap frees.
         let want = if cap > 0 { candidates } else { k };
+        let fusion = cairn_index::fusion::Fusion::from_config(&self.cfg.search);
         let ranked = match mode {
-            SearchMode::Dense => dense(want)?,
-            SearchMode::Bm25 => idx.bm25(query, want)?,
+            SearchMode::Dense => fusion.fuse(mode, &dense(want)?, &[], k),
+            SearchMode::Bm25 => fusion.fuse(mode, &[], &idx.bm25(query, want)?, k),
             SearchMode::Hybrid => {
                 let d = dense(candidates)?;
                 let b = idx.bm25(query, candidates)?;
-                let lists = [
-                    (self.cfg.search.dense_weight, d.as_slice()),
-                    (self.cfg.search.bm25_weight, b.as_slice()),
-                ];
-                if self.cfg.search.fusion == "rrf" {
-                    cairn_index::fusion::reciprocal_rank_fusion(&lists, self.cfg.search.rrf_k)
-                } else {
-                    cairn_index::fusion::score_fusion(&lists)
-                }
+                fusion.fuse(mode, &d, &b, k)
             }
         };
         let ranked: Vec<Scored> = if cap == 0 {
@@ -800,7 +793,7 @@ impl Engine {
         } else {
             let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();
             let docs = self.reader().chunk_documents(&ids)?;
-            cairn_index::fusion::cap_per_document(&ranked, k, cap, |id| docs.get(&id).copied())
+            fusion.cap(&ranked, k, |id| docs.get(&id).copied())
         };
         if rerank {
             return self.rerank(query, &ranked, k_final);

@@ -11,7 +11,7 @@ pub mod run;
 pub mod sets;
 
 pub use metrics::{answer_matches, dedup_docs, ndcg_at, reciprocal_rank_at, RankScores};
-pub use sets::{load_beir, load_qa, BeirSet, QaItem, OUT_OF_CORPUS};
+pub use sets::{load_beir, load_qa, load_qa_sets, BeirSet, QaItem, OUT_OF_CORPUS};
 
 use std::path::PathBuf;
 

@@ -451,6 +451,79 @@ pub fn run_qa(
     Ok(())
 }
 
+/// Where a QA run's log goes by default: `<data>/eval/<collection>-<set>-<mode><suffix>.jsonl`,
+/// where `suffix` says what kind of run it is (`-cluster`, `-answers`,
+/// `-extractive`, together), so that runs of different kinds never resume
+/// each other's logs.
+pub fn default_run_path(
+    data_dir: &Path,
+    collection: &str,
+    qa_path: &Path,
+    settings: &RunSettings,
+    extractive: bool,
+    cluster: bool,
+) -> std::path::PathBuf {
+    let set = stem(qa_path);
+    let mode = format!("{:?}", settings.mode).to_lowercase();
+    let kind = match (settings.answers, extractive) {
+        (false, _) => "",
+        (true, true) => "-extractive",
+        (true, false) => "-answers",
+    };
+    let place = if cluster { "-cluster" } else { "" };
+    data_dir
+        .join("eval")
+        .join(format!("{collection}-{set}-{mode}{place}{kind}.jsonl"))
+}
+
+/// Where and how a QA run is logged.
+pub struct LogAt<'a> {
+    pub path: &'a Path,
+    /// Start over instead of resuming a log of the same settings.
+    pub fresh: bool,
+    /// Told how many questions a resumed log already holds (when any).
+    pub on_resume: &'a dyn Fn(usize),
+}
+
+/// A QA set run on a collection (local or a cluster's) with its run log:
+/// a log of the same settings is resumed, the questions not yet in it are
+/// run, and the log is returned.
+pub fn run_logged(
+    collection: &dyn cairn_engine::Collection,
+    items: &[QaItem],
+    settings: &RunSettings,
+    answering: Option<&AskOptions>,
+    at: LogAt<'_>,
+    progress: &dyn Progress,
+    stop: &dyn Fn() -> bool,
+) -> Result<RunLog> {
+    let mut log = RunLog::open(at.path, settings, at.fresh)?;
+    if !log.done.is_empty() {
+        (at.on_resume)(log.done.len());
+    }
+    run_qa(
+        collection, items, settings, answering, &mut log, progress, stop,
+    )?;
+    Ok(log)
+}
+
+/// A file name's stem as a name part: `[A-Za-z0-9_-]`, anything else `-`.
+pub fn stem(p: &Path) -> String {
+    p.file_stem()
+        .or_else(|| p.file_name())
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "set".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// Write a BEIR corpus as one text file per document (`<id>.txt`: title,
 /// blank line, text) under `dir`, so that the ordinary ingest path indexes it.
 /// Ids that are not safe file names are refused.

@@ -231,9 +231,73 @@ pub fn load_beir(dir: &Path, split: Option<&str>) -> Result<BeirSet> {
     })
 }
 
+/// A QA set with, optionally, a set of out-of-corpus questions added (each
+/// of kind [`OUT_OF_CORPUS`], with ids the first set does not use).
+pub fn load_qa_sets(qa: &Path, out_of_corpus: Option<&Path>) -> Result<Vec<QaItem>> {
+    let mut items = load_qa(qa)?;
+    if let Some(p) = out_of_corpus {
+        let extra = load_qa(p)?;
+        if let Some(q) = extra.iter().find(|q| !q.is_out_of_corpus()) {
+            return Err(EvalError::Invalid {
+                path: p.to_path_buf(),
+                reason: format!("question `{}` is not of kind `{OUT_OF_CORPUS}`", q.id),
+            });
+        }
+        if let Some(q) = extra.iter().find(|q| items.iter().any(|i| i.id == q.id)) {
+            return Err(EvalError::Invalid {
+                path: p.to_path_buf(),
+                reason: format!("id `{}` is also in {}", q.id, qa.display()),
+            });
+        }
+        items.extend(extra);
+    }
+    Ok(items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_corpus_sets_join_only_with_their_kind_and_new_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, lines: &[&str]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, lines.join("\n")).unwrap();
+            p
+        };
+        let qa = write(
+            "qa.jsonl",
+            &[r#"{"id":"q1","kind":"howto","question":"How?","answers":["a"],"gold":["a.html"]}"#],
+        );
+        let ooc = write(
+            "ooc.jsonl",
+            &[r#"{"id":"o1","kind":"out-of-corpus","question":"Why?","answers":[],"gold":[]}"#],
+        );
+        let all = load_qa_sets(&qa, Some(&ooc)).unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all[1].is_out_of_corpus());
+        let wrong_kind = write(
+            "wrong.jsonl",
+            &[r#"{"id":"o2","kind":"howto","question":"Why?","answers":["b"],"gold":["b.html"]}"#],
+        );
+        let e = load_qa_sets(&qa, Some(&wrong_kind))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("wrong.jsonl") && e.contains("`o2`") && e.contains(OUT_OF_CORPUS),
+            "{e}"
+        );
+        let same_id = write(
+            "same.jsonl",
+            &[r#"{"id":"q1","kind":"out-of-corpus","question":"Why?","answers":[],"gold":[]}"#],
+        );
+        let e = load_qa_sets(&qa, Some(&same_id)).unwrap_err().to_string();
+        assert!(
+            e.contains("same.jsonl") && e.contains("`q1`") && e.contains("qa.jsonl"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn qa_errors_name_the_line_and_field() {

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// A source the answer cites.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Citation {
+    /// The marker number: `[n]` in the answer.
     pub n: usize,
     pub doc: String,
     pub heading: String,

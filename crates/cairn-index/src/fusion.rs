@@ -72,6 +72,77 @@ pub fn score_fusion(lists: &[(f32, &[Scored])]) -> Vec<Scored> {
     out
 }
 
+/// How a search fuses its dense and BM25 lists and caps documents: the
+/// `[search]` settings, in the one place a single node and a cluster's
+/// coordinator both fuse through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    pub dense_weight: f32,
+    pub bm25_weight: f32,
+    pub rrf_k: f32,
+    /// Reciprocal-rank fusion instead of score fusion (`search.fusion = "rrf"`).
+    pub rrf: bool,
+    /// Candidates per list before fusion.
+    pub candidates: usize,
+    /// At most this many passages of one document (0: no cap).
+    pub max_per_document: usize,
+}
+
+impl Fusion {
+    /// The fusion the `[search]` section describes.
+    pub fn from_config(s: &cairn_core::config::SearchConfig) -> Fusion {
+        Fusion {
+            dense_weight: s.dense_weight,
+            bm25_weight: s.bm25_weight,
+            rrf_k: s.rrf_k,
+            rrf: s.fusion == "rrf",
+            candidates: s.candidates,
+            max_per_document: s.max_per_document,
+        }
+    }
+
+    /// The ranked list of a search in `mode` from its dense and BM25
+    /// candidate lists (each best first; the one the mode does not use may
+    /// be empty): one list as it is, or both fused (each cut to
+    /// `candidates.max(k)` first).
+    pub fn fuse(
+        &self,
+        mode: cairn_core::SearchMode,
+        dense: &[Scored],
+        bm25: &[Scored],
+        k: usize,
+    ) -> Vec<Scored> {
+        use cairn_core::SearchMode;
+        match mode {
+            SearchMode::Dense => dense.to_vec(),
+            SearchMode::Bm25 => bm25.to_vec(),
+            SearchMode::Hybrid => {
+                let n = self.candidates.max(k);
+                let lists = [
+                    (self.dense_weight, &dense[..dense.len().min(n)]),
+                    (self.bm25_weight, &bm25[..bm25.len().min(n)]),
+                ];
+                if self.rrf {
+                    reciprocal_rank_fusion(&lists, self.rrf_k)
+                } else {
+                    score_fusion(&lists)
+                }
+            }
+        }
+    }
+
+    /// The first `k` of `ranked` under the per-document cap
+    /// ([`cap_per_document`] with `max_per_document`).
+    pub fn cap<D: Eq + Hash>(
+        &self,
+        ranked: &[Scored],
+        k: usize,
+        doc_of: impl Fn(ChunkId) -> Option<D>,
+    ) -> Vec<Scored> {
+        cap_per_document(ranked, k, self.max_per_document, doc_of)
+    }
+}
+
 /// The first `k` of `ranked` (best first) with at most `max_per_doc`
 /// passages of any one document, so that one document's chunks do not
 /// crowd out every other document's best passage. When fewer than `k`
@@ -117,9 +188,38 @@ pub fn cap_per_document<D: Eq + Hash>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_core::SearchMode;
 
     fn s(ids: &[u64]) -> Vec<Scored> {
         ids.iter().map(|&id| Scored { id, score: 0.0 }).collect()
+    }
+
+    #[test]
+    fn the_settings_pick_the_fusion_and_the_mode_the_lists() {
+        let scored = |v: &[(u64, f32)]| -> Vec<Scored> {
+            v.iter().map(|&(id, score)| Scored { id, score }).collect()
+        };
+        // Score fusion favours 2 (near the best in both lists by score);
+        // reciprocal-rank fusion favours 1 (first in one list, third in
+        // the other, against 2's second and second).
+        let dense = scored(&[(1, 1.0), (2, 0.99), (3, 0.1)]);
+        let bm25 = scored(&[(3, 10.0), (2, 9.9), (1, 0.5)]);
+        let mut f = Fusion::from_config(&cairn_core::config::SearchConfig::default());
+        f.candidates = 10;
+        let ids = |v: Vec<Scored>| v.iter().map(|s| s.id).collect::<Vec<_>>();
+        f.rrf = false;
+        assert_eq!(ids(f.fuse(SearchMode::Hybrid, &dense, &bm25, 3))[0], 2);
+        f.rrf = true;
+        f.rrf_k = 1.0;
+        let rrf = ids(f.fuse(SearchMode::Hybrid, &dense, &bm25, 3));
+        assert_ne!(rrf[0], 2, "{rrf:?}");
+        assert_eq!(ids(f.fuse(SearchMode::Dense, &dense, &bm25, 3)), [1, 2, 3]);
+        assert_eq!(ids(f.fuse(SearchMode::Bm25, &dense, &bm25, 3)), [3, 2, 1]);
+        // Hybrid cuts each list to `candidates.max(k)` first.
+        f.candidates = 1;
+        f.rrf = false;
+        let cut = ids(f.fuse(SearchMode::Hybrid, &dense, &bm25, 1));
+        assert_eq!(cut.len(), 2, "{cut:?}");
     }
 
     #[test]

@@ -3,9 +3,7 @@
 //! under the generator queue's permit, logged for feedback, and either
 //! returned whole or streamed as server-sent events.
 
-use crate::api::{
-    AnswerOut, AppResult, CitationOut, ClusterOut, HitOut, MessageIn, SentenceOut, TimingsOut,
-};
+use crate::api::{AnswerOut, AppResult, ClusterOut, MessageIn, TimingsOut};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::state::{blocking, AppState};
@@ -24,19 +22,8 @@ pub(crate) fn answer_out(id: String, collection: &str, a: &Answer) -> AnswerOut 
         collection: collection.to_string(),
         answer: a.answer.clone(),
         answered: a.answered,
-        citations: a
-            .citations
-            .iter()
-            .map(|c| CitationOut {
-                n: c.n,
-                doc: c.doc.clone(),
-                heading: c.heading.clone(),
-                start: c.start,
-                end: c.end,
-                text: c.text.clone(),
-            })
-            .collect(),
-        retrieved: a.retrieved.iter().map(HitOut::from).collect(),
+        citations: a.citations.clone(),
+        retrieved: a.retrieved.clone(),
         model: a.model.clone(),
         prompt_tokens: a.prompt_tokens,
         completion_tokens: a.completion_tokens,
@@ -60,17 +47,7 @@ pub(crate) fn answer_out(id: String, collection: &str, a: &Answer) -> AnswerOut 
             .unwrap_or_default(),
         critic: a.critic.clone(),
         grammar: a.grammar,
-        sentences: a
-            .sentences
-            .iter()
-            .map(|s| SentenceOut {
-                text: s.text.clone(),
-                citations: s.citations.clone(),
-                support: s.support,
-                supported: s.supported,
-                claim: s.claim,
-            })
-            .collect(),
+        sentences: a.sentences.clone(),
         cluster: a.cluster.as_ref().map(|c| ClusterOut {
             shards_ok: c.shards_ok,
             shards_total: c.shards_total,

@@ -2,6 +2,7 @@
 
 pub use crate::answering::{answer, error_event, history, prepare, stream_answer, Piece, Question};
 use crate::auth::Access;
+pub use crate::dto::*;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::jobs::Job;
@@ -14,24 +15,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use cairn_core::SearchMode;
 use cairn_engine::{AskOptions, Collection};
-use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_stream::StreamExt;
-use utoipa::{IntoParams, ToSchema};
 
 pub(crate) type AppResult<T> = Result<T, ApiError>;
 type St = State<Arc<AppState>>;
-
-/// `GET /healthz`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    pub status: String,
-    pub version: String,
-}
 
 #[utoipa::path(get, path = "/healthz", tag = "service",
     responses((status = 200, description = "The server is up", body = Health)))]
@@ -87,26 +79,6 @@ pub async fn metrics(State(state): St) -> Response {
 }
 
 // ---------------------------------------------------------------- collections
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CollectionOut {
-    pub name: String,
-    pub documents: u64,
-    pub chunks: u64,
-    pub embed_model: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CollectionsOut {
-    pub collections: Vec<CollectionOut>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCollection {
-    /// `[A-Za-z0-9_-]`, at most 64 characters.
-    pub name: String,
-}
 
 fn collection_out(name: &str, c: &dyn Collection) -> AppResult<CollectionOut> {
     let s = c.summary()?;
@@ -174,51 +146,6 @@ pub async fn delete_collection(
 }
 
 // ------------------------------------------------------------------ documents
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DocumentOut {
-    pub id: u64,
-    /// Display name (the uploaded file's name, or the path under the ingest root).
-    pub name: String,
-    pub format: String,
-    pub size: u64,
-    pub chunks: u64,
-    /// Catalog sequence of its last change.
-    pub seq: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DocumentsOut {
-    pub documents: Vec<DocumentOut>,
-}
-
-/// A document sent as JSON text.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TextDocument {
-    /// File name; its extension picks the format (`.md`, `.html`, `.txt`, …).
-    pub name: String,
-    pub text: String,
-}
-
-/// Files sent as multipart/form-data: one or more `file` parts, each with
-/// a filename (the document's display name).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct UploadForm {
-    #[schema(value_type = Vec<String>, format = Binary)]
-    file: Vec<Vec<u8>>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobResponse {
-    pub job: Job,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobsOut {
-    pub jobs: Vec<Job>,
-}
 
 /// Open a collection the key may use (blocking).
 fn open(
@@ -415,53 +342,6 @@ pub async fn get_job(
 
 // --------------------------------------------------------------------- search
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SearchParams {
-    /// The query.
-    pub q: String,
-    /// Collection (default: the configured one).
-    pub collection: Option<String>,
-    /// Number of hits, 1 to 100 (default: search.top_k).
-    pub k: Option<usize>,
-    /// hybrid, dense or bm25 (default: search.mode).
-    pub mode: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct HitOut {
-    pub rank: usize,
-    pub score: f32,
-    pub doc: String,
-    pub chunk: u64,
-    pub heading: String,
-    pub start: u64,
-    pub end: u64,
-    pub text: String,
-}
-
-impl From<&cairn_core::Hit> for HitOut {
-    fn from(h: &cairn_core::Hit) -> Self {
-        HitOut {
-            rank: h.rank,
-            score: h.score,
-            doc: h.doc.clone(),
-            chunk: h.chunk,
-            heading: h.heading.clone(),
-            start: h.start,
-            end: h.end,
-            text: h.text.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SearchOut {
-    pub collection: String,
-    pub hits: Vec<HitOut>,
-    pub took_ms: f64,
-}
-
 fn parse_mode(mode: Option<&str>, default: SearchMode) -> AppResult<SearchMode> {
     match mode {
         None => Ok(default),
@@ -505,7 +385,7 @@ pub async fn search(
         let hits = engine.search(&p.q, k, mode)?;
         Ok(axum::Json(SearchOut {
             collection,
-            hits: hits.iter().map(HitOut::from).collect(),
+            hits,
             took_ms: t.elapsed().as_secs_f64() * 1000.0,
         }))
     })
@@ -513,113 +393,6 @@ pub async fn search(
 }
 
 // ------------------------------------------------------------------------ ask
-
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct MessageIn {
-    /// user or assistant.
-    pub role: String,
-    pub content: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AskRequest {
-    pub question: String,
-    /// Collection (default: the configured one).
-    pub collection: Option<String>,
-    /// Passages to retrieve, 1 to 100.
-    pub k: Option<usize>,
-    /// hybrid, dense or bm25.
-    pub mode: Option<String>,
-    /// Answer as server-sent events (`token` events, then `done`).
-    #[serde(default)]
-    pub stream: bool,
-    /// Earlier turns, oldest first.
-    #[serde(default)]
-    pub history: Vec<MessageIn>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CitationOut {
-    pub n: usize,
-    pub doc: String,
-    pub heading: String,
-    pub start: u64,
-    pub end: u64,
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TimingsOut {
-    pub embed: f64,
-    pub search: f64,
-    /// The critic: grading, checking and extracting.
-    pub critic: Option<f64>,
-    pub first_token: Option<f64>,
-    /// Generation, every attempt.
-    pub generate: Option<f64>,
-    pub total: f64,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AnswerOut {
-    /// Refer to this answer in `POST /api/feedback`.
-    pub answer_id: String,
-    pub collection: String,
-    /// The answer, with `[n]` markers that point into `citations`.
-    pub answer: String,
-    /// False when no passage was relevant enough to answer from.
-    pub answered: bool,
-    pub citations: Vec<CitationOut>,
-    pub retrieved: Vec<HitOut>,
-    pub model: String,
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    /// stop, length or cancelled; null when nothing was generated.
-    pub finish_reason: Option<String>,
-    pub timings_ms: TimingsOut,
-    /// How the answer was made: generated, regenerated (a second attempt
-    /// after the check), extractive, fallback-extractive (nothing generated
-    /// was supported), not-covered.
-    pub strategy: String,
-    /// The critic that checked the answer; null when nothing was checked.
-    pub critic: Option<String>,
-    /// The answer was written under the grammar that puts a source marker
-    /// on every sentence (the embedded engine's strict second attempt).
-    pub grammar: bool,
-    /// Each sentence of the answer with the sources that support it; a
-    /// sentence with `supported: false` states what no source supports.
-    pub sentences: Vec<SentenceOut>,
-    /// On a cluster: which shards were searched and which generation
-    /// replica answered. Absent for a local collection.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<ClusterOut>,
-}
-
-/// Where a cluster's answer came from.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ClusterOut {
-    pub shards_ok: u32,
-    pub shards_total: u32,
-    /// The generation replica that wrote the answer (null: none generated).
-    pub node: Option<String>,
-    /// Replicas that failed mid-answer before this one (the answer was
-    /// started again, once).
-    pub failed_replicas: Vec<String>,
-}
-
-/// One sentence of an answer and its support.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SentenceOut {
-    pub text: String,
-    /// Numbers of the citations that support it.
-    pub citations: Vec<usize>,
-    /// The critic's probability that the best source supports it (0 to 1).
-    pub support: f32,
-    pub supported: bool,
-    /// False for a line that states nothing (an introduction, a heading).
-    pub claim: bool,
-}
 
 #[utoipa::path(post, path = "/api/ask", tag = "ask", request_body = AskRequest,
     responses((status = 200, description = "The answer (JSON), or with `stream: true` server-sent events: `token` {text}, `restart` {reason} when the streamed text is withdrawn and generated again (the check found it unsupported), then `done` with the answer (its `sentences` say which are supported)",
@@ -670,78 +443,6 @@ pub async fn ask(
 
 // ------------------------------------------------------------------- feedback
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RatingIn {
-    Up,
-    Down,
-}
-
-impl From<RatingIn> for cairn_engine::Rating {
-    fn from(r: RatingIn) -> Self {
-        match r {
-            RatingIn::Up => cairn_engine::Rating::Up,
-            RatingIn::Down => cairn_engine::Rating::Down,
-        }
-    }
-}
-
-impl From<cairn_engine::Rating> for RatingIn {
-    fn from(r: cairn_engine::Rating) -> Self {
-        match r {
-            cairn_engine::Rating::Up => RatingIn::Up,
-            cairn_engine::Rating::Down => RatingIn::Down,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FeedbackIn {
-    pub answer_id: String,
-    pub rating: RatingIn,
-    pub comment: Option<String>,
-    /// Citation numbers the user found helpful.
-    #[serde(default)]
-    pub helpful_citations: Vec<usize>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FeedbackCreated {
-    pub id: i64,
-    pub collection: String,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct FeedbackParams {
-    /// Collection (default: the configured one).
-    pub collection: Option<String>,
-    /// At most this many records, newest first (default 100, at most 1000).
-    pub limit: Option<usize>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FeedbackOut {
-    pub id: i64,
-    pub answer_id: String,
-    pub collection: String,
-    pub rating: RatingIn,
-    pub comment: Option<String>,
-    pub helpful_citations: Vec<usize>,
-    pub question: String,
-    pub answer: String,
-    pub model: String,
-    /// Chunk ids retrieved for the question, best first.
-    pub retrieved: Vec<u64>,
-    pub created_at: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FeedbackList {
-    pub feedback: Vec<FeedbackOut>,
-}
-
 #[utoipa::path(post, path = "/api/feedback", tag = "feedback", request_body = FeedbackIn,
     responses((status = 201, body = FeedbackCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -763,7 +464,7 @@ pub async fn feedback(
             if c.has_answer(&req.answer_id)? {
                 let id = c.add_feedback(
                     &req.answer_id,
-                    req.rating.into(),
+                    req.rating,
                     req.comment.as_deref(),
                     &req.helpful_citations,
                 )?;
@@ -803,18 +504,9 @@ pub async fn list_feedback(
         let feedback = engine
             .feedback(limit)?
             .into_iter()
-            .map(|f| FeedbackOut {
-                id: f.id,
-                answer_id: f.answer_id,
+            .map(|record| FeedbackOut {
                 collection: collection.clone(),
-                rating: f.rating.into(),
-                comment: f.comment,
-                helpful_citations: f.helpful_citations,
-                question: f.question,
-                answer: f.answer,
-                model: f.model,
-                retrieved: f.retrieved,
-                created_at: f.created_at,
+                record,
             })
             .collect();
         Ok(axum::Json(FeedbackList { feedback }))

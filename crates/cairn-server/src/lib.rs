@@ -28,6 +28,7 @@
 mod answering;
 pub mod api;
 pub mod auth;
+pub mod dto;
 pub mod error;
 mod extract;
 pub mod jobs;

@@ -42,6 +42,7 @@ pub struct AnswerRecord {
 
 /// A rating of an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Rating {
     Up,
@@ -59,6 +60,7 @@ impl Rating {
 
 /// Feedback joined with the answer it is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedbackRecord {
     pub id: i64,
     pub answer_id: String,

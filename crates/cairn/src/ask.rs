@@ -13,8 +13,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Flags win over the environment and the file.
-pub fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
+/// Flags win over the environment and the file (validated with the rest
+/// of the configuration, once, in `main.rs`).
+pub fn apply(cfg: &mut Config, a: &GenArgs) {
     let g = &mut cfg.generate;
     if let Some(v) = &a.model {
         g.model = v.clone();
@@ -75,8 +76,6 @@ pub fn apply(cfg: &mut Config, a: &GenArgs) -> Result<()> {
         g.grammar = false;
     }
     a.critic.apply(cfg);
-    cfg.validate()?;
-    Ok(())
 }
 
 /// The engine with its critic ready: `critic.kind = "llm"` judges with
@@ -330,14 +329,13 @@ fn open_for_answers(
 }
 
 pub fn ask(
-    mut cfg: Config,
+    cfg: Config,
     cluster: Option<&str>,
     question: &str,
     args: &GenArgs,
     json: bool,
     quiet: bool,
 ) -> Result<ExitCode> {
-    apply(&mut cfg, args)?;
     let interrupt = Interrupt::install();
     let target = open_for_answers(&cfg, cluster, json || quiet)?;
     let opts = options(&cfg, args.mode, &args.stop);
@@ -357,13 +355,7 @@ pub fn ask(
     })
 }
 
-pub fn chat(
-    mut cfg: Config,
-    cluster: Option<&str>,
-    args: &GenArgs,
-    json: bool,
-) -> Result<ExitCode> {
-    apply(&mut cfg, args)?;
+pub fn chat(cfg: Config, cluster: Option<&str>, args: &GenArgs, json: bool) -> Result<ExitCode> {
     let interrupt = Interrupt::install();
     let target = open_for_answers(&cfg, cluster, json)?;
     let collection = target.collection.as_ref();

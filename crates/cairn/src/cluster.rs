@@ -68,8 +68,7 @@ fn connect(rt: &tokio::runtime::Runtime, cfg: &Config, url: &str) -> Result<Clus
 }
 
 /// `cairn node`.
-pub fn node(mut cfg: Config, args: NodeArgs) -> Result<ExitCode> {
-    crate::ask::apply(&mut cfg, &args.gen)?;
+pub fn node(cfg: Config, args: NodeArgs) -> Result<ExitCode> {
     cairn_cluster::validate_node_name(&args.name)?;
     let embedder = load_embedder(&cfg).context("loading the embedding model")?;
     let generator: Option<Arc<dyn cairn_generate::Generator>> =

@@ -91,22 +91,6 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
-fn stem(p: &std::path::Path) -> String {
-    p.file_stem()
-        .or_else(|| p.file_name())
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "set".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
 fn print_table(results: &[QuestionResult], summary: &Summary, answers: bool) {
     println!(
         "{:<14} {:<13} {:>5} {:>5} {:>6} {:>7}  {}",
@@ -254,6 +238,37 @@ fn summary_json(
     v
 }
 
+/// `cairn eval`'s flags over the configuration: the critic's, and the
+/// generator's for `--answers`.
+pub fn apply(cfg: &mut Config, a: &EvalArgs) {
+    a.critic.apply(cfg);
+    if let Some(m) = &a.model {
+        cfg.generate.model = m.clone();
+        cfg.generate.url = None;
+    }
+    if let Some(u) = &a.llm_url {
+        cfg.generate.url = Some(u.clone());
+    }
+    if let Some(m) = &a.llm_model {
+        cfg.generate.llm_model = m.clone();
+    }
+    if a.crag {
+        cfg.generate.crag = true;
+    }
+    if a.no_check {
+        cfg.generate.check = false;
+    }
+    if a.extractive {
+        cfg.generate.extractive = true;
+    }
+    if let Some(f) = &a.fallback {
+        cfg.generate.fallback = f.clone();
+    }
+    if a.no_grammar {
+        cfg.generate.grammar = false;
+    }
+}
+
 /// `cairn eval`; with `cluster`, retrieval over a cluster's collection.
 pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitCode> {
     anyhow::ensure!(a.k >= 1, "-k must be at least 1");
@@ -267,8 +282,6 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
             "--rerank and --critic are not supported with --cluster yet"
         );
     }
-    a.critic.apply(&mut cfg);
-    cfg.validate()?;
     let mode = a.mode.unwrap_or(cfg.search.mode);
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -284,7 +297,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
 
     if let Some(dir) = &a.beir {
         let set = cairn_eval::load_beir(dir, a.split.as_deref())?;
-        cfg.collection = format!("beir-{}", stem(dir));
+        cfg.collection = format!("beir-{}", run::stem(dir));
         let docs = cfg
             .data_dir()
             .join("eval")
@@ -340,54 +353,8 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
     let qa_path =
         a.qa.clone()
             .context("--qa FILE or --beir DIR is required")?;
-    let mut items = cairn_eval::load_qa(&qa_path)?;
-    if let Some(p) = &a.out_of_corpus {
-        let extra = cairn_eval::load_qa(p)?;
-        if let Some(q) = extra.iter().find(|q| !q.is_out_of_corpus()) {
-            anyhow::bail!(
-                "{}: question `{}` is not of kind `{}`",
-                p.display(),
-                q.id,
-                cairn_eval::OUT_OF_CORPUS
-            );
-        }
-        if let Some(q) = extra.iter().find(|q| items.iter().any(|i| i.id == q.id)) {
-            anyhow::bail!(
-                "{}: id `{}` is also in {}",
-                p.display(),
-                q.id,
-                qa_path.display()
-            );
-        }
-        items.extend(extra);
-    }
-    let mut gen_cfg = cfg.clone();
-    if let Some(m) = &a.model {
-        gen_cfg.generate.model = m.clone();
-        gen_cfg.generate.url = None;
-    }
-    if let Some(u) = &a.llm_url {
-        gen_cfg.generate.url = Some(u.clone());
-    }
-    if let Some(m) = &a.llm_model {
-        gen_cfg.generate.llm_model = m.clone();
-    }
-    if a.crag {
-        gen_cfg.generate.crag = true;
-    }
-    if a.no_check {
-        gen_cfg.generate.check = false;
-    }
-    if a.extractive {
-        gen_cfg.generate.extractive = true;
-    }
-    if let Some(f) = &a.fallback {
-        gen_cfg.generate.fallback = f.clone();
-    }
-    if a.no_grammar {
-        gen_cfg.generate.grammar = false;
-    }
-    gen_cfg.validate()?;
+    let items = cairn_eval::load_qa_sets(&qa_path, a.out_of_corpus.as_deref())?;
+    let gen_cfg = cfg.clone();
     let extractive = gen_cfg.generate.extractive && (a.answers || a.extractive);
     let answers = a.answers || extractive;
     let bars = Bars::new(a.json);
@@ -422,12 +389,12 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
                 }
             )),
         };
-        let set = QaRun {
+        let set = QaSet {
             cfg: &cfg,
             args: &a,
             qa_path: &qa_path,
             items: &items,
-            prefix: "-cluster",
+            cluster: true,
         };
         return set.run(t.collection.as_ref(), settings, &opts, &bars, &stopped);
     }
@@ -538,28 +505,28 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
         }),
     };
     let local = cairn_engine::LocalCollection::new(engine, generator);
-    let set = QaRun {
+    let set = QaSet {
         cfg: &cfg,
         args: &a,
         qa_path: &qa_path,
         items: &items,
-        prefix: "",
+        cluster: false,
     };
     set.run(&local, settings, &opts, &bars, &stopped)
 }
 
 /// A QA set to run on a collection, local or a cluster's.
-struct QaRun<'a> {
+struct QaSet<'a> {
     cfg: &'a Config,
     args: &'a EvalArgs,
     qa_path: &'a std::path::Path,
     items: &'a [cairn_eval::QaItem],
-    /// Before the run log's suffix (`-cluster`).
-    prefix: &'a str,
+    cluster: bool,
 }
 
-impl QaRun<'_> {
-    /// Run (resuming the run log) and report.
+impl QaSet<'_> {
+    /// Run it (its log resumed, at `--run` or the default place), then
+    /// report.
     fn run(
         &self,
         collection: &dyn cairn_engine::Collection,
@@ -568,52 +535,44 @@ impl QaRun<'_> {
         bars: &Bars,
         stopped: &dyn Fn() -> bool,
     ) -> Result<ExitCode> {
-        let (answers, mode) = (settings.answers, settings.mode);
-        let kind = match (answers, opts.extractive) {
-            (false, _) => "",
-            (true, true) => "-extractive",
-            (true, false) => "-answers",
+        let path = self.args.run.clone().unwrap_or_else(|| {
+            run::default_run_path(
+                &self.cfg.data_dir(),
+                &self.cfg.collection,
+                self.qa_path,
+                &settings,
+                opts.extractive,
+                self.cluster,
+            )
+        });
+        let json = self.args.json;
+        let total = self.items.len();
+        let on_resume = |done: usize| {
+            if !json {
+                eprintln!(
+                    "resuming {}: {done} of {total} questions already done",
+                    path.display()
+                );
+            }
         };
-        let suffix = format!("{}{kind}", self.prefix);
-        let run_path = default_run_path(self.cfg, self.args, self.qa_path, mode, &suffix);
-        let mut log = RunLog::open(&run_path, &settings, self.args.fresh)?;
-        if !log.done.is_empty() && !self.args.json {
-            eprintln!(
-                "resuming {}: {} of {} questions already done",
-                run_path.display(),
-                log.done.len(),
-                self.items.len()
-            );
-        }
-        run::run_qa(
-            collection,
-            self.items,
-            &settings,
-            answers.then_some(opts),
-            &mut log,
-            bars,
-            stopped,
+        let at = run::LogAt {
+            path: &path,
+            fresh: self.args.fresh,
+            on_resume: &on_resume,
+        };
+        let answering = settings.answers.then_some(opts);
+        let log = run::run_logged(
+            collection, self.items, &settings, answering, at, bars, stopped,
         )?;
-        report(self.items, &log, &run_path, mode, answers, self.args.json)
+        report(
+            self.items,
+            &log,
+            &path,
+            settings.mode,
+            settings.answers,
+            json,
+        )
     }
-}
-
-/// Where a QA run's log goes unless `--run` says.
-fn default_run_path(
-    cfg: &Config,
-    a: &EvalArgs,
-    qa_path: &std::path::Path,
-    mode: cairn_core::SearchMode,
-    suffix: &str,
-) -> std::path::PathBuf {
-    a.run.clone().unwrap_or_else(|| {
-        let m = format!("{mode:?}").to_lowercase();
-        cfg.data_dir().join("eval").join(format!(
-            "{}-{}-{m}{suffix}.jsonl",
-            cfg.collection,
-            stem(qa_path)
-        ))
-    })
 }
 
 /// Print a QA run's figures (its questions in the set's order); 130 when

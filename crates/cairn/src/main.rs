@@ -325,8 +325,20 @@ fn load_config(cli: &Cli) -> Result<Config> {
     if let Some(f) = &cli.onnx_file {
         cfg.embed.onnx_file = Some(f.clone());
     }
-    cfg.validate()?;
     Ok(cfg)
+}
+
+/// A command's own flags over the configuration (after the file, the
+/// environment and the global flags), so that it is validated once, whole.
+fn apply_command_flags(cfg: &mut Config, command: &Command) {
+    match command {
+        Command::Search { critic, .. } => critic.apply(cfg),
+        Command::Ask { gen, .. } | Command::Chat { gen, .. } => ask::apply(cfg, gen),
+        Command::Serve(args) => serve::apply(cfg, args),
+        Command::Node(args) => ask::apply(cfg, &args.gen),
+        Command::Eval(args) => eval::apply(cfg, args),
+        _ => {}
+    }
 }
 
 fn init_tracing(verbose: u8) {
@@ -410,6 +422,8 @@ fn snippet(text: &str, max: usize) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let mut cfg = load_config(&cli)?;
+    apply_command_flags(&mut cfg, &cli.command);
+    cfg.validate()?;
     open::set_wait(cli.wait);
     let url = cli.cluster.as_deref();
     match cli.command {
@@ -445,8 +459,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             critic,
             json,
         } => {
-            critic.apply(&mut cfg);
-            cfg.validate()?;
             let k = top_k.unwrap_or(cfg.search.top_k);
             if k == 0 {
                 bail!("-k/--top-k must be at least 1");
@@ -563,7 +575,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => return ask::ask(cfg, url, &question, &gen, json, quiet),
         Command::Chat { gen, json } => return ask::chat(cfg, url, &gen, json),
         Command::Eval(args) => return eval::eval(cfg, args, url),
-        Command::Serve(args) => return serve::serve(cfg, args, url),
+        Command::Serve(_) => return serve::serve(cfg, url),
         Command::Node(args) => return cluster::node(cfg, args),
         Command::Cluster {
             command: cluster::ClusterCommand::Status { json },

@@ -17,7 +17,6 @@ pub fn set_wait(wait: bool) {
 
 /// Open for ingest, remove and rebuilds.
 pub fn writer(cfg: &Config, progress: &dyn Progress) -> anyhow::Result<Engine> {
-    cfg.validate()?;
     let embedder = cairn_engine::load_embedder(cfg)?;
     let access = if WAIT.load(Ordering::Relaxed) {
         Access::WriteWaiting

@@ -22,15 +22,18 @@ pub struct ServeArgs {
     pub gen: GenArgs,
 }
 
-pub fn serve(mut cfg: Config, args: ServeArgs, cluster: Option<&str>) -> Result<ExitCode> {
-    crate::ask::apply(&mut cfg, &args.gen)?;
-    if let Some(a) = args.addr {
-        cfg.server.addr = a;
+/// `cairn serve`'s flags over the configuration.
+pub fn apply(cfg: &mut Config, args: &ServeArgs) {
+    crate::ask::apply(cfg, &args.gen);
+    if let Some(a) = &args.addr {
+        cfg.server.addr = a.clone();
     }
     if let Some(q) = args.queue {
         cfg.server.queue = q;
     }
-    cfg.validate()?;
+}
+
+pub fn serve(cfg: Config, cluster: Option<&str>) -> Result<ExitCode> {
     let addr = cairn_server::check_bind(&cfg.server.addr, !cfg.server.api_keys.is_empty())?;
     let embedder = cairn_engine::load_embedder(&cfg).context("loading the embedding model")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -814,6 +814,49 @@ It is 412 metres long and carries the coastal railway between Harrow Point and S
         .collect();
     assert!(answers.iter().all(|a| !a.is_empty()), "{v:#}");
 
+    // `chat` on the cluster: each turn answered by a replica, the second
+    // with the first in its prompt.
+    let mut c = client(dir, &url);
+    c.args(["chat", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"In what year did the Kestrel Bridge open?\nWho repaints the Kestrel Bridge?\n/exit\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let turns: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| json(l.as_bytes()))
+        .collect();
+    assert_eq!(turns.len(), 2, "{turns:#?}");
+    for t in &turns {
+        assert_eq!(t["cluster"]["shards_ok"], 4, "{t:#}");
+        assert!(t["cluster"]["node"].is_string(), "{t:#}");
+    }
+    assert!(
+        turns[0]["answer"].as_str().unwrap().contains("1987"),
+        "{:#}",
+        turns[0]
+    );
+    assert!(
+        turns[1]["prompt_tokens"].as_u64() > turns[0]["prompt_tokens"].as_u64(),
+        "the second turn's prompt carries the first: {turns:#?}"
+    );
+
     // Kill the replica that took the answer: the coordinator answers again
     // on the other one.
     let mut c = client(dir, &url);
