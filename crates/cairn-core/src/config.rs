@@ -224,6 +224,12 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Origins allowed by CORS. Empty: CORS off (same-origin only).
     pub cors_origins: Vec<String>,
+    /// Seconds a connection may take to send a request's headers.
+    pub header_timeout_secs: u64,
+    /// Ingestion jobs allowed to wait; one more upload gets 503.
+    pub max_queued_jobs: usize,
+    /// Finished jobs kept for `GET /api/jobs` (the oldest go first).
+    pub jobs_kept: usize,
 }
 
 /// One API key and the collections it may use (empty: all).
@@ -245,6 +251,9 @@ impl Default for ServerConfig {
             generate_timeout_secs: 300,
             queue: 8,
             cors_origins: vec![],
+            header_timeout_secs: 10,
+            max_queued_jobs: 32,
+            jobs_kept: 200,
         }
     }
 }
@@ -845,6 +854,12 @@ impl Config {
         }
         if s.request_timeout_secs == 0 || s.generate_timeout_secs == 0 {
             return bad("server.request_timeout_secs", "must be at least 1".into());
+        }
+        if s.header_timeout_secs == 0 {
+            return bad("server.header_timeout_secs", "must be at least 1".into());
+        }
+        if s.max_queued_jobs == 0 {
+            return bad("server.max_queued_jobs", "must be at least 1".into());
         }
         for (i, k) in s.api_keys.iter().enumerate() {
             if k.key.len() < 16 {

@@ -64,6 +64,9 @@ pub struct Question {
     pub question: String,
     pub history: Vec<ChatMessage>,
     pub opts: AskOptions,
+    /// When the request arrived: the generation time limit counts from it,
+    /// queueing included.
+    pub arrived: Instant,
 }
 
 static ANSWERS: AtomicU64 = AtomicU64::new(0);
@@ -110,8 +113,12 @@ pub async fn answer(
     let st = state.clone();
     let out = blocking(move || {
         let _permit = permit;
-        st.metrics.generating.inc();
-        let started = Instant::now();
+        if q.arrived.elapsed() > limit {
+            return Err(ApiError::Timeout("waiting for the generator"));
+        }
+        // Uncounted however the answer ends (an error, a panic).
+        let _generating = Generating::enter(&st.metrics.generating);
+        let started = q.arrived;
         let timed_out = AtomicBool::new(false);
         let mut sink = Pieces {
             tokens: &tokens,
@@ -120,7 +127,6 @@ pub async fn answer(
             timed_out: &timed_out,
         };
         let res = q.target.ask(&q.question, &q.history, &q.opts, &mut sink);
-        st.metrics.generating.dec();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         st.queue.observe(ms);
         let a = res?;
@@ -137,6 +143,22 @@ pub async fn answer(
     })
     .await;
     out
+}
+
+/// One answer counted as being generated for as long as this lives.
+struct Generating<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Generating<'a> {
+    fn enter(g: &'a prometheus::IntGauge) -> Generating<'a> {
+        g.inc();
+        Generating(g)
+    }
+}
+
+impl Drop for Generating<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// What the generator streams to a client: text, or the news that what was
@@ -185,6 +207,7 @@ pub async fn prepare(
     history: Vec<ChatMessage>,
     opts: AskOptions,
 ) -> AppResult<Question> {
+    let arrived = Instant::now();
     if state.stopping.load(Ordering::SeqCst) {
         return Err(ApiError::ShuttingDown);
     }
@@ -205,6 +228,7 @@ pub async fn prepare(
         question,
         history,
         opts,
+        arrived,
     })
 }
 

@@ -36,8 +36,15 @@ pub async fn healthz() -> axum::Json<Health> {
 
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-              (status = 401, body = ErrorBody)))]
-pub async fn metrics(State(state): St) -> Response {
+              (status = 401, body = ErrorBody), (status = 403, description = "A key limited to some collections", body = ErrorBody)))]
+pub async fn metrics(State(state): St, Extension(access): Extension<Access>) -> Response {
+    // Every collection's name and size: not for a key limited to some.
+    if !matches!(access, Access::All) {
+        return ApiError::Refused(
+            "/metrics needs an API key that is not limited to some collections".into(),
+        )
+        .into_response();
+    }
     state.metrics.queue_depth.set(state.queue.waiting() as i64);
     let opened = state.collections.opened();
     let sums = blocking(move || {
@@ -212,7 +219,11 @@ pub async fn upload_documents(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let mut files: Vec<(String, Vec<u8>)> = vec![];
+    let data = state.cfg.data_dir();
+    // Multipart files are written to disk as their parts arrive (never
+    // whole in memory); a JSON document is small enough to hold.
+    let mut received = uploads::Incoming::default();
+    let mut texts: Vec<(String, Vec<u8>)> = vec![];
     if ctype.starts_with("multipart/form-data") {
         let mut mp = Multipart::from_request(req, &())
             .await
@@ -220,14 +231,18 @@ pub async fn upload_documents(
                 field: None,
                 message: e.body_text(),
             })?;
+        let too_large = |e: axum::extract::multipart::MultipartError| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge
+            } else {
+                ApiError::bad("file", e.body_text())
+            }
+        };
         loop {
-            let field = match mp.next_field().await {
+            let mut field = match mp.next_field().await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    return Err(ApiError::TooLarge)
-                }
-                Err(e) => return Err(ApiError::bad("file", e.body_text())),
+                Err(e) => return Err(too_large(e)),
             };
             if field.name() != Some("file") {
                 continue;
@@ -236,33 +251,57 @@ pub async fn upload_documents(
                 .file_name()
                 .map(str::to_string)
                 .ok_or_else(|| ApiError::bad("file", "each `file` part needs a filename"))?;
-            let bytes = field.bytes().await.map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::TooLarge
-                } else {
-                    ApiError::bad("file", e.body_text())
-                }
-            })?;
-            files.push((fname, bytes.to_vec()));
+            uploads::sanitize_name(&fname)?;
+            let dir = uploads::incoming_dir(&data, &name);
+            let io = |e: std::io::Error| ApiError::Internal(format!("{}: {e}", dir.display()));
+            tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+            let n = received.files.len();
+            let tmp = dir.join(format!("{}-{n}.part", new_upload_id()));
+            let mut out = tokio::fs::File::create(&tmp).await.map_err(io)?;
+            received.files.push((fname, tmp));
+            while let Some(chunk) = field.chunk().await.map_err(too_large)? {
+                tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+                    .await
+                    .map_err(io)?;
+            }
+            out.sync_all().await.map_err(io)?;
         }
-        if files.is_empty() {
+        if received.files.is_empty() {
             return Err(ApiError::bad("file", "no `file` part in the form"));
         }
     } else {
         let Json(doc) = Json::<TextDocument>::from_request(req, &()).await?;
-        files.push((doc.name, doc.text.into_bytes()));
+        texts.push((doc.name, doc.text.into_bytes()));
     }
     let job = blocking(move || {
-        let data = state.cfg.data_dir();
         let c = state.collection(&name, true)?;
         let mut stored = vec![];
-        for (fname, bytes) in &files {
+        for (fname, bytes) in &texts {
             stored.push(uploads::store(&data, &name, fname, bytes)?);
+        }
+        let mut rest = std::mem::take(&mut received.files).into_iter();
+        while let Some((fname, tmp)) = rest.next() {
+            match uploads::store_received(&data, &name, &fname, &tmp) {
+                Ok(s) => stored.push(s),
+                Err(e) => {
+                    for (_, t) in std::iter::once((fname, tmp)).chain(rest) {
+                        let _ = std::fs::remove_file(t);
+                    }
+                    return Err(e);
+                }
+            }
         }
         start_ingest(&state, &name, c, stored)
     })
     .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(JobResponse { job })))
+}
+
+/// A name for a file being received, unique in this process.
+fn new_upload_id() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("{}-{n}", std::process::id())
 }
 
 /// Queue the ingestion of stored uploads.
@@ -410,7 +449,11 @@ pub async fn ask(
     opts.mode = parse_mode(req.mode.as_deref(), opts.mode)?;
     let hist = history(&req.history)?;
     let q = prepare(&state, &access, req.collection, req.question, hist, opts).await?;
-    let permit = state.queue.acquire(&state.metrics).await?;
+    let limit = std::time::Duration::from_secs(state.cfg.server.generate_timeout_secs);
+    let permit = state
+        .queue
+        .acquire_until(&state.metrics, q.arrived + limit)
+        .await?;
     if !req.stream {
         let out = answer(state, q, permit, None).await?;
         return Ok(axum::Json(out).into_response());

@@ -21,6 +21,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("this API key may not use collection `{0}`")]
     Forbidden(String),
+    /// Refused whatever the key: a request another web site could have
+    /// made the browser send, or one that needs an unscoped key.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the request body is larger than the server's limit (server.max_body_bytes)")]
@@ -51,7 +55,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded { .. } | ApiError::ShuttingDown | ApiError::Unavailable(_) => {
@@ -67,7 +71,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "invalid_request_error",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden(_) | ApiError::Refused(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge => "invalid_request_error",
             ApiError::Overloaded { .. } | ApiError::ShuttingDown => "overloaded",

@@ -62,6 +62,10 @@ pub struct Jobs {
     active: Arc<AtomicUsize>,
     idle: Arc<tokio::sync::Notify>,
     stopping: Arc<AtomicBool>,
+    /// Jobs allowed to wait; more are refused (503).
+    max_queued: usize,
+    /// Finished jobs kept in the list.
+    kept: usize,
 }
 
 fn lock(j: &Shared) -> std::sync::MutexGuard<'_, Job> {
@@ -69,7 +73,9 @@ fn lock(j: &Shared) -> std::sync::MutexGuard<'_, Job> {
 }
 
 impl Jobs {
-    pub fn new(stopping: Arc<AtomicBool>) -> Jobs {
+    /// At most `max_queued` jobs wait; the newest `kept` finished ones stay
+    /// listed.
+    pub fn new(stopping: Arc<AtomicBool>, max_queued: usize, kept: usize) -> Jobs {
         Jobs {
             list: Mutex::new(vec![]),
             next: AtomicU64::new(1),
@@ -77,6 +83,8 @@ impl Jobs {
             active: Arc::new(AtomicUsize::new(0)),
             idle: Arc::new(tokio::sync::Notify::new()),
             stopping,
+            max_queued,
+            kept,
         }
     }
 
@@ -112,16 +120,52 @@ impl Jobs {
         names: HashMap<PathBuf, String>,
         done: impl FnOnce(&IngestReport) + Send + 'static,
     ) -> Result<Job, ApiError> {
+        let job = self.admit(collection, files.len() as u64)?;
+        let snapshot = lock(&job).clone();
+        let stopping = self.stopping.clone();
+        self.spawn(job, move |job| {
+            run(job, target.as_ref(), files, names, stopping, done)
+        });
+        Ok(snapshot)
+    }
+
+    /// A new queued job for `collection`, or 503 when `max_queued` jobs
+    /// already wait; finished jobs beyond `kept` leave the list.
+    fn admit(&self, collection: &str, files_total: u64) -> Result<Shared, ApiError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ApiError::ShuttingDown);
         }
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        let queued = list
+            .iter()
+            .filter(|j| lock(j).state == JobState::Queued)
+            .count();
+        if queued >= self.max_queued {
+            return Err(ApiError::Unavailable(format!(
+                "the ingestion queue is full ({queued} jobs waiting, server.max_queued_jobs); retry when they have run"
+            )));
+        }
+        let finished = |j: &Shared| !matches!(lock(j).state, JobState::Queued | JobState::Running);
+        let mut extra = list
+            .iter()
+            .filter(|j| finished(j))
+            .count()
+            .saturating_sub(self.kept);
+        list.retain(|j| {
+            if extra > 0 && finished(j) {
+                extra -= 1;
+                false
+            } else {
+                true
+            }
+        });
         let id = format!("j{}", self.next.fetch_add(1, Ordering::SeqCst));
         let job = Arc::new(Mutex::new(Job {
             id,
             collection: collection.to_string(),
             state: JobState::Queued,
             phase: "queued".into(),
-            files_total: files.len() as u64,
+            files_total,
             files_done: 0,
             chunks_added: 0,
             documents_added: 0,
@@ -131,28 +175,43 @@ impl Jobs {
             created_at: now_rfc3339(),
             finished_at: None,
         }));
-        self.list
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(job.clone());
-        let snapshot = lock(&job).clone();
-        let (runner, active, idle, stopping) = (
-            self.runner.clone(),
-            self.active.clone(),
-            self.idle.clone(),
-            self.stopping.clone(),
-        );
-        active.fetch_add(1, Ordering::SeqCst);
-        tokio::task::spawn_blocking(move || {
-            {
-                let _turn = runner.lock().unwrap_or_else(|p| p.into_inner());
-                run(&job, target.as_ref(), files, names, stopping, done);
+        list.push(job.clone());
+        Ok(job)
+    }
+
+    /// Run `work` for `job` on a blocking thread, after the jobs before it.
+    /// The job counts as active until it ends however it ends; one that
+    /// panics ends as failed, so that shutdown never waits for it forever.
+    fn spawn(&self, job: Shared, work: impl FnOnce(&Shared) + Send + 'static) {
+        struct Active(Arc<AtomicUsize>, Arc<tokio::sync::Notify>);
+        impl Drop for Active {
+            fn drop(&mut self) {
+                if self.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    self.1.notify_waiters();
+                }
             }
-            if active.fetch_sub(1, Ordering::SeqCst) == 1 {
-                idle.notify_waiters();
+        }
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let active = Active(self.active.clone(), self.idle.clone());
+        let runner = self.runner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _active = active;
+            let _turn = runner.lock().unwrap_or_else(|p| p.into_inner());
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job)));
+            if let Err(panic) = r {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                tracing::error!("ingestion job panicked: {why}");
+                let mut j = lock(&job);
+                j.state = JobState::Failed;
+                j.phase = "finished".into();
+                j.error = Some(format!("the ingestion job failed unexpectedly: {why}"));
+                j.finished_at = Some(now_rfc3339());
             }
         });
-        Ok(snapshot)
     }
 
     /// Wait until no job is queued or running (call after `stopping` is set,
@@ -273,5 +332,54 @@ impl Progress for JobProgress {
         if j.phase == "ingesting" {
             j.files_done = j.files_total;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_job_ends_failed_and_shutdown_does_not_wait_for_it() {
+        let jobs = Jobs::new(Arc::new(AtomicBool::new(false)), 4, 10);
+        let job = jobs.admit("docs", 1).unwrap();
+        jobs.spawn(job.clone(), |_| panic!("a loader bug"));
+        tokio::time::timeout(std::time::Duration::from_secs(10), jobs.wait_idle())
+            .await
+            .expect("wait_idle returns once the panicked job is accounted for");
+        let j = lock(&job).clone();
+        assert_eq!(j.state, JobState::Failed);
+        assert!(j.error.unwrap().contains("a loader bug"));
+        assert!(!jobs.busy("docs"));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_finished_jobs_are_pruned() {
+        let jobs = Jobs::new(Arc::new(AtomicBool::new(false)), 2, 3);
+        let a = jobs.admit("docs", 1).unwrap();
+        let _b = jobs.admit("docs", 1).unwrap();
+        let e = jobs.admit("docs", 1).unwrap_err();
+        assert_eq!(
+            e.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "{e}"
+        );
+        // One starts running: a place in the queue frees.
+        lock(&a).state = JobState::Running;
+        let c = jobs.admit("docs", 1).unwrap();
+        // Finish them all, then add more: only the newest 3 finished stay.
+        for j in jobs.list.lock().unwrap().iter() {
+            lock(j).state = JobState::Done;
+        }
+        for _ in 0..4 {
+            let j = jobs.admit("docs", 1).unwrap();
+            lock(&j).state = JobState::Done;
+        }
+        let all = jobs.all();
+        assert_eq!(all.len(), 4, "3 finished kept + the newest: {all:?}");
+        assert!(
+            all.iter().all(|j| j.id != lock(&c).id),
+            "the oldest finished went first"
+        );
     }
 }

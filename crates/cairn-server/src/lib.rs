@@ -31,6 +31,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 mod extract;
+pub mod guard;
 pub mod jobs;
 pub mod metrics;
 pub mod openai;
@@ -250,9 +251,58 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
     }
-    app.layer(middleware::from_fn(headers))
-        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+    // Outermost (after the security headers): a forged request is refused
+    // before authentication, CORS or anything else sees it.
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        guard::same_site,
+    ))
+    .layer(middleware::from_fn(headers))
+    .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+    .with_state(state)
+}
+
+/// Accept connections until `signal`, each served over HTTP/1.1 with a
+/// time limit on reading a request's headers (a client that opens a
+/// connection and sends nothing, or its headers a byte at a time, is cut
+/// off); then stop accepting and wait for the connections in flight.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    signal: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    tokio::pin!(signal);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Resume ingestion of uploads that a previous run accepted but did not
@@ -260,6 +310,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub fn resume_uploads(state: &Arc<AppState>) {
     let data = state.cfg.data_dir();
     for name in uploads::collections(&data) {
+        // Parts of files a crash interrupted mid-upload: never accepted.
+        let _ = std::fs::remove_dir_all(uploads::incoming_dir(&data, &name));
         let stored = uploads::list(&data, &name);
         if stored.is_empty() {
             continue;
@@ -310,12 +362,13 @@ pub async fn serve(
         tracing::info!("shutting down: finishing in-flight requests");
         st.stopping.store(true, Ordering::SeqCst);
     };
-    axum::serve(
+    serve_connections(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        Duration::from_secs(state.cfg.server.header_timeout_secs),
+        signal,
     )
-    .with_graceful_shutdown(signal)
-    .await?;
+    .await;
     state.stopping.store(true, Ordering::SeqCst);
     state.jobs.wait_idle().await;
     tracing::info!("stopped");

@@ -294,7 +294,11 @@ pub async fn chat_completions(
     s.stop.retain(|x| !x.is_empty());
 
     let q = api::prepare(&state, &access, Some(collection), question, history, opts).await?;
-    let permit = state.queue.acquire(&state.metrics).await?;
+    let limit = std::time::Duration::from_secs(state.cfg.server.generate_timeout_secs);
+    let permit = state
+        .queue
+        .acquire_until(&state.metrics, q.arrived + limit)
+        .await?;
     let id_model = req.model.clone();
     let created = unix_now();
     if !req.stream {

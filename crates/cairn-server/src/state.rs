@@ -50,7 +50,11 @@ impl AppState {
         AppState {
             queue: GenQueue::new(cfg.server.queue),
             keys: crate::auth::Keys::new(&cfg.server.api_keys),
-            jobs: Jobs::new(stopping.clone()),
+            jobs: Jobs::new(
+                stopping.clone(),
+                cfg.server.max_queued_jobs,
+                cfg.server.jobs_kept,
+            ),
             cfg,
             embedder,
             collections,
@@ -104,6 +108,26 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))?
 }
 
+/// One ask counted as waiting for as long as this lives.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    /// How many were waiting before it.
+    before: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        Waiting { count, before }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The generator's bounded queue: one answer is generated at a time, at most
 /// `capacity` more wait; beyond that asks get 503 with `Retry-After`.
 pub struct GenQueue {
@@ -129,9 +153,12 @@ impl GenQueue {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(p);
         }
-        let queued = self.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted while waiting, uncounted when the wait ends however it
+        // ends: with the permit, or dropped (the client went away).
+        let waiting = Waiting::enter(&self.waiting);
+        let queued = waiting.before;
         if queued >= self.capacity {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            drop(waiting);
             metrics.rejected.inc();
             let avg = self.avg_ms.load(Ordering::Relaxed) as f64 / 1000.0;
             return Err(ApiError::Overloaded {
@@ -140,8 +167,21 @@ impl GenQueue {
             });
         }
         let permit = self.slots.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(waiting);
         permit.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// [`GenQueue::acquire`], giving up (504) at `deadline`: an ask's
+    /// time limit counts from its arrival, queueing included.
+    pub async fn acquire_until(
+        &self,
+        metrics: &Metrics,
+        deadline: std::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout_at(deadline.into(), self.acquire(metrics)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::Timeout("waiting for the generator")),
+        }
     }
 
     /// Record how long an answer took (for `Retry-After`).
@@ -153,5 +193,48 @@ impl GenQueue {
 
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_ask_that_stops_waiting_leaves_the_queue() {
+        let q = GenQueue::new(4);
+        let m = Metrics::new();
+        let held = q.acquire(&m).await.unwrap();
+        // A second ask waits; its client goes away (the future is dropped).
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), q.acquire(&m)).await;
+        assert!(waiting.is_err(), "it had to wait");
+        assert_eq!(q.waiting(), 0, "a cancelled wait is no longer counted");
+        drop(held);
+        assert!(q.acquire(&m).await.is_ok());
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_wait_counts_against_the_time_limit() {
+        let q = GenQueue::new(4);
+        let m = Metrics::new();
+        let _held = q.acquire(&m).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        let r = q.acquire_until(&m, deadline).await;
+        assert!(matches!(r, Err(ApiError::Timeout(_))), "{r:?}");
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_counts_nothing() {
+        let q = GenQueue::new(0);
+        let m = Metrics::new();
+        let _held = q.acquire(&m).await.unwrap();
+        assert!(matches!(
+            q.acquire(&m).await,
+            Err(ApiError::Overloaded { .. })
+        ));
+        assert_eq!(q.waiting(), 0);
     }
 }

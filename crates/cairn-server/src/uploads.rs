@@ -67,6 +67,64 @@ fn extension(name: &str) -> String {
     }
 }
 
+/// Where uploads arrive, a part at a time, before they are stored.
+pub fn incoming_dir(data_dir: &Path, collection: &str) -> PathBuf {
+    collection_uploads(data_dir, collection).join("incoming")
+}
+
+/// Files being received: removed when dropped, unless stored since.
+#[derive(Default)]
+pub struct Incoming {
+    pub files: Vec<(String, PathBuf)>,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        for (_, p) in &self.files {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Store a received file (written and synced under [`incoming_dir`]) as an
+/// upload: moved into place under its server-chosen name; returns its path
+/// (canonical) and display name.
+pub fn store_received(
+    data_dir: &Path,
+    collection: &str,
+    raw_name: &str,
+    received: &Path,
+) -> Result<(PathBuf, String), ApiError> {
+    let name = sanitize_name(raw_name)?;
+    let (files, names, path, id) = place(data_dir, collection, &name)?;
+    let io = |p: &Path, e: std::io::Error| ApiError::Internal(format!("{}: {e}", p.display()));
+    write_atomic(&names.join(&id), name.as_bytes()).map_err(|e| io(&names, e))?;
+    std::fs::rename(received, &path).map_err(|e| io(&path, e))?;
+    if let Ok(d) = std::fs::File::open(&files) {
+        let _ = d.sync_all();
+    }
+    let path = path.canonicalize().map_err(|e| io(&path, e))?;
+    Ok((path, name))
+}
+
+/// An upload's directories (created) and its file's path and id.
+fn place(
+    data_dir: &Path,
+    collection: &str,
+    name: &str,
+) -> Result<(PathBuf, PathBuf, PathBuf, String), ApiError> {
+    let id = blake3::hash(name.as_bytes()).to_hex()[..20].to_string();
+    let base = collection_uploads(data_dir, collection);
+    let files = base.join("files");
+    let names = base.join("names");
+    for d in [&files, &names] {
+        std::fs::create_dir_all(d)
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", d.display())))?;
+    }
+    let path = files.join(format!("{id}.{}", extension(name)));
+    Ok((files, names, path, id))
+}
+
 /// Store one upload; returns its path (canonical) and display name.
 pub fn store(
     data_dir: &Path,
@@ -75,16 +133,9 @@ pub fn store(
     bytes: &[u8],
 ) -> Result<(PathBuf, String), ApiError> {
     let name = sanitize_name(raw_name)?;
-    let id = &blake3::hash(name.as_bytes()).to_hex()[..20];
-    let base = collection_uploads(data_dir, collection);
-    let files = base.join("files");
-    let names = base.join("names");
+    let (_, names, path, id) = place(data_dir, collection, &name)?;
     let io = |p: &Path, e: std::io::Error| ApiError::Internal(format!("{}: {e}", p.display()));
-    for d in [&files, &names] {
-        std::fs::create_dir_all(d).map_err(|e| io(d, e))?;
-    }
-    let path = files.join(format!("{id}.{}", extension(&name)));
-    write_atomic(&names.join(id), name.as_bytes()).map_err(|e| io(&names, e))?;
+    write_atomic(&names.join(&id), name.as_bytes()).map_err(|e| io(&names, e))?;
     write_atomic(&path, bytes).map_err(|e| io(&path, e))?;
     let path = path.canonicalize().map_err(|e| io(&path, e))?;
     Ok((path, name))

@@ -448,6 +448,12 @@ fn api_keys_limits_and_body_size() {
     let (st, m) = s.get("/v1/models");
     assert_eq!(st, 200);
     assert!(!m.to_string().contains("team-b"), "{m}");
+    // /metrics names every collection: not for a key limited to some.
+    let (st, e) = s.get("/metrics");
+    assert_eq!(st, 403, "{e}");
+    s.key = Some(admin.into());
+    assert_eq!(s.get("/metrics").0, 200);
+    s.key = Some("only-team-a-0123456789".into());
 
     // Bodies over server.max_body_bytes: 413, and nothing is stored.
     let big = vec![b'a'; 100_000];
@@ -459,6 +465,144 @@ fn api_keys_limits_and_body_size() {
     );
     assert_eq!(st, 413, "{e}");
     assert!(!data.join("uploads/team-a/files").exists());
+}
+
+/// A raw HTTP/1.1 exchange (headers exactly as given): the status line
+/// and the rest, or what the server did instead.
+fn raw(url: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn a_web_page_cannot_reach_the_local_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("cairn.toml");
+    std::fs::write(&cfg, "[server]\nheader_timeout_secs = 2\n").unwrap();
+    let s = Server::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+
+    // DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends
+    // its own name; without a key only loopback names are answered.
+    let r = raw(
+        &s.url,
+        "GET /api/collections HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(r.contains("loopback"), "{r}");
+    let r = raw(
+        &s.url,
+        &format!(
+            "GET /api/collections HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+
+    // Cross-site writes (a form post is a CORS simple request): refused,
+    // and nothing is stored.
+    let body = r##"{"name":"forged.md","text":"# Forged"}"##;
+    let post = |extra: &str| {
+        format!(
+            "POST /api/collections/notes/documents HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let r = raw(&s.url, &post("Origin: http://evil.example\r\n"));
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = raw(&s.url, &post("Sec-Fetch-Site: cross-site\r\n"));
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = raw(&s.url, &post("Origin: null\r\n"));
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert_eq!(s.get("/api/collections/notes/documents").0, 404);
+    assert!(!data.join("uploads/notes").exists());
+    // The server's own page may.
+    let r = raw(
+        &s.url,
+        &post(&format!(
+            "Origin: http://127.0.0.1:{port}\r\nSec-Fetch-Site: same-origin\r\n"
+        )),
+    );
+    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+
+    // A client that never finishes its headers is cut off.
+    let t = Instant::now();
+    let r = raw(&s.url, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the connection was held {waited:?}: {r}"
+    );
+    assert!(!r.contains("200 OK"), "{r}");
+}
+
+#[test]
+fn uploads_are_written_to_disk_as_they_arrive() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &[], &[]);
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    let text: String = (0..8000)
+        .map(|i| format!("Line {i} of a long plain text about the Kestrel Bridge.\n"))
+        .collect();
+    let head = "--B7\r\nContent-Disposition: form-data; name=\"file\"; filename=\"long.txt\"\r\nContent-Type: text/plain\r\n\r\n";
+    let tail = "\r\n--B7--\r\n";
+    let body_len = head.len() + text.len() + tail.len();
+    let mut c = std::net::TcpStream::connect(s.url.trim_start_matches("http://")).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        c,
+        "POST /api/collections/notes/documents HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; boundary=B7\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n{head}"
+    )
+    .unwrap();
+    let half = text.len() / 2;
+    c.write_all(text[..half].as_bytes()).unwrap();
+    c.flush().unwrap();
+    // Half the file is on the wire: it is on disk already, not in memory.
+    let incoming = data.join("uploads/notes/incoming");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let on_disk = loop {
+        let size: u64 = std::fs::read_dir(&incoming)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if size > 0 || Instant::now() > deadline {
+            break size;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        on_disk > 0,
+        "nothing of the upload reached {}",
+        incoming.display()
+    );
+    c.write_all(text[half..].as_bytes()).unwrap();
+    c.write_all(tail.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    // Stored whole, under a server-chosen name; nothing left incoming.
+    let files: Vec<_> = std::fs::read_dir(data.join("uploads/notes/files"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(files[0].path()).unwrap(),
+        text,
+        "the stored file is the upload, byte for byte"
+    );
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0);
 }
 
 #[test]
