@@ -563,7 +563,7 @@ fn uploads_are_written_to_disk_as_they_arrive() {
     )
     .unwrap();
     let half = text.len() / 2;
-    c.write_all(text[..half].as_bytes()).unwrap();
+    c.write_all(&text.as_bytes()[..half]).unwrap();
     c.flush().unwrap();
     // Half the file is on the wire: it is on disk already, not in memory.
     let incoming = data.join("uploads/notes/incoming");
@@ -586,7 +586,7 @@ fn uploads_are_written_to_disk_as_they_arrive() {
         "nothing of the upload reached {}",
         incoming.display()
     );
-    c.write_all(text[half..].as_bytes()).unwrap();
+    c.write_all(&text.as_bytes()[half..]).unwrap();
     c.write_all(tail.as_bytes()).unwrap();
     let mut resp = String::new();
     let _ = c.read_to_string(&mut resp);
