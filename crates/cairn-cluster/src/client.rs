@@ -51,6 +51,13 @@ pub struct SearchResult {
     pub shard_ms: Vec<f64>,
 }
 
+/// A value no other publish (of this process or another) uses.
+fn publish_nonce() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{}-{}-{n}", std::process::id(), wire::now_ms())
+}
+
 /// A collection's documents as its shards report them.
 #[derive(Debug, Clone, Default)]
 pub struct KnownDocuments {
@@ -332,6 +339,7 @@ impl Cluster {
         ops: Vec<Op>,
     ) -> Result<(Vec<Published>, Vec<Rejected>)> {
         let max = self.client.server_info().max_payload;
+        let nonce = publish_nonce();
         let mut waiting = Vec::new();
         let mut rejected = Vec::new();
         for op in ops {
@@ -355,7 +363,10 @@ impl Cluster {
                 });
                 continue;
             }
-            let id = blake3::hash(format!("{key}\n{hash}").as_bytes())
+            // Unique per publish: retries below reuse it (JetStream drops
+            // the copy), while publishing the same content again later (a
+            // file removed and added back) is a new entry.
+            let id = blake3::hash(format!("{key}\n{hash}\n{nonce}").as_bytes())
                 .to_hex()
                 .to_string();
             waiting.push((

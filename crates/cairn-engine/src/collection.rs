@@ -36,7 +36,8 @@ pub struct Published {
     pub doc: String,
     pub shard: u32,
     pub seq: Seq,
-    /// The log had already seen this exact document (same path and content).
+    /// The log had already accepted this entry (a retry of the same
+    /// publish, which JetStream deduplicates).
     pub duplicate: bool,
 }
 

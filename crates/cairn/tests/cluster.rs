@@ -1061,7 +1061,52 @@ fn unchanged_files_are_skipped_and_prune_and_remove_reach_every_replica() {
     let out = c.output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tutorial/nothing.html"));
+
+    // The removed file (still on disk) is ingested again, well inside
+    // JetStream's duplicate window: the same content is a new entry, not
+    // a duplicate of its first publish, and every replica has it again.
+    let ing = ingest(false);
+    assert_eq!(ing["published"], 1, "{ing:#}");
+    assert_eq!(ing["duplicates"], 0, "{ing:#}");
+    let s = wait_status(dir, &url, "the re-ingest applied", 120, |s| {
+        caught_up(s) && total(s) == 6
+    });
+    assert_eq!(s["collections"][0]["documents"], 3);
+
+    // A second node under a name that is running is refused (two nodes
+    // with one name would take each other's shards); a restart is not.
+    let mut c = cairn(&dir.join("node-a-twin"));
+    c.args(["node", "--nats", &url, "--name", "a", "--no-llm"]);
+    let mut twin = Proc(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = twin.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the twin node kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    twin.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(err.contains("already running"), "{err}");
+    let s = status_of(dir, &url);
+    assert_eq!(live_nodes(&s), 2, "{s:#}");
     drop(nodes);
+}
+
+fn status_of(dir: &Path, url: &str) -> Value {
+    status(dir, url).expect("cluster status")
 }
 
 /// `cairn node NAME` with extra environment and `--takeover-after SECS`.

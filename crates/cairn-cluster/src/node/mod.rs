@@ -194,10 +194,7 @@ pub async fn run_node(
     let nodes = bucket(&js, NODES_BUCKET, NODE_TTL, replicas).await?;
     let colls = bucket(&js, COLLECTIONS_BUCKET, Duration::ZERO, replicas).await?;
     if keys(&nodes).await?.contains(&opts.name) {
-        tracing::warn!(
-            name = opts.name,
-            "a node of this name has a live heartbeat: a restart, or two nodes with one name"
-        );
+        refuse_a_running_namesake(&nodes, &opts.name).await?;
     }
     let shared = Arc::new(Shared {
         name: opts.name.clone(),
@@ -272,6 +269,46 @@ pub async fn run_node(
             "NATS did not answer; leaving without deregistering"
         );
     }
+    Ok(())
+}
+
+/// A heartbeat under this node's name is either a previous run of this
+/// node (it stopped beating: a restart) or another node with the same name
+/// (it goes on beating): watched for a few heartbeats, the second is
+/// refused, since two nodes with one name would take each other's shards.
+async fn refuse_a_running_namesake(nodes: &kv::Store, name: &str) -> Result<()> {
+    let read = || async {
+        nodes
+            .get(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice::<NodeInfo>(&v).ok())
+    };
+    let Some(first) = read().await else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + HEARTBEAT * 3;
+    while Instant::now() < deadline {
+        tokio::time::sleep(HEARTBEAT / 2).await;
+        match read().await {
+            Some(now) if now.heartbeat_ms > first.heartbeat_ms => {
+                return Err(ClusterError::Invalid {
+                    field: "name",
+                    reason: format!(
+                        "a node named `{name}` is already running (pid {}, started at {} ms, still sending heartbeats): give this one another --name",
+                        now.pid, now.started_ms
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+    tracing::info!(
+        name,
+        "the previous heartbeat under this name is stale: a restart"
+    );
     Ok(())
 }
 
