@@ -230,6 +230,11 @@ pub struct ServerConfig {
     pub max_queued_jobs: usize,
     /// Finished jobs kept for `GET /api/jobs` (the oldest go first).
     pub jobs_kept: usize,
+    /// A collection no request has used for this many seconds is closed:
+    /// its indexes are saved, its memory freed and its write lock released
+    /// (so that `cairn ingest` can write to it meanwhile); the next request
+    /// opens it again. 0: never.
+    pub idle_close_secs: u64,
 }
 
 /// One API key and the collections it may use (empty: all).
@@ -254,6 +259,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 10,
             max_queued_jobs: 32,
             jobs_kept: 200,
+            idle_close_secs: 600,
         }
     }
 }
@@ -401,6 +407,23 @@ pub struct IngestConfig {
     /// left out of chunks, when it is two or more such lines in a row or
     /// stands at the start or end of a document. 0 turns it off.
     pub boilerplate_min_docs: u32,
+    /// Load each file in a loader process of its own (the `cairn` program
+    /// started again), so that a hostile or broken file costs only itself:
+    /// a crash, a hang past `load_timeout_secs` or memory past
+    /// `loader_memory_mb` skips that file with the reason. Without it (or
+    /// in a program that provides no loader process) files load in the
+    /// ingesting process, with the caps below and panics caught.
+    pub isolate: bool,
+    /// The most seconds one file may take to load (parse and extract).
+    pub load_timeout_secs: u64,
+    /// The address space one loader process may use, in MiB.
+    pub loader_memory_mb: u64,
+    /// The most bytes one PDF stream or DOCX part may inflate to, in MiB
+    /// (decompression bombs); a larger one is left out with a warning.
+    pub max_inflate_mb: u64,
+    /// Pages of a PDF whose text is read; later pages are left out with a
+    /// warning.
+    pub max_pdf_pages: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -504,6 +527,11 @@ impl Default for IngestConfig {
             ignore_files: vec![".cairnignore".into()],
             hidden: false,
             boilerplate_min_docs: 3,
+            isolate: true,
+            load_timeout_secs: 60,
+            loader_memory_mb: 2048,
+            max_inflate_mb: 64,
+            max_pdf_pages: 2000,
         }
     }
 }
@@ -730,6 +758,25 @@ impl Config {
                 format!(
                     "{} must be smaller than chunk.max_tokens ({})",
                     self.chunk.overlap_tokens, self.chunk.max_tokens
+                ),
+            );
+        }
+        for (field, v) in [
+            ("ingest.load_timeout_secs", self.ingest.load_timeout_secs),
+            ("ingest.loader_memory_mb", self.ingest.loader_memory_mb),
+            ("ingest.max_inflate_mb", self.ingest.max_inflate_mb),
+            ("ingest.max_pdf_pages", self.ingest.max_pdf_pages as u64),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if self.ingest.loader_memory_mb < 64 {
+            return bad(
+                "ingest.loader_memory_mb",
+                format!(
+                    "{} is too little for a loader process to start (at least 64)",
+                    self.ingest.loader_memory_mb
                 ),
             );
         }

@@ -176,7 +176,7 @@ pub fn is_known_binary_extension(ext: &str) -> bool {
 }
 
 /// A document after loading: its visible text and the structure found in it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Document {
     pub format: Format,
     /// The normalised text; chunk spans are character offsets into it.
@@ -190,7 +190,7 @@ pub struct Document {
 }
 
 /// A run of a document's text under one heading path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Section {
     /// Byte offset of the start of the section in `Document::text`.
     pub start: usize,

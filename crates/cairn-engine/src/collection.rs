@@ -166,6 +166,13 @@ pub trait Collections: Send + Sync {
     /// The collections open now.
     fn opened(&self) -> Vec<Arc<dyn Collection>>;
 
+    /// Close the collections unused for `idle` or longer that nobody holds
+    /// now (no request, no job); their names. Reopened on the next use.
+    fn close_idle(&self, idle: std::time::Duration) -> Vec<String> {
+        let _ = idle;
+        Vec::new()
+    }
+
     /// What answers come from, for listings ("llama.cpp SmolLM2…", or the
     /// cluster's generation replicas).
     fn describe(&self) -> String;
@@ -295,7 +302,8 @@ pub struct LocalCollections {
     cfg: Config,
     embedder: Arc<dyn SentenceEncoder>,
     generator: Option<Arc<dyn Generator>>,
-    open: Mutex<HashMap<String, Arc<LocalCollection>>>,
+    /// The open collections, with when each was last handed out.
+    open: Mutex<HashMap<String, (Arc<LocalCollection>, std::time::Instant)>>,
     /// Opening and deleting are serialised.
     opening: Mutex<()>,
 }
@@ -322,11 +330,10 @@ impl LocalCollections {
     }
 
     fn cached(&self, name: &str) -> Option<Arc<LocalCollection>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (c, used) = open.get_mut(name)?;
+        *used = std::time::Instant::now();
+        Some(c.clone())
     }
 }
 
@@ -360,7 +367,7 @@ impl Collections for LocalCollections {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), c.clone());
+            .insert(name.to_string(), (c.clone(), std::time::Instant::now()));
         Ok(c)
     }
 
@@ -387,10 +394,37 @@ impl Collections for LocalCollections {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<(String, Arc<dyn Collection>)> = open
             .iter()
-            .map(|(k, c)| (k.clone(), c.clone() as Arc<dyn Collection>))
+            .map(|(k, (c, _))| (k.clone(), c.clone() as Arc<dyn Collection>))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.into_iter().map(|(_, c)| c).collect()
+    }
+
+    fn close_idle(&self, idle: std::time::Duration) -> Vec<String> {
+        let _g = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        let closing: Vec<(String, Arc<LocalCollection>)> = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            // Handed out only under this lock (`cached`): a count of one is
+            // the map's own reference, and nobody can take another now.
+            let names: Vec<String> = open
+                .iter()
+                .filter(|(_, (c, used))| used.elapsed() >= idle && Arc::strong_count(c) == 1)
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| open.remove(&n).map(|(c, _)| (n, c)))
+                .collect()
+        };
+        // Dropped outside the map's lock: closing saves the indexes.
+        closing
+            .into_iter()
+            .map(|(name, c)| {
+                drop(c);
+                tracing::info!(collection = %name, "closed (idle)");
+                name
+            })
+            .collect()
     }
 
     fn describe(&self) -> String {

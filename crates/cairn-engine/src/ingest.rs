@@ -4,7 +4,7 @@
 //! transaction, in that order, so an interrupted run followed by a re-run ends
 //! in the same catalog (same chunk ids) as one uninterrupted run.
 
-use crate::{Engine, Result};
+use crate::{Engine, EngineError, Result};
 use cairn_core::config::Config;
 use cairn_core::{ChunkDraft, DocId, Document, Progress, Seq};
 use cairn_ingest::boilerplate::{self, BoilerplateRule};
@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// How to ingest.
@@ -86,6 +86,28 @@ impl Sink<'_> {
         })
     }
 
+    /// The costly load failure recorded for `path` (a local catalog only).
+    fn failure(&self, path: &str) -> Result<Option<cairn_store::Failure>> {
+        Ok(match self {
+            Sink::Catalog(e) => e.catalog()?.failure(path)?,
+            Sink::Publish { .. } => None,
+        })
+    }
+
+    /// Remember costly load failures (a local catalog only: a cluster
+    /// client keeps nothing between runs).
+    fn record_failures(&mut self, failures: Vec<cairn_store::Failure>) -> Result<()> {
+        if let Sink::Catalog(e) = self {
+            if !failures.is_empty() {
+                let mut cat = e.catalog()?;
+                for f in &failures {
+                    cat.record_failure(f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn documents(&self) -> Result<Vec<KnownDocument>> {
         Ok(match self {
             Sink::Catalog(e) => e
@@ -121,6 +143,35 @@ impl Sink<'_> {
                 }
             }
         }
+    }
+}
+
+/// One ingest's loader (in loader processes or here) and the costly load
+/// failures met so far, for the sink to remember.
+struct Loading {
+    loader: cairn_ingest::isolate::Loader,
+    failures: Mutex<Vec<cairn_store::Failure>>,
+}
+
+impl Loading {
+    /// Keep a failure worth remembering.
+    fn note(&self, f: &FoundFile, e: &cairn_ingest::IngestError) {
+        if e.is_costly() {
+            tracing::warn!(file = %f.abs_path.display(), "{e}");
+            self.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(cairn_store::Failure {
+                    path: f.abs_path.to_string_lossy().to_string(),
+                    size: f.size,
+                    mtime_ns: f.mtime_ns,
+                    reason: e.reason(),
+                });
+        }
+    }
+
+    fn take_failures(&self) -> Vec<cairn_store::Failure> {
+        std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -464,15 +515,34 @@ impl Preparer {
             ..Default::default()
         };
 
-        // Unchanged by size and mtime: nothing to read.
+        // Unchanged by size and mtime: nothing to read. A file that crashed
+        // or hung a loader before is not tried again until it changes.
         let mut todo: Vec<Todo> = Vec::new();
         for f in found.iter() {
             let key = f.abs_path.to_string_lossy().to_string();
             match sink.known(&key)? {
                 Some(d) if d.size == f.size && d.mtime_ns == f.mtime_ns => report.unchanged += 1,
-                known => todo.push((f.clone(), known)),
+                known => match sink.failure(&key)? {
+                    Some(failed) if failed.size == f.size && failed.mtime_ns == f.mtime_ns => {
+                        report.skipped.push(SkippedFile {
+                            path: f.doc.clone(),
+                            reason: format!(
+                                "{}; not tried again until the file changes",
+                                failed.reason
+                            ),
+                        })
+                    }
+                    _ => todo.push((f.clone(), known)),
+                },
             }
         }
+        let loading = Loading {
+            loader: cairn_ingest::isolate::Loader::new(
+                cairn_ingest::LoadLimits::from_config(&self.cfg.ingest),
+                self.cfg.ingest.isolate,
+            ),
+            failures: Mutex::new(Vec::new()),
+        };
 
         let cancelled = || {
             opts.cancel
@@ -483,7 +553,8 @@ impl Preparer {
             .iter()
             .map(|(f, old)| (f, old.as_ref().map(|k| k.hash.as_str())))
             .collect();
-        let mut reads = self.read_all(files, &cancelled, progress);
+        let mut reads = self.read_all(&loading, files, &cancelled, progress);
+        sink.record_failures(loading.take_failures())?;
         let counts = match sink {
             Sink::Catalog(engine) => engine.line_counts(&reads, &todo)?,
             // A cluster client has no catalog: the files of this ingest.
@@ -500,8 +571,9 @@ impl Preparer {
             }
             let prepared: Vec<Prepared> = round
                 .par_iter_mut()
-                .filter_map(|r| self.take(r, &counts))
+                .filter_map(|r| self.take(&loading, r, &counts))
                 .collect();
+            sink.record_failures(loading.take_failures())?;
             // Unchanged content only needs its new mtime and size recorded.
             let mut touches = Vec::new();
             let prepared: Vec<Prepared> = prepared
@@ -549,7 +621,14 @@ impl Preparer {
             })
             .flatten()
             .collect();
-        let mut vectors = self.embedder.embed_passages(&texts)?.into_iter();
+        let vectors = self.embedder.embed_passages(&texts)?;
+        check_vectors(
+            &vectors,
+            texts.len(),
+            self.embedder.dim(),
+            self.embedder.model_id(),
+        )?;
+        let mut vectors = vectors.into_iter();
         let mut ops = Vec::new();
         for p in prepared {
             match p {
@@ -571,6 +650,7 @@ impl Preparer {
                             start: d.start,
                             end: d.end,
                             heading: d.heading,
+                            // Counted by `check_vectors`: one per draft.
                             vector: vectors.next().unwrap_or_default(),
                         })
                         .collect();
@@ -601,6 +681,7 @@ impl Preparer {
     /// chunked. Once `cancelled` says so, the files not yet read are left.
     fn read_all(
         &self,
+        loading: &Loading,
         files: Vec<(&FoundFile, Option<&str>)>,
         cancelled: &(dyn Fn() -> bool + Sync),
         progress: &dyn Progress,
@@ -613,7 +694,7 @@ impl Preparer {
                 if cancelled() {
                     return Read::Gone;
                 }
-                let r = self.read(f, old_hash, &kept);
+                let r = self.read(loading, f, old_hash, &kept);
                 progress.advance(1);
                 r
             })
@@ -624,7 +705,7 @@ impl Preparer {
 
     /// Take a read file out of its slot and make it what its round needs:
     /// loaded files lose their boilerplate and are chunked.
-    fn take(&self, slot: &mut Read, counts: &LineCounts) -> Option<Prepared> {
+    fn take(&self, loading: &Loading, slot: &mut Read, counts: &LineCounts) -> Option<Prepared> {
         match std::mem::replace(slot, Read::Gone) {
             Read::SameContent {
                 path,
@@ -636,14 +717,20 @@ impl Preparer {
                 size,
             }),
             Read::Skipped(s) => Some(Prepared::Skipped(s)),
-            Read::Doc(d) => Some(self.finish(*d, counts)),
+            Read::Doc(d) => Some(self.finish(loading, *d, counts)),
             Read::Gone => None,
         }
     }
 
     /// Read, hash and load one file; keep the loaded document while the
     /// budget `kept` allows.
-    fn read(&self, f: &FoundFile, old_hash: Option<&str>, kept: &AtomicU64) -> Read {
+    fn read(
+        &self,
+        loading: &Loading,
+        f: &FoundFile,
+        old_hash: Option<&str>,
+        kept: &AtomicU64,
+    ) -> Read {
         let skip = |reason: String| {
             Read::Skipped(SkippedFile {
                 path: f.doc.clone(),
@@ -662,9 +749,12 @@ impl Preparer {
                 size: f.size,
             };
         }
-        let doc = match cairn_ingest::load(&f.abs_path, &bytes) {
+        let doc = match loading.loader.load(&f.abs_path, &bytes) {
             Ok(d) => d,
-            Err(e) => return skip(e.reason()),
+            Err(e) => {
+                loading.note(f, &e);
+                return skip(e.reason());
+            }
         };
         let keys = cairn_core::lines::document_line_keys(&doc.text);
         let len = doc.text.len() as u64;
@@ -680,7 +770,7 @@ impl Preparer {
     }
 
     /// Leave out boilerplate, then chunk: a loaded file ready to embed.
-    fn finish(&self, r: ReadDoc, counts: &LineCounts) -> Prepared {
+    fn finish(&self, loading: &Loading, r: ReadDoc, counts: &LineCounts) -> Prepared {
         let f = &r.file;
         let skip = |reason: String| {
             Prepared::Skipped(SkippedFile {
@@ -694,7 +784,7 @@ impl Preparer {
                 let loaded = cairn_ingest::read_file(&f.abs_path, self.cfg.ingest.max_file_bytes)
                     .and_then(|bytes| {
                         if cairn_ingest::content_hash(&bytes) == r.hash {
-                            cairn_ingest::load(&f.abs_path, &bytes)
+                            loading.loader.load(&f.abs_path, &bytes)
                         } else {
                             Err(cairn_ingest::IngestError::Changed {
                                 path: f.abs_path.clone(),
@@ -703,12 +793,31 @@ impl Preparer {
                     });
                 match loaded {
                     Ok(d) => d,
-                    Err(e) => return skip(e.reason()),
+                    Err(e) => {
+                        loading.note(f, &e);
+                        return skip(e.reason());
+                    }
                 }
             }
         };
-        let boilerplate_lines = boilerplate::strip(&mut doc, counts.rule, |k| counts.get(k));
-        let drafts = self.chunker.chunk(&doc);
+        // The splitter and tokenizer meet hostile text too: a panic there
+        // costs this file only.
+        let chunked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let lines = boilerplate::strip(&mut doc, counts.rule, |k| counts.get(k));
+            (lines, self.chunker.chunk(&doc))
+        }));
+        let (boilerplate_lines, drafts) = match chunked {
+            Ok(c) => c,
+            Err(payload) => {
+                let e = cairn_ingest::IngestError::Panicked {
+                    path: f.abs_path.clone(),
+                    stage: "chunker".into(),
+                    message: cairn_ingest::panic_message(payload.as_ref()),
+                };
+                loading.note(f, &e);
+                return skip(e.reason());
+            }
+        };
         if drafts.is_empty() {
             return skip("no text to index".into());
         }
@@ -729,4 +838,32 @@ impl Preparer {
             boilerplate_lines,
         }
     }
+}
+
+/// The embedder's answer for one round: one vector per text, each of the
+/// model's dimension. A backend that returns fewer vectors, or an empty or
+/// short one, fails the ingest here instead of storing a chunk no search
+/// can find (the catalog would refuse it too, after the embedding work).
+fn check_vectors(vectors: &[Vec<f32>], texts: usize, dim: usize, model: &str) -> Result<()> {
+    if vectors.len() != texts {
+        return Err(EngineError::Embed(cairn_core::EmbedError(format!(
+            "the embedding model `{model}` returned {} vectors for {texts} passages",
+            vectors.len()
+        ))));
+    }
+    if let Some((i, v)) = vectors.iter().enumerate().find(|(_, v)| v.len() != dim) {
+        return Err(EngineError::Embed(cairn_core::EmbedError(format!(
+            "the embedding model `{model}` returned a vector of {} dimensions for passage {i} (its dimension is {dim})",
+            v.len()
+        ))));
+    }
+    if let Some(i) = vectors
+        .iter()
+        .position(|v| v.iter().any(|x| !x.is_finite()))
+    {
+        return Err(EngineError::Embed(cairn_core::EmbedError(format!(
+            "the embedding model `{model}` returned a vector with NaN or infinite values for passage {i}"
+        ))));
+    }
+    Ok(())
 }

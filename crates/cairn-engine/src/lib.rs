@@ -145,7 +145,9 @@ impl EngineError {
             | EngineError::ReadOnly(_)
             | EngineError::Index(cairn_index::IndexError::ReadOnly(_)) => ErrorKind::Conflict,
             EngineError::Store(S::BadOp { .. }) => ErrorKind::InvalidInput,
-            EngineError::Busy { .. } | EngineError::Unavailable(_) => ErrorKind::Unavailable,
+            EngineError::Busy { .. }
+            | EngineError::Unavailable(_)
+            | EngineError::Store(S::SeqGap { .. }) => ErrorKind::Unavailable,
             EngineError::Model(cairn_models::ModelError::NotInstalled { .. }) => {
                 ErrorKind::NotFound
             }
@@ -708,8 +710,16 @@ impl Engine {
         if self.read_only() {
             return Err(EngineError::ReadOnly(self.cfg.collection.clone()));
         }
-        let cat = self.indexer();
-        Ok(self.indexes.catch_up(&cat, progress)?)
+        let caught = {
+            let cat = self.indexer();
+            self.indexes.catch_up(&cat, progress)?
+        };
+        // Tombstones the indexes on disk no longer need (a reopen starts
+        // from their saved sequences) go: the table stays as small as the
+        // changes not yet saved.
+        self.catalog()?
+            .prune_tombstones(self.indexes.durable_seq())?;
+        Ok(caught)
     }
 
     /// Drop the indexes and rebuild them from the catalog.

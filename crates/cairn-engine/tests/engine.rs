@@ -580,3 +580,85 @@ fn a_poison_log_entry_is_skipped_and_a_replica_refuses_local_writes() {
     );
     assert_eq!(e.status().unwrap().documents, 2);
 }
+
+/// A log whose entries do not follow each other (entry 2 never came) stops
+/// at the gap: what came before is applied, nothing after it, and the
+/// error says the replica is waiting, not that the input was bad.
+#[test]
+fn a_replica_refuses_a_gap_in_its_log() {
+    use cairn_store::Op;
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open(tmp.path(), "docs.shard1");
+    let err = e
+        .apply_logged(vec![(Op::Noop, 1), (Op::Noop, 3), (Op::Noop, 4)])
+        .unwrap_err();
+    assert_eq!(err.kind(), cairn_engine::ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(e.applied_seq().unwrap(), 1);
+    let done = e
+        .apply_logged(vec![(Op::Noop, 2), (Op::Noop, 3), (Op::Noop, 4)])
+        .unwrap();
+    assert_eq!((done.applied, e.applied_seq().unwrap()), (3, 4));
+}
+
+/// An embedding backend that loses a vector (returns an empty one for the
+/// last passage of each call) stands in for a broken model or runtime.
+struct LosesAVector(std::sync::Arc<dyn cairn_models::SentenceEncoder>);
+
+impl cairn_core::Embedder for LosesAVector {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn model_id(&self) -> &str {
+        self.0.model_id()
+    }
+    fn embed_passages(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, cairn_core::EmbedError> {
+        let mut v = self.0.embed_passages(texts)?;
+        if let Some(last) = v.last_mut() {
+            last.clear();
+        }
+        Ok(v)
+    }
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, cairn_core::EmbedError> {
+        self.0.embed_query(text)
+    }
+    fn count_tokens(&self, text: &str) -> usize {
+        self.0.count_tokens(text)
+    }
+    fn max_tokens(&self) -> usize {
+        self.0.max_tokens()
+    }
+}
+
+impl cairn_models::SentenceEncoder for LosesAVector {
+    fn chunking_tokenizer(&self) -> tokenizers::Tokenizer {
+        self.0.chunking_tokenizer()
+    }
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+}
+
+/// An ingest whose embedder returns an empty vector fails, naming the
+/// model and the passage, and stores nothing: no chunk without a vector.
+#[test]
+fn an_empty_vector_from_the_embedder_fails_the_ingest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notes = tmp.path().join("notes");
+    write(&notes.join("a.md"), "# A\n\nAlma keeps bees on the hill.\n");
+    let cfg = config(&tmp.path().join("data"), "default");
+    let e = Engine::open_with_embedder(
+        &cfg,
+        std::sync::Arc::new(LosesAVector(embedder())),
+        &NoProgress,
+    )
+    .unwrap();
+    let err = e
+        .ingest(&[notes], &IngestOptions::default(), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("0 dimensions"), "{err}");
+    assert!(err.contains("all-MiniLM-L6-v2"), "{err}");
+    let s = e.status().unwrap();
+    assert_eq!((s.documents, s.chunks), (0, 0));
+}

@@ -19,7 +19,17 @@ pub struct CatchUp {
     pub removed: u64,
     /// An index was missing, corrupt or built with other parameters, and was rebuilt.
     pub rebuilt: bool,
+    /// The HNSW graph held more removed vectors than the compaction bound
+    /// ([`COMPACT_REMOVED`]) and was rebuilt from the catalog's live ones.
+    pub compacted: bool,
+    /// The HNSW graph was written to disk (see `HnswIndex::save_due`).
+    pub saved: bool,
 }
+
+/// The HNSW graph is rebuilt from the catalog once the vectors removed from
+/// it (replaced or deleted chunks, whose nodes usearch keeps) outnumber a
+/// quarter of its live ones, and at least this many.
+pub const COMPACT_REMOVED: u64 = 1024;
 
 /// Vectors given to the HNSW graph at a time during a catch-up (progress is
 /// reported after each batch).
@@ -101,6 +111,17 @@ pub struct Indexes {
 struct Overlay {
     tail: Bm25Index,
     gone: std::collections::HashSet<ChunkId>,
+}
+
+impl Drop for Indexes {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(
+                "saving the vector index in {}: {e} (the next open re-adds the catalog's newer chunks)",
+                self.dir.display()
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for Indexes {
@@ -321,6 +342,12 @@ impl Indexes {
             .clone()
     }
 
+    /// The sequence both indexes hold on disk: a reopen catches up from
+    /// here, so the catalog's tombstones up to it are no longer needed.
+    pub fn durable_seq(&self) -> Seq {
+        self.graph().saved_seq().min(self.bm25.applied_seq())
+    }
+
     /// The sequence both indexes have applied.
     pub fn applied_seq(&self) -> Seq {
         self.graph().applied_seq().min(self.bm25.applied_seq())
@@ -400,11 +427,18 @@ impl Indexes {
                 Ok((to, added, tombstones.len() as u64))
             })
             .and_then(|(to, added, removed)| {
-                hnsw.save(to)?;
+                // The graph is written when enough changed (or it was just
+                // rebuilt); in between, a crash costs re-adding the
+                // catalog's chunks after the saved sequence at the next open.
+                hnsw.advance(to);
+                let saved = rebuilt || hnsw.save_due();
+                if saved {
+                    hnsw.save(to)?;
+                }
                 bm25.commit(to)?;
-                Ok((to, added, removed))
+                Ok((to, added, removed, saved))
             });
-        let (to, added, removed) = match applied {
+        let (to, added, removed, mut saved) = match applied {
             Ok(done) => done,
             Err(e) => {
                 // Staged BM25 changes would be staged again by the next
@@ -418,13 +452,100 @@ impl Indexes {
         };
         progress.end();
         *lock(&self.exact) = None;
+        let graph = self.graph();
+        let compacted = !rebuilt && graph.removed() >= COMPACT_REMOVED.max(graph.len() as u64 / 4);
+        if compacted {
+            self.compact_graph_locked(catalog, progress)?;
+            saved = true;
+        }
         Ok(CatchUp {
             from,
             to,
             added,
             removed,
             rebuilt,
+            compacted,
+            saved,
         })
+    }
+
+    /// Build a new HNSW graph from the catalog's live vectors beside the
+    /// current one (searches go on with it meanwhile), save it, and swap it
+    /// in. The writer mutex is held.
+    fn compact_graph_locked(&self, catalog: &Catalog, progress: &dyn Progress) -> Result<()> {
+        let old = self.graph();
+        let hnsw_dir = self.dir.join("hnsw");
+        let staging = self.dir.join("hnsw.compacting");
+        let _ = std::fs::remove_dir_all(&staging);
+        let fresh = HnswIndex::open(&staging, &Self::params(&self.cfg, self.dim))?;
+        let to = catalog.snapshot(|c| -> Result<Seq> {
+            let to = c.last_seq()?;
+            progress.begin("compacting the vector index", c.count_chunks_since(0)?);
+            let mut batch: Vec<(ChunkId, Vec<f32>)> = Vec::with_capacity(BATCH);
+            let mut err = None;
+            c.for_each_vector(|id, v| {
+                if err.is_some() {
+                    return;
+                }
+                batch.push((id, v.to_vec()));
+                if batch.len() == BATCH {
+                    err = fresh.add_batch(&batch).err();
+                    progress.advance(batch.len() as u64);
+                    batch.clear();
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            fresh.add_batch(&batch)?;
+            progress.end();
+            Ok(to)
+        })?;
+        tracing::info!(
+            removed = old.removed(),
+            live = fresh.len(),
+            "compacted the vector index"
+        );
+        // The new graph holds the catalog as of `to` (one read snapshot);
+        // later changes are caught up from there, BM25's from its own
+        // sequence.
+        fresh.save(to)?;
+        // Into place: the graph file, then the manifest (as a save does).
+        for f in ["hnsw.usearch", "hnsw.json"] {
+            std::fs::rename(staging.join(f), hnsw_dir.join(f)).map_err(|source| {
+                IndexError::Io {
+                    path: hnsw_dir.join(f),
+                    source,
+                }
+            })?;
+        }
+        crate::vector::sync_dir(&hnsw_dir)?;
+        let _ = std::fs::remove_dir_all(&staging);
+        let fresh = Arc::new(HnswIndex::open(
+            &hnsw_dir,
+            &Self::params(&self.cfg, self.dim),
+        )?);
+        let previous = std::mem::replace(
+            &mut *self.hnsw.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        drop(previous);
+        Ok(())
+    }
+
+    /// Write the HNSW graph if memory holds changes the disk lacks (see
+    /// [`catch_up`](Self::catch_up)). Dropping the indexes does it too.
+    pub fn flush(&self) -> Result<bool> {
+        if self.is_read_only() {
+            return Ok(false);
+        }
+        let _writer = lock(&self.writer);
+        let graph = self.graph();
+        if !graph.dirty() {
+            return Ok(false);
+        }
+        graph.save(graph.applied_seq())?;
+        Ok(true)
     }
 
     /// Empty both indexes (the writer mutex held): a fresh HNSW graph is

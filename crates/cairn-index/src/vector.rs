@@ -36,6 +36,10 @@ struct Manifest {
     /// rebuilt from the catalog.
     #[serde(default = "cos")]
     metric: String,
+    /// Vectors removed from the graph since it was built (usearch keeps
+    /// their nodes until a rebuild).
+    #[serde(default)]
+    removed: u64,
 }
 
 fn cos() -> String {
@@ -84,6 +88,14 @@ pub struct HnswIndex {
     index: usearch::Index,
     params: HnswParams,
     applied_seq: AtomicU64,
+    /// The sequence of the graph on disk (≤ `applied_seq`).
+    saved_seq: AtomicU64,
+    /// Adds and removes since the last save.
+    unsaved: AtomicU64,
+    /// When it was last saved (or opened).
+    last_save: Mutex<std::time::Instant>,
+    /// Removes since the graph was built (see [`Manifest::removed`]).
+    removed: AtomicU64,
     /// Shared by every call into the graph; exclusive only to grow it.
     graph: RwLock<()>,
     /// The writer: the number of contexts reserved for its adds.
@@ -194,6 +206,11 @@ fn vector_err(e: impl std::fmt::Display) -> IndexError {
 }
 
 const INDEX_FILE: &str = "hnsw.usearch";
+
+/// See [`HnswIndex::save_due`].
+pub const SAVE_AFTER_CHANGES: u64 = 16_384;
+/// See [`HnswIndex::save_due`].
+pub const SAVE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 const MANIFEST_FILE: &str = "hnsw.json";
 
 impl HnswIndex {
@@ -218,6 +235,10 @@ impl HnswIndex {
             index,
             params: params.clone(),
             applied_seq: AtomicU64::new(0),
+            saved_seq: AtomicU64::new(0),
+            unsaved: AtomicU64::new(0),
+            last_save: Mutex::new(std::time::Instant::now()),
+            removed: AtomicU64::new(0),
             graph: RwLock::new(()),
             writer: Mutex::new(add_threads),
             searches: SearchGate::new(slots, params.ef_search),
@@ -286,6 +307,8 @@ impl HnswIndex {
         me.index.change_expansion_search(params.ef_search);
         me.applied_seq
             .store(manifest.applied_seq, Ordering::Release);
+        me.saved_seq.store(manifest.applied_seq, Ordering::Release);
+        me.removed.store(manifest.removed, Ordering::Release);
         me.measure_memory();
         Ok(me)
     }
@@ -323,9 +346,49 @@ impl HnswIndex {
         Ok(())
     }
 
-    /// The catalog sequence this index reflects (as of its last save).
+    /// The catalog sequence this index reflects in memory (what searches
+    /// see; see [`advance`](Self::advance)).
     pub fn applied_seq(&self) -> Seq {
         self.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// The catalog sequence of the graph on disk: what a reopen starts
+    /// from (the catalog's changes after it are applied again, which is
+    /// idempotent).
+    pub fn saved_seq(&self) -> Seq {
+        self.saved_seq.load(Ordering::Acquire)
+    }
+
+    /// Record that the graph in memory reflects the catalog up to `seq`,
+    /// without writing it: searches see it now, the disk at the next
+    /// [`save`](Self::save).
+    pub fn advance(&self, seq: Seq) {
+        self.applied_seq.store(seq, Ordering::Release);
+    }
+
+    /// Whether the graph in memory is newer than the one on disk.
+    pub fn dirty(&self) -> bool {
+        self.applied_seq() != self.saved_seq() || self.unsaved.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether the changes since the last save are worth writing the whole
+    /// graph for: at least [`SAVE_AFTER_CHANGES`] adds and removes, or an
+    /// eighth of the graph, or any change [`SAVE_AFTER`] after the last
+    /// save. Below that a crash costs re-adding those vectors from the
+    /// catalog at the next open, and a small batch does not rewrite a large
+    /// file.
+    pub fn save_due(&self) -> bool {
+        let changes = self.unsaved.load(Ordering::Acquire);
+        if changes == 0 && !self.dirty() {
+            return false;
+        }
+        changes >= SAVE_AFTER_CHANGES.max(self.len() as u64 / 8)
+            || lock(&self.last_save).elapsed() >= SAVE_AFTER
+    }
+
+    /// Vectors removed since the graph was built.
+    pub fn removed(&self) -> u64 {
+        self.removed.load(Ordering::Acquire)
     }
 
     /// Number of vectors (while a writer adds, the count of the moment).
@@ -387,6 +450,7 @@ impl HnswIndex {
                 got: v.len(),
             });
         }
+        self.unsaved.fetch_add(items.len() as u64, Ordering::AcqRel);
         let mut items = items;
         if self.index.size() == 0 {
             if let Some(((id, v), rest)) = items.split_first() {
@@ -407,6 +471,7 @@ impl HnswIndex {
         for (id, _) in items {
             if self.index.contains(*id) {
                 self.index.remove(*id).map_err(vector_err)?;
+                self.removed.fetch_add(1, Ordering::AcqRel);
             }
         }
         let index = &self.index;
@@ -423,6 +488,8 @@ impl HnswIndex {
             self.index
                 .remove(id)
                 .map_err(|e| IndexError::Vector(e.to_string()))?;
+            self.removed.fetch_add(1, Ordering::AcqRel);
+            self.unsaved.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -475,17 +542,22 @@ impl HnswIndex {
             path: index_path.clone(),
             source,
         })?;
+        sync_dir(&self.dir)?;
         let manifest = Manifest {
             applied_seq: seq,
             params: self.params.clone(),
             count,
             metric: METRIC.into(),
+            removed: self.removed(),
         };
         write_atomic(
             &self.dir.join(MANIFEST_FILE),
             &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
         )?;
         self.applied_seq.store(seq, Ordering::Release);
+        self.saved_seq.store(seq, Ordering::Release);
+        self.unsaved.store(0, Ordering::Release);
+        *lock(&self.last_save) = std::time::Instant::now();
         self.measure_memory();
         Ok(())
     }
@@ -500,7 +572,30 @@ fn sync_file(path: &Path) -> Result<()> {
         })
 }
 
-/// Write a file so that readers see the old or the new content, never a mix.
+/// Make a directory's entries (a rename into it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| IndexError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Write a file so that readers see the old or the new content, never a
+/// mix, and so that the new content survives a power loss once this
+/// returns (the file, then its directory, synced).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|source| IndexError::Io {
@@ -511,7 +606,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|source| IndexError::Io {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// All vectors in memory, scanned exhaustively. Exact, so it is both the

@@ -9,9 +9,6 @@ use quick_xml::Reader;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-/// Refuse to inflate a main part larger than this (zip bombs).
-const MAX_XML_BYTES: u64 = 512 * 1024 * 1024;
-
 fn attr_val(e: &BytesStart<'_>) -> Option<String> {
     e.attributes().flatten().find_map(|a| {
         let key: &str = a.key.as_ref();
@@ -53,24 +50,50 @@ struct Paragraph {
     level: Option<u32>,
 }
 
-/// Load a DOCX file.
-pub(crate) fn load(path: &Path, bytes: &[u8]) -> Result<Document, IngestError> {
+/// Load a DOCX file: `word/document.xml` inflated up to
+/// `limits.max_inflate_bytes` (a larger part is read that far, with a
+/// warning: a zip bomb costs its cap, not the machine's memory).
+pub(crate) fn load(
+    path: &Path,
+    bytes: &[u8],
+    limits: &crate::LoadLimits,
+) -> Result<Document, IngestError> {
     let corrupt = |reason: String| IngestError::CorruptDocx {
         path: path.to_path_buf(),
         reason,
     };
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| corrupt(format!("not a zip archive: {e}")))?;
+    let cap = limits.max_inflate_bytes;
     let mut raw = Vec::new();
     {
         let part = archive
             .by_name("word/document.xml")
             .map_err(|e| corrupt(format!("cannot open word/document.xml: {e}")))?;
-        part.take(MAX_XML_BYTES)
+        part.take(cap.saturating_add(1))
             .read_to_end(&mut raw)
-            .map_err(|e| corrupt(format!("cannot inflate word/document.xml: {e}")))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::OutOfMemory => IngestError::OutOfMemory {
+                    path: path.to_path_buf(),
+                    what: "inflating word/document.xml".into(),
+                },
+                _ => corrupt(format!("cannot inflate word/document.xml: {e}")),
+            })?;
     }
     let mut warnings = Vec::new();
+    let truncated = raw.len() as u64 > cap;
+    if truncated {
+        raw.truncate(cap as usize);
+        // Keep whole UTF-8 characters.
+        while !raw.is_empty() && std::str::from_utf8(&raw).is_err_and(|e| e.error_len().is_none()) {
+            raw.pop();
+        }
+        warnings.push(format!(
+            "word/document.xml inflates past {} MiB; only its first {} MiB were read (ingest.max_inflate_mb)",
+            cap >> 20,
+            cap >> 20
+        ));
+    }
     let xml = match String::from_utf8(raw) {
         Ok(s) => s,
         Err(e) => {
@@ -78,8 +101,12 @@ pub(crate) fn load(path: &Path, bytes: &[u8]) -> Result<Document, IngestError> {
             String::from_utf8_lossy(e.as_bytes()).into_owned()
         }
     };
-    let paragraphs =
-        paragraphs(&xml).map_err(|e| corrupt(format!("bad word/document.xml: {e}")))?;
+    let paragraphs = match paragraphs(&xml) {
+        Ok(p) => p,
+        // A part cut at the cap ends mid-element: keep what came before.
+        Err((p, _)) if truncated => p,
+        Err((_, e)) => return Err(corrupt(format!("bad word/document.xml: {e}"))),
+    };
 
     let mut text = String::new();
     let mut builder = SectionBuilder::new();
@@ -106,14 +133,19 @@ pub(crate) fn load(path: &Path, bytes: &[u8]) -> Result<Document, IngestError> {
     })
 }
 
-fn paragraphs(xml: &str) -> Result<Vec<Paragraph>, quick_xml::Error> {
+/// The paragraphs of `word/document.xml`; on an XML error, those read
+/// before it with the error.
+fn paragraphs(xml: &str) -> Result<Vec<Paragraph>, (Vec<Paragraph>, quick_xml::Error)> {
     let mut reader = Reader::from_str(xml);
     let mut out = Vec::new();
     let mut para: Option<Paragraph> = None;
     let mut in_text = false; // inside <w:t>
     let mut in_ppr = false; // inside <w:pPr> (tab stops there are not tabs)
     loop {
-        let event = reader.read_event()?;
+        let event = match reader.read_event() {
+            Ok(e) => e,
+            Err(e) => return Err((out, e)),
+        };
         match &event {
             Event::Start(e) | Event::Empty(e) => {
                 let is_start = matches!(event, Event::Start(_));
@@ -226,7 +258,7 @@ mod tests {
             <w:r><w:t>a &amp; b</w:t></w:r><w:r><w:tab/><w:t xml:space="preserve"> c</w:t><w:br/><w:t>d&#233;</w:t></w:r></w:p>
           <w:p><w:pPr><w:pStyle w:val="Heading2"/></w:pPr><w:r><w:t>Head</w:t></w:r></w:p>
         </w:body></w:document>"#;
-        let ps = paragraphs(xml).unwrap();
+        let ps = paragraphs(xml).map_err(|(_, e)| e).unwrap();
         assert_eq!(ps.len(), 2);
         assert_eq!(ps[0].text, "a & b\t c\ndé");
         assert_eq!(ps[0].level, None);

@@ -201,10 +201,137 @@ enum Work<N> {
     Close(N),
 }
 
+/// Elements nested deeper than this are flattened before parsing: the
+/// HTML parser's scope checks walk the stack of open elements, so 200,000
+/// nested `<div>`s would take it hours.
+const MAX_DEPTH: usize = 256;
+
+/// Elements that never hold content or that the parser closes by itself
+/// (a new `<p>` or `<li>` ends the last one): they add no nesting.
+const NO_NESTING: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr", "param", "keygen", "p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "rb",
+    "rt", "rp", "thead", "tbody", "tfoot", "colgroup", "caption", "html", "head", "body",
+];
+
+/// Elements whose content is raw text (no tags inside).
+const RAW_TEXT: &[&str] = &[
+    "script",
+    "style",
+    "textarea",
+    "title",
+    "xmp",
+    "iframe",
+    "noembed",
+    "noframes",
+    "plaintext",
+];
+
+/// `src` with the start and end tags of elements nested past `max_depth`
+/// removed (their text stays, in place), or `None` when nothing nests that
+/// deep. A lexical pass: comments, doctype and raw-text elements are
+/// stepped over; quoted attribute values may hold `>`.
+fn bound_nesting(src: &str, max_depth: usize) -> Option<String> {
+    let b = src.as_bytes();
+    let find = |from: usize, pat: &[u8]| -> Option<usize> {
+        b.get(from..)?
+            .windows(pat.len())
+            .position(|w| w.eq_ignore_ascii_case(pat))
+            .map(|p| from + p)
+    };
+    let mut depth = 0usize;
+    let mut dropped: std::collections::HashMap<String, usize> = Default::default();
+    let mut cuts: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while let Some(off) = b.get(i..).and_then(memchr_lt) {
+        let at = i + off;
+        let rest = &b[at..];
+        if rest.starts_with(b"<!--") {
+            i = find(at + 4, b"-->").map_or(b.len(), |e| e + 3);
+            continue;
+        }
+        if rest.starts_with(b"<!") || rest.starts_with(b"<?") {
+            i = find(at, b">").map_or(b.len(), |e| e + 1);
+            continue;
+        }
+        let closing = rest.get(1) == Some(&b'/');
+        let name_start = at + 1 + closing as usize;
+        let name_end = b[name_start..]
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || *c == b'-' || *c == b':'))
+            .map_or(b.len(), |p| name_start + p);
+        if name_end == name_start {
+            i = at + 1;
+            continue;
+        }
+        let name = src[name_start..name_end].to_ascii_lowercase();
+        // The tag's end: the first `>` outside quotes.
+        let mut quote = None;
+        let mut end = b.len();
+        for (k, &c) in b[name_end..].iter().enumerate() {
+            match (quote, c) {
+                (None, b'"' | b'\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, b'>') => {
+                    end = name_end + k + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let self_closing = end >= 2 && b[end - 2] == b'/';
+        if closing {
+            match dropped.get_mut(&name) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    cuts.push((at, end));
+                }
+                _ if !NO_NESTING.contains(&name.as_str()) => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        } else if RAW_TEXT.contains(&name.as_str()) {
+            let close = format!("</{name}");
+            i = find(end, close.as_bytes()).unwrap_or(b.len());
+            continue;
+        } else if !self_closing && !NO_NESTING.contains(&name.as_str()) {
+            if depth >= max_depth {
+                *dropped.entry(name).or_default() += 1;
+                cuts.push((at, end));
+            } else {
+                depth += 1;
+            }
+        }
+        i = end;
+    }
+    if cuts.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(src.len());
+    let mut from = 0;
+    for (a, z) in cuts {
+        out.push_str(&src[from..a]);
+        // Keep words apart where a block tag was.
+        out.push(' ');
+        from = z;
+    }
+    out.push_str(&src[from..]);
+    Some(out)
+}
+
+fn memchr_lt(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'<')
+}
+
 /// Load HTML.
 pub(crate) fn load(bytes: &[u8]) -> Document {
     let mut warnings = Vec::new();
-    let source = decode(bytes, &mut warnings);
+    let mut source = decode(bytes, &mut warnings);
+    if let Some(flat) = bound_nesting(&source, MAX_DEPTH) {
+        warnings.push(format!(
+            "elements nested more than {MAX_DEPTH} deep were flattened"
+        ));
+        source = flat;
+    }
     let html = Html::parse_document(&source);
     let (text, sections) = extract(&html);
     Document {
@@ -341,6 +468,18 @@ fn extract(html: &Html) -> (String, Vec<cairn_core::Section>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordinary_pages_are_not_rewritten() {
+        let page = "<html><head><title>T</title><script>if (a<b) { x('<div>'); }</script></head>\
+                    <body><!-- <div><div> --><div><p>one<p>two<ul><li>a<li>b</ul>\
+                    <img src=x><br/><span title=\"a > b\">c</span></div></body></html>";
+        assert_eq!(bound_nesting(page, 3), None);
+        // Past the bound, the innermost tags go and their text stays.
+        let deep = "<div><section><div><b>bold</b> text</div></section></div>";
+        let flat = bound_nesting(deep, 2).unwrap();
+        assert_eq!(flat, "<div><section>  bold  text </section></div>");
+    }
 
     #[test]
     fn layout_of_blocks_inline_and_pre() {

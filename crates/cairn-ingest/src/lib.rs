@@ -34,6 +34,7 @@ mod chunk;
 mod code;
 mod docx;
 mod html;
+pub mod isolate;
 mod markdown;
 mod pdf;
 mod sections;
@@ -99,6 +100,37 @@ pub enum IngestError {
     /// The chunker was configured with impossible sizes (no file involved).
     #[error("invalid chunker settings: {reason}")]
     ChunkerConfig { reason: String },
+    /// A loader (or the chunker) panicked on this file: a parser bug met by
+    /// a malformed or hostile file. Only this file is lost.
+    #[error("{}: the {stage} failed on this file ({message})", path.display())]
+    Panicked {
+        path: PathBuf,
+        stage: String,
+        message: String,
+    },
+    /// Loading took longer than the per-file deadline; the loader process
+    /// was stopped.
+    #[error("{}: loading took longer than {secs} s and was stopped (ingest.load_timeout_secs)", path.display())]
+    Deadline { path: PathBuf, secs: u64 },
+    /// The loader process died on this file: memory past its limit, or a
+    /// crash in a parser.
+    #[error("{}: the loader process died on this file ({reason})", path.display())]
+    LoaderDied { path: PathBuf, reason: String },
+    /// A loader process could not be started or talked to.
+    #[error("cannot run a loader process: {reason}")]
+    Loader { reason: String },
+    /// The reason a loader process gave for a file it could not load;
+    /// `costly` as [`IngestError::is_costly`] said there.
+    #[error("{}: {reason}", path.display())]
+    Failed {
+        path: PathBuf,
+        reason: String,
+        costly: bool,
+    },
+    /// Loading needed more memory than the loader may use (an allocation
+    /// was refused under the loader process's limit).
+    #[error("{}: {what} needs more memory than a loader may use (ingest.loader_memory_mb)", path.display())]
+    OutOfMemory { path: PathBuf, what: String },
 }
 
 impl IngestError {
@@ -115,9 +147,29 @@ impl IngestError {
             | IngestError::EncryptedPdf { path }
             | IngestError::NoTextLayer { path }
             | IngestError::CorruptDocx { path, .. }
-            | IngestError::Changed { path } => Some(path),
-            IngestError::ChunkerConfig { .. } => None,
+            | IngestError::Changed { path }
+            | IngestError::Panicked { path, .. }
+            | IngestError::Deadline { path, .. }
+            | IngestError::LoaderDied { path, .. }
+            | IngestError::Failed { path, .. }
+            | IngestError::OutOfMemory { path, .. } => Some(path),
+            IngestError::ChunkerConfig { .. } | IngestError::Loader { .. } => None,
         }
+    }
+
+    /// A failure that says nothing about the file's content being readable
+    /// later but costs a lot each time it is tried (a crash, a hang, a
+    /// parser bug): worth remembering so that an unchanged file is not
+    /// tried again at every ingest.
+    pub fn is_costly(&self) -> bool {
+        matches!(
+            self,
+            IngestError::Panicked { .. }
+                | IngestError::Deadline { .. }
+                | IngestError::LoaderDied { .. }
+                | IngestError::OutOfMemory { .. }
+                | IngestError::Failed { costly: true, .. }
+        )
     }
 
     /// The message without the leading path, e.g. `"empty file"`; what a
@@ -225,17 +277,109 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<Format> {
     }
 }
 
-/// Load a file's bytes into a [`Document`] with the loader for its format.
+/// What one file may cost a loader: caps against decompression bombs and
+/// oversized documents, and (for [`isolate::LoaderPool`]) the deadline and
+/// the memory of the loader process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoadLimits {
+    /// The most bytes one PDF stream or one DOCX part may inflate to.
+    pub max_inflate_bytes: u64,
+    /// Pages of a PDF whose text is read.
+    pub max_pdf_pages: u32,
+    /// The most seconds one file may take (loader processes only).
+    pub timeout_secs: u64,
+    /// The address space of one loader process, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits::from_config(&cairn_core::config::IngestConfig::default())
+    }
+}
+
+impl LoadLimits {
+    /// The limits the `[ingest]` configuration sets.
+    pub fn from_config(c: &cairn_core::config::IngestConfig) -> LoadLimits {
+        LoadLimits {
+            max_inflate_bytes: c.max_inflate_mb.saturating_mul(1 << 20),
+            max_pdf_pages: c.max_pdf_pages,
+            timeout_secs: c.load_timeout_secs,
+            memory_bytes: c.loader_memory_mb.saturating_mul(1 << 20),
+        }
+    }
+}
+
+/// Load a file's bytes into a [`Document`] with the loader for its format,
+/// with the default [`LoadLimits`].
 pub fn load(path: &Path, bytes: &[u8]) -> Result<Document> {
+    load_with(path, bytes, &LoadLimits::default())
+}
+
+/// Load a file's bytes into a [`Document`] with the loader for its format,
+/// in this process: PDF streams and DOCX parts inflate up to
+/// `limits.max_inflate_bytes`, PDFs are read up to `limits.max_pdf_pages`,
+/// HTML nesting is bounded, and a panic in any loader becomes
+/// [`IngestError::Panicked`] for this file. (Deadlines and memory limits
+/// need a loader process: [`isolate::LoaderPool`].)
+pub fn load_with(path: &Path, bytes: &[u8], limits: &LoadLimits) -> Result<Document> {
     let format = detect_format(path, bytes)?;
-    Ok(match format {
-        Format::Text => text::load(bytes),
-        Format::Markdown => markdown::load(bytes),
-        Format::Html => html::load(bytes),
-        Format::Pdf => pdf::load(path, bytes)?,
-        Format::Docx => docx::load(path, bytes)?,
-        Format::Code(lang) => code::load(bytes, lang),
+    let run = || -> Result<Document> {
+        failpoint(path);
+        Ok(match format {
+            Format::Text => text::load(bytes),
+            Format::Markdown => markdown::load(bytes),
+            Format::Html => html::load(bytes),
+            Format::Pdf => pdf::load(path, bytes, limits)?,
+            Format::Docx => docx::load(path, bytes, limits)?,
+            Format::Code(lang) => code::load(bytes, lang),
+        })
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|payload| {
+        Err(IngestError::Panicked {
+            path: path.to_path_buf(),
+            stage: format!("{} loader", format.name()),
+            message: panic_message(payload.as_ref()),
+        })
     })
+}
+
+/// Fault injection for the tests of what a broken loader costs:
+/// `CAIRN_FAILPOINT_LOAD=ACTION:NAME[,ACTION:NAME…]` makes loading the file
+/// named `NAME` panic (`panic`), never return (`hang`) or kill the process
+/// (`abort`).
+/// A failure no real file is known to cause today, which the process
+/// isolation and the deadline exist for.
+fn failpoint(path: &Path) {
+    let Some(spec) = std::env::var_os("CAIRN_FAILPOINT_LOAD") else {
+        return;
+    };
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    for one in spec.to_string_lossy().split(',') {
+        let Some((action, name)) = one.split_once(':') else {
+            continue;
+        };
+        if file.as_deref() != Some(name) {
+            continue;
+        }
+        match action {
+            "panic" => panic!("failpoint: panic on {name}"),
+            "hang" => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            "abort" => std::process::abort(),
+            _ => {}
+        }
+    }
+}
+
+/// The text of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// BLAKE3 hash of the content, lowercase hex. Used to notice unchanged files.

@@ -355,6 +355,25 @@ pub async fn serve(
             .await
             .ok();
     }
+    let idle = state.cfg.server.idle_close_secs;
+    if idle > 0 {
+        // Collections nobody used for `idle` are closed, so that their
+        // write lock and memory go back until the next request.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let idle = Duration::from_secs(idle);
+            let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if st.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let s = st.clone();
+                let _ = tokio::task::spawn_blocking(move || s.collections.close_idle(idle)).await;
+            }
+        });
+    }
     let app = router(state.clone());
     let st = state.clone();
     let signal = async move {

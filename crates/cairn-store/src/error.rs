@@ -38,6 +38,10 @@ pub enum StoreError {
         tried: &'static str,
         hint: &'static str,
     },
+    /// A log entry that does not follow the last applied one: the entries
+    /// between were never received. The replica waits for them.
+    #[error("catalog {path}: the log entry at sequence {got} does not follow the last applied one ({last}); the entries in between are missing")]
+    SeqGap { path: PathBuf, last: u64, got: u64 },
     #[error("collection `{collection}` was embedded with `{stored}`, not `{requested}`: use the same embedding model, or ingest into a new collection")]
     ModelMismatch {
         collection: String,

@@ -73,6 +73,17 @@ impl SeqOrigin {
     }
 }
 
+/// A file whose loading failed costly (see [`Catalog::record_failure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The file's canonical path.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Why it failed, as the ingest reported it.
+    pub reason: String,
+}
+
 /// What the catalog knows of a document, without its text.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DocMeta {
@@ -230,7 +241,12 @@ impl Catalog {
                  CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
                  CREATE TABLE IF NOT EXISTS tombstones(seq INTEGER NOT NULL, chunk_id INTEGER NOT NULL);
                  CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);
-                 CREATE TABLE IF NOT EXISTS line_df(key INTEGER PRIMARY KEY, docs INTEGER NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS line_df(key INTEGER PRIMARY KEY, docs INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS failures(
+                    path TEXT PRIMARY KEY,
+                    size INTEGER NOT NULL,
+                    mtime_ns INTEGER NOT NULL,
+                    reason TEXT NOT NULL);",
             )
             .map_err(&e)?;
         // Catalogs written before line counts existed get them once.
@@ -399,7 +415,10 @@ impl Catalog {
     /// got. With `seq = None` the catalog assigns `last_seq + 1`. With
     /// `Some(s)` (replication) the change is applied only if `s > last_seq`;
     /// a replayed, already-applied change returns `Ok(None)` and changes
-    /// nothing, which makes replay idempotent.
+    /// nothing, which makes replay idempotent. A log entry past
+    /// `last_seq + 1` is refused ([`StoreError::SeqGap`]): the entries in
+    /// between would be lost. (A copy that starts later, from a snapshot,
+    /// starts at the snapshot's sequence.)
     pub fn apply(&mut self, op: Op, seq: Option<Seq>) -> Result<Option<Seq>> {
         let path = self.path.clone();
         let e = move |source| StoreError::Sqlite {
@@ -426,6 +445,16 @@ impl Catalog {
         let seq = match seq {
             None => last + 1,
             Some(s) if s <= last => return Ok(None),
+            // A log's entries come one after another: an entry past the
+            // next one means some were lost (a trimmed log, a skipped
+            // message), and applying it would hide that for good.
+            Some(s) if s > last + 1 => {
+                return Err(StoreError::SeqGap {
+                    path: self.path.clone(),
+                    last,
+                    got: s,
+                })
+            }
             Some(s) => s,
         };
         if let (Op::Upsert { doc, chunks }, Some((_, dim))) = (&op, self.embedding_model()?) {
@@ -484,6 +513,9 @@ impl Catalog {
                     }
                 };
                 count_lines(&tx, &doc.text, 1).map_err(&e)?;
+                // It loads now: a failure remembered for it is over.
+                tx.execute("DELETE FROM failures WHERE path=?1", [&doc.path])
+                    .map_err(&e)?;
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT INTO chunks(doc_id, ord, text, start, end, heading, vector, seq) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
@@ -504,6 +536,8 @@ impl Catalog {
                 }
             }
             Op::Delete { path } => {
+                tx.execute("DELETE FROM failures WHERE path=?1", [path])
+                    .map_err(&e)?;
                 let existing: Option<i64> = tx
                     .query_row("SELECT id FROM documents WHERE path=?1", [path], |r| {
                         r.get(0)
@@ -531,6 +565,48 @@ impl Catalog {
         .map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(Some(seq))
+    }
+
+    /// Remember that loading the file at `path` (as it was: `size`,
+    /// `mtime_ns`) failed in a way that costs much each try (a crash, a
+    /// hang), so that an ingest skips it until it changes. Local to this
+    /// catalog: no sequence number, not replicated.
+    pub fn record_failure(&mut self, f: &Failure) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO failures(path, size, mtime_ns, reason) VALUES(?1,?2,?3,?4)",
+                params![f.path, f.size as i64, f.mtime_ns, f.reason],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The failure recorded for `path`, if any.
+    pub fn failure(&self, path: &str) -> Result<Option<Failure>> {
+        self.conn
+            .query_row(
+                "SELECT path, size, mtime_ns, reason FROM failures WHERE path=?1",
+                [path],
+                |r| {
+                    Ok(Failure {
+                        path: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                        reason: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Forget the failure recorded for `path` (the file changed, or was
+    /// removed).
+    pub fn clear_failure(&mut self, path: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM failures WHERE path=?1", [path])
+            .map_err(self.err())?;
+        Ok(())
     }
 
     /// Update a document's mtime and size without a new sequence number (its
@@ -727,6 +803,17 @@ impl Catalog {
         Ok(n as u64)
     }
 
+    /// Forget the tombstones at sequences up to `upto`: every index built
+    /// from this catalog has applied them durably (and a rebuilt index
+    /// needs none). Returns how many went.
+    pub fn prune_tombstones(&mut self, upto: Seq) -> Result<u64> {
+        let n = self
+            .conn
+            .execute("DELETE FROM tombstones WHERE seq <= ?1", [upto as i64])
+            .map_err(self.err())?;
+        Ok(n as u64)
+    }
+
     /// Chunks removed after `seq`.
     pub fn tombstones_since(&self, seq: Seq) -> Result<Vec<ChunkId>> {
         let mut stmt = self
@@ -912,6 +999,9 @@ mod tests {
         assert_eq!(all_ids(&cat, 0), vec![3, 4]);
         assert_eq!(all_ids(&cat, 2), vec![4]);
         assert_eq!(cat.tombstones_since(2).unwrap(), vec![1, 2]);
+        // Pruned up to a sequence, the later ones stay.
+        assert_eq!(cat.prune_tombstones(2).unwrap(), 0);
+        assert_eq!(cat.tombstones_since(0).unwrap(), vec![1, 2]);
         assert_eq!(cat.tombstones_since(3).unwrap(), Vec::<u64>::new());
         assert_eq!(cat.document("/root/a").unwrap().unwrap().hash, "2");
         cat.apply(
@@ -923,6 +1013,8 @@ mod tests {
         .unwrap();
         assert!(cat.document("/root/b").unwrap().is_none());
         assert_eq!(cat.tombstones_since(3).unwrap(), vec![3]);
+        assert_eq!(cat.prune_tombstones(3).unwrap(), 2);
+        assert_eq!(cat.tombstones_since(0).unwrap(), vec![3]);
         let s = cat.stats().unwrap();
         assert_eq!((s.documents, s.chunks, s.seq), (1, 1, 4));
         let v = cat.vector(4).unwrap().unwrap();
@@ -937,6 +1029,9 @@ mod tests {
             doc: doc("a", "1"),
             chunks: vec![chunk(0, 0.1)],
         };
+        for s in 1..10 {
+            cat.apply(Op::Noop, Some(s)).unwrap();
+        }
         assert_eq!(cat.apply(op.clone(), Some(10)).unwrap(), Some(10));
         // The same log entry delivered again changes nothing.
         assert_eq!(cat.apply(op, Some(10)).unwrap(), None);
@@ -956,6 +1051,66 @@ mod tests {
     }
 
     #[test]
+    fn failures_are_remembered_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let mut cat = Catalog::open(&path).unwrap();
+        assert_eq!(cat.failure("/d/bomb.pdf").unwrap(), None);
+        let f = Failure {
+            path: "/d/bomb.pdf".into(),
+            size: 10,
+            mtime_ns: 7,
+            reason: "loading took longer than 1 s".into(),
+        };
+        cat.record_failure(&f).unwrap();
+        drop(cat);
+        let mut cat = Catalog::open(&path).unwrap();
+        assert_eq!(cat.failure("/d/bomb.pdf").unwrap(), Some(f));
+        assert_eq!(cat.last_seq().unwrap(), 0, "no sequence taken");
+        cat.clear_failure("/d/bomb.pdf").unwrap();
+        assert_eq!(cat.failure("/d/bomb.pdf").unwrap(), None);
+    }
+
+    #[test]
+    fn a_gap_in_a_logs_sequence_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let up = |name: &str| Op::Upsert {
+            doc: doc(name, "1"),
+            chunks: vec![chunk(0, 0.1)],
+        };
+        // A log starts at 1.
+        let err = cat.apply(up("a"), Some(2)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SeqGap {
+                    last: 0,
+                    got: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(cat.apply(up("a"), Some(1)).unwrap(), Some(1));
+        assert_eq!(cat.apply(up("b"), Some(2)).unwrap(), Some(2));
+        // Entry 3 never arrived: 4 is refused, nothing written.
+        let err = cat.apply(up("d"), Some(4)).unwrap_err();
+        assert!(
+            err.to_string().contains("entries in between are missing"),
+            "{err}"
+        );
+        assert_eq!(
+            (cat.last_seq().unwrap(), cat.stats().unwrap().documents),
+            (2, 2)
+        );
+        // Once 3 comes, 4 applies.
+        assert_eq!(cat.apply(up("c"), Some(3)).unwrap(), Some(3));
+        assert_eq!(cat.apply(up("d"), Some(4)).unwrap(), Some(4));
+        assert_eq!(cat.stats().unwrap().documents, 4);
+    }
+
+    #[test]
     fn a_catalog_keeps_one_sequence_origin() {
         let dir = tempfile::tempdir().unwrap();
         let up = |name: &str| Op::Upsert {
@@ -965,6 +1120,8 @@ mod tests {
         // A replica's catalog: log sequences only.
         let mut replica = Catalog::open(&dir.path().join("r.sqlite")).unwrap();
         assert_eq!(replica.seq_origin().unwrap(), None);
+        replica.apply(Op::Noop, Some(1)).unwrap();
+        replica.apply(Op::Noop, Some(2)).unwrap();
         replica.apply(up("a"), Some(3)).unwrap();
         assert_eq!(replica.seq_origin().unwrap(), Some(SeqOrigin::Log));
         let err = replica.apply(up("b"), None).unwrap_err();
@@ -1020,6 +1177,9 @@ mod tests {
     fn an_export_is_a_consistent_copy_at_its_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        for s in 1..10 {
+            cat.apply(Op::Noop, Some(s)).unwrap();
+        }
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
             cat.apply(
                 Op::Upsert {

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod cross_encoder;
+pub mod hostile;
 
 /// The models dir the tests use: `CAIRN_MODELS_DIR`, else the default.
 pub fn models_dir() -> PathBuf {

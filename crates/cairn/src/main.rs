@@ -356,7 +356,20 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// The argument that starts this program as a loader process (see
+/// `cairn_ingest::isolate`); not a command users type.
+const LOADER_ARG: &str = "__loader";
+
 fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == LOADER_ARG) {
+        let limits = args.next().unwrap_or_default();
+        let code = cairn_ingest::isolate::worker_main(&limits.to_string_lossy());
+        return ExitCode::from(code as u8);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        cairn_ingest::isolate::install(exe, vec![LOADER_ARG.into()]);
+    }
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     match run(cli) {

@@ -936,3 +936,61 @@ fn read_commands_work_beside_a_server_and_a_second_writer_is_told_who_holds_it()
     let out = finishes(cli(&["status", "--json"]), 120);
     assert_eq!(common::json(&out.stdout)["documents"], 2);
 }
+
+/// A collection no request has used for `server.idle_close_secs` is closed
+/// (its indexes saved, its write lock released): `cairn ingest` can write
+/// to it while the server runs, and the server's next request opens it
+/// again and finds what the CLI wrote.
+#[test]
+fn an_idle_collection_is_closed_so_a_cli_ingest_can_write_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cfg = tmp.path().join("cairn.toml");
+    std::fs::write(&cfg, "[server]\nidle_close_secs = 1\n").unwrap();
+    let cfg_arg = cfg.to_string_lossy().to_string();
+    let mut args: Vec<&str> = ONNX.to_vec();
+    args.extend(["--config", cfg_arg.as_str()]);
+    let mut s = Server::start(&data, &args, &[]);
+    let job = upload_and_wait(&s, "notes", &[("bridge.md", BRIDGE.as_bytes())]);
+    assert_eq!(job["state"], "done", "{job}");
+
+    let more = tmp.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    std::fs::write(
+        more.join("lighthouse.md"),
+        "# Skarv Island lighthouse\n\nThe lamp is lit at 17:40 every evening.\n",
+    )
+    .unwrap();
+    // Without --wait: refused while the server holds the collection, done
+    // once it has closed it for idleness.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refusals = 0;
+    loop {
+        let mut c = common::cairn(&data);
+        c.args(ONNX)
+            .args(["-c", "notes", "--config", cfg_arg.as_str(), "ingest"])
+            .arg(&more);
+        let out = finishes(c, 120);
+        if out.status.success() {
+            break;
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        refusals += 1;
+        assert!(
+            Instant::now() < deadline,
+            "the server never let the collection go: {}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("ingest refused {refusals} time(s) before the server closed the collection");
+    let (st, r) = s.get("/api/search?q=Skarv%20Island%20lamp&collection=notes&k=1");
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["hits"][0]["doc"], "lighthouse.md", "{r:#}");
+    assert!(s.terminate().success());
+}

@@ -149,6 +149,11 @@ async fn restore(s: &Arc<Shared>, coll: &str, shard: u32, cfg: &Config) -> Resul
             tokio::fs::rename(&tmp, dir.join("catalog.sqlite"))
                 .await
                 .map_err(io)?;
+            let d = dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::File::open(&d)?.sync_all())
+                .await
+                .map_err(|e| ClusterError::js("join", e))?
+                .map_err(io)?;
             tracing::info!(
                 collection = coll,
                 shard,

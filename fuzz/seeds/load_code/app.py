@@ -1,0 +1,9 @@
+import os
+
+class A:
+    def f(self):
+        return os.sep
+
+
+def g():
+    pass
