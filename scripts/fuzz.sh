@@ -8,18 +8,24 @@
 # file on stable, and fix the loader.
 #
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   bash scripts/fuzz.sh --build     # install cargo-fuzz and build only
 #
 # Prints executions per target; the working corpus is a temporary copy (what
 # a run discovers is not kept: the seeds stay small and reviewed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=false
+if [ "${1:-}" = "--build" ]; then
+  build_only=true
+  shift
+fi
 secs=${1:-20}
 shift || true
 export CARGO_TARGET_DIR="${CAIRN_FUZZ_TARGET_DIR:-$HOME/.cache/cairn-fuzz/target}"
 export CARGO_TERM_COLOR=never
-if ! rustup toolchain list | grep -q '^nightly'; then
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "error: the nightly toolchain is needed (rustup toolchain install nightly)" >&2
-  exit 1
+  exit 3
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo +stable install cargo-fuzz --locked --quiet
@@ -29,6 +35,9 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 cargo +nightly fuzz build
+if $build_only; then
+  exit 0
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Real documents beside the seeds, where this machine has them.
@@ -47,7 +56,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "fuzz/artifacts/$t"
   cp fuzz/seeds/"$t"/* "$corpus"/ 2>/dev/null || true
   cp fuzz/regressions/"$t"/* "$corpus"/ 2>/dev/null || true
-  extra "$t" | while read -r f; do [ -f "$f" ] && cp "$f" "$corpus"/ || true; done
+  { extra "$t" || true; } | while read -r f; do [ -f "$f" ] && cp "$f" "$corpus"/ || true; done
   log="$work/$t.log"
   start=$(date +%s)
   if ! cargo +nightly fuzz run "$t" "$corpus" -- \
@@ -57,7 +66,7 @@ for t in "${targets[@]}"; do
     tail -60 "$log" >&2
     status=1
   fi
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  runs=$(grep -o "stat::number_of_executed_units: *[0-9]*" "$log" | grep -o "[0-9]*$" | tail -1 || true)
   printf '%-14s %12s %8s\n' "$t" "${runs:-?}" "$(( $(date +%s) - start ))"
 done
 exit $status
