@@ -15,6 +15,7 @@
 //! This crate knows nothing about IO, models, storage or HTTP.
 
 pub mod config;
+pub mod failpoint;
 pub mod lines;
 pub mod op;
 pub mod time;

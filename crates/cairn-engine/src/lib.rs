@@ -170,6 +170,17 @@ impl EngineError {
     }
 }
 
+/// What `cairn index check` found ([`Engine::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub collection: String,
+    /// The catalog's content, digested: equal digests, equal collections.
+    pub content: cairn_store::ContentDigest,
+    pub indexes: cairn_index::IndexCheck,
+    /// The indexes match the catalog ([`cairn_index::IndexCheck::ok`]).
+    pub ok: bool,
+}
+
 /// Where a collection lives under the data dir.
 pub fn collection_dir(data_dir: &Path, collection: &str) -> PathBuf {
     data_dir.join("collections").join(collection)
@@ -729,6 +740,24 @@ impl Engine {
         }
         let cat = self.indexer();
         Ok(self.indexes.rebuild(&cat, progress)?)
+    }
+
+    /// Check the collection: a digest of the catalog's content, and both
+    /// indexes against it ([`Check`]). Not on a read-only open, whose
+    /// indexes may rightly lag the catalog.
+    pub fn check(&self) -> Result<Check> {
+        if self.read_only() {
+            return Err(EngineError::ReadOnly(self.cfg.collection.clone()));
+        }
+        let cat = self.indexer();
+        let indexes = self.indexes.verify(&cat)?;
+        let content = cat.content_digest()?;
+        Ok(Check {
+            collection: self.cfg.collection.clone(),
+            ok: indexes.ok() && content.chunks == indexes.chunks,
+            content,
+            indexes,
+        })
     }
 
     /// Ranked passages for a query.

@@ -383,7 +383,9 @@ impl Bm25Index {
     fn commit_locked(&self, writer: &mut IndexWriter, seq: Seq) -> Result<()> {
         let mut prepared = writer.prepare_commit().map_err(bm25_err)?;
         prepared.set_payload(&payload_for(seq));
+        cairn_core::failpoint::reach("bm25.commit.prepared");
         prepared.commit().map_err(bm25_err)?;
+        cairn_core::failpoint::reach("bm25.commit.done");
         self.applied_seq.store(seq, Ordering::Release);
         self.reader.reload().map_err(bm25_err)?;
         Ok(())

@@ -26,6 +26,43 @@ pub struct CatchUp {
     pub saved: bool,
 }
 
+/// What [`Indexes::verify`] found: whether both indexes hold exactly the
+/// catalog's live chunks, at its sequence, and whether the graph finds
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IndexCheck {
+    pub catalog_seq: Seq,
+    pub hnsw_seq: Seq,
+    pub bm25_seq: Seq,
+    /// Live chunks in the catalog.
+    pub chunks: u64,
+    /// Catalog chunks the graph lacks, and graph vectors beyond the ones found.
+    pub hnsw_missing: u64,
+    pub hnsw_extra: u64,
+    /// The same for BM25's last commit.
+    pub bm25_missing: u64,
+    pub bm25_extra: u64,
+    /// Chunks whose own vector was searched for in the graph (up to
+    /// [`VERIFY_SAMPLE`], spread over the catalog), and how many came back
+    /// among their top 10.
+    pub sampled: u64,
+    pub found_by_own_vector: u64,
+}
+
+/// Chunks searched for by their own vector in [`Indexes::verify`].
+pub const VERIFY_SAMPLE: u64 = 256;
+
+impl IndexCheck {
+    /// Both indexes at the catalog's sequence, holding exactly its chunks,
+    /// and the graph finding at least 99% of the sample by its own vector.
+    pub fn ok(&self) -> bool {
+        self.hnsw_seq == self.catalog_seq
+            && self.bm25_seq == self.catalog_seq
+            && self.hnsw_missing + self.hnsw_extra + self.bm25_missing + self.bm25_extra == 0
+            && self.found_by_own_vector * 100 >= self.sampled * 99
+    }
+}
+
 /// The HNSW graph is rebuilt from the catalog once the vectors removed from
 /// it (replaced or deleted chunks, whose nodes usearch keeps) outnumber a
 /// quarter of its live ones, and at least this many.
@@ -424,6 +461,7 @@ impl Indexes {
                     bm25.delete(*id)?;
                 }
                 let added = feed(c, (from_h, &*hnsw), (from_b, bm25), progress)?;
+                cairn_core::failpoint::reach("index.catchup.fed");
                 Ok((to, added, tombstones.len() as u64))
             })
             .and_then(|(to, added, removed)| {
@@ -533,6 +571,57 @@ impl Indexes {
         Ok(())
     }
 
+    /// Check both indexes against the catalog ([`IndexCheck`]), in one read
+    /// snapshot of it, with no catch-up running meanwhile.
+    pub fn verify(&self, catalog: &Catalog) -> Result<IndexCheck> {
+        let _writer = lock(&self.writer);
+        let graph = self.graph();
+        catalog.snapshot(|c| -> Result<IndexCheck> {
+            let mut check = IndexCheck {
+                catalog_seq: c.last_seq()?,
+                hnsw_seq: graph.applied_seq(),
+                bm25_seq: self.bm25.applied_seq(),
+                ..Default::default()
+            };
+            let total = c.count_chunks_since(0)?;
+            let every = total.div_ceil(VERIFY_SAMPLE).max(1);
+            let (mut in_graph, mut in_bm25) = (0u64, 0u64);
+            let mut sample = Vec::new();
+            let mut err = None;
+            c.for_each_vector(|id, v| {
+                if err.is_some() {
+                    return;
+                }
+                if check.chunks.is_multiple_of(every) {
+                    sample.push((id, v.to_vec()));
+                }
+                check.chunks += 1;
+                if graph.contains(id) {
+                    in_graph += 1;
+                }
+                match self.bm25.holds(id) {
+                    Ok(true) => in_bm25 += 1,
+                    Ok(false) => {}
+                    Err(e) => err = Some(e),
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            check.hnsw_missing = check.chunks - in_graph;
+            check.hnsw_extra = (graph.len() as u64).saturating_sub(in_graph);
+            check.bm25_missing = check.chunks - in_bm25;
+            check.bm25_extra = self.bm25.num_docs().saturating_sub(in_bm25);
+            for (id, v) in &sample {
+                check.sampled += 1;
+                if graph.search(v, 10, None)?.iter().any(|s| s.id == *id) {
+                    check.found_by_own_vector += 1;
+                }
+            }
+            Ok(check)
+        })
+    }
+
     /// Write the HNSW graph if memory holds changes the disk lacks (see
     /// [`catch_up`](Self::catch_up)). Dropping the indexes does it too.
     pub fn flush(&self) -> Result<bool> {
@@ -574,6 +663,7 @@ impl Indexes {
         self.refuse_read_only()?;
         let _writer = lock(&self.writer);
         self.reset_locked()?;
+        cairn_core::failpoint::reach("index.reset");
         self.catch_up_locked(catalog, progress)
     }
 

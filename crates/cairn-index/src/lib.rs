@@ -33,4 +33,4 @@ mod indexes;
 pub mod vector;
 
 pub use error::{IndexError, Result};
-pub use indexes::{CatchUp, Indexes};
+pub use indexes::{CatchUp, IndexCheck, Indexes};

@@ -401,6 +401,12 @@ impl HnswIndex {
         self.len() == 0
     }
 
+    /// Whether the graph holds a vector with this id.
+    pub fn contains(&self, id: ChunkId) -> bool {
+        let _graph = self.graph();
+        self.index.contains(id)
+    }
+
     /// Bytes of memory the index uses: measured when no writer is busy, else
     /// as last measured (at the latest by the last [`save`](Self::save)).
     pub fn memory_usage(&self) -> usize {
@@ -537,12 +543,14 @@ impl HnswIndex {
                 .map_err(|e| IndexError::Vector(format!("saving {}: {e}", tmp.display())))?;
             self.index.size()
         };
+        cairn_core::failpoint::reach("hnsw.save.written");
         sync_file(&tmp)?;
         std::fs::rename(&tmp, &index_path).map_err(|source| IndexError::Io {
             path: index_path.clone(),
             source,
         })?;
         sync_dir(&self.dir)?;
+        cairn_core::failpoint::reach("hnsw.save.renamed");
         let manifest = Manifest {
             applied_seq: seq,
             params: self.params.clone(),

@@ -30,7 +30,7 @@ pub use error::StoreError;
 pub use feedback::{AnswerRecord, FeedbackRecord, Rating};
 
 use cairn_core::{ChunkId, DocId, Seq, StoredChunk};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, types::ValueRef, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -97,6 +97,15 @@ pub struct DocMeta {
     pub format: String,
     pub seq: Seq,
     pub chunks: u64,
+}
+
+/// What a catalog holds, digested ([`Catalog::content_digest`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContentDigest {
+    pub documents: u64,
+    pub chunks: u64,
+    /// BLAKE3, hex.
+    pub blake3: String,
 }
 
 /// Counts for `cairn status`.
@@ -513,6 +522,7 @@ impl Catalog {
                     }
                 };
                 count_lines(&tx, &doc.text, 1).map_err(&e)?;
+                cairn_core::failpoint::reach("catalog.apply.mid");
                 // It loads now: a failure remembered for it is over.
                 tx.execute("DELETE FROM failures WHERE path=?1", [&doc.path])
                     .map_err(&e)?;
@@ -553,6 +563,7 @@ impl Catalog {
                         .map_err(&e)?;
                     tx.execute("DELETE FROM chunks WHERE doc_id=?1", [id])
                         .map_err(&e)?;
+                    cairn_core::failpoint::reach("catalog.apply.mid");
                     tx.execute("DELETE FROM documents WHERE id=?1", [id])
                         .map_err(&e)?;
                 }
@@ -563,7 +574,9 @@ impl Catalog {
             [seq.to_string()],
         )
         .map_err(&e)?;
+        cairn_core::failpoint::reach("catalog.apply.commit");
         tx.commit().map_err(&e)?;
+        cairn_core::failpoint::reach("catalog.apply.committed");
         Ok(Some(seq))
     }
 
@@ -803,14 +816,70 @@ impl Catalog {
         Ok(n as u64)
     }
 
+    /// A digest of what the catalog holds, independent of how it got
+    /// there: every document (path, content hash, format, text) and every
+    /// chunk (ordinal, span, heading, text, vector), in path and ordinal
+    /// order, through BLAKE3; with the counts. Two catalogs with equal
+    /// digests answer every search alike. Chunk ids and sequence numbers
+    /// are left out: they record history, not content.
+    pub fn content_digest(&self) -> Result<ContentDigest> {
+        self.snapshot(|c| {
+            let e = c.err();
+            let mut h = blake3::Hasher::new();
+            // Every column of every row, each length-prefixed; the rows counted.
+            let mut digest = |sql: &str| -> Result<u64> {
+                let mut stmt = c.conn.prepare(sql).map_err(&e)?;
+                let columns = stmt.column_count();
+                let mut rows = stmt.query([]).map_err(&e)?;
+                let mut n = 0u64;
+                while let Some(r) = rows.next().map_err(&e)? {
+                    n += 1;
+                    for i in 0..columns {
+                        let bytes: Vec<u8> = match r.get_ref(i).map_err(&e)? {
+                            ValueRef::Integer(v) => v.to_le_bytes().to_vec(),
+                            ValueRef::Real(v) => v.to_le_bytes().to_vec(),
+                            ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+                            ValueRef::Null => vec![],
+                        };
+                        h.update(&(bytes.len() as u64).to_le_bytes());
+                        h.update(&bytes);
+                    }
+                }
+                Ok(n)
+            };
+            let documents =
+                digest("SELECT path, doc, hash, format, text FROM documents ORDER BY path")?;
+            let chunks = digest(
+                "SELECT d.path, c.ord, c.start, c.end, c.heading, c.text, c.vector \
+                 FROM chunks c JOIN documents d ON d.id = c.doc_id ORDER BY d.path, c.ord",
+            )?;
+            // The line counts boilerplate detection reads.
+            digest("SELECT key, docs FROM line_df ORDER BY key")?;
+            Ok(ContentDigest {
+                documents,
+                chunks,
+                blake3: h.finalize().to_hex().to_string(),
+            })
+        })
+    }
+
     /// Forget the tombstones at sequences up to `upto`: every index built
     /// from this catalog has applied them durably (and a rebuilt index
     /// needs none). Returns how many went.
     pub fn prune_tombstones(&mut self, upto: Seq) -> Result<u64> {
-        let n = self
-            .conn
+        let path = self.path.clone();
+        let e = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&e)?;
+        let n = tx
             .execute("DELETE FROM tombstones WHERE seq <= ?1", [upto as i64])
-            .map_err(self.err())?;
+            .map_err(&e)?;
+        if n > 0 {
+            cairn_core::failpoint::reach("catalog.prune");
+        }
+        tx.commit().map_err(&e)?;
         Ok(n as u64)
     }
 

@@ -265,6 +265,14 @@ impl CriticArgs {
 enum IndexCommand {
     /// Drop the indexes and rebuild them from the catalog.
     Rebuild,
+    /// Check the indexes against the catalog (every live chunk in the vector
+    /// graph and in BM25, nothing else, at the catalog's sequence) and print
+    /// a digest of the collection's content. Exits 1 when they disagree
+    /// (`cairn index rebuild` mends that).
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -578,6 +586,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let engine = open::writer(&cfg, &bars)?;
             let r = engine.rebuild_indexes(&bars)?;
             println!("rebuilt indexes: {} chunks at sequence {}", r.added, r.to);
+        }
+        Command::Index {
+            command: IndexCommand::Check { json },
+        } => {
+            if url.is_some() {
+                bail!("a cluster's indexes are checked on its nodes: drop --cluster and point --data-dir at a node's data");
+            }
+            let bars = Bars::new(json);
+            let engine = open::writer(&cfg, &bars)?;
+            let check = engine.check()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&check)?);
+            } else {
+                let i = &check.indexes;
+                println!(
+                    "collection `{}`: {} documents, {} chunks, sequence {}",
+                    check.collection, check.content.documents, check.content.chunks, i.catalog_seq
+                );
+                println!("content digest: {}", check.content.blake3);
+                println!(
+                    "vector graph: sequence {}, {} missing, {} extra; {} of {} sampled chunks found by their own vector",
+                    i.hnsw_seq, i.hnsw_missing, i.hnsw_extra, i.found_by_own_vector, i.sampled
+                );
+                println!(
+                    "BM25: sequence {}, {} missing, {} extra",
+                    i.bm25_seq, i.bm25_missing, i.bm25_extra
+                );
+                println!(
+                    "{}",
+                    if check.ok {
+                        "ok"
+                    } else {
+                        "NOT OK: the indexes disagree with the catalog; `cairn index rebuild` rebuilds them from it"
+                    }
+                );
+            }
+            if !check.ok {
+                return Ok(ExitCode::from(1));
+            }
         }
         Command::Models { command } => return models(&cfg, command),
         Command::Ask {

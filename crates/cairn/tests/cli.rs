@@ -1,11 +1,10 @@
 //! The `cairn` binary as users run it, in separate processes: the JSON
-//! contracts, configuration layering, clear errors, permission problems, and
-//! SIGKILL during ingest followed by a re-run.
+//! contracts, configuration layering, clear errors and permission problems.
+//! (SIGKILL during ingest: `kill.rs`.)
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 mod common;
 use common::ok;
@@ -217,118 +216,6 @@ fn unreadable_files_and_directories_are_skipped() {
         "{skipped}"
     );
     assert!(skipped.contains("private"), "{skipped}");
-}
-
-/// Everything a user can observe of a collection: counts and ranked results.
-fn observe(data: &Path) -> Vec<Value> {
-    let mut out = vec![];
-    let mut c = cairn(data);
-    c.args(["status", "--json"]);
-    let s = json(&ok(c));
-    out.push(serde_json::json!([
-        s["documents"],
-        s["chunks"],
-        s["seq"],
-        s["vectors"],
-        s["bm25_docs"]
-    ]));
-    for q in [
-        "os.path.join",
-        "shell-style wildcards",
-        "deep copy of a compound object",
-        "compare two directories",
-        "random token",
-    ] {
-        for mode in ["dense", "bm25", "hybrid"] {
-            let mut c = cairn(data);
-            c.args(["search", q, "-k", "8", "--mode", mode, "--json"]);
-            let v = json(&ok(c));
-            let hits: Vec<Value> = v["hits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| {
-                    serde_json::json!([
-                        h["doc"],
-                        h["chunk"],
-                        h["start"],
-                        h["end"],
-                        (h["score"].as_f64().unwrap() * 1e4).round()
-                    ])
-                })
-                .collect();
-            out.push(serde_json::json!({"q": q, "mode": mode, "hits": hits}));
-        }
-    }
-    out
-}
-
-#[test]
-fn sigkill_during_ingest_then_rerun_matches_an_uninterrupted_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let docs = corpus(
-        tmp.path(),
-        &[
-            "library/os.path.html",
-            "library/glob.html",
-            "library/fnmatch.html",
-            "library/copy.html",
-            "library/atexit.html",
-            "library/filecmp.html",
-            "library/secrets.html",
-        ],
-    );
-    let reference = tmp.path().join("reference");
-    let started = Instant::now();
-    let mut c = cairn(&reference);
-    c.arg("ingest").arg(&docs);
-    ok(c);
-    let full = started.elapsed();
-    let expected = observe(&reference);
-
-    // Kill points spread over the run, jittered by a seed printed for reproduction.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("reference ingest took {full:?}; seed {seed}");
-    let mut s = seed | 1;
-    for (i, base) in [0.15f64, 0.45, 0.75, 0.95].iter().enumerate() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        let jitter = (s % 1000) as f64 / 1000.0 * 0.1;
-        let at = full.mul_f64(base + jitter - 0.05);
-        let data = tmp.path().join(format!("killed-{i}"));
-        let mut c = cairn(&data);
-        c.arg("ingest")
-            .arg(&docs)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        std::thread::sleep(at);
-        let finished_first = child.try_wait().unwrap().is_some();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let mut c = cairn(&data);
-        c.arg("ingest").arg(&docs);
-        ok(c);
-        let got = observe(&data);
-        assert_eq!(
-            got, expected,
-            "killed after {at:?} (finished first: {finished_first}), seed {seed}"
-        );
-    }
-    // Re-running on the reference changes nothing.
-    let mut c = cairn(&reference);
-    c.args(["ingest", "--json"]).arg(&docs);
-    let r = json(&ok(c));
-    assert_eq!(
-        (r["added"].as_u64(), r["unchanged"].as_u64()),
-        (Some(0), Some(7))
-    );
-    assert_eq!(observe(&reference), expected);
-    let _ = Duration::ZERO;
 }
 
 #[test]

@@ -128,6 +128,17 @@ fn run_json(c: Command) -> Value {
     json(&common::ok(c).stdout)
 }
 
+/// `collection create docs` with S shards and R replicas; its JSON report.
+fn create_collection(dir: &Path, url: &str, shards: u32, replicas: u32) -> Value {
+    let mut c = client(dir, url);
+    c.args(["collection", "create", "docs", "--shards"])
+        .arg(shards.to_string())
+        .arg("--replicas")
+        .arg(replicas.to_string())
+        .arg("--json");
+    run_json(c)
+}
+
 struct Node {
     name: String,
     data: PathBuf,
@@ -350,18 +361,7 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
     }
 
     // S=4, R=2: every shard on two distinct nodes.
-    let mut c = client(dir, &url);
-    c.args([
-        "collection",
-        "create",
-        "docs",
-        "--shards",
-        "4",
-        "--replicas",
-        "2",
-        "--json",
-    ]);
-    let info = run_json(c);
+    let info = create_collection(dir, &url, 4, 2);
     let assignment = info["assignment"].as_array().unwrap();
     let st = status(dir, &url).unwrap();
     for sh in st["collections"][0]["shard_status"].as_array().unwrap() {
@@ -585,17 +585,7 @@ fn a_node_killed_during_ingestion_catches_up_exactly_once_and_a_new_node_takes_o
         .map(|n| start_node(dir, &url, n, false))
         .collect();
     wait_status(dir, &url, "two live nodes", 90, |s| live_nodes(s) == 2);
-    let mut c = client(dir, &url);
-    c.args([
-        "collection",
-        "create",
-        "docs",
-        "--shards",
-        "2",
-        "--replicas",
-        "2",
-    ]);
-    common::ok(c);
+    create_collection(dir, &url, 2, 2);
 
     let docs = dir.join("corpus");
     let mut pages = cairn_testkit::pages_under("tutorial");
@@ -930,18 +920,7 @@ It is 412 metres long and carries the coastal railway between Harrow Point and S
 /// Create `docs` with `shards` shards and min(shards, 2) replicas, and
 /// copy the first `pages` tutorial pages of [`PAGES`] into `DIR/corpus`.
 fn create_docs(dir: &Path, url: &str, shards: u32, pages: usize) -> PathBuf {
-    let mut c = client(dir, url);
-    let (s, r) = (shards.to_string(), shards.min(2).to_string());
-    c.args([
-        "collection",
-        "create",
-        "docs",
-        "--shards",
-        &s,
-        "--replicas",
-        &r,
-    ]);
-    common::ok(c);
+    create_collection(dir, url, shards, shards.min(2));
     let docs = dir.join("corpus");
     cairn_testkit::copy_pages(&PAGES[..pages], &docs);
     docs
@@ -1458,4 +1437,309 @@ fn serve_on_a_cluster_has_the_local_api_and_survives_a_replica_killed_mid_stream
     assert_eq!(docs["documents"].as_array().unwrap().len(), 2, "{docs}");
     drop(s);
     drop(nodes);
+}
+
+/// A small xorshift generator: the chaos test's schedule, reproducible from
+/// the seed it prints.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Run `c` with a deadline; `None` if it failed or ran past it (then killed).
+fn run_within(mut c: Command, secs: u64) -> Option<Value> {
+    c.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = reader.join().unwrap();
+            return status
+                .success()
+                .then(|| serde_json::from_str(&out).ok())
+                .flatten();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn random_kills_of_nodes_and_a_nats_server_lose_no_acknowledged_document() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seed = std::env::var("CAIRN_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("chaos seed {seed} (CAIRN_CHAOS_SEED={seed} repeats the schedule)");
+    let mut rng = Rng(seed | 1);
+    let mut nats = Nats::start(dir, 3);
+    let url = nats.url();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| start_node(dir, &url, n, false))
+        .collect();
+    wait_status(dir, &url, "three NATS servers and three nodes", 90, |s| {
+        live_nodes(s) == 3 && s["nats_servers"] == 3
+    });
+    create_collection(dir, &url, 3, 2);
+
+    // Batches of five small library pages, each in its own folder.
+    let root = cairn_testkit::python_docs();
+    let mut pages: Vec<(u64, String)> = cairn_testkit::pages_under("library")
+        .into_iter()
+        .map(|page| (std::fs::metadata(root.join(&page)).unwrap().len(), page))
+        .filter(|(size, _)| *size > 15_000)
+        .collect();
+    pages.sort();
+    let batches: Vec<PathBuf> = pages
+        .chunks(5)
+        .take(10)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let d = dir.join(format!("batch{i}"));
+            let refs: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
+            cairn_testkit::copy_pages(&refs, &d);
+            d
+        })
+        .collect();
+
+    // Chaos: four events, 2-5 s apart, starting once the ingest starts:
+    // SIGKILL a random node (restarted 1-3 s later), SIGKILL one NATS
+    // server of three (for good), and two more node kills.
+    let schedule: Vec<(u64, bool, u64, u64)> = [false, true, false, false]
+        .iter()
+        .map(|&nats| {
+            (
+                2000 + rng.below(3000),
+                nats,
+                rng.next(),
+                1000 + rng.below(2000),
+            )
+        })
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chaos_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let events = Arc::new(Mutex::new(Vec::<String>::new()));
+    let chaos = {
+        let (url, events, done) = (url.clone(), events.clone(), chaos_done.clone());
+        let mut nodes = nodes;
+        let mut servers = std::mem::take(&mut nats.servers);
+        std::thread::spawn(move || {
+            for (wait, kill_nats, pick, down) in schedule {
+                std::thread::sleep(Duration::from_millis(wait));
+                if kill_nats {
+                    let i = (pick % 3) as usize;
+                    servers[i] = None; // SIGKILL
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(format!("killed NATS server {i}"));
+                } else {
+                    let i = (pick % nodes.len() as u64) as usize;
+                    nodes[i].proc = None; // SIGKILL
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(format!("killed node {}", nodes[i].name));
+                    std::thread::sleep(Duration::from_millis(down));
+                    restart(&mut nodes[i], &url, false);
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(format!("restarted node {}", nodes[i].name));
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            (nodes, servers)
+        })
+    };
+    // Queries all along.
+    let queries = {
+        let (dir, url, stop) = (dir.to_path_buf(), url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut c = client(&dir, &url);
+                c.args(["search", QUERIES[i % QUERIES.len()], "--json"]);
+                match run_within(c, 60) {
+                    Some(_) => ok += 1,
+                    None => failed += 1,
+                }
+                i += 1;
+            }
+            (ok, failed)
+        })
+    };
+    // Ingest batch after batch (at least four, and on until the chaos is
+    // over); a failed run is retried, as a user would. What a run that
+    // succeeded reports is acknowledged.
+    // Documents published by runs that succeeded, with their shards, and
+    // the chunks those runs published.
+    let mut acknowledged = std::collections::BTreeMap::new();
+    let mut published_chunks = 0;
+    let mut failed_runs = 0;
+    let mut used = 0;
+    for (i, batch) in batches.iter().enumerate() {
+        if i >= 4 && chaos_done.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        used += 1;
+        let mut attempts = 0;
+        let ing = loop {
+            attempts += 1;
+            let mut c = client(dir, &url);
+            c.arg("ingest").arg(batch).arg("--json");
+            match run_within(c, 180) {
+                Some(v) => break v,
+                None if attempts < 8 => {
+                    failed_runs += 1;
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                None => panic!("batch {i} not ingested in 8 tries:\n{}", logs(dir)),
+            }
+        };
+        assert_eq!(
+            ing["published"].as_u64().unwrap() + ing["unchanged"].as_u64().unwrap(),
+            5,
+            "{ing:#}"
+        );
+        published_chunks += ing["chunks"].as_u64().unwrap();
+        for d in ing["documents"].as_array().unwrap() {
+            acknowledged.insert(
+                (i, d["doc"].as_str().unwrap().to_string()),
+                d["shard"].as_u64().unwrap(),
+            );
+        }
+    }
+    assert!(
+        chaos_done.load(std::sync::atomic::Ordering::SeqCst),
+        "the chaos schedule outlasted ten batches"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut nodes, _servers) = chaos.join().unwrap();
+    let (queries_ok, queries_failed) = queries.join().unwrap();
+    let events = events.lock().unwrap().clone();
+    eprintln!(
+        "chaos: {events:?}; {used} batches, {failed_runs} ingest runs failed and were retried; \
+         queries meanwhile: {queries_ok} answered, {queries_failed} failed"
+    );
+    assert_eq!(events.iter().filter(|e| e.starts_with("killed")).count(), 4);
+
+    // Everything settles: three nodes, every replica at its log's end.
+    let s = wait_status(
+        dir,
+        &url,
+        "every replica caught up after the chaos",
+        240,
+        |s| {
+            live_nodes(s) == 3
+                && caught_up(s)
+                && s["collections"][0]["under_replicated"]
+                    .as_array()
+                    .is_some_and(|u| u.is_empty())
+        },
+    );
+    // Every acknowledged document is known to the cluster: ingesting the
+    // batches again publishes nothing.
+    for batch in &batches[..used] {
+        let mut c = client(dir, &url);
+        c.arg("ingest").arg(batch).arg("--json");
+        let again = run_json(c);
+        assert_eq!(again["published"], 0, "{again:#}");
+        assert_eq!(again["unchanged"], 5, "{again:#}");
+    }
+    // Exactly once: every batch ended in a run that succeeded, so all its
+    // five documents are on the cluster, on each replica of their shard.
+    // When no run failed, what the runs published is known document by
+    // document: each shard holds exactly its acknowledged documents, and
+    // the chunks published, no more.
+    let (mut docs, mut chunks) = (0, 0);
+    for (i, reps) in shard_docs(&s).iter().enumerate() {
+        assert_eq!(reps.len(), 2, "shard {i}: {reps:?}");
+        assert_eq!(
+            (reps[0].1, reps[0].2),
+            (reps[1].1, reps[1].2),
+            "shard {i}'s replicas differ: {reps:?}"
+        );
+        if failed_runs == 0 {
+            let expected = acknowledged.values().filter(|&&sh| sh == i as u64).count();
+            assert_eq!(reps[0].1, expected as u64, "shard {i}: {reps:?}");
+        }
+        docs += reps[0].1;
+        chunks += reps[0].2;
+    }
+    assert_eq!(docs, 5 * used as u64, "{s:#}");
+    if failed_runs == 0 {
+        assert_eq!(acknowledged.len(), 5 * used);
+        assert_eq!(chunks, published_chunks, "no chunk twice: {s:#}");
+    } else {
+        // A run that failed may have published some documents that its
+        // retry then found unchanged (and did not count).
+        assert!(
+            chunks >= published_chunks,
+            "{chunks} < {published_chunks}: {s:#}"
+        );
+    }
+    // And byte for byte: each replica's catalog has the same content digest
+    // as the other replica of its shard, and its indexes match it.
+    for n in nodes.iter_mut() {
+        n.proc = None;
+    }
+    let mut digests: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for n in &nodes {
+        for e in std::fs::read_dir(n.data.join("collections"))
+            .unwrap()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !name.starts_with("docs.shard") {
+                continue;
+            }
+            let mut c = cairn(&n.data);
+            c.args(["-c", &name, "index", "check", "--json"]);
+            let check = run_json(c);
+            assert_eq!(check["ok"], true, "{} {name}: {check:#}", n.name);
+            digests.entry(name).or_default().push((
+                n.name.clone(),
+                check["content"]["blake3"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(digests.len(), 3, "{digests:?}");
+    for (shard, reps) in &digests {
+        assert!(reps.len() >= 2, "{shard}: {reps:?}");
+        assert!(
+            reps.iter().all(|r| r.1 == reps[0].1),
+            "{shard}'s replicas hold different content: {reps:?}"
+        );
+    }
 }
