@@ -95,3 +95,17 @@ put("load_code", "app.py", b"\x01" + b"import os\n\nclass A:\n    def f(self):\n
 put("load_code", "app.js", b"\x02" + b"function f(a) { return a + 1; }\nclass B { m() { return 2; } }\n")
 put("load_code", "main.go", b"\x03" + b"package main\n\nfunc main() {\n\tprintln(1)\n}\n")
 put("chunk", "long.md", "# Chapter\n\n" + "\n\n".join("Paragraph %d has several words in it, enough to fill a chunk or two of thirty-two tokens." % i for i in range(12)) + "\n\n## Section\n\nEnd.\n")
+
+# The container and record formats: the loaders' test files (written by
+# python-pptx, openpyxl, odfpy, EbookLib, nbformat and Python's email and
+# mailbox modules; crates/cairn-ingest/tests/data/formats/make.py), the
+# first byte picking the name as in fuzz_targets/load_office.rs and
+# load_records.rs.
+formats = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "cairn-ingest", "tests", "data", "formats")
+for target, files in (
+    ("load_office", ["deck.pptx", "releases.xlsx", "policy.odt", "tutorial.epub"]),
+    ("load_records", ["debian.csv", "intervals.ipynb", "freeze.eml", "release-team.mbox"]),
+):
+    for pick, name in enumerate(files):
+        with open(os.path.join(formats, name), "rb") as f:
+            put(target, name, bytes([pick]) + f.read())

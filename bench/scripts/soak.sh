@@ -7,6 +7,7 @@
 # still there afterwards. Figures go to bench/results/soak-DATE.json.
 #
 #   bash bench/scripts/soak.sh [MINUTES=30] [WORKERS=3]
+#   MIX=search=80,ask=20 bash bench/scripts/soak.sh 20   # no uploads: is memory flat?
 #
 # The server and the clients share this machine's cores, on the embedded
 # defaults (MiniLM on candle, SmolLM2-135M on llama.cpp), over the Python
@@ -24,5 +25,6 @@ trap 'rm -rf "$data"' EXIT
 mkdir -p bench/results
 out="bench/results/soak-$(date +%Y%m%d-%H%M).json"
 python3 bench/py/soak.py --cairn "$target/cairn" --data "$data/data" \
-  --corpus "$corpus" --minutes "$minutes" --workers "$workers" --out "$out"
+  --corpus "$corpus" --minutes "$minutes" --workers "$workers" --out "$out" \
+  --mix "${MIX:-search=75,ask=15,upload=10}"
 echo "figures: $out"

@@ -40,6 +40,22 @@ pub enum Format {
     Html,
     Pdf,
     Docx,
+    /// PowerPoint: slide text, tables and speaker notes.
+    Pptx,
+    /// Excel workbooks: each sheet's rows with their header row.
+    Xlsx,
+    /// Comma- (or tab-, semicolon-) separated values: rows with their header.
+    Csv,
+    /// OpenDocument text.
+    Odt,
+    /// EPUB books: the spine's chapters in order.
+    Epub,
+    /// Jupyter notebooks: Markdown cells, code cells and their text outputs.
+    Notebook,
+    /// One e-mail message (RFC 5322, MIME), attachments included.
+    Email,
+    /// A mailbox of messages (mbox).
+    Mbox,
     /// Source code; the string is the language name (`rust`, `python`, …).
     Code(CodeLang),
 }
@@ -68,12 +84,20 @@ impl Format {
     pub fn from_extension(ext: &str) -> Option<Format> {
         let ext = ext.to_ascii_lowercase();
         Some(match ext.as_str() {
-            "txt" | "text" | "rst" | "log" | "csv" | "tsv" | "json" | "yaml" | "yml" | "toml"
-            | "ini" | "cfg" | "conf" | "tex" | "org" | "adoc" => Format::Text,
+            "txt" | "text" | "rst" | "log" | "json" | "yaml" | "yml" | "toml" | "ini" | "cfg"
+            | "conf" | "tex" | "org" | "adoc" => Format::Text,
             "md" | "markdown" | "mdown" | "mkd" => Format::Markdown,
             "html" | "htm" | "xhtml" => Format::Html,
             "pdf" => Format::Pdf,
             "docx" => Format::Docx,
+            "pptx" => Format::Pptx,
+            "xlsx" | "xlsm" => Format::Xlsx,
+            "csv" | "tsv" | "tab" => Format::Csv,
+            "odt" => Format::Odt,
+            "epub" => Format::Epub,
+            "ipynb" => Format::Notebook,
+            "eml" => Format::Email,
+            "mbox" | "mbx" => Format::Mbox,
             "rs" => Format::Code(CodeLang::Rust),
             "py" | "pyi" => Format::Code(CodeLang::Python),
             "js" | "mjs" | "cjs" | "jsx" => Format::Code(CodeLang::JavaScript),
@@ -94,6 +118,14 @@ impl Format {
         })
     }
 
+    /// Formats read from a zip container (never refused for NUL bytes).
+    pub fn is_zip(&self) -> bool {
+        matches!(
+            self,
+            Format::Docx | Format::Pptx | Format::Xlsx | Format::Odt | Format::Epub
+        )
+    }
+
     /// Short name stored in the catalog and shown to users.
     pub fn name(&self) -> String {
         match self {
@@ -102,6 +134,14 @@ impl Format {
             Format::Html => "html".into(),
             Format::Pdf => "pdf".into(),
             Format::Docx => "docx".into(),
+            Format::Pptx => "pptx".into(),
+            Format::Xlsx => "xlsx".into(),
+            Format::Csv => "csv".into(),
+            Format::Odt => "odt".into(),
+            Format::Epub => "epub".into(),
+            Format::Notebook => "ipynb".into(),
+            Format::Email => "eml".into(),
+            Format::Mbox => "mbox".into(),
             Format::Code(l) => format!("code:{}", format!("{l:?}").to_ascii_lowercase()),
         }
     }
@@ -166,9 +206,6 @@ pub fn is_known_binary_extension(ext: &str) -> bool {
             | "doc"
             | "xls"
             | "ppt"
-            | "xlsx"
-            | "pptx"
-            | "odt"
             | "iso"
             | "dmg"
             | "deb"

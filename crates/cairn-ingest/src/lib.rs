@@ -10,7 +10,9 @@
 //!    what it is (extension first, magic bytes when the extension says
 //!    nothing), and [`load`] turns the bytes into a [`cairn_core::Document`]:
 //!    visible text plus [`cairn_core::Section`]s carrying heading paths. There
-//!    is one loader per format: plain text, Markdown, HTML, PDF, DOCX and code.
+//!    is one loader per format: plain text, Markdown, HTML, PDF, DOCX, PPTX,
+//!    XLSX, CSV, ODT, EPUB, Jupyter notebooks, e-mail (EML, mbox) and code.
+//!    Zip containers share one inflate budget per file ([`LoadLimits`]).
 //! 3. [`boilerplate::strip`] cuts out of a document's sections the blocks of
 //!    lines that many documents of the collection repeat (navigation,
 //!    headers, footers, tables of contents), found by line counts across the
@@ -32,14 +34,23 @@
 pub mod boilerplate;
 mod chunk;
 mod code;
+mod compose;
 mod docx;
+mod email;
+mod epub;
 mod html;
 pub mod isolate;
 mod markdown;
+mod notebook;
+mod odt;
+mod package;
 mod pdf;
+mod pptx;
 mod sections;
+mod table;
 mod text;
 mod walk;
+mod xlsx;
 
 pub use chunk::Chunker;
 pub use walk::{mtime_ns, walk, FoundFile, Skipped, WalkOptions};
@@ -93,6 +104,14 @@ pub enum IngestError {
     /// The DOCX container or its main part could not be read.
     #[error("{}: corrupt DOCX: {reason}", path.display())]
     CorruptDocx { path: PathBuf, reason: String },
+    /// A file of another container or structured format (PPTX, XLSX, ODT,
+    /// EPUB, notebook, e-mail) whose structure could not be read.
+    #[error("{}: corrupt {format}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
     /// The file changed while it was being ingested (its content no longer
     /// matches what was read first); the next ingest takes the new content.
     #[error("{}: changed during ingest", path.display())]
@@ -147,6 +166,7 @@ impl IngestError {
             | IngestError::EncryptedPdf { path }
             | IngestError::NoTextLayer { path }
             | IngestError::CorruptDocx { path, .. }
+            | IngestError::Corrupt { path, .. }
             | IngestError::Changed { path }
             | IngestError::Panicked { path, .. }
             | IngestError::Deadline { path, .. }
@@ -245,11 +265,31 @@ fn looks_like_pdf(bytes: &[u8]) -> bool {
     head.windows(5).any(|w| w == b"%PDF-")
 }
 
-fn looks_like_docx(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"PK\x03\x04")
-        && bytes
-            .windows(b"word/document.xml".len())
-            .any(|w| w == b"word/document.xml")
+fn contains(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The office or e-book format of a zip archive, from the names of the
+/// parts it holds (an OpenDocument or EPUB file starts with its
+/// `mimetype` part, stored uncompressed).
+fn sniff_zip(bytes: &[u8]) -> Option<Format> {
+    if !bytes.starts_with(b"PK\x03\x04") {
+        return None;
+    }
+    let head = &bytes[..bytes.len().min(256)];
+    if contains(head, b"mimetypeapplication/epub+zip") {
+        Some(Format::Epub)
+    } else if contains(head, b"mimetypeapplication/vnd.oasis.opendocument.text") {
+        Some(Format::Odt)
+    } else if contains(bytes, b"word/document.xml") {
+        Some(Format::Docx)
+    } else if contains(bytes, b"ppt/presentation.xml") {
+        Some(Format::Pptx)
+    } else if contains(bytes, b"xl/workbook.xml") {
+        Some(Format::Xlsx)
+    } else {
+        None
+    }
 }
 
 /// Decide the format of a file from its extension and, when the extension is
@@ -265,11 +305,11 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<Format> {
     let format = match by_ext {
         Some(f) => f,
         None if looks_like_pdf(bytes) => Format::Pdf,
-        None if looks_like_docx(bytes) => Format::Docx,
-        None => Format::Text,
+        None => sniff_zip(bytes).unwrap_or(Format::Text),
     };
     match format {
-        Format::Pdf | Format::Docx => Ok(format),
+        Format::Pdf => Ok(format),
+        f if f.is_zip() => Ok(format),
         _ if has_nul(bytes) => Err(IngestError::Binary {
             path: path.to_path_buf(),
         }),
@@ -332,6 +372,14 @@ pub fn load_with(path: &Path, bytes: &[u8], limits: &LoadLimits) -> Result<Docum
             Format::Html => html::load(bytes),
             Format::Pdf => pdf::load(path, bytes, limits)?,
             Format::Docx => docx::load(path, bytes, limits)?,
+            Format::Pptx => pptx::load(path, bytes, limits)?,
+            Format::Xlsx => xlsx::load(path, bytes, limits)?,
+            Format::Csv => table::load_csv(path, bytes),
+            Format::Odt => odt::load(path, bytes, limits)?,
+            Format::Epub => epub::load(path, bytes, limits)?,
+            Format::Notebook => notebook::load(path, bytes)?,
+            Format::Email => email::load_message(path, bytes, limits)?,
+            Format::Mbox => email::load_mbox(path, bytes, limits)?,
             Format::Code(lang) => code::load(bytes, lang),
         })
     };

@@ -102,7 +102,7 @@ impl SectionBuilder {
 /// Whether two headings name the same thing: equal up to case and spacing,
 /// or one is the other followed by a separator and more (a `<title>` such as
 /// "Setup — Manual" against the heading "Setup").
-fn same_title(a: &str, b: &str) -> bool {
+pub(crate) fn same_title(a: &str, b: &str) -> bool {
     let (a, b) = (a.to_lowercase(), b.to_lowercase());
     let (a, b) = (clean_title(&a), clean_title(&b));
     if a.is_empty() || b.is_empty() {

@@ -8,7 +8,8 @@ use cairn_ingest::{load_with, IngestError, LoadLimits};
 use std::path::{Path, PathBuf};
 
 /// The file name each target loads its input as (`load_code`: the first
-/// byte picks one of these, as in `fuzz/fuzz_targets/load_code.rs`).
+/// byte picks one of these, as in `fuzz/fuzz_targets/load_code.rs`,
+/// `load_office.rs` and `load_records.rs`).
 fn names(target: &str) -> &'static [&'static str] {
     match target {
         "load_text" => &["input.txt"],
@@ -19,6 +20,8 @@ fn names(target: &str) -> &'static [&'static str] {
         "load_code" => &[
             "input.rs", "input.py", "input.js", "input.go", "input.c", "input.sh",
         ],
+        "load_office" => &["input.pptx", "input.xlsx", "input.odt", "input.epub"],
+        "load_records" => &["input.csv", "input.ipynb", "input.eml", "input.mbox"],
         other => panic!("unknown fuzz target {other}"),
     }
 }

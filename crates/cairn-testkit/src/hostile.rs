@@ -1,6 +1,7 @@
 //! Hostile files for the loaders' tests, built in memory: decompression
-//! bombs (a PDF content stream and a DOCX main part that inflate to any
-//! size from a few kilobytes) and deeply nested HTML.
+//! bombs (a PDF content stream, a DOCX main part, any part of a zip
+//! container, that inflate to any size from a few kilobytes) and deeply
+//! nested HTML.
 //!
 //! A bomb's compressed stream is one deflate run of zeros (or spaces),
 //! ended with a sync flush so that it is byte-aligned and can be repeated:
@@ -107,39 +108,56 @@ pub fn docx_bomb(text: &str, mib: usize) -> Vec<u8> {
     let head = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"><w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p>"
     );
-    let tail = "</w:body></w:document>";
-    // One deflate stream: the head stored, the spaces, the tail stored.
-    let (spaces, _, _) = deflate_run(b' ', mib);
-    let mut data = Vec::new();
-    stored_block(&mut data, head.as_bytes(), false);
-    data.extend_from_slice(&spaces[..spaces.len() - 2]); // without the final block
-    stored_block(&mut data, tail.as_bytes(), true);
-    let size = head.len() as u64 + (RUN * mib) as u64 + tail.len() as u64;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(head.as_bytes());
-    let run = vec![b' '; RUN];
-    for _ in 0..mib {
-        crc.update(&run);
+    let types = r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/></Types>"#;
+    zip_with_bombs(
+        &[("[Content_Types].xml", types.as_bytes())],
+        &[("word/document.xml", &head, "</w:body></w:document>", mib)],
+    )
+}
+
+/// A zip archive holding `parts` stored as they are, then `bombs`, each
+/// `(name, head, tail, mib)`: a deflated part that opens with `head`,
+/// inflates to `mib` MiB of spaces and ends with `tail` (heads and tails
+/// under 64 KiB).
+pub fn zip_with_bombs(parts: &[(&str, &[u8])], bombs: &[(&str, &str, &str, usize)]) -> Vec<u8> {
+    let mut built = Vec::new();
+    for (name, head, tail, mib) in bombs {
+        // One deflate stream: the head stored, the spaces, the tail stored.
+        let (spaces, _, _) = deflate_run(b' ', *mib);
+        let mut data = Vec::new();
+        stored_block(&mut data, head.as_bytes(), false);
+        data.extend_from_slice(&spaces[..spaces.len() - 2]); // without the final block
+        stored_block(&mut data, tail.as_bytes(), true);
+        let size = head.len() as u64 + (RUN * mib) as u64 + tail.len() as u64;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(head.as_bytes());
+        let run = vec![b' '; RUN];
+        for _ in 0..*mib {
+            crc.update(&run);
+        }
+        crc.update(tail.as_bytes());
+        built.push((*name, data, size, crc.finalize()));
     }
-    crc.update(tail.as_bytes());
-    let crc = crc.finalize();
-    let types = br#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/></Types>"#;
-    zip(&[
-        ZipEntry {
-            name: "[Content_Types].xml",
+    let mut entries: Vec<ZipEntry<'_>> = parts
+        .iter()
+        .map(|(name, data)| ZipEntry {
+            name,
             method: 0,
-            data: types,
-            size: types.len() as u64,
-            crc: crc32fast::hash(types),
-        },
-        ZipEntry {
-            name: "word/document.xml",
+            data,
+            size: data.len() as u64,
+            crc: crc32fast::hash(data),
+        })
+        .collect();
+    for (name, data, size, crc) in &built {
+        entries.push(ZipEntry {
+            name,
             method: 8,
-            data: &data,
-            size,
-            crc,
-        },
-    ])
+            data,
+            size: *size,
+            crc: *crc,
+        });
+    }
+    zip(&entries)
 }
 
 /// A stored (uncompressed) deflate block holding `bytes` (< 64 KiB).

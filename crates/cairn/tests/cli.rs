@@ -278,3 +278,59 @@ fn onnx_backend_ingests_and_searches_and_names_a_missing_runtime() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("embed.backend"));
 }
+
+/// Every document format the loaders read, through the program's loader
+/// processes (the documents travel back over their pipe) into search.
+#[test]
+fn office_book_notebook_and_mail_files_are_ingested_and_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let formats = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn-ingest/tests/data/formats");
+    let names = [
+        "deck.pptx",
+        "releases.xlsx",
+        "debian.csv",
+        "policy.odt",
+        "tutorial.epub",
+        "intervals.ipynb",
+        "freeze.eml",
+        "release-team.mbox",
+    ];
+    for n in names {
+        std::fs::copy(formats.join(n), docs.join(n)).unwrap();
+    }
+    let mut c = cairn(&data);
+    c.args(["ingest", "--json"]).arg(&docs);
+    let report = json(&ok(c));
+    assert_eq!(report["added"], names.len(), "{report:#}");
+    for (query, doc, heading) in [
+        (
+            "the boy next door who breaks his toys",
+            "deck.pptx",
+            "Slide 2: How a release is named",
+        ),
+        (
+            "when does the transition freeze start?",
+            "freeze.eml",
+            "Freeze dates for the next release \u{2014} draft",
+        ),
+        (
+            "Security support lasts about three years",
+            "releases.xlsx",
+            "Notes",
+        ),
+        (
+            "the gap before Sarge was the longest",
+            "intervals.ipynb",
+            "Release intervals > The longest gap",
+        ),
+    ] {
+        let mut c = cairn(&data);
+        c.args(["search", query, "-k", "1", "--json"]);
+        let v = json(&ok(c));
+        assert_eq!(v["hits"][0]["doc"], doc, "{query}: {v:#}");
+        assert_eq!(v["hits"][0]["heading"], heading, "{query}: {v:#}");
+    }
+}

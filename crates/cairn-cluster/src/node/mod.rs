@@ -179,6 +179,10 @@ pub(crate) async fn keys(store: &kv::Store) -> Result<Vec<String>> {
         .map_err(|_| ClusterError::js(format!("listing bucket {}", store.name), "timed out"))?
 }
 
+/// How long a starting node keeps trying to join when JetStream does not
+/// answer (a NATS server of the cluster down, its streams electing leaders).
+const JOIN_RETRY: Duration = Duration::from_secs(60);
+
 /// Run a node until `shutdown` resolves.
 pub async fn run_node(
     cfg: Config,
@@ -191,9 +195,27 @@ pub async fn run_node(
     let client = connect(&opts.nats_urls, &format!("cairn-node-{}", opts.name)).await?;
     let js = jetstream::new(client.clone());
     let replicas = replicas_for(&client);
-    let nodes = bucket(&js, NODES_BUCKET, NODE_TTL, replicas).await?;
-    let colls = bucket(&js, COLLECTIONS_BUCKET, Duration::ZERO, replicas).await?;
-    if keys(&nodes).await?.contains(&opts.name) {
+    // JetStream can be unavailable for a while when a NATS server of the
+    // cluster has just died (its streams elect new leaders): joining is
+    // retried until JOIN_RETRY has passed before the node gives up.
+    let deadline = Instant::now() + JOIN_RETRY;
+    let (nodes, colls, namesake) = loop {
+        let join = async {
+            let nodes = bucket(&js, NODES_BUCKET, NODE_TTL, replicas).await?;
+            let colls = bucket(&js, COLLECTIONS_BUCKET, Duration::ZERO, replicas).await?;
+            let namesake = keys(&nodes).await?.contains(&opts.name);
+            Ok::<_, ClusterError>((nodes, colls, namesake))
+        };
+        match join.await {
+            Ok(joined) => break joined,
+            Err(e @ ClusterError::JetStream { .. }) if Instant::now() < deadline => {
+                tracing::warn!("joining the cluster: {e}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if namesake {
         refuse_a_running_namesake(&nodes, &opts.name).await?;
     }
     let shared = Arc::new(Shared {
