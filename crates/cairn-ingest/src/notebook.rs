@@ -100,20 +100,18 @@ pub(crate) fn load(path: &Path, bytes: &[u8]) -> Result<Document, IngestError> {
         );
         let source = source.trim_end();
         match kind {
-            "markdown" | "heading" | "raw" => {
-                if !source.trim().is_empty() {
-                    if kind == "heading" {
-                        let level = cell
-                            .get("level")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(1)
-                            .clamp(1, 6);
-                        md.push_str(&"#".repeat(level as usize));
-                        md.push(' ');
-                    }
-                    md.push_str(source);
-                    md.push_str("\n\n");
+            "markdown" | "heading" | "raw" if !source.trim().is_empty() => {
+                if kind == "heading" {
+                    let level = cell
+                        .get("level")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(1)
+                        .clamp(1, 6);
+                    md.push_str(&"#".repeat(level as usize));
+                    md.push(' ');
                 }
+                md.push_str(source);
+                md.push_str("\n\n");
             }
             "code" => {
                 if !source.trim().is_empty() {

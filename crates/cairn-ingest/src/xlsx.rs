@@ -200,7 +200,7 @@ pub(crate) fn load(
         if body.trim().is_empty() {
             continue;
         }
-        doc.push_text(&[title.clone()], &format!("{title}\n{body}"));
+        doc.push_text(std::slice::from_ref(&title), &format!("{title}\n{body}"));
     }
     doc.warnings.append(&mut pkg.warnings);
     Ok(doc.finish(Format::Xlsx))
