@@ -1,7 +1,8 @@
 //! DOCX: the paragraphs of `word/document.xml`, with `Title`/`HeadingN`
 //! paragraph styles (or outline levels) starting heading-path sections.
 
-use crate::sections::{clean_title, SectionBuilder};
+use crate::package::resolve_entity;
+use crate::sections::from_paragraphs;
 use crate::IngestError;
 use cairn_core::{Document, Format};
 use quick_xml::events::{BytesStart, Event};
@@ -31,17 +32,6 @@ fn style_level(style: &str) -> Option<u32> {
     let n = s.strip_prefix("heading")?;
     let n: u32 = n.parse().ok()?;
     (1..=9).contains(&n).then_some(n)
-}
-
-fn resolve_entity(name: &str) -> Option<char> {
-    Some(match name {
-        "lt" => '<',
-        "gt" => '>',
-        "amp" => '&',
-        "apos" => '\'',
-        "quot" => '"',
-        _ => return None,
-    })
 }
 
 #[derive(Default)]
@@ -108,29 +98,11 @@ pub(crate) fn load(
         Err((_, e)) => return Err(corrupt(format!("bad word/document.xml: {e}"))),
     };
 
-    let mut text = String::new();
-    let mut builder = SectionBuilder::new();
-    for p in paragraphs {
-        let body = p.text.trim_end();
-        if body.trim().is_empty() {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        let start = text.len();
-        text.push_str(body);
-        if let Some(level) = p.level {
-            builder.heading(&text, level, clean_title(body), start, text.len());
-        }
-    }
-    let sections = builder.finish(&text);
-    Ok(Document {
-        format: Format::Docx,
-        text,
-        sections,
+    Ok(from_paragraphs(
+        Format::Docx,
+        paragraphs.into_iter().map(|p| (p.text, p.level)),
         warnings,
-    })
+    ))
 }
 
 /// The paragraphs of `word/document.xml`; on an XML error, those read

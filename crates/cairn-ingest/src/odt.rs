@@ -4,7 +4,7 @@
 //! footnotes follow the paragraph that cites them.
 
 use crate::package::{attr, local, walk_part, Package, XmlEvent};
-use crate::sections::{clean_title, SectionBuilder};
+use crate::sections::from_paragraphs;
 use crate::{IngestError, LoadLimits};
 use cairn_core::{Document, Format};
 use std::path::Path;
@@ -140,24 +140,9 @@ pub(crate) fn load(
         }
     })?;
     blocks.append(&mut notes);
-    let mut text = String::new();
-    let mut builder = SectionBuilder::new();
-    for b in blocks {
-        let body = b.text.trim_end();
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        let start = text.len();
-        text.push_str(body);
-        if let Some(level) = b.level {
-            builder.heading(&text, level, clean_title(body), start, text.len());
-        }
-    }
-    let sections = builder.finish(&text);
-    Ok(Document {
-        format: Format::Odt,
-        text,
-        sections,
-        warnings: pkg.warnings,
-    })
+    Ok(from_paragraphs(
+        Format::Odt,
+        blocks.into_iter().map(|b| (b.text, b.level)),
+        pkg.warnings,
+    ))
 }

@@ -274,7 +274,8 @@ pub(crate) enum XmlEvent<'e, 'x> {
     Text(&'e str),
 }
 
-fn resolve_entity(name: &str) -> Option<char> {
+/// The character of one of XML's five predefined entities.
+pub(crate) fn resolve_entity(name: &str) -> Option<char> {
     Some(match name {
         "lt" => '<',
         "gt" => '>',

@@ -1,6 +1,6 @@
 //! Building heading-path sections from a stream of headings.
 
-use cairn_core::Section;
+use cairn_core::{Document, Format, Section};
 
 /// Collects sections while a loader writes its text: call [`heading`] for
 /// every heading met (with the byte span of the heading in the text), then
@@ -96,6 +96,39 @@ impl SectionBuilder {
     pub(crate) fn finish(mut self, text: &str) -> Vec<Section> {
         self.close(text, text.len());
         self.sections
+    }
+}
+
+/// A document of `format` from paragraphs in order, each `(text, heading
+/// level)`: joined by blank lines, blank ones left out, and each heading
+/// starting a section (DOCX, ODT).
+pub(crate) fn from_paragraphs(
+    format: Format,
+    paragraphs: impl IntoIterator<Item = (String, Option<u32>)>,
+    warnings: Vec<String>,
+) -> Document {
+    let mut text = String::new();
+    let mut builder = SectionBuilder::new();
+    for (para, level) in paragraphs {
+        let body = para.trim_end();
+        if body.trim().is_empty() {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        let start = text.len();
+        text.push_str(body);
+        if let Some(level) = level {
+            builder.heading(&text, level, clean_title(body), start, text.len());
+        }
+    }
+    let sections = builder.finish(&text);
+    Document {
+        format,
+        text,
+        sections,
+        warnings,
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`rows_as_text`] too.
 
 use crate::text::decode;
-use cairn_core::{Document, Format, Section};
+use cairn_core::{Document, Format};
 use std::path::Path;
 
 /// Rows of cells as lines of text. The first row with any non-empty cell is
@@ -149,18 +149,7 @@ pub(crate) fn load_csv(path: &Path, bytes: &[u8]) -> Document {
     let mut warnings = Vec::new();
     let raw = decode(bytes, &mut warnings);
     let rows = parse_delimited(&raw, delimiter(path, &raw));
-    let text = rows_as_text(&rows);
-    let sections = vec![Section {
-        start: 0,
-        end: text.len(),
-        headings: Vec::new(),
-    }];
-    Document {
-        format: Format::Csv,
-        text,
-        sections,
-        warnings,
-    }
+    crate::text::single_section(Format::Csv, rows_as_text(&rows), warnings)
 }
 
 #[cfg(test)]
