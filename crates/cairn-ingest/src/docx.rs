@@ -48,8 +48,9 @@ pub(crate) fn load(
     bytes: &[u8],
     limits: &crate::LoadLimits,
 ) -> Result<Document, IngestError> {
-    let corrupt = |reason: String| IngestError::CorruptDocx {
+    let corrupt = |reason: String| IngestError::Corrupt {
         path: path.to_path_buf(),
+        format: "DOCX",
         reason,
     };
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))

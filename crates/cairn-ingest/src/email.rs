@@ -228,10 +228,7 @@ pub(crate) fn load_message(
     bytes: &[u8],
     limits: &LoadLimits,
 ) -> Result<Document, IngestError> {
-    load_nested(path, bytes, limits, 0).map(|mut d| {
-        d.format = Format::Email;
-        d
-    })
+    load_nested(path, bytes, limits, 0)
 }
 
 /// Load a mailbox.

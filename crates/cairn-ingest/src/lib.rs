@@ -92,20 +92,16 @@ pub enum IngestError {
     /// The content is not text (NUL bytes) and not a format we parse.
     #[error("{}: binary file", path.display())]
     Binary { path: PathBuf },
-    /// The PDF could not be parsed.
-    #[error("{}: corrupt PDF: {reason}", path.display())]
-    CorruptPdf { path: PathBuf, reason: String },
     /// The PDF needs a password.
     #[error("{}: encrypted PDF (password protected)", path.display())]
     EncryptedPdf { path: PathBuf },
     /// The PDF has pages but no extractable text.
     #[error("{}: PDF has no text layer (scanned image?)", path.display())]
     NoTextLayer { path: PathBuf },
-    /// The DOCX container or its main part could not be read.
-    #[error("{}: corrupt DOCX: {reason}", path.display())]
-    CorruptDocx { path: PathBuf, reason: String },
-    /// A file of another container or structured format (PPTX, XLSX, ODT,
-    /// EPUB, notebook, e-mail) whose structure could not be read.
+    /// A file whose structure could not be read: a PDF the parser refuses,
+    /// a zip container (DOCX, PPTX, XLSX, ODT, EPUB) or a part it needs that
+    /// is missing or broken, a notebook that is not JSON, an e-mail without
+    /// headers. `format` names the format (`PDF`, `DOCX`, …).
     #[error("{}: corrupt {format}: {reason}", path.display())]
     Corrupt {
         path: PathBuf,
@@ -162,10 +158,8 @@ impl IngestError {
             | IngestError::Empty { path }
             | IngestError::Io { path, .. }
             | IngestError::Binary { path }
-            | IngestError::CorruptPdf { path, .. }
             | IngestError::EncryptedPdf { path }
             | IngestError::NoTextLayer { path }
-            | IngestError::CorruptDocx { path, .. }
             | IngestError::Corrupt { path, .. }
             | IngestError::Changed { path }
             | IngestError::Panicked { path, .. }

@@ -25,12 +25,8 @@ impl<'a> Package<'a> {
         format: &'static str,
         limits: &LoadLimits,
     ) -> Result<Package<'a>, IngestError> {
-        let archive =
-            zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| IngestError::Corrupt {
-                path: path.to_path_buf(),
-                format,
-                reason: format!("not a zip archive: {e}"),
-            })?;
+        let archive = zip::ZipArchive::new(Cursor::new(bytes))
+            .map_err(|e| corrupt(path, format, format!("not a zip archive: {e}")))?;
         Ok(Package {
             path,
             format,
@@ -43,11 +39,7 @@ impl<'a> Package<'a> {
 
     /// An error about this file's structure.
     pub(crate) fn corrupt(&self, reason: impl Into<String>) -> IngestError {
-        IngestError::Corrupt {
-            path: self.path.to_path_buf(),
-            format: self.format,
-            reason: reason.into(),
-        }
+        corrupt(self.path, self.format, reason.into())
     }
 
     /// Names of the parts, in the archive's order.
@@ -66,7 +58,7 @@ impl<'a> Package<'a> {
             Ok(p) => p,
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
             Err(e) => {
-                return Err(self_corrupt(
+                return Err(corrupt(
                     self.path,
                     self.format,
                     format!("cannot open {name}: {e}"),
@@ -87,7 +79,7 @@ impl<'a> Package<'a> {
                     path: self.path.to_path_buf(),
                     what: format!("inflating {name}"),
                 },
-                _ => self_corrupt(
+                _ => corrupt(
                     self.path,
                     self.format,
                     format!("cannot inflate {name}: {e}"),
@@ -180,7 +172,9 @@ impl<'a> Package<'a> {
     }
 }
 
-fn self_corrupt(path: &Path, format: &'static str, reason: String) -> IngestError {
+/// [`IngestError::Corrupt`] for `path` (a free function: it is needed while
+/// the archive is borrowed).
+fn corrupt(path: &Path, format: &'static str, reason: String) -> IngestError {
     IngestError::Corrupt {
         path: path.to_path_buf(),
         format,

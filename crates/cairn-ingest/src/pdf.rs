@@ -113,8 +113,9 @@ pub(crate) fn load(
     bytes: &[u8],
     limits: &crate::LoadLimits,
 ) -> Result<Document, IngestError> {
-    let corrupt = |reason: String| IngestError::CorruptPdf {
+    let corrupt = |reason: String| IngestError::Corrupt {
         path: path.to_path_buf(),
+        format: "PDF",
         reason,
     };
     let mut parsed = std::panic::catch_unwind(|| lopdf::Document::load_mem(bytes))
@@ -217,7 +218,10 @@ mod tests {
             &crate::LoadLimits::default(),
         )
         .unwrap_err();
-        assert!(matches!(err, IngestError::CorruptPdf { .. }), "{err}");
+        assert!(
+            matches!(err, IngestError::Corrupt { format: "PDF", .. }),
+            "{err}"
+        );
         assert!(
             err.to_string().starts_with("junk.pdf: corrupt PDF: "),
             "{err}"

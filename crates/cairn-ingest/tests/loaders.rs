@@ -240,7 +240,10 @@ fn pdf_without_text_layer_is_refused() {
 #[test]
 fn garbage_named_pdf_is_corrupt() {
     let err = load(Path::new("fake.pdf"), b"GIF89a this is not a PDF \x01\x02").unwrap_err();
-    assert!(matches!(err, IngestError::CorruptPdf { .. }), "{err}");
+    assert!(
+        matches!(err, IngestError::Corrupt { format: "PDF", .. }),
+        "{err}"
+    );
     assert!(
         err.to_string().starts_with("fake.pdf: corrupt PDF: "),
         "{err}"
@@ -348,7 +351,10 @@ fn docx_heading_styles_give_paths() {
 #[test]
 fn corrupt_docx_is_refused() {
     let err = load(Path::new("broken.docx"), b"PK\x03\x04 truncated nonsense").unwrap_err();
-    assert!(matches!(err, IngestError::CorruptDocx { .. }), "{err}");
+    assert!(
+        matches!(err, IngestError::Corrupt { format: "DOCX", .. }),
+        "{err}"
+    );
     assert!(
         err.to_string().starts_with("broken.docx: corrupt DOCX: "),
         "{err}"

@@ -150,6 +150,17 @@ fn count_lines(tx: &rusqlite::Transaction<'_>, text: &str, delta: i64) -> rusqli
     Ok(())
 }
 
+/// The error mapper for the catalog at `path`, owning its copy of the
+/// path: for use while the connection is borrowed mutably (a transaction),
+/// where `Catalog::err` cannot borrow the catalog.
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Sqlite {
+        path: path.clone(),
+        source,
+    }
+}
+
 impl Catalog {
     /// Open (creating if needed) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Catalog> {
@@ -209,11 +220,7 @@ impl Catalog {
     }
 
     fn init(&mut self) -> Result<()> {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         self.conn
             .busy_timeout(std::time::Duration::from_secs(30))
             .map_err(&e)?;
@@ -429,11 +436,7 @@ impl Catalog {
     /// between would be lost. (A copy that starts later, from a snapshot,
     /// starts at the snapshot's sequence.)
     pub fn apply(&mut self, op: Op, seq: Option<Seq>) -> Result<Option<Seq>> {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         let last = self.last_seq()?;
         let origin = SeqOrigin::of(seq);
         if let Some(kept) = self.seq_origin()? {
@@ -867,11 +870,7 @@ impl Catalog {
     /// from this catalog has applied them durably (and a rebuilt index
     /// needs none). Returns how many went.
     pub fn prune_tombstones(&mut self, upto: Seq) -> Result<u64> {
-        let path = self.path.clone();
-        let e = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let e = sqlite_err(&self.path);
         let tx = self.conn.transaction().map_err(&e)?;
         let n = tx
             .execute("DELETE FROM tombstones WHERE seq <= ?1", [upto as i64])
