@@ -108,6 +108,16 @@ impl Sink<'_> {
         Ok(())
     }
 
+    /// Vectors already stored for chunks of documents with content `hash`
+    /// or at `path` (a local catalog only: a cluster client has no vectors
+    /// of its own, so it embeds every chunk it publishes).
+    fn reusable_vectors(&self, hash: &str, path: &str) -> Result<HashMap<String, Vec<f32>>> {
+        Ok(match self {
+            Sink::Catalog(e) => e.catalog()?.reusable_vectors(hash, path)?,
+            Sink::Publish { .. } => HashMap::new(),
+        })
+    }
+
     fn documents(&self) -> Result<Vec<KnownDocument>> {
         Ok(match self {
             Sink::Catalog(e) => e
@@ -249,6 +259,10 @@ pub struct IngestReport {
     /// Documents deleted by `--prune`.
     pub removed: u64,
     pub chunks_added: u64,
+    /// Of `chunks_added`, those whose vector was reused from the catalog
+    /// (same heading path and text in a renamed or copied file, or in the
+    /// unchanged part of an edited one) instead of embedded again.
+    pub chunks_reused: u64,
     /// Lines left out of chunks as boilerplate repeated across the
     /// collection's documents (navigation, headers, footers, tables of
     /// contents); see `cairn_ingest::boilerplate`.
@@ -590,7 +604,7 @@ impl Preparer {
                     p => Some(p),
                 })
                 .collect();
-            let ops = self.embed_round(prepared, &mut report)?;
+            let ops = self.embed_round(prepared, sink, &mut report)?;
             report.unchanged += touches.len() as u64;
             sink.write(ops, touches)?;
             progress.advance(round.len() as u64);
@@ -612,15 +626,29 @@ impl Preparer {
 
     /// Embed one round's chunks in one call (full batches) and turn loaded
     /// documents into upserts; skipped files and warnings go to `report`.
-    fn embed_round(&self, prepared: Vec<Prepared>, report: &mut IngestReport) -> Result<Vec<Op>> {
-        let texts: Vec<String> = prepared
-            .iter()
-            .filter_map(|p| match p {
-                Prepared::Loaded { drafts, .. } => Some(drafts.iter().map(|d| d.embedding_text())),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+    /// A chunk whose embedding text the sink already holds a vector for (a
+    /// renamed or copied file, or an unchanged part of an edited one) keeps
+    /// that vector instead of being embedded again.
+    fn embed_round(
+        &self,
+        prepared: Vec<Prepared>,
+        sink: &Sink<'_>,
+        report: &mut IngestReport,
+    ) -> Result<Vec<Op>> {
+        let mut reusable: Vec<HashMap<String, Vec<f32>>> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        for p in &prepared {
+            if let Prepared::Loaded { record, drafts, .. } = p {
+                let known = sink.reusable_vectors(&record.hash, &record.path)?;
+                texts.extend(
+                    drafts
+                        .iter()
+                        .map(|d| d.embedding_text())
+                        .filter(|t| !known.contains_key(t)),
+                );
+                reusable.push(known);
+            }
+        }
         let vectors = self.embedder.embed_passages(&texts)?;
         check_vectors(
             &vectors,
@@ -629,6 +657,7 @@ impl Preparer {
             self.embedder.model_id(),
         )?;
         let mut vectors = vectors.into_iter();
+        let mut reusable = reusable.into_iter();
         let mut ops = Vec::new();
         for p in prepared {
             match p {
@@ -642,16 +671,27 @@ impl Preparer {
                     boilerplate_lines,
                 } => {
                     report.boilerplate_lines += boilerplate_lines as u64;
+                    let known = reusable.next().unwrap_or_default();
                     let chunks: Vec<NewChunk> = drafts
                         .into_iter()
-                        .map(|d| NewChunk {
-                            ord: d.ord,
-                            text: d.text,
-                            start: d.start,
-                            end: d.end,
-                            heading: d.heading,
-                            // Counted by `check_vectors`: one per draft.
-                            vector: vectors.next().unwrap_or_default(),
+                        .map(|d| {
+                            let vector = match known.get(&d.embedding_text()) {
+                                Some(v) => {
+                                    report.chunks_reused += 1;
+                                    v.clone()
+                                }
+                                // Counted by `check_vectors`: one per draft
+                                // without a vector to reuse.
+                                None => vectors.next().unwrap_or_default(),
+                            };
+                            NewChunk {
+                                ord: d.ord,
+                                text: d.text,
+                                start: d.start,
+                                end: d.end,
+                                heading: d.heading,
+                                vector,
+                            }
                         })
                         .collect();
                     report.chunks_added += chunks.len() as u64;

@@ -28,6 +28,7 @@ mod ask;
 mod collection;
 mod feedback;
 mod ingest;
+mod watch;
 
 pub use ask::{
     answer_from_passages, check_question, extractive_from_passages, not_covered, retrieval_query,
@@ -43,6 +44,7 @@ pub use collection::{
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
 };
+pub use watch::{watch, WatchBatch, WatchEvent, WatchOptions, MAX_NAMED};
 
 use cairn_core::config::Config;
 use cairn_core::{Hit, Progress, Scored, SearchMode, Seq};

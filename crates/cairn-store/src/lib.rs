@@ -255,6 +255,7 @@ impl Catalog {
                     seq INTEGER NOT NULL);
                  CREATE INDEX IF NOT EXISTS chunks_seq ON chunks(seq);
                  CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+                 CREATE INDEX IF NOT EXISTS documents_hash ON documents(hash);
                  CREATE TABLE IF NOT EXISTS tombstones(seq INTEGER NOT NULL, chunk_id INTEGER NOT NULL);
                  CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones(seq);
                  CREATE TABLE IF NOT EXISTS line_df(key INTEGER PRIMARY KEY, docs INTEGER NOT NULL);
@@ -908,6 +909,40 @@ impl Catalog {
             {
                 out.push(c);
             }
+        }
+        Ok(out)
+    }
+
+    /// Vectors the catalog already holds for the chunks of documents with
+    /// content `hash` or at canonical `path` (a renamed or copied file, or
+    /// the earlier version of an edited one), keyed by each chunk's
+    /// embedding text (heading path and text): an ingest reuses them
+    /// instead of embedding the same text again. The catalog has one
+    /// embedding model, so a vector found here is the one the model gives.
+    pub fn reusable_vectors(&self, hash: &str, path: &str) -> Result<HashMap<String, Vec<f32>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.heading, c.text, c.vector FROM chunks c JOIN documents d ON c.doc_id = d.id
+                 WHERE d.hash = ?1 OR d.path = ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![hash, path], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (heading, text, blob) = row.map_err(self.err())?;
+            out.insert(
+                cairn_core::embedding_text(&heading, &text),
+                blob_to_vector(&blob),
+            );
         }
         Ok(out)
     }

@@ -9,6 +9,7 @@ mod open;
 mod progress;
 mod serve;
 mod target;
+mod watch;
 
 use anyhow::{bail, Context, Result};
 use cairn_core::config::Config;
@@ -79,6 +80,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the collection in step with files and folders: a full rescan,
+    /// then every change (created, edited, renamed, deleted) as it happens.
+    Watch(watch::WatchArgs),
     /// Rank passages for a query.
     Search {
         query: String,
@@ -406,6 +410,12 @@ fn print_ingest_summary(report: &cairn_engine::IngestReport) {
         report.chunks_added,
         report.seconds
     );
+    if report.chunks_reused > 0 {
+        println!(
+            "{} of the {} chunks kept their stored vectors (same text in a renamed, copied or edited file)",
+            report.chunks_reused, report.chunks_added
+        );
+    }
     if report.boilerplate_lines > 0 {
         println!(
             "left out {} lines repeated across the collection's documents (navigation, headers, footers)",
@@ -472,6 +482,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("error: nothing could be ingested");
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::Watch(args) => {
+            let bars = Bars::new(args.json);
+            let t = match url {
+                Some(u) => target::Target::cluster(&cfg, u, true)?,
+                None => target::Target::local(open::writer(&cfg, &bars)?, None),
+            };
+            watch::run(t.collection.as_ref(), &cfg, &args, &bars)?;
         }
         Command::Search {
             query,
@@ -635,7 +653,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => return ask::ask(cfg, url, &question, &gen, json, quiet),
         Command::Chat { gen, json } => return ask::chat(cfg, url, &gen, json),
         Command::Eval(args) => return eval::eval(cfg, args, url),
-        Command::Serve(_) => return serve::serve(cfg, url),
+        Command::Serve(args) => return serve::serve(cfg, url, &args.watch),
         Command::Node(args) => return cluster::node(cfg, args),
         Command::Cluster {
             command: cluster::ClusterCommand::Status { json },

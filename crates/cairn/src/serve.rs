@@ -6,7 +6,9 @@
 use crate::GenArgs;
 use anyhow::{Context, Result};
 use cairn_core::config::Config;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Flags of `cairn serve`.
@@ -18,6 +20,10 @@ pub struct ServeArgs {
     /// Asks allowed to wait for the generator before 503s.
     #[arg(long, value_name = "N")]
     pub queue: Option<usize>,
+    /// Keep the default collection in step with these files or folders
+    /// while serving (see `cairn watch`); repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub gen: GenArgs,
 }
@@ -33,8 +39,13 @@ pub fn apply(cfg: &mut Config, args: &ServeArgs) {
     }
 }
 
-pub fn serve(cfg: Config, cluster: Option<&str>) -> Result<ExitCode> {
+pub fn serve(cfg: Config, cluster: Option<&str>, watch: &[PathBuf]) -> Result<ExitCode> {
     let addr = cairn_server::check_bind(&cfg.server.addr, !cfg.server.api_keys.is_empty())?;
+    for p in watch {
+        if !p.exists() {
+            anyhow::bail!("--watch {}: no such file or folder", p.display());
+        }
+    }
     let embedder = cairn_engine::load_embedder(&cfg).context("loading the embedding model")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -60,7 +71,22 @@ pub fn serve(cfg: Config, cluster: Option<&str>) -> Result<ExitCode> {
             (Arc::new(c), what)
         }
     };
-    runtime.block_on(async move {
+    // Opened here, not inside the runtime: a cluster's collection blocks on
+    // its own runtime handle.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = if watch.is_empty() {
+        None
+    } else {
+        let collection = collections.open(&cfg.collection, true)?;
+        let opts = crate::watch::options(&cfg, 250);
+        Some(crate::watch::spawn(
+            collection,
+            opts,
+            watch.to_vec(),
+            stop.clone(),
+        ))
+    };
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| cairn_server::ServerError::Bind { addr, source })?;
@@ -72,9 +98,14 @@ pub fn serve(cfg: Config, cluster: Option<&str>) -> Result<ExitCode> {
         );
         let state = cairn_server::AppState::with_collections(cfg, embedder, collections);
         cairn_server::serve(state, listener, shutdown_signal()).await?;
-        eprintln!("cairn serve: stopped");
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    stop.store(true, Ordering::SeqCst);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    served?;
+    eprintln!("cairn serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
