@@ -359,7 +359,8 @@ class Cairn(_Base):
         """Add documents: files from disk (``paths``: one or a list), or one
         document from memory, ``name`` with ``text`` (sent as JSON) or with
         ``data`` (bytes of any format, e.g. a PDF). The name's extension
-        picks the format. The collection is created if missing.
+        picks the format; a file keeps its own name unless ``name`` gives
+        the one file another. The collection is created if missing.
 
         Ingestion runs as a job on the server; with ``wait`` (the default)
         this returns once it has ended, raising :class:`JobFailed` if it
