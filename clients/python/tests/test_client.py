@@ -2,6 +2,7 @@
 jobs, search, ask (whole and streamed), feedback, removal and errors."""
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def test_upload_is_listed_and_searched_first(cairn, note):
 
 
 def test_ask_answers_with_citations_and_takes_feedback(cairn, note):
-    a = cairn.ask(YEAR_QUESTION, k=3)
+    a = cairn.ask(YEAR_QUESTION, k=2)
     assert a.answered and "1893" in a.answer, a.answer
     assert a.collection == COLLECTION
     assert a.citations, a.raw
@@ -89,6 +90,8 @@ def test_file_upload_skips_and_removal(cairn, note, tmp_path):
     assert job.state == "done" and job.documents_added == 1 and not job.skipped, job
     assert cairn.search("high water tide times Orrin Point", k=1)[0].doc == "tide-table.txt"
 
+    with pytest.raises(ValueError):
+        cairn.upload([path, path], name="two.txt")
     bad = cairn.upload(name="broken.pdf", data=b"%PDF-1.4 this is not a PDF")
     assert bad.state == "done" and bad.documents_added == 0, bad
     assert [s.path for s in bad.skipped] == ["broken.pdf"] and "PDF" in bad.skipped[0].reason, bad.skipped
@@ -117,12 +120,20 @@ def test_async_client(note):
             docs = await ac.documents()
             with pytest.raises(CairnError) as e:
                 await ac.search(KEEPER_QUERY, collection="no-such-collection")
-            return hits, docs, e.value
+            # The first token of a streamed answer, then leave: the server
+            # stops generating, and the client goes on serving requests.
+            stream = ac.ask_stream(YEAR_QUESTION, k=1)
+            async with contextlib.aclosing(stream):
+                first = await stream.__anext__()
+            after = await ac.search(KEEPER_QUERY, k=1)
+            return hits, docs, e.value, first, after
 
-    hits, docs, err = asyncio.run(go())
+    hits, docs, err, first, after = asyncio.run(go())
     assert hits and hits[0].doc == NOTE_NAME
     assert NOTE_NAME in {d.name for d in docs}
     assert err.status == 404
+    assert isinstance(first, Token) and first.text, first
+    assert after[0].doc == NOTE_NAME
 
 
 def test_wrong_key_is_a_401_with_the_servers_message():

@@ -225,19 +225,22 @@ class _Base:
             return _Call("POST", path, parse, files=[("file", (name, data, "application/octet-stream"))]), []
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        paths = list(paths)  # type: ignore[arg-type]
+        if not paths:
+            raise ValueError("upload needs at least one path")
+        if name and len(paths) > 1:
+            raise ValueError("name renames one file; several keep their own names")
         opened: List[Any] = []
         files = []
         try:
-            for p in paths:  # type: ignore[union-attr]
-                fh = open(p, "rb")
+            for p in paths:
+                fh = open(p, "rb")  # noqa: SIM115 - closed by the caller once sent
                 opened.append(fh)
-                files.append(("file", (name if name and len(paths) == 1 else os.path.basename(os.fspath(p)), fh, "application/octet-stream")))  # type: ignore[arg-type]
+                files.append(("file", (name or os.path.basename(os.fspath(p)), fh, "application/octet-stream")))
         except BaseException:
             for fh in opened:
                 fh.close()
             raise
-        if not files:
-            raise ValueError("upload needs at least one path")
         return _Call("POST", path, parse, files=files), opened
 
     def _jobs(self) -> _Call:
