@@ -32,6 +32,9 @@ def test_upload_is_listed_and_searched_first(cairn, note):
     assert names[note].format == "markdown" and names[note].chunks >= 1
     colls = {c.name: c for c in cairn.collections()}
     assert colls[COLLECTION].documents >= 1, colls
+    # Creating a collection that exists returns it.
+    again = cairn.create_collection(COLLECTION)
+    assert again.name == COLLECTION and again.documents == colls[COLLECTION].documents
 
     hits = cairn.search(KEEPER_QUERY, k=3)
     assert hits, "the search returned nothing"
