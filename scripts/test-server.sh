@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `cairn serve` against the real clients, in one go (called by scripts/test.sh
 # after the cargo tests; the cargo tests cover the server from Rust):
-#   1. the `openai` SDK and LangChain's ChatOpenAI / OpenAIEmbeddings (pytest),
+#   1. the `openai` SDK and LangChain's ChatOpenAI / OpenAIEmbeddings, then
+#      the Python client in clients/python with its LangChain and LlamaIndex
+#      retrievers (pytest),
 #   2. schemathesis fuzzing every operation of /openapi.json (fails on any
 #      5xx or response that breaks the schema),
 #   3. the web UI end to end in headless Chromium (playwright-core),
@@ -16,12 +18,13 @@ target="${CARGO_TARGET_DIR:-target}/debug"
 cairn="$PWD/$target/cairn"
 [ -x "$cairn" ] || cairn="$target/cairn"
 
-venv="$HOME/.cache/cairn/client-venv"
+venv="${CAIRN_CLIENT_VENV:-$HOME/.cache/cairn/client-venv}"
 req=crates/cairn-server/tests/clients/requirements.txt
-stamp="$venv/.req-$(sha256sum "$req" | cut -c1-16)"
+req_py=clients/python/requirements-test.txt
+stamp="$venv/.req-$(cat "$req" "$req_py" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r "$req"
+  "$venv/bin/pip" install -q -r "$req" -r "$req_py"
   touch "$stamp"
 fi
 if [ "${1:-}" = "--prepare" ]; then
@@ -86,6 +89,9 @@ clients() {
 
   echo "== [$name] openai SDK and LangChain against /v1"
   CAIRN_COLLECTION=clients "$venv/bin/python" -m pytest -q crates/cairn-server/tests/clients/test_clients.py
+
+  echo "== [$name] the Python client (cairn_client) and its LangChain and LlamaIndex retrievers"
+  CAIRN_COLLECTION=clients PYTHONPATH=clients/python/src "$venv/bin/python" -m pytest -q clients/python/tests
 
   echo "== [$name] schemathesis against /openapi.json"
   "$venv/bin/schemathesis" run "$url/openapi.json" \

@@ -69,7 +69,7 @@ eval_venv() {
   fi
 }
 bg eval-venv eval_venv
-# The openai SDK, LangChain, schemathesis and playwright-core for scripts/test-server.sh.
+# The openai SDK, LangChain, LlamaIndex, schemathesis and playwright-core for scripts/test-server.sh.
 bg client-deps bash scripts/test-server.sh --prepare
 
 bash scripts/setup.sh
