@@ -484,6 +484,7 @@ impl Preparer {
             max_file_bytes: self.cfg.ingest.max_file_bytes,
             ignore_files: self.cfg.ingest.ignore_files.clone(),
             hidden: self.cfg.ingest.hidden,
+            images: self.cfg.ingest.ocr,
         };
         let (mut found, skipped) = cairn_ingest::walk(roots, &walk_opts);
         for f in found.iter_mut() {

@@ -52,10 +52,16 @@ fn run(target: &str, file: &Path) {
     } else {
         (names[0], data)
     };
+    // As fuzz/src/lib.rs: no OCR program started.
+    let d = LoadLimits::default();
     let limits = LoadLimits {
         max_inflate_bytes: 8 << 20,
         max_pdf_pages: 20,
-        ..LoadLimits::default()
+        ocr: cairn_ingest::OcrLimits {
+            enabled: false,
+            ..d.ocr.clone()
+        },
+        ..d
     };
     match load_with(Path::new(name), &data, &limits) {
         Ok(doc) => {
