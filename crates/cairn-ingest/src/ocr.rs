@@ -502,9 +502,10 @@ fn render_page(
             ocr.pdftoppm
         ))),
         Err(run::RunError::Timeout) => Err(OcrError::Timeout),
-        Err(run::RunError::Failed(why)) => {
-            Err(OcrError::Failed(format!("page {page}: pdftoppm: {why}")))
-        }
+        Err(run::RunError::Failed(why)) => Err(OcrError::Failed(format!(
+            "page {page}: pdftoppm: {why}{}",
+            memory_hint(&why)
+        ))),
     }
 }
 
@@ -555,8 +556,9 @@ fn recognise(ocr: &OcrLimits, image: &[u8], budget: &Budget) -> Result<String, O
         Err(run::RunError::Timeout) => Err(OcrError::Timeout),
         // A language without its data is the same for every file.
         Err(run::RunError::Failed(why)) => {
-            Err(missing_language(&why)
-                .unwrap_or_else(|| OcrError::Failed(format!("tesseract: {why}"))))
+            Err(missing_language(&why).unwrap_or_else(|| {
+                OcrError::Failed(format!("tesseract: {why}{}", memory_hint(&why)))
+            }))
         }
     }
 }
@@ -564,6 +566,26 @@ fn recognise(ocr: &OcrLimits, image: &[u8], budget: &Budget) -> Result<String, O
 #[cfg(not(feature = "ocr"))]
 fn recognise(ocr: &OcrLimits, _image: &[u8], _budget: &Budget) -> Result<String, OcrError> {
     Err(OcrError::Unavailable(unavailable(ocr).unwrap_or_default()))
+}
+
+/// What to change when a program ran out of memory: it runs under the
+/// loader process's address-space limit.
+#[cfg(feature = "ocr")]
+fn memory_hint(why: &str) -> &'static str {
+    let why = why.to_ascii_lowercase();
+    if [
+        "bad_alloc",
+        "out of memory",
+        "cannot allocate",
+        "memory allocation",
+    ]
+    .iter()
+    .any(|s| why.contains(s))
+    {
+        " (it runs under the loader's memory limit, ingest.loader_memory_mb)"
+    } else {
+        ""
+    }
 }
 
 #[cfg(feature = "ocr")]
