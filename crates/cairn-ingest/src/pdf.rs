@@ -425,6 +425,24 @@ mod tests {
     }
 
     #[test]
+    fn scanned_pages_render_under_the_pixel_cap() {
+        let ocr = crate::LoadLimits::default().ocr;
+        assert_eq!((ocr.dpi, ocr.max_pixels), (300, 40_000_000));
+        // Letter at 300 dpi: 8.4 megapixels.
+        assert_eq!(ocr_dpi(&ocr, Some((8.5, 11.0))), 300);
+        assert_eq!(ocr_dpi(&ocr, None), 300);
+        // A poster: as many dots per inch as fit in 40 megapixels.
+        let dpi = ocr_dpi(&ocr, Some((85.0, 110.0)));
+        assert_eq!(dpi, 64);
+        assert!(85.0 * 110.0 * f64::from(dpi * dpi) <= 40e6);
+        // A page a mile wide renders at nothing.
+        assert_eq!(ocr_dpi(&ocr, Some((63_360.0, 63_360.0))), 0);
+        assert!(near_empty(" 12 \n") && !near_empty("Sixteen letters here"));
+        assert_eq!(page_list(&[2]), "page 2");
+        assert_eq!(page_list(&[2, 5, 9]), "pages 2, 5 and 9");
+    }
+
+    #[test]
     fn garbage_is_corrupt() {
         let err = load(
             Path::new("junk.pdf"),
