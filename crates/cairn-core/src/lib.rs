@@ -499,8 +499,13 @@ mod tests {
             Format::from_extension("rs"),
             Some(Format::Code(CodeLang::Rust))
         );
-        assert_eq!(Format::from_extension("png"), None);
+        // Images are a format (read by OCR) and still binary to the walk,
+        // which lets them in only when OCR is on.
+        assert_eq!(Format::from_extension("PNG"), Some(Format::Image));
+        assert_eq!(Format::from_extension("tiff"), Some(Format::Image));
+        assert_eq!(Format::from_extension("gif"), None);
         assert!(is_known_binary_extension("PNG"));
+        assert_eq!(Format::Image.name(), "image");
         assert_eq!(Format::Code(CodeLang::Python).name(), "code:python");
     }
 
