@@ -6,7 +6,7 @@
 //! The programs run as child processes of the loader, so they inherit its
 //! address-space limit (`ingest.loader_memory_mb`; Tesseract reads a page in
 //! well under 100 MiB), are given what is left of the file's time
-//! ([`Budget`]) and are killed past it, die with the loader
+//! (`Budget`) and are killed past it, die with the loader
 //! (`PR_SET_PDEATHSIG`), and run one OpenMP thread each (`OMP_THREAD_LIMIT=1`:
 //! loaders already run one per core, and Tesseract's threads spinning on
 //! busy cores made a page eight times slower). An image's size is read from
