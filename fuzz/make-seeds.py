@@ -109,3 +109,11 @@ for target, files in (
     for pick, name in enumerate(files):
         with open(os.path.join(formats, name), "rb") as f:
             put(target, name, bytes([pick]) + f.read())
+
+# Images read by OCR (the fuzzer reads their headers; it starts no OCR
+# program): the OCR test pages (crates/cairn-ingest/tests/data/ocr/make.py),
+# the first byte picking the name as in fuzz_targets/load_image.rs.
+ocr = os.path.join(os.path.dirname(formats), "ocr")
+for pick, name in enumerate(["venv.png", "errors.jpg", "appetite.tif"]):
+    with open(os.path.join(ocr, name), "rb") as f:
+        put("load_image", name, bytes([pick]) + f.read())

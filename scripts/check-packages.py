@@ -181,8 +181,10 @@ def main():
                             f"{', '.join(sorted(set().union(*(owners(l) for l in libs))) or ['no package'])}, "
                             "which no package named in scripts/packages.sh brings in")
     need("build", "the demo corpus (Python 3.11 docs)", "/usr/share/doc/python3.11/html/library/os.path.html")
-    for tool in ["nats-server", "chromium", "npm", "node", "curl"]:
+    for tool in ["nats-server", "chromium", "npm", "node", "curl", "tesseract", "pdftoppm"]:
         need("tests", f"the `{tool}` command", shutil.which(tool))
+    tessdata = sorted(glob.glob("/usr/share/tesseract-ocr/*/tessdata/eng.traineddata"))
+    need("tests", "Tesseract's English data (OCR tests)", tessdata[0] if tessdata else None)
 
     if problems:
         print("scripts/packages.sh misses what the build or the tests need:", file=sys.stderr)

@@ -13,10 +13,12 @@
 CAIRN_APT_BUILD=(build-essential g++ make pkg-config cmake libclang-dev python3.11-doc)
 # What the tests need on top: headless Chromium and Node.js (with npm) for
 # the web UI test, nats-server for the cluster tests, curl for the
-# server-client script. Machine images that ship Node.js from elsewhere
-# carry npm inside their `nodejs` package; Debian's is a separate package,
-# which ensure_packages adds when there is no `npm` command.
-CAIRN_APT_TEST=(chromium nodejs nats-server curl)
+# server-client script, Tesseract with its English data and poppler-utils'
+# pdftoppm for the OCR tests (images, scanned PDF pages). Machine images that
+# ship Node.js from elsewhere carry npm inside their `nodejs` package;
+# Debian's is a separate package, which ensure_packages adds when there is no
+# `npm` command.
+CAIRN_APT_TEST=(chromium nodejs nats-server curl tesseract-ocr tesseract-ocr-eng poppler-utils)
 
 # missing_packages PKG...: prints the packages that are not installed.
 missing_packages() {

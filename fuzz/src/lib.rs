@@ -7,12 +7,18 @@ use cairn_ingest::{IngestError, LoadLimits};
 use std::path::Path;
 
 /// Limits small enough that one input stays fast: a bomb is cut at 8 MiB,
-/// a PDF read up to 20 pages.
+/// a PDF read up to 20 pages, and no OCR program started (an image or a
+/// scanned page is reported as needing OCR, after its header is read).
 pub fn limits() -> LoadLimits {
+    let d = LoadLimits::default();
     LoadLimits {
         max_inflate_bytes: 8 << 20,
         max_pdf_pages: 20,
-        ..LoadLimits::default()
+        ocr: cairn_ingest::OcrLimits {
+            enabled: false,
+            ..d.ocr.clone()
+        },
+        ..d
     }
 }
 

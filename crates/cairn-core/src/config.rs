@@ -424,6 +424,32 @@ pub struct IngestConfig {
     /// Pages of a PDF whose text is read; later pages are left out with a
     /// warning.
     pub max_pdf_pages: u32,
+    /// Read text out of images (PNG, JPEG, TIFF) and out of PDF pages that
+    /// have no text layer (scans) with Tesseract (`apt install
+    /// tesseract-ocr`; PDF pages are rendered with poppler-utils'
+    /// `pdftoppm`). Off: images are skipped as binary files and a PDF
+    /// without text is reported as such.
+    pub ocr: bool,
+    /// Tesseract's languages, `+`-separated (`eng`, `eng+deu`); each needs
+    /// its data package (`tesseract-ocr-deu`).
+    pub ocr_languages: String,
+    /// Tesseract's page segmentation mode (`--psm`, 0-13; 3: automatic).
+    pub ocr_psm: u8,
+    /// Resolution PDF pages are rendered at for OCR, in dots per inch.
+    pub ocr_dpi: u32,
+    /// The most pages of one PDF that are read by OCR; later scanned pages
+    /// are left out with a warning. (OCR also stops, with a warning, when
+    /// three quarters of `load_timeout_secs` are spent, keeping the pages
+    /// read.)
+    pub ocr_max_pages: u32,
+    /// The largest image (or rendered PDF page) OCR reads, in megapixels;
+    /// a larger image is refused from its header, before anything decodes
+    /// it, and a larger PDF page is rendered at a lower resolution.
+    pub ocr_max_megapixels: u32,
+    /// The Tesseract program: a name looked up on PATH, or a path.
+    pub ocr_tesseract: String,
+    /// The program that renders PDF pages (poppler-utils' `pdftoppm`).
+    pub ocr_pdftoppm: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -532,6 +558,14 @@ impl Default for IngestConfig {
             loader_memory_mb: 2048,
             max_inflate_mb: 64,
             max_pdf_pages: 2000,
+            ocr: true,
+            ocr_languages: "eng".into(),
+            ocr_psm: 3,
+            ocr_dpi: 300,
+            ocr_max_pages: 100,
+            ocr_max_megapixels: 40,
+            ocr_tesseract: "tesseract".into(),
+            ocr_pdftoppm: "pdftoppm".into(),
         }
     }
 }
@@ -615,6 +649,15 @@ impl Config {
                 field: field.into(),
                 message: format!("`{v}`: {e}"),
             })
+        }
+        if let Some(v) = get("CAIRN_OCR") {
+            self.ingest.ocr = parse("CAIRN_OCR", &v)?;
+        }
+        if let Some(v) = get("CAIRN_OCR_LANGUAGES") {
+            self.ingest.ocr_languages = v;
+        }
+        if let Some(v) = get("CAIRN_TESSERACT") {
+            self.ingest.ocr_tesseract = v;
         }
         if let Some(v) = get("CAIRN_DATA_DIR") {
             self.data_dir = Some(v.into());
@@ -766,9 +809,46 @@ impl Config {
             ("ingest.loader_memory_mb", self.ingest.loader_memory_mb),
             ("ingest.max_inflate_mb", self.ingest.max_inflate_mb),
             ("ingest.max_pdf_pages", self.ingest.max_pdf_pages as u64),
+            ("ingest.ocr_max_pages", self.ingest.ocr_max_pages as u64),
+            (
+                "ingest.ocr_max_megapixels",
+                self.ingest.ocr_max_megapixels as u64,
+            ),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
+            }
+        }
+        let i = &self.ingest;
+        if !(72..=1200).contains(&i.ocr_dpi) {
+            return bad(
+                "ingest.ocr_dpi",
+                format!("{} (expected 72 to 1200)", i.ocr_dpi),
+            );
+        }
+        if i.ocr_psm > 13 {
+            return bad(
+                "ingest.ocr_psm",
+                format!("{} (expected 0 to 13)", i.ocr_psm),
+            );
+        }
+        let language_ok =
+            |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !i.ocr_languages.split('+').all(language_ok) {
+            return bad(
+                "ingest.ocr_languages",
+                format!(
+                    "`{}` (expected Tesseract language codes joined by `+`, such as `eng` or `eng+deu`)",
+                    i.ocr_languages
+                ),
+            );
+        }
+        for (field, program) in [
+            ("ingest.ocr_tesseract", &i.ocr_tesseract),
+            ("ingest.ocr_pdftoppm", &i.ocr_pdftoppm),
+        ] {
+            if program.trim().is_empty() {
+                return bad(field, "must name a program".into());
             }
         }
         if self.ingest.loader_memory_mb < 64 {
@@ -1040,6 +1120,43 @@ mod tests {
         assert_eq!(c.collection, "notes");
         assert_eq!(c.search.mode, SearchMode::Dense);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn ocr_settings_from_toml_and_env_are_checked_by_name() {
+        let mut c = Config::from_toml(
+            "[ingest]\nocr_languages = \"eng+deu\"\nocr_dpi = 200\nocr_max_pages = 5\n",
+        )
+        .unwrap();
+        assert!(c.ingest.ocr);
+        assert_eq!(c.ingest.ocr_languages, "eng+deu");
+        assert_eq!((c.ingest.ocr_dpi, c.ingest.ocr_max_pages), (200, 5));
+        c.validate().unwrap();
+        let env: HashMap<&str, &str> = [
+            ("CAIRN_OCR", "false"),
+            ("CAIRN_TESSERACT", "/opt/t/tesseract"),
+        ]
+        .into();
+        c.apply_env(|k| env.get(k).map(|s| s.to_string())).unwrap();
+        assert!(!c.ingest.ocr);
+        assert_eq!(c.ingest.ocr_tesseract, "/opt/t/tesseract");
+        let e = c
+            .apply_env(|k| (k == "CAIRN_OCR").then(|| "maybe".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("CAIRN_OCR"), "{e}");
+        for (toml, field) in [
+            ("ocr_dpi = 20", "ingest.ocr_dpi"),
+            ("ocr_psm = 14", "ingest.ocr_psm"),
+            ("ocr_languages = \"eng+\"", "ingest.ocr_languages"),
+            ("ocr_languages = \"eng; rm -rf\"", "ingest.ocr_languages"),
+            ("ocr_max_pages = 0", "ingest.ocr_max_pages"),
+            ("ocr_max_megapixels = 0", "ingest.ocr_max_megapixels"),
+            ("ocr_tesseract = \" \"", "ingest.ocr_tesseract"),
+        ] {
+            let c = Config::from_toml(&format!("[ingest]\n{toml}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{toml}: {e}");
+        }
     }
 
     #[test]

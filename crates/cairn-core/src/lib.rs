@@ -58,6 +58,8 @@ pub enum Format {
     Mbox,
     /// Source code; the string is the language name (`rust`, `python`, …).
     Code(CodeLang),
+    /// An image of text (PNG, JPEG, TIFF), read by OCR.
+    Image,
 }
 
 /// Source languages recognised by extension.
@@ -98,6 +100,7 @@ impl Format {
             "ipynb" => Format::Notebook,
             "eml" => Format::Email,
             "mbox" | "mbx" => Format::Mbox,
+            "png" | "jpg" | "jpeg" | "tif" | "tiff" => Format::Image,
             "rs" => Format::Code(CodeLang::Rust),
             "py" | "pyi" => Format::Code(CodeLang::Python),
             "js" | "mjs" | "cjs" | "jsx" => Format::Code(CodeLang::JavaScript),
@@ -143,6 +146,7 @@ impl Format {
             Format::Email => "eml".into(),
             Format::Mbox => "mbox".into(),
             Format::Code(l) => format!("code:{}", format!("{l:?}").to_ascii_lowercase()),
+            Format::Image => "image".into(),
         }
     }
 }
@@ -495,8 +499,13 @@ mod tests {
             Format::from_extension("rs"),
             Some(Format::Code(CodeLang::Rust))
         );
-        assert_eq!(Format::from_extension("png"), None);
+        // Images are a format (read by OCR) and still binary to the walk,
+        // which lets them in only when OCR is on.
+        assert_eq!(Format::from_extension("PNG"), Some(Format::Image));
+        assert_eq!(Format::from_extension("tiff"), Some(Format::Image));
+        assert_eq!(Format::from_extension("gif"), None);
         assert!(is_known_binary_extension("PNG"));
+        assert_eq!(Format::Image.name(), "image");
         assert_eq!(Format::Code(CodeLang::Python).name(), "code:python");
     }
 

@@ -498,6 +498,9 @@ impl Preparer {
             max_file_bytes: self.cfg.ingest.max_file_bytes,
             ignore_files: self.cfg.ingest.ignore_files.clone(),
             hidden: self.cfg.ingest.hidden,
+            // Images are documents when OCR can read them (a build without
+            // the `ocr` feature skips them as binary files, as before).
+            images: self.cfg.ingest.ocr && cairn_ingest::ocr::COMPILED,
         };
         let (mut found, skipped) = cairn_ingest::walk(roots, &walk_opts);
         for f in found.iter_mut() {

@@ -376,9 +376,11 @@ impl Loader {
     /// command, files load in loader processes.
     pub fn new(limits: LoadLimits, isolate: bool) -> Loader {
         let pool = match (isolate, WORKER.get()) {
-            (true, Some((program, args))) => {
-                Some(LoaderPool::new(program.clone(), args.clone(), limits))
-            }
+            (true, Some((program, args))) => Some(LoaderPool::new(
+                program.clone(),
+                args.clone(),
+                limits.clone(),
+            )),
             _ => None,
         };
         Loader { limits, pool }

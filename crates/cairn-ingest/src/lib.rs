@@ -11,7 +11,9 @@
 //!    nothing), and [`load`] turns the bytes into a [`cairn_core::Document`]:
 //!    visible text plus [`cairn_core::Section`]s carrying heading paths. There
 //!    is one loader per format: plain text, Markdown, HTML, PDF, DOCX, PPTX,
-//!    XLSX, CSV, ODT, EPUB, Jupyter notebooks, e-mail (EML, mbox) and code.
+//!    XLSX, CSV, ODT, EPUB, Jupyter notebooks, e-mail (EML, mbox) and code;
+//!    images (PNG, JPEG, TIFF) and PDF pages without a text layer are read
+//!    by OCR ([`ocr`], Tesseract, cargo feature `ocr`).
 //!    Zip containers share one inflate budget per file ([`LoadLimits`]).
 //! 3. [`boilerplate::strip`] cuts out of a document's sections the blocks of
 //!    lines that many documents of the collection repeat (navigation,
@@ -42,6 +44,7 @@ mod html;
 pub mod isolate;
 mod markdown;
 mod notebook;
+pub mod ocr;
 mod odt;
 mod package;
 mod pdf;
@@ -53,6 +56,7 @@ mod walk;
 mod xlsx;
 
 pub use chunk::Chunker;
+pub use ocr::OcrLimits;
 pub use walk::{mtime_ns, walk, FoundFile, Skipped, WalkOptions};
 
 use cairn_core::{CodeLang, Document, Format};
@@ -95,9 +99,19 @@ pub enum IngestError {
     /// The PDF needs a password.
     #[error("{}: encrypted PDF (password protected)", path.display())]
     EncryptedPdf { path: PathBuf },
-    /// The PDF has pages but no extractable text.
+    /// The PDF has pages but no extractable text (and OCR found none).
     #[error("{}: PDF has no text layer (scanned image?)", path.display())]
     NoTextLayer { path: PathBuf },
+    /// The file needs OCR (an image, a PDF of scanned pages) and OCR cannot
+    /// run: it is off, this build has none, or Tesseract (or `pdftoppm`, or
+    /// a language's data) is not installed; `reason` says which, and what
+    /// to install.
+    #[error("{}: {reason}", path.display())]
+    OcrUnavailable { path: PathBuf, reason: String },
+    /// OCR could not read this file: an image larger than
+    /// `ingest.ocr_max_megapixels`, Tesseract's own error.
+    #[error("{}: OCR failed: {reason}", path.display())]
+    Ocr { path: PathBuf, reason: String },
     /// A file whose structure could not be read: a PDF the parser refuses,
     /// a zip container (DOCX, PPTX, XLSX, ODT, EPUB) or a part it needs that
     /// is missing or broken, a notebook that is not JSON, an e-mail without
@@ -160,6 +174,8 @@ impl IngestError {
             | IngestError::Binary { path }
             | IngestError::EncryptedPdf { path }
             | IngestError::NoTextLayer { path }
+            | IngestError::OcrUnavailable { path, .. }
+            | IngestError::Ocr { path, .. }
             | IngestError::Corrupt { path, .. }
             | IngestError::Changed { path }
             | IngestError::Panicked { path, .. }
@@ -299,10 +315,11 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<Format> {
     let format = match by_ext {
         Some(f) => f,
         None if looks_like_pdf(bytes) => Format::Pdf,
+        None if ocr::sniff(bytes).is_some() => Format::Image,
         None => sniff_zip(bytes).unwrap_or(Format::Text),
     };
     match format {
-        Format::Pdf => Ok(format),
+        Format::Pdf | Format::Image => Ok(format),
         f if f.is_zip() => Ok(format),
         _ if has_nul(bytes) => Err(IngestError::Binary {
             path: path.to_path_buf(),
@@ -314,7 +331,7 @@ pub fn detect_format(path: &Path, bytes: &[u8]) -> Result<Format> {
 /// What one file may cost a loader: caps against decompression bombs and
 /// oversized documents, and (for [`isolate::LoaderPool`]) the deadline and
 /// the memory of the loader process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoadLimits {
     /// The most bytes one PDF stream or one DOCX part may inflate to.
     pub max_inflate_bytes: u64,
@@ -324,6 +341,8 @@ pub struct LoadLimits {
     pub timeout_secs: u64,
     /// The address space of one loader process, in bytes.
     pub memory_bytes: u64,
+    /// OCR of images and of PDF pages without a text layer.
+    pub ocr: OcrLimits,
 }
 
 impl Default for LoadLimits {
@@ -340,6 +359,7 @@ impl LoadLimits {
             max_pdf_pages: c.max_pdf_pages,
             timeout_secs: c.load_timeout_secs,
             memory_bytes: c.loader_memory_mb.saturating_mul(1 << 20),
+            ocr: OcrLimits::from_config(c),
         }
     }
 }
@@ -352,8 +372,9 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<Document> {
 
 /// Load a file's bytes into a [`Document`] with the loader for its format,
 /// in this process: PDF streams and DOCX parts inflate up to
-/// `limits.max_inflate_bytes`, PDFs are read up to `limits.max_pdf_pages`,
-/// HTML nesting is bounded, and a panic in any loader becomes
+/// `limits.max_inflate_bytes`, PDFs are read up to `limits.max_pdf_pages`
+/// (pages without a text layer by OCR, up to `limits.ocr`'s caps), images
+/// by OCR under a pixel cap read from their header, HTML nesting is bounded, and a panic in any loader becomes
 /// [`IngestError::Panicked`] for this file. (Deadlines and memory limits
 /// need a loader process: [`isolate::LoaderPool`].)
 pub fn load_with(path: &Path, bytes: &[u8], limits: &LoadLimits) -> Result<Document> {
@@ -375,6 +396,7 @@ pub fn load_with(path: &Path, bytes: &[u8], limits: &LoadLimits) -> Result<Docum
             Format::Email => email::load_message(path, bytes, limits)?,
             Format::Mbox => email::load_mbox(path, bytes, limits)?,
             Format::Code(lang) => code::load(bytes, lang),
+            Format::Image => ocr::load_image(path, bytes, limits)?,
         })
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|payload| {

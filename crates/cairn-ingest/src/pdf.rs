@@ -1,5 +1,7 @@
 //! PDF: the text layer of each page (via `pdf-extract`), one section per page
-//! headed "Page N".
+//! headed "Page N". A page whose text layer is empty or nearly so and that
+//! shows an image (a scan) is read by OCR ([`crate::ocr`]) and takes its
+//! place among the others.
 
 use crate::IngestError;
 use cairn_core::{Document, Format, Section};
@@ -106,13 +108,133 @@ fn defuse_streams(doc: &mut lopdf::Document, cap: u64) -> usize {
     emptied
 }
 
+/// A page with fewer letters and digits than this in its text layer is
+/// "without text": a scan, perhaps with a page number or a stamp.
+const NEAR_EMPTY: usize = 16;
+
+fn near_empty(text: &str) -> bool {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .take(NEAR_EMPTY)
+        .count()
+        < NEAR_EMPTY
+}
+
+/// A dictionary entry, following one reference.
+fn resolve<'a>(doc: &'a lopdf::Document, obj: &'a lopdf::Object) -> Option<&'a lopdf::Object> {
+    match obj {
+        lopdf::Object::Reference(id) => doc.get_object(*id).ok(),
+        o => Some(o),
+    }
+}
+
+/// Whether a page shows an image: an XObject in its resources (its own or
+/// inherited), or an inline image in its content.
+fn shows_image(doc: &lopdf::Document, page: lopdf::ObjectId) -> bool {
+    let Ok((own, inherited)) = doc.get_page_resources(page) else {
+        return false;
+    };
+    let dicts = own.into_iter().chain(
+        inherited
+            .iter()
+            .filter_map(|id| doc.get_dictionary(*id).ok()),
+    );
+    for res in dicts {
+        let xobjects = res
+            .get(b"XObject")
+            .ok()
+            .and_then(|o| resolve(doc, o))
+            .and_then(|o| o.as_dict().ok());
+        if xobjects.is_some_and(|x| !x.is_empty()) {
+            return true;
+        }
+    }
+    doc.get_page_content(page).is_ok_and(|c| {
+        c.windows(4)
+            .any(|w| w == b"\nBI " || w == b" BI\n" || w == b"\nBI\n")
+    })
+}
+
+/// A page's size in inches, from its MediaBox (its own or inherited) and
+/// UserUnit; `None` when it has none that reads.
+fn page_inches(doc: &lopdf::Document, page: lopdf::ObjectId) -> Option<(f64, f64)> {
+    let mut node = doc.get_dictionary(page).ok()?;
+    for _ in 0..64 {
+        if let Some(lopdf::Object::Array(b)) =
+            node.get(b"MediaBox").ok().and_then(|o| resolve(doc, o))
+        {
+            let n: Vec<f64> = b
+                .iter()
+                .filter_map(|o| resolve(doc, o))
+                .filter_map(|o| {
+                    o.as_float()
+                        .ok()
+                        .map(f64::from)
+                        .or_else(|| o.as_i64().ok().map(|i| i as f64))
+                })
+                .collect();
+            if n.len() != 4 {
+                return None;
+            }
+            let unit = node
+                .get(b"UserUnit")
+                .ok()
+                .and_then(|o| {
+                    o.as_float()
+                        .ok()
+                        .map(f64::from)
+                        .or_else(|| o.as_i64().ok().map(|i| i as f64))
+                })
+                .filter(|u| u.is_finite() && *u > 0.0)
+                .unwrap_or(1.0);
+            let w = (n[2] - n[0]).abs() * unit / 72.0;
+            let h = (n[3] - n[1]).abs() * unit / 72.0;
+            return (w.is_finite() && h.is_finite()).then_some((w, h));
+        }
+        let parent = node.get(b"Parent").ok()?.as_reference().ok()?;
+        node = doc.get_dictionary(parent).ok()?;
+    }
+    None
+}
+
+/// The resolution a page is rendered at for OCR: the configured one, or
+/// less when that would make more pixels than the OCR cap (0: too large
+/// to render at all).
+fn ocr_dpi(ocr: &crate::OcrLimits, inches: Option<(f64, f64)>) -> u32 {
+    let Some((w, h)) = inches else {
+        return ocr.dpi;
+    };
+    let area = (w * h).max(1e-9);
+    // A little under the cap: pdftoppm rounds sizes up.
+    let fits = ((ocr.max_pixels as f64 * 0.98) / area).sqrt().floor();
+    if fits >= f64::from(ocr.dpi) {
+        ocr.dpi
+    } else {
+        fits.max(0.0) as u32
+    }
+}
+
+/// "page 3", "pages 2, 5 and 9".
+fn page_list(pages: &[u32]) -> String {
+    let n: Vec<String> = pages.iter().map(u32::to_string).collect();
+    match n.as_slice() {
+        [one] => format!("page {one}"),
+        [rest @ .., last] => format!("pages {} and {last}", rest.join(", ")),
+        [] => String::new(),
+    }
+}
+
 /// Load a PDF: the text of its first `limits.max_pdf_pages` pages, with
-/// streams that would inflate past `limits.max_inflate_bytes` left out.
+/// streams that would inflate past `limits.max_inflate_bytes` left out, and
+/// the pages without a text layer read by OCR (at most
+/// `limits.ocr.max_pages` of them, within three quarters of the file's
+/// time).
 pub(crate) fn load(
     path: &Path,
     bytes: &[u8],
     limits: &crate::LoadLimits,
 ) -> Result<Document, IngestError> {
+    let budget = crate::ocr::Budget::start(limits);
     let corrupt = |reason: String| IngestError::Corrupt {
         path: path.to_path_buf(),
         format: "PDF",
@@ -134,7 +256,8 @@ pub(crate) fn load(
             limits.max_inflate_bytes >> 20
         ));
     }
-    let pages: Vec<u32> = parsed.get_pages().keys().copied().collect();
+    let page_ids = parsed.get_pages();
+    let pages: Vec<u32> = page_ids.keys().copied().collect();
     let page_count = pages.len();
     let read = page_count.min(limits.max_pdf_pages as usize);
     if read < page_count {
@@ -143,9 +266,8 @@ pub(crate) fn load(
         ));
     }
 
-    let mut text = String::new();
-    let mut sections = Vec::new();
-    let mut failed = 0usize;
+    // Each page's text layer (None: extraction failed).
+    let mut texts: Vec<Option<String>> = Vec::with_capacity(read);
     for &number in &pages[..read] {
         // pdf-extract panics on some malformed pages; that costs the page.
         let raw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -156,14 +278,100 @@ pub(crate) fn load(
             };
             done.map(|_| s)
         }));
-        let raw = match raw {
-            Ok(Ok(s)) => s,
-            _ => {
-                failed += 1;
-                continue;
+        texts.push(match raw {
+            Ok(Ok(s)) => Some(tidy_page(&s)),
+            _ => None,
+        });
+    }
+
+    // Scans: pages with (nearly) no text that show an image.
+    let scanned: Vec<usize> = (0..read)
+        .filter(|&i| texts[i].as_deref().is_none_or(near_empty))
+        .filter(|&i| {
+            page_ids
+                .get(&pages[i])
+                .is_some_and(|&id| shows_image(&parsed, id))
+        })
+        .collect();
+    let mut unavailable = None;
+    if !scanned.is_empty() {
+        let ocr = &limits.ocr;
+        let take = scanned.len().min(ocr.max_pages as usize);
+        if take < scanned.len() {
+            warnings.push(format!(
+                "OCR read the first {take} of {} pages without a text layer (ingest.ocr_max_pages)",
+                scanned.len()
+            ));
+        }
+        let mut jobs = Vec::new();
+        let mut too_large = Vec::new();
+        for &i in &scanned[..take] {
+            let number = pages[i];
+            let inches = page_ids
+                .get(&number)
+                .and_then(|&id| page_inches(&parsed, id));
+            match ocr_dpi(ocr, inches) {
+                d if d < 1 => too_large.push(number),
+                d => jobs.push((i, number, d)),
             }
+        }
+        if !too_large.is_empty() {
+            warnings.push(format!(
+                "{} too large to render for OCR under ingest.ocr_max_megapixels ({})",
+                page_list(&too_large),
+                ocr.max_pixels / 1_000_000
+            ));
+        }
+        let order: Vec<(u32, u32)> = jobs.iter().map(|&(_, n, d)| (n, d)).collect();
+        let results = crate::ocr::pdf_pages(ocr, bytes, &order, &budget);
+        let mut ocr_failed = Vec::new();
+        let mut done = 0usize;
+        for (&(i, number, _), result) in jobs.iter().zip(results) {
+            match result {
+                Ok(out) => {
+                    done += 1;
+                    let page = crate::ocr::paragraphs(&out).join("\n\n");
+                    if !page.is_empty() {
+                        texts[i] = Some(page);
+                    }
+                }
+                Err(crate::ocr::OcrError::Unavailable(reason)) => unavailable = Some(reason),
+                Err(crate::ocr::OcrError::Timeout) => {
+                    warnings.push(format!(
+                        "OCR read {done} of {} pages without a text layer before the file's time ran out (ingest.load_timeout_secs: {} s)",
+                        jobs.len(),
+                        limits.timeout_secs
+                    ));
+                }
+                Err(crate::ocr::OcrError::Failed(reason)) => {
+                    ocr_failed.push(number);
+                    tracing::debug!(path = %path.display(), page = number, %reason, "OCR failed");
+                    if ocr_failed.len() == 1 {
+                        warnings.push(format!("OCR failed: {reason}"));
+                    }
+                }
+            }
+        }
+        if ocr_failed.len() > 1 {
+            warnings.push(format!("OCR failed on {}", page_list(&ocr_failed)));
+        }
+        if let Some(reason) = &unavailable {
+            let not_read: Vec<u32> = scanned.iter().map(|&i| pages[i]).collect();
+            warnings.push(format!(
+                "{} without a text layer not read by OCR: {reason}",
+                page_list(&not_read)
+            ));
+        }
+    }
+
+    let mut text = String::new();
+    let mut sections = Vec::new();
+    let mut failed = 0usize;
+    for (&number, page) in pages[..read].iter().zip(&texts) {
+        let Some(page) = page else {
+            failed += 1;
+            continue;
         };
-        let page = tidy_page(&raw);
         if page.is_empty() {
             continue;
         }
@@ -171,7 +379,7 @@ pub(crate) fn load(
             text.push_str("\n\n");
         }
         let start = text.len();
-        text.push_str(&page);
+        text.push_str(page);
         sections.push(Section {
             start,
             end: text.len(),
@@ -182,8 +390,14 @@ pub(crate) fn load(
         return Err(corrupt("text extraction failed on every page".into()));
     }
     if text.is_empty() {
-        return Err(IngestError::NoTextLayer {
-            path: path.to_path_buf(),
+        return Err(match unavailable {
+            Some(reason) => IngestError::OcrUnavailable {
+                path: path.to_path_buf(),
+                reason: format!("PDF has no text layer and was not read by OCR: {reason}"),
+            },
+            None => IngestError::NoTextLayer {
+                path: path.to_path_buf(),
+            },
         });
     }
     if failed > 0 {
@@ -208,6 +422,24 @@ mod tests {
         assert_eq!(tidy_page("\n\n a  \r\n\n\n\nb\n\n"), " a\n\nb");
         assert_eq!(tidy_page("x\ny"), "x\ny");
         assert_eq!(tidy_page(" \n \n"), "");
+    }
+
+    #[test]
+    fn scanned_pages_render_under_the_pixel_cap() {
+        let ocr = crate::LoadLimits::default().ocr;
+        assert_eq!((ocr.dpi, ocr.max_pixels), (300, 40_000_000));
+        // Letter at 300 dpi: 8.4 megapixels.
+        assert_eq!(ocr_dpi(&ocr, Some((8.5, 11.0))), 300);
+        assert_eq!(ocr_dpi(&ocr, None), 300);
+        // A poster: as many dots per inch as fit in 40 megapixels.
+        let dpi = ocr_dpi(&ocr, Some((85.0, 110.0)));
+        assert_eq!(dpi, 64);
+        assert!(85.0 * 110.0 * f64::from(dpi * dpi) <= 40e6);
+        // A page a mile wide renders at nothing.
+        assert_eq!(ocr_dpi(&ocr, Some((63_360.0, 63_360.0))), 0);
+        assert!(near_empty(" 12 \n") && !near_empty("Sixteen letters here"));
+        assert_eq!(page_list(&[2]), "page 2");
+        assert_eq!(page_list(&[2, 5, 9]), "pages 2, 5 and 9");
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct WalkOptions {
     pub ignore_files: Vec<String>,
     /// Include hidden files and directories (names starting with `.`).
     pub hidden: bool,
+    /// Include images that OCR reads (`.png .jpg .jpeg .tif .tiff`);
+    /// without it they are skipped as binary files.
+    pub images: bool,
 }
 
 impl Default for WalkOptions {
@@ -22,6 +25,7 @@ impl Default for WalkOptions {
             max_file_bytes: 64 * 1024 * 1024,
             ignore_files: vec![".cairnignore".to_string()],
             hidden: false,
+            images: false,
         }
     }
 }
@@ -219,7 +223,8 @@ fn walk_root(
             continue;
         }
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-            if cairn_core::is_known_binary_extension(ext) {
+            let image = cairn_core::Format::from_extension(ext) == Some(cairn_core::Format::Image);
+            if cairn_core::is_known_binary_extension(ext) && !(image && opts.images) {
                 skips.push(skipped(
                     doc,
                     format!("binary file (.{})", ext.to_ascii_lowercase()),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The file name each target loads its input as (`load_code`: the first
 /// byte picks one of these, as in `fuzz/fuzz_targets/load_code.rs`,
-/// `load_office.rs` and `load_records.rs`).
+/// `load_office.rs`, `load_records.rs` and `load_image.rs`).
 fn names(target: &str) -> &'static [&'static str] {
     match target {
         "load_text" => &["input.txt"],
@@ -22,6 +22,7 @@ fn names(target: &str) -> &'static [&'static str] {
         ],
         "load_office" => &["input.pptx", "input.xlsx", "input.odt", "input.epub"],
         "load_records" => &["input.csv", "input.ipynb", "input.eml", "input.mbox"],
+        "load_image" => &["input.png", "input.jpg", "input.tif"],
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -52,10 +53,16 @@ fn run(target: &str, file: &Path) {
     } else {
         (names[0], data)
     };
+    // As fuzz/src/lib.rs: no OCR program started.
+    let d = LoadLimits::default();
     let limits = LoadLimits {
         max_inflate_bytes: 8 << 20,
         max_pdf_pages: 20,
-        ..LoadLimits::default()
+        ocr: cairn_ingest::OcrLimits {
+            enabled: false,
+            ..d.ocr.clone()
+        },
+        ..d
     };
     match load_with(Path::new(name), &data, &limits) {
         Ok(doc) => {

@@ -10,6 +10,7 @@ fn opts() -> WalkOptions {
         max_file_bytes: 1000,
         ignore_files: vec![".cairnignore".to_string()],
         hidden: false,
+        images: false,
     }
 }
 
@@ -156,6 +157,16 @@ fn empty_large_binary_and_missing_are_reported() {
         Some("binary file (.png)")
     );
     assert_eq!(reason_for(&skipped, "lib.so"), Some("binary file (.so)"));
+    // With OCR, images are documents; other binaries are still skipped.
+    let (with_images, skips) = walk(
+        &[root.to_path_buf()],
+        &WalkOptions {
+            images: true,
+            ..opts()
+        },
+    );
+    assert_eq!(docs(&with_images), ["limit.txt", "ok.md", "photo.PNG"]);
+    assert_eq!(reason_for(&skips, "lib.so"), Some("binary file (.so)"));
     let missing_skip = skipped
         .iter()
         .find(|s| s.path == missing.display().to_string())

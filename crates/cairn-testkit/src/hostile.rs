@@ -1,7 +1,7 @@
 //! Hostile files for the loaders' tests, built in memory: decompression
 //! bombs (a PDF content stream, a DOCX main part, any part of a zip
-//! container, that inflate to any size from a few kilobytes) and deeply
-//! nested HTML.
+//! container, the pixels of a PNG, that inflate to any size from a few
+//! kilobytes) and deeply nested HTML.
 //!
 //! A bomb's compressed stream is one deflate run of zeros (or spaces),
 //! ended with a sync flush so that it is byte-aligned and can be repeated:
@@ -46,6 +46,31 @@ pub fn zlib_bomb(byte: u8, mib: usize) -> Vec<u8> {
     let mut out = vec![0x78, 0xDA];
     out.extend_from_slice(&raw);
     out.extend_from_slice(&adler.to_be_bytes());
+    out
+}
+
+/// A PNG whose pixels inflate to `mib` MiB: 8-bit grey, 16 383 pixels
+/// wide and `64 × mib` rows (each row a filter byte and its pixels, all
+/// zero: black), a few hundred bytes per MiB.
+pub fn png_bomb(mib: usize) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(&crc.finalize().to_be_bytes());
+    }
+    let (width, height) = (RUN as u32 / 64 - 1, 64 * mib as u32);
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &zlib_bomb(0, mib));
+    chunk(&mut out, b"IEND", &[]);
     out
 }
 

@@ -334,3 +334,102 @@ fn office_book_notebook_and_mail_files_are_ingested_and_found() {
         assert_eq!(v["hits"][0]["heading"], heading, "{query}: {v:#}");
     }
 }
+
+#[test]
+fn scanned_pages_and_images_are_read_by_ocr_in_loader_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let ocr = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn-ingest/tests/data/ocr");
+    for n in ["mixed.pdf", "venv.png", "errors.jpg"] {
+        std::fs::copy(ocr.join(n), docs.join(n)).unwrap();
+    }
+    // Loader processes (the default) with a tight address space, which
+    // pdftoppm and tesseract inherit.
+    let config = tmp.path().join("cairn.toml");
+    std::fs::write(&config, "[ingest]\nloader_memory_mb = 512\n").unwrap();
+    let data = tmp.path().join("data");
+    let mut c = cairn(&data);
+    c.arg("--config")
+        .arg(&config)
+        .args(["ingest", "--json"])
+        .arg(&docs);
+    let report = json(&ok(c));
+    assert_eq!(report["added"], 3, "{report:#}");
+    assert_eq!(report["skipped"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report:#}");
+    // "maintenance" is only on the PDF's scanned page; the images' words
+    // are only in the images.
+    for (query, doc, heading) in [
+        ("easier maintenance", "mixed.pdf", "Page 2"),
+        ("self-contained directory tree", "venv.png", "venv.png"),
+        (
+            "Syntax errors, also known as parsing errors",
+            "errors.jpg",
+            "errors.jpg",
+        ),
+    ] {
+        let mut c = cairn(&data);
+        c.args(["search", query, "-k", "1", "--mode", "bm25", "--json"]);
+        let v = json(&ok(c));
+        assert_eq!(v["hits"][0]["doc"], doc, "{query}: {v:#}");
+        assert_eq!(v["hits"][0]["heading"], heading, "{query}: {v:#}");
+    }
+
+    // Without Tesseract: the images are skipped saying what to install, and
+    // the PDF keeps its text pages with a warning naming the scanned one.
+    let data = tmp.path().join("data-without");
+    let mut c = cairn(&data);
+    c.env("CAIRN_TESSERACT", "/nonexistent/tesseract")
+        .arg("--config")
+        .arg(&config)
+        .args(["ingest", "--json"])
+        .arg(&docs);
+    let report = json(&ok(c));
+    assert_eq!(report["added"], 1, "{report:#}");
+    let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2, "{report:#}");
+    for s in skipped {
+        let why = s["reason"].as_str().unwrap();
+        assert!(
+            why.starts_with("image not read: Tesseract (`/nonexistent/tesseract`) is not installed (apt install tesseract-ocr"),
+            "{report:#}"
+        );
+    }
+    assert_eq!(report["warnings"][0]["path"], "mixed.pdf", "{report:#}");
+    let warning = report["warnings"][0]["reason"].as_str().unwrap();
+    assert!(
+        warning.starts_with("page 2 without a text layer not read by OCR")
+            && warning.contains("apt install tesseract-ocr"),
+        "{warning}"
+    );
+    let mut c = cairn(&data);
+    c.args([
+        "search",
+        "maintenance",
+        "-k",
+        "3",
+        "--mode",
+        "bm25",
+        "--json",
+    ]);
+    let v = json(&ok(c));
+    for h in v["hits"].as_array().unwrap() {
+        assert!(
+            !h["text"].as_str().unwrap().contains("maintenance"),
+            "{v:#}"
+        );
+    }
+    // The human summary prints the warning with the file.
+    let mut c = cairn(&tmp.path().join("data-human"));
+    c.env("CAIRN_TESSERACT", "/nonexistent/tesseract")
+        .arg("ingest")
+        .arg(docs.join("mixed.pdf"));
+    let out = ok(c);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("warning: mixed.pdf: page 2 without a text layer not read by OCR: Tesseract"),
+        "{stderr}"
+    );
+}

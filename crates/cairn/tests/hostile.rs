@@ -1,5 +1,6 @@
 //! Hostile files through the `cairn` binary, as a user's folder would hold
-//! them: decompression bombs, HTML nested 200,000 deep, and loaders that
+//! them: decompression bombs (an image's pixels too), HTML nested 200,000
+//! deep, and loaders that
 //! panic, hang or die (fault injection: `CAIRN_FAILPOINT_LOAD`). Each costs
 //! only its own file: the good file beside them is committed and found, and
 //! a file that crashed or hung a loader is not tried again until it
@@ -181,4 +182,44 @@ fn without_loader_processes_a_panicking_loader_costs_only_its_file() {
     assert_eq!(report["added"], 1, "{report:#}");
     let r = reason(&report, "skipped", "panic.md");
     assert!(r.contains("the markdown loader failed"), "{r}");
+}
+
+#[test]
+fn an_image_bomb_costs_only_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    write_good(&docs);
+    // 16 383 × 25 600 pixels: 400 MiB of pixels in about 400 KB.
+    let bomb = cairn_testkit::hostile::png_bomb(400);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    std::fs::write(docs.join("bomb.png"), bomb).unwrap();
+    let ocr = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn-ingest/tests/data/ocr");
+    std::fs::copy(ocr.join("venv.png"), docs.join("venv.png")).unwrap();
+
+    // Refused from its header, before anything decodes it.
+    let config = tmp.path().join("cairn.toml");
+    std::fs::write(&config, "[ingest]\nloader_memory_mb = 256\n").unwrap();
+    let report = ingest(&tmp.path().join("data"), &config, &docs, "");
+    assert_eq!(report["added"], 2, "{report:#}");
+    assert_eq!(
+        reason(&report, "skipped", "bomb.png"),
+        "OCR failed: 16383 × 25600 pixels is more than ingest.ocr_max_megapixels (40)"
+    );
+
+    // With the pixel cap lifted, Tesseract decodes it under the loader's
+    // memory limit, which it inherits: it fails, and only this file is lost.
+    std::fs::write(
+        &config,
+        "[ingest]\nloader_memory_mb = 256\nocr_max_megapixels = 1000\n",
+    )
+    .unwrap();
+    let report = ingest(&tmp.path().join("data2"), &config, &docs, "");
+    assert_eq!(report["added"], 2, "{report:#}");
+    let why = reason(&report, "skipped", "bomb.png");
+    assert!(why.starts_with("OCR failed: tesseract"), "{why}");
+    assert!(
+        peak_child_rss() < 600 << 20,
+        "peak child RSS {} MiB",
+        peak_child_rss() >> 20
+    );
 }
