@@ -424,6 +424,7 @@ fn main() -> Result<()> {
             "bm25" => Some(side::bm25),
             "chunk" => Some(side::chunk),
             "scale" => Some(side::scale),
+            "extract" => Some(side::extract),
             _ => None,
         };
         if let Some(run) = side {

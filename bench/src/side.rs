@@ -710,3 +710,30 @@ pub fn scale(f: &Flags) -> Result<Value> {
     }
     Ok(json!({"peer": format!("cairn-{}", model.backend()), "threads": threads, "sizes": out}))
 }
+
+/// `extract --file F [--rounds N]`: what Cairn's loader reads from one file
+/// (the text chunks are cut from), and the median seconds of the load over
+/// N rounds, for extraction-fidelity comparisons with other extractors.
+pub fn extract(f: &Flags) -> Result<Value> {
+    let path = f.path("file")?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let rounds = f.num("rounds", 3)?.max(1);
+    let mut times = Vec::with_capacity(rounds);
+    let mut doc = None;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let d = cairn_ingest::load(&path, &bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        times.push(t.elapsed().as_secs_f64());
+        doc = Some(d);
+    }
+    times.sort_by(f64::total_cmp);
+    let doc = doc.expect("at least one round");
+    Ok(serde_json::json!({
+        "file": path,
+        "seconds": times[times.len() / 2],
+        "sections": doc.sections.len(),
+        "warnings": doc.warnings,
+        "text": doc.text,
+    }))
+}
