@@ -37,8 +37,8 @@ pub use ask::{Answer, AskOptions, ClusterAnswer, Extracted, Judged, Retrieved, S
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
 pub use collection::{
-    Collection, Collections, LocalCollection, LocalCollections, LogReport, Published, Rejected,
-    Summary,
+    Collection, Collections, DocumentText, LocalCollection, LocalCollections, LogReport,
+    PassageSpan, Published, Rejected, Summary,
 };
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
@@ -1039,6 +1039,54 @@ impl Engine {
     /// Every document in the catalog.
     pub fn documents(&self) -> Result<Vec<cairn_store::DocMeta>> {
         Ok(self.reader().documents()?)
+    }
+
+    /// A document's extracted text and its passages (spans and headings),
+    /// by its canonical path or its display path (which must then name one
+    /// document only).
+    pub fn document_text(&self, doc: &str) -> Result<DocumentText> {
+        let cat = self.reader();
+        let meta = match cat.document(doc)? {
+            Some(m) => m,
+            None => {
+                let mut same: Vec<cairn_store::DocMeta> = cat
+                    .documents()?
+                    .into_iter()
+                    .filter(|d| d.doc == doc)
+                    .collect();
+                match same.len() {
+                    0 => return Err(EngineError::NotFound(format!("document `{doc}`"))),
+                    1 => same.remove(0),
+                    n => {
+                        let paths: Vec<&str> = same.iter().map(|d| d.path.as_str()).collect();
+                        return Err(EngineError::Invalid(format!(
+                            "doc: `{doc}` names {n} documents ({}): give its full path",
+                            paths.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        let text = cat
+            .document_text(meta.id)?
+            .ok_or_else(|| EngineError::NotFound(format!("document `{doc}`")))?;
+        let passages = cat
+            .document_chunks(meta.id)?
+            .into_iter()
+            .map(|c| PassageSpan {
+                chunk: c.id,
+                start: c.start,
+                end: c.end,
+                heading: c.heading,
+            })
+            .collect();
+        Ok(DocumentText {
+            doc: meta.doc,
+            path: meta.path,
+            format: meta.format,
+            text,
+            passages,
+        })
     }
 }
 
