@@ -5,6 +5,7 @@
 mod ask;
 mod cluster;
 mod eval;
+mod mcp;
 mod open;
 mod progress;
 mod serve;
@@ -139,6 +140,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Serve the HTTP API (OpenAI-compatible /v1, REST /api) and the web UI.
     Serve(serve::ServeArgs),
+    /// Serve MCP (Model Context Protocol) on stdin/stdout, for MCP hosts
+    /// (Claude Desktop, VS Code, Cursor): tools search, ask, ingest,
+    /// list_collections and get_document, and the documents as resources.
+    Mcp(mcp::McpArgs),
     /// Run a cluster node: hold shards, answer searches, serve generation.
     Node(cluster::NodeArgs),
     /// The cluster's state (needs --cluster).
@@ -343,6 +348,7 @@ fn apply_command_flags(cfg: &mut Config, command: &Command) {
         Command::Search { critic, .. } => critic.apply(cfg),
         Command::Ask { gen, .. } | Command::Chat { gen, .. } => ask::apply(cfg, gen),
         Command::Serve(args) => serve::apply(cfg, args),
+        Command::Mcp(args) => mcp::apply(cfg, args),
         Command::Node(args) => ask::apply(cfg, &args.gen),
         Command::Eval(args) => eval::apply(cfg, args),
         _ => {}
@@ -636,6 +642,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat { gen, json } => return ask::chat(cfg, url, &gen, json),
         Command::Eval(args) => return eval::eval(cfg, args, url),
         Command::Serve(_) => return serve::serve(cfg, url),
+        Command::Mcp(_) => return mcp::run(cfg, url),
         Command::Node(args) => return cluster::node(cfg, args),
         Command::Cluster {
             command: cluster::ClusterCommand::Status { json },
