@@ -5,7 +5,9 @@
 #   2. schemathesis fuzzing every operation of /openapi.json (fails on any
 #      5xx or response that breaks the schema),
 #   3. the web UI end to end in headless Chromium (playwright-core),
-#   4. SIGTERM: the server must exit cleanly,
+#   4. MCP with the official Python and TypeScript SDKs, over stdio and /mcp
+#      (scripts/test-mcp.sh; the local collection's server only),
+#   5. SIGTERM: the server must exit cleanly,
 # first against a local collection, then against `cairn --cluster URL serve`
 # over three NATS servers and two `cairn node`s.
 # `--prepare` only installs the clients (the venv and the UI test's npm
@@ -27,6 +29,7 @@ fi
 if [ "${1:-}" = "--prepare" ]; then
   ui=crates/cairn-server/tests/ui
   [ -f "$ui/node_modules/playwright-core/package.json" ] || (cd "$ui" && npm ci --no-audit --no-fund)
+  bash scripts/test-mcp.sh --prepare
   exit 0
 fi
 
@@ -97,6 +100,9 @@ clients() {
   echo "== [$name] web UI in headless Chromium"
   CAIRN_SCREENSHOTS="${CAIRN_SCREENSHOTS:-$work/screenshots}/$name" \
     bash crates/cairn-server/tests/ui/run.sh
+
+  # MCP (stdio, and /mcp on this server) with the Python and TypeScript SDKs.
+  if [ "$name" = local ]; then bash scripts/test-mcp.sh; fi
 
   echo "== [$name] SIGTERM"
   kill -TERM "$server_pid"
