@@ -93,7 +93,7 @@ fn rpc_error(status: StatusCode, code: i64, message: impl Into<String>) -> Respo
         .into_response()
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
