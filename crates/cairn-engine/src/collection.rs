@@ -90,6 +90,32 @@ pub struct DocumentText {
     pub passages: Vec<PassageSpan>,
 }
 
+/// Of `items` (documents, or documents with where they are), the one
+/// `doc` names: its canonical path, else its display path when that names
+/// one document only.
+pub fn pick_document<'a, T>(
+    doc: &str,
+    items: &'a [T],
+    meta: impl Fn(&T) -> &DocMeta,
+) -> Result<&'a T> {
+    if let Some(d) = items.iter().find(|d| meta(d).path == doc) {
+        return Ok(d);
+    }
+    let same: Vec<&T> = items.iter().filter(|d| meta(d).doc == doc).collect();
+    match same[..] {
+        [] => Err(EngineError::NotFound(format!("document `{doc}`"))),
+        [one] => Ok(one),
+        _ => {
+            let paths: Vec<&str> = same.iter().map(|d| meta(d).path.as_str()).collect();
+            Err(EngineError::Invalid(format!(
+                "doc: `{doc}` names {} documents ({}): give its full path",
+                same.len(),
+                paths.join(", ")
+            )))
+        }
+    }
+}
+
 /// One collection, local or clustered: ingest, remove, search, answer,
 /// status and the feedback log. Calls block (a cluster's run on its own
 /// async runtime): the server calls them on blocking threads.

@@ -37,8 +37,8 @@ pub use ask::{Answer, AskOptions, ClusterAnswer, Extracted, Judged, Retrieved, S
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
 pub use collection::{
-    Collection, Collections, DocumentText, LocalCollection, LocalCollections, LogReport,
-    PassageSpan, Published, Rejected, Summary,
+    pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,
+    LogReport, PassageSpan, Published, Rejected, Summary,
 };
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
@@ -1048,24 +1048,7 @@ impl Engine {
         let cat = self.reader();
         let meta = match cat.document(doc)? {
             Some(m) => m,
-            None => {
-                let mut same: Vec<cairn_store::DocMeta> = cat
-                    .documents()?
-                    .into_iter()
-                    .filter(|d| d.doc == doc)
-                    .collect();
-                match same.len() {
-                    0 => return Err(EngineError::NotFound(format!("document `{doc}`"))),
-                    1 => same.remove(0),
-                    n => {
-                        let paths: Vec<&str> = same.iter().map(|d| d.path.as_str()).collect();
-                        return Err(EngineError::Invalid(format!(
-                            "doc: `{doc}` names {n} documents ({}): give its full path",
-                            paths.join(", ")
-                        )));
-                    }
-                }
-            }
+            None => collection::pick_document(doc, &cat.documents()?, |d| d)?.clone(),
         };
         let text = cat
             .document_text(meta.id)?
