@@ -7,6 +7,9 @@
 #   scripts/test-mcp.sh             # starts its own `cairn serve` for HTTP
 #   CAIRN_URL=http://127.0.0.1:PORT CAIRN_API_KEY=KEY scripts/test-mcp.sh
 #                                   # HTTP against a running server (test-server.sh)
+#   scripts/test-mcp.sh --cluster nats://HOST:4222
+#                                   # the same against a cluster: `cairn --cluster URL mcp`
+#                                   # (and CAIRN_URL should be a `cairn --cluster URL serve`)
 #   scripts/test-mcp.sh --prepare   # only install the clients (pinned), then exit
 #
 # The clients' packages are pinned in crates/cairn-mcp/tests/clients/
@@ -31,6 +34,10 @@ if [ ! -f "$clients/node_modules/@modelcontextprotocol/sdk/package.json" ]; then
   (cd "$clients" && npm ci --no-audit --no-fund)
 fi
 [ "${1:-}" = "--prepare" ] && exit 0
+cluster=()
+if [ "${1:-}" = "--cluster" ]; then
+  cluster=(--cluster "${2:?--cluster needs the NATS URL}")
+fi
 
 [ -x "$cairn" ] || { echo "test-mcp.sh: no cairn binary at $cairn (cargo build -p cairn)" >&2; exit 2; }
 work=$(mktemp -d)
@@ -45,18 +52,20 @@ trap cleanup EXIT
 export CAIRN_MODELS_DIR="${CAIRN_MODELS_DIR:-$HOME/.cache/cairn/models}"
 export CAIRN_BIN="$cairn"
 # Short answers keep the runs quick on 2 cores.
-export CAIRN_MCP_ARGS="--max-tokens 48 --seed 1"
+export CAIRN_MCP_ARGS="--max-tokens 48 --seed 1 ${cluster[*]}"
+where="${cluster[1]:-a local data directory}"
 
 # stdio: each SDK spawns `cairn --data-dir DIR mcp` itself.
-echo "== MCP over stdio: Python SDK"
+echo "== MCP over stdio ($where): Python SDK"
 CAIRN_DATA_DIR="$work/stdio-py" "$venv/bin/python" "$clients/test_mcp.py" stdio
-echo "== MCP over stdio: TypeScript SDK"
+echo "== MCP over stdio ($where): TypeScript SDK"
 CAIRN_DATA_DIR="$work/stdio-node" node "$clients/client.mjs" stdio
 
 # HTTP: the running server given, or one of our own with an API key.
 if [ -z "${CAIRN_URL:-}" ]; then
   export CAIRN_API_KEY="mcp-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  "$cairn" --data-dir "$work/serve" serve --addr 127.0.0.1:0 $CAIRN_MCP_ARGS 2> "$work/serve.log" &
+  "$cairn" --data-dir "$work/serve" ${cluster[@]+"${cluster[@]}"} serve --addr 127.0.0.1:0 \
+    --max-tokens 48 --seed 1 2> "$work/serve.log" &
   server_pid=$!
   for _ in $(seq 1 600); do
     CAIRN_URL=$(grep -o 'listening on http://[0-9.:]*' "$work/serve.log" | head -1 | cut -d' ' -f3 || true)

@@ -6,7 +6,7 @@
 #      5xx or response that breaks the schema),
 #   3. the web UI end to end in headless Chromium (playwright-core),
 #   4. MCP with the official Python and TypeScript SDKs, over stdio and /mcp
-#      (scripts/test-mcp.sh; the local collection's server only),
+#      (scripts/test-mcp.sh),
 #   5. SIGTERM: the server must exit cleanly,
 # first against a local collection, then against `cairn --cluster URL serve`
 # over three NATS servers and two `cairn node`s.
@@ -101,8 +101,9 @@ clients() {
   CAIRN_SCREENSHOTS="${CAIRN_SCREENSHOTS:-$work/screenshots}/$name" \
     bash crates/cairn-server/tests/ui/run.sh
 
-  # MCP (stdio, and /mcp on this server) with the Python and TypeScript SDKs.
-  if [ "$name" = local ]; then bash scripts/test-mcp.sh; fi
+  # MCP (stdio, on the cluster in its turn, and /mcp on this server) with
+  # the Python and TypeScript SDKs.
+  bash scripts/test-mcp.sh ${nats:+--cluster "$nats"}
 
   echo "== [$name] SIGTERM"
   kill -TERM "$server_pid"
