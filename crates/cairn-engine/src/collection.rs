@@ -129,14 +129,8 @@ pub trait Collection: Searcher + Send + Sync {
     fn documents(&self) -> Result<Vec<DocMeta>>;
 
     /// A document's text and passages, by its canonical or display path
-    /// (what citations and hits name). A collection that cannot read texts
-    /// back says so with [`EngineError::Unsupported`].
-    fn document_text(&self, doc: &str) -> Result<DocumentText> {
-        Err(EngineError::Unsupported(format!(
-            "reading a document's text back (`{doc}`) needs a local collection: collection `{}` cannot do it yet",
-            self.name()
-        )))
-    }
+    /// (what citations and hits name; see [`pick_document`]).
+    fn document_text(&self, doc: &str) -> Result<DocumentText>;
 
     /// Of `files`, those the collection does not hold as they are now (new,
     /// or another size or modification time).
