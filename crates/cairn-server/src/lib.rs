@@ -1,6 +1,7 @@
 //! Cairn's HTTP layer over the engine: an OpenAI-compatible `/v1` API, a REST
-//! `/api`, MCP at `/mcp` (streamable HTTP), server-sent-event streaming, the embedded web UI, API keys,
-//! Prometheus metrics and an OpenAPI description generated from the code.
+//! `/api`, MCP at `/mcp` (streamable HTTP), server-sent-event streaming, the
+//! embedded web UI, API keys, Prometheus metrics and an OpenAPI description
+//! generated from the code.
 //!
 //! The server is a layer, not a fork: every request goes through
 //! [`cairn_engine::Engine`] exactly as the CLI does. Engine calls and

@@ -138,7 +138,7 @@ enum Command {
     },
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
     Eval(eval::EvalArgs),
-    /// Serve the HTTP API (OpenAI-compatible /v1, REST /api) and the web UI.
+    /// Serve the HTTP API (OpenAI-compatible /v1, REST /api, MCP at /mcp) and the web UI.
     Serve(serve::ServeArgs),
     /// Serve MCP (Model Context Protocol) on stdin/stdout, for MCP hosts
     /// (Claude Desktop, VS Code, Cursor): tools search, ask, ingest,
