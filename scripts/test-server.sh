@@ -7,7 +7,9 @@
 #   2. schemathesis fuzzing every operation of /openapi.json (fails on any
 #      5xx or response that breaks the schema),
 #   3. the web UI end to end in headless Chromium (playwright-core),
-#   4. SIGTERM: the server must exit cleanly,
+#   4. MCP with the official Python and TypeScript SDKs, over stdio and /mcp
+#      (scripts/test-mcp.sh),
+#   5. SIGTERM: the server must exit cleanly,
 # first against a local collection, then against `cairn --cluster URL serve`
 # over three NATS servers and two `cairn node`s.
 # `--prepare` only installs the clients (the venv and the UI test's npm
@@ -30,6 +32,7 @@ fi
 if [ "${1:-}" = "--prepare" ]; then
   ui=crates/cairn-server/tests/ui
   [ -f "$ui/node_modules/playwright-core/package.json" ] || (cd "$ui" && npm ci --no-audit --no-fund)
+  bash scripts/test-mcp.sh --prepare
   exit 0
 fi
 
@@ -103,6 +106,10 @@ clients() {
   echo "== [$name] web UI in headless Chromium"
   CAIRN_SCREENSHOTS="${CAIRN_SCREENSHOTS:-$work/screenshots}/$name" \
     bash crates/cairn-server/tests/ui/run.sh
+
+  # MCP (stdio, on the cluster in its turn, and /mcp on this server) with
+  # the Python and TypeScript SDKs.
+  bash scripts/test-mcp.sh ${nats:+--cluster "$nats"}
 
   echo "== [$name] SIGTERM"
   kill -TERM "$server_pid"

@@ -133,6 +133,8 @@ fn corpus_chunks(
             max_file_bytes: cfg.ingest.max_file_bytes,
             ignore_files: cfg.ingest.ignore_files.clone(),
             hidden: cfg.ingest.hidden,
+            // Text documents only, as the peers read: no OCR in these runs.
+            images: false,
         },
     );
     let mut out = vec![];
@@ -335,6 +337,8 @@ fn generate(a: &Args) -> Result<serde_json::Value> {
             max_file_bytes: cfg.ingest.max_file_bytes,
             ignore_files: cfg.ingest.ignore_files.clone(),
             hidden: cfg.ingest.hidden,
+            // Text documents only, as the peers read: no OCR in these runs.
+            images: false,
         },
     );
     let mut text = String::new();

@@ -229,6 +229,7 @@ pub fn export_chunks(f: &Flags) -> Result<Value> {
             max_file_bytes: 64 << 20,
             ignore_files: vec![".cairnignore".into()],
             hidden: false,
+            images: false,
         },
     );
     let mut w = BufWriter::new(std::fs::File::create(&out)?);

@@ -565,6 +565,33 @@ impl Cluster {
     }
 
     /// [`Cluster::scatter`] to some shards: their replies, in order.
+    /// One document's text and passages from a replica of `shard` (its
+    /// canonical path: see [`Cluster::documents`]).
+    pub async fn document_text(
+        &self,
+        info: &CollectionInfo,
+        shard: u32,
+        path: &str,
+    ) -> Result<cairn_engine::DocumentText> {
+        let req = SearchRequest {
+            query: path.to_string(),
+            vector: None,
+            n: 0,
+            mode: SearchMode::Bm25,
+            want: wire::Want::DocumentText,
+            bm25_stats: None,
+            min_applied: None,
+        };
+        let reply = self.scatter_to(info, &[shard], &req).await;
+        match reply.into_iter().next().flatten().and_then(|r| r.document_text) {
+            Some(d) => Ok(d),
+            None => Err(ClusterError::Engine(cairn_engine::EngineError::Unavailable(format!(
+                "no replica of shard {shard} of `{}` answered with the text of `{path}`; try again when the nodes holding it are back",
+                info.name
+            )))),
+        }
+    }
+
     async fn scatter_to(
         &self,
         info: &CollectionInfo,

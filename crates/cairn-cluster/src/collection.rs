@@ -378,6 +378,13 @@ impl Collection for ClusterCollection {
         })
     }
 
+    fn document_text(&self, doc: &str) -> Result<cairn_engine::DocumentText> {
+        let listed = self.listed()?;
+        let (shard, meta) = cairn_engine::pick_document(doc, &listed, |(_, d)| d)?;
+        self.s
+            .block(self.s.cluster.document_text(&self.info, *shard, &meta.path))
+    }
+
     fn documents(&self) -> Result<Vec<DocMeta>> {
         let mut docs: Vec<DocMeta> = self
             .listed()?

@@ -107,6 +107,7 @@ mod tests {
             took_ms: 0.0,
             bm25_stats: None,
             documents: None,
+            document_text: None,
         }
     }
 

@@ -141,6 +141,9 @@ pub enum Want {
     /// size): what an ingest compares files with, and what `--prune` and
     /// `remove` match.
     Documents,
+    /// One document's text and passages; the request's `query` is its
+    /// canonical path.
+    DocumentText,
 }
 
 /// A hit from a shard, with the cosine similarity of its chunk to the query.
@@ -173,6 +176,9 @@ pub struct ShardReply {
     /// The shard's documents, in reply to [`Want::Documents`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub documents: Option<Vec<cairn_engine::DocMeta>>,
+    /// The document's text, in reply to [`Want::DocumentText`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_text: Option<cairn_engine::DocumentText>,
 }
 
 /// A replica's state of one shard, as advertised in its heartbeat.

@@ -67,6 +67,55 @@ pub struct LogReport {
     pub rejected: Vec<Rejected>,
 }
 
+/// One passage of a document: its chunk, span and heading path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassageSpan {
+    pub chunk: cairn_core::ChunkId,
+    /// Character offsets in the document's text.
+    pub start: u64,
+    pub end: u64,
+    pub heading: String,
+}
+
+/// A document's extracted text (the text its spans index) and its
+/// passages, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentText {
+    /// Display path.
+    pub doc: String,
+    /// Canonical path (the catalog's key).
+    pub path: String,
+    pub format: String,
+    pub text: String,
+    pub passages: Vec<PassageSpan>,
+}
+
+/// Of `items` (documents, or documents with where they are), the one
+/// `doc` names: its canonical path, else its display path when that names
+/// one document only.
+pub fn pick_document<'a, T>(
+    doc: &str,
+    items: &'a [T],
+    meta: impl Fn(&T) -> &DocMeta,
+) -> Result<&'a T> {
+    if let Some(d) = items.iter().find(|d| meta(d).path == doc) {
+        return Ok(d);
+    }
+    let same: Vec<&T> = items.iter().filter(|d| meta(d).doc == doc).collect();
+    match same[..] {
+        [] => Err(EngineError::NotFound(format!("document `{doc}`"))),
+        [one] => Ok(one),
+        _ => {
+            let paths: Vec<&str> = same.iter().map(|d| meta(d).path.as_str()).collect();
+            Err(EngineError::Invalid(format!(
+                "doc: `{doc}` names {} documents ({}): give its full path",
+                same.len(),
+                paths.join(", ")
+            )))
+        }
+    }
+}
+
 /// One collection, local or clustered: ingest, remove, search, answer,
 /// status and the feedback log. Calls block (a cluster's run on its own
 /// async runtime): the server calls them on blocking threads.
@@ -78,6 +127,10 @@ pub trait Collection: Searcher + Send + Sync {
 
     /// Every document. A cluster's ids are unique across its shards.
     fn documents(&self) -> Result<Vec<DocMeta>>;
+
+    /// A document's text and passages, by its canonical or display path
+    /// (what citations and hits name; see [`pick_document`]).
+    fn document_text(&self, doc: &str) -> Result<DocumentText>;
 
     /// Of `files`, those the collection does not hold as they are now (new,
     /// or another size or modification time).
@@ -231,6 +284,10 @@ impl Collection for LocalCollection {
 
     fn changed_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>> {
         self.engine.changed_files(files)
+    }
+
+    fn document_text(&self, doc: &str) -> Result<DocumentText> {
+        self.engine.document_text(doc)
     }
 
     fn ingest(

@@ -38,8 +38,8 @@ pub use ask::{Answer, AskOptions, ClusterAnswer, Extracted, Judged, Retrieved, S
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
 pub use collection::{
-    Collection, Collections, LocalCollection, LocalCollections, LogReport, Published, Rejected,
-    Summary,
+    pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,
+    LogReport, PassageSpan, Published, Rejected, Summary,
 };
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
@@ -1041,6 +1041,37 @@ impl Engine {
     /// Every document in the catalog.
     pub fn documents(&self) -> Result<Vec<cairn_store::DocMeta>> {
         Ok(self.reader().documents()?)
+    }
+
+    /// A document's extracted text and its passages (spans and headings),
+    /// by its canonical path or its display path (which must then name one
+    /// document only).
+    pub fn document_text(&self, doc: &str) -> Result<DocumentText> {
+        let cat = self.reader();
+        let meta = match cat.document(doc)? {
+            Some(m) => m,
+            None => collection::pick_document(doc, &cat.documents()?, |d| d)?.clone(),
+        };
+        let text = cat
+            .document_text(meta.id)?
+            .ok_or_else(|| EngineError::NotFound(format!("document `{doc}`")))?;
+        let passages = cat
+            .document_chunks(meta.id)?
+            .into_iter()
+            .map(|c| PassageSpan {
+                chunk: c.id,
+                start: c.start,
+                end: c.end,
+                heading: c.heading,
+            })
+            .collect();
+        Ok(DocumentText {
+            doc: meta.doc,
+            path: meta.path,
+            format: meta.format,
+            text,
+            passages,
+        })
     }
 }
 

@@ -31,6 +31,90 @@ fn tidy_page(raw: &str) -> String {
     out
 }
 
+/// One page's text from its glyphs: a space where the gap from the last
+/// glyph's end is wider than a tenth of the font size — checked at every
+/// glyph, not only where a text-showing operator starts, so that words a
+/// typesetter placed by moving the pen (groff, many TeX outputs) stay
+/// apart — and a line break where the pen moves down.
+struct PageText<'a> {
+    out: &'a mut String,
+    height: f64,
+    last_end: f64,
+    last_y: f64,
+    started: bool,
+}
+
+impl<'a> PageText<'a> {
+    fn new(out: &'a mut String) -> PageText<'a> {
+        PageText {
+            out,
+            height: 0.0,
+            last_end: 0.0,
+            last_y: 0.0,
+            started: false,
+        }
+    }
+}
+
+impl pdf_extract::OutputDev for PageText<'_> {
+    fn begin_page(
+        &mut self,
+        _page: u32,
+        media_box: &pdf_extract::MediaBox,
+        _art_box: Option<(f64, f64, f64, f64)>,
+    ) -> Result<(), pdf_extract::OutputError> {
+        self.height = media_box.ury - media_box.lly;
+        self.started = false;
+        Ok(())
+    }
+
+    fn end_page(&mut self) -> Result<(), pdf_extract::OutputError> {
+        Ok(())
+    }
+
+    fn output_character(
+        &mut self,
+        trm: &pdf_extract::Transform,
+        width: f64,
+        _spacing: f64,
+        font_size: f64,
+        ch: &str,
+    ) -> Result<(), pdf_extract::OutputError> {
+        // The glyph's size and place on the page (y grows downwards).
+        let size = font_size * (trm.m11 * trm.m22 - trm.m12 * trm.m21).abs().sqrt();
+        let (x, y) = (trm.m31, self.height - trm.m32);
+        if self.started {
+            let dy = (y - self.last_y).abs();
+            let blank =
+                self.out.ends_with(char::is_whitespace) || ch.starts_with(char::is_whitespace);
+            if dy > size * 1.5 {
+                self.out.push_str("\n\n");
+            } else if (x < self.last_end - size && dy > size * 0.5) || dy > size * 0.8 {
+                self.out.push('\n');
+            } else if x > self.last_end + size * 0.1 && !blank {
+                self.out.push(' ');
+            }
+        }
+        self.out.push_str(ch);
+        self.started = true;
+        self.last_y = y;
+        self.last_end = x + width * size;
+        Ok(())
+    }
+
+    fn begin_word(&mut self) -> Result<(), pdf_extract::OutputError> {
+        Ok(())
+    }
+
+    fn end_word(&mut self) -> Result<(), pdf_extract::OutputError> {
+        Ok(())
+    }
+
+    fn end_line(&mut self) -> Result<(), pdf_extract::OutputError> {
+        Ok(())
+    }
+}
+
 /// Inflate `input` (zlib, or raw deflate when the zlib header is bad, as
 /// lopdf does) into at most `cap` bytes; `None` when it inflates to more.
 fn inflated_len(input: &[u8], cap: u64) -> Option<u64> {
@@ -273,7 +357,7 @@ pub(crate) fn load(
         let raw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut s = String::new();
             let done = {
-                let mut out = pdf_extract::PlainTextOutput::new(&mut s);
+                let mut out = PageText::new(&mut s);
                 pdf_extract::output_doc_page(&parsed, &mut out, number)
             };
             done.map(|_| s)
@@ -362,6 +446,14 @@ pub(crate) fn load(
                 page_list(&not_read)
             ));
         }
+    }
+
+    // What the page layout adds that is not the document's text: running
+    // headers and footers, page numbers, words split at line ends,
+    // ligatures.
+    crate::pdf_clean::strip_running_lines(&mut texts);
+    for page in texts.iter_mut().flatten() {
+        *page = crate::pdf_clean::join_hyphenated(&crate::pdf_clean::unligature(page));
     }
 
     let mut text = String::new();

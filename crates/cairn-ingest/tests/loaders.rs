@@ -149,6 +149,22 @@ fn markdown_heading_paths_setext_and_fences() {
 
 /// A real PDF with one page per entry of `pages`, each showing its text.
 fn make_pdf(pages: &[&str]) -> lopdf::Document {
+    make_pdf_ops(
+        pages
+            .iter()
+            .map(|text| {
+                vec![
+                    Operation::new("Td", vec![72.into(), 700.into()]),
+                    Operation::new("Tj", vec![Object::string_literal(*text)]),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// A real PDF whose pages show text with the given operations (inside
+/// `BT`/`ET`, Helvetica 14 as `F1` already set).
+fn make_pdf_ops(pages: Vec<Vec<Operation>>) -> lopdf::Document {
     let mut doc = lopdf::Document::with_version("1.5");
     let pages_id = doc.new_object_id();
     let font_id = doc.add_object(dictionary! {
@@ -161,16 +177,14 @@ fn make_pdf(pages: &[&str]) -> lopdf::Document {
         "Font" => dictionary! { "F1" => font_id },
     });
     let mut kids: Vec<Object> = Vec::new();
-    for text in pages {
-        let content = Content {
-            operations: vec![
-                Operation::new("BT", vec![]),
-                Operation::new("Tf", vec!["F1".into(), 14.into()]),
-                Operation::new("Td", vec![72.into(), 700.into()]),
-                Operation::new("Tj", vec![Object::string_literal(*text)]),
-                Operation::new("ET", vec![]),
-            ],
-        };
+    for ops in pages {
+        let mut operations = vec![
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec!["F1".into(), 14.into()]),
+        ];
+        operations.extend(ops);
+        operations.push(Operation::new("ET", vec![]));
+        let content = Content { operations };
         let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
         let page_id = doc.add_object(dictionary! {
             "Type" => "Page",
@@ -227,6 +241,63 @@ fn pdf_two_pages_give_page_sections() {
         detect_format(Path::new("report"), &bytes).unwrap(),
         Format::Pdf
     );
+}
+
+#[test]
+fn pdf_layout_is_read_as_text_headers_footers_and_split_words_are_not() {
+    // Four pages laid out as typesetters do: a running header, words placed
+    // by moving the pen (no space characters between them), a word split
+    // by a hyphen at a line's end, and a page number at the foot.
+    let tj = |s: &str| Operation::new("Tj", vec![Object::string_literal(s)]);
+    let td = |x: i64, y: i64| Operation::new("Td", vec![x.into(), y.into()]);
+    let bodies = [
+        ["The", "heron", "swallows", "stack", "frames"],
+        ["A", "kestrel", "hovers", "over", "estuaries"],
+        ["Quokkas", "nest", "under", "coastal", "bridges"],
+        ["Ferries", "sail", "late", "in", "fog"],
+    ];
+    let splits = [
+        ("under an inter-", "national standard."),
+        ("with docu-", "mentation."),
+        ("by con-", "figuration."),
+        ("as an ex-", "pression of weather."),
+    ];
+    let pages: Vec<Vec<Operation>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, words)| {
+            let mut ops = vec![td(72, 760), tj("GNU Kestrel Manual, chapter 2")];
+            // Down to the body: each word 75 points after the last.
+            ops.push(td(0, -60));
+            for (i, w) in words.iter().enumerate() {
+                if i > 0 {
+                    ops.push(td(75, 0));
+                }
+                ops.push(tj(w));
+            }
+            ops.push(td(-75 * (words.len() as i64 - 1), -17));
+            ops.push(tj(splits[n].0));
+            ops.push(td(0, -17));
+            ops.push(tj(splits[n].1));
+            ops.push(td(240, -600));
+            ops.push(tj(&format!("{}", n + 1)));
+            ops
+        })
+        .collect();
+    let bytes = pdf_bytes(make_pdf_ops(pages));
+    let doc = load(Path::new("manual.pdf"), &bytes).unwrap();
+    let o = outline(&doc);
+    assert_eq!(o.len(), 4, "{o:?}");
+    assert_eq!(
+        o[0].1,
+        "The heron swallows stack frames\nunder an international\nstandard."
+    );
+    assert_eq!(o[3].0, "Page 4");
+    assert_eq!(
+        o[3].1,
+        "Ferries sail late in fog\nas an expression\nof weather."
+    );
+    assert!(!doc.text.contains("Kestrel Manual"), "{}", doc.text);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Cairn's HTTP layer over the engine: an OpenAI-compatible `/v1` API, a REST
-//! `/api`, server-sent-event streaming, the embedded web UI, API keys,
-//! Prometheus metrics and an OpenAPI description generated from the code.
+//! `/api`, MCP at `/mcp` (streamable HTTP), server-sent-event streaming, the
+//! embedded web UI, API keys, Prometheus metrics and an OpenAPI description
+//! generated from the code.
 //!
 //! The server is a layer, not a fork: every request goes through
 //! [`cairn_engine::Engine`] exactly as the CLI does. Engine calls and
@@ -33,6 +34,7 @@ pub mod error;
 mod extract;
 pub mod guard;
 pub mod jobs;
+pub mod mcp;
 pub mod metrics;
 pub mod openai;
 pub mod state;
@@ -210,7 +212,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     let generating = Router::new()
         .route("/api/ask", post(api::ask))
-        .route("/v1/chat/completions", post(openai::chat_completions));
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        // MCP: asks and ingests run as long as they take (asks bounded by
+        // `generate_timeout_secs` inside).
+        .route("/mcp", post(mcp::post).delete(mcp::delete).get(mcp::get));
     let public = Router::new()
         .route(
             "/",

@@ -23,6 +23,8 @@ pub struct AppState {
     pub jobs: Jobs,
     pub metrics: Metrics,
     pub keys: crate::auth::Keys,
+    /// `/mcp`: the MCP handler over the same collections, and its sessions.
+    pub mcp: Arc<crate::mcp::Mcp>,
     /// Set when shutdown begins: new asks and uploads are refused, jobs stop
     /// at the end of their current round.
     pub stopping: Arc<AtomicBool>,
@@ -55,6 +57,7 @@ impl AppState {
                 cfg.server.max_queued_jobs,
                 cfg.server.jobs_kept,
             ),
+            mcp: Arc::new(crate::mcp::Mcp::new(&cfg, collections.clone())),
             cfg,
             embedder,
             collections,

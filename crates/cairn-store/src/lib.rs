@@ -947,6 +947,18 @@ impl Catalog {
         Ok(out)
     }
 
+    /// A document's chunks in order (without their vectors): where its
+    /// passages are, with their headings.
+    pub fn document_chunks(&self, id: DocId) -> Result<Vec<StoredChunk>> {
+        let sql = format!("{} WHERE c.doc_id = ?1 ORDER BY c.ord", Self::CHUNK_SQL);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = stmt
+            .query_map([id as i64], |r| Self::chunk_row(r).map(|(c, _)| c))
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.err())
+    }
+
     /// The stored vector of one chunk.
     pub fn vector(&self, id: ChunkId) -> Result<Option<Vec<f32>>> {
         let blob: Option<Vec<u8>> = self

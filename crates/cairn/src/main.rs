@@ -5,6 +5,7 @@
 mod ask;
 mod cluster;
 mod eval;
+mod mcp;
 mod open;
 mod progress;
 mod serve;
@@ -141,8 +142,12 @@ enum Command {
     },
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
     Eval(eval::EvalArgs),
-    /// Serve the HTTP API (OpenAI-compatible /v1, REST /api) and the web UI.
+    /// Serve the HTTP API (OpenAI-compatible /v1, REST /api, MCP at /mcp) and the web UI.
     Serve(serve::ServeArgs),
+    /// Serve MCP (Model Context Protocol) on stdin/stdout, for MCP hosts
+    /// (Claude Desktop, VS Code, Cursor): tools search, ask, ingest,
+    /// list_collections and get_document, and the documents as resources.
+    Mcp(mcp::McpArgs),
     /// Run a cluster node: hold shards, answer searches, serve generation.
     Node(cluster::NodeArgs),
     /// The cluster's state (needs --cluster).
@@ -347,6 +352,7 @@ fn apply_command_flags(cfg: &mut Config, command: &Command) {
         Command::Search { critic, .. } => critic.apply(cfg),
         Command::Ask { gen, .. } | Command::Chat { gen, .. } => ask::apply(cfg, gen),
         Command::Serve(args) => serve::apply(cfg, args),
+        Command::Mcp(args) => mcp::apply(cfg, args),
         Command::Node(args) => ask::apply(cfg, &args.gen),
         Command::Eval(args) => eval::apply(cfg, args),
         _ => {}
@@ -654,6 +660,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat { gen, json } => return ask::chat(cfg, url, &gen, json),
         Command::Eval(args) => return eval::eval(cfg, args, url),
         Command::Serve(args) => return serve::serve(cfg, url, &args.watch),
+        Command::Mcp(_) => return mcp::run(cfg, url),
         Command::Node(args) => return cluster::node(cfg, args),
         Command::Cluster {
             command: cluster::ClusterCommand::Status { json },

@@ -48,6 +48,7 @@ pub(super) fn start_search(
                             took_ms,
                             bm25_stats: lists.stats,
                             documents: lists.documents,
+                            document_text: lists.document_text,
                         },
                         Err(e) => ShardReply {
                             node,
@@ -59,6 +60,7 @@ pub(super) fn start_search(
                             took_ms,
                             bm25_stats: None,
                             documents: None,
+                            document_text: None,
                         },
                     };
                     serde_json::to_vec(&reply).unwrap_or_default()
@@ -79,6 +81,7 @@ struct ShardLists {
     bm25: Vec<ShardHit>,
     stats: Option<cairn_index::bm25::Bm25Stats>,
     documents: Option<Vec<cairn_engine::DocMeta>>,
+    document_text: Option<cairn_engine::DocumentText>,
 }
 
 /// Answer one round of a search from this shard. The lists are the raw
@@ -118,6 +121,13 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
             return Ok(ShardLists {
                 applied,
                 documents: Some(docs),
+                ..ShardLists::default()
+            });
+        }
+        wire::Want::DocumentText => {
+            return Ok(ShardLists {
+                applied,
+                document_text: Some(engine.document_text(&req.query)?),
                 ..ShardLists::default()
             });
         }
