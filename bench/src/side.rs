@@ -734,6 +734,7 @@ pub fn extract(f: &Flags) -> Result<Value> {
         "file": path,
         "seconds": times[times.len() / 2],
         "sections": doc.sections.len(),
+        "headings": doc.sections.iter().map(|s| s.headings.join(" > ")).collect::<Vec<_>>(),
         "warnings": doc.warnings,
         "text": doc.text,
     }))

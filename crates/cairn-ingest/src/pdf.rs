@@ -1,5 +1,5 @@
 //! PDF: the text layer of each page (via `pdf-extract`), one section per page
-//! headed "Page N". A page whose text layer is empty or nearly so and that
+//! headed by the bookmarks in force on it, then "Page N". A page whose text layer is empty or nearly so and that
 //! shows an image (a scan) is read by OCR ([`crate::ocr`]) and takes its
 //! place among the others.
 
@@ -113,6 +113,60 @@ impl pdf_extract::OutputDev for PageText<'_> {
     fn end_line(&mut self) -> Result<(), pdf_extract::OutputError> {
         Ok(())
     }
+}
+
+/// The bookmarks (outline) in force on each of `pages`: the path of the
+/// last entry at each level that starts on or before the page, so that a
+/// page's passages are headed "3 Basic Shell Features > 3.2 Shell
+/// Commands > Page 15". Empty without an outline (or with a broken one).
+fn outline_paths(
+    doc: &lopdf::Document,
+    pages: &[u32],
+) -> std::collections::HashMap<u32, Vec<String>> {
+    const MAX_DEPTH: usize = 6;
+    const MAX_TITLE: usize = 200;
+    let mut out = std::collections::HashMap::new();
+    let toc = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.get_toc())) {
+        Ok(Ok(toc)) => toc,
+        _ => return out,
+    };
+    // By page, then in the outline's order.
+    let mut entries: Vec<(usize, usize, usize, String)> = toc
+        .toc
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let title: String = e
+                .title
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_TITLE)
+                .collect();
+            (!title.is_empty()).then_some((e.page, i, e.level, title))
+        })
+        .collect();
+    entries.sort();
+    let mut sorted: Vec<u32> = pages.to_vec();
+    sorted.sort_unstable();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut next = entries.into_iter().peekable();
+    for page in sorted {
+        while let Some((_, _, level, title)) = next.next_if(|e| e.0 <= page as usize) {
+            while stack.last().is_some_and(|(l, _)| *l >= level) {
+                stack.pop();
+            }
+            if stack.len() < MAX_DEPTH {
+                stack.push((level, title));
+            }
+        }
+        if !stack.is_empty() {
+            out.insert(page, stack.iter().map(|(_, t)| t.clone()).collect());
+        }
+    }
+    out
 }
 
 /// Inflate `input` (zlib, or raw deflate when the zlib header is bad, as
@@ -456,6 +510,7 @@ pub(crate) fn load(
         *page = crate::pdf_clean::join_hyphenated(&crate::pdf_clean::unligature(page));
     }
 
+    let outline = outline_paths(&parsed, &pages[..read]);
     let mut text = String::new();
     let mut sections = Vec::new();
     let mut failed = 0usize;
@@ -472,10 +527,12 @@ pub(crate) fn load(
         }
         let start = text.len();
         text.push_str(page);
+        let mut headings = outline.get(&number).cloned().unwrap_or_default();
+        headings.push(format!("Page {number}"));
         sections.push(Section {
             start,
             end: text.len(),
-            headings: vec![format!("Page {number}")],
+            headings,
         });
     }
     if failed == read && read > 0 {

@@ -301,6 +301,71 @@ fn pdf_layout_is_read_as_text_headers_footers_and_split_words_are_not() {
 }
 
 #[test]
+fn pdf_bookmarks_head_the_pages_they_cover() {
+    let mut doc = make_pdf(&[
+        "Preface text",
+        "Shell syntax begins",
+        "Quoting rules",
+        "More quoting",
+        "Builtins start here",
+    ]);
+    let pages = doc.get_pages();
+    let page = |n: u32| Object::Reference(pages[&n]);
+    // Chapter 1 (page 2) > 1.1 Quoting (page 3); Chapter 2 (page 5).
+    let outlines_id = doc.new_object_id();
+    let ch1 = doc.new_object_id();
+    let sec = doc.new_object_id();
+    let ch2 = doc.new_object_id();
+    let entry = |title: &str, dest: Object| {
+        dictionary! {
+            "Title" => Object::string_literal(title),
+            "Dest" => vec![dest, "Fit".into()],
+        }
+    };
+    let mut d1 = entry("1 Shell Syntax", page(2));
+    d1.set("Parent", outlines_id);
+    d1.set("Next", ch2);
+    d1.set("First", sec);
+    d1.set("Last", sec);
+    d1.set("Count", 1);
+    let mut d11 = entry("1.1  Quoting", page(3));
+    d11.set("Parent", ch1);
+    let mut d2 = entry("2 Builtins", page(5));
+    d2.set("Parent", outlines_id);
+    d2.set("Prev", ch1);
+    doc.objects.insert(ch1, Object::Dictionary(d1));
+    doc.objects.insert(sec, Object::Dictionary(d11));
+    doc.objects.insert(ch2, Object::Dictionary(d2));
+    doc.objects.insert(
+        outlines_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Outlines",
+            "First" => ch1,
+            "Last" => ch2,
+            "Count" => 3,
+        }),
+    );
+    let root = doc.trailer.get(b"Root").unwrap().as_reference().unwrap();
+    doc.get_object_mut(root)
+        .unwrap()
+        .as_dict_mut()
+        .unwrap()
+        .set("Outlines", outlines_id);
+    let loaded = load(Path::new("manual.pdf"), &pdf_bytes(doc)).unwrap();
+    let heads: Vec<String> = outline(&loaded).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(
+        heads,
+        [
+            "Page 1",
+            "1 Shell Syntax > Page 2",
+            "1 Shell Syntax > 1.1 Quoting > Page 3",
+            "1 Shell Syntax > 1.1 Quoting > Page 4",
+            "2 Builtins > Page 5",
+        ]
+    );
+}
+
+#[test]
 fn pdf_without_text_layer_is_refused() {
     let bytes = pdf_bytes(make_pdf(&["   "]));
     let err = load(Path::new("scan.pdf"), &bytes).unwrap_err();
