@@ -20,6 +20,24 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Which collections a caller may touch (an API key's scope on the server
+/// and on `/mcp`; everything for the CLI and MCP over stdio).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// Only these collections.
+    Only(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, collection: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(c) => c.iter().any(|c| c == collection),
+        }
+    }
+}
+
 /// A collection's size, as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {

@@ -39,7 +39,7 @@ pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
 pub use collection::{
     pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,
-    LogReport, PassageSpan, Published, Rejected, Summary,
+    LogReport, PassageSpan, Published, Rejected, Scope, Summary,
 };
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,

@@ -26,7 +26,7 @@ mod tools;
 
 pub use protocol::{negotiate, Inspect, LATEST_PROTOCOL_VERSION, PROTOCOL_VERSIONS};
 pub use resources::{document_uri, parse_uri};
-pub use server::{Caller, DocumentStore, IngestFrom, McpServer, Options};
+pub use server::{DocumentStore, IngestFrom, McpServer, Options, Scope};
 pub use session::{Session, Sessions};
 
 /// Errors of the MCP layer: each is a JSON-RPC error with its code

@@ -2,7 +2,7 @@
 //! path percent-encoded (slashes too), listed a page at a time and read as
 //! text.
 
-use crate::server::{Caller, McpServer};
+use crate::server::{McpServer, Scope};
 use crate::McpError;
 use cairn_engine::{EngineError, ErrorKind};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -66,7 +66,7 @@ impl McpServer {
     pub(crate) fn list_resources(
         &self,
         params: &Map<String, Value>,
-        caller: &Caller,
+        caller: &Scope,
     ) -> Result<Value, McpError> {
         let offset = match params.get("cursor") {
             None | Some(Value::Null) => 0,
@@ -132,7 +132,7 @@ impl McpServer {
     pub(crate) fn read_resource(
         &self,
         params: &Map<String, Value>,
-        caller: &Caller,
+        caller: &Scope,
     ) -> Result<Value, McpError> {
         let uri = match params.get("uri") {
             Some(Value::String(u)) => u.as_str(),

@@ -30,21 +30,7 @@ pub trait DocumentStore: Send + Sync {
 }
 
 /// Who is calling: what an HTTP API key may touch (stdio: everything).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    All,
-    /// Only these collections.
-    Only(Vec<String>),
-}
-
-impl Caller {
-    pub fn allows(&self, collection: &str) -> bool {
-        match self {
-            Caller::All => true,
-            Caller::Only(c) => c.iter().any(|c| c == collection),
-        }
-    }
-}
+pub use cairn_engine::Scope;
 
 /// Settings of the handler: defaults for the tools' optional arguments,
 /// and limits.
@@ -116,7 +102,7 @@ impl McpServer {
 
     /// Handle one line of text (a message, or a batch): the reply to send,
     /// if any. Unparsable text gets a parse error with a null id.
-    pub fn handle_text(&self, text: &str, caller: &Caller) -> Option<String> {
+    pub fn handle_text(&self, text: &str, caller: &Scope) -> Option<String> {
         let reply = match serde_json::from_str::<Value>(text) {
             Ok(v) => self.handle(&v, caller),
             Err(e) => Some(protocol::error_response(
@@ -129,7 +115,7 @@ impl McpServer {
 
     /// Handle a parsed message (one object or a batch): the reply, or
     /// `None` for notifications and responses.
-    pub fn handle(&self, message: &Value, caller: &Caller) -> Option<Value> {
+    pub fn handle(&self, message: &Value, caller: &Scope) -> Option<Value> {
         match message {
             Value::Array(items) if items.is_empty() => Some(protocol::error_response(
                 &Value::Null,
@@ -146,7 +132,7 @@ impl McpServer {
         }
     }
 
-    fn handle_one(&self, m: &Value, caller: &Caller, in_batch: bool) -> Option<Value> {
+    fn handle_one(&self, m: &Value, caller: &Scope, in_batch: bool) -> Option<Value> {
         match protocol::parse_message(m) {
             Err((id, e)) => Some(protocol::error_response(&id, &e)),
             Ok(Message::Response) => None,
@@ -181,7 +167,7 @@ impl McpServer {
         &self,
         method: &str,
         params: Option<&Value>,
-        caller: &Caller,
+        caller: &Scope,
     ) -> Result<Value, McpError> {
         let empty = Map::new();
         let params = match params {
@@ -230,7 +216,7 @@ impl McpServer {
         &self,
         given: Option<&str>,
         field: &str,
-        caller: &Caller,
+        caller: &Scope,
     ) -> Result<String, McpError> {
         let name = given.unwrap_or(&self.opts.default_collection);
         cairn_core::config::validate_collection_name(name)

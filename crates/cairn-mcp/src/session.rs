@@ -3,7 +3,7 @@
 //! that opened it; required on every later request, ended by `DELETE` or
 //! after a time unused.
 
-use crate::server::Caller;
+use crate::server::Scope;
 use crate::McpError;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub struct Session {
     pub protocol_version: String,
     /// Only the caller that opened it (the same API key's access) may use it.
-    pub caller: Caller,
+    pub caller: Scope,
     used: Instant,
 }
 
@@ -41,7 +41,7 @@ impl Sessions {
     }
 
     /// Open a session; its id.
-    pub fn create(&self, protocol_version: &str, caller: Caller) -> Result<String, McpError> {
+    pub fn create(&self, protocol_version: &str, caller: Scope) -> Result<String, McpError> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes)
             .map_err(|e| McpError::Internal(format!("no random session id: {e}")))?;
@@ -72,7 +72,7 @@ impl Sessions {
 
     /// The session `id` when it is open and `caller` opened it (marked
     /// used now).
-    pub fn get(&self, id: &str, caller: &Caller) -> Option<Session> {
+    pub fn get(&self, id: &str, caller: &Scope) -> Option<Session> {
         let mut open = self.lock();
         let expired = open.get(id)?.used.elapsed() >= self.idle;
         if expired {
@@ -88,7 +88,7 @@ impl Sessions {
     }
 
     /// End a session; whether it was open (and `caller`'s).
-    pub fn remove(&self, id: &str, caller: &Caller) -> bool {
+    pub fn remove(&self, id: &str, caller: &Scope) -> bool {
         let mut open = self.lock();
         match open.get(id) {
             Some(s) if &s.caller == caller => open.remove(id).is_some(),
@@ -112,34 +112,34 @@ mod tests {
     #[test]
     fn sessions_belong_to_their_caller_and_end() {
         let s = Sessions::new(2, Duration::from_secs(60));
-        let a = s.create("2025-06-18", Caller::All).unwrap();
+        let a = s.create("2025-06-18", Scope::All).unwrap();
         let b = s
-            .create("2024-11-05", Caller::Only(vec!["docs".into()]))
+            .create("2024-11-05", Scope::Only(vec!["docs".into()]))
             .unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert_eq!(
-            s.get(&a, &Caller::All).unwrap().protocol_version,
+            s.get(&a, &Scope::All).unwrap().protocol_version,
             "2025-06-18"
         );
         // Another key's access does not reach it.
-        assert!(s.get(&a, &Caller::Only(vec!["docs".into()])).is_none());
-        assert!(!s.remove(&b, &Caller::All));
-        assert!(s.get("nope", &Caller::All).is_none());
+        assert!(s.get(&a, &Scope::Only(vec!["docs".into()])).is_none());
+        assert!(!s.remove(&b, &Scope::All));
+        assert!(s.get("nope", &Scope::All).is_none());
         // A third session evicts the least recently used (b).
-        let c = s.create("2025-03-26", Caller::All).unwrap();
+        let c = s.create("2025-03-26", Scope::All).unwrap();
         assert_eq!(s.len(), 2);
-        assert!(s.get(&b, &Caller::Only(vec!["docs".into()])).is_none());
-        assert!(s.remove(&c, &Caller::All));
-        assert!(s.get(&c, &Caller::All).is_none());
+        assert!(s.get(&b, &Scope::Only(vec!["docs".into()])).is_none());
+        assert!(s.remove(&c, &Scope::All));
+        assert!(s.get(&c, &Scope::All).is_none());
     }
 
     #[test]
     fn unused_sessions_expire() {
         let s = Sessions::new(8, Duration::from_millis(20));
-        let a = s.create("2025-06-18", Caller::All).unwrap();
+        let a = s.create("2025-06-18", Scope::All).unwrap();
         std::thread::sleep(Duration::from_millis(40));
-        assert!(s.get(&a, &Caller::All).is_none());
+        assert!(s.get(&a, &Scope::All).is_none());
         assert!(s.is_empty());
     }
 }

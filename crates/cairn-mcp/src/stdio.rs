@@ -3,7 +3,7 @@
 //! stderr). Each request runs on its own thread, so a `ping` is answered
 //! while an answer is generated; replies are written whole, one at a time.
 
-use crate::server::{Caller, McpServer};
+use crate::server::{McpServer, Scope};
 use crate::McpError;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ pub fn serve(
         let server = server.clone();
         let output = output.clone();
         running.push(std::thread::spawn(move || {
-            if let Some(reply) = server.handle_text(&line, &Caller::All) {
+            if let Some(reply) = server.handle_text(&line, &Scope::All) {
                 let mut out = output.lock().unwrap_or_else(|p| p.into_inner());
                 let written = out
                     .write_all(reply.as_bytes())

@@ -5,7 +5,7 @@
 //! document that is not there, an engine error) is a result with
 //! `isError: true` and the reason as its text, so a model can read it.
 
-use crate::server::{Caller, IngestFrom, McpServer};
+use crate::server::{IngestFrom, McpServer, Scope};
 use crate::McpError;
 use cairn_core::{NoProgress, SearchMode};
 use cairn_engine::{EngineError, IngestOptions, IngestReport};
@@ -416,7 +416,7 @@ impl McpServer {
     pub(crate) fn call_tool(
         &self,
         params: &Map<String, Value>,
-        caller: &Caller,
+        caller: &Scope,
     ) -> Result<Value, McpError> {
         let name = match params.get("name") {
             Some(Value::String(n)) => n.as_str(),
@@ -454,7 +454,7 @@ impl McpServer {
         }
     }
 
-    fn search(&self, args: &Map<String, Value>, caller: &Caller) -> Call {
+    fn search(&self, args: &Map<String, Value>, caller: &Scope) -> Call {
         let a = Args::new(args, &["query", "collection", "k", "mode"])?;
         let query = a.text("query")?;
         let name = self.collection_name(a.string("collection")?, "arguments.collection", caller)?;
@@ -496,7 +496,7 @@ impl McpServer {
         Ok(success(text, json!({ "collection": name, "hits": hits })))
     }
 
-    fn ask(&self, args: &Map<String, Value>, caller: &Caller) -> Call {
+    fn ask(&self, args: &Map<String, Value>, caller: &Scope) -> Call {
         let a = Args::new(args, &["question", "collection", "k"])?;
         let question = a.text("question")?;
         let name = self.collection_name(a.string("collection")?, "arguments.collection", caller)?;
@@ -568,7 +568,7 @@ impl McpServer {
         ))
     }
 
-    fn ingest(&self, args: &Map<String, Value>, caller: &Caller) -> Call {
+    fn ingest(&self, args: &Map<String, Value>, caller: &Scope) -> Call {
         let (name, paths, opts) = match &self.opts.ingest {
             IngestFrom::Paths => {
                 let a = Args::new(args, &["paths", "collection", "prune"])?;
@@ -672,7 +672,7 @@ impl McpServer {
         ))
     }
 
-    fn list_collections(&self, args: &Map<String, Value>, caller: &Caller) -> Call {
+    fn list_collections(&self, args: &Map<String, Value>, caller: &Scope) -> Call {
         Args::new(args, &[])?;
         let mut out = vec![];
         let mut text = String::new();
@@ -708,7 +708,7 @@ impl McpServer {
         ))
     }
 
-    fn get_document(&self, args: &Map<String, Value>, caller: &Caller) -> Call {
+    fn get_document(&self, args: &Map<String, Value>, caller: &Scope) -> Call {
         let a = Args::new(
             args,
             &["doc", "collection", "start", "end", "chunk", "max_chars"],

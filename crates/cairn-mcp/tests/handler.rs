@@ -5,7 +5,7 @@
 
 use cairn_core::config::Config;
 use cairn_engine::LocalCollections;
-use cairn_mcp::{stdio, Caller, DocumentStore, IngestFrom, McpServer, Options};
+use cairn_mcp::{stdio, DocumentStore, IngestFrom, McpServer, Options, Scope};
 use cairn_models::{Device, SentenceEncoder};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -72,7 +72,7 @@ fn server(data: &Path, ingest: IngestFrom, tweak: impl FnOnce(&mut Options)) -> 
     McpServer::new(Arc::new(collections), opts)
 }
 
-fn request(s: &McpServer, caller: &Caller, method: &str, params: Value) -> Value {
+fn request(s: &McpServer, caller: &Scope, method: &str, params: Value) -> Value {
     let m = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
     let reply = s.handle(&m, caller).expect("a reply");
     assert_eq!(reply["jsonrpc"], "2.0");
@@ -81,13 +81,13 @@ fn request(s: &McpServer, caller: &Caller, method: &str, params: Value) -> Value
 }
 
 fn result(s: &McpServer, method: &str, params: Value) -> Value {
-    let r = request(s, &Caller::All, method, params);
+    let r = request(s, &Scope::All, method, params);
     assert!(r.get("error").is_none(), "{method}: {r}");
     r["result"].clone()
 }
 
 fn error(s: &McpServer, method: &str, params: Value) -> (i64, String, Value) {
-    let r = request(s, &Caller::All, method, params);
+    let r = request(s, &Scope::All, method, params);
     let e = &r["error"];
     assert!(e.is_object(), "{method} did not fail: {r}");
     (
@@ -151,17 +151,17 @@ fn protocol_messages_and_errors() {
 
     // Notifications and responses get no reply.
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    assert!(s.handle(&note, &Caller::All).is_none());
+    assert!(s.handle(&note, &Scope::All).is_none());
     let resp = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
-    assert!(s.handle(&resp, &Caller::All).is_none());
+    assert!(s.handle(&resp, &Scope::All).is_none());
 
     // Text that is not JSON; JSON that is not JSON-RPC.
     let r: Value =
-        serde_json::from_str(&s.handle_text("{\"jsonrpc\": ", &Caller::All).unwrap()).unwrap();
+        serde_json::from_str(&s.handle_text("{\"jsonrpc\": ", &Scope::All).unwrap()).unwrap();
     assert_eq!(r["error"]["code"], -32700);
     assert_eq!(r["id"], Value::Null);
     let r: Value = serde_json::from_str(
-        &s.handle_text(r#"{"jsonrpc":"2.0","id":"x","method":5}"#, &Caller::All)
+        &s.handle_text(r#"{"jsonrpc":"2.0","id":"x","method":5}"#, &Scope::All)
             .unwrap(),
     )
     .unwrap();
@@ -175,14 +175,14 @@ fn protocol_messages_and_errors() {
         {"jsonrpc": "2.0", "id": 2, "method": "nope"},
         {"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {"protocolVersion": "2025-03-26"}}
     ]);
-    let r = s.handle(&batch, &Caller::All).unwrap();
+    let r = s.handle(&batch, &Scope::All).unwrap();
     let r = r.as_array().unwrap();
     assert_eq!(r.len(), 3);
     assert_eq!(r[0]["result"], json!({}));
     assert_eq!(r[1]["error"]["code"], -32601);
     assert_eq!(r[2]["error"]["code"], -32600, "initialize alone");
     assert_eq!(
-        s.handle(&json!([]), &Caller::All).unwrap()["error"]["code"],
+        s.handle(&json!([]), &Scope::All).unwrap()["error"]["code"],
         -32600
     );
 
@@ -561,7 +561,7 @@ fn resources_are_listed_a_page_at_a_time_and_read() {
     assert_eq!((code, field), (-32602, json!("cursor")));
 
     // A caller limited to one collection sees and reaches only that one.
-    let only = Caller::Only(vec!["other".into()]);
+    let only = Scope::Only(vec!["other".into()]);
     let page = request(&s, &only, "resources/list", json!({}));
     assert_eq!(page["result"]["resources"].as_array().unwrap().len(), 1);
     let r = request(

@@ -4,7 +4,7 @@
 //! returned whole or streamed as server-sent events.
 
 use crate::api::{AnswerOut, AppResult, ClusterOut, MessageIn, TimingsOut};
-use crate::auth::Access;
+use crate::auth::{Access, Check};
 use crate::error::ApiError;
 use crate::state::{blocking, AppState};
 use axum::response::sse::Event;

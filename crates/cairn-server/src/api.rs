@@ -1,7 +1,7 @@
 //! REST: collections, documents, jobs, search, ask, feedback, health.
 
 pub use crate::answering::{answer, error_event, history, prepare, stream_answer, Piece, Question};
-use crate::auth::Access;
+use crate::auth::{Access, Check};
 pub use crate::dto::*;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};

@@ -17,23 +17,17 @@ pub struct Keys {
     keys: Vec<([u8; 32], Vec<String>)>,
 }
 
-/// What the request's key may touch.
-#[derive(Debug, Clone)]
-pub enum Access {
-    All,
-    Only(Vec<String>),
+/// What the request's key may touch: the collection boundary's `Scope`.
+pub use cairn_engine::Scope as Access;
+
+/// 403 unless the key may use a collection.
+pub trait Check {
+    /// `Ok` when the key may use `collection`, else 403.
+    fn check(&self, collection: &str) -> Result<(), ApiError>;
 }
 
-impl Access {
-    pub fn allows(&self, collection: &str) -> bool {
-        match self {
-            Access::All => true,
-            Access::Only(c) => c.iter().any(|c| c == collection),
-        }
-    }
-
-    /// `Ok` when the key may use `collection`, else 403.
-    pub fn check(&self, collection: &str) -> Result<(), ApiError> {
+impl Check for Access {
+    fn check(&self, collection: &str) -> Result<(), ApiError> {
         if self.allows(collection) {
             Ok(())
         } else {

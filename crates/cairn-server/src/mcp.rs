@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use cairn_mcp::{Caller, DocumentStore, Inspect, McpServer, PROTOCOL_VERSIONS};
+use cairn_mcp::{DocumentStore, Inspect, McpServer, PROTOCOL_VERSIONS};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -70,13 +70,6 @@ impl Mcp {
             server: Arc::new(McpServer::new(collections, opts)),
             sessions: cairn_mcp::Sessions::new(1024, Duration::from_secs(3600)),
         }
-    }
-}
-
-fn caller(access: &Access) -> Caller {
-    match access {
-        Access::All => Caller::All,
-        Access::Only(c) => Caller::Only(c.clone()),
     }
 }
 
@@ -172,7 +165,7 @@ pub async fn post(
         }
     };
     let inspect = Inspect::of(&message);
-    let caller = caller(&access);
+    let caller = access.clone();
     let mcp = state.mcp.clone();
     if inspect.initialize {
         let c = caller.clone();
@@ -261,7 +254,7 @@ pub async fn delete(
             "no Mcp-Session-Id header: name the session to end",
         );
     };
-    if state.mcp.sessions.remove(id, &caller(&access)) {
+    if state.mcp.sessions.remove(id, &access) {
         tracing::info!("MCP session ended");
         StatusCode::NO_CONTENT.into_response()
     } else {
