@@ -1052,6 +1052,70 @@ fn unchanged_files_are_skipped_and_prune_and_remove_reach_every_replica() {
     });
     assert_eq!(s["collections"][0]["documents"], 3);
 
+    // `cairn --cluster URL watch`: a file written into the watched folder
+    // reaches every replica and is found; its deletion goes as well.
+    let mut c = client(dir, &url);
+    c.args(["watch", "--json", "--debounce-ms", "200"])
+        .arg(&docs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut watcher = Proc(c.spawn().unwrap());
+    let out = watcher.0.stdout.take().unwrap();
+    let (tx, events) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(json(line.as_bytes()));
+        }
+    });
+    let next = || {
+        events
+            .recv_timeout(Duration::from_secs(120))
+            .expect("cairn watch printed nothing for 120 s")
+    };
+    assert_eq!(next()["event"], "started");
+    let rescan = next();
+    assert_eq!(rescan["initial"], true, "{rescan:#}");
+    assert_eq!(rescan["published"], 0, "{rescan:#}");
+    std::fs::write(
+        docs.join("notes.md"),
+        "# Harbour notes\n\nThe Selby ferry quokkafish count was 41 on Tuesday.\n",
+    )
+    .unwrap();
+    let b = next();
+    assert_eq!(
+        (b["added"].as_u64(), b["published"].as_u64()),
+        (Some(1), Some(1)),
+        "{b:#}"
+    );
+    wait_status(dir, &url, "the watched file applied", 120, |s| {
+        caught_up(s) && total(s) == 8
+    });
+    let got = search(dir, &url, "quokkafish count Selby ferry", "bm25");
+    assert_eq!(got["hits"][0]["doc"], "notes.md", "{got:#}");
+    std::fs::remove_file(docs.join("notes.md")).unwrap();
+    let b = next();
+    assert_eq!(b["removed"], 1, "{b:#}");
+    wait_status(dir, &url, "the watched deletion applied", 120, |s| {
+        caught_up(s) && total(s) == 6
+    });
+    let got = search(dir, &url, "quokkafish count Selby ferry", "bm25");
+    assert!(
+        got["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["doc"] != "notes.md"),
+        "{got:#}"
+    );
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &watcher.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(next()["event"], "stopped");
+    assert!(watcher.0.wait().unwrap().success());
+
     // A second node under a name that is running is refused (two nodes
     // with one name would take each other's shards); a restart is not.
     let mut c = cairn(&dir.join("node-a-twin"));
