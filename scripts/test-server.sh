@@ -97,11 +97,14 @@ clients() {
   CAIRN_COLLECTION=clients PYTHONPATH=clients/python/src "$venv/bin/python" -m pytest -q clients/python/tests
 
   echo "== [$name] schemathesis against /openapi.json"
+  # No example database: each run stands alone (a database replayed from an
+  # earlier run has crashed Hypothesis' own shrinker with an IndexError).
   "$venv/bin/schemathesis" run "$url/openapi.json" \
     -H "Authorization: Bearer $CAIRN_API_KEY" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing --max-examples 25 --workers 1 \
-    --seed 1 --suppress-health-check too_slow,filter_too_much
+    --seed 1 --suppress-health-check too_slow,filter_too_much \
+    --generation-database none
 
   echo "== [$name] web UI in headless Chromium"
   CAIRN_SCREENSHOTS="${CAIRN_SCREENSHOTS:-$work/screenshots}/$name" \
