@@ -59,6 +59,11 @@ pub struct CriticConfig {
     /// model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Where the cross-encoder runs: `cpu`, `coreml` (Apple's Neural
+    /// Engine, with the `coreml` feature) or `auto`. The `embedding` critic
+    /// runs with the embedding model (`embed.device`), the `llm` critic with
+    /// the generator (`generate.device`).
+    pub device: String,
     /// Raw score → probability that a passage answers a question. Unset:
     /// the fit for the default embedding model (`kind = "embedding"`), or
     /// the model's own probability (`llm`: P(Yes) / (P(Yes) + P(No));
@@ -153,6 +158,7 @@ impl Default for CriticConfig {
         CriticConfig {
             kind: "embedding".into(),
             model: None,
+            device: "cpu".into(),
             relevance: None,
             support: None,
             grade: GradeModel {
@@ -450,6 +456,12 @@ pub struct IngestConfig {
     pub ocr_tesseract: String,
     /// The program that renders PDF pages (poppler-utils' `pdftoppm`).
     pub ocr_pdftoppm: String,
+    /// Background ingestion (uploads and watched folders in `cairn serve`)
+    /// runs at this nice value (0 to 19; 0: the same priority as queries),
+    /// so that searches and answers keep their latency while it runs; idle
+    /// cores still go to it. Linux only; elsewhere it runs at normal
+    /// priority.
+    pub background_nice: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -566,6 +578,7 @@ impl Default for IngestConfig {
             ocr_max_megapixels: 40,
             ocr_tesseract: "tesseract".into(),
             ocr_pdftoppm: "pdftoppm".into(),
+            background_nice: 10,
         }
     }
 }
@@ -656,6 +669,9 @@ impl Config {
         if let Some(v) = get("CAIRN_OCR_LANGUAGES") {
             self.ingest.ocr_languages = v;
         }
+        if let Some(v) = get("CAIRN_INGEST_BACKGROUND_NICE") {
+            self.ingest.background_nice = parse("CAIRN_INGEST_BACKGROUND_NICE", &v)?;
+        }
         if let Some(v) = get("CAIRN_TESSERACT") {
             self.ingest.ocr_tesseract = v;
         }
@@ -697,6 +713,9 @@ impl Config {
         }
         if let Some(v) = get("CAIRN_CRITIC") {
             self.critic.set_kind(&v);
+        }
+        if let Some(v) = get("CAIRN_CRITIC_DEVICE") {
+            self.critic.device = v;
         }
         if let Some(v) = get("CAIRN_CRITIC_MODEL") {
             self.critic.model = Some(v);
@@ -824,6 +843,12 @@ impl Config {
             return bad(
                 "ingest.ocr_dpi",
                 format!("{} (expected 72 to 1200)", i.ocr_dpi),
+            );
+        }
+        if i.background_nice > 19 {
+            return bad(
+                "ingest.background_nice",
+                format!("{} (expected 0 to 19)", i.background_nice),
             );
         }
         if i.ocr_psm > 13 {
@@ -1147,6 +1172,7 @@ mod tests {
         for (toml, field) in [
             ("ocr_dpi = 20", "ingest.ocr_dpi"),
             ("ocr_psm = 14", "ingest.ocr_psm"),
+            ("background_nice = 20", "ingest.background_nice"),
             ("ocr_languages = \"eng+\"", "ingest.ocr_languages"),
             ("ocr_languages = \"eng; rm -rf\"", "ingest.ocr_languages"),
             ("ocr_max_pages = 0", "ingest.ocr_max_pages"),

@@ -18,6 +18,7 @@ pub mod config;
 pub mod failpoint;
 pub mod lines;
 pub mod op;
+pub mod priority;
 pub mod time;
 
 use serde::{Deserialize, Serialize};

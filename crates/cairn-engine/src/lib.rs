@@ -25,7 +25,9 @@
 //! catch-up (see `cairn_index`).
 
 mod ask;
+mod background;
 mod collection;
+mod devices;
 mod feedback;
 mod ingest;
 mod watch;
@@ -36,11 +38,13 @@ pub use ask::{
 };
 pub use ask::{Answer, AskOptions, ClusterAnswer, Extracted, Judged, Retrieved, Strategy, Timings};
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
+pub use background::run_in_background;
 pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
 pub use collection::{
     pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,
     LogReport, PassageSpan, Published, Rejected, Scope, Summary,
 };
+pub use devices::{plan_stages, StagePlan};
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
 };
@@ -358,7 +362,15 @@ fn load_cross_encoder(
         threads: cfg.embed.threads,
         batch_size: cfg.embed.batch_size,
     };
-    let model = cairn_models::CrossEncoder::load(&dir, &opts)?;
+    let device: Device =
+        cfg.critic
+            .device
+            .parse()
+            .map_err(|e| cairn_core::config::ConfigError::Field {
+                field: "critic.device".into(),
+                message: format!("{e}"),
+            })?;
+    let model = cairn_models::CrossEncoder::load_on(&dir, device, &opts)?;
     Ok(Arc::new(cairn_models::CrossEncoderCritic::new(
         model, relevance, support,
     )))

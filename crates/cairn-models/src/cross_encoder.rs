@@ -86,6 +86,17 @@ impl CrossEncoder {
     /// else one written from `model.safetensors`) on the CPU, with
     /// `opts.threads` and `opts.batch_size`.
     pub fn load(dir: &Path, opts: &OnnxOptions) -> Result<CrossEncoder, ModelError> {
+        CrossEncoder::load_on(dir, crate::Device::Cpu, opts)
+    }
+
+    /// [`CrossEncoder::load`] on `device`: `cpu` (or `auto`), or `coreml`
+    /// (Apple's Neural Engine, with the `coreml` feature); a GPU is an error
+    /// that says so.
+    pub fn load_on(
+        dir: &Path,
+        device: crate::Device,
+        opts: &OnnxOptions,
+    ) -> Result<CrossEncoder, ModelError> {
         if !dir.is_dir() {
             return Err(bad(
                 dir,
@@ -184,10 +195,7 @@ impl CrossEncoder {
             Some(f) => return Err(bad(f, "no such ONNX file")),
             None => crate::onnx_export::ensure_classifier_graph(dir)?,
         };
-        let ort_err = |e: ort::Error| bad(&onnx_file, e);
-        let session = crate::onnx::session_builder(opts, &onnx_file)?
-            .commit_from_file(&onnx_file)
-            .map_err(ort_err)?;
+        let session = crate::onnx::new_session(opts, device, &onnx_file)?;
         let inputs = crate::onnx::bert_inputs(&session, &onnx_file, "a BERT cross-encoder")?;
         let outputs: Vec<&str> = session.outputs.iter().map(|o| o.name.as_str()).collect();
         if !outputs.contains(&"logits") {

@@ -95,8 +95,22 @@ pub fn init_runtime(dylib: Option<&Path>) -> Result<PathBuf, ModelError> {
 }
 
 /// A sentence encoder running an ONNX graph.
+///
+/// Two lanes, by the caller's priority ([`cairn_core::priority`]): threads
+/// at the priority of the thread that loaded the model (queries, the
+/// critic, a command-line ingest) share the session made while loading;
+/// threads running lowered (a server's background ingestion) get a session
+/// of their own, made on their first call, so its intra-op thread pool
+/// inherits their lowered priority and a query never waits behind a batch
+/// of passages. A process that never embeds in the background holds one
+/// session.
 pub struct OnnxEmbedder {
-    session: Mutex<Session>,
+    foreground: Mutex<Session>,
+    /// The nice value of the thread that loaded the model.
+    foreground_nice: i32,
+    background: Mutex<Option<Session>>,
+    device: Device,
+    opts: OnnxOptions,
     inputs: Vec<String>,
     text: TextSide,
     dim: usize,
@@ -168,6 +182,27 @@ pub(crate) fn bert_inputs(
 
 pub use crate::onnx_export::find_onnx;
 
+/// A session for `onnx_file` on `device` (cpu, or coreml with its feature).
+pub(crate) fn new_session(
+    opts: &OnnxOptions,
+    device: Device,
+    onnx_file: &Path,
+) -> Result<Session, ModelError> {
+    let builder = session_builder(opts, onnx_file)?;
+    let builder = match device {
+        Device::Cpu | Device::Auto => builder,
+        Device::CoreMl => coreml(builder, onnx_file)?,
+        other => {
+            return Err(ModelError::DeviceUnavailable(format!(
+                "{other} for ONNX Runtime (it runs on cpu, or coreml with the `coreml` feature); embedding models run on GPUs with the candle backend"
+            )))
+        }
+    };
+    builder
+        .commit_from_file(onnx_file)
+        .map_err(|e| bad(onnx_file, e))
+}
+
 impl OnnxEmbedder {
     /// Load the model in `dir` (tokenizer and sentence-transformers files)
     /// with the graph `opts.onnx_file` on `device`.
@@ -203,18 +238,7 @@ impl OnnxEmbedder {
             .ok_or_else(|| bad(&cfg_path, "no hidden_size"))? as usize;
         let max_position = cfg["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
         let config = SentenceConfig::read(dir, max_position)?;
-        let ort_err = |e: ort::Error| bad(&onnx_file, e);
-        let mut builder = session_builder(opts, &onnx_file)?;
-        builder = match device {
-            Device::Cpu | Device::Auto => builder,
-            Device::CoreMl => coreml(builder, &onnx_file)?,
-            other => {
-                return Err(ModelError::DeviceUnavailable(format!(
-                    "{other} for the ONNX backend (it runs on cpu, or coreml with the `coreml` feature); use the candle backend for GPUs"
-                )))
-            }
-        };
-        let session = builder.commit_from_file(&onnx_file).map_err(ort_err)?;
+        let session = new_session(opts, device, &onnx_file)?;
         let inputs = bert_inputs(&session, &onnx_file, "a BERT encoder")?;
         // The same id as the candle backend for the same weights in fp32, so a
         // collection can switch backends; a quantised graph is another model.
@@ -228,7 +252,11 @@ impl OnnxEmbedder {
             format!("|{file_tag}")
         };
         Ok(OnnxEmbedder {
-            session: Mutex::new(session),
+            foreground: Mutex::new(session),
+            foreground_nice: cairn_core::priority::current_nice(),
+            background: Mutex::new(None),
+            device,
+            opts: opts.clone(),
             inputs,
             text: TextSide::load(dir, config, opts.batch_size, &variant)?,
             dim,
@@ -244,6 +272,15 @@ impl OnnxEmbedder {
     /// Embed texts in length-sorted batches; results in input order.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
         self.text.embed(texts, |batch| self.forward(batch))
+    }
+
+    /// Whether the background lane's session exists (it holds a second copy
+    /// of the weights).
+    pub fn has_background_session(&self) -> bool {
+        self.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -264,7 +301,19 @@ impl OnnxEmbedder {
                 Tensor::from_array((shape, data)).map_err(e)?.into(),
             ));
         }
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut foreground;
+        let mut background;
+        let session: &mut Session = if cairn_core::priority::current_nice() > self.foreground_nice {
+            background = self.background.lock().unwrap_or_else(|p| p.into_inner());
+            if background.is_none() {
+                tracing::debug!(file = %self.onnx_file.display(), "an ONNX Runtime session for background work");
+                *background = Some(new_session(&self.opts, self.device, &self.onnx_file)?);
+            }
+            background.as_mut().expect("made above")
+        } else {
+            foreground = self.foreground.lock().unwrap_or_else(|p| p.into_inner());
+            &mut foreground
+        };
         let outputs = session.run(values).map_err(e)?;
         let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
         let dims: Vec<i64> = out_shape.iter().copied().collect();

@@ -250,3 +250,37 @@ fn bad_inputs_are_named_errors() {
         assert!(e.contains("--features coreml"), "{e}");
     }
 }
+
+/// A lowered caller (a server's background ingestion) embeds in a session
+/// of its own, so a query never waits behind its batch, with the same
+/// vectors; callers at normal priority keep the one loaded session.
+#[cfg(target_os = "linux")]
+#[test]
+fn background_callers_get_a_session_of_their_own_and_the_same_vectors() {
+    use cairn_core::priority::{current_nice, lower_current_thread};
+    assert!(
+        current_nice() < 19,
+        "the tests run at the lowest priority already, so no thread can be lowered"
+    );
+    let m = std::sync::Arc::new(int8());
+    let t = texts();
+    let foreground = m.embed_passages(&t).unwrap();
+    let q = m.embed_query(&t[0]).unwrap();
+    assert!(
+        !m.has_background_session(),
+        "normal callers share one session"
+    );
+    let (m2, t2) = (m.clone(), t.clone());
+    let background = std::thread::spawn(move || {
+        assert!(lower_current_thread(current_nice() + 5).unwrap());
+        m2.embed_passages(&t2).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(m.has_background_session());
+    for (a, b) in foreground.iter().zip(&background) {
+        assert!(cosine(a, b) > 0.9999);
+    }
+    // The foreground session still answers, the same as before.
+    assert!(cosine(&m.embed_query(&t[0]).unwrap(), &q) > 0.9999);
+}

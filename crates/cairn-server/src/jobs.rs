@@ -66,6 +66,8 @@ pub struct Jobs {
     max_queued: usize,
     /// Finished jobs kept in the list.
     kept: usize,
+    /// Jobs run at this nice value (`ingest.background_nice`).
+    nice: u8,
 }
 
 fn lock(j: &Shared) -> std::sync::MutexGuard<'_, Job> {
@@ -74,8 +76,8 @@ fn lock(j: &Shared) -> std::sync::MutexGuard<'_, Job> {
 
 impl Jobs {
     /// At most `max_queued` jobs wait; the newest `kept` finished ones stay
-    /// listed.
-    pub fn new(stopping: Arc<AtomicBool>, max_queued: usize, kept: usize) -> Jobs {
+    /// listed; jobs run at nice `nice` (0: the priority of queries).
+    pub fn new(stopping: Arc<AtomicBool>, max_queued: usize, kept: usize, nice: u8) -> Jobs {
         Jobs {
             list: Mutex::new(vec![]),
             next: AtomicU64::new(1),
@@ -85,6 +87,7 @@ impl Jobs {
             stopping,
             max_queued,
             kept,
+            nice,
         }
     }
 
@@ -179,7 +182,9 @@ impl Jobs {
         Ok(job)
     }
 
-    /// Run `work` for `job` on a blocking thread, after the jobs before it.
+    /// Run `work` for `job` on a thread of its own, after the jobs before
+    /// it, as background work (lowered to `ingest.background_nice`, which is
+    /// why the thread is its own and not one of tokio's blocking pool).
     /// The job counts as active until it ends however it ends; one that
     /// panics ends as failed, so that shutdown never waits for it forever.
     fn spawn(&self, job: Shared, work: impl FnOnce(&Shared) + Send + 'static) {
@@ -194,24 +199,42 @@ impl Jobs {
         self.active.fetch_add(1, Ordering::SeqCst);
         let active = Active(self.active.clone(), self.idle.clone());
         let runner = self.runner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _active = active;
-            let _turn = runner.lock().unwrap_or_else(|p| p.into_inner());
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job)));
-            if let Err(panic) = r {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown".into());
-                tracing::error!("ingestion job panicked: {why}");
-                let mut j = lock(&job);
-                j.state = JobState::Failed;
-                j.phase = "finished".into();
-                j.error = Some(format!("the ingestion job failed unexpectedly: {why}"));
-                j.finished_at = Some(now_rfc3339());
-            }
-        });
+        let nice = self.nice;
+        let failed = |job: &Shared, why: String| {
+            let mut j = lock(job);
+            j.state = JobState::Failed;
+            j.phase = "finished".into();
+            j.error = Some(why);
+            j.finished_at = Some(now_rfc3339());
+        };
+        let on_thread = job.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cairn-ingest-job".into())
+            .spawn(move || {
+                let job = on_thread;
+                let _active = active;
+                let _turn = runner.lock().unwrap_or_else(|p| p.into_inner());
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    cairn_engine::run_in_background(nice, || work(&job))
+                }));
+                if let Err(panic) = r {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown".into());
+                    tracing::error!("ingestion job panicked: {why}");
+                    failed(
+                        &job,
+                        format!("the ingestion job failed unexpectedly: {why}"),
+                    );
+                }
+            });
+        if let Err(e) = spawned {
+            // The closure (and the active count it held) is dropped.
+            tracing::error!("no thread for an ingestion job: {e}");
+            failed(&job, format!("the ingestion job could not start: {e}"));
+        }
     }
 
     /// Wait until no job is queued or running (call after `stopping` is set,
@@ -341,7 +364,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_ends_failed_and_shutdown_does_not_wait_for_it() {
-        let jobs = Jobs::new(Arc::new(AtomicBool::new(false)), 4, 10);
+        let jobs = Jobs::new(Arc::new(AtomicBool::new(false)), 4, 10, 0);
         let job = jobs.admit("docs", 1).unwrap();
         jobs.spawn(job.clone(), |_| panic!("a loader bug"));
         tokio::time::timeout(std::time::Duration::from_secs(10), jobs.wait_idle())
@@ -353,9 +376,30 @@ mod tests {
         assert!(!jobs.busy("docs"));
     }
 
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn jobs_run_lowered_and_leave_the_server_s_threads_as_they_were() {
+        use cairn_core::priority::current_nice;
+        let before = current_nice();
+        let jobs = Jobs::new(Arc::new(AtomicBool::new(false)), 4, 10, 9);
+        let job = jobs.admit("docs", 1).unwrap();
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        jobs.spawn(job, move |_| {
+            *s.lock().unwrap() = Some(current_nice());
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), jobs.wait_idle())
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), Some(before.max(9)));
+        // tokio's blocking pool (searches run there) is untouched.
+        let blocking = tokio::task::spawn_blocking(current_nice).await.unwrap();
+        assert_eq!(blocking, before);
+    }
+
     #[test]
     fn the_queue_is_bounded_and_finished_jobs_are_pruned() {
-        let jobs = Jobs::new(Arc::new(AtomicBool::new(false)), 2, 3);
+        let jobs = Jobs::new(Arc::new(AtomicBool::new(false)), 2, 3, 0);
         let a = jobs.admit("docs", 1).unwrap();
         let _b = jobs.admit("docs", 1).unwrap();
         let e = jobs.admit("docs", 1).unwrap_err();

@@ -56,6 +56,7 @@ impl AppState {
                 stopping.clone(),
                 cfg.server.max_queued_jobs,
                 cfg.server.jobs_kept,
+                cfg.ingest.background_nice,
             ),
             mcp: Arc::new(crate::mcp::Mcp::new(&cfg, collections.clone())),
             cfg,

@@ -79,21 +79,20 @@ pub fn node(cfg: Config, args: NodeArgs) -> Result<ExitCode> {
                 "loading the generator (pass --no-llm for a node that only holds shards)",
             )?)
         };
+    // Where each stage runs, as `cairn doctor` shows it.
     let mut placement = BTreeMap::new();
-    placement.insert(
-        "embed".to_string(),
-        format!("{} ({})", cfg.embed.device, embedder.backend()),
-    );
-    placement.insert("search".to_string(), "cpu".to_string());
-    if let Some(g) = &generator {
-        let where_ = match &cfg.generate.url {
-            Some(u) => format!("remote {u}"),
-            None => cfg.generate.device.clone(),
-        };
+    for p in cairn_engine::plan_stages(&cfg) {
+        if p.stage == "generate" && generator.is_none() {
+            continue;
+        }
         placement.insert(
-            "generate".to_string(),
-            format!("{where_} ({})", g.model_name()),
+            p.stage.to_string(),
+            format!("{} ({})", p.runs_on, p.backend),
         );
+    }
+    placement.insert("search".to_string(), "cpu".to_string());
+    if let (Some(g), Some(e)) = (&generator, placement.get_mut("generate")) {
+        e.push_str(&format!(" {}", g.model_name()));
     }
     let opts = NodeOptions {
         name: args.name.clone(),

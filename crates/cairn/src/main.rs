@@ -4,6 +4,7 @@
 
 mod ask;
 mod cluster;
+mod doctor;
 mod eval;
 mod mcp;
 mod open;
@@ -43,6 +44,11 @@ struct Cli {
     /// Device for the embedding model: cpu, cuda[:N], metal[:N], coreml, auto.
     #[arg(long, global = true, value_name = "DEVICE")]
     device: Option<String>,
+    /// Where a stage runs, STAGE=DEVICE, repeatable: embed, critic
+    /// (the cross-encoder) or generate, on cpu, cuda[:N], metal[:N], coreml
+    /// or auto (`cairn doctor` shows the result).
+    #[arg(long = "stage-device", global = true, value_name = "STAGE=DEVICE")]
+    stage_device: Vec<String>,
     /// Embedding backend: auto (onnx on CPUs, candle on GPUs), onnx (ONNX
     /// Runtime, the default CPU path), or candle (built with --features candle, cuda or metal).
     #[arg(long, global = true, value_name = "BACKEND")]
@@ -165,6 +171,11 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// What this build can run and where each stage would run: compiled
+    /// backends, devices found, the device map (embed, critic, generate),
+    /// models and tools; with --cluster, every node's placement. Exits 1
+    /// when a stage cannot run as configured.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Retrieval and generation settings shared by `ask` and `chat`.
@@ -335,6 +346,20 @@ fn load_config(cli: &Cli) -> Result<Config> {
     }
     if let Some(d) = &cli.device {
         cfg.embed.device = d.clone();
+    }
+    for m in &cli.stage_device {
+        let Some((stage, device)) = m.split_once('=') else {
+            bail!("--stage-device {m}: expected STAGE=DEVICE, for example embed=coreml");
+        };
+        let device = device.trim().to_string();
+        match stage.trim() {
+            "embed" => cfg.embed.device = device,
+            "critic" => cfg.critic.device = device,
+            "generate" => cfg.generate.device = device,
+            other => bail!(
+                "--stage-device {m}: unknown stage `{other}` (expected embed, critic or generate)"
+            ),
+        }
     }
     if let Some(b) = &cli.embed_backend {
         cfg.embed.backend = b.clone();
@@ -651,6 +676,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Models { command } => return models(&cfg, command),
+        Command::Doctor(args) => return doctor::doctor(&cfg, url, &args),
         Command::Ask {
             question,
             gen,

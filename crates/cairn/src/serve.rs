@@ -84,6 +84,7 @@ pub fn serve(cfg: Config, cluster: Option<&str>, watch: &[PathBuf]) -> Result<Ex
             opts,
             watch.to_vec(),
             stop.clone(),
+            cfg.ingest.background_nice,
         ))
     };
     let served = runtime.block_on(async move {

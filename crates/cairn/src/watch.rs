@@ -115,24 +115,29 @@ fn line(ev: &WatchEvent, json: bool, prefix: &str) -> String {
     }
 }
 
-/// `cairn serve --watch`: watch on a thread of its own until `stop` is set;
-/// events go to stderr beside the server's own lines.
+/// `cairn serve --watch`: watch on a thread of its own until `stop` is set,
+/// as background work at nice `nice` (`ingest.background_nice`), so that
+/// the server's queries keep their latency while it ingests; events go to
+/// stderr beside the server's own lines.
 pub fn spawn(
     collection: Arc<dyn Collection>,
     opts: WatchOptions,
     paths: Vec<PathBuf>,
     stop: Arc<AtomicBool>,
+    nice: u8,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let quiet = crate::progress::Bars::new(true);
-        let result = cairn_engine::watch(
-            collection.as_ref(),
-            &paths,
-            &opts,
-            &stop,
-            &quiet,
-            &mut |ev| eprintln!("{}", line(&ev, false, "cairn serve: watch: ")),
-        );
+        let result = cairn_engine::run_in_background(nice, || {
+            cairn_engine::watch(
+                collection.as_ref(),
+                &paths,
+                &opts,
+                &stop,
+                &quiet,
+                &mut |ev| eprintln!("{}", line(&ev, false, "cairn serve: watch: ")),
+            )
+        });
         if let Err(e) = result {
             eprintln!("cairn serve: watch stopped: {e}");
             stop.store(true, Ordering::SeqCst);

@@ -433,3 +433,81 @@ fn scanned_pages_and_images_are_read_by_ocr_in_loader_processes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn doctor_shows_where_each_stage_runs_and_fails_on_a_device_this_build_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = cairn(&data).args(["doctor", "--json"]).output().unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let stage = |v: &Value, name: &str| {
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no stage {name}: {v:#}"))
+    };
+    assert_eq!(stage(&v, "embed")["runs_on"], "cpu");
+    assert_eq!(stage(&v, "embed")["backend"], "onnxruntime");
+    assert_eq!(stage(&v, "critic")["runs_on"], "with embed");
+    assert_eq!(stage(&v, "generate")["backend"], "llama.cpp");
+    let checks = v["checks"].as_array().unwrap();
+    for what in [
+        "embedding model",
+        "generator",
+        "ONNX Runtime library",
+        "data dir",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["what"] == what)
+            .unwrap_or_else(|| panic!("no check {what}: {v:#}"));
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    assert!(v["cpu"]["logical_cores"].as_u64().unwrap() >= 1);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+
+    // A device map this build cannot run: each stage says why, exit 1.
+    let out = cairn(&data)
+        .args([
+            "--stage-device",
+            "generate=cuda:1",
+            "--stage-device",
+            "embed=metal",
+            "doctor",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
+    assert_eq!(stage(&v, "generate")["runs_on"], "cuda:1");
+    let problems = v["problems"].to_string();
+    assert!(
+        problems.contains("generate: CUDA is not compiled in"),
+        "{problems}"
+    );
+    // `auto` picks candle for a GPU, which this build lacks too.
+    assert!(
+        problems.contains("embed: Metal is not compiled in"),
+        "{problems}"
+    );
+
+    // The text report, and a bad flag named.
+    let out = cairn(&data).arg("doctor").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("stages:") && text.contains("background ingestion"),
+        "{text}"
+    );
+    let out = cairn(&data)
+        .args(["--stage-device", "gpu=cpu", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("unknown stage `gpu`"), "{err}");
+}
