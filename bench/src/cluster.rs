@@ -175,13 +175,41 @@ pub fn search(a: &Args) -> Result<Value> {
                     engine.hits(&ranked)?;
                     lat.push(t.elapsed().as_secs_f64() * 1e3);
                 }
-                round[format!("single_{mode}")] =
-                    summary(&mut lat, t0.elapsed().as_secs_f64());
+                round[format!("single_{mode}")] = summary(&mut lat, t0.elapsed().as_secs_f64());
             }
         }
         rounds.push(round);
     }
+    // The two-phase search against the one-round search it replaced, on
+    // every query: the same hits (chunk, text, rank, score and cosine bits).
+    let mut differ = serde_json::json!({});
+    for mode in modes {
+        let key = |r: &cairn_cluster::SearchResult| -> Vec<_> {
+            r.hits
+                .iter()
+                .map(|h| {
+                    (
+                        h.shard,
+                        h.hit.chunk,
+                        h.hit.rank,
+                        h.hit.score.to_bits(),
+                        h.cosine.to_bits(),
+                        h.hit.text.clone(),
+                    )
+                })
+                .collect()
+        };
+        let mut n = 0;
+        for (q, v) in queries.iter().zip(&vectors) {
+            let two = rt.block_on(cluster.search(&info, q, Some(v), 10, mode, &fusion))?;
+            let one =
+                rt.block_on(cluster.search_one_phase(&info, q, Some(v), 10, mode, &fusion))?;
+            n += (key(&two) != key(&one)) as u32;
+        }
+        differ[format!("{mode}")] = n.into();
+    }
     let mut result = medians(&rounds);
+    result["queries_whose_hits_differ_from_one_round"] = differ;
     let header = serde_json::json!({
         "bench": "cluster-search",
         "nodes": nodes,
