@@ -6,15 +6,24 @@
 #
 #   bash bench/scripts/cluster.sh [QUERIES=200] [CONCURRENCY=4]
 #   SUBDIRS="tutorial" bash bench/scripts/cluster.sh     # a smaller corpus
+#   NODES="1" bash bench/scripts/cluster.sh              # one node only
+#   ROUNDS=5 OUT=bench/results/x.json bash bench/scripts/cluster.sh
+#
+# Each figure is the median over ROUNDS (default 3) rounds, every round
+# measuring the cluster and the in-process peer mode after mode.
 #
 # Every process shares this machine's cores, so more nodes cannot mean more
 # throughput here: the figures give the scatter-gather overhead and the
 # per-query work split (slowest shard vs coordinator), from which scaling on
-# separate machines can be estimated. Writes bench/results/cluster-search.json.
+# separate machines can be estimated. Writes $OUT (default
+# bench/results/cluster-search.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 queries="${1:-200}"
 conc="${2:-4}"
+rounds="${ROUNDS:-3}"
+out="${OUT:-bench/results/cluster-search.json}"
+read -r -a node_counts <<< "${NODES:-1 2 3}"
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 command -v nats-server >/dev/null || $SUDO apt-get install -y -qq nats-server >/dev/null
 target="${CARGO_TARGET_DIR:-target}/debug"
@@ -41,7 +50,7 @@ wait_for() { for _ in $(seq 1 600); do status_ok "$1" "$2" && return 0; sleep 0.
 echo "single-node baseline: ingesting" >&2
 "$cairn" --data-dir "$work/single" -c docs ingest "${dirs[@]}" --json >/dev/null
 results=()
-for n in 1 2 3; do
+for n in "${node_counts[@]}"; do
   port=$(free_port)
   printf 'listen: 127.0.0.1:%s\nmax_payload: 8MB\njetstream { store_dir: "%s" }\n' "$port" "$work/js$n" > "$work/nats$n.conf"
   nats-server -c "$work/nats$n.conf" 2>"$work/nats$n.log" & pids+=($!)
@@ -56,19 +65,19 @@ for n in 1 2 3; do
   "$cairn" --data-dir "$work/client" --cluster "$url" -c docs ingest "${dirs[@]}" --json >/dev/null
   wait_for "$url" "all(r['lag'] == 0 and r['serving'] for c in s['collections'] for sh in c['shard_status'] for r in sh['replicas'])"
   echo "$n node(s): querying" >&2
-  results+=("$("$target/cairn-bench" cluster-search --url "$url" --collection docs --data-dir "$work/single" --queries "$queries" --concurrency "$conc")")
+  results+=("$("$target/cairn-bench" cluster-search --url "$url" --collection docs --data-dir "$work/single" --queries "$queries" --concurrency "$conc" --rounds "$rounds")")
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   pids=()
 done
-mkdir -p bench/results
-printf '%s\n' "${results[@]}" | python3 -c '
-import json, sys
+mkdir -p "$(dirname "$out")"
+printf '%s\n' "${results[@]}" | OUT="$out" python3 -c '
+import json, os, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
-json.dump(rows, open("bench/results/cluster-search.json", "w"), indent=1)
-print("| nodes | mode | p50 ms | p99 ms | QPS (1 in flight) | QPS (%d in flight) | slowest shard ms | coordinator ms | single node p50 ms | single node QPS |" % rows[0]["concurrency"])
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+json.dump(rows, open(os.environ["OUT"], "w"), indent=1)
+print("| nodes | mode | p50 ms | p99 ms | QPS (1 in flight) | QPS (%d in flight) | slowest shard ms | coordinator ms | single node p50 ms | single node QPS | overhead p50 ms |" % rows[0]["concurrency"])
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     for m in ("dense", "hybrid"):
         x, s = r[m], r["single_" + m]
-        print("| %d | %s | %.2f | %.2f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f |" % (r["nodes"], m, x["serial"]["p50_ms"], x["serial"]["p99_ms"], x["serial"]["qps"], x["concurrent"]["qps"], x["slowest_shard_ms_mean"], x["coordinator_ms_mean"], s["p50_ms"], s["qps"]))
+        print("| %d | %s | %.2f | %.2f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f |" % (r["nodes"], m, x["serial"]["p50_ms"], x["serial"]["p99_ms"], x["serial"]["qps"], x["concurrent"]["qps"], x["slowest_shard_ms_mean"], x["coordinator_ms_mean"], s["p50_ms"], s["qps"], x["serial"]["p50_ms"] - s["p50_ms"]))
 '

@@ -4,9 +4,10 @@
 //! cairn-bench embed  --corpus DIR [--limit N]            embedding throughput at the default chunk size, query latency
 //! cairn-bench ingest --corpus DIR --cairn BIN            end-to-end `cairn ingest` wall time and peak memory
 //! cairn-bench search --data-dir DIR [--queries N]        search latency p50/p99 per mode
-//! cairn-bench cluster-search --url NATS --collection C [--data-dir SINGLE] [--queries N] [--concurrency C]
+//! cairn-bench cluster-search --url NATS --collection C [--data-dir SINGLE] [--queries N] [--concurrency C] [--rounds R]
 //!                                                         scatter-gather latency, QPS and work split,
 //!                                                         beside in-process search of the same corpus
+//!                                                         (medians of R rounds, each round both sides)
 //! cairn-bench generate --model GGUF [--threads N] [-p N] [-n N] [--corpus DIR]
 //!                                                         llama-bench's pp/tg through Cairn's engine,
 //!                                                         and time to first token for a RAG prompt
@@ -39,6 +40,7 @@ struct Args {
     url: Option<String>,
     collection: String,
     concurrency: usize,
+    rounds: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -62,6 +64,7 @@ fn parse() -> Result<Args> {
         url: None,
         collection: "docs".into(),
         concurrency: 4,
+        rounds: 3,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -80,6 +83,7 @@ fn parse() -> Result<Args> {
             "--url" => a.url = Some(val()?),
             "--collection" => a.collection = val()?,
             "--concurrency" => a.concurrency = val()?.parse()?,
+            "--rounds" => a.rounds = val()?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }

@@ -3,10 +3,11 @@
 //! logs, scatter-gathers searches and hands answers to a free generation
 //! replica.
 
-use crate::merge::{merge, ClusterHit, Fusion};
+use crate::merge::{fuse_candidates, merge, ClusterHit, Fusion};
 use crate::node::{bucket, connect, keys, replicas_for};
 use crate::wire::{
-    self, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, SearchRequest, ShardReply, WireOp,
+    self, Answer, Ask, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, Passage, SearchRequest,
+    ShardAnswer, ShardAsk, ShardReply, WireOp,
 };
 use crate::{
     initial_assignment, ops_subject, search_subject, shard_of, stream_name, ClusterError, Result,
@@ -14,12 +15,16 @@ use crate::{
 };
 use async_nats::jetstream::{self, kv, message::PublishMessage};
 use cairn_core::op::Op;
-use cairn_core::{SearchMode, Seq};
+use cairn_core::{Hit, SearchMode, Seq};
 use cairn_engine::AskOptions;
 use cairn_generate::{Flow, TokenSink};
 use futures::StreamExt;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// Why a two-phase search starts again (see [`Cluster::search`]).
+struct Retry(String);
 
 /// A connection to the cluster.
 pub struct Cluster {
@@ -47,7 +52,8 @@ pub struct SearchResult {
     pub missing_shards: Vec<u32>,
     /// Milliseconds from sending to the last reply.
     pub gather_ms: f64,
-    /// Milliseconds each answering shard spent searching, by shard.
+    /// Milliseconds each answering shard spent searching, by shard: over
+    /// every round of the search (statistics, candidates, passages).
     pub shard_ms: Vec<f64>,
 }
 
@@ -445,11 +451,292 @@ impl Cluster {
     /// Send the query to every shard's queue group, wait for each up to
     /// `shard_timeout` (one retry on a missing replica), and fuse.
     ///
-    /// BM25 and hybrid searches take two rounds: each shard first reports
-    /// its term statistics for the query, and then every shard scores with
-    /// their sum, so BM25 scores (and the fused order) equal those of one
-    /// node holding the whole collection.
+    /// BM25 and hybrid searches start with a statistics round: each shard
+    /// reports its term statistics for the query, and then every shard
+    /// scores with their sum, so BM25 scores (and the fused order) equal
+    /// those of one node holding the whole collection.
+    ///
+    /// Then two phases, in the binary protocol (see [`wire::ShardAsk`]):
+    /// every shard sends its dense and BM25 candidates as chunk ids and
+    /// scores; the lists are fused here; and only the shards holding
+    /// passages of the fused top `k` are asked for their texts (one request
+    /// each, in parallel), from a replica that has applied exactly what
+    /// phase 1 saw. Should a shard's passages not come back so (its replica
+    /// died or applied a write in between, or no longer holds a chunk), the
+    /// search starts again, twice at most, and then runs in one round
+    /// ([`Cluster::search_one_phase`]): hits are never dropped silently.
     pub async fn search(
+        &self,
+        info: &CollectionInfo,
+        query: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        mode: SearchMode,
+        fusion: &Fusion,
+    ) -> Result<SearchResult> {
+        let started = Instant::now();
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match self
+                .search_two_phase(info, query, vector, k, mode, fusion, started)
+                .await
+            {
+                Ok(r) => return Ok(r),
+                Err(Retry(why)) => {
+                    tracing::info!(collection = info.name, attempt, "{why}: searching again");
+                    last = why;
+                }
+            }
+        }
+        tracing::warn!(
+            collection = info.name,
+            "the two-phase search failed three times ({last}); searching in one round"
+        );
+        self.search_one_phase(info, query, vector, k, mode, fusion)
+            .await
+    }
+
+    /// Per shard, the last log sequence this connection wrote to it.
+    fn written_to(&self, info: &CollectionInfo) -> HashMap<u32, Seq> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((c, _), _)| c == &info.name)
+            .map(|((_, shard), seq)| (*shard, *seq))
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn search_two_phase(
+        &self,
+        info: &CollectionInfo,
+        query: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        mode: SearchMode,
+        fusion: &Fusion,
+        started: Instant,
+    ) -> std::result::Result<SearchResult, Retry> {
+        let n = match mode {
+            SearchMode::Hybrid => fusion.candidates.max(k),
+            _ => k,
+        };
+        let written = self.written_to(info);
+        let all: Vec<u32> = (0..info.shards).collect();
+        let read_your_writes = |shard: u32, ask: Ask| ShardAsk {
+            min_applied: written.get(&shard).copied(),
+            ask,
+        };
+        let mut shard_ms = vec![0.0; info.shards as usize];
+        let mut bm25_stats = None;
+        if mode != SearchMode::Dense && info.shards > 1 {
+            let asks = all
+                .iter()
+                .map(|&s| {
+                    let ask = Ask::Stats {
+                        query: query.to_string(),
+                    };
+                    (s, read_your_writes(s, ask))
+                })
+                .collect();
+            let mut sum = cairn_index::bm25::Bm25Stats::default();
+            let mut any = false;
+            for (shard, a) in all.iter().zip(self.ask(info, asks).await) {
+                if let Some(a) = a {
+                    shard_ms[*shard as usize] += a.took_ms;
+                    if let Answer::Stats(stats) = &a.body {
+                        sum.add(stats);
+                        any = true;
+                    }
+                }
+            }
+            // No shard answered the first round: the second finds out
+            // which are missing, and scores with the shards' own figures.
+            bm25_stats = any.then_some(sum);
+        }
+        // Phase 1: candidates, ids and scores.
+        let vector: Option<Vec<f32>> = vector.map(<[f32]>::to_vec);
+        let asks = all
+            .iter()
+            .map(|&s| {
+                let ask = Ask::Candidates {
+                    query: query.to_string(),
+                    vector: vector.clone(),
+                    n: n as u32,
+                    mode,
+                    bm25_stats: bm25_stats.clone(),
+                    documents: fusion.max_per_document > 0,
+                };
+                (s, read_your_writes(s, ask))
+            })
+            .collect();
+        let mut lists = Vec::new();
+        let mut applied = HashMap::new();
+        let mut missing = Vec::new();
+        for (&shard, a) in all.iter().zip(self.ask(info, asks).await) {
+            match a {
+                Some(ShardAnswer {
+                    applied: seq,
+                    took_ms,
+                    body: Answer::Candidates(c),
+                    ..
+                }) => {
+                    shard_ms[shard as usize] += took_ms;
+                    applied.insert(shard, seq);
+                    lists.push((shard, c));
+                }
+                _ => missing.push(shard),
+            }
+        }
+        let top = fuse_candidates(&lists, k, mode, fusion);
+        // Phase 2: the passages of the fused top k, from their shards.
+        let mut wanted: Vec<(u32, Vec<u64>)> = Vec::new();
+        for &(shard, chunk, _) in &top {
+            match wanted.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, chunks)) => chunks.push(chunk),
+                None => wanted.push((shard, vec![chunk])),
+            }
+        }
+        let asks = wanted
+            .iter()
+            .map(|(shard, chunks)| {
+                let ask = ShardAsk {
+                    min_applied: None,
+                    ask: Ask::Passages {
+                        chunks: chunks.clone(),
+                        vector: vector.clone(),
+                        at: applied[shard],
+                    },
+                };
+                (*shard, ask)
+            })
+            .collect();
+        let mut passages: HashMap<(u32, u64), Passage> = HashMap::new();
+        for ((shard, chunks), a) in wanted.iter().zip(self.ask(info, asks).await) {
+            let subject = search_subject(&info.name, *shard);
+            let Some(a) = a else {
+                return Err(Retry(format!(
+                    "no replica of shard {shard} returned its passages on {subject}"
+                )));
+            };
+            if a.applied != applied[shard] {
+                return Err(Retry(format!(
+                    "shard {shard} changed between the phases (it had applied {} for the candidates, {} for the passages)",
+                    applied[shard], a.applied
+                )));
+            }
+            let Answer::Passages(got) = a.body else {
+                return Err(Retry(format!(
+                    "{subject}: the answer to a passages request is not passages"
+                )));
+            };
+            if got.len() != chunks.len() {
+                return Err(Retry(format!(
+                    "{subject}: {} passages for {} chunks",
+                    got.len(),
+                    chunks.len()
+                )));
+            }
+            for (&chunk, p) in chunks.iter().zip(got) {
+                let p =
+                    p.ok_or_else(|| Retry(format!("shard {shard} no longer holds chunk {chunk}")))?;
+                passages.insert((*shard, chunk), p);
+            }
+            shard_ms[*shard as usize] += a.took_ms;
+        }
+        let hits = top
+            .into_iter()
+            .enumerate()
+            .map(|(i, (shard, chunk, score))| {
+                let p = passages
+                    .remove(&(shard, chunk))
+                    .expect("every chunk of the top k was fetched above");
+                ClusterHit {
+                    hit: Hit {
+                        rank: i + 1,
+                        score,
+                        doc: p.doc,
+                        chunk,
+                        heading: p.heading,
+                        start: p.start,
+                        end: p.end,
+                        text: p.text,
+                    },
+                    shard,
+                    cosine: p.cosine,
+                }
+            })
+            .collect();
+        Ok(SearchResult {
+            hits,
+            shards_ok: lists.len() as u32,
+            shards_total: info.shards,
+            missing_shards: missing,
+            gather_ms: started.elapsed().as_secs_f64() * 1000.0,
+            shard_ms: lists
+                .iter()
+                .map(|(shard, _)| shard_ms[*shard as usize])
+                .collect(),
+        })
+    }
+
+    /// One binary round: each `(shard, ask)` to the shard's queue group,
+    /// its answer, or `None` where no replica answered (or answered with an
+    /// error) in `shard_timeout`, after one retry.
+    async fn ask(
+        &self,
+        info: &CollectionInfo,
+        asks: Vec<(u32, ShardAsk)>,
+    ) -> Vec<Option<ShardAnswer>> {
+        let asks = asks.into_iter().map(|(shard, ask)| {
+            let subject = search_subject(&info.name, shard);
+            let body = bytes::Bytes::from(wire::encode_binary(&ask));
+            let client = self.client.clone();
+            let timeout = self.shard_timeout;
+            async move {
+                for attempt in 0..2 {
+                    let r = tokio::time::timeout(
+                        timeout,
+                        client.request(subject.clone(), body.clone()),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(msg)) => {
+                            match wire::decode_binary::<ShardAnswer>(
+                                &msg.payload,
+                                &subject,
+                                "shard answer",
+                            ) {
+                                Ok(ShardAnswer {
+                                    node,
+                                    body: Answer::Error(e),
+                                    ..
+                                }) => tracing::warn!(shard, node, "shard search failed: {e}"),
+                                Ok(a) => return Some(a),
+                                Err(e) => tracing::warn!(shard, "{e}"),
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(shard, attempt, "shard request: {e}"),
+                        Err(_) => {
+                            tracing::warn!(shard, attempt, "shard did not answer in {timeout:?}")
+                        }
+                    }
+                    if attempt == 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                None
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// The search in one round after the statistics round (JSON): every
+    /// shard sends its whole candidate lists with texts and cosines, and the
+    /// coordinator fuses them. What [`Cluster::search`] falls back to, and
+    /// what its two phases must equal.
+    pub async fn search_one_phase(
         &self,
         info: &CollectionInfo,
         query: &str,
@@ -472,6 +759,7 @@ impl Cluster {
             bm25_stats: None,
             min_applied: None,
         };
+        let mut stats_ms: HashMap<u32, f64> = HashMap::new();
         if mode != SearchMode::Dense && info.shards > 1 {
             let ask = SearchRequest {
                 want: wire::Want::Stats,
@@ -480,6 +768,7 @@ impl Cluster {
             let mut sum = cairn_index::bm25::Bm25Stats::default();
             let mut any = false;
             for rep in self.scatter(info, &ask).await.into_iter().flatten() {
+                *stats_ms.entry(rep.shard).or_insert(0.0) += rep.took_ms;
                 if let Some(stats) = &rep.bm25_stats {
                     sum.add(stats);
                     any = true;
@@ -506,7 +795,10 @@ impl Cluster {
             shards_total: info.shards,
             missing_shards: missing,
             gather_ms,
-            shard_ms: ok.iter().map(|r| r.took_ms).collect(),
+            shard_ms: ok
+                .iter()
+                .map(|r| r.took_ms + stats_ms.get(&r.shard).copied().unwrap_or(0.0))
+                .collect(),
         })
     }
 

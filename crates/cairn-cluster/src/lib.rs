@@ -28,6 +28,9 @@ pub mod placement;
 pub mod snapshot;
 pub mod wire;
 
+#[cfg(test)]
+mod search_tests;
+
 pub use client::{
     Cluster, ClusterStatus, CollectionStatus, KnownDocuments, ReplicaStatus, SearchResult,
     ShardStatus,

@@ -7,7 +7,7 @@
 //! `Cluster::search`), so merged BM25 lists equal a single node's too, and
 //! so does the fused order.
 
-use crate::wire::{ShardHit, ShardReply};
+use crate::wire::{Candidates, ShardHit, ShardReply};
 use cairn_core::{Hit, Scored, SearchMode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -73,6 +73,41 @@ pub fn merge(replies: &[ShardReply], k: usize, mode: SearchMode, f: &Fusion) -> 
                 cosine: h.cosine,
             })
         })
+        .collect()
+}
+
+/// Phase 1 of a two-phase search: fuse every shard's candidate lists (ids
+/// and scores, no texts) into the top `k`, as `(shard, chunk, fused
+/// score)`, best first. The same order [`merge`] gives for the same lists:
+/// the same keys, the same tie-break and the same fusion; the per-document
+/// cap counts by (shard, document id), each document living on one shard,
+/// as a single node counts by document id.
+pub fn fuse_candidates(
+    lists: &[(u32, Candidates)],
+    k: usize,
+    mode: SearchMode,
+    f: &Fusion,
+) -> Vec<(u32, u64, f32)> {
+    let mut at: HashMap<u64, (u32, u64)> = HashMap::new();
+    let mut docs: HashMap<u64, (u32, u64)> = HashMap::new();
+    let mut dense = Vec::new();
+    let mut bm25 = Vec::new();
+    for (shard, c) in lists {
+        for (list, out) in [(&c.dense, &mut dense), (&c.bm25, &mut bm25)] {
+            for x in list {
+                let id = key(*shard, x.chunk);
+                at.insert(id, (*shard, x.chunk));
+                if let Some(d) = x.doc {
+                    docs.insert(id, (*shard, d));
+                }
+                out.push((id, x.score));
+            }
+        }
+    }
+    let out = f.fuse(mode, &ranked(dense), &ranked(bm25), k);
+    let out = f.cap(&out, k, |id| docs.get(&id).copied());
+    out.iter()
+        .filter_map(|s| at.get(&s.id).map(|&(shard, chunk)| (shard, chunk, s.score)))
         .collect()
 }
 
@@ -161,6 +196,91 @@ mod tests {
         };
         assert_eq!(docs(&F), ["a", "a", "a"]);
         assert_eq!(docs(&capped), ["a", "a", "b"]);
+    }
+
+    /// The two-phase fusion (ids and scores) ranks exactly as the one-phase
+    /// merge (whole hits) of the same lists: same chunks, order and scores,
+    /// in every mode, with and without the per-document cap, with tied
+    /// scores and chunks in both lists.
+    #[test]
+    fn fusing_candidates_equals_merging_hits() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..40 {
+            let mut replies = Vec::new();
+            let mut lists = Vec::new();
+            for shard in 0..3u32 {
+                let (dense_len, bm25_len) = (1 + next(20), next(20));
+                let mut list = |len: u64| {
+                    let mut hits = Vec::new();
+                    let mut seen = std::collections::HashSet::new();
+                    for _ in 0..len {
+                        let chunk = next(40);
+                        if !seen.insert(chunk) {
+                            continue;
+                        }
+                        // Coarse scores: ties across shards and within one.
+                        let score = next(8) as f32 / 4.0;
+                        let doc = chunk / 5;
+                        hits.push((chunk, score, doc));
+                    }
+                    hits.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    hits
+                };
+                let (dense, bm25) = (list(dense_len), list(bm25_len));
+                let as_hits = |l: &[(u64, f32, u64)]| -> Vec<ShardHit> {
+                    l.iter()
+                        .map(|&(c, s, d)| {
+                            let mut h = hit(c, s, &format!("s{shard}/d{d}"));
+                            h.hit.text = format!("text of {shard}.{c}");
+                            h
+                        })
+                        .collect()
+                };
+                let as_candidates = |l: &[(u64, f32, u64)]| -> Vec<crate::wire::Candidate> {
+                    l.iter()
+                        .map(|&(chunk, score, doc)| crate::wire::Candidate {
+                            chunk,
+                            score,
+                            doc: Some(doc),
+                        })
+                        .collect()
+                };
+                replies.push(reply(shard, as_hits(&dense), as_hits(&bm25)));
+                lists.push((
+                    shard,
+                    Candidates {
+                        dense: as_candidates(&dense),
+                        bm25: as_candidates(&bm25),
+                    },
+                ));
+            }
+            for mode in [SearchMode::Dense, SearchMode::Bm25, SearchMode::Hybrid] {
+                for cap in [0, 1, 2] {
+                    let f = Fusion {
+                        max_per_document: cap,
+                        candidates: 12,
+                        ..F
+                    };
+                    let k = 1 + (round % 10);
+                    let one: Vec<(u32, u64, u32)> = merge(&replies, k, mode, &f)
+                        .iter()
+                        .map(|h| (h.shard, h.hit.chunk, h.hit.score.to_bits()))
+                        .collect();
+                    let two: Vec<(u32, u64, u32)> = fuse_candidates(&lists, k, mode, &f)
+                        .into_iter()
+                        .map(|(s, c, score)| (s, c, score.to_bits()))
+                        .collect();
+                    assert_eq!(one, two, "round {round}, {mode:?}, cap {cap}, k {k}");
+                    assert!(!two.is_empty() || mode == SearchMode::Bm25);
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! What travels over NATS: JSON bodies with vectors as base64 little-endian
-//! f32 (exact, a third larger than raw bytes, far smaller than JSON floats).
+//! f32 (exact, a third larger than raw bytes, far smaller than JSON floats),
+//! and, on the search path, a compact binary protocol ([`ShardAsk`],
+//! [`ShardAnswer`]) for the statistics round and the two-phase fetch.
 
 use crate::{ClusterError, Result};
 use base64::Engine as _;
@@ -294,6 +296,137 @@ pub enum GenEvent {
     },
 }
 
+// ---------------------------------------------------------------------------
+// The search path's binary protocol (two-phase fetch).
+//
+// A shard's search subject takes two kinds of body: JSON (a
+// [`SearchRequest`], whose first byte is `{`), and the binary one below,
+// whose first byte is [`BINARY`] and the rest a [postcard] encoding of a
+// [`ShardAsk`]; a binary ask gets a binary [`ShardAnswer`] back (the same
+// first byte, then postcard). Scores and vectors travel as their exact
+// little-endian f32 bytes, integers as varints.
+//
+// [postcard]: https://postcard.jamesmunns.com/wire-format
+
+/// The first byte of a binary message on a shard's search subject (JSON
+/// bodies start with `{`).
+pub const BINARY: u8 = 0xCB;
+
+/// Encode a binary message: [`BINARY`], then postcard.
+pub fn encode_binary<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain structs into a Vec cannot fail.
+    postcard::to_extend(value, vec![BINARY]).unwrap_or_else(|_| vec![BINARY])
+}
+
+/// Decode a binary message from `subject`, naming what was expected.
+pub fn decode_binary<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    subject: &str,
+    what: &str,
+) -> Result<T> {
+    match bytes.split_first() {
+        Some((&BINARY, rest)) => postcard::from_bytes(rest).map_err(|e| ClusterError::Wire {
+            subject: subject.to_string(),
+            reason: format!("{what}: {e}"),
+        }),
+        _ => Err(ClusterError::Wire {
+            subject: subject.to_string(),
+            reason: format!(
+                "{what}: not a binary message (first byte {:?}, want {BINARY:#x})",
+                bytes.first()
+            ),
+        }),
+    }
+}
+
+/// A binary request to one shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardAsk {
+    /// Answer only once the shard's indexes have applied this log sequence
+    /// (read your writes, as [`SearchRequest::min_applied`]).
+    pub min_applied: Option<Seq>,
+    pub ask: Ask,
+}
+
+/// What a binary request asks a shard for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Ask {
+    /// The first round of a BM25 or hybrid search: the shard's BM25 term
+    /// statistics for the query.
+    Stats { query: String },
+    /// Phase 1: the dense and BM25 candidate lists as chunk ids and scores,
+    /// without texts (BM25 scored with `bm25_stats`, the collection-wide
+    /// statistics, when given).
+    Candidates {
+        query: String,
+        /// The query embedding; needed unless the mode is BM25.
+        vector: Option<Vec<f32>>,
+        /// How many of each list.
+        n: u32,
+        mode: SearchMode,
+        bm25_stats: Option<Bm25Stats>,
+        /// Also each candidate's document (for the per-document cap).
+        documents: bool,
+    },
+    /// Phase 2: the passages of these chunks (of the fused top k), with
+    /// their cosine to `vector` (0 without one), read from a catalog that
+    /// has applied exactly the log sequence `at` (phase 1's).
+    Passages {
+        chunks: Vec<u64>,
+        vector: Option<Vec<f32>>,
+        at: Seq,
+    },
+}
+
+/// A candidate of phase 1: a chunk of the shard and its score in one list.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub chunk: u64,
+    pub score: f32,
+    /// The chunk's document (a shard's own id), when asked for and known.
+    pub doc: Option<u64>,
+}
+
+/// A shard's two candidate lists, unfused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Candidates {
+    pub dense: Vec<Candidate>,
+    pub bm25: Vec<Candidate>,
+}
+
+/// What phase 2 returns for one chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Passage {
+    pub doc: String,
+    pub heading: String,
+    pub start: u64,
+    pub end: u64,
+    pub text: String,
+    pub cosine: f32,
+}
+
+/// A shard's binary answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardAnswer {
+    pub node: String,
+    /// The log sequence the shard's catalog had applied (for
+    /// [`Ask::Passages`]: after reading them).
+    pub applied: Seq,
+    /// Milliseconds the shard spent answering.
+    pub took_ms: f64,
+    pub body: Answer,
+}
+
+/// The body of a [`ShardAnswer`], one kind per [`Ask`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    Error(String),
+    Stats(Bm25Stats),
+    Candidates(Candidates),
+    /// In the order asked; `None` for a chunk the catalog does not hold.
+    Passages(Vec<Option<Passage>>),
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -337,6 +470,106 @@ mod tests {
         let json = serde_json::to_vec(&WireOp::from_op(&del)).unwrap();
         let back: WireOp = serde_json::from_slice(&json).unwrap();
         assert_eq!(back.into_op("s").unwrap(), del);
+    }
+
+    #[test]
+    fn binary_asks_and_answers_round_trip_exactly() {
+        let mut stats = Bm25Stats {
+            docs: 9,
+            tokens: [100, 20, 7],
+            ..Default::default()
+        };
+        stats.terms.insert("path".into(), [3, 1, 0]);
+        let asks = [
+            Ask::Stats {
+                query: "join paths".into(),
+            },
+            Ask::Candidates {
+                query: "join paths".into(),
+                vector: Some(vec![0.1, -2.5e-7, f32::MAX, 1.0 / 3.0]),
+                n: 50,
+                mode: SearchMode::Hybrid,
+                bm25_stats: Some(stats.clone()),
+                documents: true,
+            },
+            Ask::Passages {
+                chunks: vec![0, 7, u64::MAX],
+                vector: None,
+                at: 42,
+            },
+        ];
+        for ask in asks {
+            let ask = ShardAsk {
+                min_applied: Some(5),
+                ask,
+            };
+            let bytes = encode_binary(&ask);
+            assert_eq!(bytes[0], BINARY);
+            assert_eq!(decode_binary::<ShardAsk>(&bytes, "s", "ask").unwrap(), ask);
+        }
+        let cand = |chunk, score: f32, doc| Candidate { chunk, score, doc };
+        let bodies = [
+            Answer::Error("no".into()),
+            Answer::Stats(stats),
+            Answer::Candidates(Candidates {
+                dense: vec![cand(3, 0.8125, Some(1)), cand(1 << 40, -0.0, None)],
+                bm25: vec![cand(9, 12.345_678, Some(2))],
+            }),
+            Answer::Passages(vec![
+                Some(Passage {
+                    doc: "a.md".into(),
+                    heading: "A > B".into(),
+                    start: 3,
+                    end: 70_000,
+                    text: "héllo\n".into(),
+                    cosine: 0.123_456_79,
+                }),
+                None,
+            ]),
+        ];
+        for body in bodies {
+            let a = ShardAnswer {
+                node: "n1".into(),
+                applied: 12,
+                took_ms: 0.25,
+                body,
+            };
+            let back: ShardAnswer = decode_binary(&encode_binary(&a), "s", "answer").unwrap();
+            assert_eq!(back, a);
+        }
+        // Scores travel as their bits (a JSON float would not keep -0.0).
+        let a = Answer::Candidates(Candidates {
+            dense: vec![cand(1, -0.0, None)],
+            bm25: vec![],
+        });
+        let Answer::Candidates(c) = decode_binary(&encode_binary(&a), "s", "x").unwrap() else {
+            panic!("not candidates")
+        };
+        assert!(c.dense[0].score.is_sign_negative());
+    }
+
+    #[test]
+    fn a_bad_binary_message_names_the_subject_and_what_was_expected() {
+        let e = decode_binary::<ShardAnswer>(b"{\"node\":1}", "cairn.search.c.3", "shard answer")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cairn.search.c.3") && e.contains("shard answer"),
+            "{e}"
+        );
+        assert!(e.contains("not a binary message"), "{e}");
+        let mut bytes = encode_binary(&ShardAsk {
+            min_applied: None,
+            ask: Ask::Stats {
+                query: "a long enough query".into(),
+            },
+        });
+        bytes.truncate(bytes.len() - 4);
+        let e = decode_binary::<ShardAsk>(&bytes, "cairn.search.c.0", "shard request")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cairn.search.c.0: shard request"), "{e}");
+        assert!(decode_binary::<ShardAsk>(&[], "x", "y").is_err());
     }
 
     #[test]

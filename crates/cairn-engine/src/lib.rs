@@ -933,6 +933,15 @@ impl Engine {
         Ok(self.indexes.hnsw(query_vector, k, ef_search)?)
     }
 
+    /// The document of each chunk the catalog holds (chunks it does not
+    /// hold are left out): what the per-document cap counts by.
+    pub fn chunk_documents(
+        &self,
+        chunks: &[u64],
+    ) -> Result<std::collections::HashMap<u64, cairn_core::DocId>> {
+        Ok(self.reader().chunk_documents(chunks)?)
+    }
+
     /// Load the chunks behind ranked ids as hits.
     pub fn hits(&self, ranked: &[Scored]) -> Result<Vec<Hit>> {
         let ids: Vec<u64> = ranked.iter().map(|s| s.id).collect();

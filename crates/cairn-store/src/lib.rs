@@ -961,11 +961,13 @@ impl Catalog {
 
     /// The stored vector of one chunk.
     pub fn vector(&self, id: ChunkId) -> Result<Option<Vec<f32>>> {
+        // Cached: a shard computes the cosines of a search's passages
+        // through here, one chunk at a time.
         let blob: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT vector FROM chunks WHERE id=?1", [id as i64], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT vector FROM chunks WHERE id=?1")
+            .map_err(self.err())?
+            .query_row([id as i64], |r| r.get(0))
             .optional()
             .map_err(self.err())?;
         Ok(blob.map(|b| blob_to_vector(&b)))

@@ -15,10 +15,12 @@ mod responders;
 
 use consumer::start_shard;
 use responders::serve_generation;
+#[cfg(test)]
+pub(crate) use responders::shard_respond;
 
 use crate::wire::{
-    self, CollectionInfo, GenEvent, GenerateRequest, NodeInfo, SearchRequest, ShardHit, ShardReply,
-    ShardState,
+    self, Answer, Ask, Candidate, Candidates, CollectionInfo, GenEvent, GenerateRequest, NodeInfo,
+    Passage, SearchRequest, ShardAnswer, ShardAsk, ShardHit, ShardReply, ShardState,
 };
 use crate::{
     search_subject, shard_collection, snapshot, stream_name, ClusterError, Result,

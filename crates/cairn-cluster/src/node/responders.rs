@@ -34,36 +34,7 @@ pub(super) fn start_search(
             let subject = subject.clone();
             tokio::spawn(async move {
                 let body = tokio::task::spawn_blocking(move || {
-                    let t = Instant::now();
-                    let r = shard_search(&engine, &msg.payload, &subject);
-                    let took_ms = t.elapsed().as_secs_f64() * 1000.0;
-                    let reply = match r {
-                        Ok(lists) => ShardReply {
-                            node,
-                            shard,
-                            applied: lists.applied,
-                            dense: lists.dense,
-                            bm25: lists.bm25,
-                            error: None,
-                            took_ms,
-                            bm25_stats: lists.stats,
-                            documents: lists.documents,
-                            document_text: lists.document_text,
-                        },
-                        Err(e) => ShardReply {
-                            node,
-                            shard,
-                            applied: 0,
-                            dense: vec![],
-                            bm25: vec![],
-                            error: Some(e.to_string()),
-                            took_ms,
-                            bm25_stats: None,
-                            documents: None,
-                            document_text: None,
-                        },
-                    };
-                    serde_json::to_vec(&reply).unwrap_or_default()
+                    shard_respond(&engine, &node, shard, &msg.payload, &subject)
                 })
                 .await
                 .unwrap_or_default();
@@ -71,6 +42,52 @@ pub(super) fn start_search(
             });
         }
     })
+}
+
+/// A shard's reply to one request on its search subject: a binary
+/// request (first byte [`wire::BINARY`]) gets a binary answer, a JSON one
+/// a JSON [`ShardReply`].
+pub(crate) fn shard_respond(
+    engine: &Engine,
+    node: &str,
+    shard: u32,
+    payload: &[u8],
+    subject: &str,
+) -> Vec<u8> {
+    if payload.first() == Some(&wire::BINARY) {
+        return shard_answer(engine, node, payload, subject);
+    }
+    let t = Instant::now();
+    let r = shard_search(engine, payload, subject);
+    let took_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let node = node.to_string();
+    let reply = match r {
+        Ok(lists) => ShardReply {
+            node,
+            shard,
+            applied: lists.applied,
+            dense: lists.dense,
+            bm25: lists.bm25,
+            error: None,
+            took_ms,
+            bm25_stats: lists.stats,
+            documents: lists.documents,
+            document_text: lists.document_text,
+        },
+        Err(e) => ShardReply {
+            node,
+            shard,
+            applied: 0,
+            dense: vec![],
+            bm25: vec![],
+            error: Some(e.to_string()),
+            took_ms,
+            bm25_stats: None,
+            documents: None,
+            document_text: None,
+        },
+    };
+    serde_json::to_vec(&reply).unwrap_or_default()
 }
 
 /// A shard's part of one search round.
@@ -84,7 +101,8 @@ struct ShardLists {
     document_text: Option<cairn_engine::DocumentText>,
 }
 
-/// Answer one round of a search from this shard. The lists are the raw
+/// Answer one round of a search from this shard (JSON: the one-round
+/// search, a document list, a document's text). The lists are the raw
 /// candidate lists a single node fuses (no per-document cap, no reranking:
 /// the coordinator fuses, caps and cuts after gathering), BM25 scored with
 /// the collection-wide statistics the request carries.
@@ -93,19 +111,7 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
         subject: subject.to_string(),
         reason: e.to_string(),
     })?;
-    if let Some(min) = req.min_applied {
-        // Read your writes: wait (briefly) for the entry the client wrote.
-        let deadline = Instant::now() + Duration::from_millis(1500);
-        while engine.index_seq() < min {
-            if Instant::now() > deadline {
-                return Err(ClusterError::Behind {
-                    applied: engine.index_seq(),
-                    wanted: min,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    wait_indexed(engine, req.min_applied)?;
     let applied = engine.applied_seq()?;
     match req.want {
         wire::Want::Hits => {}
@@ -180,6 +186,159 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
         bm25,
         ..ShardLists::default()
     })
+}
+
+/// Wait (briefly) until the shard's indexes have applied `min`: the entry
+/// the client wrote, so that it reads its own writes.
+fn wait_indexed(engine: &Engine, min: Option<Seq>) -> Result<()> {
+    let Some(min) = min else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while engine.index_seq() < min {
+        if Instant::now() > deadline {
+            return Err(ClusterError::Behind {
+                applied: engine.index_seq(),
+                wanted: min,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Answer a binary request (see [`wire::ShardAsk`]): the encoded
+/// [`wire::ShardAnswer`], an error one when it fails.
+fn shard_answer(engine: &Engine, node: &str, payload: &[u8], subject: &str) -> Vec<u8> {
+    let t = Instant::now();
+    let r = answer_ask(engine, payload, subject);
+    let took_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let (applied, body) = match r {
+        Ok(x) => x,
+        Err(e) => (0, Answer::Error(e.to_string())),
+    };
+    wire::encode_binary(&ShardAnswer {
+        node: node.to_string(),
+        applied,
+        took_ms,
+        body,
+    })
+}
+
+fn answer_ask(engine: &Engine, payload: &[u8], subject: &str) -> Result<(Seq, Answer)> {
+    let req: ShardAsk = wire::decode_binary(payload, subject, "shard request")?;
+    wait_indexed(engine, req.min_applied)?;
+    match req.ask {
+        Ask::Stats { query } => {
+            let applied = engine.applied_seq()?;
+            Ok((applied, Answer::Stats(engine.bm25_stats(&query)?)))
+        }
+        Ask::Candidates {
+            query,
+            vector,
+            n,
+            mode,
+            bm25_stats,
+            documents,
+        } => {
+            let applied = engine.applied_seq()?;
+            let empty = query.trim().is_empty() || n == 0;
+            let n = n as usize;
+            let dense = if mode != SearchMode::Bm25 && !empty {
+                let v = vector.as_deref().ok_or_else(|| ClusterError::Wire {
+                    subject: subject.to_string(),
+                    reason: "a dense or hybrid search needs the query vector".into(),
+                })?;
+                check_dim(engine, v, subject)?;
+                engine.dense_candidates(v, n)?
+            } else {
+                vec![]
+            };
+            let bm25 = if mode != SearchMode::Dense && !empty {
+                engine.bm25_candidates(&query, n, bm25_stats.as_ref())?
+            } else {
+                vec![]
+            };
+            let docs = if documents {
+                let ids: Vec<u64> = dense.iter().chain(&bm25).map(|s| s.id).collect();
+                engine.chunk_documents(&ids)?
+            } else {
+                HashMap::new()
+            };
+            let list = |l: Vec<cairn_core::Scored>| -> Vec<Candidate> {
+                l.into_iter()
+                    .map(|s| Candidate {
+                        chunk: s.id,
+                        score: s.score,
+                        doc: docs.get(&s.id).copied(),
+                    })
+                    .collect()
+            };
+            Ok((
+                applied,
+                Answer::Candidates(Candidates {
+                    dense: list(dense),
+                    bm25: list(bm25),
+                }),
+            ))
+        }
+        Ask::Passages { chunks, vector, at } => {
+            // Another replica than phase 1's may not have applied as far yet.
+            let deadline = Instant::now() + Duration::from_millis(1500);
+            while engine.applied_seq()? < at && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(v) = &vector {
+                check_dim(engine, v, subject)?;
+            }
+            let ranked: Vec<cairn_core::Scored> = chunks
+                .iter()
+                .map(|&id| cairn_core::Scored { id, score: 0.0 })
+                .collect();
+            let hits = engine.hits(&ranked)?;
+            let cos = match &vector {
+                Some(v) => {
+                    engine.similarities(v, &hits.iter().map(|h| h.chunk).collect::<Vec<_>>())?
+                }
+                None => vec![0.0; hits.len()],
+            };
+            let mut found: HashMap<u64, Passage> = hits
+                .into_iter()
+                .zip(cos)
+                .map(|(h, cosine)| {
+                    (
+                        h.chunk,
+                        Passage {
+                            doc: h.doc,
+                            heading: h.heading,
+                            start: h.start,
+                            end: h.end,
+                            text: h.text,
+                            cosine,
+                        },
+                    )
+                })
+                .collect();
+            let passages = chunks.iter().map(|c| found.remove(c)).collect();
+            // Read after the passages: equal to phase 1's, nothing was
+            // applied in between (the sequence only grows).
+            Ok((engine.applied_seq()?, Answer::Passages(passages)))
+        }
+    }
+}
+
+fn check_dim(engine: &Engine, v: &[f32], subject: &str) -> Result<()> {
+    if v.len() != engine.embedder().dim() {
+        return Err(ClusterError::Wire {
+            subject: subject.to_string(),
+            reason: format!(
+                "the query vector has {} dimensions, the collection {}",
+                v.len(),
+                engine.embedder().dim()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The generation replica: one answer at a time; a request that arrives
