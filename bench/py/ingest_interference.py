@@ -192,8 +192,9 @@ def main():
                     search(url, q)
                 logpath = os.path.join(d, "serve.log")
                 idle = phase(url, qs, a.seconds, a.asks)
+                os.makedirs(os.path.join(tree, "library"))
                 for p in load:
-                    shutil.copy(os.path.join(lib, p), os.path.join(tree, p))
+                    shutil.copy(os.path.join(lib, p), os.path.join(tree, "library", p))
                 t0 = time.monotonic()
                 busy = phase(url, qs, a.seconds, a.asks)
                 window = time.monotonic() - t0
