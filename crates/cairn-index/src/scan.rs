@@ -216,7 +216,7 @@ pub(crate) fn scan_tile<E: Elem, const B: usize>(
     queries: &[f32],
     tops: &mut [TopK],
 ) {
-    assert!(tile.rows.len() % tile.dim.max(1) == 0 && tile.dim > 0);
+    assert!(tile.dim > 0 && tile.rows.chunks_exact(tile.dim).remainder().is_empty());
     assert!(queries.len() == B * tile.dim && tops.len() == B);
     let rows = tile.rows.len() / tile.dim;
     assert!(tile.first + rows <= tile.ids.len());
@@ -241,6 +241,23 @@ mod avx2 {
     use super::{Elem, Tile, TopK, F16};
     use std::arch::x86_64::*;
 
+    /// A `T` at any address.
+    #[derive(Clone, Copy)]
+    #[repr(C, packed)]
+    struct Unaligned<T: Copy>(T);
+
+    /// An unaligned load that is a plain move in every build: the
+    /// `_mm256_loadu_*` intrinsics go through `copy_nonoverlapping`, whose
+    /// precondition checks (on in builds with debug assertions, such as
+    /// the dev profile) spill every load to the stack.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading a `T`.
+    #[inline(always)]
+    unsafe fn load<T: Copy>(p: *const T) -> T {
+        (*p.cast::<Unaligned<T>>()).0
+    }
+
     macro_rules! kernel {
         ($name:ident, $E:ty, |$p:ident| $load:expr) => {
             /// # Safety
@@ -251,51 +268,58 @@ mod avx2 {
                 queries: &[f32],
                 tops: &mut [TopK],
             ) {
+                // Raw pointers with wrapping offsets, and no unchecked
+                // indexing: in builds with debug assertions (the dev
+                // profile), `add` and `get_unchecked` check their
+                // preconditions at every call, which costs this loop 3×.
                 let dim = tile.dim;
                 let full = dim - dim % 8;
-                let qp = queries.as_ptr();
+                let mut qrow = [queries.as_ptr(); B];
+                for (b, q) in qrow.iter_mut().enumerate() {
+                    *q = queries.as_ptr().wrapping_add(b * dim);
+                }
                 for (r, row) in tile.rows.chunks_exact(dim).enumerate() {
                     let rp = row.as_ptr();
                     let mut acc = [_mm256_setzero_ps(); B];
                     let mut i = 0;
                     while i < full {
                         let x = {
-                            let $p = rp.add(i);
+                            let $p = rp.wrapping_add(i);
                             $load
                         };
-                        for (b, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(x, _mm256_loadu_ps(qp.add(b * dim + i)), *a);
+                        for (a, q) in acc.iter_mut().zip(&qrow) {
+                            *a = _mm256_fmadd_ps(x, load(q.wrapping_add(i).cast::<__m256>()), *a);
                         }
                         i += 8;
                     }
                     let at = tile.first + r;
                     let scale = match tile.scales {
-                        Some(s) => *s.get_unchecked(at),
+                        Some(s) => s[at],
                         None => 1.0,
                     };
-                    let id = *tile.ids.get_unchecked(at);
-                    for (b, a) in acc.iter().enumerate() {
+                    let id = tile.ids[at];
+                    for ((a, q), top) in acc.iter().zip(&qrow).zip(tops.iter_mut()) {
                         let s4 =
                             _mm_add_ps(_mm256_castps256_ps128(*a), _mm256_extractf128_ps::<1>(*a));
                         let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
                         let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2));
                         let mut s = _mm_cvtss_f32(s1);
                         for (j, x) in row.iter().enumerate().skip(full) {
-                            s += <$E as Elem>::decode(*x) * *qp.add(b * dim + j);
+                            s += <$E as Elem>::decode(*x) * *q.wrapping_add(j);
                         }
-                        tops.get_unchecked_mut(b).offer(s * scale, id);
+                        top.offer(s * scale, id);
                     }
                 }
             }
         };
     }
 
-    kernel!(scan_f32, f32, |p| _mm256_loadu_ps(p));
-    kernel!(scan_f16, F16, |p| _mm256_cvtph_ps(_mm_loadu_si128(
+    kernel!(scan_f32, f32, |p| load(p.cast::<__m256>()));
+    kernel!(scan_f16, F16, |p| _mm256_cvtph_ps(load(
         p.cast::<__m128i>()
     )));
     kernel!(scan_i8, i8, |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-        _mm_loadl_epi64(p.cast::<__m128i>())
+        _mm_cvtsi64_si128(load(p.cast::<i64>()))
     )));
 }
 
