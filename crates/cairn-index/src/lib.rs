@@ -30,6 +30,7 @@ pub mod bm25;
 mod error;
 pub mod fusion;
 mod indexes;
+mod scan;
 pub mod vector;
 
 pub use error::{IndexError, Result};

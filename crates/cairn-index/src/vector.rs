@@ -6,6 +6,7 @@
 //! run while a writer adds, removes or saves, and wait for it only during the
 //! brief moment the graph grows its capacity (see the type's documentation).
 
+use crate::scan::{f32_to_f16, kernel_name, scan_tile, Tile, TopK, F16};
 use crate::{IndexError, Result};
 use cairn_core::{ChunkId, Scored, Seq};
 use rayon::prelude::*;
@@ -618,24 +619,141 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// All vectors in memory, scanned exhaustively. Exact, so it is both the
-/// dense retriever for small collections and the ground truth for recall.
+/// How the exact scan stores its vectors: `f32` (exact), or `f16` or
+/// scalar-quantised `i8` (half and a quarter of the memory read per
+/// query, approximate scores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExactStorage {
+    #[default]
+    F32,
+    /// IEEE half precision, rounded to nearest.
+    F16,
+    /// One signed byte per component, with one f32 scale per vector (its
+    /// largest magnitude maps to 127).
+    I8,
+}
+
+impl ExactStorage {
+    pub const ALL: [ExactStorage; 3] = [ExactStorage::F32, ExactStorage::F16, ExactStorage::I8];
+
+    /// The name [`str::parse`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExactStorage::F32 => "f32",
+            ExactStorage::F16 => "f16",
+            ExactStorage::I8 => "i8",
+        }
+    }
+
+    /// Bytes stored per vector of `dim` components (the i8 scale included).
+    pub fn bytes_per_vector(self, dim: usize) -> usize {
+        match self {
+            ExactStorage::F32 => 4 * dim,
+            ExactStorage::F16 => 2 * dim,
+            ExactStorage::I8 => dim + 4,
+        }
+    }
+}
+
+impl std::fmt::Display for ExactStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ExactStorage {
+    type Err = IndexError;
+
+    fn from_str(s: &str) -> Result<ExactStorage> {
+        match s {
+            "f32" => Ok(ExactStorage::F32),
+            "f16" => Ok(ExactStorage::F16),
+            "i8" => Ok(ExactStorage::I8),
+            other => Err(IndexError::Vector(format!(
+                "unknown exact-scan storage `{other}` (expected f32, f16 or i8)"
+            ))),
+        }
+    }
+}
+
+/// The rows of an [`ExactIndex`], in its storage type.
+#[derive(Debug, Clone)]
+enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<F16>),
+    I8 { data: Vec<i8>, scales: Vec<f32> },
+}
+
+impl Default for Rows {
+    fn default() -> Rows {
+        Rows::F32(Vec::new())
+    }
+}
+
+/// Queries scanned together in one pass over the rows by
+/// [`ExactIndex::search_batch`].
+pub const EXACT_BLOCK: usize = 8;
+/// Block sizes [`ExactIndex::search_batch_blocked`] takes.
+pub const EXACT_BLOCKS: [usize; 5] = [1, 2, 4, 8, 16];
+/// Rows per parallel task of the scan (with 384 dimensions, 384 KiB of f32:
+/// large enough to stream, small enough to balance two cores).
+const ROWS_PER_TASK: usize = 256;
+
+/// All vectors in memory, scanned exhaustively. Exact (with the default
+/// f32 storage), so it is both the dense retriever for small collections
+/// and the ground truth for recall.
+///
+/// The scan splits the rows over the current rayon pool's threads (the
+/// configured thread budget) and runs vectorised, multi-query inner loops
+/// ([`ExactIndex::search_batch`] reads the rows once per block of
+/// [`EXACT_BLOCK`] queries). Scores do not depend on the block size or the
+/// thread count, so a batch returns exactly what one-query searches do.
 #[derive(Debug, Default, Clone)]
 pub struct ExactIndex {
     dim: usize,
+    storage: ExactStorage,
     ids: Vec<ChunkId>,
     /// Row-major, unit-normalised vectors.
-    data: Vec<f32>,
+    rows: Rows,
     /// The catalog sequence the vectors were read at.
     pub seq: Seq,
 }
 
 impl ExactIndex {
     pub fn new(dim: usize) -> ExactIndex {
+        ExactIndex::with_storage(dim, ExactStorage::F32)
+    }
+
+    /// An empty index that stores its vectors as `storage`.
+    pub fn with_storage(dim: usize, storage: ExactStorage) -> ExactIndex {
+        let rows = match storage {
+            ExactStorage::F32 => Rows::F32(Vec::new()),
+            ExactStorage::F16 => Rows::F16(Vec::new()),
+            ExactStorage::I8 => Rows::I8 {
+                data: Vec::new(),
+                scales: Vec::new(),
+            },
+        };
         ExactIndex {
             dim,
+            storage,
+            rows,
             ..Default::default()
         }
+    }
+
+    pub fn storage(&self) -> ExactStorage {
+        self.storage
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Bytes one full pass of the scan reads (the stored rows, and the i8
+    /// scales).
+    pub fn scan_bytes(&self) -> usize {
+        self.storage.bytes_per_vector(self.dim) * self.len()
     }
 
     /// Add a vector (normalised on the way in, so a dot product is a cosine).
@@ -647,8 +765,22 @@ impl ExactIndex {
             });
         }
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        let unit = v.iter().map(|x| x / norm);
+        match &mut self.rows {
+            Rows::F32(data) => data.extend(unit),
+            Rows::F16(data) => data.extend(unit.map(|x| F16(f32_to_f16(x)))),
+            Rows::I8 { data, scales } => {
+                let unit: Vec<f32> = unit.collect();
+                let max = unit.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                data.extend(
+                    unit.iter()
+                        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8),
+                );
+                scales.push(scale);
+            }
+        }
         self.ids.push(id);
-        self.data.extend(v.iter().map(|x| x / norm));
         Ok(())
     }
 
@@ -660,28 +792,113 @@ impl ExactIndex {
         self.ids.is_empty()
     }
 
-    /// Exact top-k by cosine similarity.
+    /// Top-k by cosine similarity (exact with f32 storage).
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Scored>> {
-        if query.len() != self.dim {
+        let mut out = self.search_batch_blocked(&[query], k, 1)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// [`ExactIndex::search`] for many queries, [`EXACT_BLOCK`] of them per
+    /// pass over the rows; the same results as one search per query.
+    pub fn search_batch(&self, queries: &[&[f32]], k: usize) -> Result<Vec<Vec<Scored>>> {
+        self.search_batch_blocked(queries, k, EXACT_BLOCK)
+    }
+
+    /// [`ExactIndex::search_batch`] with `block` queries per pass (one of
+    /// [`EXACT_BLOCKS`]); for benchmarks that compare block sizes.
+    pub fn search_batch_blocked(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        block: usize,
+    ) -> Result<Vec<Vec<Scored>>> {
+        if !EXACT_BLOCKS.contains(&block) {
+            return Err(IndexError::Vector(format!(
+                "exact-scan block of {block} queries (expected one of {EXACT_BLOCKS:?})"
+            )));
+        }
+        if let Some(q) = queries.iter().find(|q| q.len() != self.dim) {
             return Err(IndexError::Dim {
                 expected: self.dim,
-                got: query.len(),
+                got: q.len(),
             });
         }
-        let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        let q: Vec<f32> = query.iter().map(|x| x / norm).collect();
-        let scores: Vec<f32> = self
-            .data
-            .par_chunks(self.dim.max(1) * 256)
-            .flat_map_iter(|block| {
-                block
-                    .chunks_exact(self.dim)
-                    .map(|row| dot(row, &q))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        Ok(top_k(&self.ids, &scores, k))
+        let mut out: Vec<Vec<Scored>> = Vec::with_capacity(queries.len());
+        for group in queries.chunks(block) {
+            // Unit queries, back to back, padded to a whole block with zeros
+            // (a short last block costs arithmetic, not memory traffic).
+            let b = if group.len() == 1 { 1 } else { block };
+            let mut flat = vec![0f32; b * self.dim];
+            for (dst, q) in flat.chunks_exact_mut(self.dim.max(1)).zip(group) {
+                let norm = q.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                for (d, x) in dst.iter_mut().zip(q.iter()) {
+                    *d = x / norm;
+                }
+            }
+            let tops = match b {
+                1 => self.scan::<1>(&flat, k),
+                2 => self.scan::<2>(&flat, k),
+                4 => self.scan::<4>(&flat, k),
+                8 => self.scan::<8>(&flat, k),
+                _ => self.scan::<16>(&flat, k),
+            };
+            out.extend(tops.into_iter().take(group.len()).map(|t| {
+                t.into_sorted()
+                    .into_iter()
+                    .map(|(score, id)| Scored { id, score })
+                    .collect::<Vec<Scored>>()
+            }));
+        }
+        Ok(out)
     }
+
+    /// One pass over the rows for a block of `B` unit queries.
+    fn scan<const B: usize>(&self, queries: &[f32], k: usize) -> Vec<TopK> {
+        let k = k.min(self.len());
+        if self.dim == 0 || self.is_empty() {
+            return vec![TopK::new(0); B];
+        }
+        match &self.rows {
+            Rows::F32(data) => self.scan_rows::<f32, B>(data, None, queries, k),
+            Rows::F16(data) => self.scan_rows::<F16, B>(data, None, queries, k),
+            Rows::I8 { data, scales } => {
+                self.scan_rows::<i8, B>(data, Some(scales.as_slice()), queries, k)
+            }
+        }
+    }
+
+    fn scan_rows<E: crate::scan::Elem, const B: usize>(
+        &self,
+        data: &[E],
+        scales: Option<&[f32]>,
+        queries: &[f32],
+        k: usize,
+    ) -> Vec<TopK> {
+        let dim = self.dim;
+        let fresh = || (0..B).map(|_| TopK::new(k)).collect::<Vec<_>>();
+        data.par_chunks(dim * ROWS_PER_TASK)
+            .enumerate()
+            .fold(fresh, |mut tops, (t, rows)| {
+                let tile = Tile {
+                    rows,
+                    dim,
+                    first: t * ROWS_PER_TASK,
+                    scales,
+                    ids: &self.ids,
+                };
+                scan_tile::<E, B>(tile, queries, &mut tops);
+                tops
+            })
+            .reduce(fresh, |a, b| {
+                a.into_iter().zip(b).map(|(x, y)| x.merge(y)).collect()
+            })
+    }
+}
+
+/// The instruction set of the exact scan's kernels on this CPU
+/// (`avx2+fma` or `portable`).
+pub fn exact_kernel() -> &'static str {
+    kernel_name()
 }
 
 /// Dot product in 8 independent lanes, which the compiler vectorises.
@@ -836,6 +1053,167 @@ mod tests {
         let scores = [0.5, 0.9, 0.5, 0.1];
         let t = top_k(&ids, &scores, 3);
         assert_eq!(t.iter().map(|s| s.id).collect::<Vec<_>>(), vec![3, 5, 9]);
+    }
+
+    /// Clustered vectors (like embeddings: neighbours are close, not ties).
+    fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
+        let centres = pseudo_random_vectors(clusters, dim, seed);
+        let noise = pseudo_random_vectors(n, dim, seed + 1);
+        noise
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let c = &centres[i % clusters];
+                c.iter().zip(e).map(|(c, e)| c + 0.6 * e).collect()
+            })
+            .collect()
+    }
+
+    fn exact_of(vecs: &[Vec<f32>], storage: ExactStorage) -> ExactIndex {
+        let mut e = ExactIndex::with_storage(vecs[0].len(), storage);
+        for (i, v) in vecs.iter().enumerate() {
+            // ids not in row order, so that ties by id are exercised
+            e.push(1_000_000 - i as u64 * 7, v).unwrap();
+        }
+        e
+    }
+
+    fn bits(hits: &[Scored]) -> Vec<(ChunkId, u32)> {
+        hits.iter().map(|s| (s.id, s.score.to_bits())).collect()
+    }
+
+    #[test]
+    fn multi_query_scan_equals_single_query_scans() {
+        // 1000 rows: several parallel tasks and a partial last one.
+        for dim in [29, 384] {
+            let mut vecs = clustered(1021, dim, 13, 3);
+            let queries = vecs.split_off(1000);
+            let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+            for storage in ExactStorage::ALL {
+                let e = exact_of(&vecs, storage);
+                let single: Vec<Vec<(ChunkId, u32)>> =
+                    qs.iter().map(|q| bits(&e.search(q, 10).unwrap())).collect();
+                assert!(single.iter().all(|s| s.len() == 10));
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    for block in EXACT_BLOCKS {
+                        let batch = pool
+                            .install(|| e.search_batch_blocked(&qs, 10, block))
+                            .unwrap();
+                        let batch: Vec<_> = batch.iter().map(|h| bits(h)).collect();
+                        assert_eq!(
+                            batch, single,
+                            "{storage} dim {dim} block {block} threads {threads}"
+                        );
+                    }
+                }
+                assert_eq!(
+                    e.search_batch(&qs, 10)
+                        .unwrap()
+                        .iter()
+                        .map(|h| bits(h))
+                        .collect::<Vec<_>>(),
+                    single
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exact_scan_equals_the_straightforward_one() {
+        let mut vecs = clustered(712, 384, 9, 5);
+        let queries = vecs.split_off(700);
+        let e = exact_of(&vecs, ExactStorage::F32);
+        let ids: Vec<ChunkId> = (0..vecs.len()).map(|i| 1_000_000 - i as u64 * 7).collect();
+        let units: Vec<Vec<f32>> = vecs.iter().map(|v| unit(v)).collect();
+        for q in &queries {
+            let uq = unit(q);
+            let scores: Vec<f32> = units.iter().map(|v| dot(v, &uq)).collect();
+            for k in [1, 10, 50, 700, 5000] {
+                let want = top_k(&ids, &scores, k);
+                let got = e.search(q, k).unwrap();
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    // (fused multiply-adds may swap two scores closer than that)
+                    assert!(
+                        (g.score - w.score).abs() < 1e-5,
+                        "{} vs {}",
+                        g.score,
+                        w.score
+                    );
+                    assert!(g.id == w.id || (g.score - w.score).abs() < 1e-6, "k {k}");
+                }
+            }
+        }
+        // Ties are broken by the smaller id, as top_k does.
+        let mut t = ExactIndex::new(2);
+        for id in [9, 4, 7] {
+            t.push(id, &[1.0, 1.0]).unwrap();
+        }
+        t.push(1, &[0.0, 1.0]).unwrap();
+        let hits: Vec<ChunkId> = t
+            .search(&[1.0, 1.0], 3)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(hits, [4, 7, 9]);
+    }
+
+    #[test]
+    fn quantised_scans_keep_recall() {
+        let mut vecs = clustered(4050, 384, 40, 11);
+        let queries = vecs.split_off(4000);
+        let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+        let truth = exact_of(&vecs, ExactStorage::F32)
+            .search_batch(&qs, 10)
+            .unwrap();
+        for (storage, min) in [(ExactStorage::F16, 0.99), (ExactStorage::I8, 0.9)] {
+            let e = exact_of(&vecs, storage);
+            assert_eq!(e.scan_bytes(), storage.bytes_per_vector(384) * 4000);
+            let got = e.search_batch(&qs, 10).unwrap();
+            let mut hit = 0;
+            for (g, t) in got.iter().zip(&truth) {
+                let want: Vec<ChunkId> = t.iter().map(|s| s.id).collect();
+                hit += g.iter().filter(|s| want.contains(&s.id)).count();
+                // scores stay cosines, close to the exact ones
+                assert!((g[0].score - t[0].score).abs() < 0.02, "{storage}");
+            }
+            let recall = hit as f64 / (10 * qs.len()) as f64;
+            assert!(recall >= min, "{storage}: recall@10 {recall} < {min}");
+            assert!(recall <= 1.0);
+        }
+    }
+
+    #[test]
+    fn exact_storage_and_block_are_checked() {
+        for s in ExactStorage::ALL {
+            assert_eq!(s.as_str().parse::<ExactStorage>().unwrap(), s);
+        }
+        let e = "bf16".parse::<ExactStorage>().unwrap_err();
+        assert!(matches!(e, IndexError::Vector(_)));
+        assert!(e.to_string().contains("expected f32, f16 or i8"), "{e}");
+        let idx = exact_of(&clustered(10, 8, 2, 1), ExactStorage::F16);
+        let q = [0.5f32; 8];
+        let short = [1.0f32; 7];
+        assert!(matches!(
+            idx.search_batch_blocked(&[&q[..]], 3, 3),
+            Err(IndexError::Vector(_))
+        ));
+        assert!(matches!(
+            idx.search_batch(&[&q[..], &short[..]], 3),
+            Err(IndexError::Dim {
+                expected: 8,
+                got: 7
+            })
+        ));
+        assert!(idx.search(&q, 0).unwrap().is_empty());
+        assert_eq!(idx.search(&q, 100).unwrap().len(), 10);
+        assert!(ExactIndex::new(4).search(&[1.0; 4], 5).unwrap().is_empty());
+        assert!(ExactIndex::new(4).search_batch(&[], 5).unwrap().is_empty());
     }
 
     #[test]
