@@ -17,7 +17,8 @@ pub struct StagePlan {
     /// Where it runs: `cpu`, `cuda:N`, `metal:N`, `coreml`, `remote URL`, or
     /// `with embed` / `with generate` for a critic sharing that stage's model.
     pub runs_on: String,
-    /// The runtime: `onnxruntime`, `candle`, `llama.cpp`, `openai-compatible`.
+    /// The runtime: `onnxruntime`, `candle`, `llama.cpp`, `openai-compatible`,
+    /// or `shared` for a critic that runs another stage's model.
     pub backend: String,
     /// CPU threads it may use (`all` when not limited).
     pub threads: String,
@@ -241,16 +242,13 @@ fn critic_plan(cfg: &Config) -> StagePlan {
             p
         }
         kind => {
-            let (with, backend) = if kind == "llm" {
-                ("generate", "the generator's")
-            } else {
-                ("embed", "the embedding model's")
-            };
+            let with = if kind == "llm" { "generate" } else { "embed" };
             StagePlan {
                 stage: "critic",
                 configured: format!("critic.kind = {kind:?}"),
                 runs_on: format!("with {with}"),
-                backend: backend.into(),
+                // It runs that stage's model.
+                backend: "shared".into(),
                 threads: "-".into(),
                 problem: None,
             }

@@ -359,6 +359,25 @@ fn three_nats_three_nodes_match_one_node_and_survive_a_node_and_a_nats_server() 
             "{n}"
         );
     }
+    // `cairn doctor` through the cluster lists every node's placement.
+    let out = client(dir, &url)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+    let placed = doc["cluster"]["nodes"].as_array().unwrap();
+    assert_eq!(placed.len(), 3, "{doc:#}");
+    for n in placed {
+        assert!(
+            n["placement"]["embed"]
+                .as_str()
+                .unwrap()
+                .starts_with("cpu (onnxruntime)"),
+            "{n}"
+        );
+        assert_eq!(n["placement"]["critic"], "with embed (shared)");
+    }
 
     // S=4, R=2: every shard on two distinct nodes.
     let info = create_collection(dir, &url, 4, 2);
