@@ -105,7 +105,7 @@ fn rate_list_stats_and_export_every_format() {
 
     // Only up-rated answers make sft examples; one down is not a dpo pair.
     let out = run(&data, &["feedback", "export", "--format", "sft"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("no thumbs-up answers to export as sft; 0 of 1 rated answers are up"),
