@@ -23,8 +23,9 @@ use cairn_core::config::Config;
 use cairn_core::op::Op;
 use cairn_core::{Critic, DocId, Hit, Progress, SearchMode};
 use cairn_engine::{
-    Answer, AskOptions, Collection, Collections, DocMeta, EngineError, FeedbackRecord,
-    IngestOptions, IngestReport, LogReport, Preparer, Rating, Retrieved, Searcher, Sink, Summary,
+    Answer, AnswerRecord, AskOptions, Collection, Collections, DocMeta, EngineError,
+    FeedbackRecord, IngestOptions, IngestReport, LogReport, Preparer, Rating, Retrieved, Searcher,
+    Sink, Summary,
 };
 use cairn_generate::{ChatMessage, Flow, TokenSink};
 use cairn_models::SentenceEncoder;
@@ -673,5 +674,21 @@ impl Collection for ClusterCollection {
         all.sort_by_key(|r| std::cmp::Reverse(r.id));
         all.truncate(limit);
         Ok(all)
+    }
+
+    fn answer(&self, _id: &str) -> Result<Option<AnswerRecord>> {
+        Err(EngineError::Unsupported(
+            "a cluster's feedback log keeps no citations: `cairn feedback --last/--answer` and `cairn feedback export` work on local collections; rate a cluster's answers through the API or the web UI".into(),
+        ))
+    }
+
+    fn last_answer(&self) -> Result<Option<AnswerRecord>> {
+        self.answer("")
+    }
+
+    fn passages(&self, _ids: &[u64]) -> Result<HashMap<u64, String>> {
+        Err(EngineError::Unsupported(
+            "a cluster does not look passages up by chunk id: `cairn feedback export` works on local collections".into(),
+        ))
     }
 }

@@ -14,7 +14,7 @@ use cairn_core::config::Config;
 use cairn_core::{DocId, Hit, Progress, SearchMode, Seq};
 use cairn_generate::{ChatMessage, Generator, TokenSink};
 use cairn_models::SentenceEncoder;
-use cairn_store::{DocMeta, FeedbackRecord, Rating};
+use cairn_store::{AnswerRecord, DocMeta, FeedbackRecord, Rating};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -219,6 +219,16 @@ pub trait Collection: Searcher + Send + Sync {
 
     /// Feedback, newest first.
     fn feedback(&self, limit: usize) -> Result<Vec<FeedbackRecord>>;
+
+    /// A logged answer by its id, with its citations and retrieval scores.
+    fn answer(&self, id: &str) -> Result<Option<AnswerRecord>>;
+
+    /// The newest logged answer (what `cairn feedback --last` rates).
+    fn last_answer(&self) -> Result<Option<AnswerRecord>>;
+
+    /// The texts of the chunks among `ids` the collection still holds (what
+    /// feedback export puts in prompts and retrieval examples).
+    fn passages(&self, ids: &[u64]) -> Result<HashMap<u64, String>>;
 }
 
 /// The collections a server (or a command) can reach: the ones in a local
@@ -367,6 +377,18 @@ impl Collection for LocalCollection {
 
     fn feedback(&self, limit: usize) -> Result<Vec<FeedbackRecord>> {
         self.engine.feedback(limit)
+    }
+
+    fn answer(&self, id: &str) -> Result<Option<AnswerRecord>> {
+        self.engine.logged_answer(id)
+    }
+
+    fn last_answer(&self) -> Result<Option<AnswerRecord>> {
+        self.engine.last_answer()
+    }
+
+    fn passages(&self, ids: &[u64]) -> Result<HashMap<u64, String>> {
+        self.engine.passages(ids)
     }
 }
 

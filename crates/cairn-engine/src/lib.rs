@@ -39,12 +39,16 @@ pub use ask::{
 pub use ask::{Answer, AskOptions, ClusterAnswer, Extracted, Judged, Retrieved, Strategy, Timings};
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use background::run_in_background;
-pub use cairn_store::{DocMeta, FeedbackRecord, Rating};
+pub use cairn_store::{AnswerRecord, DocMeta, FeedbackRecord, Rating};
 pub use collection::{
     pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,
     LogReport, PassageSpan, Published, Rejected, Scope, Summary,
 };
 pub use devices::{plan_stages, StagePlan};
+pub use feedback::{
+    export_examples, export_feedback, feedback_stats, new_answer_id, ExportFormat, FeedbackStats,
+    ModelStats, RatedAnswer,
+};
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
 };
@@ -268,6 +272,9 @@ pub struct Engine {
     embedder: Arc<dyn SentenceEncoder>,
     critic: Arc<dyn cairn_core::Critic>,
     prep: Preparer,
+    /// The feedback log (its own file, written by readers too), opened on
+    /// first use.
+    feedback_log: Mutex<Option<cairn_store::FeedbackLog>>,
     /// The collection's lock, held by a writer; `None` when read-only.
     _lock: Option<File>,
 }
@@ -626,6 +633,7 @@ impl Engine {
             critic: load_critic(cfg, embedder.clone())?,
             embedder,
             prep,
+            feedback_log: Mutex::new(None),
             _lock: lock,
         })
     }

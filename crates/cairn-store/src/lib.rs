@@ -27,7 +27,7 @@ mod error;
 mod feedback;
 
 pub use error::StoreError;
-pub use feedback::{AnswerRecord, FeedbackRecord, Rating};
+pub use feedback::{AnswerRecord, FeedbackLog, FeedbackRecord, Rating, FEEDBACK_FILE};
 
 use cairn_core::{ChunkId, DocId, Seq, StoredChunk};
 use rusqlite::{params, types::ValueRef, Connection, OptionalExtension};
@@ -288,7 +288,6 @@ impl Catalog {
                 .map_err(&e)?;
             tx.commit().map_err(&e)?;
         }
-        self.conn.execute_batch(feedback::SCHEMA).map_err(&e)?;
         let version: Option<String> = self
             .conn
             .query_row(

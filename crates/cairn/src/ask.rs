@@ -274,8 +274,24 @@ fn one(
         }
         anyhow::Ok(a)
     })?;
+    // Logged for `cairn feedback --last` (the log is its own file, written
+    // by readers too); a log that cannot be written costs only the rating.
+    let answer_id = if answer.finish == Some(cairn_generate::Finish::Cancelled) {
+        None
+    } else {
+        let id = cairn_engine::new_answer_id();
+        match collection.record_answer(&id, question, &answer) {
+            Ok(()) => Some(id),
+            Err(e) => {
+                eprintln!("warning: the answer was not logged for feedback: {e}");
+                None
+            }
+        }
+    };
     if json {
-        println!("{}", answer_json(&answer));
+        let mut v = answer_json(&answer);
+        v["answer_id"] = answer_id.clone().into();
+        println!("{v}");
     } else if quiet {
         if answer.answered {
             println!();
@@ -291,6 +307,9 @@ fn one(
         }
         print_check(&answer);
         print_sources(&answer);
+        if let Some(id) = &answer_id {
+            eprintln!("(answer {id}; rate it with `cairn feedback --last --up|--down`)");
+        }
         if let Some(c) = &answer.cluster {
             eprintln!(
                 "(shards {}/{}; generated on {})",

@@ -6,6 +6,7 @@ mod ask;
 mod cluster;
 mod doctor;
 mod eval;
+mod feedback;
 mod mcp;
 mod open;
 mod progress;
@@ -146,6 +147,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rate an answer (`--last --up|--down [--comment TEXT] [--helpful N,...]`
+    /// after `ask` or `chat`, or `--answer ID`), or read the feedback log:
+    /// `list`, `stats`, `export --format sft|dpo|kto|retrieval`.
+    Feedback(feedback::FeedbackArgs),
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
     Eval(eval::EvalArgs),
     /// Serve the HTTP API (OpenAI-compatible /v1, REST /api, MCP at /mcp) and the web UI.
@@ -684,6 +689,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
         } => return ask::ask(cfg, url, &question, &gen, json, quiet),
         Command::Chat { gen, json } => return ask::chat(cfg, url, &gen, json),
+        Command::Feedback(args) => {
+            // The feedback log is written by readers too (its own file
+            // beside the catalog): no lock is taken.
+            let t = match url {
+                Some(u) => target::Target::cluster(&cfg, u, false)?,
+                None => target::Target::local(open::reader(&cfg, &Bars::new(true))?, None),
+            };
+            feedback::run(t.collection.as_ref(), args)?;
+        }
         Command::Eval(args) => return eval::eval(cfg, args, url),
         Command::Serve(args) => return serve::serve(cfg, url, &args.watch),
         Command::Mcp(_) => return mcp::run(cfg, url),

@@ -1,0 +1,272 @@
+//! `cairn feedback` as users run it, in separate processes on the real
+//! embedder: `ask --extractive` logs its answer (a read-only process: the
+//! log is its own file), `feedback --last --up` rates it, `list` and
+//! `stats` show it, `--helpful` is checked against the answer's citations,
+//! and `export` writes each format's fields; an empty log is a clear error.
+
+mod common;
+use common::{cairn, json, ok};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const BRIDGE: &str = "# Kestrel Bridge\n\n## History\n\n\
+The Kestrel Bridge over the Varne estuary opened to traffic in 1987. \
+It is 412 metres long and carries the coastal railway between Harrow Point and Selby.\n\n\
+## Maintenance\n\nThe bridge is repainted every nine years by the Varne Harbour Trust.\n";
+
+const LIGHTHOUSE: &str = "# Orrin Lighthouse\n\n\
+The Orrin lighthouse stands on the north cape of Tavel island. \
+Its lamp is lit every evening at 17:40 by the keeper, Mara Quist.\n";
+
+fn collection() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("bridge.md"), BRIDGE).unwrap();
+    std::fs::write(docs.join("lighthouse.md"), LIGHTHOUSE).unwrap();
+    let data = tmp.path().join("data");
+    let mut c = cairn(&data);
+    c.arg("ingest").arg(&docs);
+    ok(c);
+    (tmp, data)
+}
+
+fn ask(data: &Path, q: &str) -> Value {
+    let mut c = cairn(data);
+    c.args(["ask", q, "--extractive", "--json"]);
+    json(&ok(c).stdout)
+}
+
+fn run(data: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = cairn(data);
+    c.args(args);
+    c.output().unwrap()
+}
+
+fn stdout(data: &Path, args: &[&str]) -> String {
+    let mut c = cairn(data);
+    c.args(args);
+    String::from_utf8(ok(c).stdout).unwrap()
+}
+
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines().map(|l| json(l.as_bytes())).collect()
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(|s| s.as_str()).collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn rate_list_stats_and_export_every_format() {
+    let (_tmp, data) = collection();
+
+    // Nothing logged yet: each command says what is missing.
+    let out = run(&data, &["feedback", "--last", "--up"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer is logged"), "{err}");
+    for format in ["sft", "dpo", "kto", "retrieval"] {
+        let out = run(&data, &["feedback", "export", "--format", format]);
+        assert!(!out.status.success(), "{format}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("no rated answers to export as {format}")),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+
+    // The question, rated down with a comment.
+    let a1 = ask(&data, "How long is the Kestrel Bridge?");
+    let id1 = a1["answer_id"].as_str().unwrap().to_string();
+    assert!(id1.starts_with("a-"), "{a1:#}");
+    let cited: Vec<u64> = a1["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["n"].as_u64().unwrap())
+        .collect();
+    assert!(!cited.is_empty(), "{a1:#}");
+    let mut c = cairn(&data);
+    c.args([
+        "feedback",
+        "--last",
+        "--down",
+        "--comment",
+        "too long",
+        "--json",
+    ]);
+    let f = json(&ok(c).stdout);
+    assert_eq!(f["answer_id"], id1.as_str());
+    assert_eq!(f["rating"], "down");
+
+    // Only up-rated answers make sft examples; one down is not a dpo pair.
+    let out = run(&data, &["feedback", "export", "--format", "sft"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no thumbs-up answers to export as sft; 0 of 1 rated answers are up"),
+        "{err}"
+    );
+    let out = run(&data, &["feedback", "export", "--format", "dpo"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 of 1 rated questions"), "{err}");
+
+    // The same question again, rated up: a --helpful number the answer
+    // does not cite is refused, naming it; one it cites is kept.
+    let a2 = ask(&data, "How long is the Kestrel Bridge?");
+    let id2 = a2["answer_id"].as_str().unwrap().to_string();
+    assert_ne!(id1, id2);
+    let out = run(&data, &["feedback", "--last", "--up", "--helpful", "1,42"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--helpful 42") && err.contains("[1]"), "{err}");
+    let first = cited[0].to_string();
+    let mut c = cairn(&data);
+    c.args([
+        "feedback",
+        "--answer",
+        &id2,
+        "--up",
+        "--helpful",
+        &first,
+        "--json",
+    ]);
+    let f = json(&ok(c).stdout);
+    assert_eq!(f["answer_id"], id2.as_str());
+    assert_eq!(f["helpful_citations"], serde_json::json!([cited[0]]));
+    let out = run(&data, &["feedback", "--answer", "a-nope", "--up"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a-nope"));
+
+    // list: newest first, with the comment; --limit.
+    let l = json(stdout(&data, &["feedback", "list", "--json"]).as_bytes());
+    let l = l.as_array().unwrap();
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[0]["answer_id"], id2.as_str());
+    assert_eq!(l[0]["rating"], "up");
+    assert_eq!(l[1]["answer_id"], id1.as_str());
+    assert_eq!(l[1]["comment"], "too long");
+    assert_eq!(l[1]["question"], "How long is the Kestrel Bridge?");
+    let l = json(stdout(&data, &["feedback", "list", "--json", "--limit", "1"]).as_bytes());
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    let text = stdout(&data, &["feedback", "list"]);
+    assert!(text.contains(&id1) && text.contains("too long"), "{text}");
+
+    // stats.
+    let s = json(stdout(&data, &["feedback", "stats", "--json"]).as_bytes());
+    assert_eq!(s["ratings"], 2);
+    assert_eq!(s["answers_rated"], 2);
+    assert_eq!(s["up"], 1);
+    assert_eq!(s["down"], 1);
+    assert_eq!(s["with_comment"], 1);
+    assert_eq!(s["with_helpful"], 1);
+    assert_eq!(s["helpful_citations"], 1);
+    let models = s["per_model"].as_object().unwrap();
+    assert_eq!(models.len(), 1, "{s:#}");
+    let m = models.values().next().unwrap();
+    assert_eq!((m["up"].as_u64(), m["down"].as_u64()), (Some(1), Some(1)));
+
+    // sft: the up answer, its prompt the question with its cited passages.
+    let sft = jsonl(&stdout(&data, &["feedback", "export", "--format", "sft"]));
+    assert_eq!(sft.len(), 1);
+    assert_eq!(keys(&sft[0]), ["completion", "prompt"]);
+    assert_eq!(sft[0]["completion"], a2["answer"]);
+    let prompt = sft[0]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.ends_with("Question: How long is the Kestrel Bridge?"),
+        "{prompt}"
+    );
+    assert!(prompt.contains(&format!("[{first}] ")), "{prompt}");
+    assert!(prompt.contains("412 metres"), "{prompt}");
+
+    // kto: both, labelled.
+    let kto = jsonl(&stdout(&data, &["feedback", "export", "--format", "kto"]));
+    assert_eq!(kto.len(), 2);
+    for k in &kto {
+        assert_eq!(keys(k), ["completion", "label", "prompt"]);
+        assert!(k["prompt"].as_str().unwrap().contains("Kestrel"));
+    }
+    assert_eq!(kto.iter().filter(|k| k["label"] == true).count(), 1);
+    assert_eq!(kto.iter().filter(|k| k["label"] == false).count(), 1);
+
+    // dpo: one pair for the one question rated both ways.
+    let dpo = jsonl(&stdout(&data, &["feedback", "export", "--format", "dpo"]));
+    assert_eq!(dpo.len(), 1);
+    assert_eq!(keys(&dpo[0]), ["chosen", "prompt", "rejected"]);
+    assert_eq!(dpo[0]["chosen"], a2["answer"]);
+    assert_eq!(dpo[0]["rejected"], a1["answer"]);
+
+    // retrieval, to a file: the helpful passage positive, retrieved but
+    // uncited passages negative.
+    let out_file = data.parent().unwrap().join("retrieval.jsonl");
+    let mut c = cairn(&data);
+    c.args(["feedback", "export", "--format", "retrieval", "--out"]);
+    c.arg(&out_file);
+    let o = ok(c);
+    assert!(o.stdout.is_empty());
+    let r = jsonl(&std::fs::read_to_string(&out_file).unwrap());
+    assert_eq!(r.len(), 1);
+    assert_eq!(keys(&r[0]), ["negatives", "positive", "query"]);
+    assert_eq!(r[0]["query"], "How long is the Kestrel Bridge?");
+    let positive = r[0]["positive"].as_array().unwrap();
+    assert_eq!(positive.len(), 1);
+    assert!(
+        positive[0].as_str().unwrap().contains("412 metres"),
+        "{r:#?}"
+    );
+    // A citation names its passage by document and span.
+    let citations = a2["citations"].as_array().unwrap();
+    let is_cited = |h: &Value| {
+        citations
+            .iter()
+            .any(|c| c["doc"] == h["doc"] && c["start"] == h["start"] && c["end"] == h["end"])
+    };
+    let expected_negatives: Vec<&Value> = a2["retrieved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| !is_cited(h))
+        .map(|h| &h["text"])
+        .collect();
+    let negatives: Vec<&Value> = r[0]["negatives"].as_array().unwrap().iter().collect();
+    assert_eq!(negatives, expected_negatives);
+    assert!(!negatives.contains(&&positive[0]));
+}
+
+#[test]
+fn chat_turns_are_logged_and_the_last_is_rated() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let (_tmp, data) = collection();
+    let mut c = cairn(&data);
+    c.args(["chat", "--extractive", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"How long is the Kestrel Bridge?\nWhen is the Orrin lamp lit?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let turns = jsonl(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(turns.len(), 2);
+    let id = turns[1]["answer_id"].as_str().unwrap();
+    let mut c = cairn(&data);
+    c.args(["feedback", "--last", "--up", "--json"]);
+    let f = json(&ok(c).stdout);
+    assert_eq!(f["answer_id"], id);
+    assert_eq!(f["question"], "When is the Orrin lamp lit?");
+}
