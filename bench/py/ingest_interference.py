@@ -8,8 +8,8 @@ ingests them. After each phase's searches, time to first token of a
 streamed `/api/ask` is sampled (one at a time; the ingestion is still
 running for the second, which the figures confirm: `ingesting_throughout`). Variants are server configurations run in the same invocation,
 alternating, on the same files: `normal` (background ingestion at the
-queries' priority: `ingest.background_nice = 0`) and `low` (the default:
-background ingestion niced).
+queries' priority: `ingest.background_nice = 0`), `low` (the default,
+`ingest.background_nice`) and `lowest` (nice 19).
 
     python3 bench/py/ingest_interference.py --cairn BIN --corpus DIR \
         [--rounds 3] [--seconds 30] [--pages 40] [--variants low,normal] --out F.json
@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VARIANTS = {
     "low": {},
     "normal": {"CAIRN_INGEST_BACKGROUND_NICE": "0"},
+    "lowest": {"CAIRN_INGEST_BACKGROUND_NICE": "19"},
 }
 
 
