@@ -695,38 +695,19 @@ impl Cluster {
             let client = self.client.clone();
             let timeout = self.shard_timeout;
             async move {
-                for attempt in 0..2 {
-                    let r = tokio::time::timeout(
-                        timeout,
-                        client.request(subject.clone(), body.clone()),
-                    )
-                    .await;
-                    match r {
-                        Ok(Ok(msg)) => {
-                            match wire::decode_binary::<ShardAnswer>(
-                                &msg.payload,
-                                &subject,
-                                "shard answer",
-                            ) {
-                                Ok(ShardAnswer {
-                                    node,
-                                    body: Answer::Error(e),
-                                    ..
-                                }) => tracing::warn!(shard, node, "shard search failed: {e}"),
-                                Ok(a) => return Some(a),
-                                Err(e) => tracing::warn!(shard, "{e}"),
-                            }
-                        }
-                        Ok(Err(e)) => tracing::debug!(shard, attempt, "shard request: {e}"),
-                        Err(_) => {
-                            tracing::warn!(shard, attempt, "shard did not answer in {timeout:?}")
-                        }
+                request_shard(&client, subject.clone(), body, timeout, shard, |payload| {
+                    match wire::decode_binary::<ShardAnswer>(payload, &subject, "shard answer") {
+                        Ok(ShardAnswer {
+                            node,
+                            body: Answer::Error(e),
+                            ..
+                        }) => tracing::warn!(shard, node, "shard search failed: {e}"),
+                        Ok(a) => return Some(a),
+                        Err(e) => tracing::warn!(shard, "{e}"),
                     }
-                    if attempt == 0 {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-                None
+                    None
+                })
+                .await
             }
         });
         futures::future::join_all(asks).await
@@ -905,33 +886,20 @@ impl Cluster {
             let client = self.client.clone();
             let timeout = self.shard_timeout;
             async move {
-                for attempt in 0..2 {
-                    let r = tokio::time::timeout(
-                        timeout,
-                        client.request(subject.clone(), body.clone()),
-                    )
-                    .await;
-                    match r {
-                        Ok(Ok(msg)) => match serde_json::from_slice::<ShardReply>(&msg.payload) {
-                            Ok(rep) if rep.error.is_none() => return Some(rep),
-                            Ok(rep) => tracing::warn!(
-                                shard,
-                                node = rep.node,
-                                "shard search failed: {:?}",
-                                rep.error
-                            ),
-                            Err(e) => tracing::warn!(shard, "unreadable shard reply: {e}"),
-                        },
-                        Ok(Err(e)) => tracing::debug!(shard, attempt, "shard request: {e}"),
-                        Err(_) => {
-                            tracing::warn!(shard, attempt, "shard did not answer in {timeout:?}")
-                        }
+                request_shard(&client, subject, body, timeout, shard, |payload| {
+                    match serde_json::from_slice::<ShardReply>(payload) {
+                        Ok(rep) if rep.error.is_none() => return Some(rep),
+                        Ok(rep) => tracing::warn!(
+                            shard,
+                            node = rep.node,
+                            "shard search failed: {:?}",
+                            rep.error
+                        ),
+                        Err(e) => tracing::warn!(shard, "unreadable shard reply: {e}"),
                     }
-                    if attempt == 0 {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-                None
+                    None
+                })
+                .await
             }
         });
         futures::future::join_all(asks).await
@@ -1187,4 +1155,32 @@ impl Cluster {
             collections,
         })
     }
+}
+
+/// Ask one shard's queue group, retrying once (after 100 ms) when no
+/// replica answers within `timeout` or `decode` rejects the answer (it logs
+/// why); `None` when both attempts fail.
+async fn request_shard<T>(
+    client: &async_nats::Client,
+    subject: String,
+    body: bytes::Bytes,
+    timeout: Duration,
+    shard: u32,
+    decode: impl Fn(&[u8]) -> Option<T>,
+) -> Option<T> {
+    for attempt in 0..2 {
+        match tokio::time::timeout(timeout, client.request(subject.clone(), body.clone())).await {
+            Ok(Ok(msg)) => {
+                if let Some(answer) = decode(&msg.payload) {
+                    return Some(answer);
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(shard, attempt, "shard request: {e}"),
+            Err(_) => tracing::warn!(shard, attempt, "shard did not answer in {timeout:?}"),
+        }
+        if attempt == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    None
 }

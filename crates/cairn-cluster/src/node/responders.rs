@@ -161,16 +161,7 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
             subject: subject.to_string(),
             reason: "a dense or hybrid search needs the query vector".into(),
         })?;
-        if v.len() != engine.embedder().dim() {
-            return Err(ClusterError::Wire {
-                subject: subject.to_string(),
-                reason: format!(
-                    "the query vector has {} dimensions, the collection {}",
-                    v.len(),
-                    engine.embedder().dim()
-                ),
-            });
-        }
+        check_dim(&engine, v, subject)?;
         with_cosines(engine.dense_candidates(v, req.n)?)?
     } else {
         vec![]
