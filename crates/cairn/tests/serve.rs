@@ -703,10 +703,12 @@ fn searches_are_served_while_an_ingestion_job_runs() {
     let data = tmp.path().join("data");
     let s = Server::start(&data, ONNX, &[]);
     let (pages, id) = bridge_then_tutorial_job(&s);
-    // Search while the job runs; count the searches answered before the job
-    // reports that it has finished.
+    // Search while the job runs, as a user would (a search every 50 ms);
+    // count the searches answered before the job reports that it has
+    // finished.
     let mut during = 0;
     loop {
+        std::thread::sleep(Duration::from_millis(50));
         let (st, r) = s.get("/api/search?q=Kestrel%20Bridge&collection=docs&k=3");
         assert_eq!(st, 200, "{r}");
         assert_eq!(r["hits"][0]["doc"], "bridge.md", "{r}");

@@ -42,8 +42,14 @@ impl Server {
     pub fn start(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data).unwrap();
         let mut c = super::cairn(data);
+        // Ingestion jobs at the tests' own priority: these servers run beside
+        // other tests, and a lowered job (the default) would get a tenth of
+        // the cores for as long as they do. The lowering itself is tested in
+        // cairn-server's `jobs` and cairn-engine's `background` tests and
+        // measured by bench/scripts/interference.sh.
         c.env_remove("CAIRN_API_KEY")
             .env("CAIRN_LLM_THREADS", "2")
+            .env("CAIRN_INGEST_BACKGROUND_NICE", "0")
             .arg("serve")
             .args(["--addr", "127.0.0.1:0", "--model"])
             .arg(cairn_testkit::smollm2_gguf())
