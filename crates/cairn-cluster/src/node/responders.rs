@@ -161,7 +161,7 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
             subject: subject.to_string(),
             reason: "a dense or hybrid search needs the query vector".into(),
         })?;
-        check_dim(&engine, v, subject)?;
+        check_dim(engine, v, subject)?;
         with_cosines(engine.dense_candidates(v, req.n)?)?
     } else {
         vec![]
