@@ -397,9 +397,9 @@ fn load_cross_encoder(
 }
 
 /// The ONNX Runtime library: `embed.onnxruntime`, `ORT_DYLIB_PATH`, or the
-/// one `cairn models fetch` installs.
-#[cfg(feature = "ort")]
-fn onnxruntime_dylib(cfg: &Config) -> Option<PathBuf> {
+/// one `cairn models fetch` installs (`None` when none is set and that one
+/// is missing).
+pub fn onnxruntime_dylib(cfg: &Config) -> Option<PathBuf> {
     let installed = cfg
         .models_dir()
         .join("onnxruntime")

@@ -163,7 +163,7 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
     })
 }
 
-fn checks(cfg: &Config) -> Vec<Check> {
+fn checks(cfg: &Config, stages: &[cairn_engine::StagePlan]) -> Vec<Check> {
     let mut v = vec![];
     let models = cfg.models_dir();
     let model = |what: &str, spec: &str| match cairn_models::registry::resolve(spec, &models) {
@@ -188,17 +188,13 @@ fn checks(cfg: &Config) -> Vec<Check> {
             cfg.critic.model.as_deref().unwrap_or_default(),
         ));
     }
-    let plans = cairn_engine::plan_stages(cfg);
-    let onnx = plans
+    let onnx = stages
         .iter()
         .any(|p| p.backend == "onnxruntime" && p.problem.is_none());
     if onnx {
-        let lib = cfg
-            .embed
-            .onnxruntime
-            .clone()
-            .map(std::path::PathBuf::from)
-            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into))
+        // The library the embedder would load, else where `cairn models
+        // fetch onnxruntime` puts it.
+        let lib = cairn_engine::onnxruntime_dylib(cfg)
             .unwrap_or_else(|| models.join("onnxruntime").join("libonnxruntime.so"));
         v.push(Check {
             what: "ONNX Runtime library".into(),
@@ -258,7 +254,7 @@ fn checks(cfg: &Config) -> Vec<Check> {
 
 pub fn doctor(cfg: &Config, url: Option<&str>, args: &DoctorArgs) -> Result<ExitCode> {
     let stages = cairn_engine::plan_stages(cfg);
-    let checks = checks(cfg);
+    let checks = checks(cfg, &stages);
     let mut problems: Vec<String> = stages
         .iter()
         .filter_map(|p| p.problem.as_ref().map(|e| format!("{}: {e}", p.stage)))
