@@ -93,7 +93,54 @@ cargo test --workspace --no-run "${cargo_args[@]}" 2>&1
 cargo clippy --workspace --all-targets -- -D warnings 2>&1
 wait_bg llama-server
 wait_bg eval-venv
-cargo test --workspace --no-fail-fast "$@" 2>&1
+# The cluster tests (crates/cairn/tests/cluster.rs: NATS servers and nodes
+# as processes, one test at a time) spend most of their minutes waiting for
+# those processes, so they run beside the rest of the suite: their test
+# binary directly (a second cargo would wait for the first's lock), from
+# the package's folder as cargo would, and the workspace run skips them by
+# their exact names.
+test_args=()
+seen_dashes=""
+for a in "$@"; do
+  if [ -n "$seen_dashes" ]; then test_args+=("$a"); elif [ "$a" = "--" ]; then seen_dashes=1; fi
+done
+if [ ${#test_args[@]} -gt 0 ]; then
+  # Test filters given: one run, as cargo would.
+  cargo test --workspace --no-fail-fast "$@" 2>&1
+else
+  cluster_bin=$(cargo test -p cairn --test cluster --no-run --message-format=json "${cargo_args[@]}" 2>/dev/null |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cluster" and m.get("executable"):
+        print(m["executable"])')
+  cluster_skip=()
+  for t in $(grep -A1 '^#\[test\]' crates/cairn/tests/cluster.rs | sed -n 's/^fn \([a-z0-9_]*\).*/\1/p'); do
+    # An exact skip would also skip a test of that name elsewhere: there is none.
+    if grep -rlw --include='*.rs' "fn $t" crates bench | grep -vq '^crates/cairn/tests/cluster.rs$'; then
+      echo "error: the cluster test name $t is used outside crates/cairn/tests/cluster.rs" >&2
+      exit 1
+    fi
+    cluster_skip+=(--skip "$t")
+  done
+  if [ -z "$cluster_bin" ] || [ ${#cluster_skip[@]} -eq 0 ]; then
+    echo "error: the cluster tests' binary or names were not found" >&2
+    exit 1
+  fi
+  cluster_log=$(mktemp)
+  (cd crates/cairn && "$cluster_bin") >"$cluster_log" 2>&1 &
+  cluster_pid=$!
+  tests_rc=0
+  cargo test --workspace --no-fail-fast "${cargo_args[@]}" -- --exact "${cluster_skip[@]}" 2>&1 || tests_rc=$?
+  cluster_rc=0
+  wait "$cluster_pid" || cluster_rc=$?
+  echo "     Running tests/cluster.rs (beside the rest of the suite)"
+  cat "$cluster_log"
+  if [ "$tests_rc" != 0 ] || [ "$cluster_rc" != 0 ]; then
+    echo "error: tests failed (workspace: exit $tests_rc; cluster tests: exit $cluster_rc)" >&2
+    exit 1
+  fi
+fi
 # The candle backend (GPU builds) is not in the default build: its own tests,
 # and the check that the ONNX graph Cairn writes gives candle's vectors (so
 # collections embedded by the old default keep working).

@@ -395,6 +395,19 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     })?;
     let build_s = t.elapsed().as_secs_f64();
     let rss_delta = rss_bytes().saturating_sub(rss0);
+    // Graph quality apart from the queries: base vectors that a search for
+    // themselves (top 10, the default breadth) does not find.
+    let not_found_by_own_vector = pool.install(|| {
+        use rayon::prelude::*;
+        items
+            .par_iter()
+            .map(|(id, v)| {
+                index
+                    .search(v, k, None)
+                    .map(|hits| u64::from(!hits.iter().any(|h| h.id == *id)))
+            })
+            .sum::<cairn_index::Result<u64>>()
+    })?;
     drop(items);
     let mut sweep = vec![];
     for ef in f.list("efs", "10,16,24,32,48,64,96,128,192,256,384,512")? {
@@ -453,6 +466,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
         "m": params.m,
         "efc": params.ef_construction,
         "build_s": build_s,
+        "not_found_by_own_vector": not_found_by_own_vector,
         // Measured like the peers' (resident memory before and after the
         // build); `index_bytes_per_vector` is usearch's own accounting.
         "bytes_per_vector": rss_delta as f64 / base.len() as f64,

@@ -481,7 +481,7 @@ impl Indexes {
             Err(e) => {
                 // Staged BM25 changes would be staged again by the next
                 // catch-up (and indexed twice): drop them. The HNSW graph
-                // replaces ids it already holds, so it needs nothing.
+                // skips ids it already holds, so it needs nothing.
                 if let Err(r) = self.bm25.rollback() {
                     tracing::warn!("discarding staged BM25 changes failed: {r}");
                 }
