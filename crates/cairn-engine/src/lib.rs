@@ -30,6 +30,7 @@ mod collection;
 mod devices;
 mod feedback;
 mod ingest;
+mod synth;
 mod watch;
 
 pub use ask::{
@@ -51,6 +52,10 @@ pub use feedback::{
 };
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,
+};
+pub use synth::{
+    clean_generated, heading_question, held_out_documents, synthesize, QuestionKind, Split,
+    SynthExample, SynthOptions, SynthReport,
 };
 pub use watch::{watch, WatchBatch, WatchEvent, WatchOptions, MAX_NAMED};
 
@@ -939,6 +944,17 @@ impl Engine {
         ef_search: Option<usize>,
     ) -> Result<Vec<Scored>> {
         Ok(self.indexes.hnsw(query_vector, k, ef_search)?)
+    }
+
+    /// Every live chunk, in id order, without its vector.
+    pub fn all_chunks(&self) -> Result<Vec<cairn_core::StoredChunk>> {
+        let mut out = Vec::new();
+        self.reader()
+            .for_each_chunk_since(0, |c, _| -> Result<()> {
+                out.push(c);
+                Ok(())
+            })?;
+        Ok(out)
     }
 
     /// The document of each chunk the catalog holds (chunks it does not

@@ -12,6 +12,7 @@ mod open;
 mod progress;
 mod serve;
 mod target;
+mod train;
 mod watch;
 
 use anyhow::{bail, Context, Result};
@@ -151,6 +152,12 @@ enum Command {
     /// after `ask` or `chat`, or `--answer ID`), or read the feedback log:
     /// `list`, `stats`, `export --format sft|dpo|kto|retrieval`.
     Feedback(feedback::FeedbackArgs),
+    /// Learn from the collection: `data` writes training data from it
+    /// (questions, their passages and hard negatives).
+    Train {
+        #[command(subcommand)]
+        command: train::TrainCommand,
+    },
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
     Eval(eval::EvalArgs),
     /// Serve the HTTP API (OpenAI-compatible /v1, REST /api, MCP at /mcp) and the web UI.
@@ -697,6 +704,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => target::Target::local(open::reader(&cfg, &Bars::new(true))?, None),
             };
             feedback::run(t.collection.as_ref(), args)?;
+        }
+        Command::Train { command } => {
+            if url.is_some() {
+                bail!("`cairn train` reads a local collection's passages: it does not run against --cluster yet");
+            }
+            train::run(&cfg, command)?;
         }
         Command::Eval(args) => return eval::eval(cfg, args, url),
         Command::Serve(args) => return serve::serve(cfg, url, &args.watch),

@@ -270,3 +270,210 @@ fn chat_turns_are_logged_and_the_last_is_rated() {
     assert_eq!(f["answer_id"], id);
     assert_eq!(f["question"], "When is the Orrin lamp lit?");
 }
+
+/// `cairn train data` on four tutorial pages with the real embedder and
+/// generator: every kept question finds its passage again (checked here by
+/// a separate `cairn search`), negatives come from other documents, no
+/// document is in both parts, the held-out questions run in `cairn eval`,
+/// the same seed writes the same files, and bad options are named.
+#[test]
+fn training_data_from_the_collection_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    cairn_testkit::copy_pages(
+        &[
+            "tutorial/venv.html",
+            "tutorial/errors.html",
+            "tutorial/inputoutput.html",
+            "tutorial/modules.html",
+        ],
+        &docs,
+    );
+    let data = tmp.path().join("data");
+
+    // Nothing ingested yet: said so.
+    let out = run(&data, &["train", "data", "--out", "x", "--no-generate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist (ingest into it first)"), "{err}");
+
+    let mut c = cairn(&data);
+    c.arg("ingest").arg(&docs);
+    ok(c);
+
+    let out_dir = tmp.path().join("synth");
+    let out_arg = out_dir.to_str().unwrap();
+    let args = [
+        "train",
+        "data",
+        "--out",
+        out_arg,
+        "--no-generate",
+        "--seed",
+        "3",
+        "--json",
+    ];
+    let report = json(stdout(&data, &args).as_bytes());
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).unwrap();
+    let train = jsonl(&read("train.jsonl"));
+    let held = jsonl(&read("held_out.jsonl"));
+    let qa = jsonl(&read("held_out.qa.jsonl"));
+    assert_eq!(report["documents"], 4, "{report:#}");
+    assert_eq!(report["held_out_documents"], 1, "{report:#}");
+    assert_eq!(
+        report["sampled"], 8,
+        "two passages of each page: {report:#}"
+    );
+    assert_eq!(report["train"], train.len(), "{report:#}");
+    assert_eq!(report["held_out"], held.len(), "{report:#}");
+    assert!(train.len() >= 2 && !held.is_empty(), "{report:#}");
+    let questions = report["heading_questions"].as_u64().unwrap();
+    let dropped = ["duplicates", "not_found_again", "no_negatives"]
+        .iter()
+        .map(|k| report[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(report["kept"].as_u64().unwrap() + dropped, questions);
+
+    // By document: no page in both parts.
+    let docs_of = |v: &[Value]| -> std::collections::BTreeSet<String> {
+        v.iter()
+            .map(|e| e["doc"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(docs_of(&train).is_disjoint(&docs_of(&held)));
+    for e in train.iter().chain(&held) {
+        assert_eq!(e["kind"], "heading");
+        assert_eq!(e["positive"].as_array().unwrap().len(), 1);
+        let negatives = e["negatives"].as_array().unwrap();
+        assert!(!negatives.is_empty() && negatives.len() <= 4, "{e:#}");
+        for d in e["negative_docs"].as_array().unwrap() {
+            assert_ne!(
+                d, &e["doc"],
+                "a negative from the positive's own page: {e:#}"
+            );
+        }
+        let rank = e["rank"].as_u64().unwrap();
+        assert!((1..=10).contains(&rank), "{e:#}");
+    }
+    // The round trip, seen from another process: the question's search has
+    // the positive passage (same chunk, same text) within the top 10.
+    for e in train.iter().chain(&held).take(3) {
+        let hits = json(
+            stdout(
+                &data,
+                &["search", e["query"].as_str().unwrap(), "-k", "10", "--json"],
+            )
+            .as_bytes(),
+        );
+        let hit = hits["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["chunk"] == e["chunk"])
+            .unwrap_or_else(|| panic!("{e:#} not found again: {hits:#}"));
+        assert_eq!(hit["text"], e["positive"][0]);
+    }
+    // The held-out questions are a question set for `cairn eval`.
+    assert_eq!(qa.len(), held.len());
+    for (q, e) in qa.iter().zip(&held) {
+        assert_eq!(q["question"], e["query"]);
+        assert_eq!(q["gold"][0], e["doc"]);
+    }
+    let eval = json(
+        stdout(
+            &data,
+            &[
+                "eval",
+                "--qa",
+                out_dir.join("held_out.qa.jsonl").to_str().unwrap(),
+                "--json",
+            ],
+        )
+        .as_bytes(),
+    );
+    assert_eq!(eval["n"], held.len(), "{eval:#}");
+    assert!(eval["hit@5"].as_f64().unwrap() > 0.0, "{eval:#}");
+
+    // The same seed, the same files.
+    let before = read("train.jsonl") + &read("held_out.jsonl");
+    stdout(&data, &args);
+    assert_eq!(read("train.jsonl") + &read("held_out.jsonl"), before);
+
+    // With the generator (the default model): one more question per passage.
+    let gen_dir = tmp.path().join("generated");
+    let report = json(
+        stdout(
+            &data,
+            &[
+                "train",
+                "data",
+                "--out",
+                gen_dir.to_str().unwrap(),
+                "--per-doc",
+                "1",
+                "--json",
+            ],
+        )
+        .as_bytes(),
+    );
+    assert_eq!(report["sampled"], 4, "{report:#}");
+    assert_eq!(
+        report["generated_questions"].as_u64().unwrap()
+            + report["generated_unusable"].as_u64().unwrap(),
+        4,
+        "{report:#}"
+    );
+    assert!(
+        report["generator"].as_str().unwrap().contains("SmolLM2"),
+        "{report:#}"
+    );
+    let all: Vec<Value> = ["train.jsonl", "held_out.jsonl"]
+        .iter()
+        .flat_map(|f| jsonl(&std::fs::read_to_string(gen_dir.join(f)).unwrap()))
+        .collect();
+    let generated: Vec<&Value> = all.iter().filter(|e| e["kind"] == "generated").collect();
+    assert_eq!(
+        generated.len() as u64,
+        report["kept_generated"].as_u64().unwrap()
+    );
+    assert!(
+        !generated.is_empty(),
+        "no generated question kept: {report:#}"
+    );
+    for e in generated {
+        let q = e["query"].as_str().unwrap();
+        assert!(q.ends_with('?') && q.split_whitespace().count() >= 4, "{q}");
+    }
+
+    // Bad options and places are named.
+    for (args, want) in [
+        (vec!["--held-out", "1"], "--held-out"),
+        (vec!["--per-doc", "0"], "--per-doc"),
+        (vec!["--negatives", "0"], "--negatives"),
+    ] {
+        let mut a = vec!["train", "data", "--out", out_arg, "--no-generate"];
+        a.extend(args);
+        let out = run(&data, &a);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = run(
+        &data,
+        &[
+            "train",
+            "data",
+            "--out",
+            file.to_str().unwrap(),
+            "--no-generate",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a-file") && err.contains("not a folder"),
+        "{err}"
+    );
+}
