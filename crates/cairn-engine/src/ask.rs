@@ -315,13 +315,17 @@ impl Engine {
         let start = Instant::now();
         let retrieval_query = retrieval_query(question, history);
         let t = Instant::now();
-        let q = self.embedder.embed_query(&retrieval_query)?;
+        // Ranked with the query adapter's vector (when one is installed);
+        // the relevance gate is calibrated on the embedder's own cosines.
+        let raw = self.embedder.embed_query(&retrieval_query)?;
+        let q = self.adapt_query(&raw)?;
         let embed_ms = t.elapsed().as_secs_f64() * 1000.0;
         let t = Instant::now();
         let ranked = self.rank_embedded(&retrieval_query, Some(&q), opts.k, opts.mode)?;
         let hits = self.hits(&ranked)?;
         let search_ms = t.elapsed().as_secs_f64() * 1000.0;
-        let relevance = self.similarities(&q, &hits.iter().map(|h| h.chunk).collect::<Vec<_>>())?;
+        let relevance =
+            self.similarities(&raw, &hits.iter().map(|h| h.chunk).collect::<Vec<_>>())?;
         let mut r = Retrieved {
             hits,
             relevance,

@@ -24,6 +24,7 @@
 //! a write in progress); the indexes are searched concurrently with a
 //! catch-up (see `cairn_index`).
 
+mod adapter;
 mod ask;
 mod background;
 mod collection;
@@ -33,6 +34,10 @@ mod ingest;
 mod synth;
 mod watch;
 
+pub use adapter::{
+    train as train_adapter, AdapterExample, AdapterFigures, AdapterOptions, QueryAdapter,
+    ADAPTER_FILE,
+};
 pub use ask::{
     answer_from_passages, check_question, extractive_from_passages, not_covered, retrieval_query,
     would_generate,
@@ -280,8 +285,18 @@ pub struct Engine {
     /// The feedback log (its own file, written by readers too), opened on
     /// first use.
     feedback_log: Mutex<Option<cairn_store::FeedbackLog>>,
+    /// The query adapter in the collection's directory, as last read, and
+    /// that file's modification time (re-read when it changes).
+    adapter: Mutex<AdapterSlot>,
     /// The collection's lock, held by a writer; `None` when read-only.
     _lock: Option<File>,
+}
+
+/// See [`Engine::query_adapter`].
+#[derive(Default)]
+struct AdapterSlot {
+    modified: Option<std::time::SystemTime>,
+    adapter: Option<Arc<QueryAdapter>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -639,8 +654,61 @@ impl Engine {
             embedder,
             prep,
             feedback_log: Mutex::new(None),
+            adapter: Mutex::new(AdapterSlot::default()),
             _lock: lock,
         })
+    }
+
+    /// The query adapter installed in the collection's directory
+    /// (`adapter.json`, written by `cairn train adapter`), read again
+    /// whenever the file changes, so a running server picks up a new one,
+    /// or its removal, at its next query. One trained for another embedding
+    /// model is an error naming both.
+    pub fn query_adapter(&self) -> Result<Option<Arc<QueryAdapter>>> {
+        let path = self.dir.join(ADAPTER_FILE);
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let mut slot = self.adapter.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.modified != modified || (modified.is_some() && slot.adapter.is_none()) {
+            let loaded = match modified {
+                Some(_) => QueryAdapter::load(&self.dir)?,
+                None => None,
+            };
+            if let Some(a) = &loaded {
+                if a.embedding_model != self.embedder.model_id() || a.dim != self.embedder.dim() {
+                    return Err(EngineError::Invalid(format!(
+                        "{}: the query adapter was trained for {} ({} dimensions), this collection embeds with {} ({}); train it again or delete the file",
+                        path.display(),
+                        a.embedding_model,
+                        a.dim,
+                        self.embedder.model_id(),
+                        self.embedder.dim()
+                    )));
+                }
+                tracing::info!(path = %path.display(), "query adapter loaded");
+            }
+            slot.adapter = loaded.map(Arc::new);
+            slot.modified = modified;
+        }
+        Ok(slot.adapter.clone())
+    }
+
+    /// A query's vector as searches use it: the embedder's, mapped by the
+    /// query adapter when one is installed.
+    pub fn query_vector(&self, query: &str) -> Result<Vec<f32>> {
+        self.adapt_query(&self.embedder.embed_query(query)?)
+    }
+
+    /// An embedded query mapped by the query adapter, if one is installed.
+    pub fn adapt_query(&self, v: &[f32]) -> Result<Vec<f32>> {
+        match self.query_adapter()? {
+            Some(a) => a.apply(v),
+            None => Ok(v.to_vec()),
+        }
+    }
+
+    /// The collection's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The configuration in force.
@@ -800,7 +868,7 @@ impl Engine {
         }
         let q = match mode {
             SearchMode::Bm25 => None,
-            _ => Some(self.embedder.embed_query(query)?),
+            _ => Some(self.query_vector(query)?),
         };
         self.rank_embedded(query, q.as_deref(), k, mode)
     }
@@ -824,7 +892,7 @@ impl Engine {
             let q = match query_vector {
                 Some(q) => q,
                 None => {
-                    owned = self.embedder.embed_query(query)?;
+                    owned = self.query_vector(query)?;
                     &owned
                 }
             };
@@ -944,6 +1012,19 @@ impl Engine {
         ef_search: Option<usize>,
     ) -> Result<Vec<Scored>> {
         Ok(self.indexes.hnsw(query_vector, k, ef_search)?)
+    }
+
+    /// The stored vectors of these chunks (ids the catalog no longer holds
+    /// are left out).
+    pub fn chunk_vectors(&self, ids: &[u64]) -> Result<std::collections::HashMap<u64, Vec<f32>>> {
+        let cat = self.reader();
+        let mut out = std::collections::HashMap::new();
+        for &id in ids {
+            if let Some(v) = cat.vector(id)? {
+                out.insert(id, v);
+            }
+        }
+        Ok(out)
     }
 
     /// Every live chunk, in id order, without its vector.

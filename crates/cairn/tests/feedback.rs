@@ -295,7 +295,10 @@ fn training_data_from_the_collection_itself() {
     let out = run(&data, &["train", "data", "--out", "x", "--no-generate"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("does not exist (ingest into it first)"), "{err}");
+    assert!(
+        err.contains("does not exist (ingest into it first)"),
+        "{err}"
+    );
 
     let mut c = cairn(&data);
     c.arg("ingest").arg(&docs);
@@ -444,6 +447,69 @@ fn training_data_from_the_collection_itself() {
         let q = e["query"].as_str().unwrap();
         assert!(q.ends_with('?') && q.split_whitespace().count() >= 4, "{q}");
     }
+
+    // A query adapter trained on the heading questions: checked on the
+    // held-out part and installed only if held-out hit@5 did not get worse.
+    let dense = |q: &str| -> Vec<(u64, f64)> {
+        let v = json(
+            stdout(
+                &data,
+                &["search", q, "--mode", "dense", "-k", "5", "--json"],
+            )
+            .as_bytes(),
+        );
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["chunk"].as_u64().unwrap(), h["score"].as_f64().unwrap()))
+            .collect()
+    };
+    let probe = "How do I create a virtual environment?";
+    let plain = dense(probe);
+    let adapter_file = data
+        .join("collections")
+        .join("default")
+        .join("adapter.json");
+    let r = json(stdout(&data, &["train", "adapter", "--data", out_arg, "--json"]).as_bytes());
+    assert_eq!(r["train_examples"], train.len(), "{r:#}");
+    assert_eq!(r["held_out_examples"], held.len(), "{r:#}");
+    assert!(
+        r["loss_end"].as_f64().unwrap() < r["loss_start"].as_f64().unwrap(),
+        "{r:#}"
+    );
+    let worse = r["adapted_hit5"].as_f64().unwrap() < r["baseline_hit5"].as_f64().unwrap();
+    assert_eq!(r["worse"], worse, "{r:#}");
+    assert_eq!(r["installed"], !worse, "{r:#}");
+    assert_eq!(adapter_file.is_file(), !worse, "{r:#}");
+    // Installed (--force): every search maps its query, so dense scores move;
+    // removed: they are what they were, exactly.
+    let r = json(
+        stdout(
+            &data,
+            &["train", "adapter", "--data", out_arg, "--force", "--json"],
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r["installed"], true, "{r:#}");
+    assert!(adapter_file.is_file());
+    let adapted = dense(probe);
+    assert_ne!(adapted, plain, "the installed adapter changed nothing");
+    // One trained for another model is refused, naming the file.
+    let mut a: Value = json(&std::fs::read(&adapter_file).unwrap());
+    a["embedding_model"] = "some-other-model".into();
+    std::fs::write(&adapter_file, serde_json::to_vec(&a).unwrap()).unwrap();
+    let out = run(&data, &["search", probe, "--json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("adapter.json") && err.contains("some-other-model"),
+        "{err}"
+    );
+    let r = json(stdout(&data, &["train", "adapter", "--remove", "--json"]).as_bytes());
+    assert_eq!(r["removed"], true);
+    assert!(!adapter_file.exists());
+    assert_eq!(dense(probe), plain);
 
     // Bad options and places are named.
     for (args, want) in [
