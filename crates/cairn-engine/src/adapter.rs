@@ -26,9 +26,22 @@ pub struct AdapterFigures {
     pub adapted_hit5: f64,
     pub baseline_mrr10: f64,
     pub adapted_mrr10: f64,
-    /// The training loss before the first step and after the last epoch.
+    /// The training loss before the first step and at the epoch kept.
     pub loss_start: f64,
     pub loss_end: f64,
+    /// The validation loss (examples of training documents set apart)
+    /// before training and at the epoch kept; the epoch kept (0: none
+    /// helped, the adapter is the identity) and the epochs run.
+    #[serde(default)]
+    pub validation_examples: usize,
+    #[serde(default)]
+    pub validation_loss_start: f64,
+    #[serde(default)]
+    pub validation_loss_end: f64,
+    #[serde(default)]
+    pub best_epoch: usize,
+    #[serde(default)]
+    pub epochs_run: usize,
 }
 
 /// A trained adapter.
@@ -57,7 +70,10 @@ pub struct AdapterExample {
 #[derive(Debug, Clone)]
 pub struct AdapterOptions {
     pub rank: usize,
+    /// At most this many epochs; training stops earlier once the validation
+    /// loss has not improved for `patience` epochs, and keeps the best one.
     pub epochs: usize,
+    pub patience: usize,
     pub learning_rate: f32,
     /// Softmax temperature of the cosine logits.
     pub temperature: f32,
@@ -71,6 +87,7 @@ impl Default for AdapterOptions {
         AdapterOptions {
             rank: 16,
             epochs: 30,
+            patience: 3,
             learning_rate: 2e-3,
             temperature: 0.05,
             batch: 16,
@@ -282,10 +299,13 @@ pub fn mean_loss(
     total / examples.len().max(1) as f64
 }
 
-/// Train an adapter on `examples` (vectors of `dim`), Adam on `A` and `B`;
-/// the returned adapter's figures hold the loss before and after.
+/// Train an adapter on `examples` (vectors of `dim`), Adam on `A` and `B`,
+/// keeping the epoch with the lowest loss on `validation` (examples set
+/// apart from training, of other documents; with none, the last epoch);
+/// the returned adapter's figures hold the losses before and after.
 pub fn train(
     examples: &[AdapterExample],
+    validation: &[AdapterExample],
     dim: usize,
     embedding_model: &str,
     opts: &AdapterOptions,
@@ -295,7 +315,7 @@ pub fn train(
             "no training examples for the query adapter".into(),
         ));
     }
-    if let Some(e) = examples.iter().find(|e| {
+    if let Some(e) = examples.iter().chain(validation).find(|e| {
         e.query.len() != dim
             || e.positive.len() != dim
             || e.negatives.iter().any(|n| n.len() != dim)
@@ -307,6 +327,16 @@ pub fn train(
     }
     let mut adapter = QueryAdapter::new(dim, opts.rank.max(1), embedding_model, opts.seed);
     let loss_start = mean_loss(&adapter, examples, opts);
+    let validation_loss = |a: &QueryAdapter| {
+        if validation.is_empty() {
+            0.0
+        } else {
+            mean_loss(a, validation, opts)
+        }
+    };
+    let validation_loss_start = validation_loss(&adapter);
+    let (mut best, mut best_loss, mut best_epoch) = (adapter.clone(), validation_loss_start, 0);
+    let mut epochs_run = 0;
     let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     let n_params = [adapter.a.len(), adapter.b.len()];
     let mut m = [vec![0.0f32; n_params[0]], vec![0.0f32; n_params[1]]];
@@ -315,7 +345,7 @@ pub fn train(
     // A fixed shuffle per epoch, from the seed.
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut s = opts.seed.wrapping_add(0x2545F4914F6CDD1D);
-    for _ in 0..opts.epochs {
+    for epoch in 1..=opts.epochs {
         for i in (1..order.len()).rev() {
             s ^= s << 13;
             s ^= s >> 7;
@@ -347,10 +377,31 @@ pub fn train(
                 }
             }
         }
+        epochs_run = epoch;
+        if validation.is_empty() {
+            best = adapter.clone();
+            best_epoch = epoch;
+            continue;
+        }
+        let v = validation_loss(&adapter);
+        if v < best_loss {
+            (best, best_loss, best_epoch) = (adapter.clone(), v, epoch);
+        } else if epoch - best_epoch >= opts.patience.max(1) {
+            break;
+        }
     }
-    adapter.figures.loss_start = loss_start;
-    adapter.figures.loss_end = mean_loss(&adapter, examples, opts);
-    adapter.figures.train_examples = examples.len();
+    let mut adapter = best;
+    adapter.figures = AdapterFigures {
+        train_examples: examples.len(),
+        loss_start,
+        loss_end: mean_loss(&adapter, examples, opts),
+        validation_examples: validation.len(),
+        validation_loss_start,
+        validation_loss_end: validation_loss(&adapter),
+        best_epoch,
+        epochs_run,
+        ..AdapterFigures::default()
+    };
     Ok(adapter)
 }
 
@@ -450,7 +501,14 @@ mod tests {
             learning_rate: 1e-2,
             ..AdapterOptions::default()
         };
-        let ad = train(train_set, dim, "m", &opts).unwrap();
+        let (train_set, validation) = train_set.split_at(200);
+        let ad = train(train_set, validation, dim, "m", &opts).unwrap();
+        assert!(ad.figures.best_epoch >= 1, "{:?}", ad.figures);
+        assert!(
+            ad.figures.validation_loss_end < ad.figures.validation_loss_start,
+            "{:?}",
+            ad.figures
+        );
         assert!(
             ad.figures.loss_end < ad.figures.loss_start * 0.7,
             "{:?}",

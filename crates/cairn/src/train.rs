@@ -36,9 +36,13 @@ pub struct AdapterArgs {
     /// Rank of the map.
     #[arg(long, default_value_t = 16)]
     rank: usize,
-    /// Passes over the training examples.
+    /// At most this many passes over the training examples; training stops
+    /// when the loss on a fifth of the training documents, set apart, has
+    /// not improved for --patience epochs, and keeps the best epoch.
     #[arg(long, default_value_t = 30)]
     epochs: usize,
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
     /// Adam's step size.
     #[arg(long, default_value_t = 2e-3)]
     learning_rate: f32,
@@ -209,6 +213,7 @@ fn data(cfg: &Config, a: DataArgs) -> Result<()> {
 /// A `cairn train data` line: the question and its passages' chunk ids.
 struct Line {
     query: String,
+    doc: String,
     chunk: u64,
     negatives: Vec<u64>,
 }
@@ -246,6 +251,7 @@ fn read_examples(path: &Path) -> Result<Vec<Line>> {
             .collect::<Result<Vec<_>>>()?;
         out.push(Line {
             query: query.to_string(),
+            doc: v["doc"].as_str().unwrap_or_default().to_string(),
             chunk,
             negatives,
         });
@@ -325,14 +331,22 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
         (train_lines.len() + held_lines.len()) as u64,
     );
     let mut missing = 0usize;
+    // A fifth of the training documents is set apart to pick the epoch
+    // (early stopping), so that the held-out part only judges the result.
+    let train_docs: Vec<String> = {
+        let set: std::collections::BTreeSet<&String> = train_lines.iter().map(|l| &l.doc).collect();
+        set.into_iter().cloned().collect()
+    };
+    let validation_docs = cairn_engine::held_out_documents(&train_docs, 0.2, a.seed);
     let mut examples = Vec::new();
+    let mut validation = Vec::new();
     for l in &train_lines {
         let Some(positive) = vectors.get(&l.chunk) else {
             missing += 1;
             bars.advance(1);
             continue;
         };
-        examples.push(cairn_engine::AdapterExample {
+        let e = cairn_engine::AdapterExample {
             query: embedder.embed_query(&l.query)?,
             positive: positive.clone(),
             negatives: l
@@ -340,7 +354,12 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
                 .iter()
                 .filter_map(|n| vectors.get(n).cloned())
                 .collect(),
-        });
+        };
+        if validation_docs.contains(&l.doc) {
+            validation.push(e);
+        } else {
+            examples.push(e);
+        }
         bars.advance(1);
     }
     let mut held = Vec::new();
@@ -359,12 +378,18 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
     let opts = cairn_engine::AdapterOptions {
         rank: a.rank,
         epochs: a.epochs,
+        patience: a.patience,
         learning_rate: a.learning_rate,
         seed: a.seed,
         ..Default::default()
     };
-    let mut trained =
-        cairn_engine::train_adapter(&examples, embedder.dim(), embedder.model_id(), &opts)?;
+    let mut trained = cairn_engine::train_adapter(
+        &examples,
+        &validation,
+        embedder.dim(),
+        embedder.model_id(),
+        &opts,
+    )?;
     let (baseline_hit5, baseline_mrr10) = dense_scores(&engine, &held)?;
     let adapted: Vec<(Vec<f32>, u64)> = held
         .iter()
@@ -393,8 +418,16 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "trained on {} examples ({} epochs, rank {}): loss {:.3} → {:.3}",
-        f.train_examples, a.epochs, a.rank, f.loss_start, f.loss_end
+        "trained on {} examples (rank {}; kept epoch {} of {} run): loss {:.3} → {:.3}; validation ({} examples) {:.3} → {:.3}",
+        f.train_examples,
+        a.rank,
+        f.best_epoch,
+        f.epochs_run,
+        f.loss_start,
+        f.loss_end,
+        f.validation_examples,
+        f.validation_loss_start,
+        f.validation_loss_end
     );
     println!(
         "held out ({} questions), dense search: hit@5 {:.3} → {:.3}, MRR@10 {:.3} → {:.3}",
