@@ -1018,11 +1018,7 @@ mod tests {
     fn hnsw_persists_and_finds_neighbours() {
         let dir = tempfile::tempdir().unwrap();
         let vecs = pseudo_random_vectors(500, 16, 7);
-        let items: Vec<(u64, Vec<f32>)> = vecs
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64 + 1, v.clone()))
-            .collect();
+        let items = numbered(&vecs);
         {
             let h = HnswIndex::open(dir.path(), &params(16)).unwrap();
             assert_eq!(h.applied_seq(), 0);
@@ -1093,11 +1089,7 @@ mod tests {
         for seed in 1..400u64 {
             let dir = tempfile::tempdir().unwrap();
             let vecs = clustered(40, 384, 6, seed);
-            let items: Vec<(u64, Vec<f32>)> = vecs
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i as u64 + 1, v.clone()))
-                .collect();
+            let items = numbered(&vecs);
             let h = HnswIndex::open(dir.path(), &params(384)).unwrap();
             pool.install(|| {
                 h.add_batch(&items[..25])?;
@@ -1125,11 +1117,7 @@ mod tests {
     fn ids_already_in_the_graph_are_not_added_again() {
         let dir = tempfile::tempdir().unwrap();
         let vecs = clustered(40, 32, 4, 3);
-        let items: Vec<(u64, Vec<f32>)> = vecs
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u64 + 1, v.clone()))
-            .collect();
+        let items = numbered(&vecs);
         let h = HnswIndex::open(dir.path(), &params(32)).unwrap();
         h.add_batch(&items[..30]).unwrap();
         h.save(1).unwrap();
@@ -1150,6 +1138,14 @@ mod tests {
         let scores = [0.5, 0.9, 0.5, 0.1];
         let t = top_k(&ids, &scores, 3);
         assert_eq!(t.iter().map(|s| s.id).collect::<Vec<_>>(), vec![3, 5, 9]);
+    }
+
+    /// `(id, vector)` pairs with ids from 1.
+    fn numbered(vecs: &[Vec<f32>]) -> Vec<(u64, Vec<f32>)> {
+        vecs.iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64 + 1, v.clone()))
+            .collect()
     }
 
     /// Clustered vectors (like embeddings: neighbours are close, not ties).
