@@ -403,7 +403,10 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
     f.baseline_mrr10 = baseline_mrr10;
     f.adapted_mrr10 = adapted_mrr10;
     let worse = adapted_hit5 < baseline_hit5;
-    let installed = !worse || a.force;
+    // Epoch 0 kept: no epoch lowered the validation loss, and the adapter
+    // is the identity; nothing worth installing.
+    let untrained = trained.figures.best_epoch == 0;
+    let installed = (!worse && !untrained) || a.force;
     if installed {
         trained.save(engine.dir())?;
     }
@@ -412,6 +415,7 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
         let mut v = serde_json::to_value(f)?;
         v["installed"] = json!(installed);
         v["worse"] = json!(worse);
+        v["untrained"] = json!(untrained);
         v["skipped_missing_passages"] = json!(missing);
         v["path"] = json!(path.display().to_string());
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -446,6 +450,8 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
                 ""
             }
         );
+    } else if untrained {
+        println!("rejected: no epoch lowered the validation loss, so the adapter would change nothing; nothing installed");
     } else {
         println!(
             "rejected: held-out hit@5 got worse; nothing installed (--force installs it anyway)"

@@ -486,8 +486,10 @@ fn training_data_from_the_collection_itself() {
     );
     let worse = r["adapted_hit5"].as_f64().unwrap() < r["baseline_hit5"].as_f64().unwrap();
     assert_eq!(r["worse"], worse, "{r:#}");
-    assert_eq!(r["installed"], !worse, "{r:#}");
-    assert_eq!(adapter_file.is_file(), !worse, "{r:#}");
+    let untrained = r["best_epoch"] == 0;
+    assert_eq!(r["untrained"], untrained, "{r:#}");
+    assert_eq!(r["installed"], !worse && !untrained, "{r:#}");
+    assert_eq!(adapter_file.is_file(), !worse && !untrained, "{r:#}");
     // Installed (--force): every search maps its query, so dense scores move;
     // removed: they are what they were, exactly.
     let r = json(
