@@ -103,8 +103,20 @@ fn unit(v: &mut [f32]) {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+use cairn_index::vector::dot;
+
+/// One step of xorshift64 (the state must not be 0): initial weights, the
+/// epochs' shuffles and the tests' data, the same on every run.
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// A xorshift value as a float in [-1, 1).
+fn signed_unit(x: u64) -> f32 {
+    (x >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
 }
 
 impl QueryAdapter {
@@ -114,12 +126,7 @@ impl QueryAdapter {
         let mut s = seed ^ 0x9E3779B97F4A7C15;
         let scale = 1.0 / (dim as f32).sqrt();
         let a = (0..rank * dim)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0) * scale
-            })
+            .map(|_| signed_unit(xorshift(&mut s)) * scale)
             .collect();
         QueryAdapter {
             dim,
@@ -347,10 +354,7 @@ pub fn train(
     let mut s = opts.seed.wrapping_add(0x2545F4914F6CDD1D);
     for epoch in 1..=opts.epochs {
         for i in (1..order.len()).rev() {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            order.swap(i, (s % (i as u64 + 1)) as usize);
+            order.swap(i, (xorshift(&mut s) % (i as u64 + 1)) as usize);
         }
         let shuffled: Vec<&AdapterExample> = order.iter().map(|&i| &examples[i]).collect();
         for batch in shuffled.chunks(opts.batch.max(1)) {
@@ -411,12 +415,7 @@ mod tests {
 
     fn rng(seed: u64) -> impl FnMut() -> f32 {
         let mut s = seed | 1;
-        move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        }
+        move || signed_unit(xorshift(&mut s))
     }
 
     fn vec_of(r: &mut impl FnMut() -> f32, dim: usize) -> Vec<f32> {

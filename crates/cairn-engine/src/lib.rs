@@ -668,7 +668,9 @@ impl Engine {
         let path = self.dir.join(ADAPTER_FILE);
         let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         let mut slot = self.adapter.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.modified != modified || (modified.is_some() && slot.adapter.is_none()) {
+        // (A file that failed to load leaves the slot as it was, so the
+        // next query tries again and reports the same error.)
+        if slot.modified != modified {
             let loaded = match modified {
                 Some(_) => QueryAdapter::load(&self.dir)?,
                 None => None,
