@@ -9,14 +9,16 @@ cd "$(dirname "$0")/.."
 . scripts/packages.sh
 ensure_packages "${CAIRN_APT_BUILD[@]}"
 
-# The dev profile builds every dependency at opt-level 3 (see Cargo.toml), so
-# the compute-heavy code (candle, tokenizers, tantivy, usearch) is optimised;
-# CAIRN_PROFILE=release adds LTO to the rest.
+# The dev profile builds the compute-heavy dependencies at opt-level 3 and the
+# rest at opt-level 1 (see Cargo.toml); CAIRN_PROFILE=release optimises
+# everything, with LTO.
 profile="${CAIRN_PROFILE:-dev}"
 # scripts/test.sh builds the benchmark driver too: the same set of packages
 # as `cargo test --workspace`, so that cargo resolves the same dependency
 # features and llama.cpp is compiled once, not twice.
 read -r -a packages <<< "${CAIRN_BUILD_PACKAGES:--p cairn}"
+# CAIRN_FEATURES adds cargo features, e.g. `cairn/train` (`cairn train reranker`).
+if [ -n "${CAIRN_FEATURES:-}" ]; then packages+=(--features "$CAIRN_FEATURES"); fi
 if [ "$profile" = "release" ]; then
   cargo build --release "${packages[@]}"
 else

@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CAIRN_PROFILE=dev
 export CAIRN_BUILD_PACKAGES="-p cairn -p cairn-bench"
+# Every cargo run below builds the binary with training (`cairn train
+# reranker`), off in the default build, so that it is built once.
+export CAIRN_FEATURES=cairn/train
+features=(--features "$CAIRN_FEATURES")
 # System packages in one apt run: setup.sh's (it then finds them installed;
 # the llama-server build below needs the compilers at once) and the tests'.
 . scripts/packages.sh
@@ -87,10 +91,10 @@ export CAIRN_TEST_CORPUS="${CAIRN_TEST_CORPUS:-/usr/share/doc/python3.11/html}"
 # the cargo options given to this script, not the test binaries' ones).
 cargo_args=()
 for a in "$@"; do [ "$a" = "--" ] && break; cargo_args+=("$a"); done
-cargo test --workspace --no-run "${cargo_args[@]}" 2>&1
+cargo test --workspace "${features[@]}" --no-run "${cargo_args[@]}" 2>&1
 # Lints on every target, warnings as errors (while llama-server may still
 # be building).
-cargo clippy --workspace --all-targets -- -D warnings 2>&1
+cargo clippy --workspace "${features[@]}" --all-targets -- -D warnings 2>&1
 wait_bg llama-server
 wait_bg eval-venv
 # The cluster tests (crates/cairn/tests/cluster.rs: NATS servers and nodes
@@ -106,9 +110,9 @@ for a in "$@"; do
 done
 if [ ${#test_args[@]} -gt 0 ]; then
   # Test filters given: one run, as cargo would.
-  cargo test --workspace --no-fail-fast "$@" 2>&1
+  cargo test --workspace "${features[@]}" --no-fail-fast "$@" 2>&1
 else
-  cluster_bin=$(cargo test -p cairn --test cluster --no-run --message-format=json "${cargo_args[@]}" 2>/dev/null |
+  cluster_bin=$(cargo test -p cairn "${features[@]}" --test cluster --no-run --message-format=json "${cargo_args[@]}" 2>/dev/null |
     python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -131,7 +135,7 @@ for line in sys.stdin:
   (cd crates/cairn && "$cluster_bin") >"$cluster_log" 2>&1 &
   cluster_pid=$!
   tests_rc=0
-  cargo test --workspace --no-fail-fast "${cargo_args[@]}" -- --exact "${cluster_skip[@]}" 2>&1 || tests_rc=$?
+  cargo test --workspace "${features[@]}" --no-fail-fast "${cargo_args[@]}" -- --exact "${cluster_skip[@]}" 2>&1 || tests_rc=$?
   cluster_rc=0
   wait "$cluster_pid" || cluster_rc=$?
   echo "     Running tests/cluster.rs (beside the rest of the suite)"

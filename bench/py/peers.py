@@ -607,6 +607,53 @@ def cmd_ingest_langchain(a):
           "peak_rss_mib": peak, "index_bytes": saved, "threads": a.threads, **stages})
 
 
+# ------------------------------------------------------ reranker training
+
+def fnv_key(text, seed):
+    """The order `cairn train reranker --max-questions` samples questions in
+    (FNV-1a of the question, offset by the seed), so both sides train on the
+    same questions."""
+    h = 0xcbf29ce484222325 ^ seed
+    for b in text.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def cmd_train_crossencoder(a):
+    import math
+    torch = need_torch("train-crossencoder")
+    from sentence_transformers import CrossEncoder, InputExample
+    from torch.utils.data import DataLoader
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    lines = []
+    with open(a.data, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                lines.append(json.loads(line))
+    if a.max_questions and len(lines) > a.max_questions:
+        lines.sort(key=lambda d: fnv_key(d["query"], a.seed))
+        lines = lines[: a.max_questions]
+    examples = []
+    for d in lines:
+        examples += [InputExample(texts=[d["query"], p], label=1.0) for p in d["positive"]]
+        examples += [InputExample(texts=[d["query"], n], label=0.0) for n in d["negatives"]]
+    model = CrossEncoder(a.model, num_labels=1, max_length=a.max_length, device="cpu")
+    loader = DataLoader(examples, shuffle=True, batch_size=a.batch_size)
+    steps = len(loader) * a.epochs
+    t0 = time.perf_counter()
+    model.fit(train_dataloader=loader, epochs=a.epochs, warmup_steps=math.ceil(0.1 * steps),
+              optimizer_params={"lr": a.lr}, weight_decay=0.01, max_grad_norm=1.0,
+              show_progress_bar=False)
+    wall = time.perf_counter() - t0
+    emit({"peer": "sentence-transformers CrossEncoder.fit", "questions": len(lines),
+          "pairs": len(examples), "epochs": a.epochs, "steps": steps, "seconds": wall,
+          "pairs_per_second": len(examples) * a.epochs / wall, "threads": a.threads,
+          "batch_size": a.batch_size, "max_length": a.max_length,
+          "torch": torch.__version__})
+
+
 # --------------------------------------------------------------------- CLI
 
 def main():
@@ -679,6 +726,15 @@ def main():
     s.add_argument("--tokens", type=int, default=256); s.add_argument("--overlap", type=int, default=0)
     s.add_argument("--threads", type=int, default=2); s.add_argument("--limit-files", type=int)
     s.set_defaults(fn=cmd_ingest_langchain)
+
+    s = sub.add_parser("train-crossencoder")
+    s.add_argument("--model", required=True, help="the base model's directory (all-MiniLM-L6-v2)")
+    s.add_argument("--data", required=True, help="train.jsonl of `cairn train data`")
+    s.add_argument("--max-questions", type=int, default=0)
+    s.add_argument("--epochs", type=int, default=1); s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--lr", type=float, default=2e-5); s.add_argument("--max-length", type=int, default=256)
+    s.add_argument("--threads", type=int, default=2); s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_train_crossencoder)
 
     a = p.parse_args()
     a.fn(a)

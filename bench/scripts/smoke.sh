@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 py=$(bash bench/scripts/peers-venv.sh --smoke | tail -1)
-cargo build -p cairn -p cairn-bench
+cargo build -p cairn -p cairn-bench ${CAIRN_FEATURES:+--features "$CAIRN_FEATURES"}
 target="${CARGO_TARGET_DIR:-target}/debug"
 "$target/cairn" models fetch onnxruntime
 # run.py --smoke takes the int8 graph from an installed all-MiniLM-L6-v2-int8

@@ -288,8 +288,23 @@ pub struct Engine {
     /// The query adapter in the collection's directory, as last read, and
     /// that file's modification time (re-read when it changes).
     adapter: Mutex<AdapterSlot>,
+    /// The reranker installed in the collection's directory, as last read,
+    /// and its weights' modification time (re-read when it changes).
+    reranker: Mutex<RerankerSlot>,
     /// The collection's lock, held by a writer; `None` when read-only.
     _lock: Option<File>,
+}
+
+/// The folder in a collection's directory that holds the reranker
+/// `cairn train reranker` installed (a one-label
+/// `BertForSequenceClassification` checkpoint with its ONNX graph).
+pub const RERANKER_DIR: &str = "reranker";
+
+/// See [`Engine::installed_reranker`].
+#[derive(Default)]
+struct RerankerSlot {
+    modified: Option<std::time::SystemTime>,
+    critic: Option<Arc<dyn cairn_core::Critic>>,
 }
 
 /// See [`Engine::query_adapter`].
@@ -401,6 +416,31 @@ fn load_cross_encoder(
     Ok(Arc::new(cairn_models::CrossEncoderCritic::new(
         model, relevance, support,
     )))
+}
+
+/// The reranker in `dir` (see [`Engine::installed_reranker`]).
+#[cfg(feature = "ort")]
+fn load_installed_reranker(cfg: &Config, dir: &Path) -> Result<Arc<dyn cairn_core::Critic>> {
+    let opts = cairn_models::OnnxOptions {
+        onnx_file: None,
+        dylib: onnxruntime_dylib(cfg),
+        threads: cfg.embed.threads,
+        batch_size: cfg.embed.batch_size,
+    };
+    let model = cairn_models::CrossEncoder::load_on(dir, Device::Cpu, &opts)?;
+    let logistic = cairn_core::Calibration { a: 1.0, b: 0.0 };
+    Ok(Arc::new(cairn_models::CrossEncoderCritic::new(
+        model, logistic, logistic,
+    )))
+}
+
+#[cfg(not(feature = "ort"))]
+fn load_installed_reranker(_cfg: &Config, _dir: &Path) -> Result<Arc<dyn cairn_core::Critic>> {
+    Err(cairn_models::ModelError::NotCompiled {
+        backend: "ONNX Runtime (the collection's installed reranker)",
+        feature: "ort",
+    }
+    .into())
 }
 
 #[cfg(not(feature = "ort"))]
@@ -655,6 +695,7 @@ impl Engine {
             prep,
             feedback_log: Mutex::new(None),
             adapter: Mutex::new(AdapterSlot::default()),
+            reranker: Mutex::new(RerankerSlot::default()),
             _lock: lock,
         })
     }
@@ -692,6 +733,35 @@ impl Engine {
             slot.modified = modified;
         }
         Ok(slot.adapter.clone())
+    }
+
+    /// The reranker installed in the collection's directory
+    /// ([`RERANKER_DIR`], written by `cairn train reranker`), loaded again
+    /// whenever its weights change, so a running server picks up a new one,
+    /// or its removal, at its next reranked query. Its relevance is the
+    /// logistic of the logit it was trained on. `None` when none is
+    /// installed, and when the configuration names a cross-encoder itself
+    /// (`critic.kind = "cross-encoder"`), which then reranks.
+    pub fn installed_reranker(&self) -> Result<Option<Arc<dyn cairn_core::Critic>>> {
+        if self.cfg.critic.kind == "cross-encoder" {
+            return Ok(None);
+        }
+        let dir = self.dir.join(RERANKER_DIR);
+        let modified = std::fs::metadata(dir.join("model.safetensors"))
+            .and_then(|m| m.modified())
+            .ok();
+        let mut slot = self.reranker.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.modified != modified {
+            slot.critic = match modified {
+                Some(_) => Some(load_installed_reranker(&self.cfg, &dir)?),
+                None => None,
+            };
+            slot.modified = modified;
+            if slot.critic.is_some() {
+                tracing::info!(path = %dir.display(), "reranker loaded");
+            }
+        }
+        Ok(slot.critic.clone())
     }
 
     /// A query's vector as searches use it: the embedder's, mapped by the
@@ -943,8 +1013,11 @@ impl Engine {
     pub fn rerank(&self, query: &str, ranked: &[Scored], k: usize) -> Result<Vec<Scored>> {
         let hits = self.hits(ranked)?;
         let pairs: Vec<(&str, &str)> = hits.iter().map(|h| (query, h.text.as_str())).collect();
-        let probs = self
-            .critic
+        let critic = match self.installed_reranker()? {
+            Some(r) => r,
+            None => self.critic.clone(),
+        };
+        let probs = critic
             .score(cairn_core::Judgement::Relevance, &pairs)
             .map_err(cairn_critic::CriticError::from)?;
         let mut order: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();

@@ -26,6 +26,65 @@ pub enum TrainCommand {
     /// by every search from then on, a running server included) unless
     /// held-out hit@5 of dense search got worse. --remove uninstalls it.
     Adapter(AdapterArgs),
+    /// Train a cross-encoder reranker, initialised from the collection's
+    /// embedding model, on the training part of `cairn train data`'s
+    /// output (each question's passage against its hard negatives), check
+    /// it on the held-out part (the search's top --depth passages, in
+    /// fused order and reranked), and install it in the collection
+    /// (reranker/, used by --rerank from then on, a running server
+    /// included) unless held-out hit@1 got worse. --remove uninstalls it.
+    Reranker(RerankerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RerankerArgs {
+    /// The folder `cairn train data` wrote (train.jsonl, held_out.jsonl).
+    #[arg(long, value_name = "DIR", required_unless_present = "remove")]
+    data: Option<PathBuf>,
+    /// Passes over the training pairs; with more than one, the epoch that
+    /// ranks a fifth of the training documents (set apart) best is kept.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Pairs per training step.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// AdamW's peak step size (linear warm-up over a tenth of the steps,
+    /// then linear decay).
+    #[arg(long, default_value_t = 2e-5)]
+    learning_rate: f64,
+    /// The most tokens of a (question, passage) pair in training; longer
+    /// passages are cut.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// The loss: `pointwise` (binary cross-entropy per pair, as
+    /// sentence-transformers' CrossEncoder.fit) or `listwise` (each
+    /// question's passages together: softmax over its positive and
+    /// negatives).
+    #[arg(long, default_value = "pointwise", value_parser = ["pointwise", "listwise"])]
+    loss: String,
+    /// Train on at most this many questions (0: all), for a quicker run.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_questions: usize,
+    /// Held-out check: the search's top N passages are reranked.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    depth: usize,
+    /// The BERT model to start from (a name in the models dir or a
+    /// directory with config.json, tokenizer.json and model.safetensors);
+    /// default: the collection's embedding model when it has safetensors
+    /// weights, else all-MiniLM-L6-v2.
+    #[arg(long, value_name = "MODEL")]
+    base: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Install it even if held-out hit@1 got worse.
+    #[arg(long)]
+    force: bool,
+    /// Uninstall the collection's reranker.
+    #[arg(long, conflicts_with_all = ["data", "force"])]
+    remove: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +154,7 @@ pub fn run(cfg: &Config, command: TrainCommand) -> Result<()> {
     match command {
         TrainCommand::Data(a) => data(cfg, a),
         TrainCommand::Adapter(a) => adapter(cfg, a),
+        TrainCommand::Reranker(a) => reranker(cfg, a),
     }
 }
 
@@ -455,6 +515,322 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
     } else {
         println!(
             "rejected: held-out hit@5 got worse; nothing installed (--force installs it anyway)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "train"))]
+fn reranker(_cfg: &Config, _a: RerankerArgs) -> Result<()> {
+    bail!("this cairn was built without training (cargo feature `train`): rebuild with `cargo build -p cairn --features train`")
+}
+
+/// A `cairn train data` line with its passages' texts.
+#[cfg(feature = "train")]
+struct TextLine {
+    doc: String,
+    chunk: u64,
+    example: cairn_train::RerankExample,
+}
+
+#[cfg(feature = "train")]
+fn read_text_examples(path: &Path) -> Result<Vec<TextLine>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "{}: cannot be read (written by `cairn train data`)",
+            path.display()
+        )
+    })?;
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let bad = |what: &str| anyhow::anyhow!("{}:{}: {what}", path.display(), i + 1);
+        let v: serde_json::Value =
+            serde_json::from_str(l).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        let query = v["query"]
+            .as_str()
+            .filter(|q| !q.trim().is_empty())
+            .ok_or_else(|| bad("field `query` is missing or empty"))?;
+        let chunk = v["chunk"]
+            .as_u64()
+            .ok_or_else(|| bad("field `chunk` (the positive's chunk id, as `cairn train data` writes it) is missing"))?;
+        let texts = |field: &str| -> Result<Vec<String>> {
+            v[field]
+                .as_array()
+                .ok_or_else(|| bad(&format!("field `{field}` (a list of passages) is missing")))?
+                .iter()
+                .map(|t| {
+                    t.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad(&format!("`{field}` holds a non-text")))
+                })
+                .collect()
+        };
+        let positives = texts("positive")?;
+        if positives.is_empty() {
+            return Err(bad("field `positive` is empty"));
+        }
+        out.push(TextLine {
+            doc: v["doc"].as_str().unwrap_or_default().to_string(),
+            chunk,
+            example: cairn_train::RerankExample {
+                query: query.to_string(),
+                positives,
+                negatives: texts("negatives")?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Passage ranks of a question set: hit@1, hit@5 and MRR@10.
+#[cfg(feature = "train")]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+struct RankTally {
+    questions: usize,
+    hit1: f64,
+    hit5: f64,
+    mrr10: f64,
+}
+
+#[cfg(feature = "train")]
+impl RankTally {
+    /// Count a question whose passage came at 0-based `rank` (`None`: not
+    /// in the list).
+    fn add(&mut self, rank: Option<usize>) {
+        self.questions += 1;
+        if let Some(r) = rank {
+            if r == 0 {
+                self.hit1 += 1.0;
+            }
+            if r < 5 {
+                self.hit5 += 1.0;
+            }
+            if r < 10 {
+                self.mrr10 += 1.0 / (r + 1) as f64;
+            }
+        }
+    }
+    fn mean(self) -> RankTally {
+        let n = self.questions.max(1) as f64;
+        RankTally {
+            questions: self.questions,
+            hit1: self.hit1 / n,
+            hit5: self.hit5 / n,
+            mrr10: self.mrr10 / n,
+        }
+    }
+}
+
+#[cfg(feature = "train")]
+fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
+    use cairn_core::Progress;
+    // The held-out check compares the search's own order with the new
+    // reranker's, so the search itself does not rerank.
+    let mut cfg = cfg.clone();
+    cfg.search.rerank = false;
+    let bars = Bars::new(a.json);
+    let engine = crate::open::reader(&cfg, &bars)?;
+    let path = engine.dir().join(cairn_engine::RERANKER_DIR);
+    if a.remove {
+        let existed = match std::fs::remove_dir_all(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        };
+        if a.json {
+            println!(
+                "{}",
+                json!({"removed": existed, "path": path.display().to_string()})
+            );
+        } else if existed {
+            println!("removed the reranker {}", path.display());
+        } else {
+            println!("collection `{}` has no reranker", cfg.collection);
+        }
+        return Ok(());
+    }
+    let dir = a.data.expect("clap requires --data");
+    if a.depth == 0 {
+        bail!("--depth must be at least 1");
+    }
+    let mut train_lines = read_text_examples(&dir.join("train.jsonl"))?;
+    let held_lines = read_text_examples(&dir.join("held_out.jsonl"))?;
+    if train_lines.is_empty() {
+        bail!(
+            "{}: no training examples (write them with `cairn train data`)",
+            dir.join("train.jsonl").display()
+        );
+    }
+    if held_lines.is_empty() {
+        bail!(
+            "{}: no held-out examples to check the reranker on (cairn train data --held-out)",
+            dir.join("held_out.jsonl").display()
+        );
+    }
+    if a.max_questions > 0 && train_lines.len() > a.max_questions {
+        // A sample that follows from --seed: by a hash of each question.
+        let key = |l: &TextLine| {
+            let mut h = 0xcbf2_9ce4_8422_2325u64 ^ a.seed;
+            for b in l.example.query.bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+            h
+        };
+        train_lines.sort_by_key(key);
+        train_lines.truncate(a.max_questions);
+    }
+    // A fifth of the training documents is set apart to pick the epoch, so
+    // that the held-out part only judges the result.
+    let train_docs: Vec<String> = {
+        let set: std::collections::BTreeSet<&String> = train_lines.iter().map(|l| &l.doc).collect();
+        set.into_iter().cloned().collect()
+    };
+    let (mut train, mut validation) = (Vec::new(), Vec::new());
+    let validation_docs = if a.epochs > 1 {
+        cairn_engine::held_out_documents(&train_docs, 0.2, a.seed)
+    } else {
+        Default::default()
+    };
+    for l in &train_lines {
+        if validation_docs.contains(&l.doc) {
+            validation.push(l.example.clone());
+        } else {
+            train.push(l.example.clone());
+        }
+    }
+    let base = match &a.base {
+        Some(b) => cairn_models::registry::resolve(b, &cfg.models_dir())?,
+        None => {
+            let own = cairn_models::registry::resolve(&cfg.embed.model, &cfg.models_dir())?;
+            if own.join("model.safetensors").is_file() {
+                own
+            } else {
+                // (e.g. the int8 ONNX encoder: no weights to train from)
+                cairn_models::registry::resolve("all-MiniLM-L6-v2", &cfg.models_dir())?
+            }
+        }
+    };
+    let opts = cairn_train::RerankOptions {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        max_tokens: a.max_tokens,
+        seed: a.seed,
+        loss: a
+            .loss
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--loss {e}"))?,
+        ..Default::default()
+    };
+    let trained = cairn_train::train_reranker(&base, &train, &validation, &opts, &bars)?;
+
+    bars.begin("reranking the held-out questions", held_lines.len() as u64);
+    let scorer = trained.scorer(32);
+    let (mut fused, mut reranked) = (RankTally::default(), RankTally::default());
+    for l in &held_lines {
+        let hits = engine.search(&l.example.query, a.depth, SearchMode::Hybrid)?;
+        fused.add(hits.iter().position(|h| h.chunk == l.chunk));
+        let pairs: Vec<(&str, &str)> = hits
+            .iter()
+            .map(|h| (l.example.query.as_str(), h.text.as_str()))
+            .collect();
+        let scores = scorer.scores(&pairs)?;
+        let mut order: Vec<usize> = (0..hits.len()).collect();
+        order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]).then(i.cmp(&j)));
+        reranked.add(order.iter().position(|&i| hits[i].chunk == l.chunk));
+        bars.advance(1);
+    }
+    bars.end();
+    let (fused, reranked) = (fused.mean(), reranked.mean());
+    let worse = reranked.hit1 < fused.hit1;
+    let installed = !worse || a.force;
+    let f = &trained.figures;
+    let mut report = serde_json::to_value(f)?;
+    report["held_out"] = json!({"depth": a.depth, "fused": fused, "reranked": reranked});
+    report["validation_questions"] = json!(validation.len());
+    report["installed"] = json!(installed);
+    report["worse"] = json!(worse);
+    report["path"] = json!(path.display().to_string());
+    if installed {
+        // Written beside and swapped in: an interrupted run leaves the
+        // installed reranker as it was.
+        let tmp = engine.dir().join(format!(
+            "{}.new-{}",
+            cairn_engine::RERANKER_DIR,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        trained.save(&tmp)?;
+        std::fs::write(
+            tmp.join("training.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )
+        .with_context(|| format!("writing {}", tmp.join("training.json").display()))?;
+        let old = engine.dir().join(format!(
+            "{}.old-{}",
+            cairn_engine::RERANKER_DIR,
+            std::process::id()
+        ));
+        if path.exists() {
+            std::fs::rename(&path, &old)
+                .with_context(|| format!("moving the old reranker {} aside", path.display()))?;
+        }
+        std::fs::rename(&tmp, &path).with_context(|| format!("installing {}", path.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "trained on {} pairs ({} questions; {} epoch(s), kept {}) in {:.0} s: {:.1} pairs/s on {} threads, {:.0} tokens per pair; loss {}",
+        f.train_pairs,
+        f.train_questions,
+        f.epochs_run,
+        f.best_epoch,
+        f.tokenize_seconds + f.train_seconds,
+        f.pairs_per_second,
+        f.threads,
+        f.mean_tokens,
+        f.epoch_loss
+            .iter()
+            .map(|l| format!("{l:.3}"))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    );
+    if let (Some(first), Some(last)) = (f.validation.first(), f.validation.get(f.best_epoch)) {
+        println!(
+            "validation ({} questions, passage against its negatives): hit@1 {:.3} → {:.3}, MRR {:.3} → {:.3}",
+            first.questions, first.hit1, last.hit1, first.mrr, last.mrr
+        );
+    }
+    println!(
+        "held out ({} questions, top {} of hybrid search): hit@1 {:.3} → {:.3}, hit@5 {:.3} → {:.3}, MRR@10 {:.3} → {:.3}",
+        fused.questions,
+        a.depth,
+        fused.hit1,
+        reranked.hit1,
+        fused.hit5,
+        reranked.hit5,
+        fused.mrr10,
+        reranked.mrr10
+    );
+    if installed {
+        println!(
+            "installed {}{}: `--rerank` uses it",
+            path.display(),
+            if worse {
+                " (--force: held-out hit@1 got worse)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!(
+            "rejected: held-out hit@1 got worse; nothing installed (--force installs it anyway)"
         );
     }
     Ok(())

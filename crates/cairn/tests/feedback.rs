@@ -519,6 +519,10 @@ fn training_data_from_the_collection_itself() {
     assert!(!adapter_file.exists());
     assert_eq!(dense(probe), plain);
 
+    // (The binary's `train` feature: scripts/test.sh builds with it.)
+    #[cfg(feature = "train")]
+    reranker_from_the_same_collection(&data, tmp.path(), probe);
+
     // Bad options and places are named.
     for (args, want) in [
         (vec!["--held-out", "1"], "--held-out"),
@@ -549,5 +553,141 @@ fn training_data_from_the_collection_itself() {
     assert!(
         err.contains("a-file") && err.contains("not a folder"),
         "{err}"
+    );
+}
+
+/// `cairn train reranker` on `cairn train data`'s heading questions (short
+/// pairs: a quick run): checked on the held-out part and installed only if
+/// held-out hit@1 did not get worse; then `--rerank` ranks with it.
+#[cfg(feature = "train")]
+fn reranker_from_the_same_collection(data: &Path, tmp: &Path, probe: &str) {
+    let out_dir = tmp.join("synth-reranker");
+    let out_arg = out_dir.to_str().unwrap();
+    stdout(
+        data,
+        &[
+            "train",
+            "data",
+            "--out",
+            out_arg,
+            "--no-generate",
+            "--per-doc",
+            "6",
+            "--seed",
+            "3",
+        ],
+    );
+    let lines = |f: &str| jsonl(&std::fs::read_to_string(out_dir.join(f)).unwrap()).len();
+    let (train, held) = (lines("train.jsonl"), lines("held_out.jsonl"));
+    // Too little to train on: said so, with how much is needed.
+    let out = run(
+        data,
+        &[
+            "train",
+            "reranker",
+            "--data",
+            out_arg,
+            "--max-questions",
+            "2",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("too few training pairs") && err.contains("at least 16"),
+        "{err}"
+    );
+    let reranker_dir = data.join("collections").join("default").join("reranker");
+    let base_args = [
+        "train",
+        "reranker",
+        "--data",
+        out_arg,
+        "--max-tokens",
+        "64",
+        "--batch-size",
+        "8",
+        "--json",
+    ];
+    let r = json(stdout(data, &base_args).as_bytes());
+    assert_eq!(r["train_questions"], train, "{r:#}");
+    assert_eq!(
+        r["validation"],
+        Value::Array(vec![]),
+        "one epoch: no validation split"
+    );
+    assert!(r["pairs_per_second"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert_eq!(r["held_out"]["fused"]["questions"], held, "{r:#}");
+    let hit1 = |side: &str| r["held_out"][side]["hit1"].as_f64().unwrap();
+    let worse = hit1("reranked") < hit1("fused");
+    assert_eq!(r["worse"], worse, "{r:#}");
+    assert_eq!(r["installed"], !worse, "{r:#}");
+    assert_eq!(reranker_dir.is_dir(), !worse, "{r:#}");
+    if worse {
+        let mut forced = base_args.to_vec();
+        forced.push("--force");
+        let r = json(stdout(data, &forced).as_bytes());
+        assert_eq!(r["installed"], true, "{r:#}");
+    }
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "onnx/model.onnx",
+        "training.json",
+    ] {
+        assert!(reranker_dir.join(f).is_file(), "{f} not installed");
+    }
+    let reranked = |q: &str| -> Vec<(String, f64)> {
+        let v = json(stdout(data, &["search", q, "--rerank", "-k", "5", "--json"]).as_bytes());
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["text"].as_str().unwrap().to_string(),
+                    h["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // The scores `--rerank` gives are the installed model's: the logistic
+    // of its logit for (question, passage), best first.
+    let ce = cairn_models::CrossEncoder::load(
+        &reranker_dir,
+        &cairn_models::OnnxOptions {
+            onnx_file: None,
+            dylib: Some(cairn_testkit::onnxruntime_lib()),
+            threads: 1,
+            batch_size: 8,
+        },
+    )
+    .unwrap();
+    let with_reranker = reranked(probe);
+    assert_eq!(with_reranker.len(), 5);
+    let pairs: Vec<(&str, &str)> = with_reranker
+        .iter()
+        .map(|(t, _)| (probe, t.as_str()))
+        .collect();
+    let logits = ce.scores(&pairs).unwrap();
+    for ((_, got), logit) in with_reranker.iter().zip(&logits) {
+        let want = 1.0 / (1.0 + (-(*logit as f64)).exp());
+        assert!(
+            (got - want).abs() < 1e-4,
+            "{with_reranker:?} vs logits {logits:?}"
+        );
+    }
+    assert!(
+        with_reranker.windows(2).all(|w| w[0].1 >= w[1].1),
+        "{with_reranker:?}"
+    );
+    let r = json(stdout(data, &["train", "reranker", "--remove", "--json"]).as_bytes());
+    assert_eq!(r["removed"], true);
+    assert!(!reranker_dir.exists());
+    assert_ne!(
+        reranked(probe),
+        with_reranker,
+        "removed, yet the same scores"
     );
 }

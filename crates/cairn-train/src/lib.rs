@@ -1,0 +1,69 @@
+//! Training in Rust, on candle's autograd (CPU).
+//!
+//! - [`BertClassifier`]: a BERT cross-encoder whose forward pass records its
+//!   backward pass for every weight (candle-nn's fused layer norm and
+//!   softmax do not), loaded from a sentence encoder's or a cross-encoder's
+//!   safetensors, saved as a `BertForSequenceClassification` checkpoint.
+//! - [`train_reranker`]: fine-tunes it on (question, passage, relevant or
+//!   not) pairs with binary cross-entropy and AdamW (linear warm-up and
+//!   decay, gradient clipping), the recipe of sentence-transformers'
+//!   `CrossEncoder.fit`; keeps the epoch that ranks a validation split best.
+//! - [`Scorer`]: the trained model's scores for (question, passage) pairs,
+//!   for checking it before it is installed.
+//!
+//! The saved directory is what `cairn_models::CrossEncoder` (the reranker
+//! and critic on ONNX Runtime) loads, with its ONNX graph written by
+//! [`install_files`].
+
+mod bert;
+mod reranker;
+
+pub use bert::{bce_with_logits, Batch, BertClassifier, BertShape};
+pub use reranker::{
+    install_files, train_reranker, GroupMetrics, Loss, PairEncoder, RerankExample, RerankFigures,
+    RerankOptions, Scorer, TrainedReranker, MIN_PAIRS,
+};
+
+use std::path::PathBuf;
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The base model cannot be trained (missing file, wrong layout).
+    #[error("{path}: {message}")]
+    BadModel { path: PathBuf, message: String },
+    /// The training data is unusable.
+    #[error("training data: {0}")]
+    BadData(String),
+    /// Too little data to train on.
+    #[error("too few {what} to train on: {have}, at least {need} are needed{hint}")]
+    TooFew {
+        what: &'static str,
+        have: usize,
+        need: usize,
+        hint: String,
+    },
+    /// Bad options.
+    #[error("{field}: {message}")]
+    Options {
+        field: &'static str,
+        message: String,
+    },
+    /// The tensor library failed (shapes, memory).
+    #[error("training computation failed: {0}")]
+    Compute(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing the ONNX graph of the result failed.
+    #[error(transparent)]
+    Model(#[from] cairn_models::ModelError),
+}
+
+impl TrainError {
+    pub(crate) fn compute(e: candle_core::Error) -> TrainError {
+        TrainError::Compute(e.to_string())
+    }
+}
