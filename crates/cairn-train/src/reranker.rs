@@ -406,7 +406,7 @@ fn step_size(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
 /// each). glibc's malloc hands blocks above its mmap threshold (at most
 /// 32 MiB) back to the kernel on free, so each step paid page faults to
 /// zero them again: about a third of a training run's time was system
-/// time (1.42 → 2.19 pairs/s without it). Raising the thresholds keeps
+/// time (raising them: 1.42 → 2.19 pairs/s). Raising the thresholds keeps
 /// freed memory in the process for reuse. (One arena for all threads,
 /// `M_ARENA_MAX` 1, was slower: 1.75 pairs/s.)
 fn keep_freed_memory() {
