@@ -16,7 +16,7 @@
 //! read by transformers, by sentence-transformers' `CrossEncoder`, and by
 //! Cairn's ONNX export (`cairn_models::onnx_export::export_bert_classifier`).
 
-use crate::TrainError;
+use crate::{SplitMix, TrainError};
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::HashMap;
 use std::path::Path;
@@ -177,27 +177,6 @@ fn checkpoint_name(name: &str) -> String {
 /// transformers' trainers do).
 pub(crate) fn decays(name: &str) -> bool {
     !(name.ends_with(".bias") || name.contains("LayerNorm"))
-}
-
-/// A small deterministic generator for the weights a checkpoint lacks.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    /// Box–Muller.
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    }
 }
 
 /// A trainable BERT cross-encoder with one output (the relevance logit).

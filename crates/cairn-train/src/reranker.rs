@@ -11,7 +11,7 @@
 //! negatives), and the best epoch is kept.
 
 use crate::bert::{bce_with_logits, decays, Batch, BertClassifier};
-use crate::TrainError;
+use crate::{SplitMix, TrainError};
 use cairn_core::Progress;
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -360,28 +360,10 @@ pub fn install_files(model: &BertClassifier, base: &Path, dir: &Path) -> Result<
     Ok(())
 }
 
-/// xorshift64*, for the order of the pairs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Batches of pair indices: shuffled, then sorted by length within windows
 /// of 16 batches, so that a batch holds pairs of similar length, and the
 /// batches shuffled again.
-fn batches(lens: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+fn batches(lens: &[usize], batch_size: usize, rng: &mut SplitMix) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..lens.len()).collect();
     rng.shuffle(&mut idx);
     for window in idx.chunks_mut(batch_size * 16) {
@@ -541,7 +523,7 @@ pub fn train_reranker(
         progress.end();
     }
     let mut best: Option<(usize, f64, Vec<Tensor>)> = None;
-    let mut rng = Rng(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = SplitMix(opts.seed ^ 0x0BA7_C4E5);
     let mut step = 0;
     let mut epoch_loss = Vec::new();
     let mut train_seconds = 0.0;
@@ -703,7 +685,7 @@ mod tests {
     #[test]
     fn batches_cover_every_pair_once_and_group_similar_lengths() {
         let lens: Vec<usize> = (0..1000).map(|i| (i * 7919) % 300).collect();
-        let b = batches(&lens, 16, &mut Rng(3));
+        let b = batches(&lens, 16, &mut SplitMix(3));
         let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());

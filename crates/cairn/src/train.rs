@@ -278,7 +278,25 @@ struct Line {
     negatives: Vec<u64>,
 }
 
-fn read_examples(path: &Path) -> Result<Vec<Line>> {
+/// A line of a `cairn train data` file: its JSON, its question and its
+/// positive's chunk id (both checked), and a maker of errors naming the
+/// file and line.
+struct DataLine<'a> {
+    v: serde_json::Value,
+    query: String,
+    chunk: u64,
+    path: &'a Path,
+    line: usize,
+}
+
+impl DataLine<'_> {
+    fn bad(&self, what: &str) -> anyhow::Error {
+        anyhow::anyhow!("{}:{}: {what}", self.path.display(), self.line)
+    }
+}
+
+/// The lines of a `cairn train data` file (blank ones skipped).
+fn data_lines(path: &Path) -> Result<Vec<DataLine<'_>>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "{}: cannot be read (written by `cairn train data`)",
@@ -296,10 +314,27 @@ fn read_examples(path: &Path) -> Result<Vec<Line>> {
         let query = v["query"]
             .as_str()
             .filter(|q| !q.trim().is_empty())
-            .ok_or_else(|| bad("field `query` is missing or empty"))?;
+            .ok_or_else(|| bad("field `query` is missing or empty"))?
+            .to_string();
         let chunk = v["chunk"]
             .as_u64()
             .ok_or_else(|| bad("field `chunk` (the positive's chunk id, as `cairn train data` writes it) is missing"))?;
+        out.push(DataLine {
+            v,
+            query,
+            chunk,
+            path,
+            line: i + 1,
+        });
+    }
+    Ok(out)
+}
+
+fn read_examples(path: &Path) -> Result<Vec<Line>> {
+    let mut out = Vec::new();
+    for d in data_lines(path)? {
+        let (v, bad) = (&d.v, |what: &str| d.bad(what));
+        let (query, chunk) = (&d.query, d.chunk);
         let negatives = v["negative_chunks"]
             .as_array()
             .ok_or_else(|| bad("field `negative_chunks` is missing"))?
@@ -535,27 +570,10 @@ struct TextLine {
 
 #[cfg(feature = "train")]
 fn read_text_examples(path: &Path) -> Result<Vec<TextLine>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "{}: cannot be read (written by `cairn train data`)",
-            path.display()
-        )
-    })?;
     let mut out = Vec::new();
-    for (i, l) in text.lines().enumerate() {
-        if l.trim().is_empty() {
-            continue;
-        }
-        let bad = |what: &str| anyhow::anyhow!("{}:{}: {what}", path.display(), i + 1);
-        let v: serde_json::Value =
-            serde_json::from_str(l).map_err(|e| bad(&format!("not JSON: {e}")))?;
-        let query = v["query"]
-            .as_str()
-            .filter(|q| !q.trim().is_empty())
-            .ok_or_else(|| bad("field `query` is missing or empty"))?;
-        let chunk = v["chunk"]
-            .as_u64()
-            .ok_or_else(|| bad("field `chunk` (the positive's chunk id, as `cairn train data` writes it) is missing"))?;
+    for d in data_lines(path)? {
+        let (v, bad) = (&d.v, |what: &str| d.bad(what));
+        let (query, chunk) = (&d.query, d.chunk);
         let texts = |field: &str| -> Result<Vec<String>> {
             v[field]
                 .as_array()
