@@ -371,27 +371,38 @@ fn dense_scores(engine: &cairn_engine::Engine, queries: &[(Vec<f32>, u64)]) -> R
     Ok((hit5 / n, mrr / n))
 }
 
+/// `--remove`: delete the collection's installed `what` (a file or a
+/// folder) and say whether there was one.
+fn uninstall(path: &Path, what: &str, collection: &str, json: bool) -> Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    let existed = match removed {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({"removed": existed, "path": path.display().to_string()})
+        );
+    } else if existed {
+        println!("removed the {what} {}", path.display());
+    } else {
+        println!("collection `{collection}` has no {what}");
+    }
+    Ok(())
+}
+
 fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
     let bars = Bars::new(a.json);
     let engine = crate::open::reader(cfg, &bars)?;
     let path = engine.dir().join(cairn_engine::ADAPTER_FILE);
     if a.remove {
-        let existed = match std::fs::remove_file(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        };
-        if a.json {
-            println!(
-                "{}",
-                json!({"removed": existed, "path": path.display().to_string()})
-            );
-        } else if existed {
-            println!("removed the query adapter {}", path.display());
-        } else {
-            println!("collection `{}` has no query adapter", cfg.collection);
-        }
-        return Ok(());
+        return uninstall(&path, "query adapter", &cfg.collection, a.json);
     }
     let dir = a.data.expect("clap requires --data");
     if a.rank == 0 || a.epochs == 0 || a.learning_rate.is_nan() || a.learning_rate <= 0.0 {
@@ -653,22 +664,7 @@ fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
     let engine = crate::open::reader(&cfg, &bars)?;
     let path = engine.dir().join(cairn_engine::RERANKER_DIR);
     if a.remove {
-        let existed = match std::fs::remove_dir_all(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        };
-        if a.json {
-            println!(
-                "{}",
-                json!({"removed": existed, "path": path.display().to_string()})
-            );
-        } else if existed {
-            println!("removed the reranker {}", path.display());
-        } else {
-            println!("collection `{}` has no reranker", cfg.collection);
-        }
-        return Ok(());
+        return uninstall(&path, "reranker", &cfg.collection, a.json);
     }
     let dir = a.data.expect("clap requires --data");
     if a.depth == 0 {
