@@ -6,7 +6,9 @@
 //! only. Latency is measured one query at a time; throughput with
 //! `--concurrency` queries in flight. Each of `--rounds` rounds measures
 //! both sides, mode after mode; the figures are the medians over the
-//! rounds (each round's own are under `rounds`).
+//! rounds (each round's own are under `rounds`). One at a time, the same
+//! queries also go through a second client that asks every shard through
+//! its queue group (`Cluster::node_asks` off), as before node subjects.
 
 use crate::{config, percentile, questions, Args};
 use anyhow::{Context, Result};
@@ -79,6 +81,10 @@ pub fn search(a: &Args) -> Result<Value> {
         .enable_all()
         .build()?;
     let cluster = Arc::new(rt.block_on(Cluster::connect(&url))?);
+    // The same client asking every shard through its queue group, as
+    // before node subjects: the figure the node asks are compared with.
+    let mut queue_only = rt.block_on(Cluster::connect(&url))?;
+    queue_only.node_asks = false;
     let info = rt.block_on(cluster.open_collection(
         &a.collection,
         embedder.model_id(),
@@ -105,6 +111,7 @@ pub fn search(a: &Args) -> Result<Value> {
     for mode in modes {
         for (q, v) in queries.iter().zip(&vectors).take(5) {
             rt.block_on(cluster.search(&info, q, Some(v), 10, mode, &fusion))?;
+            rt.block_on(queue_only.search(&info, q, Some(v), 10, mode, &fusion))?;
         }
     }
     let mut rounds = Vec::new();
@@ -124,6 +131,14 @@ pub fn search(a: &Args) -> Result<Value> {
                 incomplete += (r.shards_ok < r.shards_total) as u32;
             }
             let serial = summary(&mut lat.clone(), t0.elapsed().as_secs_f64());
+            let mut lat_q = Vec::new();
+            let tq = Instant::now();
+            for (q, v) in queries.iter().zip(&vectors) {
+                let t = Instant::now();
+                rt.block_on(queue_only.search(&info, q, Some(v), 10, mode, &fusion))?;
+                lat_q.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let queue_groups = summary(&mut lat_q, tq.elapsed().as_secs_f64());
             // `concurrency` queries in flight.
             let t0 = Instant::now();
             let lat_c: Vec<f64> = rt.block_on(async {
@@ -160,6 +175,7 @@ pub fn search(a: &Args) -> Result<Value> {
             let concurrent = summary(&mut lat_c.clone(), t0.elapsed().as_secs_f64());
             round[format!("{mode}")] = serde_json::json!({
                 "serial": serial,
+                "queue_groups_serial": queue_groups,
                 "concurrent": concurrent,
                 "slowest_shard_ms_mean": mean(&shard_max),
                 "coordinator_ms_mean": mean(&lat) - mean(&shard_max),

@@ -40,6 +40,13 @@ pub struct Cluster {
     /// shard): searches wait for a replica that has applied it, so that a
     /// client reads its own writes.
     written: std::sync::Mutex<std::collections::HashMap<(String, u32), Seq>>,
+    /// Turns the order in which a search prefers a shard's replicas, so
+    /// that replicas share the searches ([`Cluster::route`]).
+    rotation: std::sync::atomic::AtomicUsize,
+    /// Ask nodes for all their shards at once (the default); false sends
+    /// every ask to its shard's queue group, as before node subjects (what
+    /// the benchmark compares them with).
+    pub node_asks: bool,
 }
 
 /// A merged search.
@@ -145,6 +152,8 @@ impl Cluster {
             shard_timeout: Duration::from_secs(2),
             generation_idle: Duration::from_secs(10),
             written: Default::default(),
+            rotation: Default::default(),
+            node_asks: true,
         })
     }
 
@@ -529,61 +538,97 @@ impl Cluster {
             ask,
         };
         let mut shard_ms = vec![0.0; info.shards as usize];
-        let mut bm25_stats = None;
-        if mode != SearchMode::Dense && info.shards > 1 {
-            let asks = all
-                .iter()
+        let route = self.route(info);
+        let vector: Option<Vec<f32>> = vector.map(<[f32]>::to_vec);
+        let candidate_asks = |bm25_stats: &Option<cairn_index::bm25::Bm25Stats>| {
+            all.iter()
                 .map(|&s| {
-                    let ask = Ask::Stats {
+                    let ask = Ask::Candidates {
                         query: query.to_string(),
+                        vector: vector.clone(),
+                        n: n as u32,
+                        mode,
+                        bm25_stats: bm25_stats.clone(),
+                        documents: fusion.max_per_document > 0,
                     };
                     (s, read_your_writes(s, ask))
                 })
-                .collect();
-            let mut sum = cairn_index::bm25::Bm25Stats::default();
-            let mut any = false;
-            for (shard, a) in all.iter().zip(self.ask(info, asks).await) {
-                if let Some(a) = a {
-                    shard_ms[*shard as usize] += a.took_ms;
-                    if let Answer::Stats(stats) = &a.body {
-                        sum.add(stats);
-                        any = true;
-                    }
-                }
+                .collect::<Vec<_>>()
+        };
+        // Every shard on one node (one node holding the collection, or a
+        // replica of all of it): that node sums the BM25 statistics itself,
+        // and the statistics round is skipped. Should it not answer for
+        // every shard, the rounds below run as usual.
+        let one_node = {
+            let nodes: std::collections::HashSet<&String> = route.values().collect();
+            route.len() == info.shards as usize && nodes.len() == 1
+        };
+        let mut answers = None;
+        if mode != SearchMode::Dense && info.shards > 1 && one_node {
+            let got = self.ask(info, candidate_asks(&None), &route, true).await;
+            if got.iter().all(|a| {
+                matches!(
+                    a,
+                    Some(ShardAnswer {
+                        body: Answer::Candidates(_),
+                        ..
+                    })
+                )
+            }) {
+                answers = Some(got);
             }
-            // No shard answered the first round: the second finds out
-            // which are missing, and scores with the shards' own figures.
-            bm25_stats = any.then_some(sum);
         }
-        // Phase 1: candidates, ids and scores.
-        let vector: Option<Vec<f32>> = vector.map(<[f32]>::to_vec);
-        let asks = all
-            .iter()
-            .map(|&s| {
-                let ask = Ask::Candidates {
-                    query: query.to_string(),
-                    vector: vector.clone(),
-                    n: n as u32,
-                    mode,
-                    bm25_stats: bm25_stats.clone(),
-                    documents: fusion.max_per_document > 0,
-                };
-                (s, read_your_writes(s, ask))
-            })
-            .collect();
+        let answers = match answers {
+            Some(a) => a,
+            None => {
+                let mut bm25_stats = None;
+                if mode != SearchMode::Dense && info.shards > 1 {
+                    let asks = all
+                        .iter()
+                        .map(|&s| {
+                            let ask = Ask::Stats {
+                                query: query.to_string(),
+                            };
+                            (s, read_your_writes(s, ask))
+                        })
+                        .collect();
+                    let mut sum = cairn_index::bm25::Bm25Stats::default();
+                    let mut any = false;
+                    for (shard, a) in all.iter().zip(self.ask(info, asks, &route, false).await) {
+                        if let Some(a) = a {
+                            shard_ms[*shard as usize] += a.took_ms;
+                            if let Answer::Stats(stats) = &a.body {
+                                sum.add(stats);
+                                any = true;
+                            }
+                        }
+                    }
+                    // No shard answered the first round: the second finds out
+                    // which are missing, and scores with the shards' own figures.
+                    bm25_stats = any.then_some(sum);
+                }
+                // Phase 1: candidates, ids and scores.
+                self.ask(info, candidate_asks(&bm25_stats), &route, false)
+                    .await
+            }
+        };
         let mut lists = Vec::new();
         let mut applied = HashMap::new();
+        // Phase 2 asks the node that answered phase 1 (it holds what phase 1
+        // saw).
+        let mut answered_by = HashMap::new();
         let mut missing = Vec::new();
-        for (&shard, a) in all.iter().zip(self.ask(info, asks).await) {
+        for (&shard, a) in all.iter().zip(answers) {
             match a {
                 Some(ShardAnswer {
                     applied: seq,
                     took_ms,
                     body: Answer::Candidates(c),
-                    ..
+                    node,
                 }) => {
                     shard_ms[shard as usize] += took_ms;
                     applied.insert(shard, seq);
+                    answered_by.insert(shard, node);
                     lists.push((shard, c));
                 }
                 _ => missing.push(shard),
@@ -613,7 +658,10 @@ impl Cluster {
             })
             .collect();
         let mut passages: HashMap<(u32, u64), Passage> = HashMap::new();
-        for ((shard, chunks), a) in wanted.iter().zip(self.ask(info, asks).await) {
+        for ((shard, chunks), a) in wanted
+            .iter()
+            .zip(self.ask(info, asks, &answered_by, false).await)
+        {
             let subject = search_subject(&info.name, *shard);
             let Some(a) = a else {
                 return Err(Retry(format!(
@@ -681,10 +729,130 @@ impl Cluster {
         })
     }
 
-    /// One binary round: each `(shard, ask)` to the shard's queue group,
-    /// its answer, or `None` where no replica answered (or answered with an
-    /// error) in `shard_timeout`, after one retry.
+    /// Which node to ask for each shard in one search: of the nodes the
+    /// assignment gives the shard, the first in an order of all the
+    /// collection's nodes that turns from one search to the next. One node
+    /// so takes every shard it holds (one request per node and round), and
+    /// replicas share the searches.
+    fn route(&self, info: &CollectionInfo) -> HashMap<u32, String> {
+        if !self.node_asks {
+            return HashMap::new();
+        }
+        let mut nodes: Vec<&String> = info.assignment.iter().flatten().collect();
+        nodes.sort();
+        nodes.dedup();
+        if nodes.is_empty() {
+            return HashMap::new();
+        }
+        let turn = self
+            .rotation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let by = turn % nodes.len();
+        nodes.rotate_left(by);
+        (0..info.shards)
+            .filter_map(|shard| {
+                let holders = info.assignment.get(shard as usize)?;
+                nodes
+                    .iter()
+                    .find(|n| holders.contains(n))
+                    .map(|n| (shard, n.to_string()))
+            })
+            .collect()
+    }
+
+    /// One binary round: the asks of the shards `route` gives a node go to
+    /// that node in one request ([`crate::node_subject`]); what no node
+    /// answered (not routed, no such node listening, a shard it does not
+    /// serve, an error, no answer in `shard_timeout`) goes to each shard's
+    /// queue group ([`Cluster::ask_shards`]). Each ask's answer, or `None`.
+    ///
+    /// With `pooled` (every shard's candidates ask, all routed to one
+    /// node: see [`wire::NodeAsk::pooled_stats`]), nothing goes to the
+    /// queue groups: an ask that node did not answer stays `None`.
     async fn ask(
+        &self,
+        info: &CollectionInfo,
+        asks: Vec<(u32, ShardAsk)>,
+        route: &HashMap<u32, String>,
+        pooled: bool,
+    ) -> Vec<Option<ShardAnswer>> {
+        let mut out: Vec<Option<ShardAnswer>> = vec![None; asks.len()];
+        let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, (shard, _)) in asks.iter().enumerate() {
+            if let Some(node) = route.get(shard) {
+                groups.entry(node.as_str()).or_default().push(i);
+            }
+        }
+        let requests =
+            groups.into_iter().map(|(node, idx)| {
+                let subject = crate::node_subject(node);
+                let body = bytes::Bytes::from(wire::encode_binary(&wire::NodeAsk {
+                    collection: info.name.clone(),
+                    asks: idx.iter().map(|&i| asks[i].clone()).collect(),
+                    pooled_stats: pooled,
+                }));
+                let client = self.client.clone();
+                let timeout = self.shard_timeout;
+                async move {
+                    let answers =
+                        match tokio::time::timeout(timeout, client.request(subject.clone(), body))
+                            .await
+                        {
+                            Ok(Ok(msg)) => {
+                                match wire::decode_binary::<wire::NodeAnswer>(
+                                    &msg.payload,
+                                    &subject,
+                                    "node answer",
+                                ) {
+                                    Ok(a) => a.answers,
+                                    Err(e) => {
+                                        tracing::warn!(node, "{e}");
+                                        vec![]
+                                    }
+                                }
+                            }
+                            // (No responders: a node without node subjects, or gone.)
+                            Ok(Err(e)) => {
+                                tracing::debug!(node, "node request: {e}");
+                                vec![]
+                            }
+                            Err(_) => {
+                                tracing::warn!(node, "node did not answer in {timeout:?}");
+                                vec![]
+                            }
+                        };
+                    (node, idx, answers)
+                }
+            });
+        for (node, idx, answers) in futures::future::join_all(requests).await {
+            for (i, a) in idx.into_iter().zip(answers) {
+                match a {
+                    Some(ShardAnswer {
+                        body: Answer::Error(e),
+                        ..
+                    }) => tracing::debug!(node, shard = asks[i].0, "shard search failed: {e}"),
+                    Some(a) => out[i] = Some(a),
+                    None => {}
+                }
+            }
+        }
+        let rest: Vec<usize> = (0..asks.len()).filter(|&i| out[i].is_none()).collect();
+        if !rest.is_empty() && !pooled {
+            let again = self
+                .ask_shards(info, rest.iter().map(|&i| asks[i].clone()).collect())
+                .await;
+            for (i, a) in rest.into_iter().zip(again) {
+                out[i] = a;
+            }
+        }
+        out
+    }
+
+    /// One binary round through the shards' queue groups: each `(shard,
+    /// ask)` to the shard's queue group, its answer, or `None` where no
+    /// replica answered (or answered with an error) in `shard_timeout`,
+    /// after one retry.
+    async fn ask_shards(
         &self,
         info: &CollectionInfo,
         asks: Vec<(u32, ShardAsk)>,

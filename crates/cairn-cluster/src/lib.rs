@@ -75,6 +75,13 @@ pub fn search_subject(collection: &str, shard: u32) -> String {
     format!("cairn.search.{}.{shard}", token(collection))
 }
 
+/// The subject one node answers on for several of its shards at once
+/// ([`wire::NodeAsk`]): a search round costs one request per node instead
+/// of one per shard. Node names are subject-safe ([`validate_node_name`]).
+pub fn node_subject(node: &str) -> String {
+    format!("cairn.node.{node}.ask")
+}
+
 /// The local collection a node keeps one shard in.
 pub fn shard_collection(collection: &str, shard: u32) -> String {
     format!("{collection}.shard{shard}")

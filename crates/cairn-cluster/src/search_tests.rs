@@ -6,7 +6,7 @@
 //! are staged here too.
 
 use crate::merge::Fusion;
-use crate::node::shard_respond;
+use crate::node::{node_respond, shard_respond};
 use crate::wire::{self, Ask, CollectionInfo, ShardAsk};
 use crate::{search_subject, Cluster, SearchResult};
 use cairn_core::config::Config;
@@ -16,6 +16,7 @@ use cairn_models::SentenceEncoder;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -189,6 +190,49 @@ enum Behaviour {
     DieOnPassages,
 }
 
+/// Binary asks the shards' queue groups received (the node subjects take
+/// them all while nodes answer there).
+static QUEUE_BINARY_ASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// A node `name` answering its node subject with the node's code for the
+/// shards it serves (`serving`), counting the requests; subscribed when
+/// this returns.
+async fn node_responder(
+    url: &str,
+    name: &str,
+    serving: Vec<(u32, Arc<Engine>)>,
+    requests: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    let client = async_nats::connect(url).await.unwrap();
+    let subject = crate::node_subject(name);
+    let mut sub = client.subscribe(subject.clone()).await.unwrap();
+    client.flush().await.unwrap();
+    let name = name.to_string();
+    let map: std::collections::HashMap<(String, u32), std::sync::Weak<Engine>> = serving
+        .iter()
+        .map(|(shard, e)| ((COLLECTION.to_string(), *shard), Arc::downgrade(e)))
+        .collect();
+    let map = Arc::new(std::sync::Mutex::new(map));
+    tokio::spawn(async move {
+        // (The engines stay alive as long as the responder.)
+        let _serving = serving;
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply.clone() else {
+                continue;
+            };
+            requests.fetch_add(1, Ordering::SeqCst);
+            let (map, name, subject) = (map.clone(), name.clone(), subject.clone());
+            let body = tokio::task::spawn_blocking(move || {
+                node_respond(&name, &map, &msg.payload, &subject)
+            })
+            .await
+            .unwrap();
+            client.publish(reply, body.into()).await.unwrap();
+            client.flush().await.unwrap();
+        }
+    })
+}
+
 /// A replica of `shard` on its own NATS connection, answering with the
 /// node's code; it is subscribed when this returns.
 async fn replica(
@@ -229,6 +273,9 @@ async fn replica(
                     let _ = tx.send(());
                 }
                 return;
+            }
+            if msg.payload.first() == Some(&wire::BINARY) {
+                QUEUE_BINARY_ASKS.fetch_add(1, Ordering::SeqCst);
             }
             let (engine, name, subject) = (engine.clone(), name.clone(), subject.clone());
             let body = tokio::task::spawn_blocking(move || {
@@ -308,6 +355,11 @@ async fn two_phase_search_equals_one_round_and_survives_a_replica_dying_or_chang
     let info = info(embedder().dim());
     let _c = replica(&url, 1, c.clone(), "c", Behaviour::Serve, None).await;
     let a_task = replica(&url, 0, a.clone(), "a", Behaviour::Serve, None).await;
+    // The nodes answer for their shards on their node subjects: every
+    // binary round is one request per node, none reaches a queue group.
+    let node_requests = Arc::new(AtomicUsize::new(0));
+    let node_a = node_responder(&url, "a", vec![(0, a.clone())], node_requests.clone()).await;
+    let node_c = node_responder(&url, "c", vec![(1, c.clone())], node_requests.clone()).await;
 
     let queries = [
         "how do I join two path components",
@@ -348,6 +400,86 @@ async fn two_phase_search_equals_one_round_and_survives_a_replica_dying_or_chang
         }
     }
     assert!(compared > 300, "{compared} hits compared");
+    // 5 queries × 3 modes × 3 k × 2 fusions = 90 searches, each 2 rounds
+    // (dense) or 3 (BM25, hybrid: statistics first) to both nodes, but the
+    // passages round, which asks only the nodes holding the top k.
+    let asked = node_requests.load(Ordering::SeqCst);
+    assert!(
+        (90 * 3..=90 * 3 * 2).contains(&asked),
+        "{asked} node requests"
+    );
+    assert_eq!(QUEUE_BINARY_ASKS.load(Ordering::SeqCst), 0);
+    // Node c no longer serves shard 1 (its engine is gone, as when the
+    // shard moves away): its asks fall back to the queue group, with the
+    // same hits.
+    node_c.abort();
+    let _node_c = node_responder(&url, "c", vec![], node_requests.clone()).await;
+    for mode in [SearchMode::Dense, SearchMode::Hybrid] {
+        let (q, v) = (queries[0], Some(vectors[0].as_slice()));
+        let two = cluster.search(&info, q, v, 5, mode, &plain).await.unwrap();
+        let one = cluster
+            .search_one_phase(&info, q, v, 5, mode, &plain)
+            .await
+            .unwrap();
+        assert_eq!(keys(&two), keys(&one), "{mode:?}");
+    }
+    assert!(QUEUE_BINARY_ASKS.load(Ordering::SeqCst) >= 3);
+    // One node holding both shards: a BM25 or hybrid search skips the
+    // statistics round (the node sums the shards' statistics itself), and
+    // the hits are the same.
+    let whole = CollectionInfo {
+        assignment: vec![vec!["ac".into()], vec!["ac".into()]],
+        ..info.clone()
+    };
+    let pooled_requests = Arc::new(AtomicUsize::new(0));
+    let node_ac = node_responder(
+        &url,
+        "ac",
+        vec![(0, a.clone()), (1, c.clone())],
+        pooled_requests.clone(),
+    )
+    .await;
+    let queue_before = QUEUE_BINARY_ASKS.load(Ordering::SeqCst);
+    let mut searches = 0;
+    for (q, v) in queries.iter().zip(&vectors) {
+        for mode in [SearchMode::Bm25, SearchMode::Hybrid] {
+            let v = (mode != SearchMode::Bm25).then_some(v.as_slice());
+            let two = cluster
+                .search(&whole, q, v, 10, mode, &plain)
+                .await
+                .unwrap();
+            let one = cluster
+                .search_one_phase(&whole, q, v, 10, mode, &plain)
+                .await
+                .unwrap();
+            assert_eq!(keys(&two), keys(&one), "{q:?} {mode:?}");
+            searches += 1;
+        }
+    }
+    // Two requests each: candidates (statistics pooled), then passages.
+    assert_eq!(pooled_requests.load(Ordering::SeqCst), 2 * searches);
+    assert_eq!(QUEUE_BINARY_ASKS.load(Ordering::SeqCst), queue_before);
+    // A node that serves only one of them cannot pool: the search runs its
+    // three rounds, the other shard through its queue group.
+    node_ac.abort();
+    let node_ac = node_responder(&url, "ac", vec![(0, a.clone())], pooled_requests.clone()).await;
+    let (q, v) = (queries[2], Some(vectors[2].as_slice()));
+    let two = cluster
+        .search(&whole, q, v, 10, SearchMode::Hybrid, &plain)
+        .await
+        .unwrap();
+    let one = cluster
+        .search_one_phase(&whole, q, v, 10, SearchMode::Hybrid, &plain)
+        .await
+        .unwrap();
+    assert_eq!(keys(&two), keys(&one));
+    assert!(QUEUE_BINARY_ASKS.load(Ordering::SeqCst) > queue_before);
+    node_ac.abort();
+
+    // Without node responders (nodes that predate them, or gone), the
+    // queue groups answer everything, as below.
+    node_a.abort();
+    _node_c.abort();
     // Hits from both shards, and the cap at work.
     let r = cluster
         .search(

@@ -417,6 +417,27 @@ pub struct ShardAnswer {
     pub body: Answer,
 }
 
+/// Several shards' asks of one collection, to one node that holds them all
+/// ([`crate::node_subject`]), in one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAsk {
+    pub collection: String,
+    pub asks: Vec<(u32, ShardAsk)>,
+    /// The asks are every shard's [`Ask::Candidates`] of one BM25 or
+    /// hybrid search: the node sums the shards' BM25 statistics itself and
+    /// scores each with the sum, so the statistics round is skipped. A node
+    /// that does not serve every one of them answers `None` to all.
+    pub pooled_stats: bool,
+}
+
+/// A node's answers to a [`NodeAsk`], one per ask in its order: `None`
+/// for a shard the node does not serve (not assigned, or still catching
+/// up), which the asker then asks through the shard's queue group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAnswer {
+    pub answers: Vec<Option<ShardAnswer>>,
+}
+
 /// The body of a [`ShardAnswer`], one kind per [`Ask`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Answer {

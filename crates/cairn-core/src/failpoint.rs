@@ -23,6 +23,11 @@
 //!   names its sequence not yet written;
 //! - `bm25.commit.prepared`: a BM25 commit prepared, not committed;
 //! - `bm25.commit.done`: BM25 committed, its reader not reloaded.
+//! - `improve.trained`: a `cairn improve` round's candidate written, before
+//!   its decision;
+//! - `improve.promote.saved`: a copy of the artefact a promotion replaces
+//!   kept, the candidate not yet swapped in;
+//! - `improve.promoted`: the candidate in place, the round not yet recorded.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};

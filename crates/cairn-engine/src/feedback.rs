@@ -339,19 +339,10 @@ pub fn export_examples(
                 .filter_map(|r| {
                     let a = &r.answer;
                     let cited: HashSet<u64> = a.citations.iter().map(|(_, id)| *id).collect();
-                    let positive_ids: Vec<u64> = if r.helpful_citations.is_empty() {
-                        a.citations.iter().map(|(_, id)| *id).collect()
-                    } else {
-                        a.citations
-                            .iter()
-                            .filter(|(n, _)| r.helpful_citations.contains(n))
-                            .map(|(_, id)| *id)
-                            .collect()
-                    };
-                    let mut seen = HashSet::new();
+                    let positive_ids = vouched(r);
+                    let mut seen: HashSet<u64> = positive_ids.iter().copied().collect();
                     let positive: Vec<&String> = positive_ids
                         .iter()
-                        .filter(|id| seen.insert(**id))
                         .filter_map(|id| passages.get(id))
                         .collect();
                     if positive.is_empty() {
@@ -378,10 +369,13 @@ pub fn export_examples(
     Ok(out)
 }
 
-/// Everything `cairn feedback export` writes for `collection`: each rated
-/// answer once, with its latest rating.
-pub fn export_feedback(collection: &dyn Collection, format: ExportFormat) -> Result<Vec<Value>> {
-    let records = collection.feedback(usize::MAX)?;
+/// Each rated answer once, with its latest rating, oldest first, from the
+/// log's ratings (newest first, as the log lists them); answers no longer
+/// in the log are left out.
+fn latest_ratings(
+    records: Vec<FeedbackRecord>,
+    answer: impl Fn(&str) -> Result<Option<AnswerRecord>>,
+) -> Result<Vec<RatedAnswer>> {
     let mut seen = HashSet::new();
     let mut rated = Vec::new();
     // Newest first: the first rating met is an answer's latest.
@@ -389,7 +383,7 @@ pub fn export_feedback(collection: &dyn Collection, format: ExportFormat) -> Res
         if !seen.insert(f.answer_id.clone()) {
             continue;
         }
-        let Some(answer) = collection.answer(&f.answer_id)? else {
+        let Some(answer) = answer(&f.answer_id)? else {
             continue;
         };
         rated.push(RatedAnswer {
@@ -399,6 +393,92 @@ pub fn export_feedback(collection: &dyn Collection, format: ExportFormat) -> Res
         });
     }
     rated.reverse();
+    Ok(rated)
+}
+
+/// The passages an up-rated answer vouches for: its helpful citations, or
+/// every citation when none was marked; each once.
+fn vouched(r: &RatedAnswer) -> Vec<u64> {
+    let mut seen = HashSet::new();
+    r.answer
+        .citations
+        .iter()
+        .filter(|(n, _)| r.helpful_citations.is_empty() || r.helpful_citations.contains(n))
+        .map(|(_, id)| *id)
+        .filter(|id| seen.insert(*id))
+        .collect()
+}
+
+/// Training examples from the log's up-rated answers, shaped as
+/// [`crate::synthesize`] writes them (kind `feedback`): the question, its
+/// first vouched-for passage as the positive (the others too, as extra
+/// positives), and the passages it retrieved but did not cite as hard
+/// negatives. An example is in the held-out part when its positive's
+/// document is in `held_out_docs`, so that the split stays by document.
+/// Answers whose cited passages left the collection, or with nothing
+/// retrieved besides them, are skipped.
+pub fn feedback_examples(
+    engine: &Engine,
+    held_out_docs: &HashSet<String>,
+) -> Result<Vec<crate::SynthExample>> {
+    let rated = latest_ratings(engine.feedback(usize::MAX)?, |id| engine.logged_answer(id))?;
+    let ups: Vec<&RatedAnswer> = rated.iter().filter(|r| r.rating == Rating::Up).collect();
+    if ups.is_empty() {
+        return Ok(vec![]);
+    }
+    let chunks: HashMap<u64, cairn_core::StoredChunk> = engine
+        .all_chunks()?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    let mut out = Vec::new();
+    for r in ups {
+        let positives: Vec<&cairn_core::StoredChunk> =
+            vouched(r).iter().filter_map(|id| chunks.get(id)).collect();
+        let Some(first) = positives.first() else {
+            continue;
+        };
+        let cited: HashSet<u64> = r.answer.citations.iter().map(|(_, id)| *id).collect();
+        let negatives: Vec<&cairn_core::StoredChunk> = r
+            .answer
+            .retrieved
+            .iter()
+            .filter(|id| !cited.contains(id))
+            .filter_map(|id| chunks.get(id))
+            .collect();
+        if negatives.is_empty() {
+            continue;
+        }
+        out.push(crate::SynthExample {
+            query: r.answer.question.trim().to_string(),
+            positive: positives.iter().map(|c| c.text.clone()).collect(),
+            negatives: negatives.iter().map(|c| c.text.clone()).collect(),
+            kind: crate::QuestionKind::Feedback,
+            split: if held_out_docs.contains(&first.doc) {
+                crate::Split::HeldOut
+            } else {
+                crate::Split::Train
+            },
+            doc: first.doc.clone(),
+            chunk: first.id,
+            heading: first.heading.clone(),
+            rank: r
+                .answer
+                .retrieved
+                .iter()
+                .position(|id| *id == first.id)
+                .map_or(0, |i| i + 1),
+            negative_chunks: negatives.iter().map(|c| c.id).collect(),
+            negative_docs: negatives.iter().map(|c| c.doc.clone()).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Everything `cairn feedback export` writes for `collection`: each rated
+/// answer once, with its latest rating.
+pub fn export_feedback(collection: &dyn Collection, format: ExportFormat) -> Result<Vec<Value>> {
+    let rated = latest_ratings(collection.feedback(usize::MAX)?, |id| collection.answer(id))?;
     let mut ids: Vec<u64> = rated
         .iter()
         .flat_map(|r| {

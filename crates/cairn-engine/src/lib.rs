@@ -30,6 +30,7 @@ mod background;
 mod collection;
 mod devices;
 mod feedback;
+mod improve;
 mod ingest;
 mod synth;
 mod watch;
@@ -52,8 +53,11 @@ pub use collection::{
 };
 pub use devices::{plan_stages, StagePlan};
 pub use feedback::{
-    export_examples, export_feedback, feedback_stats, new_answer_id, ExportFormat, FeedbackStats,
-    ModelStats, RatedAnswer,
+    export_examples, export_feedback, feedback_examples, feedback_stats, new_answer_id,
+    ExportFormat, FeedbackStats, ModelStats, RatedAnswer,
+};
+pub use improve::{
+    Artefact, Decision, Event, Improvements, Round, Skipped, Unrecorded, IMPROVE_DIR,
 };
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,

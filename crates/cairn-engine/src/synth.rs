@@ -83,6 +83,9 @@ impl SynthOptions {
 pub enum QuestionKind {
     Heading,
     Generated,
+    /// A user's question whose answer was rated up (`cairn improve` adds
+    /// them; see [`crate::feedback_examples`]).
+    Feedback,
 }
 
 /// Which part of the data an example belongs to (by its document).
@@ -416,6 +419,8 @@ pub fn synthesize(
                 match kind {
                     QuestionKind::Heading => report.kept_heading += 1,
                     QuestionKind::Generated => report.kept_generated += 1,
+                    // (not written here)
+                    QuestionKind::Feedback => {}
                 }
                 match split {
                     Split::Train => report.train += 1,

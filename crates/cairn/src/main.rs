@@ -7,6 +7,7 @@ mod cluster;
 mod doctor;
 mod eval;
 mod feedback;
+mod improve;
 mod mcp;
 mod open;
 mod progress;
@@ -158,6 +159,14 @@ enum Command {
         #[command(subcommand)]
         command: train::TrainCommand,
     },
+    /// One round of learning from the collection and its feedback: write
+    /// training data (synthetic questions and up-rated answers, documents
+    /// split into training and held-out parts), train the query adapter
+    /// and the reranker, and promote each only if its held-out metric does
+    /// not get worse than what is installed; recorded. `history` lists the
+    /// rounds, `rollback` undoes the newest promotion. Schedulable: one
+    /// round per call.
+    Improve(improve::ImproveArgs),
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
     Eval(eval::EvalArgs),
     /// Serve the HTTP API (OpenAI-compatible /v1, REST /api, MCP at /mcp) and the web UI.
@@ -710,6 +719,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("`cairn train` reads a local collection's passages: it does not run against --cluster yet");
             }
             train::run(&cfg, command)?;
+        }
+        Command::Improve(args) => {
+            if url.is_some() {
+                bail!("`cairn improve` trains on a local collection: it does not run against --cluster yet");
+            }
+            improve::run(&cfg, args)?;
         }
         Command::Eval(args) => return eval::eval(cfg, args, url),
         Command::Serve(args) => return serve::serve(cfg, url, &args.watch),

@@ -36,46 +36,70 @@ pub enum TrainCommand {
     Reranker(RerankerArgs),
 }
 
-#[derive(clap::Args, Debug)]
-pub struct RerankerArgs {
-    /// The folder `cairn train data` wrote (train.jsonl, held_out.jsonl).
-    #[arg(long, value_name = "DIR", required_unless_present = "remove")]
-    data: Option<PathBuf>,
+/// How a reranker is trained and checked (`cairn train reranker`, `cairn
+/// improve`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RerankerOpts {
     /// Passes over the training pairs; with more than one, the epoch that
     /// ranks a fifth of the training documents (set apart) best is kept.
-    #[arg(long, default_value_t = 1)]
-    epochs: usize,
+    #[arg(long, default_value_t = RerankerOpts::default().epochs)]
+    pub epochs: usize,
     /// Pairs per training step.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
+    #[arg(long, default_value_t = RerankerOpts::default().batch_size)]
+    pub batch_size: usize,
     /// AdamW's peak step size (linear warm-up over a tenth of the steps,
     /// then linear decay).
-    #[arg(long, default_value_t = 2e-5)]
-    learning_rate: f64,
+    #[arg(long, default_value_t = RerankerOpts::default().learning_rate)]
+    pub learning_rate: f64,
     /// The most tokens of a (question, passage) pair in training; longer
     /// passages are cut.
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
+    #[arg(long, default_value_t = RerankerOpts::default().max_tokens)]
+    pub max_tokens: usize,
     /// The loss: `pointwise` (binary cross-entropy per pair, as
     /// sentence-transformers' CrossEncoder.fit) or `listwise` (each
     /// question's passages together: softmax over its positive and
     /// negatives).
     #[arg(long, default_value = "pointwise", value_parser = ["pointwise", "listwise"])]
-    loss: String,
+    pub loss: String,
     /// Train on at most this many questions (0: all), for a quicker run.
     #[arg(long, default_value_t = 0, value_name = "N")]
-    max_questions: usize,
+    pub max_questions: usize,
     /// Held-out check: the search's top N passages are reranked.
-    #[arg(long, default_value_t = 20, value_name = "N")]
-    depth: usize,
+    #[arg(long, default_value_t = RerankerOpts::default().depth, value_name = "N")]
+    pub depth: usize,
     /// The BERT model to start from (a name in the models dir or a
     /// directory with config.json, tokenizer.json and model.safetensors);
     /// default: the collection's embedding model when it has safetensors
     /// weights, else all-MiniLM-L6-v2.
     #[arg(long, value_name = "MODEL")]
-    base: Option<String>,
+    pub base: Option<String>,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
+}
+
+impl Default for RerankerOpts {
+    fn default() -> Self {
+        RerankerOpts {
+            epochs: 1,
+            batch_size: 16,
+            learning_rate: 2e-5,
+            max_tokens: 256,
+            loss: "pointwise".into(),
+            max_questions: 0,
+            depth: 20,
+            base: None,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RerankerArgs {
+    /// The folder `cairn train data` wrote (train.jsonl, held_out.jsonl).
+    #[arg(long, value_name = "DIR", required_unless_present = "remove")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    opts: RerankerOpts,
     /// Install it even if held-out hit@1 got worse.
     #[arg(long)]
     force: bool,
@@ -87,26 +111,45 @@ pub struct RerankerArgs {
     json: bool,
 }
 
+/// How a query adapter is trained (`cairn train adapter`, `cairn improve`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdapterOpts {
+    /// Rank of the map.
+    #[arg(long, default_value_t = AdapterOpts::default().rank)]
+    pub rank: usize,
+    /// At most this many passes over the training examples; training stops
+    /// when the loss on a fifth of the training documents, set apart, has
+    /// not improved for --patience epochs, and keeps the best epoch.
+    #[arg(long, default_value_t = AdapterOpts::default().epochs)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = AdapterOpts::default().patience)]
+    pub patience: usize,
+    /// Adam's step size.
+    #[arg(long, default_value_t = AdapterOpts::default().learning_rate)]
+    pub learning_rate: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl Default for AdapterOpts {
+    fn default() -> Self {
+        AdapterOpts {
+            rank: 16,
+            epochs: 30,
+            patience: 3,
+            learning_rate: 2e-3,
+            seed: 0,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct AdapterArgs {
     /// The folder `cairn train data` wrote (train.jsonl, held_out.jsonl).
     #[arg(long, value_name = "DIR", required_unless_present = "remove")]
     data: Option<PathBuf>,
-    /// Rank of the map.
-    #[arg(long, default_value_t = 16)]
-    rank: usize,
-    /// At most this many passes over the training examples; training stops
-    /// when the loss on a fifth of the training documents, set apart, has
-    /// not improved for --patience epochs, and keeps the best epoch.
-    #[arg(long, default_value_t = 30)]
-    epochs: usize,
-    #[arg(long, default_value_t = 3)]
-    patience: usize,
-    /// Adam's step size.
-    #[arg(long, default_value_t = 2e-3)]
-    learning_rate: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    opts: AdapterOpts,
     /// Install it even if held-out hit@5 got worse.
     #[arg(long)]
     force: bool,
@@ -158,7 +201,7 @@ pub fn run(cfg: &Config, command: TrainCommand) -> Result<()> {
     }
 }
 
-fn write_lines(path: &Path, lines: &[serde_json::Value]) -> Result<()> {
+pub(crate) fn write_lines(path: &Path, lines: &[serde_json::Value]) -> Result<()> {
     let mut text = String::new();
     for l in lines {
         text.push_str(&serde_json::to_string(l)?);
@@ -171,7 +214,24 @@ fn write_lines(path: &Path, lines: &[serde_json::Value]) -> Result<()> {
     Ok(())
 }
 
-fn triple(e: &SynthExample) -> serde_json::Value {
+/// Held-out examples as a question set for `cairn eval --qa`: each
+/// question's gold is its passage's document; the kind says where it came
+/// from (synthetic-heading, synthetic-generated, synthetic-feedback).
+pub(crate) fn qa_lines(held: &[&SynthExample]) -> Vec<serde_json::Value> {
+    held.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            json!({
+                "id": format!("synth-{}", i + 1),
+                "question": e.query,
+                "gold": [e.doc],
+                "kind": format!("synthetic-{}", serde_json::to_value(e.kind).unwrap().as_str().unwrap_or("")),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn triple(e: &SynthExample) -> serde_json::Value {
     serde_json::to_value(e).expect("examples serialise")
 }
 
@@ -201,18 +261,7 @@ fn data(cfg: &Config, a: DataArgs) -> Result<()> {
     let (examples, report) = cairn_engine::synthesize(&engine, generator.as_deref(), &opts, &bars)?;
     let (train, held): (Vec<&SynthExample>, Vec<&SynthExample>) =
         examples.iter().partition(|e| e.split == Split::Train);
-    let qa: Vec<serde_json::Value> = held
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            json!({
-                "id": format!("synth-{}", i + 1),
-                "question": e.query,
-                "gold": [e.doc],
-                "kind": format!("synthetic-{}", serde_json::to_value(e.kind).unwrap().as_str().unwrap_or("")),
-            })
-        })
-        .collect();
+    let qa = qa_lines(&held);
     let files = [
         (
             "train.jsonl",
@@ -397,15 +446,45 @@ fn uninstall(path: &Path, what: &str, collection: &str, json: bool) -> Result<()
     Ok(())
 }
 
-fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
-    let bars = Bars::new(a.json);
-    let engine = crate::open::reader(cfg, &bars)?;
-    let path = engine.dir().join(cairn_engine::ADAPTER_FILE);
-    if a.remove {
-        return uninstall(&path, "query adapter", &cfg.collection, a.json);
+/// A query adapter trained on a `cairn train data` folder, and its
+/// held-out figures: passage hit@5 and MRR@10 of dense search without an
+/// adapter, with the one installed now (if any), and with the new one.
+pub(crate) struct AdapterCheck {
+    pub adapter: cairn_engine::QueryAdapter,
+    /// Hit@5 and MRR@10 with the adapter installed before (None: none was).
+    pub installed: Option<(f64, f64)>,
+    /// Epoch 0 kept: no epoch lowered the validation loss, and the adapter
+    /// is the identity.
+    pub untrained: bool,
+    /// Examples whose passages are no longer in the collection.
+    pub missing: usize,
+}
+
+impl AdapterCheck {
+    pub fn worse(&self) -> bool {
+        self.adapter.figures.adapted_hit5 < self.adapter.figures.baseline_hit5
     }
-    let dir = a.data.expect("clap requires --data");
-    if a.rank == 0 || a.epochs == 0 || a.learning_rate.is_nan() || a.learning_rate <= 0.0 {
+
+    /// The report `--json` prints (without the decision).
+    pub fn report(&self) -> Result<serde_json::Value> {
+        let mut v = serde_json::to_value(&self.adapter.figures)?;
+        v["untrained"] = json!(self.untrained);
+        v["skipped_missing_passages"] = json!(self.missing);
+        if let Some((hit5, mrr10)) = self.installed {
+            v["installed_hit5"] = json!(hit5);
+            v["installed_mrr10"] = json!(mrr10);
+        }
+        Ok(v)
+    }
+}
+
+pub(crate) fn check_adapter(
+    engine: &cairn_engine::Engine,
+    dir: &Path,
+    o: &AdapterOpts,
+    bars: &Bars,
+) -> Result<AdapterCheck> {
+    if o.rank == 0 || o.epochs == 0 || o.learning_rate.is_nan() || o.learning_rate <= 0.0 {
         bail!("--rank, --epochs and --learning-rate must be above 0");
     }
     let train_lines = read_examples(&dir.join("train.jsonl"))?;
@@ -439,11 +518,7 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
     let mut missing = 0usize;
     // A fifth of the training documents is set apart to pick the epoch
     // (early stopping), so that the held-out part only judges the result.
-    let train_docs: Vec<String> = {
-        let set: std::collections::BTreeSet<&String> = train_lines.iter().map(|l| &l.doc).collect();
-        set.into_iter().cloned().collect()
-    };
-    let validation_docs = cairn_engine::held_out_documents(&train_docs, 0.2, a.seed);
+    let validation_docs = validation_documents(train_lines.iter().map(|l| &l.doc), o.seed);
     let mut examples = Vec::new();
     let mut validation = Vec::new();
     for l in &train_lines {
@@ -479,14 +554,14 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
     }
     bars.end();
     if examples.is_empty() || held.is_empty() {
-        bail!("the examples' passages are no longer in collection `{}` (documents changed since `cairn train data`): write the data again", cfg.collection);
+        bail!("the examples' passages are no longer in collection `{}` (documents changed since `cairn train data`): write the data again", engine.config().collection);
     }
     let opts = cairn_engine::AdapterOptions {
-        rank: a.rank,
-        epochs: a.epochs,
-        patience: a.patience,
-        learning_rate: a.learning_rate,
-        seed: a.seed,
+        rank: o.rank,
+        epochs: o.epochs,
+        patience: o.patience,
+        learning_rate: o.learning_rate,
+        seed: o.seed,
         ..Default::default()
     };
     let mut trained = cairn_engine::train_adapter(
@@ -496,33 +571,68 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
         embedder.model_id(),
         &opts,
     )?;
-    let (baseline_hit5, baseline_mrr10) = dense_scores(&engine, &held)?;
+    let (baseline_hit5, baseline_mrr10) = dense_scores(engine, &held)?;
+    // (One that does not load, e.g. for another model, counts as none.)
+    let installed = match engine.query_adapter().ok().flatten() {
+        Some(now) => {
+            let mapped: Vec<(Vec<f32>, u64)> = held
+                .iter()
+                .map(|(q, c)| Ok((now.apply(q)?, *c)))
+                .collect::<Result<_>>()?;
+            Some(dense_scores(engine, &mapped)?)
+        }
+        None => None,
+    };
     let adapted: Vec<(Vec<f32>, u64)> = held
         .iter()
         .map(|(q, c)| Ok((trained.apply(q)?, *c)))
         .collect::<Result<_>>()?;
-    let (adapted_hit5, adapted_mrr10) = dense_scores(&engine, &adapted)?;
+    let (adapted_hit5, adapted_mrr10) = dense_scores(engine, &adapted)?;
     let f = &mut trained.figures;
     f.held_out_examples = held.len();
     f.baseline_hit5 = baseline_hit5;
     f.adapted_hit5 = adapted_hit5;
     f.baseline_mrr10 = baseline_mrr10;
     f.adapted_mrr10 = adapted_mrr10;
-    let worse = adapted_hit5 < baseline_hit5;
-    // Epoch 0 kept: no epoch lowered the validation loss, and the adapter
-    // is the identity; nothing worth installing.
     let untrained = trained.figures.best_epoch == 0;
+    Ok(AdapterCheck {
+        adapter: trained,
+        installed,
+        untrained,
+        missing,
+    })
+}
+
+/// The training documents set apart to pick the epoch: a fifth of them,
+/// by a hash of the seed and the name.
+fn validation_documents<'a>(
+    docs: impl Iterator<Item = &'a String>,
+    seed: u64,
+) -> std::collections::HashSet<String> {
+    let set: std::collections::BTreeSet<&String> = docs.collect();
+    let docs: Vec<String> = set.into_iter().cloned().collect();
+    cairn_engine::held_out_documents(&docs, 0.2, seed)
+}
+
+fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
+    let bars = Bars::new(a.json);
+    let engine = crate::open::reader(cfg, &bars)?;
+    let path = engine.dir().join(cairn_engine::ADAPTER_FILE);
+    if a.remove {
+        return uninstall(&path, "query adapter", &cfg.collection, a.json);
+    }
+    let dir = a.data.expect("clap requires --data");
+    let check = check_adapter(&engine, &dir, &a.opts, &bars)?;
+    let (worse, untrained) = (check.worse(), check.untrained);
     let installed = (!worse && !untrained) || a.force;
     if installed {
-        trained.save(engine.dir())?;
+        check.adapter.save(engine.dir())?;
     }
-    let f = &trained.figures;
+    let f = &check.adapter.figures;
     if a.json {
-        let mut v = serde_json::to_value(f)?;
+        let mut v = check.report()?;
         v["installed"] = json!(installed);
         v["worse"] = json!(worse);
-        v["untrained"] = json!(untrained);
-        v["skipped_missing_passages"] = json!(missing);
         v["path"] = json!(path.display().to_string());
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -530,7 +640,7 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
     println!(
         "trained on {} examples (rank {}; kept epoch {} of {} run): loss {:.3} → {:.3}; validation ({} examples) {:.3} → {:.3}",
         f.train_examples,
-        a.rank,
+        a.opts.rank,
         f.best_epoch,
         f.epochs_run,
         f.loss_start,
@@ -543,8 +653,11 @@ fn adapter(cfg: &Config, a: AdapterArgs) -> Result<()> {
         "held out ({} questions), dense search: hit@5 {:.3} → {:.3}, MRR@10 {:.3} → {:.3}",
         f.held_out_examples, f.baseline_hit5, f.adapted_hit5, f.baseline_mrr10, f.adapted_mrr10
     );
-    if missing > 0 {
-        println!("{missing} examples skipped: their passages are no longer in the collection");
+    if check.missing > 0 {
+        println!(
+            "{} examples skipped: their passages are no longer in the collection",
+            check.missing
+        );
     }
     if installed {
         println!(
@@ -617,11 +730,11 @@ fn read_text_examples(path: &Path) -> Result<Vec<TextLine>> {
 /// Passage ranks of a question set: hit@1, hit@5 and MRR@10.
 #[cfg(feature = "train")]
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-struct RankTally {
-    questions: usize,
-    hit1: f64,
-    hit5: f64,
-    mrr10: f64,
+pub(crate) struct RankTally {
+    pub questions: usize,
+    pub hit1: f64,
+    pub hit5: f64,
+    pub mrr10: f64,
 }
 
 #[cfg(feature = "train")]
@@ -653,21 +766,62 @@ impl RankTally {
     }
 }
 
+/// A reranker trained on a `cairn train data` folder, and its held-out
+/// figures: the passage ranks of the search's top `depth` in fused order,
+/// reranked by the reranker installed now (if any), and by the new one.
 #[cfg(feature = "train")]
-fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
-    use cairn_core::Progress;
-    // The held-out check compares the search's own order with the new
-    // reranker's, so the search itself does not rerank.
-    let mut cfg = cfg.clone();
-    cfg.search.rerank = false;
-    let bars = Bars::new(a.json);
-    let engine = crate::open::reader(&cfg, &bars)?;
-    let path = engine.dir().join(cairn_engine::RERANKER_DIR);
-    if a.remove {
-        return uninstall(&path, "reranker", &cfg.collection, a.json);
+pub(crate) struct RerankerCheck {
+    pub trained: cairn_train::TrainedReranker,
+    pub fused: RankTally,
+    pub installed: Option<RankTally>,
+    pub reranked: RankTally,
+    pub validation_questions: usize,
+    pub depth: usize,
+}
+
+#[cfg(feature = "train")]
+impl RerankerCheck {
+    pub fn worse(&self) -> bool {
+        self.reranked.hit1 < self.fused.hit1
     }
-    let dir = a.data.expect("clap requires --data");
-    if a.depth == 0 {
+
+    /// The report `--json` prints (without the decision).
+    pub fn report(&self) -> Result<serde_json::Value> {
+        let mut report = serde_json::to_value(&self.trained.figures)?;
+        report["held_out"] =
+            json!({"depth": self.depth, "fused": self.fused, "reranked": self.reranked});
+        if let Some(i) = self.installed {
+            report["held_out"]["installed"] = json!(i);
+        }
+        report["validation_questions"] = json!(self.validation_questions);
+        Ok(report)
+    }
+
+    /// Write it into `dir` (a new folder), with the report as
+    /// training.json.
+    pub fn save(&self, dir: &Path, report: &serde_json::Value) -> Result<()> {
+        let _ = std::fs::remove_dir_all(dir);
+        self.trained.save(dir)?;
+        std::fs::write(
+            dir.join("training.json"),
+            serde_json::to_vec_pretty(report)?,
+        )
+        .with_context(|| format!("writing {}", dir.join("training.json").display()))
+    }
+}
+
+/// `engine` must search without reranking (`search.rerank = false`): its
+/// order is the fused one the reranker is judged against.
+#[cfg(feature = "train")]
+pub(crate) fn check_reranker(
+    engine: &cairn_engine::Engine,
+    dir: &Path,
+    o: &RerankerOpts,
+    bars: &Bars,
+) -> Result<RerankerCheck> {
+    use cairn_core::Progress;
+    let cfg = engine.config();
+    if o.depth == 0 {
         bail!("--depth must be at least 1");
     }
     let mut train_lines = read_text_examples(&dir.join("train.jsonl"))?;
@@ -684,27 +838,23 @@ fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
             dir.join("held_out.jsonl").display()
         );
     }
-    if a.max_questions > 0 && train_lines.len() > a.max_questions {
+    if o.max_questions > 0 && train_lines.len() > o.max_questions {
         // A sample that follows from --seed: by a hash of each question.
         let key = |l: &TextLine| {
-            let mut h = 0xcbf2_9ce4_8422_2325u64 ^ a.seed;
+            let mut h = 0xcbf2_9ce4_8422_2325u64 ^ o.seed;
             for b in l.example.query.bytes() {
                 h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
             }
             h
         };
         train_lines.sort_by_key(key);
-        train_lines.truncate(a.max_questions);
+        train_lines.truncate(o.max_questions);
     }
     // A fifth of the training documents is set apart to pick the epoch, so
     // that the held-out part only judges the result.
-    let train_docs: Vec<String> = {
-        let set: std::collections::BTreeSet<&String> = train_lines.iter().map(|l| &l.doc).collect();
-        set.into_iter().cloned().collect()
-    };
     let (mut train, mut validation) = (Vec::new(), Vec::new());
-    let validation_docs = if a.epochs > 1 {
-        cairn_engine::held_out_documents(&train_docs, 0.2, a.seed)
+    let validation_docs = if o.epochs > 1 {
+        validation_documents(train_lines.iter().map(|l| &l.doc), o.seed)
     } else {
         Default::default()
     };
@@ -715,7 +865,7 @@ fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
             train.push(l.example.clone());
         }
     }
-    let base = match &a.base {
+    let base = match &o.base {
         Some(b) => cairn_models::registry::resolve(b, &cfg.models_dir())?,
         None => {
             let own = cairn_models::registry::resolve(&cfg.embed.model, &cfg.models_dir())?;
@@ -728,43 +878,76 @@ fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
         }
     };
     let opts = cairn_train::RerankOptions {
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        max_tokens: a.max_tokens,
-        seed: a.seed,
-        loss: a
+        epochs: o.epochs,
+        batch_size: o.batch_size,
+        learning_rate: o.learning_rate,
+        max_tokens: o.max_tokens,
+        seed: o.seed,
+        loss: o
             .loss
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--loss {e}"))?,
         ..Default::default()
     };
-    let trained = cairn_train::train_reranker(&base, &train, &validation, &opts, &bars)?;
+    let trained = cairn_train::train_reranker(&base, &train, &validation, &opts, bars)?;
 
     bars.begin("reranking the held-out questions", held_lines.len() as u64);
     let scorer = trained.scorer(32);
+    // (One that does not load counts as none.)
+    let now = engine.installed_reranker().ok().flatten();
     let (mut fused, mut reranked) = (RankTally::default(), RankTally::default());
+    let mut installed = now.as_ref().map(|_| RankTally::default());
+    let rank_of = |scores: &[f32], hits: &[cairn_core::Hit], chunk: u64| {
+        let mut order: Vec<usize> = (0..hits.len()).collect();
+        order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]).then(i.cmp(&j)));
+        order.iter().position(|&i| hits[i].chunk == chunk)
+    };
     for l in &held_lines {
-        let hits = engine.search(&l.example.query, a.depth, SearchMode::Hybrid)?;
+        let hits = engine.search(&l.example.query, o.depth, SearchMode::Hybrid)?;
         fused.add(hits.iter().position(|h| h.chunk == l.chunk));
         let pairs: Vec<(&str, &str)> = hits
             .iter()
             .map(|h| (l.example.query.as_str(), h.text.as_str()))
             .collect();
-        let scores = scorer.scores(&pairs)?;
-        let mut order: Vec<usize> = (0..hits.len()).collect();
-        order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]).then(i.cmp(&j)));
-        reranked.add(order.iter().position(|&i| hits[i].chunk == l.chunk));
+        reranked.add(rank_of(&scorer.scores(&pairs)?, &hits, l.chunk));
+        if let (Some(now), Some(tally)) = (&now, installed.as_mut()) {
+            let scores = now
+                .score(cairn_core::Judgement::Relevance, &pairs)
+                .map_err(|e| anyhow::anyhow!("the installed reranker: {e}"))?;
+            tally.add(rank_of(&scores, &hits, l.chunk));
+        }
         bars.advance(1);
     }
     bars.end();
-    let (fused, reranked) = (fused.mean(), reranked.mean());
-    let worse = reranked.hit1 < fused.hit1;
+    Ok(RerankerCheck {
+        trained,
+        fused: fused.mean(),
+        installed: installed.map(RankTally::mean),
+        reranked: reranked.mean(),
+        validation_questions: validation.len(),
+        depth: o.depth,
+    })
+}
+
+#[cfg(feature = "train")]
+fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
+    // The held-out check compares the search's own order with the new
+    // reranker's, so the search itself does not rerank.
+    let mut cfg = cfg.clone();
+    cfg.search.rerank = false;
+    let bars = Bars::new(a.json);
+    let engine = crate::open::reader(&cfg, &bars)?;
+    let path = engine.dir().join(cairn_engine::RERANKER_DIR);
+    if a.remove {
+        return uninstall(&path, "reranker", &cfg.collection, a.json);
+    }
+    let dir = a.data.expect("clap requires --data");
+    let check = check_reranker(&engine, &dir, &a.opts, &bars)?;
+    let worse = check.worse();
     let installed = !worse || a.force;
-    let f = &trained.figures;
-    let mut report = serde_json::to_value(f)?;
-    report["held_out"] = json!({"depth": a.depth, "fused": fused, "reranked": reranked});
-    report["validation_questions"] = json!(validation.len());
+    let (fused, reranked) = (check.fused, check.reranked);
+    let f = &check.trained.figures;
+    let mut report = check.report()?;
     report["installed"] = json!(installed);
     report["worse"] = json!(worse);
     report["path"] = json!(path.display().to_string());
@@ -776,13 +959,7 @@ fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
             cairn_engine::RERANKER_DIR,
             std::process::id()
         ));
-        let _ = std::fs::remove_dir_all(&tmp);
-        trained.save(&tmp)?;
-        std::fs::write(
-            tmp.join("training.json"),
-            serde_json::to_vec_pretty(&report)?,
-        )
-        .with_context(|| format!("writing {}", tmp.join("training.json").display()))?;
+        check.save(&tmp, &report)?;
         let old = engine.dir().join(format!(
             "{}.old-{}",
             cairn_engine::RERANKER_DIR,
@@ -824,7 +1001,7 @@ fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
     println!(
         "held out ({} questions, top {} of hybrid search): hit@1 {:.3} → {:.3}, hit@5 {:.3} → {:.3}, MRR@10 {:.3} → {:.3}",
         fused.questions,
-        a.depth,
+        check.depth,
         fused.hit1,
         reranked.hit1,
         fused.hit5,

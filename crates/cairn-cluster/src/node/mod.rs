@@ -16,7 +16,7 @@ mod responders;
 use consumer::start_shard;
 use responders::serve_generation;
 #[cfg(test)]
-pub(crate) use responders::shard_respond;
+pub(crate) use responders::{node_respond, shard_respond};
 
 use crate::wire::{
     self, Answer, Ask, Candidate, Candidates, CollectionInfo, GenEvent, GenerateRequest, NodeInfo,
@@ -58,7 +58,7 @@ pub struct NodeOptions {
     pub placement: BTreeMap<String, String>,
 }
 
-type ShardKey = (String, u32);
+pub(crate) type ShardKey = (String, u32);
 
 struct Held {
     state: Arc<Mutex<ShardState>>,
@@ -83,6 +83,9 @@ struct Shared {
     js: jetstream::Context,
     started_ms: u64,
     held: Mutex<HashMap<ShardKey, Held>>,
+    /// The shards this node answers searches for, as node-subject asks
+    /// find them.
+    serving: Mutex<HashMap<ShardKey, std::sync::Weak<Engine>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -230,6 +233,7 @@ pub async fn run_node(
         js,
         started_ms: wire::now_ms(),
         held: Mutex::new(HashMap::new()),
+        serving: Mutex::new(HashMap::new()),
     });
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     {
@@ -255,6 +259,14 @@ pub async fn run_node(
                 if let Err(e) = reconcile(&s, &nodes, &colls, &mut dead_since).await {
                     tracing::warn!("assignment: {e}");
                 }
+            }
+        }));
+    }
+    {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = responders::serve_node_asks(s).await {
+                tracing::error!("node asks: {e}");
             }
         }));
     }

@@ -11,6 +11,9 @@ pub(super) fn start_search(
     state: &Arc<Mutex<ShardState>>,
 ) -> JoinHandle<()> {
     lock(state).serving = true;
+    // (Weak: a shard dropped from this node stops being answered for
+    // through its node subject once its engine is gone.)
+    lock(&s.serving).insert((coll.to_string(), shard), Arc::downgrade(engine));
     let (s, coll, engine, state) = (s.clone(), coll.to_string(), engine.clone(), state.clone());
     tokio::spawn(async move {
         let subject = search_subject(&coll, shard);
@@ -202,22 +205,167 @@ fn wait_indexed(engine: &Engine, min: Option<Seq>) -> Result<()> {
 /// [`wire::ShardAnswer`], an error one when it fails.
 fn shard_answer(engine: &Engine, node: &str, payload: &[u8], subject: &str) -> Vec<u8> {
     let t = Instant::now();
-    let r = answer_ask(engine, payload, subject);
+    let answer = match wire::decode_binary::<ShardAsk>(payload, subject, "shard request") {
+        Ok(req) => answer_one(engine, node, req, subject),
+        Err(e) => ShardAnswer {
+            node: node.to_string(),
+            applied: 0,
+            took_ms: t.elapsed().as_secs_f64() * 1000.0,
+            body: Answer::Error(e.to_string()),
+        },
+    };
+    wire::encode_binary(&answer)
+}
+
+/// One shard's answer to one ask (an error answer when it fails).
+fn answer_one(engine: &Engine, node: &str, req: ShardAsk, subject: &str) -> ShardAnswer {
+    let t = Instant::now();
+    let r = answer_ask(engine, req, subject);
     let took_ms = t.elapsed().as_secs_f64() * 1000.0;
     let (applied, body) = match r {
         Ok(x) => x,
         Err(e) => (0, Answer::Error(e.to_string())),
     };
-    wire::encode_binary(&ShardAnswer {
+    ShardAnswer {
         node: node.to_string(),
         applied,
         took_ms,
         body,
-    })
+    }
 }
 
-fn answer_ask(engine: &Engine, payload: &[u8], subject: &str) -> Result<(Seq, Answer)> {
-    let req: ShardAsk = wire::decode_binary(payload, subject, "shard request")?;
+/// Answer a [`wire::NodeAsk`]: each ask by the shard it names, if this
+/// node serves it, the shards in parallel; the encoded
+/// [`wire::NodeAnswer`] (an empty one when the request cannot be read).
+pub(crate) fn node_respond(
+    node: &str,
+    serving: &Mutex<HashMap<ShardKey, std::sync::Weak<Engine>>>,
+    payload: &[u8],
+    subject: &str,
+) -> Vec<u8> {
+    let req: wire::NodeAsk = match wire::decode_binary(payload, subject, "node request") {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return wire::encode_binary(&wire::NodeAnswer { answers: vec![] });
+        }
+    };
+    let engines: Vec<Option<Arc<Engine>>> = {
+        let serving = lock(serving);
+        req.asks
+            .iter()
+            .map(|(shard, _)| {
+                serving
+                    .get(&(req.collection.clone(), *shard))
+                    .and_then(std::sync::Weak::upgrade)
+            })
+            .collect()
+    };
+    let mut asks = req.asks;
+    if req.pooled_stats {
+        match pool_stats(&engines, &mut asks, &req.collection) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!("pooling BM25 statistics: {e}");
+                return wire::encode_binary(&wire::NodeAnswer {
+                    answers: vec![None; asks.len()],
+                });
+            }
+        }
+    }
+    // The shards on threads of their own, not on rayon's pool: the engine
+    // holds a reader's lock while its searches use rayon, and a pool thread
+    // waiting there could take up another shard's ask that needs the same
+    // lock.
+    let collection = &req.collection;
+    let one = |(shard, ask): (u32, ShardAsk), engine: Option<Arc<Engine>>| {
+        let engine = engine?;
+        Some(answer_one(
+            &engine,
+            node,
+            ask,
+            &search_subject(collection, shard),
+        ))
+    };
+    let mut work: Vec<_> = asks.into_iter().zip(engines).collect();
+    let first = if work.is_empty() {
+        None
+    } else {
+        Some(work.remove(0))
+    };
+    let answers = std::thread::scope(|scope| {
+        let rest: Vec<_> = work
+            .into_iter()
+            .map(|(ask, engine)| scope.spawn(move || one(ask, engine)))
+            .collect();
+        let mut answers = Vec::new();
+        if let Some((ask, engine)) = first {
+            answers.push(one(ask, engine));
+        }
+        answers.extend(rest.into_iter().map(|h| h.join().unwrap_or(None)));
+        answers
+    });
+    wire::encode_binary(&wire::NodeAnswer { answers })
+}
+
+/// For a [`wire::NodeAsk::pooled_stats`] request: the sum of the BM25
+/// statistics of every asked shard (each once it has indexed what the ask
+/// waits for), put into each candidates ask; an error when a shard is not
+/// served here or an ask is not for candidates.
+fn pool_stats(
+    engines: &[Option<Arc<Engine>>],
+    asks: &mut [(u32, ShardAsk)],
+    collection: &str,
+) -> Result<()> {
+    let mut sum = cairn_index::bm25::Bm25Stats::default();
+    for ((shard, ask), engine) in asks.iter().zip(engines) {
+        let engine = engine.as_ref().ok_or_else(|| {
+            ClusterError::Unavailable(format!("shard {shard} of {collection} is not served here"))
+        })?;
+        let Ask::Candidates { query, .. } = &ask.ask else {
+            return Err(ClusterError::Wire {
+                subject: search_subject(collection, *shard),
+                reason: "pooled statistics are for candidates asks".into(),
+            });
+        };
+        wait_indexed(engine, ask.min_applied)?;
+        sum.add(&engine.bm25_stats(query)?);
+    }
+    for (_, ask) in asks.iter_mut() {
+        if let Ask::Candidates { bm25_stats, .. } = &mut ask.ask {
+            *bm25_stats = Some(sum.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Answer [`crate::node_subject`] requests for as long as the node runs.
+pub(super) async fn serve_node_asks(s: Arc<Shared>) -> Result<()> {
+    let subject = crate::node_subject(&s.name);
+    let mut sub = s
+        .client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| ClusterError::js(format!("subscribing to {subject}"), e))?;
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let (s, subject) = (s.clone(), subject.clone());
+        tokio::spawn(async move {
+            let client = s.client.clone();
+            let body = tokio::task::spawn_blocking(move || {
+                node_respond(&s.name, &s.serving, &msg.payload, &subject)
+            })
+            .await
+            .unwrap_or_default();
+            let _ = client.publish(reply, body.into()).await;
+        });
+    }
+    Ok(())
+}
+
+fn answer_ask(engine: &Engine, req: ShardAsk, subject: &str) -> Result<(Seq, Answer)> {
     wait_indexed(engine, req.min_applied)?;
     match req.ask {
         Ask::Stats { query } => {

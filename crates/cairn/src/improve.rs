@@ -1,0 +1,531 @@
+//! `cairn improve`: one round of export → train → check on held-out data
+//! → promote or reject, recorded; `history` lists the rounds, `rollback`
+//! puts back what a round replaced. The record and the promotions are
+//! `cairn_engine::Improvements`; the training is `cairn train`'s.
+
+use crate::progress::Bars;
+use crate::train::{self, AdapterOpts, RerankerOpts};
+use anyhow::{bail, Context, Result};
+use cairn_core::config::Config;
+use cairn_engine::{Artefact, Decision, Event, Improvements, Skipped, Split, SynthOptions};
+use serde_json::json;
+
+/// Run one round, or (with a subcommand) read the record.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ImproveArgs {
+    #[command(subcommand)]
+    command: Option<ImproveCommand>,
+    #[command(flatten)]
+    round: RoundArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ImproveCommand {
+    /// The rounds, oldest first: data sizes, each artefact's held-out
+    /// metric before and after, the decision, and rollbacks.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put back what a round promoted had replaced (the newest round whose
+    /// promotions stand, unless --round names it), as it was before.
+    Rollback {
+        #[arg(long, value_name = "N")]
+        round: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RoundArgs {
+    /// Train only this (adapter or reranker); default: both (the reranker
+    /// needs a cairn built with the `train` feature).
+    #[arg(long, value_name = "ARTEFACT")]
+    only: Option<Artefact>,
+    /// Passages sampled per document for synthetic questions.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    per_doc: usize,
+    /// Share of the documents held out: they are never trained on, and the
+    /// decision is taken on their questions.
+    #[arg(long, default_value_t = 0.2, value_name = "SHARE")]
+    held_out: f64,
+    /// Heading questions only: no generator is loaded.
+    #[arg(long)]
+    no_generate: bool,
+    /// Leave the feedback log's up-rated answers out of the data.
+    #[arg(long)]
+    no_feedback: bool,
+    /// Promote an artefact only when its held-out metric (the adapter's
+    /// dense passage hit@5, the reranker's hit@1) gains at least this much
+    /// over what is installed now (negative: accept a loss up to that
+    /// much). With 0, a tie is promoted only if MRR@10 did not get worse.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "GAIN",
+        allow_negative_numbers = true
+    )]
+    min_gain: f64,
+    /// Passes over the reranker's training pairs.
+    #[arg(long, default_value_t = RerankerOpts::default().epochs)]
+    reranker_epochs: usize,
+    /// Train the reranker on at most this many questions (0: all).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    reranker_questions: usize,
+    /// The most tokens of a reranker training pair.
+    #[arg(long, default_value_t = RerankerOpts::default().max_tokens)]
+    reranker_max_tokens: usize,
+    /// Sampling, the held-out split and training follow from it; the same
+    /// seed keeps the same documents held out from round to round.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train even when the data and options are those of the last round
+    /// (which is otherwise recorded as having nothing new to learn from).
+    #[arg(long)]
+    again: bool,
+    /// Print the round's record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cfg: &Config, args: ImproveArgs) -> Result<()> {
+    match args.command {
+        Some(ImproveCommand::History { json }) => history(cfg, json),
+        Some(ImproveCommand::Rollback { round, json }) => rollback(cfg, round, json),
+        None => round(cfg, args.round),
+    }
+}
+
+/// The record of the configured collection (which must exist).
+fn improvements(cfg: &Config) -> Result<Improvements> {
+    let dir = cairn_engine::collection_dir(&cfg.data_dir(), &cfg.collection);
+    if !dir.is_dir() {
+        bail!(cairn_engine::EngineError::NoCollection(
+            cfg.collection.clone()
+        ));
+    }
+    Ok(Improvements::new(&dir))
+}
+
+fn round(cfg: &Config, a: RoundArgs) -> Result<()> {
+    if !(0.0..1.0).contains(&a.held_out) || a.held_out == 0.0 {
+        bail!("--held-out must be above 0 and below 1: a round judges on held-out documents");
+    }
+    if !(-1.0..=1.0).contains(&a.min_gain) {
+        bail!("--min-gain must be between -1 and 1, not {}", a.min_gain);
+    }
+    let opts = SynthOptions {
+        per_document: a.per_doc,
+        held_out: a.held_out,
+        seed: a.seed,
+        ..SynthOptions::default()
+    };
+    opts.check()?;
+    // Checks compare the search's own order with a reranker's: the search
+    // itself does not rerank.
+    let mut cfg = cfg.clone();
+    cfg.search.rerank = false;
+    let bars = Bars::new(a.json);
+    let engine = crate::open::reader(&cfg, &bars)?;
+    let imp = Improvements::new(engine.dir());
+    let round = imp.begin()?;
+    let wanted: Vec<Artefact> = match a.only {
+        Some(x) => vec![x],
+        None => Artefact::ALL.to_vec(),
+    };
+    if !a.json {
+        eprintln!("round {}: writing training data", round.number);
+    }
+
+    // 1. The data: synthetic questions and up-rated answers, split by
+    // document.
+    let data = (|| -> Result<serde_json::Value> {
+        let generator = if a.no_generate {
+            None
+        } else {
+            Some(cairn_engine::load_generator(&cfg)?)
+        };
+        let (mut examples, report) =
+            cairn_engine::synthesize(&engine, generator.as_deref(), &opts, &bars)?;
+        let feedback = if a.no_feedback {
+            vec![]
+        } else {
+            let docs: Vec<String> = {
+                let set: std::collections::BTreeSet<String> =
+                    engine.all_chunks()?.into_iter().map(|c| c.doc).collect();
+                set.into_iter().collect()
+            };
+            let held = cairn_engine::held_out_documents(&docs, opts.held_out, opts.seed);
+            cairn_engine::feedback_examples(&engine, &held)?
+        };
+        let feedback_count = feedback.len();
+        examples.extend(feedback);
+        let (train_ex, held_ex): (Vec<_>, Vec<_>) =
+            examples.iter().partition(|e| e.split == Split::Train);
+        let dir = round.data_dir();
+        train::write_lines(
+            &dir.join("train.jsonl"),
+            &train_ex
+                .iter()
+                .map(|e| train::triple(e))
+                .collect::<Vec<_>>(),
+        )?;
+        train::write_lines(
+            &dir.join("held_out.jsonl"),
+            &held_ex.iter().map(|e| train::triple(e)).collect::<Vec<_>>(),
+        )?;
+        train::write_lines(&dir.join("held_out.qa.jsonl"), &train::qa_lines(&held_ex))?;
+        // What the round learns from: its data, its options and the
+        // embedding model; the same as the last round's means nothing new.
+        let mut h = blake3::Hasher::new();
+        for f in ["train.jsonl", "held_out.jsonl"] {
+            let p = dir.join(f);
+            h.update(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?);
+        }
+        h.update(
+            format!(
+                "{:?} {} {} {} {} {}",
+                wanted,
+                a.min_gain,
+                a.reranker_epochs,
+                a.reranker_questions,
+                a.reranker_max_tokens,
+                engine.embedder().model_id()
+            )
+            .as_bytes(),
+        );
+        Ok(json!({
+            "digest": h.finalize().to_hex().to_string(),
+            "documents": report.documents,
+            "held_out_documents": report.held_out_documents,
+            "synthetic": report.kept,
+            "feedback": feedback_count,
+            "train": train_ex.len(),
+            "held_out": held_ex.len(),
+            "generator": report.generator,
+        }))
+    })();
+    let data = match data {
+        Ok(d) => d,
+        Err(e) => {
+            // Recorded, so that history shows the round and why it did
+            // nothing.
+            let skipped = wanted
+                .iter()
+                .map(|&artefact| Skipped {
+                    artefact,
+                    reason: format!("no training data: {e:#}"),
+                })
+                .collect();
+            round.finish(json!({"error": format!("{e:#}")}), vec![], skipped)?;
+            return Err(e.context("writing the round's training data"));
+        }
+    };
+
+    // Nothing new since the last round (and no rollback since): recorded,
+    // nothing trained.
+    if !a.again {
+        if let Some(Event::Round {
+            round: last,
+            data: last_data,
+            ..
+        }) = imp.events()?.last()
+        {
+            if last_data.get("digest").is_some() && last_data["digest"] == data["digest"] {
+                let reason = format!("nothing new since round {last}: the same training data and options (--again trains anyway)");
+                let skipped = wanted
+                    .iter()
+                    .map(|&artefact| Skipped {
+                        artefact,
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                let event = round.finish(data, vec![], skipped)?;
+                return report_event(&event, a.json);
+            }
+        }
+    }
+
+    let mut decisions = Vec::new();
+    let mut skipped = Vec::new();
+    let dir = round.data_dir();
+    for artefact in wanted {
+        if !a.json {
+            eprintln!("round {}: training the {}", round.number, artefact.name());
+        }
+        let outcome = match artefact {
+            Artefact::Adapter => adapter_candidate(&engine, &round, &dir, &a, &bars),
+            Artefact::Reranker => reranker_candidate(&engine, &round, &dir, &a, &bars),
+        };
+        cairn_core::failpoint::reach("improve.trained");
+        match outcome {
+            Ok(c) => {
+                let gain = c.after - c.before;
+                let tie_gain = c.tie_after - c.tie_before;
+                let figures = format!(
+                    "{} {:+.3}, {} {:+.3}",
+                    c.metric, gain, c.tie_metric, tie_gain
+                );
+                let (promoted, reason) = match c.blocked {
+                    Some(why) => (false, why),
+                    None if gain < a.min_gain => (
+                        false,
+                        format!("{figures}: below the minimum gain {:+.3}", a.min_gain),
+                    ),
+                    // No gain on the metric (and none asked): not worse on
+                    // the second is required, so that a tie is no change
+                    // for the worse.
+                    None if gain == 0.0 && a.min_gain >= 0.0 && tie_gain < 0.0 => (
+                        false,
+                        format!(
+                            "{figures}: a tie on {}, and worse on {}",
+                            c.metric, c.tie_metric
+                        ),
+                    ),
+                    None => (
+                        true,
+                        format!("{figures}: at least the minimum gain {:+.3}", a.min_gain),
+                    ),
+                };
+                if promoted {
+                    round.promote(artefact)?;
+                }
+                decisions.push(Decision {
+                    artefact,
+                    promoted,
+                    reason,
+                    metric: c.metric.to_string(),
+                    before: c.before,
+                    after: c.after,
+                    report: c.report,
+                });
+            }
+            Err(e) => skipped.push(Skipped {
+                artefact,
+                reason: format!("{e:#}"),
+            }),
+        }
+    }
+    let event = round.finish(data, decisions, skipped)?;
+    report_event(&event, a.json)
+}
+
+fn report_event(event: &Event, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(event)?);
+    } else {
+        print_event(event, true);
+    }
+    Ok(())
+}
+
+/// A trained candidate's held-out figures against what is installed now
+/// (or nothing): `metric` decides, `tie_metric` breaks a tie; `blocked`
+/// says why it cannot be promoted whatever the figures. It is written where
+/// the round promotes it from.
+struct Candidate {
+    metric: &'static str,
+    before: f64,
+    after: f64,
+    tie_metric: &'static str,
+    tie_before: f64,
+    tie_after: f64,
+    blocked: Option<String>,
+    report: serde_json::Value,
+}
+
+fn adapter_candidate(
+    engine: &cairn_engine::Engine,
+    round: &cairn_engine::Round,
+    dir: &std::path::Path,
+    a: &RoundArgs,
+    bars: &Bars,
+) -> Result<Candidate> {
+    let opts = AdapterOpts {
+        seed: a.seed,
+        ..AdapterOpts::default()
+    };
+    let check = train::check_adapter(engine, dir, &opts, bars)?;
+    let f = &check.adapter.figures;
+    let (before, tie_before) = check
+        .installed
+        .unwrap_or((f.baseline_hit5, f.baseline_mrr10));
+    let (after, tie_after) = (f.adapted_hit5, f.adapted_mrr10);
+    let path = round.candidate(Artefact::Adapter)?;
+    check
+        .adapter
+        .save(path.parent().expect("a candidate has a folder"))?;
+    let blocked = check.untrained.then(|| {
+        "no epoch lowered the validation loss: the adapter would change nothing".to_string()
+    });
+    Ok(Candidate {
+        metric: "hit5",
+        before,
+        after,
+        tie_metric: "mrr10",
+        tie_before,
+        tie_after,
+        blocked,
+        report: check.report()?,
+    })
+}
+
+#[cfg(feature = "train")]
+fn reranker_candidate(
+    engine: &cairn_engine::Engine,
+    round: &cairn_engine::Round,
+    dir: &std::path::Path,
+    a: &RoundArgs,
+    bars: &Bars,
+) -> Result<Candidate> {
+    let opts = RerankerOpts {
+        epochs: a.reranker_epochs,
+        max_questions: a.reranker_questions,
+        max_tokens: a.reranker_max_tokens,
+        seed: a.seed,
+        ..RerankerOpts::default()
+    };
+    let check = train::check_reranker(engine, dir, &opts, bars)?;
+    let report = check.report()?;
+    check.save(&round.candidate(Artefact::Reranker)?, &report)?;
+    let before = check.installed.unwrap_or(check.fused);
+    Ok(Candidate {
+        metric: "hit1",
+        before: before.hit1,
+        after: check.reranked.hit1,
+        tie_metric: "mrr10",
+        tie_before: before.mrr10,
+        tie_after: check.reranked.mrr10,
+        blocked: None,
+        report,
+    })
+}
+
+#[cfg(not(feature = "train"))]
+fn reranker_candidate(
+    _engine: &cairn_engine::Engine,
+    _round: &cairn_engine::Round,
+    _dir: &std::path::Path,
+    _a: &RoundArgs,
+    _bars: &Bars,
+) -> Result<Candidate> {
+    bail!("this cairn was built without training (cargo feature `train`): rebuild with `cargo build -p cairn --features train` to train the reranker")
+}
+
+/// An event in words; `full` adds the reasons of a round's decisions.
+fn print_event(e: &Event, full: bool) {
+    match e {
+        Event::Round {
+            round,
+            started_at,
+            seconds,
+            data,
+            decisions,
+            skipped,
+            ..
+        } => {
+            let sizes = if data.get("error").is_some() {
+                format!("no data: {}", data["error"].as_str().unwrap_or_default())
+            } else {
+                format!(
+                    "{} training and {} held-out questions ({} from feedback)",
+                    data["train"], data["held_out"], data["feedback"]
+                )
+            };
+            println!("round {round} ({started_at}, {seconds:.0} s): {sizes}");
+            for d in decisions {
+                println!(
+                    "  {:<9} held-out {} {:.3} → {:.3}: {}{}",
+                    d.artefact.name(),
+                    d.metric,
+                    d.before,
+                    d.after,
+                    if d.promoted { "promoted" } else { "rejected" },
+                    if full || !d.promoted {
+                        format!(" ({})", d.reason)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            for s in skipped {
+                println!("  {:<9} not trained: {}", s.artefact.name(), s.reason);
+            }
+        }
+        Event::Interrupted {
+            round,
+            found_at,
+            backed_up,
+        } => {
+            print!("round {round}: interrupted (found {found_at})");
+            if backed_up.is_empty() {
+                println!();
+            } else {
+                let names: Vec<&str> = backed_up.iter().map(|a| a.name()).collect();
+                println!(
+                    "; it may have promoted: {} (a rollback restores what was before)",
+                    names.join(", ")
+                );
+            }
+        }
+        Event::Rollback {
+            round,
+            at,
+            restored,
+        } => {
+            let names: Vec<&str> = restored.iter().map(|a| a.name()).collect();
+            println!(
+                "rollback of round {round} ({at}): {} restored as before the round",
+                names.join(", ")
+            );
+        }
+    }
+}
+
+fn history(cfg: &Config, json: bool) -> Result<()> {
+    let imp = improvements(cfg)?;
+    let (events, unrecorded) = imp.history()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"events": events, "unrecorded": unrecorded}))?
+        );
+        return Ok(());
+    }
+    if events.is_empty() && unrecorded.is_empty() {
+        println!(
+            "collection `{}` has had no `cairn improve` round",
+            cfg.collection
+        );
+        return Ok(());
+    }
+    for e in &events {
+        print_event(e, false);
+    }
+    for u in &unrecorded {
+        println!(
+            "round {}: {}",
+            u.round,
+            if u.running {
+                "running now"
+            } else {
+                "interrupted (the next round records it)"
+            }
+        );
+    }
+    if let Some((round, artefacts)) = imp.rollback_target()? {
+        let names: Vec<&str> = artefacts.iter().map(|a| a.name()).collect();
+        println!(
+            "`cairn improve rollback` would undo round {round} ({})",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn rollback(cfg: &Config, round: Option<u32>, json: bool) -> Result<()> {
+    let imp = improvements(cfg)?;
+    report_event(&imp.rollback(round)?, json)
+}
