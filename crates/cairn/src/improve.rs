@@ -60,7 +60,8 @@ struct RoundArgs {
     /// Promote an artefact only when its held-out metric (the adapter's
     /// dense passage hit@5, the reranker's hit@1) gains at least this much
     /// over what is installed now (negative: accept a loss up to that
-    /// much). With 0, a tie is promoted only if MRR@10 did not get worse.
+    /// much, ties included). With 0 (the default) it must do better: a
+    /// higher metric, or the same and a higher MRR@10.
     #[arg(
         long,
         default_value_t = 0.0,
@@ -274,13 +275,15 @@ fn round(cfg: &Config, a: RoundArgs) -> Result<()> {
                         false,
                         format!("{figures}: below the minimum gain {:+.3}", a.min_gain),
                     ),
-                    // No gain on the metric (and none asked): not worse on
-                    // the second is required, so that a tie is no change
-                    // for the worse.
-                    None if gain == 0.0 && a.min_gain >= 0.0 && tie_gain < 0.0 => (
+                    // With no minimum gain, the candidate must do better:
+                    // on a tie on the metric, a higher second metric.
+                    // (Replacing what is there by its equal, or installing
+                    // what changes no held-out rank, is churn without
+                    // evidence.)
+                    None if a.min_gain == 0.0 && gain == 0.0 && tie_gain <= 0.0 => (
                         false,
                         format!(
-                            "{figures}: a tie on {}, and worse on {}",
+                            "{figures}: no better (a tie on {}, and not higher on {})",
                             c.metric, c.tie_metric
                         ),
                     ),

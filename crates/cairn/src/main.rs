@@ -162,8 +162,8 @@ enum Command {
     /// One round of learning from the collection and its feedback: write
     /// training data (synthetic questions and up-rated answers, documents
     /// split into training and held-out parts), train the query adapter
-    /// and the reranker, and promote each only if its held-out metric does
-    /// not get worse than what is installed; recorded. `history` lists the
+    /// and the reranker, and promote each only if it does better on the
+    /// held-out part than what is installed; recorded. `history` lists the
     /// rounds, `rollback` undoes the newest promotion. Schedulable: one
     /// round per call.
     Improve(improve::ImproveArgs),

@@ -5,7 +5,7 @@
 //! and `export` writes each format's fields; an empty log is a clear error.
 
 mod common;
-use common::{cairn, json, ok};
+use common::{cairn, json, ok, run, stdout};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -35,18 +35,6 @@ fn ask(data: &Path, q: &str) -> Value {
     let mut c = cairn(data);
     c.args(["ask", q, "--extractive", "--json"]);
     json(&ok(c).stdout)
-}
-
-fn run(data: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = cairn(data);
-    c.args(args);
-    c.output().unwrap()
-}
-
-fn stdout(data: &Path, args: &[&str]) -> String {
-    let mut c = cairn(data);
-    c.args(args);
-    String::from_utf8(ok(c).stdout).unwrap()
 }
 
 fn jsonl(text: &str) -> Vec<Value> {

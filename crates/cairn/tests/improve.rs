@@ -9,22 +9,10 @@
 
 mod common;
 use common::server::Server;
-use common::{cairn, json, ok};
+use common::{cairn, json, ok, run, scores, stdout};
 use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-
-fn run(data: &Path, args: &[&str]) -> std::process::Output {
-    let mut c = cairn(data);
-    c.args(args);
-    c.output().unwrap()
-}
-
-fn stdout(data: &Path, args: &[&str]) -> String {
-    let mut c = cairn(data);
-    c.args(args);
-    String::from_utf8(ok(c).stdout).unwrap()
-}
 
 /// Run `args`, which must fail, and its standard error.
 fn fails(data: &Path, args: &[&str]) -> String {
@@ -142,13 +130,9 @@ fn rounds_promote_reject_survive_kills_and_roll_back() {
     assert!(!answer["citations"].as_array().unwrap().is_empty());
     stdout(&data, &["feedback", "--last", "--up"]);
     let dense = |data: &Path| -> Vec<f64> {
-        let v = json(stdout(data, &["search", probe, "--mode", "dense", "--json"]).as_bytes());
-        v["hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["score"].as_f64().unwrap())
-            .collect()
+        scores(&json(
+            stdout(data, &["search", probe, "--mode", "dense", "--json"]).as_bytes(),
+        ))
     };
     let plain = dense(&data);
 
@@ -281,12 +265,7 @@ fn rounds_promote_reject_survive_kills_and_roll_back() {
             "/api/search?q=How%20do%20I%20create%20a%20virtual%20environment%3F&mode=dense&k=5",
         );
         assert_eq!(st, 200, "{v}");
-        v["hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["score"].as_f64().unwrap())
-            .collect()
+        scores(&v)
     };
     let with_4 = served(&server);
     let err = fails(&data, &["improve", "rollback", "--round", "1"]);
@@ -345,13 +324,9 @@ fn rounds_promote_reject_survive_kills_and_roll_back() {
 #[cfg(feature = "train")]
 fn reranker_round(data: &Path, dir: &Path, probe: &str) {
     let reranked = || -> Vec<f64> {
-        let v = json(stdout(data, &["search", probe, "--rerank", "-k", "5", "--json"]).as_bytes());
-        v["hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["score"].as_f64().unwrap())
-            .collect()
+        scores(&json(
+            stdout(data, &["search", probe, "--rerank", "-k", "5", "--json"]).as_bytes(),
+        ))
     };
     let before = reranked();
     let r = json(

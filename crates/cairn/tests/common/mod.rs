@@ -35,4 +35,28 @@ pub fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
+/// `cairn --data-dir DATA ARGS`, run to its end.
+pub fn run(data: &Path, args: &[&str]) -> Output {
+    let mut c = cairn(data);
+    c.args(args);
+    c.output().unwrap()
+}
+
+/// The standard output of `cairn --data-dir DATA ARGS`, which must succeed.
+pub fn stdout(data: &Path, args: &[&str]) -> String {
+    let mut c = cairn(data);
+    c.args(args);
+    String::from_utf8(ok(c).stdout).unwrap()
+}
+
+/// The ranked hits' scores of a search's JSON.
+pub fn scores(v: &Value) -> Vec<f64> {
+    v["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits: {v}"))
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect()
+}
+
 pub mod server;
