@@ -768,6 +768,31 @@ impl Engine {
         Ok(slot.critic.clone())
     }
 
+    /// What the collection has learned, by content: the installed query
+    /// adapter's and reranker's BLAKE3 digests (`adapter:… reranker:…`,
+    /// the first 16 hex digits of each), `None` when neither is installed.
+    /// Results measured under other ones are not comparable (`cairn eval`
+    /// does not resume their run logs).
+    pub fn learned(&self) -> Result<Option<String>> {
+        let mut parts = Vec::new();
+        for (name, path) in [
+            ("adapter", self.dir.join(ADAPTER_FILE)),
+            (
+                "reranker",
+                self.dir.join(RERANKER_DIR).join("model.safetensors"),
+            ),
+        ] {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(EngineError::Io { path, source }),
+            };
+            let hex = blake3::hash(&bytes).to_hex();
+            parts.push(format!("{name}:{}", &hex[..16]));
+        }
+        Ok((!parts.is_empty()).then(|| parts.join(" ")))
+    }
+
     /// A query's vector as searches use it: the embedder's, mapped by the
     /// query adapter when one is installed.
     pub fn query_vector(&self, query: &str) -> Result<Vec<f32>> {

@@ -34,6 +34,11 @@ pub struct RunSettings {
     /// `fallback`), when answers are made.
     #[serde(default)]
     pub policy: Option<String>,
+    /// What the collection has learned (its query adapter and reranker, by
+    /// content: `cairn train`, `cairn improve`): a log written with other
+    /// ones is not resumed.
+    #[serde(default)]
+    pub learned: Option<String>,
 }
 
 /// Scores over the passages (chunks) exactly as `cairn search -k 10` returns

@@ -330,6 +330,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
             search: Some(cfg.search.clone()),
             catalog_seq: Some(engine.status()?.seq),
             policy: None,
+            learned: engine.learned()?,
         };
         let (results, trec) = run::run_beir(&engine, &set, &settings, &bars)?;
         if let Some(p) = &a.trec_run {
@@ -374,6 +375,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
                 .flatten(),
             search: Some(cfg.search.clone()),
             catalog_seq: None,
+            learned: None,
             policy: Some(format!(
                 "cluster {url}, embedder {}{}",
                 cfg.embed.model,
@@ -493,6 +495,7 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
         model: generator.as_ref().map(|g| g.model_name().to_string()),
         search: Some(cfg.search.clone()),
         catalog_seq: Some(engine.status()?.seq),
+        learned: engine.learned()?,
         policy: answers.then(|| {
             if extractive {
                 format!("extractive sentences={}", g.extract_sentences)

@@ -178,6 +178,12 @@ fn rounds_promote_reject_survive_kills_and_roll_back() {
     assert_eq!(a1["after"], a1["report"]["adapted_hit5"], "{a1:#}");
     assert_eq!(a1["promoted"], true, "{a1:#}");
     let installed_1 = std::fs::read(&adapter_file).unwrap();
+    // The round's held-out questions are a question set for `cairn eval`;
+    // its run log records what the collection had learned.
+    let qa = dir.join("improve/rounds/0001/data/held_out.qa.jsonl");
+    let qa = qa.to_str().unwrap();
+    let ev = json(stdout(&data, &["eval", "--qa", qa, "--json"]).as_bytes());
+    assert_eq!(ev["n"], d["held_out"], "{ev:#}");
     let adapted = dense(&data);
     assert_ne!(adapted, plain, "the promoted adapter changed nothing");
 
@@ -285,9 +291,14 @@ fn rounds_promote_reject_survive_kills_and_roll_back() {
         "the server still searches with round 4's adapter"
     );
     assert_close(&with_1, &adapted[..with_1.len()]);
+    // Round 1's adapter is back: its eval run log is resumed.
+    stdout(&data, &["eval", "--qa", qa, "--json"]);
     let rb = json(stdout(&data, &["improve", "rollback", "--json"]).as_bytes());
     assert_eq!(rb["round"], 1, "{rb:#}");
     assert!(!adapter_file.exists());
+    // Without it, the log made with it is not resumed.
+    let err = fails(&data, &["eval", "--qa", qa, "--json"]);
+    assert!(err.contains("other settings"), "{err}");
     assert_close(&served(&server), &plain[..5.min(plain.len())]);
     server.terminate();
     assert_eq!(dense(&data), plain);
