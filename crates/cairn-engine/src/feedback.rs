@@ -414,12 +414,15 @@ fn vouched(r: &RatedAnswer) -> Vec<u64> {
 /// first vouched-for passage as the positive (the others too, as extra
 /// positives), and the passages it retrieved but did not cite as hard
 /// negatives. An example is in the held-out part when its positive's
-/// document is in `held_out_docs`, so that the split stays by document.
+/// document is among the documents [`crate::held_out_documents`] holds out
+/// with `held_out` and `seed` (the same split as `synthesize`'s with the
+/// same options), so that the split stays by document.
 /// Answers whose cited passages left the collection, or with nothing
 /// retrieved besides them, are skipped.
 pub fn feedback_examples(
     engine: &Engine,
-    held_out_docs: &HashSet<String>,
+    held_out: f64,
+    seed: u64,
 ) -> Result<Vec<crate::SynthExample>> {
     let rated = latest_ratings(engine.feedback(usize::MAX)?, |id| engine.logged_answer(id))?;
     let ups: Vec<&RatedAnswer> = rated.iter().filter(|r| r.rating == Rating::Up).collect();
@@ -431,6 +434,11 @@ pub fn feedback_examples(
         .into_iter()
         .map(|c| (c.id, c))
         .collect();
+    let docs: Vec<String> = {
+        let set: std::collections::BTreeSet<&String> = chunks.values().map(|c| &c.doc).collect();
+        set.into_iter().cloned().collect()
+    };
+    let held_out_docs = crate::held_out_documents(&docs, held_out, seed);
     let mut out = Vec::new();
     for r in ups {
         let positives: Vec<&cairn_core::StoredChunk> =

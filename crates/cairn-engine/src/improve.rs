@@ -201,9 +201,10 @@ fn remove_all(path: &Path) -> Result<()> {
     }
 }
 
-/// Put `from` (a file or folder) in place of `live`: renamed over a file;
-/// for a folder, the old one is renamed aside first, then removed.
-fn swap_in(from: &Path, live: &Path) -> Result<()> {
+/// Put `from` (a file or folder, written beside `live`) in place of
+/// `live`: renamed over a file; for a folder, the old one is renamed aside
+/// first, then removed. An interruption leaves the old one, or the new.
+pub fn swap_in(from: &Path, live: &Path) -> Result<()> {
     if live.is_dir() {
         let aside = live.with_file_name(format!(
             "{}.old-{}",

@@ -57,7 +57,7 @@ pub use feedback::{
     ExportFormat, FeedbackStats, ModelStats, RatedAnswer,
 };
 pub use improve::{
-    Artefact, Decision, Event, Improvements, Round, Skipped, Unrecorded, IMPROVE_DIR,
+    swap_in, Artefact, Decision, Event, Improvements, Round, Skipped, Unrecorded, IMPROVE_DIR,
 };
 pub use ingest::{
     remove_targets, IngestOptions, IngestReport, KnownDocument, Preparer, Sink, SkippedFile,

@@ -153,13 +153,7 @@ fn round(cfg: &Config, a: RoundArgs) -> Result<()> {
         let feedback = if a.no_feedback {
             vec![]
         } else {
-            let docs: Vec<String> = {
-                let set: std::collections::BTreeSet<String> =
-                    engine.all_chunks()?.into_iter().map(|c| c.doc).collect();
-                set.into_iter().collect()
-            };
-            let held = cairn_engine::held_out_documents(&docs, opts.held_out, opts.seed);
-            cairn_engine::feedback_examples(&engine, &held)?
+            cairn_engine::feedback_examples(&engine, opts.held_out, opts.seed)?
         };
         let feedback_count = feedback.len();
         examples.extend(feedback);

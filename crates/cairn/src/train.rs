@@ -960,17 +960,7 @@ fn reranker(cfg: &Config, a: RerankerArgs) -> Result<()> {
             std::process::id()
         ));
         check.save(&tmp, &report)?;
-        let old = engine.dir().join(format!(
-            "{}.old-{}",
-            cairn_engine::RERANKER_DIR,
-            std::process::id()
-        ));
-        if path.exists() {
-            std::fs::rename(&path, &old)
-                .with_context(|| format!("moving the old reranker {} aside", path.display()))?;
-        }
-        std::fs::rename(&tmp, &path).with_context(|| format!("installing {}", path.display()))?;
-        let _ = std::fs::remove_dir_all(&old);
+        cairn_engine::swap_in(&tmp, &path)?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
