@@ -84,6 +84,7 @@ impl AskOptions {
                 stop: vec![],
                 repeat_penalty: g.repeat_penalty,
                 grammar: None,
+                adapter: None,
             },
             check: g.check,
             crag: g.crag,
@@ -207,6 +208,10 @@ pub struct Answer {
     /// Where a cluster's answer came from; absent for a local collection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterAnswer>,
+    /// The generator's LoRA adapter the answer was generated with (the
+    /// collection's, from `cairn train generator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
 }
 
 /// How a cluster answered: which shards were searched and which
@@ -281,6 +286,20 @@ impl Engine {
         if opts.extractive {
             return extractive_from_passages(question, retrieved, self.critic(), opts);
         }
+        let adapted;
+        let opts = match self.generator_adapter(generator.model_name()) {
+            Some(path) => {
+                adapted = AskOptions {
+                    sampling: Sampling {
+                        adapter: Some(path),
+                        ..opts.sampling.clone()
+                    },
+                    ..opts.clone()
+                };
+                &adapted
+            }
+            None => opts,
+        };
         answer_from_passages(
             question,
             history,
@@ -498,6 +517,7 @@ fn blank(retrieved: &Retrieved, model: &str) -> Answer {
         sentences: vec![],
         extracts: vec![],
         cluster: None,
+        adapter: None,
     }
 }
 
@@ -804,6 +824,11 @@ pub fn answer_from_passages(
         checked = Some(c);
     }
     answer.timings_ms.generate = Some(generate_ms);
+    answer.adapter = opts
+        .sampling
+        .adapter
+        .as_ref()
+        .map(|p| p.display().to_string());
     answer.prompt_tokens = attempt.prompt.tokens;
     answer.completion_tokens = attempt.completion_tokens;
     answer.finish = Some(attempt.finish);

@@ -369,6 +369,12 @@ pub fn export_examples(
     Ok(out)
 }
 
+/// Every rated answer of the collection's feedback log once, with its
+/// latest rating, oldest first.
+pub(crate) fn rated_answers(engine: &Engine) -> Result<Vec<RatedAnswer>> {
+    latest_ratings(engine.feedback(usize::MAX)?, |id| engine.logged_answer(id))
+}
+
 /// Each rated answer once, with its latest rating, oldest first, from the
 /// log's ratings (newest first, as the log lists them); answers no longer
 /// in the log are left out.
@@ -424,7 +430,7 @@ pub fn feedback_examples(
     held_out: f64,
     seed: u64,
 ) -> Result<Vec<crate::SynthExample>> {
-    let rated = latest_ratings(engine.feedback(usize::MAX)?, |id| engine.logged_answer(id))?;
+    let rated = rated_answers(engine)?;
     let ups: Vec<&RatedAnswer> = rated.iter().filter(|r| r.rating == Rating::Up).collect();
     if ups.is_empty() {
         return Ok(vec![]);

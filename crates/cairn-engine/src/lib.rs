@@ -27,6 +27,7 @@
 mod adapter;
 mod ask;
 mod background;
+mod cited;
 mod collection;
 mod devices;
 mod feedback;
@@ -47,6 +48,9 @@ pub use ask::{Answer, AskOptions, ClusterAnswer, Extracted, Judged, Retrieved, S
 pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use background::run_in_background;
 pub use cairn_store::{AnswerRecord, DocMeta, FeedbackRecord, Rating};
+pub use cited::{
+    cite_sentence, feedback_cited_examples, synthetic_example, CitedExample, Skipped as NotCited,
+};
 pub use collection::{
     pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,
     LogReport, PassageSpan, Published, Rejected, Scope, Summary,
@@ -304,6 +308,11 @@ pub struct Engine {
 /// `BertForSequenceClassification` checkpoint with its ONNX graph).
 pub const RERANKER_DIR: &str = "reranker";
 
+/// The generator's LoRA adapter in a collection's directory, written by
+/// `cairn train generator`, applied to every answer the embedded engine
+/// generates for the collection.
+pub const GENERATOR_ADAPTER: &str = "generator/lora.gguf";
+
 /// See [`Engine::installed_reranker`].
 #[derive(Default)]
 struct RerankerSlot {
@@ -504,12 +513,20 @@ pub fn load_generator(cfg: &Config) -> Result<Arc<dyn Generator>> {
 
 #[cfg(feature = "llama")]
 fn load_embedded_generator(cfg: &Config) -> Result<Arc<dyn Generator>> {
+    Ok(Arc::new(load_llama(cfg)?))
+}
+
+/// The embedded GGUF engine as `generate.*` configures it (`load_generator`
+/// without a server URL), as its own type: training reads its tokenizer and
+/// chat template.
+#[cfg(feature = "llama")]
+pub fn load_llama(cfg: &Config) -> Result<cairn_generate::llama::LlamaGenerator> {
     use cairn_generate::llama::{LlamaGenerator, LlamaOptions, Offload};
     use cairn_models::registry;
     let g = &cfg.generate;
     let path = registry::resolve(&g.model, &cfg.models_dir())?;
     let file = registry::gguf_file(&path)?;
-    let gen = LlamaGenerator::load(
+    Ok(LlamaGenerator::load(
         &file,
         &LlamaOptions {
             offload: Offload::parse(&g.device)?,
@@ -518,8 +535,7 @@ fn load_embedded_generator(cfg: &Config) -> Result<Arc<dyn Generator>> {
             context: g.context,
             ..LlamaOptions::default()
         },
-    )?;
-    Ok(Arc::new(gen))
+    )?)
 }
 
 #[cfg(not(feature = "llama"))]
@@ -781,6 +797,7 @@ impl Engine {
                 "reranker",
                 self.dir.join(RERANKER_DIR).join("model.safetensors"),
             ),
+            ("generator", self.dir.join(GENERATOR_ADAPTER)),
         ] {
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
@@ -791,6 +808,36 @@ impl Engine {
             parts.push(format!("{name}:{}", &hex[..16]));
         }
         Ok((!parts.is_empty()).then(|| parts.join(" ")))
+    }
+
+    /// The generator's LoRA adapter installed in the collection
+    /// ([`GENERATOR_ADAPTER`]) when it was trained for `model` (the
+    /// generator's name, its GGUF file's stem); one trained for another
+    /// model is left out with a warning, as is one whose header cannot be
+    /// read.
+    pub fn generator_adapter(&self, model: &str) -> Option<PathBuf> {
+        let path = self.dir.join(GENERATOR_ADAPTER);
+        if !path.exists() {
+            return None;
+        }
+        match cairn_generate::gguf::read_info(&path) {
+            Ok(info) => {
+                let base = info.get_str("cairn.base_model").unwrap_or("");
+                if base == model {
+                    Some(path)
+                } else {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the generator's LoRA adapter was trained for `{base}`, not `{model}`: answering without it (train it again, or `cairn train generator --remove`)"
+                    );
+                    None
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e}: answering without the generator's LoRA adapter");
+                None
+            }
+        }
     }
 
     /// A query's vector as searches use it: the embedder's, mapped by the

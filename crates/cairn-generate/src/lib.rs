@@ -132,6 +132,11 @@ pub struct Sampling {
     /// [`Generator::supports_grammar`]). `None`: free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grammar: Option<String>,
+    /// A LoRA adapter (GGUF, as `cairn train generator` writes it) applied
+    /// to the model for this generation: the embedded engine loads it once
+    /// and again when the file changes; servers ignore it.
+    #[serde(skip)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 impl Default for Sampling {
@@ -144,6 +149,7 @@ impl Default for Sampling {
             stop: vec![],
             repeat_penalty: 1.1,
             grammar: None,
+            adapter: None,
         }
     }
 }

@@ -15,15 +15,17 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Instant;
+use std::time::SystemTime;
 
 /// Where the model's layers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +123,18 @@ fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|e| GenerateError::Inference(format!("cannot start llama.cpp: {e}")))
 }
 
+/// A LoRA adapter as loaded: the file's modification time and length
+/// then, and the adapter.
+type LoadedAdapter = (Option<SystemTime>, u64, LlamaLoraAdapter);
+
 /// A GGUF model loaded by llama.cpp.
 pub struct LlamaGenerator {
-    model: LlamaModel,
+    /// Written only to load a LoRA adapter (llama.cpp's call takes the
+    /// model mutably); everything else reads.
+    model: RwLock<LlamaModel>,
+    /// LoRA adapters loaded for generations, by file, with the file's
+    /// modification time and length when loaded.
+    adapters: Mutex<HashMap<PathBuf, LoadedAdapter>>,
     template: Option<LlamaChatTemplate>,
     info: GgufInfo,
     name: String,
@@ -210,7 +221,8 @@ impl LlamaGenerator {
             .unwrap_or_default();
         tracing::info!(model = %name, arch = %arch, n_ctx, threads, gpu_layers, "loaded GGUF model");
         Ok(LlamaGenerator {
-            model,
+            model: RwLock::new(model),
+            adapters: Mutex::new(HashMap::new()),
             template,
             info,
             name,
@@ -220,6 +232,11 @@ impl LlamaGenerator {
             batch: opts.batch.max(32),
             busy: Mutex::new(()),
         })
+    }
+
+    /// The GGUF file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The model's GGUF header.
@@ -243,7 +260,7 @@ impl LlamaGenerator {
                     field: "messages",
                     reason: format!("a message holds a NUL byte ({e})"),
                 })?;
-            match self.model.apply_chat_template(t, &chat, true) {
+            match self.m().apply_chat_template(t, &chat, true) {
                 Ok(s) => return Ok(s),
                 Err(e) => tracing::warn!(
                     "{}: the chat template is not one llama.cpp can apply ({e}); using a plain transcript",
@@ -254,19 +271,80 @@ impl LlamaGenerator {
         Ok(plain_transcript(messages))
     }
 
+    fn m(&self) -> RwLockReadGuard<'_, LlamaModel> {
+        self.model.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Tokens of `text` (with the model's BOS when it wants one).
     pub fn tokenize(&self, text: &str, add_special: bool) -> Vec<LlamaToken> {
-        self.model
+        self.m()
             .vocab()
             .tokenize(text.as_bytes(), add_special, true)
+    }
+
+    /// [`tokenize`](Self::tokenize) as token ids.
+    pub fn token_ids(&self, text: &str, add_special: bool) -> Vec<u32> {
+        self.tokenize(text, add_special)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
+    }
+
+    /// The text of token ids (special tokens as they are written).
+    pub fn detokenize(&self, ids: &[u32]) -> String {
+        let model = self.m();
+        let vocab = model.vocab();
+        let mut utf8 = Utf8Buf::default();
+        let mut s = String::new();
+        for &id in ids {
+            s.push_str(&utf8.push(&vocab.token_to_piece(LlamaToken::new(id as i32), true, None)));
+        }
+        s
+    }
+
+    /// The token that ends the model's turn (its end of generation).
+    pub fn end_of_turn(&self) -> u32 {
+        self.m().vocab().eos().0 as u32
+    }
+
+    /// Load the LoRA adapter at `path` (again when the file changed since),
+    /// keeping it for later generations.
+    fn ensure_adapter(&self, path: &Path) -> Result<()> {
+        let meta = std::fs::metadata(path).map_err(|e| GenerateError::BadModel {
+            path: path.to_path_buf(),
+            reason: format!("cannot read the LoRA adapter ({e})"),
+        })?;
+        let stamp = (meta.modified().ok(), meta.len());
+        let mut adapters = self.adapters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((m, len, _)) = adapters.get(path) {
+            if (*m, *len) == stamp {
+                return Ok(());
+            }
+        }
+        let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
+        let adapter = model
+            .lora_adapter_init(path)
+            .map_err(|e| GenerateError::BadModel {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "llama.cpp cannot load this LoRA adapter for {} ({e}): it is corrupt, or was trained for another model; train it again or remove it",
+                    self.name
+                ),
+            })?;
+        tracing::info!(path = %path.display(), model = %self.name, "LoRA adapter loaded");
+        // (llama.cpp frees adapters with their model; a replaced one stays
+        // allocated until then: a few MB per reload.)
+        adapters.insert(path.to_path_buf(), (stamp.0, stamp.1, adapter));
+        Ok(())
     }
 
     /// Prompt processing and decoding speed on synthetic tokens, as
     /// llama-bench measures them: `(prompt tok/s, decode tok/s)`.
     pub fn bench(&self, n_prompt: usize, n_gen: usize) -> Result<(f64, f64)> {
         let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ctx = self.context((n_prompt + n_gen + 8) as u32)?;
-        let vocab = self.model.vocab();
+        let model = self.m();
+        let mut ctx = self.context(&model, (n_prompt + n_gen + 8) as u32)?;
+        let vocab = model.vocab();
         let bos = vocab.bos();
         let n_vocab = vocab.n_tokens().max(2);
         // llama-bench feeds BOS then random tokens; the values do not matter.
@@ -279,7 +357,7 @@ impl LlamaGenerator {
         // Like llama-bench's tg test, decoding starts from an empty context
         // (after one warm-up token), not after the prompt above.
         drop(ctx);
-        let mut ctx = self.context((n_gen + 8) as u32)?;
+        let mut ctx = self.context(&model, (n_gen + 8) as u32)?;
         let mut batch = LlamaBatch::new(1, 1);
         let mut step = |ctx: &mut llama_cpp_2::context::LlamaContext<'_>, pos: usize| {
             batch.clear();
@@ -291,7 +369,7 @@ impl LlamaGenerator {
         };
         step(&mut ctx, 0)?;
         drop(ctx);
-        let mut ctx = self.context((n_gen + 8) as u32)?;
+        let mut ctx = self.context(&model, (n_gen + 8) as u32)?;
         let t = Instant::now();
         for i in 0..n_gen {
             step(&mut ctx, i)?;
@@ -300,14 +378,18 @@ impl LlamaGenerator {
         Ok((pp, tg))
     }
 
-    fn context(&self, n_ctx: u32) -> Result<llama_cpp_2::context::LlamaContext<'_>> {
+    fn context<'a>(
+        &self,
+        model: &'a LlamaModel,
+        n_ctx: u32,
+    ) -> Result<llama_cpp_2::context::LlamaContext<'a>> {
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx.max(64)))
             .with_n_batch(self.batch)
             .with_n_ubatch(self.batch)
             .with_n_threads(self.threads)
             .with_n_threads_batch(self.threads);
-        self.model.new_context(backend()?, params).map_err(|e| {
+        model.new_context(backend()?, params).map_err(|e| {
             GenerateError::Inference(format!("cannot create a llama.cpp context: {e}"))
         })
     }
@@ -426,17 +508,33 @@ impl Generator for LlamaGenerator {
             });
         }
         let max_new = (sampling.max_tokens as usize).min(window - tokens.len());
-        let mut ctx = self.context(self.n_ctx)?;
+        if let Some(path) = &sampling.adapter {
+            self.ensure_adapter(path)?;
+        }
+        let model = self.m();
+        let mut ctx = self.context(&model, self.n_ctx)?;
+        if let Some(path) = &sampling.adapter {
+            let mut adapters = self.adapters.lock().unwrap_or_else(|p| p.into_inner());
+            let (.., adapter) = adapters
+                .get_mut(path)
+                .expect("ensure_adapter loaded it under the busy lock");
+            ctx.lora_adapter_set(adapter, 1.0).map_err(|e| {
+                GenerateError::Inference(format!(
+                    "cannot apply the LoRA adapter {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
         self.decode_prompt(&mut ctx, &tokens)?;
 
         let penalties =
-            LlamaSampler::penalties(self.model.n_vocab(), 64, sampling.repeat_penalty, 0.0, 0.0);
+            LlamaSampler::penalties(model.n_vocab(), 64, sampling.repeat_penalty, 0.0, 0.0);
         // A grammar is checked on the token the chain picks, and only when
         // it rejects that token is it applied to the whole vocabulary (as
         // llama.cpp's own sampler does): checking every token at every step
         // made a constrained answer several times slower.
         let mut grammar = match sampling.grammar.as_deref() {
-            Some(g) => Some(LlamaSampler::grammar(&self.model, g, "root").map_err(|e| {
+            Some(g) => Some(LlamaSampler::grammar(&model, g, "root").map_err(|e| {
                 GenerateError::Invalid {
                     field: "grammar",
                     reason: format!("llama.cpp cannot parse the GBNF grammar ({e})"),
@@ -455,7 +553,7 @@ impl Generator for LlamaGenerator {
             ]);
         }
         let mut sampler = LlamaSampler::chain_simple(chain);
-        let vocab = self.model.vocab();
+        let vocab = model.vocab();
         let mut stops = StopScanner::new(&sampling.stop);
         let mut utf8 = Utf8Buf::default();
         let mut batch = LlamaBatch::new(1, 1);
@@ -535,7 +633,8 @@ impl Generator for LlamaGenerator {
             return Ok(vec![]);
         }
         let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let vocab = self.model.vocab();
+        let model = self.m();
+        let vocab = model.vocab();
         // The first tokens of each option's spellings.
         let mut firsts: Vec<Vec<LlamaToken>> = Vec::with_capacity(options.len());
         for option in options {
@@ -572,7 +671,7 @@ impl Generator for LlamaGenerator {
         order.sort_by(|&a, &b| tokenized[a].cmp(&tokenized[b]));
         let longest = tokenized.iter().map(Vec::len).max().unwrap_or(0);
         // A context just large enough: creating it is a fixed cost per call.
-        let mut ctx = self.context((longest + 8) as u32)?;
+        let mut ctx = self.context(&model, (longest + 8) as u32)?;
         let mut held: &[LlamaToken] = &[];
         let mut out = vec![Vec::new(); prompts.len()];
         for i in order {

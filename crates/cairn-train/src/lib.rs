@@ -11,14 +11,21 @@
 //! - [`Scorer`]: the trained model's scores for (question, passage) pairs,
 //!   for checking it before it is installed.
 //!
+//! - [`LlamaLora`] and [`train_lora`]: the generator's low-rank adapter,
+//!   trained on cited answers, saved as a LoRA GGUF llama.cpp applies.
+//!
 //! The saved directory is what `cairn_models::CrossEncoder` (the reranker
 //! and critic on ONNX Runtime) loads, with its ONNX graph written by
 //! [`install_files`].
 
 mod bert;
+mod generator;
+mod llama;
 mod reranker;
 
 pub use bert::{bce_with_logits, Batch, BertClassifier, BertShape};
+pub use generator::{mean_loss, train_lora, GenExample, LoraFigures, LoraOptions, MIN_EXAMPLES};
+pub use llama::{LlamaLora, LlamaShape, Lora, TARGETS};
 pub use reranker::{
     install_files, train_reranker, GroupMetrics, Loss, PairEncoder, RerankExample, RerankFigures,
     RerankOptions, Scorer, TrainedReranker, MIN_PAIRS,

@@ -376,7 +376,7 @@ fn batches(lens: &[usize], batch_size: usize, rng: &mut SplitMix) -> Vec<Vec<usi
 
 /// The step size at `step` of `total`: linear warm-up over `warmup` steps,
 /// then linear decay to 0.
-fn step_size(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
+pub(crate) fn step_size(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
     if step < warmup {
         peak * (step + 1) as f64 / warmup as f64
     } else {
@@ -391,7 +391,7 @@ fn step_size(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
 /// time (raising them: 1.42 → 2.19 pairs/s). Raising the thresholds keeps
 /// freed memory in the process for reuse. (One arena for all threads,
 /// `M_ARENA_MAX` 1, was slower: 1.75 pairs/s.)
-fn keep_freed_memory() {
+pub(crate) fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; it is safe to call
     // at any time.

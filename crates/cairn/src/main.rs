@@ -14,6 +14,7 @@ mod progress;
 mod serve;
 mod target;
 mod train;
+mod train_generator;
 mod watch;
 
 use anyhow::{bail, Context, Result};

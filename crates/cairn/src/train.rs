@@ -34,6 +34,18 @@ pub enum TrainCommand {
     /// (reranker/, used by --rerank from then on, a running server
     /// included) unless held-out hit@1 got worse. --remove uninstalls it.
     Reranker(RerankerArgs),
+    /// Fine-tune the generator (the embedded GGUF model, Llama
+    /// architecture) on cited answers: for each question of `cairn train
+    /// data`'s output, the prompt `cairn ask` would build, and as answer
+    /// the sentences of the question's own passage the critic ranks best,
+    /// each ending with its source's marker ("… [2]."); plus answers users
+    /// rated up. Trains a LoRA adapter in Rust (candle) on the last
+    /// --layers blocks, keeps the epoch with the lowest answer loss on the
+    /// held-out questions, and installs it in the collection
+    /// (generator/lora.gguf, applied by llama.cpp to every answer from then
+    /// on, a running server included) unless that loss did not fall.
+    /// --remove uninstalls it.
+    Generator(crate::train_generator::GeneratorArgs),
 }
 
 /// How a reranker is trained and checked (`cairn train reranker`, `cairn
@@ -198,6 +210,7 @@ pub fn run(cfg: &Config, command: TrainCommand) -> Result<()> {
         TrainCommand::Data(a) => data(cfg, a),
         TrainCommand::Adapter(a) => adapter(cfg, a),
         TrainCommand::Reranker(a) => reranker(cfg, a),
+        TrainCommand::Generator(a) => crate::train_generator::run(cfg, a),
     }
 }
 
@@ -330,10 +343,10 @@ struct Line {
 /// A line of a `cairn train data` file: its JSON, its question and its
 /// positive's chunk id (both checked), and a maker of errors naming the
 /// file and line.
-struct DataLine<'a> {
-    v: serde_json::Value,
-    query: String,
-    chunk: u64,
+pub(crate) struct DataLine<'a> {
+    pub(crate) v: serde_json::Value,
+    pub(crate) query: String,
+    pub(crate) chunk: u64,
     path: &'a Path,
     line: usize,
 }
@@ -345,7 +358,7 @@ impl DataLine<'_> {
 }
 
 /// The lines of a `cairn train data` file (blank ones skipped).
-fn data_lines(path: &Path) -> Result<Vec<DataLine<'_>>> {
+pub(crate) fn data_lines(path: &Path) -> Result<Vec<DataLine<'_>>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "{}: cannot be read (written by `cairn train data`)",
@@ -422,7 +435,7 @@ fn dense_scores(engine: &cairn_engine::Engine, queries: &[(Vec<f32>, u64)]) -> R
 
 /// `--remove`: delete the collection's installed `what` (a file or a
 /// folder) and say whether there was one.
-fn uninstall(path: &Path, what: &str, collection: &str, json: bool) -> Result<()> {
+pub(crate) fn uninstall(path: &Path, what: &str, collection: &str, json: bool) -> Result<()> {
     let removed = if path.is_dir() {
         std::fs::remove_dir_all(path)
     } else {

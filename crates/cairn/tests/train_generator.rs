@@ -1,0 +1,180 @@
+//! `cairn train generator` as users run it, in separate processes with the
+//! real models: cited answers built from a small collection train a LoRA
+//! adapter on SmolLM2, which is installed in the collection and applied by
+//! llama.cpp to the next answers; one trained for another model, or a
+//! damaged file, is left out with a warning; `--remove` uninstalls it.
+
+#![cfg(feature = "train")]
+
+mod common;
+use common::{cairn, json, ok, run, stdout};
+use std::path::Path;
+
+fn ask(data: &Path) -> (serde_json::Value, String) {
+    let mut c = cairn(data);
+    c.args([
+        "ask",
+        "How do I create a virtual environment?",
+        "--max-tokens",
+        "24",
+        "--no-check",
+        "--json",
+    ]);
+    let out = ok(c);
+    (
+        json(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_generator_adapter_trains_installs_applies_and_uninstalls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    cairn_testkit::copy_pages(
+        &[
+            "tutorial/venv.html",
+            "tutorial/modules.html",
+            "tutorial/errors.html",
+            "tutorial/inputoutput.html",
+            "tutorial/controlflow.html",
+            "tutorial/datastructures.html",
+            "tutorial/classes.html",
+            "tutorial/stdlib.html",
+        ],
+        &docs,
+    );
+    let data = tmp.path().join("data");
+    let mut c = cairn(&data);
+    c.arg("ingest").arg(&docs);
+    ok(c);
+    let synth = tmp.path().join("synth");
+    let synth_s = synth.to_str().unwrap();
+
+    // Missing data is named.
+    let out = run(&data, &["train", "generator", "--data", synth_s]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("train.jsonl"), "{err}");
+
+    stdout(
+        &data,
+        &[
+            "train",
+            "data",
+            "--no-generate",
+            "--per-doc",
+            "12",
+            "--held-out",
+            "0.3",
+            "--seed",
+            "1",
+            "--out",
+            synth_s,
+        ],
+    );
+    // Few examples and two adapted blocks keep it quick;
+    // --force installs it whatever the held-out loss did.
+    let report = json(
+        stdout(
+            &data,
+            &[
+                "train",
+                "generator",
+                "--data",
+                synth_s,
+                "--max-examples",
+                "10",
+                "--passages",
+                "3",
+                "--within",
+                "10",
+                "--layers",
+                "2",
+                "--epochs",
+                "1",
+                "--force",
+                "--json",
+            ],
+        )
+        .as_bytes(),
+    );
+    let train = report["examples"]["train"].as_u64().unwrap();
+    assert!(train >= 8, "{report}");
+    assert!(report["examples"]["held_out"].as_u64().unwrap() >= 1);
+    assert_eq!(report["figures"]["frozen_blocks"], 28);
+    assert_eq!(
+        report["figures"]["validation_loss"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(report["figures"]["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["installed"], true);
+    let dir = data.join("collections").join("default").join("generator");
+    let lora = dir.join("lora.gguf");
+    assert!(lora.is_file());
+    // What it learnt from: questions with answers that cite their source.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let sample = saved["sample"].as_array().unwrap();
+    assert!(!sample.is_empty());
+    for e in sample {
+        let a = e["answer"].as_str().unwrap();
+        // Each sentence ends with one marker, of a source of the prompt
+        // (3 passages).
+        assert!(a.ends_with("]."), "{a}");
+        let markers: Vec<&str> = a.split(" [").skip(1).collect();
+        assert!(!markers.is_empty(), "{a}");
+        for m in markers {
+            let n: usize = m[..m.find(']').unwrap()].parse().unwrap();
+            assert!((1..=3).contains(&n), "{a}");
+        }
+    }
+
+    // The next answer is generated with it.
+    let (a, _) = ask(&data);
+    assert_eq!(a["adapter"].as_str(), Some(lora.to_str().unwrap()), "{a}");
+
+    // One trained for another model is left out, with a warning.
+    let good = std::fs::read(&lora).unwrap();
+    cairn_generate::gguf::write_minimal(
+        &lora,
+        &[
+            ("general.type", "adapter"),
+            ("general.architecture", "llama"),
+            ("cairn.base_model", "another-model"),
+        ],
+    )
+    .unwrap();
+    let (a, err) = ask(&data);
+    assert!(a.get("adapter").is_none(), "{a}");
+    assert!(err.contains("trained for `another-model`"), "{err}");
+    // A damaged one is an error naming the file.
+    std::fs::write(&lora, &good[..good.len() / 2]).unwrap();
+    let out = run(
+        &data,
+        &[
+            "ask",
+            "How do I create a virtual environment?",
+            "--max-tokens",
+            "8",
+            "--no-check",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lora.gguf") && err.contains("corrupt"),
+        "{err}"
+    );
+
+    // --remove uninstalls it.
+    std::fs::write(&lora, &good).unwrap();
+    let out = stdout(&data, &["train", "generator", "--remove"]);
+    assert!(out.contains("removed the generator adapter"), "{out}");
+    assert!(!dir.exists());
+    let (a, _) = ask(&data);
+    assert!(a.get("adapter").is_none(), "{a}");
+}
