@@ -140,6 +140,17 @@ fn meta_f(c: &gguf_file::Content, key: &str) -> Option<f32> {
     c.metadata.get(key).and_then(|v| v.to_f32().ok())
 }
 
+/// A GGUF file opened and its header read.
+fn open_gguf(path: &Path) -> Result<(std::fs::File, gguf_file::Content), TrainError> {
+    let mut f = std::fs::File::open(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let c = gguf_file::Content::read(&mut f)
+        .map_err(|e| bad(path, format!("not a readable GGUF file ({e})")))?;
+    Ok((f, c))
+}
+
 impl LlamaLora {
     /// Load `path` (a GGUF file of architecture `llama`) and put new
     /// adapters of rank `rank` on `targets` of the last `top` blocks (all
@@ -154,12 +165,7 @@ impl LlamaLora {
         top: usize,
         seed: u64,
     ) -> Result<LlamaLora, TrainError> {
-        let mut f = std::fs::File::open(path).map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let c = gguf_file::Content::read(&mut f)
-            .map_err(|e| bad(path, format!("not a readable GGUF file ({e})")))?;
+        let (mut f, c) = open_gguf(path)?;
         let arch = c
             .metadata
             .get("general.architecture")
@@ -510,12 +516,7 @@ impl LlamaLora {
     /// Load adapters saved by [`save_gguf`](Self::save_gguf) into this
     /// model's (same tensors and rank).
     pub fn load_adapters(&mut self, path: &Path) -> Result<(), TrainError> {
-        let mut f = std::fs::File::open(path).map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let c = gguf_file::Content::read(&mut f)
-            .map_err(|e| bad(path, format!("not a readable GGUF file ({e})")))?;
+        let (mut f, c) = open_gguf(path)?;
         for l in &self.adapters {
             let stem = l.tensor.trim_end_matches(".weight");
             for (suffix, v) in [("lora_a", &l.a), ("lora_b", &l.b)] {
