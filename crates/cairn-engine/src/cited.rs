@@ -54,6 +54,19 @@ pub fn cite_sentence(sentence: &str, n: usize) -> String {
     format!("{body} [{n}].")
 }
 
+/// How a synthetic question's example is built.
+#[derive(Debug, Clone, Copy)]
+pub struct CitedOptions {
+    /// Passages in the prompt.
+    pub passages: usize,
+    /// The question's passage must be among the search's first this many.
+    pub within: usize,
+    /// Tokens kept free for the answer when the prompt is built.
+    pub answer_tokens: usize,
+    /// The most sentences in the answer.
+    pub sentences: usize,
+}
+
 /// The example for a synthetic `question` whose passage is `positive`:
 /// `passages` passages retrieved (its passage among the first `within`),
 /// the prompt built for an answer of `answer_tokens`, at most `sentences`
@@ -63,11 +76,14 @@ pub fn synthetic_example(
     generator: &dyn Generator,
     question: &str,
     positive: ChunkId,
-    passages: usize,
-    within: usize,
-    answer_tokens: usize,
-    sentences: usize,
+    o: &CitedOptions,
 ) -> Result<std::result::Result<CitedExample, Skipped>> {
+    let CitedOptions {
+        passages,
+        within,
+        answer_tokens,
+        sentences,
+    } = *o;
     let mode = engine.config().search.mode;
     let passages = passages.max(1);
     let mut hits = engine.search(question, passages.max(within), mode)?;

@@ -49,7 +49,8 @@ pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use background::run_in_background;
 pub use cairn_store::{AnswerRecord, DocMeta, FeedbackRecord, Rating};
 pub use cited::{
-    cite_sentence, feedback_cited_examples, synthetic_example, CitedExample, Skipped as NotCited,
+    cite_sentence, feedback_cited_examples, synthetic_example, CitedExample, CitedOptions,
+    Skipped as NotCited,
 };
 pub use collection::{
     pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,

@@ -107,6 +107,12 @@ pub fn run(cfg: &Config, a: GeneratorArgs) -> Result<()> {
     }
     let answer_tokens = cfg.generate.max_tokens as usize;
     let within = a.within.unwrap_or(a.passages).max(a.passages);
+    let cited = cairn_engine::CitedOptions {
+        passages: a.passages,
+        within,
+        answer_tokens,
+        sentences: a.sentences,
+    };
 
     // The examples.
     let mut skipped = (0usize, 0usize);
@@ -130,16 +136,7 @@ pub fn run(cfg: &Config, a: GeneratorArgs) -> Result<()> {
             if out.len() >= limit {
                 break;
             }
-            match cairn_engine::synthetic_example(
-                &engine,
-                &gen,
-                &l.query,
-                l.chunk,
-                a.passages,
-                within,
-                answer_tokens,
-                a.sentences,
-            )? {
+            match cairn_engine::synthetic_example(&engine, &gen, &l.query, l.chunk, &cited)? {
                 Ok(e) => out.push(e),
                 Err(Skipped::NotRetrieved) => skipped.0 += 1,
                 Err(Skipped::NotVerified) => skipped.1 += 1,
