@@ -11,6 +11,7 @@ driver is bench/py/run.py, which alternates these with `cairn-bench`.
     bm25-sqlite / bm25-bm25s                         lexical search latency
     chunk-langchain / chunk-semchunk                 token-aware text splitting speed
     ingest-langchain                                 a plain LangChain ingest pipeline
+    train-crossencoder / train-lora                  reranker and generator training speed
 
 Heavy libraries are imported inside each subcommand, so a command only pays
 for (and needs) what it uses: all but embed-st, export-onnx and
@@ -654,6 +655,118 @@ def cmd_train_crossencoder(a):
           "torch": torch.__version__})
 
 
+# ----------------------------------------------------- generator training
+
+def cmd_train_lora(a):
+    """PEFT's LoRA on transformers' Llama (PyTorch, CPU, F32) on the examples
+    `cairn train generator --export` wrote: the same token ids, the loss on
+    the answer tokens only, the same adapters (rank, alpha, the 7 linear
+    layers of the last N blocks), AdamW without weight decay, warm-up over a
+    tenth of the steps then linear decay, gradients of `accumulate` examples
+    per step, clipping at 1. Timed: the training loop alone (forward and
+    backward passes and optimiser steps); the held-out answer loss before
+    and after each epoch is measured outside it."""
+    import math
+    import random
+    torch = need_torch("train-lora")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    train, held = [], []
+    with open(a.examples, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                (train if d["split"] == "train" else held).append((d["input_ids"], d["answer_start"]))
+    gguf = Path(a.gguf)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                 torch_dtype=torch.float32)
+    # transformers 4.46 reads no output matrix from a GGUF that ties it to
+    # the embeddings (as llama.cpp does): tie them here.
+    if model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
+    layers = model.config.num_hidden_layers
+    adapted = list(range(layers - a.layers, layers)) if a.layers else None
+    cfg = LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0, bias="none",
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                     "gate_proj", "up_proj", "down_proj"],
+                     layers_to_transform=adapted, task_type="CAUSAL_LM")
+    model = get_peft_model(model, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    def batch(ids, start):
+        x = torch.tensor([ids])
+        labels = x.clone()
+        labels[0, :start] = -100
+        return x, labels
+
+    def held_loss():
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for ids, start in held:
+                x, labels = batch(ids, start)
+                k = len(ids) - start
+                total += model(input_ids=x, labels=labels).loss.item() * k
+                n += k
+        model.train()
+        return total / max(n, 1)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(train) / a.accumulate)
+    total = steps_per_epoch * a.epochs
+    warmup = math.ceil(total * 0.1)
+
+    def step_size(step):  # cairn-train's schedule
+        if step < warmup:
+            return a.lr * (step + 1) / warmup
+        return a.lr * (total - step) / max(total - warmup, 1)
+
+    validation = [held_loss()] if held else []
+    rng = random.Random(a.seed)
+    order = list(range(len(train)))
+    seconds, step, epoch_loss = 0.0, 0, []
+    model.train()
+    for _ in range(a.epochs):
+        rng.shuffle(order)
+        loss_sum, loss_n = 0.0, 0
+        for c in range(0, len(order), a.accumulate):
+            chunk = order[c:c + a.accumulate]
+            t0 = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = step_size(step)
+            opt.zero_grad(set_to_none=True)
+            losses = []
+            for i in chunk:
+                x, labels = batch(*train[i])
+                loss = model(input_ids=x, labels=labels).loss
+                (loss / len(chunk)).backward()
+                losses.append(loss.item())
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            seconds += time.perf_counter() - t0
+            for i, l in zip(chunk, losses):
+                k = len(train[i][0]) - train[i][1]
+                loss_sum += l * k
+                loss_n += k
+            step += 1
+        epoch_loss.append(loss_sum / max(loss_n, 1))
+        if held:
+            validation.append(held_loss())
+        log(f"epoch {len(epoch_loss)}: loss {epoch_loss[-1]:.3f}, held-out {validation[-1] if held else '-'}")
+    tokens = sum(len(ids) for ids, _ in train)
+    emit({"peer": "PEFT LoRA (transformers, PyTorch)", "train_examples": len(train),
+          "validation_examples": len(held), "train_tokens": tokens, "epochs": a.epochs,
+          "steps": step, "seconds": seconds, "tokens_per_second": tokens * a.epochs / seconds,
+          "epoch_loss": epoch_loss, "validation_loss": validation,
+          "trainable_parameters": trainable, "threads": a.threads, "rank": a.rank,
+          "alpha": a.alpha, "layers": a.layers, "torch": torch.__version__})
+
+
 # --------------------------------------------------------------------- CLI
 
 def main():
@@ -735,6 +848,16 @@ def main():
     s.add_argument("--lr", type=float, default=2e-5); s.add_argument("--max-length", type=int, default=256)
     s.add_argument("--threads", type=int, default=2); s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_train_crossencoder)
+
+    s = sub.add_parser("train-lora")
+    s.add_argument("--examples", required=True, help="the JSON lines of `cairn train generator --export`")
+    s.add_argument("--gguf", required=True, help="the generator's GGUF file")
+    s.add_argument("--rank", type=int, default=8); s.add_argument("--alpha", type=float, default=16.0)
+    s.add_argument("--layers", type=int, default=8, help="adapted blocks from the top (0: all)")
+    s.add_argument("--epochs", type=int, default=2); s.add_argument("--accumulate", type=int, default=4)
+    s.add_argument("--lr", type=float, default=5e-4)
+    s.add_argument("--threads", type=int, default=2); s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_train_lora)
 
     a = p.parse_args()
     a.fn(a)

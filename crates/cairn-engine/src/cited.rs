@@ -20,7 +20,7 @@ use crate::{Engine, Result};
 use cairn_core::{ChunkId, Critic, Judgement, Scored};
 use cairn_critic::extract::{self, ExtractOptions};
 use cairn_generate::prompt::{self, Instructions};
-use cairn_generate::{ChatMessage, Generator};
+use cairn_generate::{ChatMessage, Flow, Generator, Sampling};
 use cairn_store::Rating;
 use serde::Serialize;
 
@@ -34,6 +34,9 @@ pub struct CitedExample {
     pub origin: &'static str,
     /// The document of the passage the answer cites first.
     pub doc: String,
+    /// The markers (1-based) of the sources an answer to it should cite:
+    /// the question's own passage, or those the up-rated answer cited.
+    pub gold: Vec<usize>,
 }
 
 /// Why a question gave no example.
@@ -140,6 +143,7 @@ pub fn synthetic_example(
         answer,
         origin: "synthetic",
         doc: p.sources[gold].doc.clone(),
+        gold: vec![gold + 1],
     }))
 }
 
@@ -196,14 +200,114 @@ pub fn feedback_cited_examples(
             answer: a.answer.trim().to_string(),
             origin: "feedback",
             doc: p.sources[first - 1].doc.clone(),
+            gold: {
+                let mut g: Vec<usize> = a.citations.iter().map(|(n, _)| *n).collect();
+                g.sort_unstable();
+                g.dedup();
+                g
+            },
         });
     }
     Ok((out, skipped))
 }
 
+/// How a generator answers held-out examples: see [`score_answers`].
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerScore {
+    /// Examples answered.
+    pub examples: usize,
+    /// Share of answers that cite one of the example's gold sources.
+    pub cited: f64,
+    /// Mean token F1 of the answers (markers left out) against the
+    /// examples' answers.
+    pub f1: f64,
+    /// The answers, in the examples' order.
+    pub answers: Vec<String>,
+}
+
+/// Answers each example's prompt with `generator` (greedy or as `sampling`
+/// says; with its adapter, if it names one) and grades the answers: the
+/// share that cite one of the example's gold sources, and their token F1
+/// against the example's answer.
+pub fn score_answers(
+    generator: &dyn Generator,
+    examples: &[CitedExample],
+    sampling: &Sampling,
+    progress: &dyn cairn_core::Progress,
+) -> Result<AnswerScore> {
+    let (mut cited, mut f1) = (0usize, 0f64);
+    let mut answers = Vec::with_capacity(examples.len());
+    for e in examples {
+        let mut sink = |_: &str| Flow::Continue;
+        let g = generator.generate(&e.messages, sampling, &mut sink)?;
+        let (markers, plain) = cairn_critic::support::strip_markers(&g.text);
+        if markers.iter().any(|m| e.gold.contains(m)) {
+            cited += 1;
+        }
+        let (_, reference) = cairn_critic::support::strip_markers(&e.answer);
+        f1 += token_f1(&plain, &reference);
+        answers.push(g.text.trim().to_string());
+        progress.advance(1);
+    }
+    let n = examples.len().max(1) as f64;
+    Ok(AnswerScore {
+        examples: examples.len(),
+        cited: cited as f64 / n,
+        f1: f1 / n,
+        answers,
+    })
+}
+
+/// Token F1 of two texts (lower-cased words, as bags).
+fn token_f1(a: &str, b: &str) -> f64 {
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let (a, b) = (words(a), words(b));
+    if a.is_empty() || b.is_empty() {
+        return if a.is_empty() && b.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    let mut counts = std::collections::HashMap::<&str, i64>::new();
+    for w in &b {
+        *counts.entry(w).or_default() += 1;
+    }
+    let mut common = 0usize;
+    for w in &a {
+        if let Some(c) = counts.get_mut(w.as_str()) {
+            if *c > 0 {
+                *c -= 1;
+                common += 1;
+            }
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let p = common as f64 / a.len() as f64;
+    let r = common as f64 / b.len() as f64;
+    2.0 * p * r / (p + r)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::cite_sentence;
+    use super::{cite_sentence, token_f1};
+
+    #[test]
+    fn token_f1_counts_shared_words_once_each() {
+        assert_eq!(token_f1("the cat sat", "the cat sat"), 1.0);
+        assert_eq!(token_f1("dog", "the cat"), 0.0);
+        // "the the" against "the cat": one shared word, p = 1/2, r = 1/2.
+        assert!((token_f1("The the", "the cat.") - 0.5).abs() < 1e-9);
+        assert_eq!(token_f1("", ""), 1.0);
+        assert_eq!(token_f1("x", ""), 0.0);
+    }
 
     #[test]
     fn markers_go_before_the_full_stop() {

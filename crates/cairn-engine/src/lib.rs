@@ -49,8 +49,8 @@ pub use ask::{MAX_QUESTION_CHARS, NOT_COVERED};
 pub use background::run_in_background;
 pub use cairn_store::{AnswerRecord, DocMeta, FeedbackRecord, Rating};
 pub use cited::{
-    cite_sentence, feedback_cited_examples, synthetic_example, CitedExample, CitedOptions,
-    Skipped as NotCited,
+    cite_sentence, feedback_cited_examples, score_answers, synthetic_example, AnswerScore,
+    CitedExample, CitedOptions, Skipped as NotCited,
 };
 pub use collection::{
     pick_document, Collection, Collections, DocumentText, LocalCollection, LocalCollections,
@@ -313,6 +313,8 @@ pub const RERANKER_DIR: &str = "reranker";
 /// `cairn train generator`, applied to every answer the embedded engine
 /// generates for the collection.
 pub const GENERATOR_ADAPTER: &str = "generator/lora.gguf";
+/// The folder [`GENERATOR_ADAPTER`] is in, with the training report.
+pub const GENERATOR_DIR: &str = "generator";
 
 /// See [`Engine::installed_reranker`].
 #[derive(Default)]

@@ -113,7 +113,7 @@ fn rounds_promote_reject_survive_kills_and_roll_back() {
         (vec!["--held-out", "0"], "--held-out"),
         (vec!["--min-gain", "2"], "--min-gain"),
         (vec!["--per-doc", "0"], "--per-doc"),
-        (vec!["--only", "generator"], "not an artefact"),
+        (vec!["--only", "critic"], "not an artefact"),
     ] {
         let mut a = vec!["improve", "--no-generate"];
         a.extend(args);
