@@ -29,20 +29,7 @@ n="${1:-16}"
 threads="${2:-2}"
 epochs="${3:-2}"
 out="${OUT:-bench/results/generator-train.json}"
-target="${CARGO_TARGET_DIR:-target}/debug"
-cargo build -q -p cairn --features train
-cairn="$target/cairn"
-"$cairn" models fetch >/dev/null
-py=$(bash bench/scripts/peers-venv.sh | tail -1)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-data="${DATA:-}"
-if [ -z "$data" ]; then
-  export CAIRN_DATA_DIR="$work/data"
-  "$cairn" ingest --json "${CORPUS:-/usr/share/doc/python3.11/html}/tutorial" >/dev/null
-  data="$work/train-data"
-  "$cairn" train data --out "$data" --no-generate --json >/dev/null
-fi
+source bench/scripts/train-setup.sh
 export CAIRN_THREADS="$threads" CAIRN_EMBED_THREADS="$threads" RAYON_NUM_THREADS="$threads"
 common=(--data "$data" --max-examples "$n" --epochs "$epochs")
 "$cairn" train generator "${common[@]}" --export "$work/examples.jsonl" --json > "$work/export.json"

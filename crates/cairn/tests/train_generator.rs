@@ -76,30 +76,28 @@ fn a_generator_adapter_trains_installs_applies_and_uninstalls() {
             synth_s,
         ],
     );
+    // The examples both runs below build.
+    let examples = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "train",
+            "generator",
+            "--data",
+            synth_s,
+            "--max-examples",
+            "10",
+            "--passages",
+            "3",
+            "--within",
+            "10",
+            "--json",
+        ];
+        args.extend(extra);
+        json(stdout(&data, &args).as_bytes())
+    };
     // The examples, exported for other trainers: the same ones training
     // uses (checked below against its token count).
     let exported = tmp.path().join("examples.jsonl");
-    let export = json(
-        stdout(
-            &data,
-            &[
-                "train",
-                "generator",
-                "--data",
-                synth_s,
-                "--max-examples",
-                "10",
-                "--passages",
-                "3",
-                "--within",
-                "10",
-                "--export",
-                exported.to_str().unwrap(),
-                "--json",
-            ],
-        )
-        .as_bytes(),
-    );
+    let export = examples(&["--export", exported.to_str().unwrap()]);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&exported)
         .unwrap()
         .lines()
@@ -140,30 +138,7 @@ fn a_generator_adapter_trains_installs_applies_and_uninstalls() {
 
     // Few examples and two adapted blocks keep it quick;
     // --force installs it whatever the held-out loss did.
-    let report = json(
-        stdout(
-            &data,
-            &[
-                "train",
-                "generator",
-                "--data",
-                synth_s,
-                "--max-examples",
-                "10",
-                "--passages",
-                "3",
-                "--within",
-                "10",
-                "--layers",
-                "2",
-                "--epochs",
-                "1",
-                "--force",
-                "--json",
-            ],
-        )
-        .as_bytes(),
-    );
+    let report = examples(&["--layers", "2", "--epochs", "1", "--force"]);
     let train = report["examples"]["train"].as_u64().unwrap();
     assert!(train >= 8, "{report}");
     assert!(report["examples"]["held_out"].as_u64().unwrap() >= 1);
