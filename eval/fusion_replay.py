@@ -11,6 +11,14 @@ of a gold page first / among the first five, as `cairn eval` counts them).
     python3 eval/fusion_replay.py --cairn ./target/debug/cairn --data-dir D \\
         --set pydocs:eval/python-docs/qa.jsonl --set sqlite:eval/sqlite-docs/qa.jsonl
 
+With `--learn NAME:DIR` (DIR written by `cairn train data` for collection
+NAME: train.jsonl and held_out.jsonl, the gold page of a question being its
+passage's document), the dense weight of score fusion is also chosen per
+collection on its own synthetic questions (the best sum of hit@1 + hit@5
+over a grid), and the set's real questions are scored with that weight, with
+the default (equal weights) and with the weight that is best on the real
+questions themselves (a ceiling no method without the answers can pass).
+
 Standard library only.
 """
 import argparse
@@ -23,6 +31,8 @@ def pull(cairn, data, name, qa, k):
     out = []
     for line in open(qa):
         q = json.loads(line)
+        if "query" in q:  # a `cairn train data` line
+            q = {"question": q["query"], "gold": [q["doc"]]}
         rec = {"gold": q["gold"]}
         for mode in ("dense", "bm25"):
             r = subprocess.run([cairn, "--data-dir", data, "-c", name, "search", q["question"],
@@ -81,11 +91,16 @@ def main():
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--set", action="append", required=True, help="NAME:QA (collection NAME)")
     ap.add_argument("-k", type=int, default=50)
+    ap.add_argument("--learn", action="append", default=[],
+                    help="NAME:DIR (`cairn train data --out DIR` of collection NAME)")
     a = ap.parse_args()
     sets = {}
     for spec in a.set:
         name, qa = spec.split(":", 1)
         sets[name] = pull(a.cairn, a.data_dir, name, qa, a.k)
+    if a.learn:
+        learn(a, sets)
+        return
     fusions = {"dense": lambda q: [c for c, _, _ in q["dense"]],
                "bm25": lambda q: [c for c, _, _ in q["bm25"]]}
     for k in (5, 10, 20, 60):
@@ -98,6 +113,27 @@ def main():
         row = [score(qs, fuse) for qs in sets.values()]
         cells = " | ".join(f"{h1:.3f} / {h5:.3f}" for h1, h5 in row)
         print(f"{name} | {cells} | {sum(h1 + h5 for h1, h5 in row):.3f}")
+
+
+def learn(a, sets):
+    """Per collection: the dense weight chosen on its synthetic questions,
+    against the default and the ceiling, on its real questions."""
+    grid = [i / 20 for i in range(4, 17)]  # dense weight 0.20 .. 0.80
+    print("set | synthetic questions | weight learned | real: default | real: learned | real: best weight (ceiling)")
+    for spec in a.learn:
+        name, d = spec.split(":", 1)
+        synth = []
+        for part in ("train.jsonl", "held_out.jsonl"):
+            synth += pull(a.cairn, a.data_dir, name, f"{d}/{part}", a.k)
+
+        def best(qs):
+            return max(grid, key=lambda al: (sum(score(qs, lambda q: convex(q, al, "max"))), -abs(al - 0.5)))
+
+        w = best(synth)
+        real = sets[name]
+        cell = lambda al: "%.3f / %.3f" % score(real, lambda q: convex(q, al, "max"))
+        top = best(real)
+        print(f"{name} | {len(synth)} | dense {w:.2f} | {cell(0.5)} | {cell(w)} | {cell(top)} (dense {top:.2f})")
 
 
 if __name__ == "__main__":

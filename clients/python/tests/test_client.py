@@ -6,6 +6,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import COLLECTION, KEEPER_QUERY, KEY, NOTE, NOTE_NAME, URL, YEAR_QUESTION
@@ -182,3 +183,19 @@ def test_an_unreachable_server_is_a_cairn_error():
         with pytest.raises(CairnError) as e:
             gone.health()
     assert e.value.status is None and e.value.type == "connection_error", e.value
+
+
+def test_a_pdf_passage_carries_its_page(cairn, note):
+    # A real three-page PDF (its second page is a scan; pages 1 and 3 have text).
+    pdf = Path(__file__).resolve().parents[3] / "crates/cairn-ingest/tests/data/ocr/mixed.pdf"
+    job = cairn.upload(pdf)
+    assert job.state == "done" and job.documents_added == 1, job
+    try:
+        hits = cairn.search("keep os.open() from shadowing the built-in open()", k=1, mode="bm25")
+        assert hits and hits[0].doc == "mixed.pdf", hits
+        assert hits[0].page == 3 and hits[0].metadata(COLLECTION)["page"] == 3, hits[0]
+        # Other formats have no page.
+        other = cairn.search(KEEPER_QUERY, k=1)[0]
+        assert other.doc == note and other.page is None and "page" not in other.metadata(COLLECTION)
+    finally:
+        cairn.remove("mixed.pdf")

@@ -700,10 +700,12 @@ impl Cluster {
                 let p = passages
                     .remove(&(shard, chunk))
                     .expect("every chunk of the top k was fetched above");
+                let page = cairn_core::page_of(&p.doc, &p.heading);
                 ClusterHit {
                     hit: Hit {
                         rank: i + 1,
                         score,
+                        page,
                         doc: p.doc,
                         chunk,
                         heading: p.heading,

@@ -126,6 +126,7 @@ mod tests {
                 start: 0,
                 end: 1,
                 text: doc.into(),
+                page: None,
             },
             cosine: score,
         }

@@ -346,6 +346,10 @@ pub struct Hit {
     pub start: u64,
     pub end: u64,
     pub text: String,
+    /// The page the passage is on, for a PDF or multi-page TIFF ([`page_of`]);
+    /// absent for other formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
 }
 
 /// A scored chunk id, the currency between indexes and fusion.
@@ -484,6 +488,63 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (na.sqrt() * nb.sqrt())
 }
 
+/// The page of a passage of a paged document (PDF, multi-page TIFF), from
+/// its heading path: those loaders end the heading path of every page's
+/// section with `Page N` (1-based, the page's place in the file), and that
+/// is the one place a passage's page is kept, so it needs no column of its
+/// own and travels wherever the heading does (catalog, cluster replies,
+/// prompts). `None` for other formats (by `doc`'s extension, any case) or a
+/// heading without it.
+pub fn page_of(doc: &str, heading: &str) -> Option<u32> {
+    let paged = doc.rsplit_once('.').is_some_and(|(_, ext)| {
+        ["pdf", "tif", "tiff"]
+            .iter()
+            .any(|e| ext.eq_ignore_ascii_case(e))
+    });
+    if !paged {
+        return None;
+    }
+    let last = heading.rsplit(" > ").next()?;
+    let n: u32 = last.strip_prefix("Page ")?.parse().ok()?;
+    (n > 0).then_some(n)
+}
+
+/// A heading path without the `Page N` that [`page_of`] reads, for showing
+/// beside a page number that is already printed.
+pub fn heading_without_page(heading: &str) -> &str {
+    match heading.rsplit_once(" > ") {
+        Some((rest, last))
+            if last
+                .strip_prefix("Page ")
+                .is_some_and(|n| n.parse::<u32>().is_ok()) =>
+        {
+            rest
+        }
+        None if heading
+            .strip_prefix("Page ")
+            .is_some_and(|n| n.parse::<u32>().is_ok()) =>
+        {
+            ""
+        }
+        _ => heading,
+    }
+}
+
+/// How a passage is named to a reader: `doc — heading`, `doc` alone when
+/// the heading is empty, and for a passage with a page `doc, page N — heading`
+/// without the path's own `Page N`.
+pub fn passage_label(doc: &str, heading: &str, page: Option<u32>) -> String {
+    let (doc, heading) = match page {
+        Some(n) => (format!("{doc}, page {n}"), heading_without_page(heading)),
+        None => (doc.to_string(), heading),
+    };
+    if heading.is_empty() {
+        doc
+    } else {
+        format!("{doc} — {heading}")
+    }
+}
+
 /// Convert a byte offset in `s` into a character offset.
 pub fn byte_to_char(s: &str, byte: usize) -> u64 {
     s[..byte].chars().count() as u64
@@ -492,6 +553,34 @@ pub fn byte_to_char(s: &str, byte: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paged_passage_has_the_page_its_heading_ends_with() {
+        assert_eq!(
+            page_of("docs/bashref.pdf", "Basic Shell Features > Page 42"),
+            Some(42)
+        );
+        assert_eq!(page_of("SCAN.PDF", "Page 3"), Some(3));
+        assert_eq!(page_of("scans.tiff", "scans.tiff > Page 2"), Some(2));
+        // Not a PDF, or no page at the end of the path.
+        assert_eq!(page_of("notes.md", "Plans > Page 3"), None);
+        assert_eq!(page_of("a.pdf", "Page 3 > Intro"), None);
+        assert_eq!(page_of("a.pdf", "Pages 3"), None);
+        assert_eq!(page_of("a.pdf", "Page 0"), None);
+        assert_eq!(page_of("a.pdf", ""), None);
+        assert_eq!(page_of("pdf", "Page 2"), None);
+        assert_eq!(heading_without_page("A > B > Page 42"), "A > B");
+        assert_eq!(heading_without_page("Page 42"), "");
+        assert_eq!(heading_without_page("A > Page x"), "A > Page x");
+        assert_eq!(heading_without_page("A > B"), "A > B");
+        assert_eq!(
+            passage_label("m.pdf", "Shell > Page 4", Some(4)),
+            "m.pdf, page 4 — Shell"
+        );
+        assert_eq!(passage_label("m.pdf", "Page 4", Some(4)), "m.pdf, page 4");
+        assert_eq!(passage_label("a.md", "A > B", None), "a.md — A > B");
+        assert_eq!(passage_label("a.md", "", None), "a.md");
+    }
 
     #[test]
     fn formats_by_extension() {

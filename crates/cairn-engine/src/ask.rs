@@ -703,6 +703,7 @@ fn extractive(
                 start: h.start,
                 end: h.end,
                 text: h.text.clone(),
+                page: h.page,
             }
         })
         .collect();
@@ -959,6 +960,7 @@ mod tests {
             start: 0,
             end: 1,
             text: "x".into(),
+            page: None,
         }
     }
 

@@ -1220,6 +1220,7 @@ impl Engine {
                 start: c.start,
                 end: c.end,
                 text: c.text.clone(),
+                page: cairn_core::page_of(&c.doc, &c.heading),
             })
             .collect())
     }

@@ -16,6 +16,9 @@ pub struct Citation {
     pub start: u64,
     pub end: u64,
     pub text: String,
+    /// The PDF page the cited source starts on; absent for other formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
 }
 
 /// The answer with its markers resolved.
@@ -114,6 +117,7 @@ pub fn resolve(answer: &str, sources: &[Source]) -> Resolved {
                             start: s.start,
                             end: s.end,
                             text: s.text.clone(),
+                            page: s.page,
                         });
                     }
                 }
@@ -152,6 +156,7 @@ mod tests {
             text: format!("text {n}"),
             chunks: vec![n as u64],
             score: 1.0,
+            page: None,
         }
     }
 

@@ -82,6 +82,9 @@ pub struct Source {
     pub chunks: Vec<ChunkId>,
     /// The best retrieval score among its chunks.
     pub score: f32,
+    /// The PDF page the source starts on (`Hit::page`); absent for other formats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
 }
 
 /// A prompt ready for a [`Generator`].
@@ -112,6 +115,7 @@ pub fn merge_overlapping(hits: &[Hit]) -> Vec<Source> {
             text: h.text.clone(),
             chunks: vec![h.chunk],
             score: h.score,
+            page: h.page,
         };
         // A new passage may bridge two earlier sources: merge until no source
         // overlaps, then put the result where its best member was.
@@ -161,6 +165,7 @@ fn union(a: Source, b: Source) -> Source {
         text,
         chunks,
         score: a.score.max(b.score),
+        page: first.page,
     }
 }
 
@@ -355,6 +360,7 @@ mod tests {
             start,
             end: start + text.chars().count() as u64,
             text: text.into(),
+            page: None,
         }
     }
 

@@ -40,6 +40,7 @@ fn passage(doc: &str, text: &str) -> Hit {
         start: 0,
         end: text.chars().count() as u64,
         text: text.into(),
+        page: None,
     }
 }
 

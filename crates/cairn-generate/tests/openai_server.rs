@@ -39,6 +39,7 @@ fn streams_a_grounded_answer_from_llama_server() {
         text: "The Kestrel Bridge over the Varne estuary opened to traffic in 1987. \
                It is 412 metres long and carries the coastal railway."
             .into(),
+        page: None,
     }];
     let p = prompt::build(
         &g,

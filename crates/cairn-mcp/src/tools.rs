@@ -52,7 +52,8 @@ fn hit_schema() -> Value {
             "heading": { "type": "string", "description": "Heading path of the passage (Title > Section)" },
             "start": { "type": "integer", "description": "Character offset of the passage in the document's text" },
             "end": { "type": "integer" },
-            "text": { "type": "string" }
+            "text": { "type": "string" },
+            "page": { "type": "integer", "description": "The PDF page the passage is on (PDF documents only)" }
         },
         "required": ["rank", "score", "doc", "chunk", "heading", "start", "end", "text"]
     })
@@ -155,7 +156,8 @@ pub(crate) fn list(ingest: &IngestFrom) -> Vec<Value> {
                                 "heading": { "type": "string" },
                                 "start": { "type": "integer" },
                                 "end": { "type": "integer" },
-                                "text": { "type": "string" }
+                                "text": { "type": "string" },
+                                "page": { "type": "integer", "description": "The PDF page the cited passage starts on (PDF documents only)" }
                             },
                             "required": ["number", "doc", "heading", "start", "end", "text"]
                         }
@@ -250,6 +252,7 @@ pub(crate) fn list(ingest: &IngestFrom) -> Vec<Value> {
                     "collection": { "type": "string" },
                     "doc": { "type": "string" },
                     "heading": { "type": "string", "description": "Heading path of the passage (of the document's first passage for a whole document)" },
+                    "page": { "type": ["integer", "null"], "description": "The page of the passage, for a PDF or multi-page TIFF (null otherwise)" },
                     "start": { "type": "integer" },
                     "end": { "type": "integer" },
                     "text": { "type": "string" },
@@ -483,14 +486,15 @@ impl McpServer {
             format!("{} passages from collection `{name}`:\n", hits.len())
         };
         for h in &hits {
-            let heading = if h.heading.is_empty() {
-                String::new()
-            } else {
-                format!(" — {}", h.heading)
-            };
             text.push_str(&format!(
-                "\n[{}] {}{} (characters {}–{}, chunk {}, score {:.3})\n{}\n",
-                h.rank, h.doc, heading, h.start, h.end, h.chunk, h.score, h.text
+                "\n[{}] {} (characters {}–{}, chunk {}, score {:.3})\n{}\n",
+                h.rank,
+                cairn_core::passage_label(&h.doc, &h.heading, h.page),
+                h.start,
+                h.end,
+                h.chunk,
+                h.score,
+                h.text
             ));
         }
         Ok(success(text, json!({ "collection": name, "hits": hits })))
@@ -524,10 +528,14 @@ impl McpServer {
             .citations
             .iter()
             .map(|c| {
-                json!({
+                let mut v = json!({
                     "number": c.n, "doc": c.doc, "heading": c.heading,
                     "start": c.start, "end": c.end, "text": c.text,
-                })
+                });
+                if let Some(page) = c.page {
+                    v["page"] = json!(page);
+                }
+                v
             })
             .collect();
         let strategy = serde_json::to_value(answer.strategy)
@@ -538,14 +546,12 @@ impl McpServer {
         if !answer.citations.is_empty() {
             text.push_str("\n\nSources:");
             for c in &answer.citations {
-                let heading = if c.heading.is_empty() {
-                    String::new()
-                } else {
-                    format!(" — {}", c.heading)
-                };
                 text.push_str(&format!(
-                    "\n[{}] {}{} (characters {}–{})",
-                    c.n, c.doc, heading, c.start, c.end
+                    "\n[{}] {} (characters {}–{})",
+                    c.n,
+                    cairn_core::passage_label(&c.doc, &c.heading, c.page),
+                    c.start,
+                    c.end
                 ));
             }
         }
@@ -792,7 +798,11 @@ impl McpServer {
             .map(|(_, p)| p.heading.clone())
             .unwrap_or_default();
         let uri = crate::resources::document_uri(&name, &d.doc);
-        let mut text = format!("{} — characters {s}–{e} of {total}", d.doc);
+        let page = cairn_core::page_of(&d.doc, &heading);
+        let mut text = format!(
+            "{} — characters {s}–{e} of {total}",
+            cairn_core::passage_label(&d.doc, "", page)
+        );
         if !heading.is_empty() {
             text.push_str(&format!("\n{heading}"));
         }
@@ -816,6 +826,7 @@ impl McpServer {
                 "truncated": truncated,
                 "format": d.format,
                 "uri": uri,
+                "page": page,
             }),
         ))
     }

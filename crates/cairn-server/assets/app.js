@@ -756,18 +756,27 @@
     return b;
   }
 
+  // A PDF passage is named by its page ("doc, page N"), and its heading
+  // path's own trailing "Page N" is left out (cairn_core::passage_label).
+  function docLabel(x) {
+    return x.page ? `${x.doc}, page ${x.page}` : x.doc;
+  }
+  function headingLabel(x) {
+    return x.page ? (x.heading || '').replace(/(^| > )Page \d+$/, '') : x.heading;
+  }
+
   function renderCitations(citations) {
     const items = citations.map((c) => {
       const li = document.createElement('li');
       const b = citeButton(c.n);
       const doc = document.createElement('span');
       doc.className = 'doc';
-      doc.textContent = c.doc;
+      doc.textContent = docLabel(c);
       li.append(b, ' ', doc);
-      if (c.heading) {
+      if (headingLabel(c)) {
         const h = document.createElement('span');
         h.className = 'heading';
-        h.textContent = ` — ${c.heading}`;
+        h.textContent = ` — ${headingLabel(c)}`;
         li.append(h);
       }
       return li;
@@ -782,18 +791,18 @@
       const b = document.createElement('button');
       b.type = 'button';
       b.className = 'passage-link';
-      b.textContent = h.doc || `Passage ${i + 1}`;
+      b.textContent = (h.doc && docLabel(h)) || `Passage ${i + 1}`;
       b.addEventListener('click', () => openPassage({
         title: `Closest passage ${i + 1}`,
-        doc: h.doc,
-        heading: h.heading,
+        doc: docLabel(h),
+        heading: headingLabel(h),
         text: h.text,
       }));
       li.append(b);
-      if (h.heading) {
+      if (headingLabel(h)) {
         const s = document.createElement('span');
         s.className = 'heading';
-        s.textContent = ` — ${h.heading}`;
+        s.textContent = ` — ${headingLabel(h)}`;
         li.append(s);
       }
       if (h.text) {
@@ -817,7 +826,7 @@
     if (!c) return;
     current.clicked.add(n);
     b.classList.add('visited');
-    openPassage({ title: `Source [${n}]`, doc: c.doc, heading: c.heading, text: c.text });
+    openPassage({ title: `Source [${n}]`, doc: docLabel(c), heading: headingLabel(c), text: c.text });
   });
 
   // ---------------------------------------------------------------- passage

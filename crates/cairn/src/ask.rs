@@ -146,12 +146,11 @@ fn print_sources(a: &Answer) {
         } else {
             println!("\nSources:");
             for c in &a.citations {
-                let heading = if c.heading.is_empty() {
-                    String::new()
-                } else {
-                    format!(" — {}", c.heading)
-                };
-                println!("  [{}] {}{}", c.n, c.doc, heading);
+                println!(
+                    "  [{}] {}",
+                    c.n,
+                    cairn_core::passage_label(&c.doc, &c.heading, c.page)
+                );
             }
         }
         if !a.dropped_citations.is_empty() {
@@ -165,7 +164,11 @@ fn print_sources(a: &Answer) {
         if !a.retrieved.is_empty() {
             println!("Closest passages:");
             for (h, r) in a.retrieved.iter().zip(&a.relevance) {
-                println!("  {:.2}  {} — {}", r, h.doc, h.heading);
+                println!(
+                    "  {:.2}  {}",
+                    r,
+                    cairn_core::passage_label(&h.doc, &h.heading, h.page)
+                );
                 println!("        {}", snippet(&h.text, 160));
             }
         }

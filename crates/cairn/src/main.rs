@@ -776,19 +776,12 @@ fn print_hits(
         println!("no results");
     }
     for (i, h) in hits.iter().enumerate() {
-        let heading = if h.heading.is_empty() {
-            String::new()
-        } else {
-            format!(" — {}", h.heading)
-        };
+        let label = cairn_core::passage_label(&h.doc, &h.heading, h.page);
         let shard = shards
             .and_then(|s| s.get(i))
             .map(|s| format!("  (shard {s})"))
             .unwrap_or_default();
-        println!(
-            "{:>2}. {:.3}  {}{}{}",
-            h.rank, h.score, h.doc, heading, shard
-        );
+        println!("{:>2}. {:.3}  {}{}", h.rank, h.score, label, shard);
         println!("    {}", snippet(&h.text, 220));
     }
     Ok(())

@@ -374,7 +374,30 @@ fn scanned_pages_and_images_are_read_by_ocr_in_loader_processes() {
         let v = json(&ok(c));
         assert_eq!(v["hits"][0]["doc"], doc, "{query}: {v:#}");
         assert_eq!(v["hits"][0]["heading"], heading, "{query}: {v:#}");
+        // A PDF passage carries its page; an image's has none.
+        let page = (doc == "mixed.pdf").then_some(2);
+        assert_eq!(v["hits"][0]["page"].as_u64(), page, "{query}: {v:#}");
     }
+    // Text output names a PDF passage by its page.
+    let mut c = cairn(&data);
+    c.args(["search", "easier maintenance", "-k", "1", "--mode", "bm25"]);
+    let out = String::from_utf8_lossy(&ok(c).stdout).into_owned();
+    assert!(out.contains(" mixed.pdf, page 2\n"), "{out}");
+    // So do an answer's citations (extractive: no generator needed).
+    let mut c = cairn(&data);
+    c.args([
+        "ask",
+        "Why split a longer program into several files?",
+        "--extractive",
+        "--mode",
+        "bm25",
+        "-k",
+        "1",
+        "--json",
+    ]);
+    let v = json(&ok(c));
+    assert_eq!(v["citations"][0]["doc"], "mixed.pdf", "{v:#}");
+    assert_eq!(v["citations"][0]["page"], 2, "{v:#}");
 
     // Without Tesseract: the images are skipped saying what to install, and
     // the PDF keeps its text pages with a warning naming the scanned one.

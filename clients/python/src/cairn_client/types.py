@@ -29,10 +29,13 @@ class Hit:
     """Character offset of the passage in the document's text."""
     end: int
     text: str
+    page: Optional[int] = None
+    """The PDF page the passage is on (PDF documents only)."""
 
     def metadata(self, collection: str) -> Dict[str, Any]:
-        """The passage's metadata as the retrievers attach it."""
-        return {
+        """The passage's metadata as the retrievers attach it (``page`` only
+        for a PDF passage)."""
+        meta: Dict[str, Any] = {
             "doc": self.doc,
             "heading": self.heading,
             "score": self.score,
@@ -42,6 +45,9 @@ class Hit:
             "chunk": self.chunk,
             "collection": collection,
         }
+        if self.page is not None:
+            meta["page"] = self.page
+        return meta
 
     def passage_id(self, collection: str) -> str:
         """An id for the passage, stable while the document is unchanged:
@@ -59,7 +65,13 @@ class Hit:
             start=int(d["start"]),
             end=int(d["end"]),
             text=d["text"],
+            page=_page(d),
         )
+
+
+def _page(d: Mapping[str, Any]) -> Optional[int]:
+    page = d.get("page")
+    return None if page is None else int(page)
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,8 @@ class Citation:
     start: int
     end: int
     text: str
+    page: Optional[int] = None
+    """The PDF page the cited passage starts on (PDF documents only)."""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Citation":
@@ -82,6 +96,7 @@ class Citation:
             start=int(d["start"]),
             end=int(d["end"]),
             text=d["text"],
+            page=_page(d),
         )
 
 

@@ -269,7 +269,11 @@ try {
     const done = {
       answer_id: 'a-canned', collection: COLLECTION, answered: true,
       answer: `${supported} ${invented}`,
-      citations: [{ n: 1, doc: FIXTURE_NAME, heading: 'History', start: 0, end: 10, text: 'The Kestrel Bridge' }],
+      citations: [
+        { n: 1, doc: FIXTURE_NAME, heading: 'History', start: 0, end: 10, text: 'The Kestrel Bridge' },
+        // A PDF passage: named by its page, without the heading's own "Page 4".
+        { n: 2, doc: 'manual.pdf', heading: 'Bridges > Page 4', page: 4, start: 0, end: 10, text: 'Kestrel' },
+      ],
       retrieved: [], model: 'canned', prompt_tokens: 1, completion_tokens: 1, finish_reason: 'stop',
       timings_ms: { embed: 1, search: 1, critic: 1, first_token: 1, generate: 1, total: 1 },
       strategy: 'regenerated', critic: 'embedding',
@@ -296,12 +300,15 @@ try {
         marked: [...document.querySelectorAll('#answer .unsupported')].map((e) => e.textContent),
         support: document.querySelector('#support-status')?.textContent || '',
         cites: document.querySelectorAll('#answer .cite').length,
+        sources: [...document.querySelectorAll('#citations li')].map((e) => e.textContent),
       }));
       assert.ok(!shown.text.includes('FIRST ATTEMPT'), `the withdrawn text is gone: ${shown.text}`);
       assert.equal(shown.marked.length, 1, `one sentence marked: ${JSON.stringify(shown.marked)}`);
       assert.ok(shown.marked[0].startsWith(invented), shown.marked[0]);
       assert.match(shown.support, /1 of 2 sentences/, shown.support);
       assert.equal(shown.cites, 1, 'the supported sentence keeps its citation button');
+      assert.ok(shown.sources.some((t) => t.endsWith('manual.pdf, page 4 — Bridges')),
+        `a PDF source is named by its page: ${JSON.stringify(shown.sources)}`);
       await shot(page, '3-unsupported');
     } finally {
       await page.unroute('**/api/ask');
