@@ -504,30 +504,20 @@ pub fn page_of(doc: &str, heading: &str) -> Option<u32> {
     if !paged {
         return None;
     }
-    let last = heading.rsplit(" > ").next()?;
-    let n: u32 = last.strip_prefix("Page ")?.parse().ok()?;
-    (n > 0).then_some(n)
+    split_page(heading).map(|(_, n)| n).filter(|&n| n > 0)
+}
+
+/// A heading path ending in `Page N`, split into the path before it (empty
+/// when the page is the whole path) and `N`.
+fn split_page(heading: &str) -> Option<(&str, u32)> {
+    let (rest, last) = heading.rsplit_once(" > ").unwrap_or(("", heading));
+    Some((rest, last.strip_prefix("Page ")?.parse().ok()?))
 }
 
 /// A heading path without the `Page N` that [`page_of`] reads, for showing
 /// beside a page number that is already printed.
 pub fn heading_without_page(heading: &str) -> &str {
-    match heading.rsplit_once(" > ") {
-        Some((rest, last))
-            if last
-                .strip_prefix("Page ")
-                .is_some_and(|n| n.parse::<u32>().is_ok()) =>
-        {
-            rest
-        }
-        None if heading
-            .strip_prefix("Page ")
-            .is_some_and(|n| n.parse::<u32>().is_ok()) =>
-        {
-            ""
-        }
-        _ => heading,
-    }
+    split_page(heading).map_or(heading, |(rest, _)| rest)
 }
 
 /// How a passage is named to a reader: `doc — heading`, `doc` alone when

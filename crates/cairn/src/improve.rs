@@ -504,7 +504,7 @@ fn generator_candidate(
         "options": tg::options(&o, ex.within),
         "figures": figures,
     });
-    tg::save(&path, &model, &gen, &cfg.collection, &ex, &mut report)?;
+    tg::save_adapter(&path, &model, &gen, &cfg.collection)?;
     let after = answer("with the candidate", Some(path.join("lora.gguf")))?;
     report["installed_adapter"] = json!(installed.map(|p| p.display().to_string()));
     report["held_out_answers"] = json!({
@@ -512,9 +512,7 @@ fn generator_candidate(
         "before": before,
         "after": after,
     });
-    let file = path.join("report.json");
-    std::fs::write(&file, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", file.display()))?;
+    tg::write_report(&path, &ex, &mut report)?;
     report.as_object_mut().expect("an object").remove("sample");
     let blocked = (figures.best_epoch == 0).then(|| {
         let v = &figures.validation_loss;

@@ -361,6 +361,17 @@ mod trainer {
         ex: &Examples,
         report: &mut serde_json::Value,
     ) -> Result<()> {
+        save_adapter(dir, model, gen, collection)?;
+        write_report(dir, ex, report)
+    }
+
+    /// Writes the adapter, `lora.gguf`, into the folder `dir` (created).
+    pub(crate) fn save_adapter(
+        dir: &Path,
+        model: &LlamaLora,
+        gen: &LlamaGenerator,
+        collection: &str,
+    ) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         model.save_gguf(
             &dir.join("lora.gguf"),
@@ -369,6 +380,16 @@ mod trainer {
                 ("cairn.collection", collection.to_string()),
             ],
         )?;
+        Ok(())
+    }
+
+    /// Adds a sample of the training examples to `report` and writes it to
+    /// `dir/report.json`.
+    pub(crate) fn write_report(
+        dir: &Path,
+        ex: &Examples,
+        report: &mut serde_json::Value,
+    ) -> Result<()> {
         // A sample of what it learnt from, for the curious.
         let sample: Vec<_> = ex
             .train
