@@ -5,15 +5,21 @@
 //! eight components is decoded to f32 once and multiplied into all `B`
 //! queries' accumulators, so one pass over the matrix serves `B` queries and
 //! the scan stays at the memory bound instead of the arithmetic one. The
-//! loops are plain Rust over fixed-size arrays (`chunks_exact(8)`), which
-//! LLVM vectorises; on x86-64 the same code is compiled a second time with
-//! AVX2, FMA and F16C enabled and chosen at run time.
+//! portable loops are plain Rust over fixed-size arrays (`chunks_exact(8)`),
+//! which LLVM vectorises; on x86-64, intrinsics kernels for AVX2 + FMA +
+//! F16C, and the same code again with AVX-512VL's 32 registers (two rows
+//! per step), are chosen at run time. Those prefetch each row's data 64 KiB
+//! ahead into L2: with blocks of queries the out-of-order window no longer
+//! reaches far enough ahead, and on the machine measured the hardware
+//! prefetchers left a blocked scan at half the bandwidth (BENCHMARKS.md,
+//! "Exact scan against the read bandwidth").
 //!
-//! A score depends only on the row, the query and the instruction set, never
-//! on the block size or the thread count: every (row, query) pair is
-//! computed by the same sequence of operations (eight lanes, summed in
-//! order, then the remainder), so a multi-query scan returns exactly what
-//! one-query scans do.
+//! A score depends only on the row, the query and the instruction set
+//! family (the intrinsics kernels agree with each other, not with the
+//! portable loops), never on the block size, the rows per step or the
+//! thread count: every (row, query) pair is computed by the same sequence of
+//! operations (eight lanes, summed in order, then the remainder), so a
+//! multi-query scan returns exactly what one-query scans do.
 
 use cairn_core::ChunkId;
 
@@ -32,6 +38,12 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static {
     /// The CPU must have AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn scan_avx2<const B: usize>(tile: Tile<'_, Self>, queries: &[f32], tops: &mut [TopK]);
+    /// [`scan_block`] with AVX2, FMA, F16C, AVX-512F and AVX-512VL.
+    ///
+    /// # Safety
+    /// The CPU must have those.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn scan_avx512<const B: usize>(tile: Tile<'_, Self>, queries: &[f32], tops: &mut [TopK]);
 }
 
 /// Rows of the matrix that one task scans.
@@ -64,6 +76,10 @@ impl Elem for f32 {
     unsafe fn scan_avx2<const B: usize>(tile: Tile<'_, f32>, queries: &[f32], tops: &mut [TopK]) {
         avx2::scan_f32::<B>(tile, queries, tops)
     }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn scan_avx512<const B: usize>(tile: Tile<'_, f32>, queries: &[f32], tops: &mut [TopK]) {
+        avx2::scan_f32_512::<B>(tile, queries, tops)
+    }
 }
 
 /// IEEE 754 half precision, stored as its bits.
@@ -88,6 +104,10 @@ impl Elem for F16 {
     unsafe fn scan_avx2<const B: usize>(tile: Tile<'_, F16>, queries: &[f32], tops: &mut [TopK]) {
         avx2::scan_f16::<B>(tile, queries, tops)
     }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn scan_avx512<const B: usize>(tile: Tile<'_, F16>, queries: &[f32], tops: &mut [TopK]) {
+        avx2::scan_f16_512::<B>(tile, queries, tops)
+    }
 }
 
 impl Elem for i8 {
@@ -106,6 +126,10 @@ impl Elem for i8 {
     #[cfg(target_arch = "x86_64")]
     unsafe fn scan_avx2<const B: usize>(tile: Tile<'_, i8>, queries: &[f32], tops: &mut [TopK]) {
         avx2::scan_i8::<B>(tile, queries, tops)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn scan_avx512<const B: usize>(tile: Tile<'_, i8>, queries: &[f32], tops: &mut [TopK]) {
+        avx2::scan_i8_512::<B>(tile, queries, tops)
     }
 }
 
@@ -223,23 +247,48 @@ pub(crate) fn scan_tile<E: Elem, const B: usize>(
     assert!(tile.scales.is_none_or(|s| tile.first + rows <= s.len()));
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx2_fma() {
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above);
-            // the kernels read within the bounds asserted above.
-            unsafe { E::scan_avx2::<B>(tile, queries, tops) };
-            return;
+        match simd_level() {
+            Simd::Avx512 => {
+                // SAFETY: the CPU has AVX2, FMA, F16C, AVX-512F and
+                // AVX-512VL (checked by `simd_level`); the kernels read
+                // within the bounds asserted above.
+                unsafe { E::scan_avx512::<B>(tile, queries, tops) };
+                return;
+            }
+            Simd::Avx2 => {
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked by
+                // `simd_level`); the kernels read within the bounds
+                // asserted above.
+                unsafe { E::scan_avx2::<B>(tile, queries, tops) };
+                return;
+            }
+            Simd::Portable => {}
         }
     }
     scan_block::<E, B>(tile, queries, tops);
 }
 
-/// The kernels with AVX2, FMA and F16C intrinsics: per row, each chunk of
-/// eight components is loaded (and converted) once and fused-multiply-added
-/// into all `B` queries' accumulators, which stay in registers.
+/// The kernels with AVX2, FMA and F16C intrinsics, register-blocked: `R`
+/// rows by `B` queries per step. Each chunk of eight components of the `R`
+/// rows is loaded (and converted) once, each query's chunk once, and every
+/// (row, query) pair gets one fused multiply-add into its own accumulator;
+/// the `R × B` accumulators stay in registers. The queries are first laid
+/// out chunk by chunk (`[chunk][query][8]`), so one pointer and constant
+/// offsets reach all of a step's query chunks.
+///
+/// The same code is compiled twice: for AVX2 (16 vector registers, so
+/// `R × B` ≤ 8) and for AVX-512VL, which gives the same 256-bit
+/// instructions 32 registers (`R × B` up to 16). Both compute every pair by
+/// the same operations in the same order, so a score does not depend on the
+/// kernel, the block size, `R` or the thread count.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Elem, Tile, TopK, F16};
     use std::arch::x86_64::*;
+
+    /// How far ahead of the rows being read their data is prefetched, in
+    /// bytes.
+    const AHEAD: usize = 65536;
 
     /// A `T` at any address.
     #[derive(Clone, Copy)]
@@ -258,14 +307,44 @@ mod avx2 {
         (*p.cast::<Unaligned<T>>()).0
     }
 
+    /// `B` queries of `dim` (back to back) laid out chunk by chunk: the
+    /// first `full` components as `[chunk][query][8]`.
+    fn interleave<const B: usize>(queries: &[f32], dim: usize, full: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(B * full);
+        for c in (0..full).step_by(8) {
+            for b in 0..B {
+                out.extend_from_slice(&queries[b * dim + c..b * dim + c + 8]);
+            }
+        }
+        out
+    }
+
+    /// Rows per step for a block of `b` queries with `regs` accumulators
+    /// to spare: as many as fit, 1 to 4.
+    pub(super) const fn rows_per_step(b: usize, regs: usize) -> usize {
+        let r = regs / b;
+        if r >= 2 {
+            2
+        } else {
+            1
+        }
+    }
+
     macro_rules! kernel {
-        ($name:ident, $E:ty, |$p:ident| $load:expr) => {
+        ($name:ident, $step:ident, $features:literal, $regs:literal, $E:ty, |$p:ident| $load:expr) => {
+            /// `R` rows from row `r0` of the tile by the block's `B`
+            /// queries (`qi`: interleaved), offered to `tops`.
+            ///
             /// # Safety
-            /// AVX2, FMA and F16C; `tile` and `queries` as [`super::scan_tile`] asserts.
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(super) unsafe fn $name<const B: usize>(
-                tile: Tile<'_, $E>,
+            /// The features named; rows `r0..r0 + R` in the tile; `qi`
+            /// holds `B × full` components.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn $step<const R: usize, const B: usize>(
+                tile: &Tile<'_, $E>,
+                r0: usize,
                 queries: &[f32],
+                qi: *const f32,
                 tops: &mut [TopK],
             ) {
                 // Raw pointers with wrapping offsets, and no unchecked
@@ -274,74 +353,201 @@ mod avx2 {
                 // preconditions at every call, which costs this loop 3×.
                 let dim = tile.dim;
                 let full = dim - dim % 8;
-                let mut qrow = [queries.as_ptr(); B];
-                for (b, q) in qrow.iter_mut().enumerate() {
-                    *q = queries.as_ptr().wrapping_add(b * dim);
+                let mut rp = [tile.rows.as_ptr(); R];
+                for (r, p) in rp.iter_mut().enumerate() {
+                    *p = tile.rows.as_ptr().wrapping_add((r0 + r) * dim);
                 }
-                for (r, row) in tile.rows.chunks_exact(dim).enumerate() {
-                    let rp = row.as_ptr();
-                    let mut acc = [_mm256_setzero_ps(); B];
-                    let mut i = 0;
-                    while i < full {
-                        let x = {
-                            let $p = rp.wrapping_add(i);
-                            $load
-                        };
-                        for (a, q) in acc.iter_mut().zip(&qrow) {
-                            *a = _mm256_fmadd_ps(x, load(q.wrapping_add(i).cast::<__m256>()), *a);
+                let mut acc = [[_mm256_setzero_ps(); B]; R];
+                let mut q = qi;
+                let mut i = 0;
+                // Rows are read `R` at a time, interleaved, which the
+                // hardware's stream prefetchers do not follow: each row's
+                // cache line `AHEAD` bytes on is asked for explicitly.
+                let per_line = 64 / std::mem::size_of::<$E>();
+                let ahead = AHEAD / std::mem::size_of::<$E>();
+                while i < full {
+                    if i % per_line == 0 {
+                        for p in &rp {
+                            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(i + ahead).cast::<i8>());
                         }
-                        i += 8;
                     }
-                    let at = tile.first + r;
+                    let mut x = [_mm256_setzero_ps(); R];
+                    for (xr, p) in x.iter_mut().zip(&rp) {
+                        let $p = p.wrapping_add(i);
+                        *xr = $load;
+                    }
+                    for b in 0..B {
+                        let qv = load(q.wrapping_add(b * 8).cast::<__m256>());
+                        for r in 0..R {
+                            acc[r][b] = _mm256_fmadd_ps(x[r], qv, acc[r][b]);
+                        }
+                    }
+                    q = q.wrapping_add(B * 8);
+                    i += 8;
+                }
+                // Each accumulator's eight lanes summed, by constant
+                // indices (loops LLVM unrolls), so that the accumulators
+                // stay in registers in the loop above instead of being
+                // stored at every step for a later read through a pointer.
+                let mut sums = [[0f32; B]; R];
+                #[allow(clippy::needless_range_loop)]
+                for r in 0..R {
+                    for b in 0..B {
+                        let a = acc[r][b];
+                        let s4 =
+                            _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+                        let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2));
+                        sums[r][b] = _mm_cvtss_f32(s1);
+                    }
+                }
+                for (r, row_sums) in sums.iter().enumerate() {
+                    let at = tile.first + r0 + r;
+                    let row = &tile.rows[(r0 + r) * dim..(r0 + r + 1) * dim];
                     let scale = match tile.scales {
                         Some(s) => s[at],
                         None => 1.0,
                     };
                     let id = tile.ids[at];
-                    for ((a, q), top) in acc.iter().zip(&qrow).zip(tops.iter_mut()) {
-                        let s4 =
-                            _mm_add_ps(_mm256_castps256_ps128(*a), _mm256_extractf128_ps::<1>(*a));
-                        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-                        let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2));
-                        let mut s = _mm_cvtss_f32(s1);
+                    for (b, (s, top)) in row_sums.iter().zip(tops.iter_mut()).enumerate() {
+                        let mut s = *s;
                         for (j, x) in row.iter().enumerate().skip(full) {
-                            s += <$E as Elem>::decode(*x) * *q.wrapping_add(j);
+                            s += <$E as Elem>::decode(*x) * queries[b * dim + j];
                         }
                         top.offer(s * scale, id);
                     }
                 }
             }
+
+            /// # Safety
+            /// The features named; `tile` and `queries` as
+            /// [`super::scan_tile`] asserts.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<const B: usize>(
+                tile: Tile<'_, $E>,
+                queries: &[f32],
+                tops: &mut [TopK],
+            ) {
+                let dim = tile.dim;
+                let full = dim - dim % 8;
+                let qi = interleave::<B>(queries, dim, full);
+                let n = tile.rows.len() / dim;
+                let mut r = 0;
+                match rows_per_step(B, $regs) {
+                    4 => {
+                        while r + 4 <= n {
+                            $step::<4, B>(&tile, r, queries, qi.as_ptr(), tops);
+                            r += 4;
+                        }
+                    }
+                    3 => {
+                        while r + 3 <= n {
+                            $step::<3, B>(&tile, r, queries, qi.as_ptr(), tops);
+                            r += 3;
+                        }
+                    }
+                    2 => {
+                        while r + 2 <= n {
+                            $step::<2, B>(&tile, r, queries, qi.as_ptr(), tops);
+                            r += 2;
+                        }
+                    }
+                    _ => {}
+                }
+                while r < n {
+                    $step::<1, B>(&tile, r, queries, qi.as_ptr(), tops);
+                    r += 1;
+                }
+            }
         };
     }
 
-    kernel!(scan_f32, f32, |p| load(p.cast::<__m256>()));
-    kernel!(scan_f16, F16, |p| _mm256_cvtph_ps(load(
-        p.cast::<__m128i>()
-    )));
-    kernel!(scan_i8, i8, |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-        _mm_cvtsi64_si128(load(p.cast::<i64>()))
-    )));
+    kernel!(scan_f32, step_f32, "avx2,fma,f16c", 8, f32, |p| load(
+        p.cast::<__m256>()
+    ));
+    kernel!(scan_f16, step_f16, "avx2,fma,f16c", 8, F16, |p| {
+        _mm256_cvtph_ps(load(p.cast::<__m128i>()))
+    });
+    kernel!(scan_i8, step_i8, "avx2,fma,f16c", 8, i8, |p| {
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(load(
+            p.cast::<i64>(),
+        ))))
+    });
+    kernel!(
+        scan_f32_512,
+        step_f32_512,
+        "avx2,fma,f16c,avx512f,avx512vl",
+        16,
+        f32,
+        |p| load(p.cast::<__m256>())
+    );
+    kernel!(
+        scan_f16_512,
+        step_f16_512,
+        "avx2,fma,f16c,avx512f,avx512vl",
+        16,
+        F16,
+        |p| _mm256_cvtph_ps(load(p.cast::<__m128i>()))
+    );
+    kernel!(
+        scan_i8_512,
+        step_i8_512,
+        "avx2,fma,f16c,avx512f,avx512vl",
+        16,
+        i8,
+        |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(load(
+            p.cast::<i64>()
+        ))))
+    );
 }
 
-/// Whether the AVX2 + FMA + F16C build of the kernels runs here (detected
-/// once; `std` caches it).
-#[cfg(target_arch = "x86_64")]
+/// The instruction sets the kernels can run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Simd {
+    /// AVX2, FMA and F16C with AVX-512F and AVX-512VL (32 vector registers).
+    Avx512,
+    /// AVX2, FMA and F16C.
+    Avx2,
+    /// Plain Rust.
+    Portable,
+}
+
+/// The best kernel this CPU runs (detected once). `CAIRN_SCAN_SIMD=avx2` or
+/// `portable` caps it, for comparisons and tests.
 #[inline]
-pub(crate) fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
+pub(crate) fn simd_level() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| detect(&std::env::var("CAIRN_SCAN_SIMD").unwrap_or_default()))
+}
+
+/// The best kernel this CPU runs, capped at `cap` (`avx2`, `portable`).
+fn detect(cap: &str) -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c");
+        let avx512 = avx2
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl");
+        if avx512 && cap != "avx2" && cap != "portable" {
+            return Simd::Avx512;
+        }
+        if avx2 && cap != "portable" {
+            return Simd::Avx2;
+        }
+    }
+    let _ = cap;
+    Simd::Portable
 }
 
 /// The instruction set the kernels run with on this CPU.
 pub(crate) fn kernel_name() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2_fma() {
-            return "avx2+fma";
-        }
+    match simd_level() {
+        Simd::Avx512 => "avx2+fma+avx512vl",
+        Simd::Avx2 => "avx2+fma",
+        Simd::Portable => "portable",
     }
-    "portable"
 }
 
 /// The `k` best (score, id) pairs seen, best first by score and, among
@@ -531,6 +737,113 @@ mod tests {
                 assert_eq!(one[0].to_bits(), got[b].to_bits());
             }
         }
+    }
+
+    /// Every (row, query) score of a tile of `n` rows, by one kernel.
+    #[cfg(target_arch = "x86_64")]
+    fn all_scores<E: Elem, const B: usize>(
+        rows: &[E],
+        dim: usize,
+        queries: &[f32],
+        avx512: bool,
+    ) -> Vec<Vec<(ChunkId, u32)>> {
+        let n = rows.len() / dim;
+        let ids: Vec<ChunkId> = (0..n as u64).collect();
+        let scales: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 / 64.0).collect();
+        let tile = Tile {
+            rows,
+            dim,
+            first: 0,
+            scales: Some(&scales),
+            ids: &ids,
+        };
+        let mut tops: Vec<TopK> = (0..B).map(|_| TopK::new(n)).collect();
+        // SAFETY: the caller checked the features.
+        unsafe {
+            if avx512 {
+                E::scan_avx512::<B>(tile, queries, &mut tops);
+            } else {
+                E::scan_avx2::<B>(tile, queries, &mut tops);
+            }
+        }
+        tops.into_iter()
+            .map(|t| {
+                let mut v: Vec<(ChunkId, u32)> = t
+                    .into_sorted()
+                    .into_iter()
+                    .map(|(s, id)| (id, s.to_bits()))
+                    .collect();
+                v.sort();
+                v
+            })
+            .collect()
+    }
+
+    /// The AVX2 and AVX-512VL kernels, with every block size and so every
+    /// number of rows per step (and an odd number of rows, so the last
+    /// steps take fewer), give each (row, query) pair the same bits.
+    #[cfg(target_arch = "x86_64")]
+    fn kernels_agree<E: Elem>(rows: &[E], dim: usize) {
+        let avx512 = detect("") == Simd::Avx512;
+        if detect("") == Simd::Portable {
+            return;
+        }
+        let queries: Vec<f32> = (0..16 * dim)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+            .collect();
+        let one: Vec<Vec<(ChunkId, u32)>> = (0..16)
+            .map(|b| {
+                all_scores::<E, 1>(rows, dim, &queries[b * dim..(b + 1) * dim], false).remove(0)
+            })
+            .collect();
+        assert_eq!(one[0].len(), rows.len() / dim);
+        for use512 in [false, avx512] {
+            assert_eq!(
+                all_scores::<E, 1>(rows, dim, &queries[..dim], use512)[0],
+                one[0]
+            );
+            assert_eq!(
+                all_scores::<E, 2>(rows, dim, &queries[..2 * dim], use512),
+                one[..2]
+            );
+            assert_eq!(
+                all_scores::<E, 4>(rows, dim, &queries[..4 * dim], use512),
+                one[..4]
+            );
+            assert_eq!(
+                all_scores::<E, 8>(rows, dim, &queries[..8 * dim], use512),
+                one[..8]
+            );
+            assert_eq!(all_scores::<E, 16>(rows, dim, &queries, use512), one);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_kernel_and_step_gives_the_same_bits() {
+        for dim in [5, 8, 29, 384] {
+            let n = 37;
+            let rows: Vec<f32> = (0..n * dim)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            kernels_agree(&rows, dim);
+            let halves: Vec<F16> = rows.iter().map(|x| F16(f32_to_f16(*x))).collect();
+            kernels_agree(&halves, dim);
+            let bytes: Vec<i8> = rows.iter().map(|x| (x * 127.0) as i8).collect();
+            kernels_agree(&bytes, dim);
+        }
+        assert_eq!(avx2::rows_per_step(1, 16), 2);
+        assert_eq!(avx2::rows_per_step(8, 16), 2);
+        assert_eq!(avx2::rows_per_step(8, 8), 1);
+        assert_eq!(avx2::rows_per_step(16, 8), 1);
+    }
+
+    #[test]
+    fn the_kernel_can_be_capped() {
+        assert_eq!(detect("portable"), Simd::Portable);
+        assert_ne!(detect("avx2"), Simd::Avx512);
+        let best = detect("");
+        assert!(best == Simd::Avx512 || detect("avx2") == best);
     }
 
     #[test]
