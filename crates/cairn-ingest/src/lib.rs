@@ -48,6 +48,7 @@ pub mod ocr;
 mod odt;
 mod package;
 mod pdf;
+mod pdf_batch;
 mod pdf_clean;
 mod pptx;
 mod sections;

@@ -35,28 +35,43 @@ fn tidy_page(raw: &str) -> String {
 /// glyph's end is wider than a tenth of the font size — checked at every
 /// glyph, not only where a text-showing operator starts, so that words a
 /// typesetter placed by moving the pen (groff, many TeX outputs) stay
-/// apart — and a line break where the pen moves down.
-struct PageText<'a> {
-    out: &'a mut String,
+/// apart — and a line break where the pen moves down. A batch of pages
+/// read as one ([`crate::pdf_batch`]) separates them by a marker glyph,
+/// which ends a page here and is not written.
+pub(crate) struct PageText {
+    out: String,
+    /// The pages a marker ended, in order.
+    pages: Vec<String>,
     height: f64,
     last_end: f64,
     last_y: f64,
     started: bool,
 }
 
-impl<'a> PageText<'a> {
-    fn new(out: &'a mut String) -> PageText<'a> {
+impl PageText {
+    pub(crate) fn new() -> PageText {
         PageText {
-            out,
+            out: String::new(),
+            pages: Vec::new(),
             height: 0.0,
             last_end: 0.0,
             last_y: 0.0,
             started: false,
         }
     }
+
+    /// The text of a page read alone.
+    pub(crate) fn into_text(self) -> String {
+        self.out
+    }
+
+    /// The pages the markers ended, and what came after the last marker.
+    pub(crate) fn into_pages(self) -> (Vec<String>, String) {
+        (self.pages, self.out)
+    }
 }
 
-impl pdf_extract::OutputDev for PageText<'_> {
+impl pdf_extract::OutputDev for PageText {
     fn begin_page(
         &mut self,
         _page: u32,
@@ -80,6 +95,11 @@ impl pdf_extract::OutputDev for PageText<'_> {
         font_size: f64,
         ch: &str,
     ) -> Result<(), pdf_extract::OutputError> {
+        if font_size == crate::pdf_batch::MARK_SIZE && ch == crate::pdf_batch::MARK_GLYPH {
+            self.pages.push(std::mem::take(&mut self.out));
+            self.started = false;
+            return Ok(());
+        }
         // The glyph's size and place on the page (y grows downwards).
         let size = font_size * (trm.m11 * trm.m22 - trm.m12 * trm.m21).abs().sqrt();
         let (x, y) = (trm.m31, self.height - trm.m32);
@@ -404,23 +424,31 @@ pub(crate) fn load(
         ));
     }
 
-    // Each page's text layer (None: extraction failed).
-    let mut texts: Vec<Option<String>> = Vec::with_capacity(read);
-    for &number in &pages[..read] {
-        // pdf-extract panics on some malformed pages; that costs the page.
-        let raw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut s = String::new();
-            let done = {
-                let mut out = PageText::new(&mut s);
-                pdf_extract::output_doc_page(&parsed, &mut out, number)
-            };
-            done.map(|_| s)
-        }));
-        texts.push(match raw {
-            Ok(Ok(s)) => Some(tidy_page(&s)),
-            _ => None,
-        });
+    // Each page's text layer (None: extraction failed), read in batches of
+    // pages that share their fonts (`pdf_batch`).
+    let numbered: Vec<(u32, lopdf::ObjectId)> = pages[..read]
+        .iter()
+        .filter_map(|n| page_ids.get(n).map(|id| (*n, *id)))
+        .collect();
+    let mut texts: Vec<Option<String>> = if numbered.len() == read {
+        let (texts, batching) = crate::pdf_batch::page_texts(&mut parsed, &numbered);
+        tracing::debug!(
+            path = %path.display(),
+            pages = read,
+            batches = batching.batches,
+            batched_pages = batching.batched_pages,
+            "PDF pages read"
+        );
+        texts
+    } else {
+        pages[..read]
+            .iter()
+            .map(|&n| crate::pdf_batch::one_page(&parsed, n))
+            .collect()
     }
+    .into_iter()
+    .map(|t| t.map(|s| tidy_page(&s)))
+    .collect();
 
     // Scans: pages with (nearly) no text that show an image.
     let scanned: Vec<usize> = (0..read)
