@@ -40,6 +40,9 @@ fn tidy_page(raw: &str) -> String {
 /// which ends a page here and is not written.
 pub(crate) struct PageText {
     out: String,
+    /// Whether this reads a batch (only then is the marker a page break: a
+    /// page read alone keeps every glyph it shows).
+    batch: bool,
     /// The pages a marker ended, in order.
     pages: Vec<String>,
     height: f64,
@@ -49,14 +52,24 @@ pub(crate) struct PageText {
 }
 
 impl PageText {
+    /// The output for one page read alone.
     pub(crate) fn new() -> PageText {
         PageText {
             out: String::new(),
+            batch: false,
             pages: Vec::new(),
             height: 0.0,
             last_end: 0.0,
             last_y: 0.0,
             started: false,
+        }
+    }
+
+    /// The output for a batch of pages separated by markers.
+    pub(crate) fn batch() -> PageText {
+        PageText {
+            batch: true,
+            ..PageText::new()
         }
     }
 
@@ -95,7 +108,10 @@ impl pdf_extract::OutputDev for PageText {
         font_size: f64,
         ch: &str,
     ) -> Result<(), pdf_extract::OutputError> {
-        if font_size == crate::pdf_batch::MARK_SIZE && ch == crate::pdf_batch::MARK_GLYPH {
+        if self.batch
+            && font_size == crate::pdf_batch::MARK_SIZE
+            && ch == crate::pdf_batch::MARK_GLYPH
+        {
             self.pages.push(std::mem::take(&mut self.out));
             self.started = false;
             return Ok(());

@@ -188,7 +188,7 @@ fn read_batch(
         saved
     };
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut out = PageText::new();
+        let mut out = PageText::batch();
         pdf_extract::output_doc_page(doc, &mut out, first.0).map(|_| out)
     }));
     // Put the page back as it was, whatever happened.
@@ -533,6 +533,26 @@ mod tests {
         assert!(texts.iter().all(|t| !t.contains('M')), "{texts:?}");
         // The document is as it was.
         assert_eq!(doc.objects, before.objects);
+    }
+
+    #[test]
+    fn a_page_showing_the_marker_keeps_its_text() {
+        let mut doc = Document::with_version("1.5");
+        let plain = font(&mut doc, false);
+        let odd = format!(
+            "BT /F1 12 Tf 72 700 Td (Before) Tj /F1 {MARK_SIZE} Tf (M) Tj /F1 12 Tf (After) Tj ET"
+        );
+        let (a, c) = (show("Alpha one"), show("Alpha three"));
+        let pages = document(&[(&a, plain), (&odd, plain), (&c, plain)], &mut doc);
+        let (texts, stats) = page_texts(&mut doc, &pages);
+        // The batch gives back four pages for three: read again one by one.
+        assert_eq!(stats, Batching::default());
+        let odd = texts[1].as_deref().unwrap();
+        assert!(
+            odd.contains("Before") && odd.contains('M') && odd.contains("After"),
+            "{odd:?}"
+        );
+        assert!(texts[2].as_deref().unwrap().contains("Alpha three"));
     }
 
     #[test]
