@@ -320,7 +320,8 @@ mod avx2 {
     }
 
     /// Rows per step for a block of `b` queries with `regs` accumulators
-    /// to spare: as many as fit, 1 to 4.
+    /// to spare: 2 when twice `b` fit, else 1 (more rows per step only
+    /// spread the reads over more streams; see the module's notes).
     pub(super) const fn rows_per_step(b: usize, regs: usize) -> usize {
         let r = regs / b;
         if r >= 2 {
@@ -433,26 +434,11 @@ mod avx2 {
                 let qi = interleave::<B>(queries, dim, full);
                 let n = tile.rows.len() / dim;
                 let mut r = 0;
-                match rows_per_step(B, $regs) {
-                    4 => {
-                        while r + 4 <= n {
-                            $step::<4, B>(&tile, r, queries, qi.as_ptr(), tops);
-                            r += 4;
-                        }
+                if rows_per_step(B, $regs) == 2 {
+                    while r + 2 <= n {
+                        $step::<2, B>(&tile, r, queries, qi.as_ptr(), tops);
+                        r += 2;
                     }
-                    3 => {
-                        while r + 3 <= n {
-                            $step::<3, B>(&tile, r, queries, qi.as_ptr(), tops);
-                            r += 3;
-                        }
-                    }
-                    2 => {
-                        while r + 2 <= n {
-                            $step::<2, B>(&tile, r, queries, qi.as_ptr(), tops);
-                            r += 2;
-                        }
-                    }
-                    _ => {}
                 }
                 while r < n {
                     $step::<1, B>(&tile, r, queries, qi.as_ptr(), tops);
@@ -462,43 +448,33 @@ mod avx2 {
         };
     }
 
-    kernel!(scan_f32, step_f32, "avx2,fma,f16c", 8, f32, |p| load(
-        p.cast::<__m256>()
-    ));
-    kernel!(scan_f16, step_f16, "avx2,fma,f16c", 8, F16, |p| {
+    /// One element type's kernels: for AVX2 (8 accumulators to spare) and
+    /// for AVX-512VL (16), with the same load.
+    macro_rules! kernels {
+        ($avx2:ident, $step2:ident, $avx512:ident, $step512:ident, $E:ty, |$p:ident| $load:expr) => {
+            kernel!($avx2, $step2, "avx2,fma,f16c", 8, $E, |$p| $load);
+            kernel!(
+                $avx512,
+                $step512,
+                "avx2,fma,f16c,avx512f,avx512vl",
+                16,
+                $E,
+                |$p| $load
+            );
+        };
+    }
+
+    kernels!(scan_f32, step_f32, scan_f32_512, step_f32_512, f32, |p| {
+        load(p.cast::<__m256>())
+    });
+    kernels!(scan_f16, step_f16, scan_f16_512, step_f16_512, F16, |p| {
         _mm256_cvtph_ps(load(p.cast::<__m128i>()))
     });
-    kernel!(scan_i8, step_i8, "avx2,fma,f16c", 8, i8, |p| {
+    kernels!(scan_i8, step_i8, scan_i8_512, step_i8_512, i8, |p| {
         _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(load(
             p.cast::<i64>(),
         ))))
     });
-    kernel!(
-        scan_f32_512,
-        step_f32_512,
-        "avx2,fma,f16c,avx512f,avx512vl",
-        16,
-        f32,
-        |p| load(p.cast::<__m256>())
-    );
-    kernel!(
-        scan_f16_512,
-        step_f16_512,
-        "avx2,fma,f16c,avx512f,avx512vl",
-        16,
-        F16,
-        |p| _mm256_cvtph_ps(load(p.cast::<__m128i>()))
-    );
-    kernel!(
-        scan_i8_512,
-        step_i8_512,
-        "avx2,fma,f16c,avx512f,avx512vl",
-        16,
-        i8,
-        |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(load(
-            p.cast::<i64>()
-        ))))
-    );
 }
 
 /// The instruction sets the kernels can run with.
