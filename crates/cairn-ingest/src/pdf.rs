@@ -295,11 +295,22 @@ fn near_empty(text: &str) -> bool {
 }
 
 /// A dictionary entry, following one reference.
-fn resolve<'a>(doc: &'a lopdf::Document, obj: &'a lopdf::Object) -> Option<&'a lopdf::Object> {
+pub(crate) fn resolve<'a>(
+    doc: &'a lopdf::Document,
+    obj: &'a lopdf::Object,
+) -> Option<&'a lopdf::Object> {
     match obj {
         lopdf::Object::Reference(id) => doc.get_object(*id).ok(),
         o => Some(o),
     }
+}
+
+/// A PDF number (real or integer) as f64.
+pub(crate) fn number(o: &lopdf::Object) -> Option<f64> {
+    o.as_float()
+        .ok()
+        .map(f64::from)
+        .or_else(|| o.as_i64().ok().map(|i| i as f64))
 }
 
 /// Whether a page shows an image: an XObject in its resources (its own or
@@ -340,12 +351,7 @@ fn page_inches(doc: &lopdf::Document, page: lopdf::ObjectId) -> Option<(f64, f64
             let n: Vec<f64> = b
                 .iter()
                 .filter_map(|o| resolve(doc, o))
-                .filter_map(|o| {
-                    o.as_float()
-                        .ok()
-                        .map(f64::from)
-                        .or_else(|| o.as_i64().ok().map(|i| i as f64))
-                })
+                .filter_map(number)
                 .collect();
             if n.len() != 4 {
                 return None;
@@ -353,12 +359,7 @@ fn page_inches(doc: &lopdf::Document, page: lopdf::ObjectId) -> Option<(f64, f64
             let unit = node
                 .get(b"UserUnit")
                 .ok()
-                .and_then(|o| {
-                    o.as_float()
-                        .ok()
-                        .map(f64::from)
-                        .or_else(|| o.as_i64().ok().map(|i| i as f64))
-                })
+                .and_then(number)
                 .filter(|u| u.is_finite() && *u > 0.0)
                 .unwrap_or(1.0);
             let w = (n[2] - n[0]).abs() * unit / 72.0;
@@ -442,29 +443,23 @@ pub(crate) fn load(
 
     // Each page's text layer (None: extraction failed), read in batches of
     // pages that share their fonts (`pdf_batch`).
-    let numbered: Vec<(u32, lopdf::ObjectId)> = pages[..read]
+    let numbered: Vec<(u32, lopdf::ObjectId)> = page_ids
         .iter()
-        .filter_map(|n| page_ids.get(n).map(|id| (*n, *id)))
+        .take(read)
+        .map(|(n, id)| (*n, *id))
         .collect();
-    let mut texts: Vec<Option<String>> = if numbered.len() == read {
-        let (texts, batching) = crate::pdf_batch::page_texts(&mut parsed, &numbered);
-        tracing::debug!(
-            path = %path.display(),
-            pages = read,
-            batches = batching.batches,
-            batched_pages = batching.batched_pages,
-            "PDF pages read"
-        );
-        texts
-    } else {
-        pages[..read]
-            .iter()
-            .map(|&n| crate::pdf_batch::one_page(&parsed, n))
-            .collect()
-    }
-    .into_iter()
-    .map(|t| t.map(|s| tidy_page(&s)))
-    .collect();
+    let (texts, batching) = crate::pdf_batch::page_texts(&mut parsed, &numbered);
+    tracing::debug!(
+        path = %path.display(),
+        pages = read,
+        batches = batching.batches,
+        batched_pages = batching.batched_pages,
+        "PDF pages read"
+    );
+    let mut texts: Vec<Option<String>> = texts
+        .into_iter()
+        .map(|t| t.map(|s| tidy_page(&s)))
+        .collect();
 
     // Scans: pages with (nearly) no text that show an image.
     let scanned: Vec<usize> = (0..read)

@@ -22,7 +22,7 @@
 //! while a batch is read (the first page's `Contents` and `Resources`) and
 //! restored after.
 
-use crate::pdf::PageText;
+use crate::pdf::{number, resolve, PageText};
 use lopdf::{Dictionary, Document, Object, ObjectId, Stream};
 
 /// The font size of the marker between two pages of a batch (a size no
@@ -222,13 +222,7 @@ fn page_parts(doc: &Document, page: ObjectId) -> Option<Parts> {
     let media_box: Vec<f64> = match inherited(doc, dict, b"MediaBox")? {
         Object::Array(a) => a
             .iter()
-            .map(|o| {
-                let o = deref(doc, o)?;
-                o.as_float()
-                    .ok()
-                    .map(f64::from)
-                    .or_else(|| o.as_i64().ok().map(|i| i as f64))
-            })
+            .map(|o| resolve(doc, o).and_then(number))
             .collect::<Option<Vec<f64>>>()?,
         _ => return None,
     };
@@ -329,9 +323,9 @@ fn is_delimiter(c: u8) -> bool {
 fn inherited<'a>(doc: &'a Document, mut node: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
     for _ in 0..64 {
         if let Ok(v) = node.get(key) {
-            return deref(doc, v);
+            return resolve(doc, v);
         }
-        node = match node.get(b"Parent").ok().and_then(|p| deref(doc, p))? {
+        node = match node.get(b"Parent").ok().and_then(|p| resolve(doc, p))? {
             Object::Dictionary(d) => d,
             _ => return None,
         };
@@ -339,16 +333,9 @@ fn inherited<'a>(doc: &'a Document, mut node: &'a Dictionary, key: &[u8]) -> Opt
     None
 }
 
-fn deref<'a>(doc: &'a Document, obj: &'a Object) -> Option<&'a Object> {
-    match obj {
-        Object::Reference(id) => doc.get_object(*id).ok(),
-        o => Some(o),
-    }
-}
-
 /// A resource category (`Font`, `XObject`, …) of `res` as a dictionary.
 fn category<'a>(doc: &'a Document, res: &'a Dictionary, key: &[u8]) -> Option<&'a Dictionary> {
-    match deref(doc, res.get(key).ok()?)? {
+    match resolve(doc, res.get(key).ok()?)? {
         Object::Dictionary(d) => Some(d),
         _ => None,
     }
@@ -361,14 +348,14 @@ fn forms_have_fonts(doc: &Document, res: &Dictionary, depth: usize) -> bool {
         return false;
     };
     for (_, x) in xobjects.iter() {
-        let Some(Object::Stream(s)) = deref(doc, x) else {
+        let Some(Object::Stream(s)) = resolve(doc, x) else {
             continue;
         };
         let Some(own) = s
             .dict
             .get(b"Resources")
             .ok()
-            .and_then(|r| deref(doc, r))
+            .and_then(|r| resolve(doc, r))
             .and_then(|r| r.as_dict().ok())
         else {
             continue;
@@ -387,7 +374,7 @@ fn forms_have_fonts(doc: &Document, res: &Dictionary, depth: usize) -> bool {
 /// it means in `res` (or is not there yet).
 fn agrees(doc: &Document, merged: &Dictionary, res: &Dictionary) -> bool {
     for (key, value) in res.iter() {
-        let Some(Object::Dictionary(entries)) = deref(doc, value) else {
+        let Some(Object::Dictionary(entries)) = resolve(doc, value) else {
             continue;
         };
         let Ok(Object::Dictionary(have)) = merged.get(key) else {
@@ -405,7 +392,7 @@ fn agrees(doc: &Document, merged: &Dictionary, res: &Dictionary) -> bool {
 /// Add `res`'s categories to `merged` (which [`agrees`] with them).
 fn merge(doc: &Document, merged: &mut Dictionary, res: &Dictionary) {
     for (key, value) in res.iter() {
-        match deref(doc, value) {
+        match resolve(doc, value) {
             Some(Object::Dictionary(entries)) => {
                 let mut have = match merged.get(key) {
                     Ok(Object::Dictionary(d)) => d.clone(),
