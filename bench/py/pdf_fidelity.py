@@ -5,8 +5,11 @@ extraction is scored against the HTML's visible text by word n-gram F1
 loses (running headers and page numbers, words split at line ends,
 ligatures, reading order) shows as 4-grams that the HTML does not have or
 that the extraction breaks. Speed: median seconds over ROUNDS rounds.
+With --layouts, PDFs that Chromium printed from one-file HTML pages (two
+and three columns, tables; bench/py/pdf_layouts.py) are scored the same
+way against the HTML they were printed from, and averaged apart.
 
-    python3 bench/py/pdf_fidelity.py --cairn-bench BIN --docs DIR --out F.json
+    python3 bench/py/pdf_fidelity.py --cairn-bench BIN --docs DIR [--layouts DIR] --out F.json
 """
 
 import argparse
@@ -104,20 +107,30 @@ def main():
     ap.add_argument("--docs", required=True, help="root the Debian packages were unpacked into")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--layouts", help="a folder of PDFs printed from one-file HTML pages "
+                    "(bench/py/pdf_layouts.py): scored against the HTML beside each")
     a = ap.parse_args()
     import pypdfium2  # the peer, from the bench venv
 
     work = tempfile.mkdtemp()
     rows = []
+    docs = [(name, "manuals", os.path.join(a.docs, "usr/share/doc", pdf_rel),
+             os.path.join(a.docs, "usr/share/doc", html_rel)) for name, pdf_rel, html_rel in PAIRS]
+    if a.layouts:
+        for f in sorted(os.listdir(a.layouts)):
+            if f.endswith(".pdf"):
+                html = os.path.join(a.layouts, f[:-4] + ".html")
+                with open(html, encoding="utf-8") as h:
+                    title = re.search(r"<title>(.*?)</title>", h.read()).group(1)
+                docs.append((title, "layouts", os.path.join(a.layouts, f), html))
     try:
-        for name, pdf_rel, html_rel in PAIRS:
-            pdf = os.path.join(a.docs, "usr/share/doc", pdf_rel)
+        for name, group, pdf, h in docs:
+            pdf_rel = os.path.relpath(pdf, os.path.join(a.docs, "usr/share/doc")) if group == "manuals" else os.path.basename(pdf)
             if pdf.endswith(".gz"):
                 plain = os.path.join(work, os.path.basename(pdf)[:-3])
                 with gzip.open(pdf) as src, open(plain, "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 pdf = plain
-            h = os.path.join(a.docs, "usr/share/doc", html_rel)
             pages = sorted(os.path.join(h, p) for p in os.listdir(h) if p.endswith(".html")) if os.path.isdir(h) else [h]
             ref = visible_text(pages)
 
@@ -142,7 +155,8 @@ def main():
                 return out, n
 
             t_pdfium, (text_pdfium, n_pages) = median_time(pdfium, a.rounds)
-            row = {"document": name, "pdf": pdf_rel, "pages": n_pages, "reference_words": len(WORD.findall(ref))}
+            row = {"document": name, "group": group, "pdf": pdf_rel, "pages": n_pages,
+                   "reference_words": len(WORD.findall(ref))}
             for key, text, t in [("cairn", text_cairn, t_cairn), ("pdftotext", text_pdftotext, t_pdftotext),
                                  ("pypdfium2", text_pdfium, t_pdfium)]:
                 row[key] = {"f1_4": round(f1(text, ref, 4), 4), "f1_1": round(f1(text, ref, 1), 4),
@@ -154,7 +168,11 @@ def main():
                   f"{row['pypdfium2']['pages_per_s']}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mean = {k: round(statistics.mean(r[k]["f1_4"] for r in rows), 4) for k in ("cairn", "pdftotext", "pypdfium2")}
+    mean = {k: round(statistics.mean(r[k]["f1_4"] for r in rows if r["group"] == "manuals"), 4)
+            for k in ("cairn", "pdftotext", "pypdfium2")}
+    layouts = [r for r in rows if r["group"] == "layouts"]
+    mean_layouts = {k: round(statistics.mean(r[k]["f1_4"] for r in layouts), 4)
+                    for k in ("cairn", "pdftotext", "pypdfium2")} if layouts else None
     out = {
         "bench": "pdf_fidelity",
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -162,11 +180,14 @@ def main():
         "pypdfium2": pypdfium2.V_PYPDFIUM2,
         "pdftotext": subprocess.run(["pdftotext", "-v"], capture_output=True, text=True).stderr.split("\n")[0],
         "mean_f1_4": mean,
+        "mean_f1_4_layouts": mean_layouts,
         "rows": rows,
     }
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1)
-    print("mean 4-gram F1:", mean)
+    print("mean 4-gram F1, manuals:", mean)
+    if mean_layouts:
+        print("mean 4-gram F1, printed layouts:", mean_layouts)
     return 0
 
 

@@ -50,6 +50,7 @@ mod package;
 mod pdf;
 mod pdf_batch;
 mod pdf_clean;
+mod pdf_headings;
 mod pptx;
 mod sections;
 mod table;

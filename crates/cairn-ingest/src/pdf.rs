@@ -1,7 +1,9 @@
 //! PDF: the text layer of each page (via `pdf-extract`), one section per page
-//! headed by the bookmarks in force on it, then "Page N". A page whose text layer is empty or nearly so and that
-//! shows an image (a scan) is read by OCR ([`crate::ocr`]) and takes its
-//! place among the others.
+//! headed by the bookmarks in force on it — or, in a PDF without bookmarks,
+//! a section from each line set larger than the body text
+//! ([`crate::pdf_headings`]) — then "Page N". A page whose text layer is
+//! empty or nearly so and that shows an image (a scan) is read by OCR
+//! ([`crate::ocr`]) and takes its place among the others.
 
 use crate::IngestError;
 use cairn_core::{Document, Format, Section};
@@ -31,6 +33,18 @@ fn tidy_page(raw: &str) -> String {
     out
 }
 
+/// A page as its glyphs showed it: the text, and each non-blank line of it
+/// (trimmed) with the size most of its glyphs were set in, which is how a
+/// PDF without bookmarks shows its headings ([`crate::pdf_headings`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct PageRead {
+    pub(crate) text: String,
+    pub(crate) lines: Lines,
+}
+
+/// A page's lines: each one's text and size in points.
+pub(crate) type Lines = Vec<(String, f32)>;
+
 /// One page's text from its glyphs: a space where the gap from the last
 /// glyph's end is wider than a tenth of the font size — checked at every
 /// glyph, not only where a text-showing operator starts, so that words a
@@ -44,24 +58,88 @@ pub(crate) struct PageText {
     /// page read alone keeps every glyph it shows).
     batch: bool,
     /// The pages a marker ended, in order.
-    pages: Vec<String>,
+    pages: Vec<PageRead>,
+    /// The current page's finished lines.
+    lines: Lines,
+    /// Where the current line starts in `out`.
+    line_start: usize,
+    /// The current line's glyph sizes (tenths of a point) and how many
+    /// glyphs of each.
+    sizes: Vec<(u32, u32)>,
     height: f64,
     last_end: f64,
     last_y: f64,
     started: bool,
+    /// Whether the last glyph written is a spacing accent (`¨`, `¸`, …)
+    /// that the next letter may be set under.
+    accent: bool,
+}
+
+/// The combining mark of a spacing accent as TeX sets them: a glyph of its
+/// own, placed over (or under) the letter that follows it or that it
+/// follows ("na¨ive", "Fran¸cois").
+fn combining(accent: char) -> Option<char> {
+    Some(match accent {
+        '\u{60}' => '\u{300}',
+        '\u{B4}' => '\u{301}',
+        '\u{5E}' | '\u{2C6}' => '\u{302}',
+        '\u{7E}' | '\u{2DC}' => '\u{303}',
+        '\u{AF}' => '\u{304}',
+        '\u{2D8}' => '\u{306}',
+        '\u{2D9}' => '\u{307}',
+        '\u{A8}' => '\u{308}',
+        '\u{2DA}' => '\u{30A}',
+        '\u{2DD}' => '\u{30B}',
+        '\u{2C7}' => '\u{30C}',
+        '\u{B8}' => '\u{327}',
+        '\u{2DB}' => '\u{328}',
+        _ => return None,
+    })
+}
+
+/// One character when `ch` is one.
+fn single(ch: &str) -> Option<char> {
+    let mut cs = ch.chars();
+    let c = cs.next()?;
+    cs.next().is_none().then_some(c)
 }
 
 impl PageText {
+    /// Set a spacing accent and a letter that overlap as one letter: the
+    /// letter with the accent's combining mark, composed (NFC) where
+    /// Unicode has the letter. The accent is the last character written
+    /// when `accent_first`, else `ch` is the accent and the letter is.
+    fn compose(&mut self, ch: char, accent_first: bool) -> bool {
+        let Some(last) = self.out.chars().next_back() else {
+            return false;
+        };
+        let (letter, accent) = if accent_first { (ch, last) } else { (last, ch) };
+        let Some(mark) = combining(accent) else {
+            return false;
+        };
+        if !letter.is_alphabetic() {
+            return false;
+        }
+        use unicode_normalization::UnicodeNormalization;
+        self.out.pop();
+        self.out.extend([letter, mark].into_iter().nfc());
+        true
+    }
+
     /// The output for one page read alone.
     pub(crate) fn new() -> PageText {
         PageText {
             out: String::new(),
             batch: false,
             pages: Vec::new(),
+            lines: Vec::new(),
+            line_start: 0,
+            sizes: Vec::new(),
             height: 0.0,
             last_end: 0.0,
             last_y: 0.0,
             started: false,
+            accent: false,
         }
     }
 
@@ -73,13 +151,39 @@ impl PageText {
         }
     }
 
+    /// End the current line: keep it, with its size, unless it is blank.
+    fn end_line(&mut self) {
+        let line = self.out[self.line_start..].trim();
+        if !line.is_empty() {
+            // The size most glyphs share; of equals, the larger.
+            let size = self
+                .sizes
+                .iter()
+                .max_by_key(|&&(size, count)| (count, size))
+                .map_or(0.0, |&(size, _)| size as f32 / 10.0);
+            self.lines.push((line.to_string(), size));
+        }
+        self.sizes.clear();
+        self.line_start = self.out.len();
+    }
+
+    /// End the current page.
+    fn take_page(&mut self) -> PageRead {
+        self.end_line();
+        self.line_start = 0;
+        PageRead {
+            text: std::mem::take(&mut self.out),
+            lines: std::mem::take(&mut self.lines),
+        }
+    }
+
     /// The text of a page read alone.
-    pub(crate) fn into_text(self) -> String {
-        self.out
+    pub(crate) fn into_page(mut self) -> PageRead {
+        self.take_page()
     }
 
     /// The pages the markers ended, and what came after the last marker.
-    pub(crate) fn into_pages(self) -> (Vec<String>, String) {
+    pub(crate) fn into_pages(self) -> (Vec<PageRead>, String) {
         (self.pages, self.out)
     }
 }
@@ -104,7 +208,7 @@ impl pdf_extract::OutputDev for PageText {
         &mut self,
         trm: &pdf_extract::Transform,
         width: f64,
-        _spacing: f64,
+        spacing: f64,
         font_size: f64,
         ch: &str,
     ) -> Result<(), pdf_extract::OutputError> {
@@ -112,26 +216,61 @@ impl pdf_extract::OutputDev for PageText {
             && font_size == crate::pdf_batch::MARK_SIZE
             && ch == crate::pdf_batch::MARK_GLYPH
         {
-            self.pages.push(std::mem::take(&mut self.out));
+            let page = self.take_page();
+            self.pages.push(page);
             self.started = false;
             return Ok(());
         }
         // The glyph's size and place on the page (y grows downwards).
         let size = font_size * (trm.m11 * trm.m22 - trm.m12 * trm.m21).abs().sqrt();
         let (x, y) = (trm.m31, self.height - trm.m32);
+        // An accent and a letter set over each other: the pen went back.
+        let overlaps =
+            self.started && (y - self.last_y).abs() < size * 0.5 && x < self.last_end - size * 0.15;
+        if overlaps {
+            if let Some(c) = single(ch) {
+                let accent_first = self.accent;
+                if (accent_first || combining(c).is_some()) && self.compose(c, accent_first) {
+                    self.accent = false;
+                    self.last_end = self.last_end.max(x + width * size);
+                    return Ok(());
+                }
+            }
+        }
+        // A space the word spacing takes back (groff through ps2pdf sets
+        // one inside words, "neg ative", with a spacing of minus its
+        // width): it moves the pen by nothing, so it is not a space.
+        if ch == " " && font_size > 0.0 {
+            let advance = width * size + spacing * size / font_size;
+            if advance < size * 0.1 {
+                return Ok(());
+            }
+        }
+        self.accent = single(ch).and_then(combining).is_some();
         if self.started {
             let dy = (y - self.last_y).abs();
             let blank =
                 self.out.ends_with(char::is_whitespace) || ch.starts_with(char::is_whitespace);
             if dy > size * 1.5 {
+                self.end_line();
                 self.out.push_str("\n\n");
+                self.line_start = self.out.len();
             } else if (x < self.last_end - size && dy > size * 0.5) || dy > size * 0.8 {
+                self.end_line();
                 self.out.push('\n');
+                self.line_start = self.out.len();
             } else if x > self.last_end + size * 0.1 && !blank {
                 self.out.push(' ');
             }
         }
         self.out.push_str(ch);
+        if !ch.trim().is_empty() {
+            let tenths = (size * 10.0).round().clamp(0.0, 1e6) as u32;
+            match self.sizes.iter_mut().find(|(s, _)| *s == tenths) {
+                Some((_, n)) => *n += 1,
+                None => self.sizes.push((tenths, 1)),
+            }
+        }
         self.started = true;
         self.last_y = y;
         self.last_end = x + width * size;
@@ -305,6 +444,90 @@ pub(crate) fn resolve<'a>(
     }
 }
 
+/// The most glyph widths one range entry of a CID font's `W` array is
+/// spelled out to (a CID is at most 65,535).
+const MAX_WIDTH_RUN: i64 = 65_536;
+
+/// Rewrite every CID font's glyph widths (`W`) into the one form
+/// pdf-extract reads: `c [w1 w2 …]`. It misreads the other form the PDF
+/// specification allows, `c_first c_last w` (one width for a range of
+/// CIDs, what monospaced fonts use: Chromium writes `[0 97 602]`), as an
+/// empty range, so every glyph of such a font had width 0 and the text
+/// came out with a space between every two letters ("v e n v"). Entries
+/// given by reference are resolved too. Returns the fonts rewritten.
+fn spell_out_cid_widths(doc: &mut lopdf::Document) -> usize {
+    use lopdf::Object;
+    let fonts: Vec<lopdf::ObjectId> = doc
+        .objects
+        .iter()
+        .filter_map(|(&id, o)| {
+            let d = o.as_dict().ok()?;
+            let cid = matches!(
+                d.get(b"Subtype").and_then(Object::as_name),
+                Ok(b"CIDFontType0") | Ok(b"CIDFontType2")
+            );
+            (cid && d.has(b"W")).then_some(id)
+        })
+        .collect();
+    let mut rewritten = 0;
+    for id in fonts {
+        let Some(w) = doc
+            .get_dictionary(id)
+            .ok()
+            .and_then(|d| d.get(b"W").ok())
+            .and_then(|w| resolve(doc, w))
+            .and_then(|w| w.as_array().ok())
+        else {
+            continue;
+        };
+        let entries: Vec<Object> = w
+            .iter()
+            .map(|o| resolve(doc, o).cloned().unwrap_or(Object::Null))
+            .collect();
+        let mut out = Vec::with_capacity(entries.len());
+        let mut changed = false;
+        let mut i = 0;
+        while i + 1 < entries.len() {
+            let Ok(first) = entries[i].as_i64() else {
+                break;
+            };
+            match &entries[i + 1] {
+                Object::Array(widths) => {
+                    let widths: Vec<Object> = widths
+                        .iter()
+                        .map(|o| resolve(doc, o).cloned().unwrap_or(Object::Null))
+                        .collect();
+                    out.push(Object::Integer(first));
+                    out.push(Object::Array(widths));
+                    i += 2;
+                }
+                last => {
+                    let (Ok(last), Some(width)) =
+                        (last.as_i64(), entries.get(i + 2).and_then(number))
+                    else {
+                        break;
+                    };
+                    let run = (last - first + 1).clamp(0, MAX_WIDTH_RUN);
+                    out.push(Object::Integer(first));
+                    out.push(Object::Array(vec![
+                        Object::Real(width as f32);
+                        run as usize
+                    ]));
+                    changed = true;
+                    i += 3;
+                }
+            }
+        }
+        if changed || out.len() != w.len() {
+            if let Ok(d) = doc.get_dictionary_mut(id) {
+                d.set("W", Object::Array(out));
+                rewritten += 1;
+            }
+        }
+    }
+    rewritten
+}
+
 /// A PDF number (real or integer) as f64.
 pub(crate) fn number(o: &lopdf::Object) -> Option<f64> {
     o.as_float()
@@ -425,6 +648,7 @@ pub(crate) fn load(
     }
     let mut warnings = Vec::new();
     let emptied = defuse_streams(&mut parsed, limits.max_inflate_bytes);
+    spell_out_cid_widths(&mut parsed);
     if emptied > 0 {
         warnings.push(format!(
             "{emptied} stream(s) inflating past {} MiB left out (ingest.max_inflate_mb)",
@@ -456,10 +680,13 @@ pub(crate) fn load(
         batched_pages = batching.batched_pages,
         "PDF pages read"
     );
-    let mut texts: Vec<Option<String>> = texts
+    let (mut texts, lines): (Vec<Option<String>>, Vec<Option<Lines>>) = texts
         .into_iter()
-        .map(|t| t.map(|s| tidy_page(&s)))
-        .collect();
+        .map(|t| match t {
+            Some(PageRead { text, lines }) => (Some(tidy_page(&text)), Some(lines)),
+            None => (None, None),
+        })
+        .unzip();
 
     // Scans: pages with (nearly) no text that show an image.
     let scanned: Vec<usize> = (0..read)
@@ -546,14 +773,29 @@ pub(crate) fn load(
     // ligatures.
     crate::pdf_clean::strip_running_lines(&mut texts);
     for page in texts.iter_mut().flatten() {
-        *page = crate::pdf_clean::join_hyphenated(&crate::pdf_clean::unligature(page));
+        if let std::borrow::Cow::Owned(plain) = crate::pdf_clean::unligature(page) {
+            *page = plain;
+        }
+    }
+    let vocabulary = crate::pdf_clean::Vocabulary::of(texts.iter().flatten().map(String::as_str));
+    for page in texts.iter_mut().flatten() {
+        *page = crate::pdf_clean::join_hyphenated(page, &vocabulary);
     }
 
+    // Headings: the bookmarks when there are any, else the lines set
+    // larger than the body text (each page split where one starts).
     let outline = outline_paths(&parsed, &pages[..read]);
+    let by_size = if outline.is_empty() {
+        let shown: Vec<Option<&[(String, f32)]>> = lines.iter().map(Option::as_deref).collect();
+        crate::pdf_headings::detect(&shown)
+    } else {
+        vec![Vec::new(); read]
+    };
+    let mut trail: Vec<(usize, String)> = Vec::new();
     let mut text = String::new();
     let mut sections = Vec::new();
     let mut failed = 0usize;
-    for (&number, page) in pages[..read].iter().zip(&texts) {
+    for ((&number, page), found) in pages[..read].iter().zip(&texts).zip(&by_size) {
         let Some(page) = page else {
             failed += 1;
             continue;
@@ -566,13 +808,32 @@ pub(crate) fn load(
         }
         let start = text.len();
         text.push_str(page);
-        let mut headings = outline.get(&number).cloned().unwrap_or_default();
-        headings.push(format!("Page {number}"));
-        sections.push(Section {
-            start,
-            end: text.len(),
-            headings,
-        });
+        let located = crate::pdf_headings::locate(page, found);
+        let mut cuts: Vec<usize> = located.iter().map(|&(at, _)| at).collect();
+        cuts.insert(0, 0);
+        cuts.push(page.len());
+        let mut heads = located.into_iter();
+        for piece in cuts.windows(2) {
+            if piece[0] > 0 || heads.as_slice().first().is_some_and(|&(at, _)| at == 0) {
+                if let Some((_, h)) = heads.next() {
+                    trail.retain(|&(level, _)| level < h.level);
+                    trail.push((h.level, h.text.clone()));
+                }
+            }
+            if page[piece[0]..piece[1]].trim().is_empty() {
+                continue;
+            }
+            let mut headings = match outline.get(&number) {
+                Some(steps) => steps.clone(),
+                None => trail.iter().map(|(_, t)| t.clone()).collect(),
+            };
+            headings.push(format!("Page {number}"));
+            sections.push(Section {
+                start: start + piece[0],
+                end: start + piece[1],
+                headings,
+            });
+        }
     }
     if failed == read && read > 0 {
         return Err(corrupt("text extraction failed on every page".into()));
@@ -628,6 +889,134 @@ mod tests {
         assert!(near_empty(" 12 \n") && !near_empty("Sixteen letters here"));
         assert_eq!(page_list(&[2]), "page 2");
         assert_eq!(page_list(&[2, 5, 9]), "pages 2, 5 and 9");
+    }
+
+    /// Glyphs shown at (x, baseline y) in a 10-point font, each `width`
+    /// ems wide, on a letter-size page read alone.
+    fn shown(glyphs: &[(&str, f64, f64, f64)]) -> PageRead {
+        let spaced: Vec<_> = glyphs
+            .iter()
+            .map(|&(c, x, y, w)| (c, x, y, w, 0.0))
+            .collect();
+        shown_spaced(&spaced)
+    }
+
+    /// [`shown`], each glyph with its character and word spacing.
+    fn shown_spaced(glyphs: &[(&str, f64, f64, f64, f64)]) -> PageRead {
+        use pdf_extract::OutputDev;
+        let mut out = PageText::new();
+        let media = pdf_extract::MediaBox {
+            llx: 0.0,
+            lly: 0.0,
+            urx: 612.0,
+            ury: 792.0,
+        };
+        out.begin_page(1, &media, None).unwrap();
+        for &(ch, x, y, width, spacing) in glyphs {
+            let trm = pdf_extract::Transform::create_translation(x, y);
+            out.output_character(&trm, width, spacing, 10.0, ch)
+                .unwrap();
+        }
+        out.into_page()
+    }
+
+    #[test]
+    fn accents_set_over_letters_become_accented_letters() {
+        // TeX: "na" then a spacing diaeresis, then an "i" set back under
+        // it; "Fran", a cedilla, then the "c" set back over it.
+        let page = shown(&[
+            ("n", 100.0, 700.0, 0.5),
+            ("a", 105.0, 700.0, 0.5),
+            ("\u{A8}", 110.5, 700.0, 0.5),
+            ("i", 110.0, 700.0, 0.3),
+            ("v", 113.0, 700.0, 0.5),
+            ("e", 118.0, 700.0, 0.5),
+            ("F", 100.0, 680.0, 0.6),
+            ("r", 106.0, 680.0, 0.4),
+            ("a", 110.0, 680.0, 0.5),
+            ("n", 115.0, 680.0, 0.5),
+            ("\u{B8}", 121.0, 680.0, 0.4),
+            ("c", 120.0, 680.0, 0.45),
+            ("o", 124.5, 680.0, 0.5),
+            ("i", 129.5, 680.0, 0.3),
+            ("s", 132.5, 680.0, 0.4),
+            // A caret that stands beside its letter is a caret ("^C").
+            ("\u{2C6}", 100.0, 660.0, 0.5),
+            ("C", 105.0, 660.0, 0.7),
+            // A letter, then an acute set back over it.
+            ("e", 100.0, 640.0, 0.5),
+            ("\u{B4}", 101.0, 640.0, 0.3),
+        ]);
+        assert_eq!(page.text, "naïve\n\nFrançois\n\nˆC\n\né");
+        assert_eq!(page.lines[0], ("naïve".to_string(), 10.0));
+    }
+
+    #[test]
+    fn a_space_the_word_spacing_takes_back_is_not_a_space() {
+        // groff through ps2pdf: "neg", a space of 2.5 points with a word
+        // spacing of -2.4, "ative"; then "so", a space widened by +0.2.
+        let page = shown_spaced(&[
+            ("n", 100.0, 700.0, 0.5, 0.0),
+            ("e", 105.0, 700.0, 0.45, 0.0),
+            ("g", 109.5, 700.0, 0.5, 0.0),
+            (" ", 114.5, 700.0, 0.25, -2.4),
+            ("a", 114.6, 700.0, 0.45, 0.0),
+            ("t", 119.1, 700.0, 0.28, 0.0),
+            ("s", 100.0, 688.0, 0.4, 0.0),
+            ("o", 104.0, 688.0, 0.5, 0.0),
+            (" ", 109.0, 688.0, 0.25, 0.2),
+            ("i", 111.7, 688.0, 0.28, 0.0),
+        ]);
+        assert_eq!(page.text, "negat\nso i");
+    }
+
+    #[test]
+    fn cid_widths_are_spelled_out_per_glyph() {
+        use lopdf::{dictionary, Object};
+        let mut doc = lopdf::Document::with_version("1.5");
+        let listed = doc.add_object(Object::Array(vec![Object::Integer(700)]));
+        let w = vec![
+            Object::Integer(0),
+            Object::Array(vec![Object::Integer(500), Object::Real(612.5)]),
+            Object::Integer(3),
+            Object::Integer(5),
+            Object::Integer(250),
+            Object::Integer(9),
+            Object::Reference(listed),
+        ];
+        let font = doc.add_object(dictionary! {
+            "Type" => "Font",
+            "Subtype" => "CIDFontType2",
+            "W" => w,
+        });
+        let simple = doc.add_object(dictionary! {
+            "Type" => "Font",
+            "Subtype" => "TrueType",
+            "W" => vec![Object::Integer(1), Object::Integer(2), Object::Integer(3)],
+        });
+        assert_eq!(spell_out_cid_widths(&mut doc), 1);
+        let got = doc.get_dictionary(font).unwrap().get(b"W").unwrap().clone();
+        assert_eq!(
+            got,
+            Object::Array(vec![
+                Object::Integer(0),
+                Object::Array(vec![Object::Integer(500), Object::Real(612.5)]),
+                Object::Integer(3),
+                Object::Array(vec![Object::Real(250.0); 3]),
+                Object::Integer(9),
+                Object::Array(vec![Object::Integer(700)]),
+            ])
+        );
+        // Only CID fonts are touched; a second pass changes nothing.
+        assert_eq!(
+            doc.get_dictionary(simple).unwrap().get(b"W").unwrap(),
+            &Object::Array(vec![
+                Object::Integer(1),
+                Object::Integer(2),
+                Object::Integer(3)
+            ])
+        );
+        assert_eq!(spell_out_cid_widths(&mut doc), 0);
     }
 
     #[test]

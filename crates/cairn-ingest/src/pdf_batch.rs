@@ -22,7 +22,7 @@
 //! while a batch is read (the first page's `Contents` and `Resources`) and
 //! restored after.
 
-use crate::pdf::{number, resolve, PageText};
+use crate::pdf::{number, resolve, PageRead, PageText};
 use lopdf::{Dictionary, Document, Object, ObjectId, Stream};
 
 /// The font size of the marker between two pages of a batch (a size no
@@ -63,9 +63,9 @@ pub(crate) struct Batching {
 pub(crate) fn page_texts(
     doc: &mut Document,
     pages: &[(u32, ObjectId)],
-) -> (Vec<Option<String>>, Batching) {
+) -> (Vec<Option<PageRead>>, Batching) {
     let mut stats = Batching::default();
-    let mut texts: Vec<Option<String>> = vec![None; pages.len()];
+    let mut texts: Vec<Option<PageRead>> = vec![None; pages.len()];
     let mut batch: Vec<usize> = Vec::new();
     let mut merged = Dictionary::new();
     let mut media: Vec<f64> = Vec::new();
@@ -106,10 +106,10 @@ pub(crate) fn page_texts(
 }
 
 /// One page read alone (a panic inside `pdf-extract` costs the page).
-pub(crate) fn one_page(doc: &Document, number: u32) -> Option<String> {
+pub(crate) fn one_page(doc: &Document, number: u32) -> Option<PageRead> {
     let raw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut out = PageText::new();
-        pdf_extract::output_doc_page(doc, &mut out, number).map(|_| out.into_text())
+        pdf_extract::output_doc_page(doc, &mut out, number).map(|_| out.into_page())
     }));
     match raw {
         Ok(Ok(s)) => Some(s),
@@ -125,7 +125,7 @@ fn run_batch(
     batch: &[usize],
     contents: &[Vec<u8>],
     merged: &Dictionary,
-    texts: &mut [Option<String>],
+    texts: &mut [Option<PageRead>],
     stats: &mut Batching,
 ) {
     if batch.len() > 1 {
@@ -152,7 +152,7 @@ fn read_batch(
     first: (u32, ObjectId),
     contents: &[Vec<u8>],
     merged: &Dictionary,
-) -> Option<Vec<String>> {
+) -> Option<Vec<PageRead>> {
     let mark = format!(
         "q BT /{} {MARK_SIZE} Tf ({MARK_GLYPH}) Tj ET Q\n",
         String::from_utf8_lossy(MARK_FONT)
@@ -502,7 +502,8 @@ mod tests {
         );
         let before = doc.clone();
         let (texts, stats) = page_texts(&mut doc, &pages);
-        let alone: Vec<Option<String>> = pages.iter().map(|&(n, _)| one_page(&doc, n)).collect();
+        let alone: Vec<Option<PageRead>> = pages.iter().map(|&(n, _)| one_page(&doc, n)).collect();
+        // The same text, and the same lines with the same sizes.
         assert_eq!(texts, alone);
         assert_eq!(
             stats,
@@ -512,7 +513,14 @@ mod tests {
             },
             "pages 1-2 together; 3, 4, 5 and 6 alone (4 stops at 5, 6 is last)"
         );
-        let texts: Vec<String> = texts.into_iter().map(Option::unwrap).collect();
+        assert_eq!(
+            texts[0].as_ref().unwrap().lines,
+            [
+                ("Alpha one".to_string(), 12.0),
+                ("line two".to_string(), 12.0)
+            ]
+        );
+        let texts: Vec<String> = texts.into_iter().map(|t| t.unwrap().text).collect();
         assert!(texts[0].contains("Alpha one") && texts[0].contains("line two"));
         assert!(texts[2].contains("Zlpha three"), "{:?}", texts[2]);
         assert!(texts[3].contains("Alpha four"), "{:?}", texts[3]);
@@ -534,12 +542,12 @@ mod tests {
         let (texts, stats) = page_texts(&mut doc, &pages);
         // The batch gives back four pages for three: read again one by one.
         assert_eq!(stats, Batching::default());
-        let odd = texts[1].as_deref().unwrap();
+        let odd = texts[1].as_ref().unwrap().text.as_str();
         assert!(
             odd.contains("Before") && odd.contains('M') && odd.contains("After"),
             "{odd:?}"
         );
-        assert!(texts[2].as_deref().unwrap().contains("Alpha three"));
+        assert!(texts[2].as_ref().unwrap().text.contains("Alpha three"));
     }
 
     #[test]
@@ -558,9 +566,9 @@ mod tests {
             }
         );
         for (i, t) in texts.iter().enumerate() {
-            let t = t.as_deref().unwrap();
-            assert!(t.starts_with(&format!("Page body {i}")), "{i}: {t:?}");
-            assert_eq!(Some(t.to_string()), one_page(&doc, pages[i].0));
+            let t = t.as_ref().unwrap();
+            assert!(t.text.starts_with(&format!("Page body {i}")), "{i}: {t:?}");
+            assert_eq!(Some(t), one_page(&doc, pages[i].0).as_ref());
         }
     }
 

@@ -139,10 +139,54 @@ fn collapse_blank_runs(text: &str) -> String {
     out
 }
 
+/// The words of a document, to tell a word a typesetter split at a line's
+/// end ("docu-" "mentation": joined) from a compound that broke at its own
+/// hyphen ("self-" "contained": kept whole, with its hyphen).
+#[derive(Debug, Default)]
+pub(crate) struct Vocabulary {
+    /// Every word, lower-cased, without the punctuation around it.
+    words: std::collections::HashSet<String>,
+    /// Every word with a hyphen inside it ("self-contained").
+    compounds: std::collections::HashSet<String>,
+}
+
+fn bare(word: &str) -> &str {
+    word.trim_matches(|c: char| !c.is_alphanumeric())
+}
+
+impl Vocabulary {
+    pub(crate) fn of<'a>(pages: impl IntoIterator<Item = &'a str>) -> Vocabulary {
+        let mut v = Vocabulary::default();
+        for word in pages.into_iter().flat_map(str::split_whitespace) {
+            let w = bare(word).to_lowercase();
+            if w.is_empty() {
+                continue;
+            }
+            if w.contains('-') {
+                v.compounds.insert(w);
+            } else {
+                v.words.insert(w);
+            }
+        }
+        v
+    }
+
+    /// Whether `head-` at a line's end and `tail` on the next are the
+    /// compound `head-tail`: the document writes it so elsewhere and never
+    /// writes `headtail`. Otherwise the split is a typesetter's.
+    fn is_compound(&self, head: &str, tail: &str) -> bool {
+        let (head, tail) = (bare(head).to_lowercase(), bare(tail).to_lowercase());
+        self.compounds.contains(&format!("{head}-{tail}"))
+            && !self.words.contains(&format!("{head}{tail}"))
+    }
+}
+
 /// Join words split by a hyphen at a line's end ("inter-\nnational" →
 /// "international\n"): a letter, `-` ending the line, and a lower-case
-/// letter starting the next. The rest of the next line stays on its line.
-pub(crate) fn join_hyphenated(text: &str) -> String {
+/// letter starting the next. A compound that the document writes with its
+/// hyphen elsewhere (and never without) keeps it ("self-contained").
+/// The rest of the next line stays on its line.
+pub(crate) fn join_hyphenated(text: &str, vocabulary: &Vocabulary) -> String {
     let lines: Vec<&str> = text.split('\n').collect();
     let mut out = String::with_capacity(text.len());
     let mut carry = String::new();
@@ -156,6 +200,9 @@ pub(crate) fn join_hyphenated(text: &str) -> String {
             let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
             let rest = trimmed[end..].trim_start();
             let mut joined = l;
+            if vocabulary.is_compound(&joined, &trimmed[..end]) {
+                joined.push('-');
+            }
             joined.push_str(&trimmed[..end]);
             if !rest.is_empty() {
                 joined.push('\n');
@@ -196,9 +243,16 @@ pub(crate) fn join_hyphenated(text: &str) -> String {
     out
 }
 
-/// Typographic ligatures to their letters.
+/// Typographic ligatures to their letters, and the circumflex and tilde
+/// accents that stand alone (not set over a letter, which the page reader
+/// composes) to the ASCII `^` and `~` they print as: Type 1 fonts name a
+/// caret "circumflex" (U+02C6), and a search for `^C` or `~/.bashrc`
+/// should find them.
 pub(crate) fn unligature(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| ('\u{FB00}'..='\u{FB06}').contains(&c)) {
+    if !text
+        .chars()
+        .any(|c| ('\u{FB00}'..='\u{FB06}').contains(&c) || c == '\u{2C6}' || c == '\u{2DC}')
+    {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -210,6 +264,8 @@ pub(crate) fn unligature(text: &str) -> std::borrow::Cow<'_, str> {
             '\u{FB03}' => out.push_str("ffi"),
             '\u{FB04}' => out.push_str("ffl"),
             '\u{FB05}' | '\u{FB06}' => out.push_str("st"),
+            '\u{2C6}' => out.push('^'),
+            '\u{2DC}' => out.push('~'),
             c => out.push(c),
         }
     }
@@ -262,19 +318,38 @@ mod tests {
 
     #[test]
     fn hyphenated_line_ends_are_joined() {
+        let none = Vocabulary::default();
         assert_eq!(
-            join_hyphenated("the inter-\nnational standard\nsays"),
+            join_hyphenated("the inter-\nnational standard\nsays", &none),
             "the international\nstandard\nsays"
         );
         // A capital after the hyphen, or a dash, is not a split word.
-        assert_eq!(join_hyphenated("GNU-\nLinux"), "GNU-\nLinux");
-        assert_eq!(join_hyphenated("a --\nb"), "a --\nb");
-        assert_eq!(join_hyphenated("com-\nmand"), "command");
+        assert_eq!(join_hyphenated("GNU-\nLinux", &none), "GNU-\nLinux");
+        assert_eq!(join_hyphenated("a --\nb", &none), "a --\nb");
+        assert_eq!(join_hyphenated("com-\nmand", &none), "command");
+    }
+
+    #[test]
+    fn compounds_the_document_writes_keep_their_hyphen() {
+        let pages = [
+            "a self-contained tree, (self-contained) again",
+            "a built-in type and the builtin module; re-\nenter",
+            "long com-\nmand, self-\ncontained. built-\nin",
+        ];
+        let v = Vocabulary::of(pages);
+        assert_eq!(
+            join_hyphenated(pages[2], &v),
+            "long command,\nself-contained.\nbuiltin",
+            "written whole elsewhere: joined; only with its hyphen: kept"
+        );
+        // Seen nowhere: the typesetter's split, joined.
+        assert_eq!(join_hyphenated("re-\nenter", &v), "reenter");
     }
 
     #[test]
     fn ligatures_become_letters() {
         assert_eq!(unligature("the \u{FB01}le \u{FB02}ag"), "the file flag");
+        assert_eq!(unligature("\u{2C6}C and \u{2DC}/bin"), "^C and ~/bin");
         assert!(matches!(unligature("plain"), std::borrow::Cow::Borrowed(_)));
     }
 }

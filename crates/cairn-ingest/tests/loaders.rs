@@ -366,6 +366,114 @@ fn pdf_bookmarks_head_the_pages_they_cover() {
 }
 
 #[test]
+fn pdf_without_bookmarks_is_headed_by_its_larger_lines() {
+    // No outline: a title at 24 points, chapters at 18 (one set over two
+    // lines), a section at 14, body text at 10; a running header at 10.
+    let tf = |size: i64| Operation::new("Tf", vec!["F1".into(), size.into()]);
+    let tj = |s: &str| Operation::new("Tj", vec![Object::string_literal(s)]);
+    let td = |x: i64, y: i64| Operation::new("Td", vec![x.into(), y.into()]);
+    let body = |ops: &mut Vec<Operation>, words: &str| {
+        ops.push(tf(10));
+        for line in [
+            format!("{words} live beside slow rivers and"),
+            "shallow lakes in most of the temperate world,".into(),
+            "where they hunt fish from the banks.".into(),
+        ] {
+            ops.push(td(0, -14));
+            ops.push(tj(&line));
+        }
+    };
+    let mut p1 = vec![td(72, 760), tf(10), tj("Heron Notes"), td(0, -40)];
+    p1.extend([tf(24), tj("A Field Guide to Herons"), td(0, -36)]);
+    p1.extend([tf(18), tj("1 Where herons live")]);
+    body(&mut p1, "Grey herons");
+    p1.extend([td(0, -24), tf(14), tj("1.1 Estuaries")]);
+    body(&mut p1, "Little egrets");
+    let mut p2 = vec![td(72, 760), tf(10), tj("Heron Notes"), td(0, -40)];
+    body(&mut p2, "Night herons");
+    p2.extend([
+        td(0, -30),
+        tf(18),
+        tj("2 What herons eat and how"),
+        td(0, -22),
+    ]);
+    p2.push(tj("they catch it"));
+    body(&mut p2, "Purple herons");
+    let mut p3 = vec![td(72, 760), tf(10), tj("Heron Notes"), td(0, -40)];
+    body(&mut p3, "Bitterns");
+    let doc = load(
+        Path::new("herons.pdf"),
+        &pdf_bytes(make_pdf_ops(vec![p1, p2, p3])),
+    )
+    .unwrap();
+    let o = outline(&doc);
+    let heads: Vec<&str> = o.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        heads,
+        [
+            "A Field Guide to Herons > Page 1",
+            "A Field Guide to Herons > 1 Where herons live > Page 1",
+            "A Field Guide to Herons > 1 Where herons live > 1.1 Estuaries > Page 1",
+            "A Field Guide to Herons > 1 Where herons live > 1.1 Estuaries > Page 2",
+            "A Field Guide to Herons > 2 What herons eat and how they catch it > Page 2",
+            "A Field Guide to Herons > 2 What herons eat and how they catch it > Page 3",
+        ],
+        "{o:#?}"
+    );
+    // Each section starts with its heading; the running header is gone.
+    assert_eq!(o[1].1.lines().next(), Some("1 Where herons live"));
+    assert!(
+        o[2].1.starts_with("1.1 Estuaries\nLittle egrets live"),
+        "{o:#?}"
+    );
+    assert!(o[3].1.starts_with("Night herons live"), "{o:#?}");
+    assert!(o[5].1.starts_with("Bitterns live"), "{o:#?}");
+    assert!(!doc.text.contains("Heron Notes"), "{}", doc.text);
+}
+
+#[test]
+fn pdf_printed_by_a_browser_reads_in_order_with_rows_and_headings() {
+    // tests/data/pdf/make.py: a real tutorial page in two columns and a
+    // table, printed by Chromium (CID fonts, no bookmarks).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pdf/chromium.pdf");
+    let doc = load(&path, &std::fs::read(&path).unwrap()).unwrap();
+    // The monospaced font's one width for all glyphs is read: code words
+    // are not spelled out letter by letter ("v e n v").
+    assert!(
+        doc.text.contains("called\nvenv. venv will usually install"),
+        "{}",
+        doc.text
+    );
+    assert!(doc.text.contains("python3 -m venv tutorial-env"));
+    assert!(!doc.text.contains("v e n v"));
+    // The columns in reading order: the left column's last paragraph,
+    // then the right column's first.
+    let left = doc.text.find("directory path:").unwrap();
+    let right = doc.text.find("python3 -m venv tutorial-env").unwrap();
+    let next = doc.text.find("This will create the tutorial-env").unwrap();
+    assert!(left < right && right < next);
+    // A table row on one line, its cells in order.
+    assert!(
+        doc.text.contains(
+            "'s' String format. This is the default type for strings and may be omitted."
+        ),
+        "{}",
+        doc.text
+    );
+    // Headings from the sizes of the lines.
+    let heads: Vec<String> = outline(&doc).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(
+        heads,
+        [
+            "12. Virtual Environments and Packages¶ > Page 1",
+            "12. Virtual Environments and Packages¶ > 12.1. Introduction¶ > Page 1",
+            "12. Virtual Environments and Packages¶ > 12.2. Creating Virtual Environments¶ > Page 1",
+            "12. Virtual Environments and Packages¶ > Alignment options > Page 1",
+        ]
+    );
+}
+
+#[test]
 fn pdf_without_text_layer_is_refused() {
     let bytes = pdf_bytes(make_pdf(&["   "]));
     let err = load(Path::new("scan.pdf"), &bytes).unwrap_err();
