@@ -770,10 +770,10 @@ pub(crate) fn load(
 
     // What the page layout adds that is not the document's text: running
     // headers and footers, page numbers, words split at line ends,
-    // ligatures.
+    // ligatures, decomposed accents.
     crate::pdf_clean::strip_running_lines(&mut texts);
     for page in texts.iter_mut().flatten() {
-        if let std::borrow::Cow::Owned(plain) = crate::pdf_clean::unligature(page) {
+        if let std::borrow::Cow::Owned(plain) = crate::pdf_clean::normalise(page) {
             *page = plain;
         }
     }

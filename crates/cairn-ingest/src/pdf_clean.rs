@@ -243,6 +243,17 @@ pub(crate) fn join_hyphenated(text: &str, vocabulary: &Vocabulary) -> String {
     out
 }
 
+/// [`unligature`], then Unicode's composed forms (NFC: "e" and a combining
+/// acute as "é").
+pub(crate) fn normalise(text: &str) -> std::borrow::Cow<'_, str> {
+    use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+    let plain = unligature(text);
+    if is_nfc_quick(plain.chars()) == IsNormalized::Yes {
+        return plain;
+    }
+    std::borrow::Cow::Owned(plain.nfc().collect())
+}
+
 /// Typographic ligatures to their letters, and the circumflex and tilde
 /// accents that stand alone (not set over a letter, which the page reader
 /// composes) to the ASCII `^` and `~` they print as: Type 1 fonts name a
@@ -351,5 +362,10 @@ mod tests {
         assert_eq!(unligature("the \u{FB01}le \u{FB02}ag"), "the file flag");
         assert_eq!(unligature("\u{2C6}C and \u{2DC}/bin"), "^C and ~/bin");
         assert!(matches!(unligature("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(normalise("Cafe\u{301} \u{FB01}n"), "Caf\u{E9} fin");
+        assert!(matches!(
+            normalise("Caf\u{E9}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

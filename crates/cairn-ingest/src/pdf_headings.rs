@@ -111,9 +111,9 @@ pub(crate) fn detect(pages: &[Option<&[(String, f32)]>]) -> Vec<Vec<Heading>> {
 }
 
 /// A line as compared between what the glyphs showed and the page's text
-/// after cleaning: ligatures unfolded, spaces collapsed.
+/// after cleaning: ligatures unfolded, accents composed, spaces collapsed.
 fn norm(line: &str) -> String {
-    crate::pdf_clean::unligature(line)
+    crate::pdf_clean::normalise(line)
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
