@@ -51,6 +51,7 @@ mod pdf;
 mod pdf_batch;
 mod pdf_clean;
 mod pdf_headings;
+mod pdf_runs;
 mod pptx;
 mod sections;
 mod table;

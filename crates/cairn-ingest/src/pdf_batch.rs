@@ -24,6 +24,7 @@
 
 use crate::pdf::{number, resolve, PageRead, PageText};
 use lopdf::{Dictionary, Document, Object, ObjectId, Stream};
+use std::collections::HashMap;
 
 /// The font size of the marker between two pages of a batch (a size no
 /// document sets; exact in binary).
@@ -70,8 +71,9 @@ pub(crate) fn page_texts(
     let mut merged = Dictionary::new();
     let mut media: Vec<f64> = Vec::new();
     let mut contents: Vec<Vec<u8>> = Vec::new();
+    let mut widths = HashMap::new();
     for (i, &(number, id)) in pages.iter().enumerate() {
-        let Some(parts) = page_parts(doc, id) else {
+        let Some(mut parts) = page_parts(doc, id) else {
             run_batch(
                 doc, pages, &batch, &contents, &merged, &mut texts, &mut stats,
             );
@@ -80,6 +82,11 @@ pub(crate) fn page_texts(
             texts[i] = one_page(doc, number);
             continue;
         };
+        // Glyphs placed one at a time, merged into runs (`pdf_runs`).
+        let fonts = crate::pdf_runs::fonts(doc, &parts.resources, &mut widths);
+        if let Some(merged) = crate::pdf_runs::merge(&parts.content, &fonts) {
+            parts.content = merged;
+        }
         let bytes: usize = contents.iter().map(Vec::len).sum();
         let fits = !batch.is_empty()
             && batch.len() < MAX_BATCH
