@@ -258,23 +258,10 @@ fn balanced(content: &[u8]) -> bool {
     while i < n {
         let c = content[i];
         match c {
-            b'(' => {
-                // A literal string: balanced parentheses, backslash escapes.
-                let mut depth = 1;
-                i += 1;
-                while i < n && depth > 0 {
-                    match content[i] {
-                        b'\\' => i += 1,
-                        b'(' => depth += 1,
-                        b')' => depth -= 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                if depth > 0 {
-                    return false;
-                }
-            }
+            b'(' => match literal_end(content, i) {
+                Some(end) => i = end,
+                None => return false,
+            },
             b'%' => {
                 while i < n && content[i] != b'\n' && content[i] != b'\r' {
                     i += 1;
@@ -314,11 +301,29 @@ fn balanced(content: &[u8]) -> bool {
     saves == 0 && texts == 0
 }
 
-fn is_white(c: u8) -> bool {
+/// Where the literal string starting at `s[start]` (an opening
+/// parenthesis) ends: just past its closing one, parentheses balanced and
+/// backslash escapes skipped; `None` when it never closes.
+pub(crate) fn literal_end(s: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 1;
+    let mut i = start + 1;
+    while i < s.len() && depth > 0 {
+        match s[i] {
+            b'\\' => i += 1,
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    (depth == 0).then_some(i)
+}
+
+pub(crate) fn is_white(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | 0)
 }
 
-fn is_delimiter(c: u8) -> bool {
+pub(crate) fn is_delimiter(c: u8) -> bool {
     matches!(
         c,
         b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%'

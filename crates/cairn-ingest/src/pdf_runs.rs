@@ -16,6 +16,7 @@
 //! else is left as it is.
 
 use crate::pdf::{number, resolve};
+use crate::pdf_batch::{is_delimiter, is_white, literal_end};
 use lopdf::{Dictionary, Document, Object, ObjectId};
 use std::collections::HashMap;
 
@@ -124,17 +125,6 @@ enum Token {
     Operator(usize, usize),
 }
 
-fn is_white(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | 0)
-}
-
-fn is_delimiter(c: u8) -> bool {
-    matches!(
-        c,
-        b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%'
-    )
-}
-
 /// The tokens of `s` with each one's byte range; `None` on what this
 /// reader does not follow (unbalanced strings, inline images).
 fn tokens(s: &[u8]) -> Option<Vec<(Token, usize, usize)>> {
@@ -158,48 +148,20 @@ fn tokens(s: &[u8]) -> Option<Vec<(Token, usize, usize)>> {
                 continue;
             }
             b'(' => {
-                let mut d = 1;
-                i += 1;
-                while i < n && d > 0 {
-                    match s[i] {
-                        b'\\' => i += 1,
-                        b'(' => d += 1,
-                        b')' => d -= 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                if d > 0 {
-                    return None;
-                }
+                i = literal_end(s, i)?;
                 Token::Other
             }
-            b'<' if s.get(i + 1) == Some(&b'<') => {
-                i += 2;
+            // An array or a dictionary opens, or closes.
+            b'[' | b'<' if c == b'[' || s.get(i + 1) == Some(&b'<') => {
+                i += if c == b'[' { 1 } else { 2 };
                 if depth == 0 {
                     open = start;
                 }
                 depth += 1;
                 continue;
             }
-            b'>' if s.get(i + 1) == Some(&b'>') => {
-                i += 2;
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    out.push((Token::Other, open, i));
-                }
-                continue;
-            }
-            b'[' => {
-                i += 1;
-                if depth == 0 {
-                    open = start;
-                }
-                depth += 1;
-                continue;
-            }
-            b']' => {
-                i += 1;
+            b']' | b'>' if c == b']' || s.get(i + 1) == Some(&b'>') => {
+                i += if c == b']' { 1 } else { 2 };
                 depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     out.push((Token::Other, open, i));
