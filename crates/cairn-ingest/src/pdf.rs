@@ -444,8 +444,9 @@ pub(crate) fn resolve<'a>(
     }
 }
 
-/// The most glyph widths one range entry of a CID font's `W` array is
-/// spelled out to (a CID is at most 65,535).
+/// The most glyph widths a CID font's `W` array is spelled out to, over
+/// all its range entries (a CID is at most 65,535): a hostile file's many
+/// wide ranges cannot make it large.
 const MAX_WIDTH_RUN: i64 = 65_536;
 
 /// Rewrite every CID font's glyph widths (`W`) into the one form
@@ -486,6 +487,7 @@ fn spell_out_cid_widths(doc: &mut lopdf::Document) -> usize {
             .collect();
         let mut out = Vec::with_capacity(entries.len());
         let mut changed = false;
+        let mut spelled = 0i64;
         let mut i = 0;
         while i + 1 < entries.len() {
             let Ok(first) = entries[i].as_i64() else {
@@ -507,7 +509,11 @@ fn spell_out_cid_widths(doc: &mut lopdf::Document) -> usize {
                     else {
                         break;
                     };
-                    let run = (last - first + 1).clamp(0, MAX_WIDTH_RUN);
+                    let run = last
+                        .saturating_sub(first)
+                        .saturating_add(1)
+                        .clamp(0, MAX_WIDTH_RUN - spelled);
+                    spelled += run;
                     out.push(Object::Integer(first));
                     out.push(Object::Array(vec![
                         Object::Real(width as f32);
@@ -1017,6 +1023,40 @@ mod tests {
             ])
         );
         assert_eq!(spell_out_cid_widths(&mut doc), 0);
+
+        // Many wide ranges, and ones whose ends overflow: 65,536 widths in
+        // all, at most.
+        let mut w = Vec::new();
+        for r in 0..20i64 {
+            w.extend([
+                Object::Integer(r * 70_000),
+                Object::Integer(r * 70_000 + 69_999),
+                Object::Integer(500),
+            ]);
+        }
+        w.extend([
+            Object::Integer(i64::MIN),
+            Object::Integer(i64::MAX),
+            Object::Integer(1),
+        ]);
+        let hostile = doc.add_object(dictionary! {
+            "Type" => "Font",
+            "Subtype" => "CIDFontType0",
+            "W" => w,
+        });
+        assert_eq!(spell_out_cid_widths(&mut doc), 1);
+        let spelled: usize = doc
+            .get_dictionary(hostile)
+            .unwrap()
+            .get(b"W")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.as_array().ok())
+            .map(Vec::len)
+            .sum();
+        assert_eq!(spelled, 65_536);
     }
 
     #[test]

@@ -97,7 +97,10 @@ fn identity_widths(doc: &Document, font: &Object) -> Option<Widths> {
             let first = number(w[i])? as u32;
             if let Ok(list) = w[i + 1].as_array() {
                 for (k, o) in list.iter().enumerate() {
-                    widths.insert(first + k as u32, resolve(doc, o).and_then(number)?);
+                    widths.insert(
+                        first.checked_add(k as u32)?,
+                        resolve(doc, o).and_then(number)?,
+                    );
                 }
                 i += 2;
             } else {
@@ -105,6 +108,10 @@ fn identity_widths(doc: &Document, font: &Object) -> Option<Widths> {
                 let width = number(w.get(i + 2)?)?;
                 for c in first..=last.min(first.saturating_add(65_535)) {
                     widths.insert(c, width);
+                }
+                // A hostile file's many wide ranges: not a font to merge.
+                if widths.len() > 65_536 {
+                    return None;
                 }
                 i += 3;
             }
