@@ -1187,9 +1187,12 @@ impl Cluster {
     /// Generate an answer on a replica from passages already gathered
     /// (`retrieved`, with `shards`: how many answered of how many), or say
     /// that the documents do not cover the question when none is relevant
-    /// enough. The answer says which shards and replica served it.
+    /// enough. The answer says which shards and replica served it; the
+    /// replica answers with what `collection` learned.
+    #[allow(clippy::too_many_arguments)]
     pub async fn answer(
         &self,
+        collection: &str,
         question: &str,
         history: &[cairn_generate::ChatMessage],
         retrieved: cairn_engine::Retrieved,
@@ -1221,6 +1224,7 @@ impl Cluster {
             sampling: opts.sampling.clone(),
             check: opts.check,
             support_threshold: opts.support_threshold,
+            collection: Some(collection.to_string()),
         };
         let (mut answer, node, failed) = self.generate(&req, sink).await?;
         // Timings from the coordinator's clock: the replica's start when it

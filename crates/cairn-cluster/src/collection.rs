@@ -559,6 +559,7 @@ impl Collection for ClusterCollection {
         let task = {
             let s = self.s.clone();
             let (question, history, opts) = (question.to_string(), history.to_vec(), opts.clone());
+            let name = self.info.name.clone();
             let mut to_caller = ToCaller {
                 tx,
                 stop: stop.clone(),
@@ -566,6 +567,7 @@ impl Collection for ClusterCollection {
             self.s.rt.spawn(async move {
                 s.cluster
                     .answer(
+                        &name,
                         &question,
                         &history,
                         retrieved,

@@ -22,6 +22,7 @@
 mod client;
 mod collection;
 mod error;
+pub mod learned;
 pub mod merge;
 mod node;
 pub mod placement;
@@ -37,7 +38,7 @@ pub use client::{
 };
 pub use collection::{ClusterCollection, ClusterCollections, FEEDBACK_BUCKET};
 pub use error::ClusterError;
-pub use node::{run_node, NodeOptions};
+pub use node::{run_node, NodeOptions, Trainer};
 
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
 

@@ -216,6 +216,10 @@ pub struct NodeInfo {
     pub llm: Option<String>,
     /// `collection/shard` → state.
     pub shards: BTreeMap<String, ShardState>,
+    /// Memory available to new work (Linux's `MemAvailable`), in bytes,
+    /// when known: `cairn improve` trains on the node with the most.
+    #[serde(default)]
+    pub free_memory: Option<u64>,
 }
 
 /// A collection's shape and shard assignment (the `cairn-collections` bucket).
@@ -253,6 +257,10 @@ pub struct GenerateRequest {
     /// The support probability at which a sentence is supported.
     #[serde(default = "default_support_threshold")]
     pub support_threshold: f32,
+    /// The collection asked: the replica answers with the generator
+    /// adapter the collection learned (`cairn improve`), if any.
+    #[serde(default)]
+    pub collection: Option<String>,
 }
 
 fn default_check() -> bool {
@@ -289,6 +297,38 @@ pub enum GenEvent {
     /// The finished answer.
     Done {
         answer: Box<cairn_engine::Answer>,
+    },
+    Error {
+        node: String,
+        message: String,
+    },
+}
+
+/// `cairn --cluster URL improve`: one round, run by the node it is sent
+/// to on its copy of one shard of `collection`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImproveRequest {
+    pub collection: String,
+    /// The round's options, as the binary's trainer reads them.
+    pub options: serde_json::Value,
+}
+
+/// What a training node streams back to the requester's inbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ImproveEvent {
+    /// The round started on this node's copy of `shard`.
+    Start {
+        node: String,
+        shard: u32,
+    },
+    /// Still training (every few seconds).
+    Alive,
+    /// The round's record; `version` is what the collection learned from
+    /// it, published for every node, when it promoted something.
+    Done {
+        record: serde_json::Value,
+        version: Option<u32>,
     },
     Error {
         node: String,

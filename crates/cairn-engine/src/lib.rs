@@ -313,6 +313,37 @@ pub const RERANKER_DIR: &str = "reranker";
 /// `cairn train generator`, applied to every answer the embedded engine
 /// generates for the collection.
 pub const GENERATOR_ADAPTER: &str = "generator/lora.gguf";
+
+/// The generator's LoRA adapter installed under `dir`
+/// ([`GENERATOR_ADAPTER`]) when it was trained for `model` (the generator's
+/// name); one trained for another model is left out with a warning, as is
+/// one whose header cannot be read. A cluster's generation replica reads it
+/// from where it keeps what a collection learned.
+pub fn generator_adapter_in(dir: &Path, model: &str) -> Option<PathBuf> {
+    let path = dir.join(GENERATOR_ADAPTER);
+    if !path.exists() {
+        return None;
+    }
+    match cairn_generate::gguf::read_info(&path) {
+        Ok(info) => {
+            let base = info.get_str("cairn.base_model").unwrap_or("");
+            if base == model {
+                Some(path)
+            } else {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the generator's LoRA adapter was trained for `{base}`, not `{model}`: answering without it (train it again, or `cairn train generator --remove`)"
+                );
+                None
+            }
+        }
+        Err(e) => {
+            tracing::warn!("{e}: answering without the generator's LoRA adapter");
+            None
+        }
+    }
+}
+
 /// The folder [`GENERATOR_ADAPTER`] is in, with the training report.
 pub const GENERATOR_DIR: &str = "generator";
 
@@ -819,28 +850,7 @@ impl Engine {
     /// model is left out with a warning, as is one whose header cannot be
     /// read.
     pub fn generator_adapter(&self, model: &str) -> Option<PathBuf> {
-        let path = self.dir.join(GENERATOR_ADAPTER);
-        if !path.exists() {
-            return None;
-        }
-        match cairn_generate::gguf::read_info(&path) {
-            Ok(info) => {
-                let base = info.get_str("cairn.base_model").unwrap_or("");
-                if base == model {
-                    Some(path)
-                } else {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "the generator's LoRA adapter was trained for `{base}`, not `{model}`: answering without it (train it again, or `cairn train generator --remove`)"
-                    );
-                    None
-                }
-            }
-            Err(e) => {
-                tracing::warn!("{e}: answering without the generator's LoRA adapter");
-                None
-            }
-        }
+        generator_adapter_in(&self.dir, model)
     }
 
     /// A query's vector as searches use it: the embedder's, mapped by the

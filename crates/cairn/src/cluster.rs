@@ -60,7 +60,7 @@ pub enum CollectionCommand {
 }
 
 /// Connect with the configured timeouts.
-fn connect(rt: &tokio::runtime::Runtime, cfg: &Config, url: &str) -> Result<Cluster> {
+pub(crate) fn connect(rt: &tokio::runtime::Runtime, cfg: &Config, url: &str) -> Result<Cluster> {
     let mut c = rt.block_on(Cluster::connect(url))?;
     c.shard_timeout = Duration::from_millis(cfg.cluster.shard_timeout_ms);
     c.generation_idle = Duration::from_millis(cfg.cluster.generation_idle_ms);
@@ -118,11 +118,16 @@ pub fn node(cfg: Config, args: NodeArgs) -> Result<ExitCode> {
             .map(|g| g.model_name().to_string())
             .unwrap_or_else(|| "none".into())
     );
+    // The node takes `cairn improve` rounds on its shard copies.
+    let trainer: cairn_cluster::Trainer = Arc::new(|cfg, options| {
+        crate::improve::on_node(cfg, options).map_err(|e| format!("{e:#}"))
+    });
     rt.block_on(cairn_cluster::run_node(
         cfg,
         opts,
         embedder,
         generator,
+        Some(trainer),
         async {
             crate::serve::terminated().await;
             eprintln!("cairn node {}: leaving", args.name);

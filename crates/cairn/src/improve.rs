@@ -9,6 +9,7 @@ use crate::train_generator::GeneratorOpts;
 use anyhow::{bail, Context, Result};
 use cairn_core::config::Config;
 use cairn_engine::{Artefact, Decision, Event, Improvements, Skipped, Split, SynthOptions};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Run one round, or (with a subcommand) read the record.
@@ -32,14 +33,19 @@ enum ImproveCommand {
     /// Put back what a round promoted had replaced (the newest round whose
     /// promotions stand, unless --round names it), as it was before.
     Rollback {
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "learned")]
         round: Option<u32>,
+        /// On a cluster: the learned version to undo (see `improve
+        /// history`); default the newest that stands.
+        #[arg(long, value_name = "V")]
+        learned: Option<u32>,
         #[arg(long)]
         json: bool,
     },
 }
 
-#[derive(clap::Args, Debug)]
+/// A round's options; on a cluster they travel to the node that trains.
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 struct RoundArgs {
     /// Train only this (adapter, reranker or generator); default: the
     /// adapter and the reranker (the reranker and the generator need a
@@ -117,9 +123,145 @@ struct RoundArgs {
 pub fn run(cfg: &Config, args: ImproveArgs) -> Result<()> {
     match args.command {
         Some(ImproveCommand::History { json }) => history(cfg, json),
-        Some(ImproveCommand::Rollback { round, json }) => rollback(cfg, round, json),
-        None => round(cfg, args.round),
+        Some(ImproveCommand::Rollback {
+            learned: Some(_), ..
+        }) => bail!("--learned names a cluster's learned version: pass --cluster URL"),
+        Some(ImproveCommand::Rollback { round, json, .. }) => rollback(cfg, round, json),
+        None => {
+            let json = args.round.json;
+            let event = round(cfg, args.round)?;
+            report_event(&event, json)
+        }
     }
+}
+
+/// A cluster node's trainer: one round on its copy of a shard
+/// (`cfg.collection`), with the options a `cairn --cluster URL improve`
+/// sent; the round's record.
+pub fn on_node(cfg: &Config, options: &serde_json::Value) -> Result<serde_json::Value> {
+    let mut a: RoundArgs = serde_json::from_value(options.clone())
+        .context("the improve round's options (client and node of different versions?)")?;
+    a.json = true;
+    Ok(serde_json::to_value(round(cfg, a)?)?)
+}
+
+/// `cairn --cluster URL improve`: the round runs on the node that trains
+/// (the most free memory among those serving a shard of the collection),
+/// on its copy of a shard; what it promotes is published and every node
+/// installs it. `history` and `rollback` read and extend the collection's
+/// learned log.
+pub fn run_cluster(cfg: &Config, url: &str, args: ImproveArgs) -> Result<()> {
+    let rt = crate::target::runtime()?;
+    let cluster = crate::cluster::connect(&rt, cfg, url)?;
+    let coll = cfg.collection.as_str();
+    match args.command {
+        Some(ImproveCommand::History { json }) => {
+            let log = rt.block_on(cluster.learned(coll))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&log)?);
+            } else if log.versions.is_empty() {
+                println!("collection `{coll}` has learned nothing on the cluster yet");
+            } else {
+                for v in &log.versions {
+                    print_learned(v);
+                }
+            }
+            Ok(())
+        }
+        Some(ImproveCommand::Rollback {
+            round: Some(_), ..
+        }) => bail!(
+            "on a cluster, name the learned version to undo with --learned V (`improve history` lists them)"
+        ),
+        Some(ImproveCommand::Rollback { learned, json, .. }) => {
+            let v = rt.block_on(cluster.rollback_learned(coll, learned))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_learned(&v);
+                println!("every node installs it within seconds");
+            }
+            Ok(())
+        }
+        None => {
+            let mut a = args.round;
+            if !(0.0..1.0).contains(&a.held_out) || a.held_out == 0.0 {
+                bail!("--held-out must be above 0 and below 1: a round judges on held-out documents");
+            }
+            // A cluster does not rerank yet: the reranker is trained only
+            // when asked for by name.
+            if a.only.is_none() && !a.generator {
+                a.only = Some(Artefact::Adapter);
+            }
+            let json = a.json;
+            let options = serde_json::to_value(&a)?;
+            let done = rt.block_on(cluster.improve(coll, options, |ev| {
+                if json {
+                    return;
+                }
+                if let cairn_cluster::wire::ImproveEvent::Start { node, shard } = ev {
+                    eprintln!("training on node {node}, on its copy of shard {shard} of `{coll}`");
+                }
+            }))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+                return Ok(());
+            }
+            let free: Vec<String> = done
+                .free_memory
+                .iter()
+                .map(|(n, m)| match m {
+                    Some(b) => format!("{n} {:.1} GiB", *b as f64 / (1u64 << 30) as f64),
+                    None => format!("{n} unknown"),
+                })
+                .collect();
+            println!(
+                "node {} trained (free memory: {}), on shard {}",
+                done.node,
+                free.join(", "),
+                done.shard
+            );
+            match serde_json::from_value::<Event>(done.record.clone()) {
+                Ok(e) => print_event(&e, true),
+                Err(_) => println!("{}", serde_json::to_string_pretty(&done.record)?),
+            }
+            match done.version {
+                Some(v) => println!(
+                    "published as learned version {v}: every node installs it within seconds"
+                ),
+                None => println!("nothing promoted: nothing published"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_learned(v: &cairn_cluster::learned::Learned) {
+    let files: Vec<&str> = v.files.keys().map(String::as_str).collect();
+    let what = if files.is_empty() {
+        "nothing learned".to_string()
+    } else {
+        files.join(", ")
+    };
+    match v.undoes {
+        Some(u) => println!(
+            "version {}: rolls back version {u} ({}): {what}",
+            v.version,
+            fmt_ms(v.at_ms)
+        ),
+        None => println!(
+            "version {}: round {} on node {}, shard {} ({}): {what}",
+            v.version,
+            v.round.map_or("?".into(), |r| r.to_string()),
+            v.node,
+            v.shard.map_or("?".into(), |s| s.to_string()),
+            fmt_ms(v.at_ms)
+        ),
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    cairn_core::time::rfc3339(ms / 1000)
 }
 
 /// The record of the configured collection (which must exist).
@@ -133,7 +275,7 @@ fn improvements(cfg: &Config) -> Result<Improvements> {
     Ok(Improvements::new(&dir))
 }
 
-fn round(cfg: &Config, a: RoundArgs) -> Result<()> {
+fn round(cfg: &Config, a: RoundArgs) -> Result<Event> {
     if !(0.0..1.0).contains(&a.held_out) || a.held_out == 0.0 {
         bail!("--held-out must be above 0 and below 1: a round judges on held-out documents");
     }
@@ -267,8 +409,7 @@ fn round(cfg: &Config, a: RoundArgs) -> Result<()> {
                         reason: reason.clone(),
                     })
                     .collect();
-                let event = round.finish(data, vec![], skipped)?;
-                return report_event(&event, a.json);
+                return Ok(round.finish(data, vec![], skipped)?);
             }
         }
     }
@@ -336,8 +477,7 @@ fn round(cfg: &Config, a: RoundArgs) -> Result<()> {
             }),
         }
     }
-    let event = round.finish(data, decisions, skipped)?;
-    report_event(&event, a.json)
+    Ok(round.finish(data, decisions, skipped)?)
 }
 
 fn report_event(event: &Event, json: bool) -> Result<()> {

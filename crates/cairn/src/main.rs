@@ -166,7 +166,9 @@ enum Command {
     /// and the reranker, and promote each only if it does better on the
     /// held-out part than what is installed; recorded. `history` lists the
     /// rounds, `rollback` undoes the newest promotion. Schedulable: one
-    /// round per call.
+    /// round per call. With --cluster, the node with the most free memory
+    /// trains (the query adapter by default) on its copy of a shard, and
+    /// every node installs what it promotes.
     Improve(improve::ImproveArgs),
     /// Measure retrieval (and, with --answers, answer) quality on a question set.
     Eval(eval::EvalArgs),
@@ -721,12 +723,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             train::run(&cfg, command)?;
         }
-        Command::Improve(args) => {
-            if url.is_some() {
-                bail!("`cairn improve` trains on a local collection: it does not run against --cluster yet");
-            }
-            improve::run(&cfg, args)?;
-        }
+        Command::Improve(args) => match url {
+            Some(u) => improve::run_cluster(&cfg, u, args)?,
+            None => improve::run(&cfg, args)?,
+        },
         Command::Eval(args) => return eval::eval(cfg, args, url),
         Command::Serve(args) => return serve::serve(cfg, url, &args.watch),
         Command::Mcp(_) => return mcp::run(cfg, url),

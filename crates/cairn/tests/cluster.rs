@@ -1846,3 +1846,159 @@ fn random_kills_of_nodes_and_a_nats_server_lose_no_acknowledged_document() {
         );
     }
 }
+
+/// `cairn --cluster URL improve`: the node with the most free memory
+/// trains the query adapter on its copy of the shard; what it promotes
+/// travels through JetStream's object store and every node installs it in
+/// its copy, where dense searches rank with it; `improve history` lists the
+/// learned versions, and a rollback puts every copy back as it was.
+#[test]
+fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let nats = Nats::start(dir, 1);
+    let url = nats.url();
+    let _a = node_with(dir, &url, "a", &[], "30");
+    let _b = node_with(dir, &url, "b", &[], "30");
+    wait_status(dir, &url, "two nodes", 90, |s| live_nodes(s) == 2);
+
+    // Said plainly: no such collection, nothing to roll back.
+    let fails = |args: &[&str]| -> String {
+        let mut c = client(dir, &url);
+        c.args(args);
+        let out = c.output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fails(&["improve", "--no-generate"]);
+    assert!(err.contains("`docs` does not exist"), "{err}");
+
+    // One shard on both nodes: the tutorial's 17 pages.
+    create_collection(dir, &url, 1, 2);
+    let mut c = client(dir, &url);
+    c.arg("ingest")
+        .arg(cairn_testkit::python_docs().join("tutorial"))
+        .arg("--json");
+    let published = run_json(c)["published"].as_u64().unwrap();
+    assert!(published >= 15, "{published}");
+    wait_status(dir, &url, "both copies caught up", 120, |s| {
+        caught_up(s) && replica_docs(s) == vec![published, published]
+    });
+    let err = fails(&["improve", "rollback"]);
+    assert!(err.contains("nothing to roll back"), "{err}");
+    let err = fails(&["improve", "rollback", "--round", "1"]);
+    assert!(err.contains("--learned"), "{err}");
+    let h = {
+        let mut c = client(dir, &url);
+        c.args(["improve", "history"]);
+        String::from_utf8(common::ok(c).stdout).unwrap()
+    };
+    assert!(h.contains("learned nothing on the cluster yet"), "{h}");
+
+    let probe = "How do I create a virtual environment?";
+    // Dense scores, asked several times (each search picks one copy of
+    // the shard, in turn).
+    let dense = || -> Vec<Vec<f64>> {
+        (0..4)
+            .map(|_| common::scores(&search(dir, &url, probe, "dense")))
+            .collect()
+    };
+    let plain = dense();
+    assert!(plain.windows(2).all(|w| w[0] == w[1]), "{plain:?}");
+
+    // The round: any held-out change promoted (--min-gain -1).
+    let mut c = client(dir, &url);
+    c.args([
+        "improve",
+        "--no-generate",
+        "--per-doc",
+        "6",
+        "--min-gain",
+        "-1",
+        "--json",
+    ]);
+    let r = run_json(c);
+    // Trained where the most memory was free, of the nodes holding a copy.
+    let free = r["free_memory"].as_object().unwrap();
+    assert_eq!(free.len(), 2, "{r:#}");
+    let most = free
+        .iter()
+        .max_by_key(|(n, m)| (m.as_u64().unwrap(), std::cmp::Reverse(n.to_string())))
+        .unwrap()
+        .0;
+    assert_eq!(r["node"], most.as_str(), "{r:#}");
+    assert!(free.values().all(|m| m.as_u64().unwrap() > 0), "{r:#}");
+    // The adapter alone by default on a cluster (it does not rerank).
+    let decisions = r["record"]["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 1, "{r:#}");
+    assert_eq!(decisions[0]["artefact"], "adapter");
+    assert_eq!(decisions[0]["promoted"], true, "{r:#}");
+    assert_eq!(r["version"], 1, "{r:#}");
+    let trainer = r["node"].as_str().unwrap().to_string();
+    let copy = |n: &str| {
+        dir.join(format!("node-{n}"))
+            .join("collections/docs.shard0/adapter.json")
+    };
+    let trained = std::fs::read(copy(&trainer)).expect("the trainer's copy has the adapter");
+    // The round is in the trainer's own record too.
+    assert!(dir
+        .join(format!("node-{trainer}"))
+        .join("collections/docs.shard0/improve/history.jsonl")
+        .is_file());
+
+    // Every copy installs the same bytes, and ranks with them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ["a", "b"]
+        .iter()
+        .any(|n| std::fs::read(copy(n)).ok().as_ref() != Some(&trained))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not installed on both\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let other = if trainer == "a" { "b" } else { "a" };
+    let log = std::fs::read_to_string(dir.join(format!("node-{other}.log"))).unwrap();
+    assert!(
+        log.contains("installed what the collection learned"),
+        "{log}"
+    );
+    let adapted = dense();
+    assert!(adapted.windows(2).all(|w| w[0] == w[1]), "{adapted:?}");
+    assert_ne!(
+        adapted[0], plain[0],
+        "the installed adapter changed nothing"
+    );
+
+    let mut c = client(dir, &url);
+    c.args(["improve", "history", "--json"]);
+    let h = run_json(c);
+    let versions = h["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1, "{h:#}");
+    assert_eq!(versions[0]["node"], trainer.as_str());
+    assert!(versions[0]["files"]["adapter.json"].is_string(), "{h:#}");
+
+    // The rollback: a new version with nothing learned; every copy drops
+    // the adapter and ranks exactly as before.
+    let mut c = client(dir, &url);
+    c.args(["improve", "rollback", "--json"]);
+    let v = run_json(c);
+    assert_eq!(
+        (v["version"].as_u64(), v["undoes"].as_u64()),
+        (Some(2), Some(1)),
+        "{v:#}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ["a", "b"].iter().any(|n| copy(n).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "not removed on both\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(dense(), plain);
+}

@@ -11,7 +11,10 @@
 //! pure rule of `crate::placement`.
 
 mod consumer;
+mod learning;
 mod responders;
+
+pub use learning::Trainer;
 
 use consumer::start_shard;
 use responders::serve_generation;
@@ -188,12 +191,15 @@ pub(crate) async fn keys(store: &kv::Store) -> Result<Vec<String>> {
 /// answer (a NATS server of the cluster down, its streams electing leaders).
 const JOIN_RETRY: Duration = Duration::from_secs(60);
 
-/// Run a node until `shutdown` resolves.
+/// Run a node until `shutdown` resolves. With a `trainer`, the node takes
+/// `cairn improve` rounds (`crate::learned`); every node installs what
+/// collections learned.
 pub async fn run_node(
     cfg: Config,
     opts: NodeOptions,
     embedder: Arc<dyn SentenceEncoder>,
     generator: Option<Arc<dyn Generator>>,
+    trainer: Option<Trainer>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     crate::validate_node_name(&opts.name)?;
@@ -267,6 +273,24 @@ pub async fn run_node(
         tasks.push(tokio::spawn(async move {
             if let Err(e) = responders::serve_node_asks(s).await {
                 tracing::error!("node asks: {e}");
+            }
+        }));
+    }
+    {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            // Watched again after an error (JetStream electing a leader).
+            while let Err(e) = learning::follow_learned(s.clone()).await {
+                tracing::warn!("following what collections learned: {e}; again in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }));
+    }
+    if let Some(t) = trainer {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = learning::serve_improve(s, t).await {
+                tracing::error!("improve rounds: {e}");
             }
         }));
     }
@@ -365,6 +389,7 @@ async fn heartbeat(s: &Shared, nodes: &kv::Store) -> Result<()> {
         embed_dim: s.embedder.dim(),
         llm: s.generator.as_ref().map(|g| g.model_name().to_string()),
         shards,
+        free_memory: learning::free_memory(),
     };
     let body = serde_json::to_vec(&info).unwrap_or_default();
     nodes

@@ -165,7 +165,9 @@ fn shard_search(engine: &Engine, payload: &[u8], subject: &str) -> Result<ShardL
             reason: "a dense or hybrid search needs the query vector".into(),
         })?;
         check_dim(engine, v, subject)?;
-        with_cosines(engine.dense_candidates(v, req.n)?)?
+        // Ranked with the query adapter the collection learned, if any;
+        // cosines stay the embedder's (as a local engine's).
+        with_cosines(engine.dense_candidates(&engine.adapt_query(v)?, req.n)?)?
     } else {
         vec![]
     };
@@ -389,7 +391,7 @@ fn answer_ask(engine: &Engine, req: ShardAsk, subject: &str) -> Result<(Seq, Ans
                     reason: "a dense or hybrid search needs the query vector".into(),
                 })?;
                 check_dim(engine, v, subject)?;
-                engine.dense_candidates(v, n)?
+                engine.dense_candidates(&engine.adapt_query(v)?, n)?
             } else {
                 vec![]
             };
@@ -509,6 +511,7 @@ pub(super) async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generato
         }
         let (busy, generator, critic) = (busy.clone(), generator.clone(), critic.clone());
         let base = AskOptions::from_config(&s.cfg);
+        let data_dir = s.cfg.data_dir();
         tokio::spawn(async move {
             generate_one(
                 client,
@@ -517,6 +520,7 @@ pub(super) async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generato
                 generator,
                 critic,
                 base,
+                &data_dir,
                 &msg.payload,
             )
             .await;
@@ -526,6 +530,7 @@ pub(super) async fn serve_generation(s: Arc<Shared>, generator: Arc<dyn Generato
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn generate_one(
     client: async_nats::Client,
     node: String,
@@ -533,6 +538,7 @@ async fn generate_one(
     generator: Arc<dyn Generator>,
     critic: Arc<dyn cairn_core::Critic>,
     base: AskOptions,
+    data_dir: &std::path::Path,
     payload: &[u8],
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<GenEvent>();
@@ -579,12 +585,23 @@ async fn generate_one(
         })
     };
     let tx2 = tx.clone();
+    // The generator's adapter the collection learned (`cairn improve`),
+    // as this node installed it; none from the coordinator's disk.
+    let adapter = crate::learned::replica_adapter(
+        data_dir,
+        req.collection.as_deref(),
+        generator.model_name(),
+    );
     let result = tokio::task::spawn_blocking(move || {
+        let sampling = cairn_generate::Sampling {
+            adapter,
+            ..req.sampling.clone()
+        };
         let opts = AskOptions {
             k: req.k,
             mode: req.mode,
             min_relevance: req.min_relevance,
-            sampling: req.sampling.clone(),
+            sampling,
             check: req.check,
             support_threshold: req.support_threshold,
             // Corrective retrieval and extractive answers need the
