@@ -141,6 +141,7 @@ impl ClusterCollections {
         let c = Arc::new(ClusterCollection {
             s: self.s.clone(),
             info,
+            reranker: Mutex::default(),
         });
         self.open
             .lock()
@@ -194,6 +195,16 @@ impl Collections for ClusterCollections {
 pub struct ClusterCollection {
     s: Arc<Shared>,
     info: CollectionInfo,
+    /// The reranker the collection learned, as last fetched.
+    reranker: Mutex<RerankerSlot>,
+}
+
+/// See [`ClusterCollection::reranker`].
+#[derive(Default)]
+struct RerankerSlot {
+    checked: Option<Instant>,
+    version: u32,
+    critic: Option<Arc<dyn Critic>>,
 }
 
 /// An answer as the feedback bucket keeps it.
@@ -250,14 +261,93 @@ impl ClusterCollection {
             SearchMode::Bm25 => None,
             _ => Some(self.s.embedder.embed_query(query)?),
         };
-        self.s.block(self.s.cluster.search(
+        self.ranked(query, vector.as_deref(), k, mode)
+    }
+
+    /// The fused top `k` across shards; with `search.rerank`, the top
+    /// `search.rerank_depth` fused reordered by [`Self::reranker`] and cut
+    /// to `k`, as a local collection ranks.
+    fn ranked(
+        &self,
+        query: &str,
+        vector: Option<&[f32]>,
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<crate::SearchResult> {
+        let rerank = self.s.cfg.search.rerank;
+        let n = if rerank {
+            self.s.cfg.search.rerank_depth.max(k)
+        } else {
+            k
+        };
+        let mut r = self.s.block(self.s.cluster.search(
             &self.info,
             query,
-            vector.as_deref(),
-            k,
+            vector,
+            n,
             mode,
             &self.s.fusion,
-        ))
+        ))?;
+        if rerank && !r.hits.is_empty() {
+            let critic = self.reranker()?;
+            let texts: Vec<&str> = r.hits.iter().map(|h| h.hit.text.as_str()).collect();
+            let order = cairn_engine::rerank_order(critic.as_ref(), query, &texts)?;
+            let mut hits: Vec<Option<crate::merge::ClusterHit>> =
+                std::mem::take(&mut r.hits).into_iter().map(Some).collect();
+            r.hits = order
+                .into_iter()
+                .take(k)
+                .enumerate()
+                .filter_map(|(rank, (i, p))| {
+                    let mut h = hits[i].take()?;
+                    h.hit.rank = rank + 1;
+                    h.hit.score = p;
+                    Some(h)
+                })
+                .collect();
+        }
+        Ok(r)
+    }
+
+    /// What reranks this collection's searches: a cross-encoder the
+    /// configuration names (`critic.kind = "cross-encoder"`); else the
+    /// reranker the collection learned on the cluster (`cairn improve`),
+    /// fetched into `<data>/learned/<name>/reranker/` and loaded again when
+    /// a newer version is published (checked at most every 2 seconds);
+    /// else the configured critic. As a local collection chooses.
+    fn reranker(&self) -> Result<Arc<dyn Critic>> {
+        if self.s.cfg.critic.kind == "cross-encoder" {
+            return self.s.critic();
+        }
+        let mut slot = self.reranker.lock().unwrap_or_else(|p| p.into_inner());
+        if slot
+            .checked
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+        {
+            let dir = crate::learned::learned_dir(&self.s.cfg.data_dir(), &self.info.name);
+            let only = [cairn_engine::RERANKER_DIR];
+            let version =
+                self.s
+                    .block(self.s.cluster.sync_learned(&self.info.name, &dir, &only))?;
+            if slot.checked.is_none() || version != slot.version {
+                let weights = dir.join(cairn_engine::RERANKER_DIR);
+                slot.critic = if version > 0 && weights.join("model.safetensors").is_file() {
+                    tracing::info!(path = %weights.display(), version, "reranker loaded");
+                    Some(cairn_engine::load_installed_reranker(
+                        &self.s.cfg,
+                        &weights,
+                    )?)
+                } else {
+                    None
+                };
+                slot.version = version;
+            }
+            slot.checked = Some(Instant::now());
+        }
+        match &slot.critic {
+            Some(c) => Ok(c.clone()),
+            None => self.s.critic(),
+        }
     }
 
     /// Every document with the shard that holds it, all shards answering.
@@ -516,14 +606,7 @@ impl Collection for ClusterCollection {
         let vector = self.s.embedder.embed_query(&query)?;
         let embed_ms = t.elapsed().as_secs_f64() * 1000.0;
         let t = Instant::now();
-        let found = self.s.block(self.s.cluster.search(
-            &self.info,
-            &query,
-            Some(&vector),
-            opts.k,
-            opts.mode,
-            &self.s.fusion,
-        ))?;
+        let found = self.ranked(&query, Some(&vector), opts.k, opts.mode)?;
         if found.shards_ok < found.shards_total {
             return Err(EngineError::Unavailable(format!(
                 "shard(s) {:?} of `{}` did not answer; no answer is made from part of the collection",

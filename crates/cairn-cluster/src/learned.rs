@@ -414,10 +414,13 @@ pub(crate) async fn install(
             changed = true;
         }
     }
-    // Folders left empty go too (an empty `reranker/` is no reranker).
+    // Folders left without a file go too (an empty `reranker/` is no
+    // reranker).
+    let left = artefact_files(dir).map_err(|e| shard_err(dir, e))?;
     for name in ARTEFACT_NAMES {
         let p = dir.join(name);
-        if p.is_dir() && artefact_files(&p).map(|f| f.is_empty()).unwrap_or(false) {
+        let prefix = format!("{name}/");
+        if p.is_dir() && !left.keys().any(|k| k.starts_with(&prefix)) {
             let _ = std::fs::remove_dir_all(&p);
         }
     }
@@ -535,6 +538,21 @@ impl crate::Cluster {
                 }
             }
         }
+    }
+
+    /// Install the newest version of what `collection` learned into `dir`
+    /// (only the paths starting with one of `only`); that version (0: none
+    /// yet, and nothing installed).
+    pub async fn sync_learned(&self, collection: &str, dir: &Path, only: &[&str]) -> Result<u32> {
+        let replicas = crate::node::replicas_for(&self.client);
+        let store = logs(self.jetstream(), replicas).await?;
+        let (log, _) = read_log(&store, collection).await?;
+        let Some(v) = log.current() else {
+            return Ok(0);
+        };
+        let objects = artefacts(self.jetstream(), replicas).await?;
+        install(&objects, collection, v, dir, only).await?;
+        Ok(v.version)
     }
 
     /// What `collection` learned: every version, oldest first.

@@ -465,9 +465,27 @@ fn load_cross_encoder(
     )))
 }
 
-/// The reranker in `dir` (see [`Engine::installed_reranker`]).
+/// The critic's order of passages for `query`, best first: each passage's
+/// index and relevance probability; equal probabilities keep the given
+/// order. What reranking does, here and on a cluster's coordinator.
+pub fn rerank_order(
+    critic: &dyn cairn_core::Critic,
+    query: &str,
+    texts: &[&str],
+) -> Result<Vec<(usize, f32)>> {
+    let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query, *t)).collect();
+    let probs = critic
+        .score(cairn_core::Judgement::Relevance, &pairs)
+        .map_err(cairn_critic::CriticError::from)?;
+    let mut order: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(order)
+}
+
+/// The reranker in `dir` (see [`Engine::installed_reranker`]): a one-label
+/// cross-encoder, its relevance the logistic of its logit.
 #[cfg(feature = "ort")]
-fn load_installed_reranker(cfg: &Config, dir: &Path) -> Result<Arc<dyn cairn_core::Critic>> {
+pub fn load_installed_reranker(cfg: &Config, dir: &Path) -> Result<Arc<dyn cairn_core::Critic>> {
     let opts = cairn_models::OnnxOptions {
         onnx_file: None,
         dylib: onnxruntime_dylib(cfg),
@@ -482,7 +500,7 @@ fn load_installed_reranker(cfg: &Config, dir: &Path) -> Result<Arc<dyn cairn_cor
 }
 
 #[cfg(not(feature = "ort"))]
-fn load_installed_reranker(_cfg: &Config, _dir: &Path) -> Result<Arc<dyn cairn_core::Critic>> {
+pub fn load_installed_reranker(_cfg: &Config, _dir: &Path) -> Result<Arc<dyn cairn_core::Critic>> {
     Err(cairn_models::ModelError::NotCompiled {
         backend: "ONNX Runtime (the collection's installed reranker)",
         feature: "ort",
@@ -1101,17 +1119,12 @@ impl Engine {
     /// order.
     pub fn rerank(&self, query: &str, ranked: &[Scored], k: usize) -> Result<Vec<Scored>> {
         let hits = self.hits(ranked)?;
-        let pairs: Vec<(&str, &str)> = hits.iter().map(|h| (query, h.text.as_str())).collect();
         let critic = match self.installed_reranker()? {
             Some(r) => r,
             None => self.critic.clone(),
         };
-        let probs = critic
-            .score(cairn_core::Judgement::Relevance, &pairs)
-            .map_err(cairn_critic::CriticError::from)?;
-        let mut order: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
-        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(order
+        let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
+        Ok(rerank_order(critic.as_ref(), query, &texts)?
             .into_iter()
             .take(k)
             .map(|(i, p)| Scored {

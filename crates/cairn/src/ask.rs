@@ -333,8 +333,8 @@ fn open_for_answers(
     json: bool,
 ) -> Result<crate::target::Target> {
     if let Some(url) = cluster {
-        if cfg.critic.kind == "llm" || cfg.search.rerank {
-            anyhow::bail!("--rerank and --critic llm are not supported with --cluster yet (the generation replica checks with its own configured critic)");
+        if cfg.critic.kind == "llm" {
+            anyhow::bail!("--critic llm is not supported with --cluster (the generation replica checks with its own configured critic; rerank with the embedding or a cross-encoder critic)");
         }
         return crate::target::Target::cluster(cfg, url, false);
     }

@@ -278,8 +278,8 @@ pub fn eval(mut cfg: Config, a: EvalArgs, cluster: Option<&str>) -> Result<ExitC
             "with --cluster, `cairn eval` runs a QA set (--qa, with --answers or --extractive); --beir, --calibrate and --crag need a local collection"
         );
         anyhow::ensure!(
-            !a.critic.rerank && a.critic.critic.is_none(),
-            "--rerank and --critic are not supported with --cluster yet"
+            a.critic.critic.as_deref() != Some("llm"),
+            "--critic llm is not supported with --cluster: its generators run on the nodes (rerank with the embedding or a cross-encoder critic)"
         );
     }
     let mode = a.mode.unwrap_or(cfg.search.mode);

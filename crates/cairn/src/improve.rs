@@ -188,8 +188,9 @@ pub fn run_cluster(cfg: &Config, url: &str, args: ImproveArgs) -> Result<()> {
             if !(0.0..1.0).contains(&a.held_out) || a.held_out == 0.0 {
                 bail!("--held-out must be above 0 and below 1: a round judges on held-out documents");
             }
-            // A cluster does not rerank yet: the reranker is trained only
-            // when asked for by name.
+            // On a cluster the adapter by default: the reranker (the
+            // longest to train, used only by --rerank searches) and the
+            // generator when asked for.
             if a.only.is_none() && !a.generator {
                 a.only = Some(Artefact::Adapter);
             }

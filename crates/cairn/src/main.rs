@@ -560,8 +560,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mode = mode.unwrap_or(cfg.search.mode);
             match url {
                 Some(u) => {
-                    if critic.rerank || critic.critic.is_some() || critic.critic_model.is_some() {
-                        bail!("--rerank, --critic and --critic-model are not supported with --cluster yet");
+                    // Reranked here, on the coordinator, by the reranker the
+                    // collection learned (or the critic named).
+                    let mut cfg = cfg.clone();
+                    critic.apply(&mut cfg);
+                    if cfg.search.rerank && cfg.critic.kind == "llm" {
+                        bail!("--critic llm judges with a generator, and a cluster's generators run on its nodes: rerank with the embedding or a cross-encoder critic");
                     }
                     let t = target::Target::cluster(&cfg, u, false)?;
                     let r = t

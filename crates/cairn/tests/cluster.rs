@@ -1907,6 +1907,41 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
     let plain = dense();
     assert!(plain.windows(2).all(|w| w[0] == w[1]), "{plain:?}");
 
+    // Reranked on the coordinator: by the configured (embedding) critic
+    // while the collection has learned no reranker.
+    let reranked = |extra: &[&str]| -> Value {
+        let mut c = client(dir, &url);
+        c.args(["search", probe, "-k", "5", "--rerank", "--json"])
+            .args(extra);
+        run_json(c)
+    };
+    let by_critic = reranked(&[]);
+    let ranks: Vec<u64> = by_critic["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, [1, 2, 3, 4, 5], "{by_critic:#}");
+    let p = common::scores(&by_critic);
+    assert!(
+        p.windows(2).all(|w| w[0] >= w[1]) && p.iter().all(|x| (0.0..=1.0).contains(x)),
+        "{p:?}"
+    );
+    // A reranker installed in the shard copies (as `cairn train reranker`
+    // there would): the tiny cross-encoder of the test kit. The round below
+    // publishes what the trainer's copy has installed, this included.
+    let models = dir.join("models");
+    let (tiny, _) =
+        cairn_testkit::cross_encoder::write_model(&models, "tiny-reranker", Some(1), true);
+    for n in ["a", "b"] {
+        let to = dir.join(format!("node-{n}/collections/docs.shard0/reranker"));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+            std::fs::copy(tiny.join(f), to.join(f)).unwrap();
+        }
+    }
+
     // The round: any held-out change promoted (--min-gain -1).
     let mut c = client(dir, &url);
     c.args([
@@ -1960,17 +1995,61 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // (The file is renamed in before the node has finished the version.)
     let other = if trainer == "a" { "b" } else { "a" };
-    let log = std::fs::read_to_string(dir.join(format!("node-{other}.log"))).unwrap();
-    assert!(
-        log.contains("installed what the collection learned"),
-        "{log}"
-    );
+    let other_log = dir.join(format!("node-{other}.log"));
+    while !std::fs::read_to_string(&other_log)
+        .unwrap()
+        .contains("installed what the collection learned")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no install logged\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for n in ["a", "b"] {
+        let w = dir.join(format!(
+            "node-{n}/collections/docs.shard0/reranker/model.safetensors"
+        ));
+        assert!(w.is_file(), "{} is gone", w.display());
+    }
     let adapted = dense();
     assert!(adapted.windows(2).all(|w| w[0] == w[1]), "{adapted:?}");
     assert_ne!(
         adapted[0], plain[0],
         "the installed adapter changed nothing"
+    );
+
+    // The coordinator reranks with the reranker the collection learned:
+    // fetched into its data directory, byte for byte, and ordering as the
+    // same model named as the critic does.
+    let by_learned = reranked(&[]);
+    let fetched = dir.join("client-data/learned/docs/reranker/model.safetensors");
+    let mut c = client(dir, &url);
+    c.args(["improve", "history", "--json"]);
+    let h = run_json(c);
+    assert!(fetched.is_file(), "{h:#}");
+    assert_eq!(
+        std::fs::read(&fetched).unwrap(),
+        std::fs::read(tiny.join("model.safetensors")).unwrap()
+    );
+    let by_named = reranked(&[
+        "--critic",
+        "cross-encoder",
+        "--critic-model",
+        tiny.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        hit_keys(&by_learned),
+        hit_keys(&by_named),
+        "{by_learned:#}\n{by_named:#}"
+    );
+    assert_ne!(
+        hit_keys(&by_learned),
+        hit_keys(&by_critic),
+        "the learned reranker changed nothing"
     );
 
     let mut c = client(dir, &url);
@@ -1979,7 +2058,13 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
     let versions = h["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 1, "{h:#}");
     assert_eq!(versions[0]["node"], trainer.as_str());
-    assert!(versions[0]["files"]["adapter.json"].is_string(), "{h:#}");
+    for f in [
+        "adapter.json",
+        "reranker/model.safetensors",
+        "reranker/config.json",
+    ] {
+        assert!(versions[0]["files"][f].is_string(), "{f}: {h:#}");
+    }
 
     // The rollback: a new version with nothing learned; every copy drops
     // the adapter and ranks exactly as before.
@@ -1992,7 +2077,11 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
         "{v:#}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ["a", "b"].iter().any(|n| copy(n).exists()) {
+    let reranker_of = |n: &str| dir.join(format!("node-{n}/collections/docs.shard0/reranker"));
+    while ["a", "b"]
+        .iter()
+        .any(|n| copy(n).exists() || reranker_of(n).exists())
+    {
         assert!(
             Instant::now() < deadline,
             "not removed on both\n{}",
@@ -2001,4 +2090,7 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(dense(), plain);
+    // And the coordinator reranks by the critic again.
+    assert_eq!(hit_keys(&reranked(&[])), hit_keys(&by_critic));
+    assert!(!fetched.exists());
 }
