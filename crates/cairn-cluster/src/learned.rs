@@ -88,6 +88,15 @@ pub struct LearnedLog {
     pub versions: Vec<Learned>,
 }
 
+impl Learned {
+    /// What the shard copies had installed before the collection's first
+    /// round on the cluster: published by that round's node before it
+    /// trains, never undone by a rollback.
+    pub fn is_baseline(&self) -> bool {
+        self.round.is_none() && self.undoes.is_none()
+    }
+}
+
 impl LearnedLog {
     /// The version nodes install now.
     pub fn current(&self) -> Option<&Learned> {
@@ -106,7 +115,8 @@ impl LearnedLog {
     /// itself a rollback, not undone yet (or the one named).
     fn to_undo(&self, named: Option<u32>) -> std::result::Result<usize, String> {
         let undone: Vec<u32> = self.versions.iter().filter_map(|v| v.undoes).collect();
-        let standing = |v: &Learned| v.undoes.is_none() && !undone.contains(&v.version);
+        let standing =
+            |v: &Learned| !v.is_baseline() && v.undoes.is_none() && !undone.contains(&v.version);
         match named {
             Some(n) => {
                 let i = self
@@ -116,7 +126,7 @@ impl LearnedLog {
                     .ok_or_else(|| format!("version {n} is not in the log"))?;
                 if !standing(&self.versions[i]) {
                     return Err(format!(
-                        "version {n} is a rollback or was rolled back already"
+                        "version {n} is a rollback, the baseline, or was rolled back already"
                     ));
                 }
                 Ok(i)
@@ -503,15 +513,21 @@ impl crate::Cluster {
         let mut shard = None;
         loop {
             // The node says it is alive every 2 s while it trains.
-            let msg = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next())
+            let idle = self.generation_idle.max(std::time::Duration::from_secs(5));
+            let msg = tokio::time::timeout(idle, sub.next())
                 .await
                 .ok()
                 .flatten()
                 .ok_or_else(|| {
                     ClusterError::Unavailable(format!(
-                        "node {node} stopped answering during the improve round (what it had promoted stays on its copy; `improve history` shows what the cluster installs)"
+                        "node {node} stopped answering during the improve round: nothing was published (its copy is put back to what the cluster installs, `improve history`, when it is back)"
                     ))
                 })?;
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                return Err(ClusterError::Unavailable(format!(
+                    "node {node} is not taking improve rounds (it has just started or stopped, or runs an older cairn): try again"
+                )));
+            }
             let ev: ImproveEvent =
                 serde_json::from_slice(&msg.payload).map_err(|e| ClusterError::Wire {
                     subject: improve_subject(&node),
@@ -622,6 +638,24 @@ mod tests {
             .rollback(Some(9), "b")
             .unwrap_err()
             .contains("not in the log"));
+    }
+
+    #[test]
+    fn the_baseline_is_never_rolled_back() {
+        let mut log = LearnedLog::default();
+        let mut base = version(1, &[("reranker/config.json", "c")], None);
+        base.round = None;
+        assert!(base.is_baseline());
+        log.push(base);
+        assert!(log.rollback(None, "a").is_err());
+        assert!(log.rollback(Some(1), "a").is_err());
+        log.push(version(
+            2,
+            &[("reranker/config.json", "c"), ("adapter.json", "x")],
+            None,
+        ));
+        let r = log.rollback(None, "a").unwrap();
+        assert_eq!((r.undoes, &r.files), (Some(2), &log.versions[0].files));
     }
 
     #[test]

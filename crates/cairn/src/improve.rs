@@ -244,6 +244,15 @@ fn print_learned(v: &cairn_cluster::learned::Learned) {
     } else {
         files.join(", ")
     };
+    if v.is_baseline() {
+        println!(
+            "version {}: the baseline, what node {}'s copy had installed before the first round ({}): {what}",
+            v.version,
+            v.node,
+            fmt_ms(v.at_ms)
+        );
+        return;
+    }
     match v.undoes {
         Some(u) => println!(
             "version {}: rolls back version {u} ({}): {what}",

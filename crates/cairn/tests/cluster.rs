@@ -1859,8 +1859,10 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
     let dir = tmp.path();
     let nats = Nats::start(dir, 1);
     let url = nats.url();
-    let _a = node_with(dir, &url, "a", &[], "30");
-    let _b = node_with(dir, &url, "b", &[], "30");
+    let mut procs = vec![
+        node_with(dir, &url, "a", &[], "30"),
+        node_with(dir, &url, "b", &[], "30"),
+    ];
     wait_status(dir, &url, "two nodes", 90, |s| live_nodes(s) == 2);
 
     // Said plainly: no such collection, nothing to roll back.
@@ -1969,7 +1971,9 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
     assert_eq!(decisions.len(), 1, "{r:#}");
     assert_eq!(decisions[0]["artefact"], "adapter");
     assert_eq!(decisions[0]["promoted"], true, "{r:#}");
-    assert_eq!(r["version"], 1, "{r:#}");
+    // Version 1 is the baseline (what the copy had installed: the
+    // reranker), version 2 the round's.
+    assert_eq!(r["version"], 2, "{r:#}");
     let trainer = r["node"].as_str().unwrap().to_string();
     let copy = |n: &str| {
         dir.join(format!("node-{n}"))
@@ -2056,32 +2060,36 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
     c.args(["improve", "history", "--json"]);
     let h = run_json(c);
     let versions = h["versions"].as_array().unwrap();
-    assert_eq!(versions.len(), 1, "{h:#}");
-    assert_eq!(versions[0]["node"], trainer.as_str());
-    for f in [
-        "adapter.json",
-        "reranker/model.safetensors",
+    assert_eq!(versions.len(), 2, "{h:#}");
+    let names =
+        |v: &Value| -> Vec<String> { v["files"].as_object().unwrap().keys().cloned().collect() };
+    let reranker_files = [
         "reranker/config.json",
-    ] {
-        assert!(versions[0]["files"][f].is_string(), "{f}: {h:#}");
+        "reranker/model.safetensors",
+        "reranker/tokenizer.json",
+    ];
+    assert_eq!(names(&versions[0]), reranker_files, "{h:#}");
+    assert!(versions[0]["round"].is_null(), "{h:#}");
+    let mut both = vec!["adapter.json"];
+    both.extend(reranker_files);
+    assert_eq!(names(&versions[1]), both, "{h:#}");
+    for v in versions {
+        assert_eq!(v["node"], trainer.as_str());
     }
 
-    // The rollback: a new version with nothing learned; every copy drops
-    // the adapter and ranks exactly as before.
+    // The rollback: version 3, the baseline's files; every copy drops the
+    // adapter and ranks exactly as before, and keeps the reranker.
     let mut c = client(dir, &url);
     c.args(["improve", "rollback", "--json"]);
     let v = run_json(c);
     assert_eq!(
         (v["version"].as_u64(), v["undoes"].as_u64()),
-        (Some(2), Some(1)),
+        (Some(3), Some(2)),
         "{v:#}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let reranker_of = |n: &str| dir.join(format!("node-{n}/collections/docs.shard0/reranker"));
-    while ["a", "b"]
-        .iter()
-        .any(|n| copy(n).exists() || reranker_of(n).exists())
-    {
+    while ["a", "b"].iter().any(|n| copy(n).exists()) {
         assert!(
             Instant::now() < deadline,
             "not removed on both\n{}",
@@ -2089,8 +2097,73 @@ fn improve_on_a_cluster_trains_on_one_node_and_every_replica_installs_it() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    assert!(["a", "b"].iter().all(|n| reranker_of(n).is_dir()));
     assert_eq!(dense(), plain);
-    // And the coordinator reranks by the critic again.
-    assert_eq!(hit_keys(&reranked(&[])), hit_keys(&by_critic));
-    assert!(!fetched.exists());
+    assert_eq!(hit_keys(&reranked(&[])), hit_keys(&by_learned));
+    // The baseline is not undone.
+    let err = fails(&["improve", "rollback"]);
+    assert!(err.contains("nothing to roll back"), "{err}");
+
+    // A round whose node is killed after promoting on its copy, before
+    // publishing: the client is told, nothing is published, and the copy
+    // is put back to the cluster's version when the node is back.
+    procs.clear();
+    let armed = [("CAIRN_FAILPOINT", "improve.promoted@1")];
+    procs.push(node_with(dir, &url, "a", &armed, "30"));
+    procs.push(node_with(dir, &url, "b", &armed, "30"));
+    // (Until the old heartbeats expire, the status shows the killed
+    // processes: wait for the new ones to serve.)
+    let serving = |n: &str| {
+        std::fs::read_to_string(dir.join(format!("node-{n}.log")))
+            .is_ok_and(|l| l.contains("serving searches"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(serving("a") && serving("b")) {
+        assert!(Instant::now() < deadline, "not back\n{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_status(dir, &url, "both back, armed", 120, |s| {
+        live_nodes(s) == 2 && caught_up(s) && replica_docs(s) == vec![published, published]
+    });
+    let err = fails(&[
+        "improve",
+        "--no-generate",
+        "--per-doc",
+        "6",
+        "--seed",
+        "7",
+        "--min-gain",
+        "-1",
+    ]);
+    assert!(err.contains("stopped answering"), "{err}");
+    let killed: Vec<usize> = (0..2)
+        .filter(|&i| procs[i].0.try_wait().unwrap().is_some())
+        .collect();
+    assert_eq!(killed.len(), 1, "{err}");
+    let name = ["a", "b"][killed[0]];
+    let log = std::fs::read_to_string(dir.join(format!("node-{name}.log"))).unwrap();
+    assert!(
+        log.contains("failpoint improve.promoted@1 reached: SIGKILL"),
+        "{log}"
+    );
+    // Killed after the swap: its copy has the round's adapter.
+    assert!(copy(name).is_file());
+    procs[killed[0]] = node_with(dir, &url, name, &[], "30");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !serving(name) {
+        assert!(Instant::now() < deadline, "not back\n{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copy(name).exists() {
+        assert!(Instant::now() < deadline, "not put back\n{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let mut c = client(dir, &url);
+    c.args(["improve", "history", "--json"]);
+    assert_eq!(run_json(c)["versions"].as_array().unwrap().len(), 3);
+    wait_status(dir, &url, "the killed node back", 120, |s| {
+        live_nodes(s) == 2 && caught_up(s)
+    });
+    assert_eq!(dense(), plain);
 }

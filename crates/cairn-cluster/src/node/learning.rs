@@ -88,7 +88,7 @@ pub(super) async fn follow_learned(s: Arc<Shared>) -> Result<()> {
                 dirs.push((learned::learned_dir(&data_dir, coll), &["generator/"][..]));
             }
             for (dir, only) in dirs {
-                if installed.get(&dir) == Some(&v.version) {
+                if installed.get(&dir) == Some(&v.version) || lock(&s.training).contains(&dir) {
                     continue;
                 }
                 match learned::install(&store, coll, v, &dir, only).await {
@@ -209,6 +209,43 @@ where
     let mut cfg = s.cfg.clone();
     cfg.collection = shard_collection(&req.collection, shard);
     let dir = cairn_engine::collection_dir(&cfg.data_dir(), &cfg.collection);
+    // The copy is this round's until it has published.
+    struct Training<'a>(&'a Shared, PathBuf);
+    impl Drop for Training<'_> {
+        fn drop(&mut self) {
+            lock(&self.0.training).remove(&self.1);
+        }
+    }
+    lock(&s.training).insert(dir.clone());
+    let _training = Training(s, dir.clone());
+    let replicas = replicas_for(&s.client);
+    let store = learned::artefacts(&s.js, replicas).await?;
+    let logs = learned::logs(&s.js, replicas).await?;
+    // Before the collection's first round: what this copy has installed
+    // is the baseline every node follows from now on. So a round killed
+    // before it publishes leaves this copy to be put back to the log when
+    // the node is back, as any other copy would be.
+    let (log, _) = learned::read_log(&logs, &req.collection).await?;
+    if log.versions.is_empty() {
+        let files = learned::upload(&store, &req.collection, &dir).await?;
+        learned::append(&logs, &req.collection, |log| {
+            if !log.versions.is_empty() {
+                return Err("another node published a version first".into());
+            }
+            Ok(Learned {
+                version: log.next_version(),
+                files: files.clone(),
+                node: s.name.clone(),
+                shard: Some(shard),
+                round: None,
+                undoes: None,
+                at_ms: crate::wire::now_ms(),
+                record: serde_json::Value::Null,
+            })
+        })
+        .await
+        .ok();
+    }
     let options = req.options.clone();
     let work = tokio::task::spawn_blocking(move || trainer(&cfg, &options));
     tokio::pin!(work);
@@ -230,10 +267,7 @@ where
         });
     }
     // What the shard copy has installed now, for every node.
-    let replicas = replicas_for(&s.client);
-    let store = learned::artefacts(&s.js, replicas).await?;
     let files = learned::upload(&store, &req.collection, &dir).await?;
-    let logs = learned::logs(&s.js, replicas).await?;
     let round_no = record["round"].as_u64().map(|r| r as u32);
     let v = learned::append(&logs, &req.collection, |log| {
         Ok(Learned {

@@ -89,6 +89,9 @@ struct Shared {
     /// The shards this node answers searches for, as node-subject asks
     /// find them.
     serving: Mutex<HashMap<ShardKey, std::sync::Weak<Engine>>>,
+    /// Shard copies an improve round is training on: left alone by
+    /// `follow_learned` until the round has published.
+    training: Mutex<HashSet<std::path::PathBuf>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -240,6 +243,7 @@ pub async fn run_node(
         started_ms: wire::now_ms(),
         held: Mutex::new(HashMap::new()),
         serving: Mutex::new(HashMap::new()),
+        training: Mutex::new(HashSet::new()),
     });
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     {
