@@ -43,7 +43,10 @@ pub(crate) struct PageRead {
 }
 
 /// A page's lines: each one's text and size in points.
-pub(crate) type Lines = Vec<(String, f32)>;
+pub(crate) type Lines = Vec<Line>;
+
+/// One line of a page: its text and the size most of its glyphs share.
+pub(crate) type Line = (String, f32);
 
 /// One page's text from its glyphs: a space where the gap from the last
 /// glyph's end is wider than a tenth of the font size — checked at every
@@ -167,6 +170,14 @@ impl PageText {
         self.line_start = self.out.len();
     }
 
+    /// End the current line and start the next after `sep` (a line or a
+    /// paragraph break).
+    fn break_line(&mut self, sep: &str) {
+        self.end_line();
+        self.out.push_str(sep);
+        self.line_start = self.out.len();
+    }
+
     /// End the current page.
     fn take_page(&mut self) -> PageRead {
         self.end_line();
@@ -227,8 +238,9 @@ impl pdf_extract::OutputDev for PageText {
         // An accent and a letter set over each other: the pen went back.
         let overlaps =
             self.started && (y - self.last_y).abs() < size * 0.5 && x < self.last_end - size * 0.15;
+        let one = single(ch);
         if overlaps {
-            if let Some(c) = single(ch) {
+            if let Some(c) = one {
                 let accent_first = self.accent;
                 if (accent_first || combining(c).is_some()) && self.compose(c, accent_first) {
                     self.accent = false;
@@ -246,19 +258,15 @@ impl pdf_extract::OutputDev for PageText {
                 return Ok(());
             }
         }
-        self.accent = single(ch).and_then(combining).is_some();
+        self.accent = one.and_then(combining).is_some();
         if self.started {
             let dy = (y - self.last_y).abs();
             let blank =
                 self.out.ends_with(char::is_whitespace) || ch.starts_with(char::is_whitespace);
             if dy > size * 1.5 {
-                self.end_line();
-                self.out.push_str("\n\n");
-                self.line_start = self.out.len();
+                self.break_line("\n\n");
             } else if (x < self.last_end - size && dy > size * 0.5) || dy > size * 0.8 {
-                self.end_line();
-                self.out.push('\n');
-                self.line_start = self.out.len();
+                self.break_line("\n");
             } else if x > self.last_end + size * 0.1 && !blank {
                 self.out.push(' ');
             }
@@ -481,34 +489,19 @@ fn spell_out_cid_widths(doc: &mut lopdf::Document) -> usize {
         else {
             continue;
         };
-        let entries: Vec<Object> = w
-            .iter()
-            .map(|o| resolve(doc, o).cloned().unwrap_or(Object::Null))
-            .collect();
-        let mut out = Vec::with_capacity(entries.len());
+        let (entries, _) = cid_width_entries(doc, w);
+        let mut out = Vec::with_capacity(w.len());
+        let mut consumed = 0;
         let mut changed = false;
         let mut spelled = 0i64;
-        let mut i = 0;
-        while i + 1 < entries.len() {
-            let Ok(first) = entries[i].as_i64() else {
-                break;
-            };
-            match &entries[i + 1] {
-                Object::Array(widths) => {
-                    let widths: Vec<Object> = widths
-                        .iter()
-                        .map(|o| resolve(doc, o).cloned().unwrap_or(Object::Null))
-                        .collect();
+        for e in entries {
+            match e {
+                CidWidths::List { first, widths } => {
                     out.push(Object::Integer(first));
                     out.push(Object::Array(widths));
-                    i += 2;
+                    consumed += 2;
                 }
-                last => {
-                    let (Ok(last), Some(width)) =
-                        (last.as_i64(), entries.get(i + 2).and_then(number))
-                    else {
-                        break;
-                    };
+                CidWidths::Range { first, last, width } => {
                     let run = last
                         .saturating_sub(first)
                         .saturating_add(1)
@@ -520,11 +513,11 @@ fn spell_out_cid_widths(doc: &mut lopdf::Document) -> usize {
                         run as usize
                     ]));
                     changed = true;
-                    i += 3;
+                    consumed += 3;
                 }
             }
         }
-        if changed || out.len() != w.len() {
+        if changed || consumed != w.len() {
             if let Ok(d) = doc.get_dictionary_mut(id) {
                 d.set("W", Object::Array(out));
                 rewritten += 1;
@@ -532,6 +525,59 @@ fn spell_out_cid_widths(doc: &mut lopdf::Document) -> usize {
         }
     }
     rewritten
+}
+
+/// One entry of a CID font's `W` array (PDF 32000, 9.7.4.3).
+pub(crate) enum CidWidths {
+    /// `c [w1 w2 …]`: the widths of the CIDs from `first` on, each
+    /// resolved (a reference followed).
+    List {
+        first: i64,
+        widths: Vec<lopdf::Object>,
+    },
+    /// `c_first c_last w`: one width for every CID of the range.
+    Range { first: i64, last: i64, width: f64 },
+}
+
+/// The entries of a `W` array in order, with references followed, and
+/// whether it stopped at a malformed entry (a lone trailing number is not
+/// one: it is left out). The one reader of `W`, for rewriting it here and
+/// for merging glyph runs (`pdf_runs`).
+pub(crate) fn cid_width_entries(
+    doc: &lopdf::Document,
+    w: &[lopdf::Object],
+) -> (Vec<CidWidths>, bool) {
+    use lopdf::Object;
+    let entries: Vec<Object> = w
+        .iter()
+        .map(|o| resolve(doc, o).cloned().unwrap_or(Object::Null))
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 1 < entries.len() {
+        let Ok(first) = entries[i].as_i64() else {
+            return (out, true);
+        };
+        match &entries[i + 1] {
+            Object::Array(widths) => {
+                let widths = widths
+                    .iter()
+                    .map(|o| resolve(doc, o).cloned().unwrap_or(Object::Null))
+                    .collect();
+                out.push(CidWidths::List { first, widths });
+                i += 2;
+            }
+            last => {
+                let (Ok(last), Some(width)) = (last.as_i64(), entries.get(i + 2).and_then(number))
+                else {
+                    return (out, true);
+                };
+                out.push(CidWidths::Range { first, last, width });
+                i += 3;
+            }
+        }
+    }
+    (out, false)
 }
 
 /// A PDF number (real or integer) as f64.
@@ -792,7 +838,7 @@ pub(crate) fn load(
     // larger than the body text (each page split where one starts).
     let outline = outline_paths(&parsed, &pages[..read]);
     let by_size = if outline.is_empty() {
-        let shown: Vec<Option<&[(String, f32)]>> = lines.iter().map(Option::as_deref).collect();
+        let shown: Vec<Option<&[Line]>> = lines.iter().map(Option::as_deref).collect();
         crate::pdf_headings::detect(&shown)
     } else {
         vec![Vec::new(); read]

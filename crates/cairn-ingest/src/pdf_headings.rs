@@ -45,7 +45,7 @@ fn short(line: &str) -> bool {
 
 /// The headings each page shows, in order, from every page's lines and
 /// sizes (`None`: a page with no text layer read, such as a scan).
-pub(crate) fn detect(pages: &[Option<&[(String, f32)]>]) -> Vec<Vec<Heading>> {
+pub(crate) fn detect(pages: &[Option<&[crate::pdf::Line]>]) -> Vec<Vec<Heading>> {
     let mut out = vec![Vec::new(); pages.len()];
     // Characters set at each size, over the document.
     let mut chars: HashMap<i32, usize> = HashMap::new();

@@ -15,7 +15,7 @@
 //! streams that set no character or word spacing, scaling or rise; anything
 //! else is left as it is.
 
-use crate::pdf::{number, resolve};
+use crate::pdf::{number, resolve, CidWidths};
 use crate::pdf_batch::{is_delimiter, is_white, literal_end};
 use lopdf::{Dictionary, Document, Object, ObjectId};
 use std::collections::HashMap;
@@ -86,34 +86,31 @@ fn identity_widths(doc: &Document, font: &Object) -> Option<Widths> {
         .unwrap_or(1000.0);
     let mut widths = HashMap::new();
     if let Some(w) = cid.get(b"W").ok().and_then(|w| resolve(doc, w)) {
-        let w: Vec<&Object> = w
-            .as_array()
-            .ok()?
-            .iter()
-            .filter_map(|o| resolve(doc, o))
-            .collect();
-        let mut i = 0;
-        while i + 1 < w.len() {
-            let first = number(w[i])? as u32;
-            if let Ok(list) = w[i + 1].as_array() {
-                for (k, o) in list.iter().enumerate() {
-                    widths.insert(
-                        first.checked_add(k as u32)?,
-                        resolve(doc, o).and_then(number)?,
-                    );
+        let (entries, malformed) = crate::pdf::cid_width_entries(doc, w.as_array().ok()?);
+        if malformed {
+            return None;
+        }
+        for e in entries {
+            match e {
+                CidWidths::List {
+                    first,
+                    widths: list,
+                } => {
+                    let first = u32::try_from(first).ok()?;
+                    for (k, o) in list.iter().enumerate() {
+                        widths.insert(first.checked_add(k as u32)?, number(o)?);
+                    }
                 }
-                i += 2;
-            } else {
-                let last = number(w[i + 1])? as u32;
-                let width = number(w.get(i + 2)?)?;
-                for c in first..=last.min(first.saturating_add(65_535)) {
-                    widths.insert(c, width);
+                CidWidths::Range { first, last, width } => {
+                    let (first, last) = (u32::try_from(first).ok()?, u32::try_from(last).ok()?);
+                    for c in first..=last.min(first.saturating_add(65_535)) {
+                        widths.insert(c, width);
+                    }
                 }
-                // A hostile file's many wide ranges: not a font to merge.
-                if widths.len() > 65_536 {
-                    return None;
-                }
-                i += 3;
+            }
+            // A hostile file's many wide ranges: not a font to merge.
+            if widths.len() > 65_536 {
+                return None;
             }
         }
     }
