@@ -277,7 +277,7 @@ class Harness:
         return base, q, gt
 
     def synth_vectors(self):
-        n, nq = (2000, 10) if self.a.smoke else (1_000_000, 1000)
+        n, nq = (2000, 10) if self.a.smoke else (self.a.synth_n, 1000)
         d = self.work / f"synth-{n}"
         d.mkdir(exist_ok=True)
         base, q, gt = d / "base.f32", d / "queries.f32", d / "gt.i32"
@@ -371,11 +371,11 @@ class Harness:
             common = ["--base", base, "--queries", q, "--gt", gt, "--dim", 384, "--m", self.a.m,
                       "--efc", self.a.efc, "--efs", efs, "--threads", t]
             print(f"\n### vectors: {name} ({base})\n")
-            runs = self.alternate([("cairn-usearch", self.cairn_bench("vectors", *common)),
+            runs = self.alternate([("cairn-hnsw", self.cairn_bench("vectors", *common)),
                                    ("faiss-hnsw", self.peer("vectors-faiss", *common)),
                                    ("hnswlib", self.peer("vectors-hnswlib", *common))])
             all_runs[name] = runs
-            extra["datasets"][name] = self.report(runs, [("cairn-usearch", "faiss-hnsw"), ("cairn-usearch", "hnswlib")],
+            extra["datasets"][name] = self.report(runs, [("cairn-hnsw", "faiss-hnsw"), ("cairn-hnsw", "hnswlib")],
                                                   ["build_s", "bytes_per_vector"], write=False)
             extra["datasets"][name]["sweep"] = self.sweep_table(runs)
         return self.write_results(all_runs, extra)
@@ -651,6 +651,7 @@ def main():
     p.add_argument("--batch", type=int, default=32, help="embedding batch size, both sides")
     p.add_argument("--embed-limit", type=int, default=2000, help="chunks embedded per run")
     p.add_argument("--datasets", default="real,synth", help="vector sets: real (100k passages), synth (1M)")
+    p.add_argument("--synth-n", type=int, default=1_000_000, help="vectors in the synthetic set")
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--efc", type=int, default=128)
     p.add_argument("--efs", default="10,16,24,32,48,64,96,128,192,256,384,512")

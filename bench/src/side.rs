@@ -354,7 +354,7 @@ fn recall(got: &[Scored], truth: &[u64], k: usize) -> f64 {
     got.iter().take(k).filter(|s| want.contains(&s.id)).count() as f64 / k as f64
 }
 
-/// Cairn's HNSW (usearch) and exact scan on the same vectors the peers get.
+/// Cairn's HNSW and exact scan on the same vectors the peers get.
 pub fn vectors(f: &Flags) -> Result<Value> {
     let dim = f.num("dim", 384)?;
     let threads = f.num("threads", 2)?;
@@ -388,7 +388,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     let t = Instant::now();
     let index = pool.install(|| -> Result<HnswIndex> {
         let index = HnswIndex::open(tmp.path(), &params)?;
-        for batch in items.chunks(10_000) {
+        for batch in items.chunks(f.num("add-batch", 10_000)?.max(1)) {
             index.add_batch(batch)?;
         }
         Ok(index)
@@ -459,7 +459,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     let per_query = t.elapsed().as_secs_f64() / nq as f64;
     let scan_bytes = (base.len() * dim * 4) as f64;
     Ok(json!({
-        "peer": "cairn-usearch",
+        "peer": "cairn-hnsw",
         "n": base.len(),
         "dim": dim,
         "threads": threads,
@@ -468,7 +468,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
         "build_s": build_s,
         "not_found_by_own_vector": not_found_by_own_vector,
         // Measured like the peers' (resident memory before and after the
-        // build); `index_bytes_per_vector` is usearch's own accounting.
+        // build); `index_bytes_per_vector` is the graph's own accounting.
         "bytes_per_vector": rss_delta as f64 / base.len() as f64,
         "index_bytes_per_vector": memory as f64 / base.len() as f64,
         "sweep": sweep,

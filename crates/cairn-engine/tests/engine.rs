@@ -491,7 +491,7 @@ fn missing_or_corrupt_indexes_are_rebuilt_from_the_catalog() {
     std::fs::remove_dir_all(&index).unwrap();
     assert_eq!(run(&open(&data, "default")), before);
     // Corrupt indexes.
-    std::fs::write(index.join("hnsw/hnsw.usearch"), b"garbage").unwrap();
+    std::fs::write(index.join("hnsw/hnsw.graph"), b"garbage").unwrap();
     std::fs::write(index.join("bm25/meta.json"), b"{ not json").unwrap();
     let e = open(&data, "default");
     assert_eq!(run(&e), before);

@@ -64,7 +64,7 @@ impl IndexCheck {
 }
 
 /// The HNSW graph is rebuilt from the catalog once the vectors removed from
-/// it (replaced or deleted chunks, whose nodes usearch keeps) outnumber a
+/// it (replaced or deleted chunks, whose nodes the graph keeps as ways through) outnumber a
 /// quarter of its live ones, and at least this many.
 pub const COMPACT_REMOVED: u64 = 1024;
 
@@ -549,7 +549,7 @@ impl Indexes {
         // sequence.
         fresh.save(to)?;
         // Into place: the graph file, then the manifest (as a save does).
-        for f in ["hnsw.usearch", "hnsw.json"] {
+        for f in HnswIndex::files() {
             std::fs::rename(staging.join(f), hnsw_dir.join(f)).map_err(|source| {
                 IndexError::Io {
                     path: hnsw_dir.join(f),

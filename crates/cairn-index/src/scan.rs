@@ -184,7 +184,7 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
 /// rows of `dim` f32, back to back). `FMA` chooses fused multiply-adds (only
 /// where the target has them: without, `mul_add` is a library call).
 #[inline(always)]
-fn dots<E: Elem, const B: usize, const FMA: bool>(
+pub(crate) fn dots<E: Elem, const B: usize, const FMA: bool>(
     row: &[E],
     queries: &[f32],
     dim: usize,

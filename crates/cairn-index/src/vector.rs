@@ -1,11 +1,12 @@
-//! Dense retrieval: an HNSW graph (usearch, cosine) persisted beside the
-//! catalog, and an exact scan used for small collections and as the ground
-//! truth that HNSW recall is measured against.
+//! Dense retrieval: Cairn's HNSW graph ([`crate::hnsw`]) persisted beside
+//! the catalog, and an exact scan used for small collections and as the
+//! ground truth that HNSW recall is measured against.
 //!
 //! [`HnswIndex`] is used through `&self` from any number of threads: searches
-//! run while a writer adds, removes or saves, and wait for it only during the
-//! brief moment the graph grows its capacity (see the type's documentation).
+//! run while a writer adds, removes or saves, and never wait for it (see the
+//! type's documentation).
 
+use crate::hnsw::{shuffle_key, Graph, ReadError};
 use crate::scan::{f32_to_f16, kernel_name, scan_tile, Tile, TopK, F16};
 use crate::{IndexError, Result};
 use cairn_core::{ChunkId, Scored, Seq};
@@ -13,8 +14,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError};
-use usearch::ffi::{IndexOptions, MetricKind, ScalarKind};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 /// HNSW parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,8 +37,12 @@ struct Manifest {
     /// rebuilt from the catalog.
     #[serde(default = "cos")]
     metric: String,
-    /// Vectors removed from the graph since it was built (usearch keeps
-    /// their nodes until a rebuild).
+    /// The graph's implementation. Indexes written by usearch (before
+    /// Cairn's own graph) have none and are rebuilt from the catalog.
+    #[serde(default)]
+    graph: String,
+    /// Vectors removed from the graph since it was built (their nodes stay
+    /// until a rebuild).
     #[serde(default)]
     removed: u64,
 }
@@ -51,6 +55,8 @@ fn cos() -> String {
 /// which ranks exactly as cosine does but costs one multiply-add per
 /// dimension instead of three (the product and both norms).
 const METRIC: &str = "ip";
+/// See [`Manifest::graph`].
+const GRAPH: &str = "cairn-hnsw-1";
 
 /// `v` scaled to unit length (zero vectors stay zero).
 fn unit(v: &[f32]) -> Vec<f32> {
@@ -66,31 +72,38 @@ fn unit(v: &[f32]) -> Vec<f32> {
 /// holds this many, in parallel after.
 pub const SEQUENTIAL_BELOW: usize = 1024;
 
+/// The graph in the configured storage.
+enum Graphs {
+    F32(Graph<f32>),
+    F16(Graph<F16>),
+    I8(Graph<i8>),
+}
+
+macro_rules! each {
+    ($g:expr, $x:ident => $body:expr) => {
+        match $g {
+            Graphs::F32($x) => $body,
+            Graphs::F16($x) => $body,
+            Graphs::I8($x) => $body,
+        }
+    };
+}
+
 /// A persisted HNSW index over chunk vectors.
 ///
 /// Every method takes `&self`, and the value is `Send + Sync`:
 ///
-/// - searches, [`len`](Self::len) and [`memory_usage`](Self::memory_usage)
-///   run concurrently with each other and with a writer (usearch measures
-///   memory by walking the graph, which must not overlap an add: while the
-///   writer is busy, `memory_usage` gives the last measurement instead);
+/// - searches, [`len`](Self::len), [`contains`](Self::contains) and
+///   [`memory_usage`](Self::memory_usage) run concurrently with each other
+///   and with a writer, and take no lock the writer holds (the graph's
+///   neighbour lists are atomics, and its storage never moves: see
+///   [`crate::hnsw`]);
 /// - writes ([`add_batch`](Self::add_batch), [`remove`](Self::remove),
-///   [`save`](Self::save)) are serialised by an internal writer mutex that
-///   searches never take, so a save never overlaps an add;
-/// - growing the graph (usearch's `reserve`, which must not overlap an add or
-///   a search) takes an exclusive lock that every call into the graph holds
-///   shared; it happens only when a batch outgrows the capacity, which at
-///   least doubles each time, and lasts as long as the reallocation. The
-///   first vector of an empty graph is added under that lock too (usearch
-///   publishes a graph's first node before its vector is stored);
-/// - each usearch call needs one of the graph's thread contexts: the writer's
-///   parallel adds use one per rayon thread, and searches are admitted
-///   through a gate with places of their own, as many as the machine has
-///   cores and at least 4 (a search waits there only for other searches,
-///   never for the writer).
+///   [`save`](Self::save)) are serialised by an internal writer mutex, so a
+///   save never overlaps an add.
 pub struct HnswIndex {
     dir: PathBuf,
-    index: usearch::Index,
+    graph: Graphs,
     params: HnswParams,
     applied_seq: AtomicU64,
     /// The sequence of the graph on disk (≤ `applied_seq`).
@@ -101,87 +114,14 @@ pub struct HnswIndex {
     last_save: Mutex<std::time::Instant>,
     /// Removes since the graph was built (see [`Manifest::removed`]).
     removed: AtomicU64,
-    /// Shared by every call into the graph; exclusive only to grow it.
-    graph: RwLock<()>,
-    /// The writer: the number of contexts reserved for its adds.
-    writer: Mutex<usize>,
-    searches: SearchGate,
+    /// The writer.
+    writer: Mutex<()>,
     /// The last measured memory usage.
     memory: AtomicUsize,
 }
 
-/// How many usearch searches of one graph may run at once; more wait for a
-/// place (for other searches only, never for the writer).
-fn search_slots() -> usize {
-    std::thread::available_parallelism()
-        .map_or(4, std::num::NonZeroUsize::get)
-        .max(4)
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Admits searches into the graph: at most `slots` at once (each holds one
-/// thread context), first come first served, and only searches that share a
-/// search breadth together, because usearch keeps the breadth in the index:
-/// a search that needs another breadth waits until the running ones end,
-/// then sets it.
-struct SearchGate {
-    slots: usize,
-    state: Mutex<GateState>,
-    turn: Condvar,
-}
-
-struct GateState {
-    next_ticket: u64,
-    serving: u64,
-    active: usize,
-    /// The search breadth set in the index.
-    ef: usize,
-}
-
-/// A place in the [`SearchGate`], given back on drop.
-struct GatePass<'a>(&'a SearchGate);
-
-impl SearchGate {
-    fn new(slots: usize, ef: usize) -> SearchGate {
-        SearchGate {
-            slots,
-            state: Mutex::new(GateState {
-                next_ticket: 0,
-                serving: 0,
-                active: 0,
-                ef,
-            }),
-            turn: Condvar::new(),
-        }
-    }
-
-    fn enter(&self, index: &usearch::Index, ef: usize) -> GatePass<'_> {
-        let mut s = lock(&self.state);
-        let ticket = s.next_ticket;
-        s.next_ticket += 1;
-        while !(s.serving == ticket && s.active < self.slots && (s.active == 0 || s.ef == ef)) {
-            s = self.turn.wait(s).unwrap_or_else(PoisonError::into_inner);
-        }
-        if s.ef != ef {
-            // No search is running: nothing reads the breadth meanwhile.
-            index.change_expansion_search(ef);
-            s.ef = ef;
-        }
-        s.active += 1;
-        s.serving += 1;
-        self.turn.notify_all();
-        GatePass(self)
-    }
-}
-
-impl Drop for GatePass<'_> {
-    fn drop(&mut self) {
-        lock(&self.0.state).active -= 1;
-        self.0.turn.notify_all();
-    }
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -193,11 +133,12 @@ impl std::fmt::Debug for HnswIndex {
     }
 }
 
-fn scalar(q: &str) -> Result<ScalarKind> {
-    Ok(match q {
-        "f32" => ScalarKind::F32,
-        "f16" => ScalarKind::F16,
-        "i8" => ScalarKind::I8,
+fn graphs(params: &HnswParams) -> Result<Graphs> {
+    let (d, m, efc) = (params.dim, params.m, params.ef_construction);
+    Ok(match params.quantization.as_str() {
+        "f32" => Graphs::F32(Graph::new(d, m, efc)),
+        "f16" => Graphs::F16(Graph::new(d, m, efc)),
+        "i8" => Graphs::I8(Graph::new(d, m, efc)),
         other => {
             return Err(IndexError::Vector(format!(
                 "unknown quantization `{other}` (expected f32, f16 or i8)"
@@ -206,11 +147,9 @@ fn scalar(q: &str) -> Result<ScalarKind> {
     })
 }
 
-fn vector_err(e: impl std::fmt::Display) -> IndexError {
-    IndexError::Vector(e.to_string())
-}
-
-const INDEX_FILE: &str = "hnsw.usearch";
+const INDEX_FILE: &str = "hnsw.graph";
+/// The file usearch wrote, before Cairn's own graph: deleted with the index.
+const USEARCH_FILE: &str = "hnsw.usearch";
 
 /// See [`HnswIndex::save_due`].
 pub const SAVE_AFTER_CHANGES: u64 = 16_384;
@@ -220,45 +159,24 @@ const MANIFEST_FILE: &str = "hnsw.json";
 
 impl HnswIndex {
     fn new_empty(dir: &Path, params: &HnswParams) -> Result<HnswIndex> {
-        let options = IndexOptions {
-            dimensions: params.dim,
-            metric: MetricKind::IP,
-            quantization: scalar(&params.quantization)?,
-            connectivity: params.m,
-            expansion_add: params.ef_construction,
-            expansion_search: params.ef_search,
-            multi: false,
-        };
-        let index = usearch::Index::new(&options).map_err(|e| IndexError::Vector(e.to_string()))?;
-        let add_threads = rayon::current_num_threads().max(1);
-        let slots = search_slots();
-        index
-            .reserve_capacity_and_threads(1024, add_threads + slots)
-            .map_err(|e| IndexError::Vector(e.to_string()))?;
         Ok(HnswIndex {
             dir: dir.to_path_buf(),
-            index,
+            graph: graphs(params)?,
             params: params.clone(),
             applied_seq: AtomicU64::new(0),
             saved_seq: AtomicU64::new(0),
             unsaved: AtomicU64::new(0),
             last_save: Mutex::new(std::time::Instant::now()),
             removed: AtomicU64::new(0),
-            graph: RwLock::new(()),
-            writer: Mutex::new(add_threads),
-            searches: SearchGate::new(slots, params.ef_search),
+            writer: Mutex::new(()),
             memory: AtomicUsize::new(0),
         })
     }
 
-    /// Shared access to the graph (anything but growing it).
-    fn graph(&self) -> RwLockReadGuard<'_, ()> {
-        self.graph.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Open the index in `dir`. A missing index, or one built with other
-    /// parameters, starts empty (applied sequence 0) so the caller rebuilds it
-    /// from the catalog; an unreadable one is [`IndexError::Corrupt`].
+    /// parameters or by usearch, starts empty (applied sequence 0) so the
+    /// caller rebuilds it from the catalog; an unreadable one is
+    /// [`IndexError::Corrupt`].
     pub fn open(dir: &Path, params: &HnswParams) -> Result<HnswIndex> {
         std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
             path: dir.to_path_buf(),
@@ -287,29 +205,29 @@ impl HnswIndex {
             || manifest.params.quantization != params.quantization
             || manifest.params.m != params.m
             || manifest.metric != METRIC
+            || manifest.graph != GRAPH
         {
-            tracing::info!("HNSW parameters changed; the index will be rebuilt");
+            tracing::info!("the HNSW graph's parameters or format changed; it will be rebuilt");
             return Self::new_empty(dir, params);
         }
         let me = Self::new_empty(dir, params)?;
-        let path_str = index_path.to_string_lossy().to_string();
-        me.index.load(&path_str).map_err(|e| IndexError::Corrupt {
+        let corrupt = |message: String| IndexError::Corrupt {
             path: index_path.clone(),
-            message: e.to_string(),
+            message,
+        };
+        let file = std::fs::File::open(&index_path).map_err(|e| corrupt(e.to_string()))?;
+        let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+        each!(&me.graph, g => g.read_from(&mut input)).map_err(|e| match e {
+            ReadError::Io(e) => corrupt(e.to_string()),
+            ReadError::Format(m) => corrupt(m),
         })?;
-        if me.index.dimensions() != params.dim || me.index.size() != manifest.count {
-            return Err(IndexError::Corrupt {
-                path: index_path,
-                message: format!(
-                    "holds {} vectors of dimension {}, its manifest says {} of dimension {}",
-                    me.index.size(),
-                    me.index.dimensions(),
-                    manifest.count,
-                    params.dim
-                ),
-            });
+        if me.len() != manifest.count {
+            return Err(corrupt(format!(
+                "holds {} vectors, its manifest says {}",
+                me.len(),
+                manifest.count
+            )));
         }
-        me.index.change_expansion_search(params.ef_search);
         me.applied_seq
             .store(manifest.applied_seq, Ordering::Release);
         me.saved_seq.store(manifest.applied_seq, Ordering::Release);
@@ -336,7 +254,7 @@ impl HnswIndex {
 
     /// Delete the files of the index in `dir`.
     pub fn destroy(dir: &Path) -> Result<()> {
-        for f in [INDEX_FILE, MANIFEST_FILE] {
+        for f in [INDEX_FILE, USEARCH_FILE, MANIFEST_FILE] {
             match std::fs::remove_file(dir.join(f)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -349,6 +267,11 @@ impl HnswIndex {
             }
         }
         Ok(())
+    }
+
+    /// The files of an index in a directory (for copying one whole).
+    pub fn files() -> [&'static str; 2] {
+        [INDEX_FILE, MANIFEST_FILE]
     }
 
     /// The catalog sequence this index reflects in memory (what searches
@@ -398,8 +321,7 @@ impl HnswIndex {
 
     /// Number of vectors (while a writer adds, the count of the moment).
     pub fn len(&self) -> usize {
-        let _graph = self.graph();
-        self.index.size()
+        each!(&self.graph, g => g.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -408,8 +330,7 @@ impl HnswIndex {
 
     /// Whether the graph holds a vector with this id.
     pub fn contains(&self, id: ChunkId) -> bool {
-        let _graph = self.graph();
-        self.index.contains(id)
+        each!(&self.graph, g => g.contains(id))
     }
 
     /// Bytes of memory the index uses: measured when no writer is busy, else
@@ -423,12 +344,8 @@ impl HnswIndex {
         self.measure_memory()
     }
 
-    /// Walk the graph for its memory usage (no add may run meanwhile).
     fn measure_memory(&self) -> usize {
-        let bytes = {
-            let _graph = self.graph();
-            self.index.memory_usage()
-        };
+        let bytes = each!(&self.graph, g => g.memory_usage());
         self.memory.store(bytes, Ordering::Relaxed);
         bytes
     }
@@ -439,12 +356,15 @@ impl HnswIndex {
     /// An id the graph already holds is skipped: a chunk id names one
     /// vector for good (the catalog never reuses ids nor re-embeds a
     /// chunk), so replaying a log over a graph that saved part of it adds
-    /// nothing twice. Removing and re-adding instead would leave a removed
-    /// node (usearch keeps them) at distance 0 from the live one each time;
-    /// enough of them, around repeated passages, crowd a chunk out of its
-    /// own top 10.
+    /// nothing twice.
+    ///
+    /// The batch goes in in an order spread by a hash of the ids, not in
+    /// the order given: a catalog's chunks arrive document by document, and
+    /// a graph built from neighbouring passages arriving together has a
+    /// lower recall at the same search breadth (on the 100k real passages
+    /// of BENCHMARKS.md: 0.889 at ef 64 in document order).
     pub fn add_batch(&self, items: &[(ChunkId, Vec<f32>)]) -> Result<()> {
-        let mut add_threads = lock(&self.writer);
+        let _writer = lock(&self.writer);
         if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != self.params.dim) {
             return Err(IndexError::Dim {
                 expected: self.params.dim,
@@ -452,81 +372,36 @@ impl HnswIndex {
             });
         }
         // Only this writer adds, so what is absent now is absent when added.
-        let items: Vec<&(ChunkId, Vec<f32>)> = {
-            let _graph = self.graph();
-            items
-                .iter()
-                .filter(|(id, _)| !self.index.contains(*id))
-                .collect()
-        };
+        let mut items: Vec<&(ChunkId, Vec<f32>)> =
+            items.iter().filter(|(id, _)| !self.contains(*id)).collect();
         if items.is_empty() {
             return Ok(());
         }
-        let threads = rayon::current_num_threads().max(1);
-        // Only this writer changes the size and the capacity.
-        let needed = self.index.size() + items.len();
-        let capacity = self.index.capacity();
-        if needed > capacity || threads > *add_threads {
-            let cap = if needed > capacity {
-                needed.max(capacity * 2)
-            } else {
-                capacity
-            };
-            let threads = threads.max(*add_threads);
-            // Exclusive, briefly: waits for running searches, holds new ones.
-            let _grow = self.graph.write().unwrap_or_else(PoisonError::into_inner);
-            self.index
-                .reserve_capacity_and_threads(cap, threads + self.searches.slots)
-                .map_err(|e| IndexError::Vector(e.to_string()))?;
-            *add_threads = threads;
-        }
+        items.sort_by_key(|(id, _)| shuffle_key(*id));
+        items.dedup_by_key(|(id, _)| *id);
         self.unsaved.fetch_add(items.len() as u64, Ordering::AcqRel);
-        let mut items = items.as_slice();
-        if self.index.size() == 0 {
-            if let Some(((id, v), rest)) = items.split_first().map(|(f, r)| (*f, r)) {
-                // usearch counts the first node of a graph before it stores
-                // its vector and makes it the entry point: a search meanwhile
-                // would read a vector that is not there yet. It goes in alone.
-                let _alone = self.graph.write().unwrap_or_else(PoisonError::into_inner);
-                self.index
-                    .add(*id, unit(v).as_slice())
-                    .map_err(vector_err)?;
-                items = rest;
-            }
-        }
-        // A small graph is built one vector at a time: concurrent insertion
-        // now and then leaves a node where no search reaches it, not even a
-        // search for itself (in usearch, two nodes inserted at once may each
-        // prune the other from the neighbour lists they update). Measured on
-        // clustered 384-d vectors, 2 threads: 17 of 40,000 nodes in 1,000
-        // graphs of 40, none when added one at a time; in a small graph one
-        // such node is a visible share of it (and fails `index check`'s 99%).
-        // In large graphs the share is what HNSW loses anyway (on 100,000
-        // synthetic vectors: 21 in parallel, 16 when each found unreachable
-        // was added again alone), and parallel adds halve the build.
-        let alone = SEQUENTIAL_BELOW
-            .saturating_sub(self.index.size())
-            .min(items.len());
+        // A small graph is built one vector at a time: nodes inserted at
+        // once may each prune the other from the lists they update, which
+        // now and then leaves a node no search reaches; in a small graph one
+        // such node is a visible share of it (and fails `index check`'s
+        // 99%). In large graphs the share is what HNSW loses anyway, and
+        // parallel adds halve the build.
+        let nodes = each!(&self.graph, g => g.nodes());
+        let alone = SEQUENTIAL_BELOW.saturating_sub(nodes).min(items.len());
         let (first, rest) = items.split_at(alone);
-        let _graph = self.graph();
-        for (id, v) in first {
-            self.index
-                .add(*id, unit(v).as_slice())
-                .map_err(vector_err)?;
-        }
-        let index = &self.index;
-        rest.par_iter()
-            .try_for_each(|(id, v)| index.add(*id, unit(v).as_slice()).map_err(vector_err))
+        each!(&self.graph, g => {
+            for (id, v) in first {
+                g.insert(*id, &unit(v));
+            }
+            rest.par_iter().for_each(|(id, v)| g.insert(*id, &unit(v)));
+        });
+        Ok(())
     }
 
     /// Remove a vector (absent ids are fine).
     pub fn remove(&self, id: ChunkId) -> Result<()> {
         let _writer = lock(&self.writer);
-        let _graph = self.graph();
-        if self.index.contains(id) {
-            self.index
-                .remove(id)
-                .map_err(|e| IndexError::Vector(e.to_string()))?;
+        if each!(&self.graph, g => g.remove(id)) {
             self.removed.fetch_add(1, Ordering::AcqRel);
             self.unsaved.fetch_add(1, Ordering::AcqRel);
         }
@@ -543,21 +418,15 @@ impl HnswIndex {
                 got: query.len(),
             });
         }
-        if self.is_empty() || k == 0 {
+        if k == 0 {
             return Ok(vec![]);
         }
         let query = unit(query);
         let ef = ef_search.unwrap_or(self.params.ef_search).max(k);
-        let _place = self.searches.enter(&self.index, ef);
-        let _graph = self.graph();
-        let m = self
-            .index
-            .search(&query, k)
-            .map_err(|e| IndexError::Vector(e.to_string()))?;
-        Ok(m.keys
-            .iter()
-            .zip(&m.distances)
-            .map(|(&id, &d)| Scored { id, score: 1.0 - d })
+        let hits = each!(&self.graph, g => g.search(&query, k, ef));
+        Ok(hits
+            .into_iter()
+            .map(|(id, score)| Scored { id, score })
             .collect())
     }
 
@@ -569,19 +438,25 @@ impl HnswIndex {
         let _writer = lock(&self.writer);
         let index_path = self.dir.join(INDEX_FILE);
         let tmp = self.dir.join(format!("{INDEX_FILE}.tmp"));
-        let count = {
-            let _graph = self.graph();
-            self.index
-                .save(&tmp.to_string_lossy())
-                .map_err(|e| IndexError::Vector(format!("saving {}: {e}", tmp.display())))?;
-            self.index.size()
+        let io = |source| IndexError::Io {
+            path: tmp.clone(),
+            source,
         };
+        {
+            let file = std::fs::File::create(&tmp).map_err(io)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            each!(&self.graph, g => g.write_to(&mut out)).map_err(io)?;
+            use std::io::Write;
+            out.flush().map_err(io)?;
+        }
+        let count = self.len();
         cairn_core::failpoint::reach("hnsw.save.written");
         sync_file(&tmp)?;
         std::fs::rename(&tmp, &index_path).map_err(|source| IndexError::Io {
             path: index_path.clone(),
             source,
         })?;
+        let _ = std::fs::remove_file(self.dir.join(USEARCH_FILE));
         sync_dir(&self.dir)?;
         cairn_core::failpoint::reach("hnsw.save.renamed");
         let manifest = Manifest {
@@ -589,6 +464,7 @@ impl HnswIndex {
             params: self.params.clone(),
             count,
             metric: METRIC.into(),
+            graph: GRAPH.into(),
             removed: self.removed(),
         };
         write_atomic(

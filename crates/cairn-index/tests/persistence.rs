@@ -26,7 +26,7 @@ fn manifest_seq(index_dir: &Path) -> u64 {
 }
 
 fn graph_mtime(index_dir: &Path) -> std::time::SystemTime {
-    std::fs::metadata(index_dir.join("hnsw/hnsw.usearch"))
+    std::fs::metadata(index_dir.join("hnsw/hnsw.graph"))
         .unwrap()
         .modified()
         .unwrap()
