@@ -7,7 +7,7 @@
 # a glob for libclang once matched LLVM's libclang-cpp.so.14 on a machine
 # without libclang-dev, and the build died 16 minutes in at bindgen.
 
-# What `cargo build -p cairn` needs: a C/C++ toolchain (llama.cpp, usearch,
+# What `cargo build -p cairn` needs: a C/C++ toolchain (llama.cpp,
 # tree-sitter, SQLite, ...), cmake (llama.cpp), pkg-config, and libclang for
 # llama-cpp-sys-2's bindgen. python3.11-doc is the demo's corpus.
 CAIRN_APT_BUILD=(build-essential g++ make pkg-config cmake libclang-dev python3.11-doc)
