@@ -425,13 +425,13 @@ pub fn vectors(f: &Flags) -> Result<Value> {
             .zip(&gt)
             .map(|(got, truth)| recall(got, truth, k))
             .sum();
-        // all queries at once, spread over the threads
+        // all queries at once, spread over the threads, at the same breadth
         let t = Instant::now();
         pool.install(|| {
             use rayon::prelude::*;
             queries
                 .par_iter()
-                .map(|q| index.search(q, k, None).map(|_| ()))
+                .map(|q| index.search(q, k, Some(ef)).map(|_| ()))
                 .collect::<cairn_index::Result<Vec<()>>>()
         })?;
         let batch_secs = t.elapsed().as_secs_f64();
