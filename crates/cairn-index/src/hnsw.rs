@@ -896,6 +896,22 @@ impl<E: Store> Graph<E> {
                 self.live.fetch_add(1, Ordering::AcqRel);
             }
         }
+        // A list at level l names only nodes that have lists at level l (a
+        // search there reads the lists of the nodes it reaches).
+        for n in 0..nodes as u32 {
+            for l in 1..=self.level(n) as usize {
+                let links = self.links(n, l);
+                let count = links[0].load(Ordering::Relaxed) as usize;
+                for link in &links[1..=count] {
+                    let x = link.load(Ordering::Relaxed);
+                    if (self.level(x) as usize) < l {
+                        return Err(bad(format!(
+                            "node {n} links at level {l} to node {x}, which has no level {l}"
+                        )));
+                    }
+                }
+            }
+        }
         // The entry point must have lists up to its level.
         if entry != EMPTY {
             let (ep, top) = unpack(entry);
@@ -1140,6 +1156,21 @@ mod tests {
         let e = Graph::<i8>::new(16, 8, 32).read_from(&mut broken.as_slice());
         assert!(
             matches!(&e, Err(ReadError::Format(m)) if m.contains("links to")),
+            "{e:?}"
+        );
+        // A list above level 0 that names a node without that level.
+        let high = (0..g.nodes() as u32).find(|&n| g.level(n) >= 1).unwrap();
+        let low = (0..g.nodes() as u32).find(|&n| g.level(n) == 0).unwrap();
+        {
+            let links = g.links(high, 1);
+            links[1].store(low, Ordering::Release);
+            links[0].store(links[0].load(Ordering::Acquire).max(1), Ordering::Release);
+        }
+        let mut bytes = Vec::new();
+        g.write_to(&mut bytes).unwrap();
+        let e = Graph::<i8>::new(16, 8, 32).read_from(&mut bytes.as_slice());
+        assert!(
+            matches!(&e, Err(ReadError::Format(m)) if m.contains("has no level 1")),
             "{e:?}"
         );
     }
