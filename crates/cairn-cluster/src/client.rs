@@ -136,6 +136,28 @@ pub struct ClusterStatus {
 }
 
 impl Cluster {
+    /// Send `body` to `subject` with a fresh inbox for the replies, any
+    /// number of them, read from the subscription returned (subscribed
+    /// before the request leaves, so no reply is missed).
+    pub(crate) async fn streamed_request(
+        &self,
+        subject: String,
+        body: bytes::Bytes,
+        what: &str,
+    ) -> Result<async_nats::Subscriber> {
+        let inbox = self.client.new_inbox();
+        let sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| ClusterError::js("subscribing to an inbox", e))?;
+        self.client
+            .publish_with_reply(subject, inbox, body)
+            .await
+            .map_err(|e| ClusterError::js(format!("sending {what}"), e))?;
+        Ok(sub)
+    }
+
     /// Connect (URLs may be comma-separated) and open the cluster's buckets.
     pub async fn connect(url: &str) -> Result<Cluster> {
         let urls: Vec<String> = url.split(',').map(|u| u.trim().to_string()).collect();
@@ -1102,16 +1124,13 @@ impl Cluster {
         let mut failed: Vec<String> = Vec::new();
         let deadline_busy = Instant::now() + Duration::from_secs(600);
         loop {
-            let inbox = self.client.new_inbox();
             let mut sub = self
-                .client
-                .subscribe(inbox.clone())
-                .await
-                .map_err(|e| ClusterError::js("subscribing to an inbox", e))?;
-            self.client
-                .publish_with_reply(GENERATE_SUBJECT, inbox, body.clone())
-                .await
-                .map_err(|e| ClusterError::js("sending a generation request", e))?;
+                .streamed_request(
+                    GENERATE_SUBJECT.to_string(),
+                    body.clone(),
+                    "a generation request",
+                )
+                .await?;
             let first = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
             let node = match first
                 .ok()

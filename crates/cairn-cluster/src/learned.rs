@@ -231,24 +231,13 @@ fn shard_err(path: &Path, e: impl std::fmt::Display) -> ClusterError {
 
 /// The artefacts' object store, created when missing.
 pub(crate) async fn artefacts(js: &jetstream::Context, replicas: usize) -> Result<ObjectStore> {
-    if let Ok(s) = js.get_object_store(ARTEFACTS_BUCKET).await {
-        return Ok(s);
-    }
-    let created = js
-        .create_object_store(jetstream::object_store::Config {
-            bucket: ARTEFACTS_BUCKET.to_string(),
-            description: Some("cairn learned artefacts, by content".into()),
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(s) => Ok(s),
-        Err(e) => js
-            .get_object_store(ARTEFACTS_BUCKET)
-            .await
-            .map_err(|_| ClusterError::js("creating the artefact bucket", e)),
-    }
+    crate::snapshot::object_store(
+        js,
+        ARTEFACTS_BUCKET,
+        "cairn learned artefacts, by content",
+        replicas,
+    )
+    .await
 }
 
 /// The collections' logs bucket, created when missing.
@@ -500,16 +489,9 @@ impl crate::Cluster {
             options,
         })
         .unwrap_or_default();
-        let inbox = self.client.new_inbox();
         let mut sub = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| ClusterError::js("subscribing to an inbox", e))?;
-        self.client
-            .publish_with_reply(improve_subject(&node), inbox, body.into())
-            .await
-            .map_err(|e| ClusterError::js("sending an improve round", e))?;
+            .streamed_request(improve_subject(&node), body.into(), "an improve round")
+            .await?;
         let mut shard = None;
         loop {
             // The node says it is alive every 2 s while it trains.

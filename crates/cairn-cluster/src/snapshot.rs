@@ -18,16 +18,26 @@ pub fn object_name(collection: &str, shard: u32) -> String {
     format!("{}.{shard}", token(collection))
 }
 
-/// The snapshot bucket, created when missing (its stream configured as the
-/// client would, without the fields nats-server 2.9 does not know).
+/// The snapshot bucket, created when missing.
 pub(crate) async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<ObjectStore> {
-    if let Ok(s) = js.get_object_store(SNAPSHOTS_BUCKET).await {
+    object_store(js, SNAPSHOTS_BUCKET, "cairn shard snapshots", replicas).await
+}
+
+/// An object store, created when missing (its stream configured as the
+/// client would, without the fields nats-server 2.9 does not know).
+pub(crate) async fn object_store(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<ObjectStore> {
+    if let Ok(s) = js.get_object_store(name).await {
         return Ok(s);
     }
     let created = js
         .create_object_store(jetstream::object_store::Config {
-            bucket: SNAPSHOTS_BUCKET.to_string(),
-            description: Some("cairn shard snapshots".into()),
+            bucket: name.to_string(),
+            description: Some(description.into()),
             num_replicas: replicas,
             ..Default::default()
         })
@@ -36,9 +46,9 @@ pub(crate) async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<O
         Ok(s) => Ok(s),
         // Another node created it meanwhile.
         Err(e) => js
-            .get_object_store(SNAPSHOTS_BUCKET)
+            .get_object_store(name)
             .await
-            .map_err(|_| ClusterError::js("creating the snapshot bucket", e)),
+            .map_err(|_| ClusterError::js(format!("creating the object store {name}"), e)),
     }
 }
 
