@@ -26,7 +26,7 @@
 //! Removal marks a node deleted: it stays in the graph as a way through,
 //! and is left out of results.
 
-use crate::scan::{dots, f32_to_f16, simd_level, Elem, Simd, F16};
+use crate::scan::{dots, f32_to_f16, quantize_i8, simd_level, Elem, Simd, F16};
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{Read, Write};
@@ -93,16 +93,7 @@ impl Store for i8 {
     const KIND: u8 = 2;
     const BYTES: usize = 1;
     fn encode(v: &[f32], out: &mut [i8]) -> f32 {
-        let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-        if max == 0.0 {
-            out.fill(0);
-            return 0.0;
-        }
-        let step = max / 127.0;
-        for (o, x) in out.iter_mut().zip(v) {
-            *o = (x / step).round().clamp(-127.0, 127.0) as i8;
-        }
-        step
+        quantize_i8(v, out)
     }
     fn write(self, out: &mut Vec<u8>) {
         out.push(self as u8);

@@ -133,6 +133,18 @@ impl Elem for i8 {
     }
 }
 
+/// Scalar quantisation of a vector to i8: its largest magnitude maps to
+/// 127. Returns the step, the factor its dot products are scaled by (1 for
+/// a zero vector).
+pub(crate) fn quantize_i8(v: &[f32], out: &mut [i8]) -> f32 {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let step = if max > 0.0 { max / 127.0 } else { 1.0 };
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = (x / step).round().clamp(-127.0, 127.0) as i8;
+    }
+    step
+}
+
 /// f32 to half precision, rounding to nearest, ties to even (overflow gives
 /// infinity, underflow signed zero; NaN stays NaN).
 pub(crate) fn f32_to_f16(x: f32) -> u16 {

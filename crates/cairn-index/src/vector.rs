@@ -7,7 +7,7 @@
 //! type's documentation).
 
 use crate::hnsw::{shuffle_key, Graph, ReadError};
-use crate::scan::{f32_to_f16, kernel_name, scan_tile, Tile, TopK, F16};
+use crate::scan::{f32_to_f16, kernel_name, quantize_i8, scan_tile, Tile, TopK, F16};
 use crate::{IndexError, Result};
 use cairn_core::{ChunkId, Scored, Seq};
 use rayon::prelude::*;
@@ -679,13 +679,9 @@ impl ExactIndex {
             Rows::F16(data) => data.extend(unit.map(|x| F16(f32_to_f16(x)))),
             Rows::I8 { data, scales } => {
                 let unit: Vec<f32> = unit.collect();
-                let max = unit.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                data.extend(
-                    unit.iter()
-                        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8),
-                );
-                scales.push(scale);
+                let start = data.len();
+                data.resize(start + unit.len(), 0);
+                scales.push(quantize_i8(&unit, &mut data[start..]));
             }
         }
         self.ids.push(id);
