@@ -7,6 +7,7 @@
 //!               --queries queries.jsonl [--threads T] [--batch B] [--limit N] [--out vecs.f32] [--label L]
 //! vectors       --base base.f32 --queries q.f32 --gt gt.i32 --dim D [--m 16] [--efc 128]
 //!               [--efs 10,20,...] [--threads T] [--quantization f32]
+//!               [--index-dir D (keep the graph; reuse it when D holds one)]
 //! bm25          --passages chunks.jsonl --queries queries.jsonl [--k 10]
 //! chunk         --texts texts.jsonl --tokenizer DIR [--tokens 256] [--overlap 0] [--reps R] [--threads T]
 //! exact-scan  [--base base.f32 --queries q.f32] [--n 100000] [--dim 384] [--nq 32] [--threads 2]
@@ -378,6 +379,10 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     };
     let pool = thread_pool(threads)?;
     let tmp = tempfile::tempdir()?;
+    // `--index-dir D`: build there and keep the graph; a later run with the
+    // same directory loads it instead of building (for profiling searches).
+    let dir = f.opt("index-dir").map(PathBuf::from);
+    let reuse = dir.as_ref().is_some_and(|d| d.join("hnsw.json").is_file());
     let items: Vec<(u64, Vec<f32>)> = base
         .iter()
         .cloned()
@@ -387,9 +392,11 @@ pub fn vectors(f: &Flags) -> Result<Value> {
     let rss0 = rss_bytes();
     let t = Instant::now();
     let index = pool.install(|| -> Result<HnswIndex> {
-        let index = HnswIndex::open(tmp.path(), &params)?;
-        for batch in items.chunks(f.num("add-batch", 10_000)?.max(1)) {
-            index.add_batch(batch)?;
+        let index = HnswIndex::open(dir.as_deref().unwrap_or(tmp.path()), &params)?;
+        if !reuse {
+            for batch in items.chunks(f.num("add-batch", 10_000)?.max(1)) {
+                index.add_batch(batch)?;
+            }
         }
         Ok(index)
     })?;
@@ -465,7 +472,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
         "threads": threads,
         "m": params.m,
         "efc": params.ef_construction,
-        "build_s": build_s,
+        "build_s": if reuse { Value::Null } else { json!(build_s) },
         "not_found_by_own_vector": not_found_by_own_vector,
         // Measured like the peers' (resident memory before and after the
         // build); `index_bytes_per_vector` is the graph's own accounting.
