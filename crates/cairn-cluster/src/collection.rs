@@ -67,7 +67,7 @@ impl Shared {
         self.critic
             .get_or_init(|| {
                 if self.cfg.critic.kind == "llm" {
-                    return Err("critic.kind = \"llm\" judges with a generator, and a cluster's generators run on its nodes: use the embedding or a cross-encoder critic for extractive answers on a cluster".into());
+                    return Err("critic.kind = \"llm\" judges with a generator, and a cluster's generators run on its nodes: use the embedding, late-interaction or a cross-encoder critic for extractive answers on a cluster".into());
                 }
                 cairn_engine::load_critic(&self.cfg, self.embedder.clone())
                     .map_err(|e| e.to_string())
@@ -290,7 +290,12 @@ impl ClusterCollection {
         ))?;
         if rerank && !r.hits.is_empty() {
             let critic = self.reranker()?;
-            let texts: Vec<&str> = r.hits.iter().map(|h| h.hit.text.as_str()).collect();
+            let texts: Vec<std::borrow::Cow<'_, str>> = r
+                .hits
+                .iter()
+                .map(|h| cairn_engine::critic_text(critic.as_ref(), &h.hit))
+                .collect();
+            let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
             let order = cairn_engine::rerank_order(critic.as_ref(), query, &texts)?;
             let mut hits: Vec<Option<crate::merge::ClusterHit>> =
                 std::mem::take(&mut r.hits).into_iter().map(Some).collect();
@@ -309,14 +314,15 @@ impl ClusterCollection {
         Ok(r)
     }
 
-    /// What reranks this collection's searches: a cross-encoder the
-    /// configuration names (`critic.kind = "cross-encoder"`); else the
+    /// What reranks this collection's searches: a reranking critic the
+    /// configuration names (`critic.kind = "cross-encoder"` or
+    /// `"late-interaction"`, [`cairn_engine::critic_reranks`]); else the
     /// reranker the collection learned on the cluster (`cairn improve`),
     /// fetched into `<data>/learned/<name>/reranker/` and loaded again when
     /// a newer version is published (checked at most every 2 seconds);
     /// else the configured critic. As a local collection chooses.
     fn reranker(&self) -> Result<Arc<dyn Critic>> {
-        if self.s.cfg.critic.kind == "cross-encoder" {
+        if cairn_engine::critic_reranks(&self.s.cfg) {
             return self.s.critic();
         }
         let mut slot = self.reranker.lock().unwrap_or_else(|p| p.into_inner());

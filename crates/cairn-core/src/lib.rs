@@ -374,6 +374,57 @@ pub trait Embedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> usize;
     /// The most tokens the model reads in one input.
     fn max_tokens(&self) -> usize;
+    /// Token vectors of each text, for late interaction (ColBERT-style
+    /// MaxSim): the encoder's last hidden states, one unit-length row per
+    /// token, the special tokens (`[CLS]`, `[SEP]`) left out, each text cut
+    /// to `max_tokens` tokens counting them (at most the model's window).
+    /// The texts are read as they are (no query prefix), in one forward
+    /// pass. What [`Embedder::embed_passages`] returns is unchanged; encoders
+    /// that cannot give token vectors say so.
+    fn embed_tokens(
+        &self,
+        _texts: &[String],
+        _max_tokens: usize,
+    ) -> Result<Vec<TokenVectors>, EmbedError> {
+        Err(EmbedError(format!(
+            "{}: late interaction needs the onnx backend (embed.backend = \"onnx\")",
+            self.model_id()
+        )))
+    }
+}
+
+/// One text's token vectors ([`Embedder::embed_tokens`]): `rows` unit-length
+/// vectors of `dim` components, row-major in `data`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TokenVectors {
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl TokenVectors {
+    /// Rows of `dim` components, each scaled to unit length (a zero row
+    /// stays zero).
+    pub fn normalized(dim: usize, mut data: Vec<f32>) -> TokenVectors {
+        if dim > 0 {
+            for row in data.chunks_mut(dim) {
+                let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    row.iter_mut().for_each(|x| *x /= norm);
+                }
+            }
+        }
+        TokenVectors { dim, data }
+    }
+
+    /// The number of tokens.
+    pub fn rows(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// Token `i`'s vector.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
 }
 
 /// Error crossing the [`Embedder`] boundary.
@@ -434,6 +485,13 @@ pub trait Critic: Send + Sync {
     fn raw(&self, judgement: Judgement, pairs: &[(&str, &str)]) -> Result<Vec<f32>, CriticError>;
     /// The calibration in force for `judgement`.
     fn calibration(&self, judgement: Judgement) -> Calibration;
+    /// Whether a passage's relevance is judged on the passage as it was
+    /// embedded, its heading path then its text ([`embedding_text`]),
+    /// where the caller has the heading (reranking, calibration); else on
+    /// its text alone.
+    fn reads_heading(&self) -> bool {
+        false
+    }
     /// Probabilities, one per pair.
     fn score(&self, judgement: Judgement, pairs: &[(&str, &str)]) -> Result<Vec<f32>, CriticError> {
         let c = self.calibration(judgement);

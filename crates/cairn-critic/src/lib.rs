@@ -5,6 +5,8 @@
 //! - [`calibration`]: fitting a critic's raw scores to probabilities on
 //!   labelled pairs;
 //! - [`EmbeddingCritic`]: the embedding model as a [`Critic`];
+//! - [`LateInteractionCritic`]: the embedding model's token vectors as a
+//!   [`Critic`] (ColBERT-style MaxSim);
 //! - [`support`]: per-sentence support of an answer, with marker correction;
 //! - [`extract`]: extractive answers (verbatim sentences with spans);
 //! - [`crag`]: corrective-retrieval grades, query rewriting and refinement.
@@ -16,6 +18,7 @@ pub mod calibration;
 pub mod crag;
 pub mod embedding;
 pub mod extract;
+pub mod late;
 pub mod sentences;
 pub mod support;
 #[cfg(test)]
@@ -23,6 +26,7 @@ mod testing;
 
 pub use cairn_core::{Calibration, Critic, Judgement};
 pub use embedding::EmbeddingCritic;
+pub use late::LateInteractionCritic;
 
 /// Errors of judging.
 #[derive(Debug, thiserror::Error)]

@@ -243,6 +243,16 @@ fn critic_plan(cfg: &Config) -> StagePlan {
         }
         kind => {
             let with = if kind == "llm" { "generate" } else { "embed" };
+            let mut problem = None;
+            if kind == "late-interaction" {
+                let embed = embed_plan(cfg);
+                if !embed.backend.is_empty() && embed.backend != "onnxruntime" {
+                    problem = Some(format!(
+                        "late interaction needs the onnx backend (the embedding model runs on {}; set embed.backend = \"onnx\")",
+                        embed.backend
+                    ));
+                }
+            }
             StagePlan {
                 stage: "critic",
                 configured: format!("critic.kind = {kind:?}"),
@@ -250,7 +260,7 @@ fn critic_plan(cfg: &Config) -> StagePlan {
                 // It runs that stage's model.
                 backend: "shared".into(),
                 threads: "-".into(),
-                problem: None,
+                problem,
             }
         }
     }
@@ -321,5 +331,21 @@ mod tests {
             .contains("embed.device"));
         cfg.critic.kind = "llm".into();
         assert_eq!(plan(&cfg, "critic").runs_on, "with generate");
+    }
+
+    #[test]
+    fn late_interaction_runs_with_embed_and_needs_the_onnx_backend() {
+        let mut cfg = Config::default();
+        cfg.critic.set_kind("late-interaction");
+        cfg.embed.backend = "onnx".into();
+        let c = plan(&cfg, "critic");
+        assert_eq!(c.runs_on, "with embed");
+        assert_eq!(c.problem, None);
+        cfg.embed.backend = "candle".into();
+        let problem = plan(&cfg, "critic").problem.unwrap();
+        assert!(
+            problem.contains("late interaction needs the onnx backend"),
+            "{problem}"
+        );
     }
 }

@@ -79,6 +79,7 @@ use cairn_generate::Generator;
 use cairn_index::{CatchUp, Indexes};
 use cairn_models::{Device, SentenceEncoder};
 use cairn_store::Catalog;
+use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -387,7 +388,10 @@ pub fn auto_backend(device: Device) -> &'static str {
 ///   installed model's name), on ONNX Runtime;
 /// - `llm`: the generator as judge. The engine does not load generators, so
 ///   until [`Engine::attach_generator`] gives it one, judging fails with an
-///   error that says so (never a silent fallback to another critic).
+///   error that says so (never a silent fallback to another critic);
+/// - `late-interaction`: the embedding model's token vectors (MaxSim), which
+///   only the ONNX Runtime backend gives (another backend is an error here,
+///   "late interaction needs the onnx backend").
 pub fn load_critic(
     cfg: &Config,
     embedder: Arc<dyn SentenceEncoder>,
@@ -398,6 +402,17 @@ pub fn load_critic(
     match c.kind.as_str() {
         "cross-encoder" => load_cross_encoder(cfg, relevance, support),
         "llm" => Ok(Arc::new(Unattached)),
+        "late-interaction" => {
+            if embedder.backend() != "onnx" {
+                return Err(EngineError::Invalid(format!(
+                    "critic.kind = \"late-interaction\": late interaction needs the onnx backend (the embedding model runs on {}; set embed.backend = \"onnx\")",
+                    embedder.backend()
+                )));
+            }
+            Ok(Arc::new(cairn_critic::LateInteractionCritic::new(
+                embedder, relevance, support,
+            )))
+        }
         _ => Ok(Arc::new(cairn_critic::EmbeddingCritic::new(
             embedder, relevance, support,
         ))),
@@ -463,6 +478,27 @@ fn load_cross_encoder(
     Ok(Arc::new(cairn_models::CrossEncoderCritic::new(
         model, relevance, support,
     )))
+}
+
+/// The text of `hit` that `critic` judges for relevance: the passage as it
+/// was embedded (heading path, then text) for a critic that reads headings
+/// ([`cairn_core::Critic::reads_heading`]), else its text.
+pub fn critic_text<'a>(critic: &dyn cairn_core::Critic, hit: &'a Hit) -> Cow<'a, str> {
+    if critic.reads_heading() {
+        Cow::Owned(cairn_core::embedding_text(&hit.heading, &hit.text))
+    } else {
+        Cow::Borrowed(hit.text.as_str())
+    }
+}
+
+/// Whether the configured critic reranks even where the collection has a
+/// reranker of its own installed: a critic named for reranking (a
+/// cross-encoder, late interaction).
+pub fn critic_reranks(cfg: &Config) -> bool {
+    matches!(
+        cfg.critic.kind.as_str(),
+        "cross-encoder" | "late-interaction"
+    )
 }
 
 /// The critic's order of passages for `query`, best first: each passage's
@@ -812,10 +848,11 @@ impl Engine {
     /// whenever its weights change, so a running server picks up a new one,
     /// or its removal, at its next reranked query. Its relevance is the
     /// logistic of the logit it was trained on. `None` when none is
-    /// installed, and when the configuration names a cross-encoder itself
-    /// (`critic.kind = "cross-encoder"`), which then reranks.
+    /// installed, and when the configuration names a reranking critic itself
+    /// (`critic.kind = "cross-encoder"` or `"late-interaction"`,
+    /// [`critic_reranks`]), which then reranks.
     pub fn installed_reranker(&self) -> Result<Option<Arc<dyn cairn_core::Critic>>> {
-        if self.cfg.critic.kind == "cross-encoder" {
+        if critic_reranks(&self.cfg) {
             return Ok(None);
         }
         let dir = self.dir.join(RERANKER_DIR);
@@ -1123,7 +1160,11 @@ impl Engine {
             Some(r) => r,
             None => self.critic.clone(),
         };
-        let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
+        let texts: Vec<Cow<'_, str>> = hits
+            .iter()
+            .map(|h| critic_text(critic.as_ref(), h))
+            .collect();
+        let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         Ok(rerank_order(critic.as_ref(), query, &texts)?
             .into_iter()
             .take(k)

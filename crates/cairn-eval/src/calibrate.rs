@@ -211,9 +211,14 @@ pub fn calibrate(
                 }
             })
             .collect();
-        let pairs: Vec<(&str, &str)> = hits
+        // Passages as a rerank shows them to this critic.
+        let passages: Vec<std::borrow::Cow<'_, str>> = hits
             .iter()
-            .map(|h| (q.question.as_str(), h.text.as_str()))
+            .map(|h| cairn_engine::critic_text(critic, h))
+            .collect();
+        let pairs: Vec<(&str, &str)> = passages
+            .iter()
+            .map(|p| (q.question.as_str(), p.as_ref()))
             .collect();
         let raw = raw_scores(critic, Judgement::Relevance, &pairs)?;
         for (r, l) in raw.iter().zip(&labels) {

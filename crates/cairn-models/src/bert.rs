@@ -239,6 +239,9 @@ pub(crate) struct TextSide {
     pub(crate) config: SentenceConfig,
     pub(crate) model_id: String,
     batch_size: usize,
+    /// Tokenizers cut at other lengths than the window, by length (late
+    /// interaction's queries and passages), made on first use.
+    cut: std::sync::Mutex<Vec<(usize, std::sync::Arc<Tokenizer>)>>,
 }
 
 impl TextSide {
@@ -269,7 +272,42 @@ impl TextSide {
             config,
             model_id,
             batch_size: batch_size.max(1),
+            cut: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Tokenise `texts`, each cut at `max_tokens` tokens, special tokens
+    /// counted (at most the model's window).
+    #[cfg_attr(not(feature = "ort"), allow(dead_code))]
+    pub(crate) fn encode_cut(
+        &self,
+        texts: &[String],
+        max_tokens: usize,
+    ) -> Result<Vec<tokenizers::Encoding>, ModelError> {
+        let max = max_tokens.clamp(2, self.config.max_seq_length.max(2));
+        let err = |e: tokenizers::Error| ModelError::Inference(format!("tokenizer: {e}"));
+        let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        if max == self.config.max_seq_length {
+            return self.tokenizer.encode_batch(inputs, true).map_err(err);
+        }
+        let tokenizer = {
+            let mut cut = self.cut.lock().unwrap_or_else(|p| p.into_inner());
+            match cut.iter().find(|(l, _)| *l == max) {
+                Some((_, t)) => t.clone(),
+                None => {
+                    let mut t = self.untruncated.clone();
+                    t.with_truncation(Some(tokenizers::TruncationParams {
+                        max_length: max,
+                        ..Default::default()
+                    }))
+                    .map_err(err)?;
+                    let t = std::sync::Arc::new(t);
+                    cut.push((max, t.clone()));
+                    t
+                }
+            }
+        };
+        tokenizer.encode_batch(inputs, true).map_err(err)
     }
 
     /// Tokenise `texts`, run `forward` on length-sorted batches, and return
@@ -299,9 +337,10 @@ impl TextSide {
 
 /// The accessors and the [`Embedder`] / [`crate::SentenceEncoder`] impls of
 /// an embedder with a `text: TextSide` field, a `dim` field and an
-/// `embed(&self, &[String])` method.
+/// `embed(&self, &[String])` method; with `tokens: method`, its
+/// `Embedder::embed_tokens` is that method (else the trait's error).
 macro_rules! sentence_encoder {
-    ($ty:ty, $backend:literal) => {
+    ($ty:ty, $backend:literal $(, tokens: $tokens:ident)?) => {
         impl $ty {
             /// The sentence-transformers settings in use.
             pub fn sentence_config(&self) -> &$crate::SentenceConfig {
@@ -354,6 +393,17 @@ macro_rules! sentence_encoder {
             fn max_tokens(&self) -> usize {
                 self.text.config.max_seq_length
             }
+
+            $(
+                fn embed_tokens(
+                    &self,
+                    texts: &[String],
+                    max_tokens: usize,
+                ) -> Result<Vec<cairn_core::TokenVectors>, cairn_core::EmbedError> {
+                    self.$tokens(texts, max_tokens)
+                        .map_err(|e| cairn_core::EmbedError(e.to_string()))
+                }
+            )?
         }
 
         impl $crate::SentenceEncoder for $ty {

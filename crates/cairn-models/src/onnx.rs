@@ -283,9 +283,89 @@ impl OnnxEmbedder {
             .is_some()
     }
 
+    /// Token vectors of `texts` for late interaction (see
+    /// [`cairn_core::Embedder::embed_tokens`]): each text cut at
+    /// `max_tokens` tokens (special tokens counted, at most the window),
+    /// all of them in one forward pass of the session `embed` uses, the
+    /// graph's last hidden states with `[CLS]`/`[SEP]` (the tokenizer's
+    /// special tokens) left out, each row scaled to unit length. A graph
+    /// that outputs pooled vectors has no token vectors: an error.
+    pub fn token_vectors(
+        &self,
+        texts: &[String],
+        max_tokens: usize,
+    ) -> Result<Vec<cairn_core::TokenVectors>, ModelError> {
+        if texts.is_empty() {
+            return Ok(vec![]);
+        }
+        let encodings = self.text.encode_cut(texts, max_tokens)?;
+        let batch: Vec<&tokenizers::Encoding> = encodings.iter().collect();
+        let dim = self.dim;
+        self.run(&batch, |dims, data, n, len, _mask| match dims {
+            [b, s, d] if *b as usize == n && *s as usize == len && *d as usize == dim => Ok(batch
+                .iter()
+                .enumerate()
+                .map(|(i, enc)| {
+                    let special = enc.get_special_tokens_mask();
+                    let mut rows = Vec::with_capacity(enc.get_ids().len() * dim);
+                    for (t, &sp) in special.iter().enumerate() {
+                        if sp == 0 {
+                            let at = (i * len + t) * dim;
+                            rows.extend_from_slice(&data[at..at + dim]);
+                        }
+                    }
+                    cairn_core::TokenVectors::normalized(dim, rows)
+                })
+                .collect()),
+            other => Err(ModelError::Inference(format!(
+                "{}: first output has shape {other:?}; late interaction needs token vectors \
+                 (last_hidden_state, [{n}, {len}, {dim}]), not pooled ones",
+                self.onnx_file.display(),
+            ))),
+        })
+    }
+
     fn forward(&self, batch: Vec<&tokenizers::Encoding>) -> Result<Vec<Vec<f32>>, ModelError> {
+        let dim = self.dim;
+        self.run(&batch, |dims, data, n, len, mask| match dims {
+            [b, s, d] if *b as usize == n && *s as usize == len && *d as usize == dim => {
+                let mask_f: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
+                Ok(pool_and_normalize(
+                    data,
+                    &mask_f,
+                    n,
+                    len,
+                    dim,
+                    self.text.config.pooling,
+                    self.text.config.normalize,
+                ))
+            }
+            [b, d] if *b as usize == n && *d as usize == dim => Ok(pool_and_normalize(
+                data,
+                &vec![1.0; n],
+                n,
+                1,
+                dim,
+                Pooling::Cls,
+                self.text.config.normalize,
+            )),
+            other => Err(ModelError::Inference(format!(
+                "{}: first output has shape {other:?}, expected [{n}, {len}, {dim}] or [{n}, {dim}]",
+                self.onnx_file.display(),
+            ))),
+        })
+    }
+
+    /// One forward pass over `batch` (right-padded) on the caller's lane's
+    /// session; `read` gets the first output's shape and data, the batch
+    /// size, the padded length and the attention mask.
+    fn run<T>(
+        &self,
+        batch: &[&tokenizers::Encoding],
+        read: impl FnOnce(&[i64], &[f32], usize, usize, &[i64]) -> Result<T, ModelError>,
+    ) -> Result<T, ModelError> {
         let e = |err: ort::Error| ModelError::Inference(err.to_string());
-        let (n, len, ids, mask) = pad_batch(&batch);
+        let (n, len, ids, mask) = pad_batch(batch);
         let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
         let mask: Vec<i64> = mask.into_iter().map(i64::from).collect();
         let shape = [n, len];
@@ -317,35 +397,7 @@ impl OnnxEmbedder {
         let outputs = session.run(values).map_err(e)?;
         let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(e)?;
         let dims: Vec<i64> = out_shape.iter().copied().collect();
-        let mask_f: Vec<f32> = mask.iter().map(|&m| m as f32).collect();
-        match dims.as_slice() {
-            [b, s, d] if *b as usize == n && *s as usize == len && *d as usize == self.dim => {
-                Ok(pool_and_normalize(
-                    data,
-                    &mask_f,
-                    n,
-                    len,
-                    self.dim,
-                    self.text.config.pooling,
-                    self.text.config.normalize,
-                ))
-            }
-            [b, d] if *b as usize == n && *d as usize == self.dim => Ok(pool_and_normalize(
-                data,
-                &vec![1.0; n],
-                n,
-                1,
-                self.dim,
-                Pooling::Cls,
-                self.text.config.normalize,
-            )),
-            other => Err(ModelError::Inference(format!(
-                "{}: first output has shape {other:?}, expected [{n}, {len}, {}] or [{n}, {}]",
-                self.onnx_file.display(),
-                self.dim,
-                self.dim
-            ))),
-        }
+        read(&dims, data, n, len, &mask)
     }
 }
 
@@ -373,4 +425,4 @@ fn coreml(
     })
 }
 
-sentence_encoder!(OnnxEmbedder, "onnx");
+sentence_encoder!(OnnxEmbedder, "onnx", tokens: token_vectors);

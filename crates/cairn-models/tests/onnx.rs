@@ -284,3 +284,45 @@ fn background_callers_get_a_session_of_their_own_and_the_same_vectors() {
     // The foreground session still answers, the same as before.
     assert!(cosine(&m.embed_query(&t[0]).unwrap(), &q) > 0.9999);
 }
+
+/// Late interaction's token vectors: one unit row per token the model
+/// reads, `[CLS]`/`[SEP]` left out, cut where asked, the same in one padded
+/// forward pass as alone, and `embed` unchanged beside them.
+#[test]
+fn token_vectors_are_unit_rows_without_special_tokens_cut_where_asked() {
+    let m = fp32();
+    let texts = real_passages();
+    let before = m.embed(&texts).unwrap();
+    let all = m.embed_tokens(&texts, 256).unwrap();
+    assert_eq!(all.len(), texts.len());
+    for (t, v) in texts.iter().zip(&all) {
+        // count_tokens counts [CLS] and [SEP]; the window is 256.
+        let n = m.count_tokens(t).min(256);
+        assert_eq!(v.rows(), n - 2, "{t:?}");
+        assert_eq!(v.dim, m.dim());
+        for i in 0..v.rows() {
+            let norm: f32 = v.row(i).iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-4, "row {i}: {norm}");
+        }
+    }
+    // Padding to the longest text changes no text's vectors.
+    for (i, t) in texts.iter().enumerate() {
+        let alone = m.embed_tokens(std::slice::from_ref(t), 256).unwrap();
+        let d = alone[0]
+            .data
+            .iter()
+            .zip(&all[i].data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-3, "text {i}: {d}");
+    }
+    // Cut at 16 tokens, special tokens counted: at most 14 rows.
+    let short = m.embed_tokens(&texts, 16).unwrap();
+    for (t, v) in texts.iter().zip(&short) {
+        assert_eq!(v.rows(), m.count_tokens(t).min(16) - 2, "{t:?}");
+    }
+    // Past the window: the window.
+    let long = m.embed_tokens(&texts, 10_000).unwrap();
+    assert_eq!(long, all);
+    assert_eq!(m.embed(&texts).unwrap(), before);
+}

@@ -283,7 +283,8 @@ pub(crate) struct CriticArgs {
     /// are shown or put in the prompt.
     #[arg(long)]
     pub(crate) rerank: bool,
-    /// The critic: embedding, llm (the generator as judge) or cross-encoder.
+    /// The critic: embedding, llm (the generator as judge), cross-encoder
+    /// or late-interaction (MaxSim over the embedding model's token vectors).
     #[arg(long, value_name = "KIND")]
     pub(crate) critic: Option<String>,
     /// The cross-encoder's directory or installed name (with --critic cross-encoder).

@@ -546,6 +546,84 @@ fn rerank_orders_the_fused_candidates_by_the_cross_encoder() {
     assert_ne!(order, fused_order, "reranking changed nothing");
 }
 
+/// The mean over `q`'s token vectors of the best dot product with one of
+/// `p`'s (unit rows): MaxSim, computed here from the model's own vectors.
+fn maxsim(q: &[Vec<f32>], p: &[Vec<f32>]) -> f32 {
+    q.iter()
+        .map(|a| {
+            p.iter()
+                .map(|b| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .sum::<f32>()
+        / q.len() as f32
+}
+
+#[test]
+fn rerank_orders_the_fused_candidates_by_late_interaction() {
+    let (_, data) = collection();
+    let query = "Which railway crosses the estuary, and how long is it?";
+    let search = |extra: &[&str]| {
+        let mut c = cairn(data);
+        c.args(["search", query, "--json"]).args(extra);
+        json(&ok(c).stdout)["hits"].as_array().unwrap().clone()
+    };
+    // The fused top 20 (the rerank depth), then the same reordered.
+    let fused = search(&["-k", "20"]);
+    let reranked = search(&["-k", "20", "--rerank", "--critic", "late-interaction"]);
+    assert_eq!(reranked.len(), fused.len());
+    // MaxSim of the question's token vectors (64 tokens) against each
+    // passage as it was embedded (heading path, blank line, text; 256
+    // tokens), from the real model here.
+    let dir = cairn_testkit::minilm_dir();
+    let m = cairn_models::OnnxEmbedder::load(
+        &dir,
+        cairn_models::Device::Cpu,
+        &cairn_models::OnnxOptions {
+            dylib: Some(cairn_testkit::onnxruntime_lib()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rows = |v: &cairn_core::TokenVectors| -> Vec<Vec<f32>> {
+        (0..v.rows()).map(|i| v.row(i).to_vec()).collect()
+    };
+    let q = rows(&m.token_vectors(&[query.to_string()], 64).unwrap()[0]);
+    let passages: Vec<String> = fused
+        .iter()
+        .map(|h| {
+            let (heading, text) = (h["heading"].as_str().unwrap(), h["text"].as_str().unwrap());
+            if heading.is_empty() {
+                text.to_string()
+            } else {
+                format!("{heading}\n\n{text}")
+            }
+        })
+        .collect();
+    let raw: Vec<f32> = m
+        .token_vectors(&passages, 256)
+        .unwrap()
+        .iter()
+        .map(|p| maxsim(&q, &rows(p)))
+        .collect();
+    let mut want: Vec<usize> = (0..fused.len()).collect();
+    want.sort_by(|&a, &b| raw[b].total_cmp(&raw[a]).then(a.cmp(&b)));
+    for (h, &i) in reranked.iter().zip(&want) {
+        assert_eq!(h["chunk"], fused[i]["chunk"], "rank {}: {h}", h["rank"]);
+    }
+    // Scores are probabilities, falling with the rank.
+    let scores: Vec<f64> = reranked
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // The rerank did something: the order is not the fused one.
+    let order: Vec<&Value> = reranked.iter().map(|h| &h["chunk"]).collect();
+    let fused_order: Vec<&Value> = fused.iter().map(|h| &h["chunk"]).collect();
+    assert_ne!(order, fused_order, "reranking changed nothing");
+}
+
 #[test]
 fn the_generator_judges_when_the_critic_is_llm() {
     let (_, data) = collection();
