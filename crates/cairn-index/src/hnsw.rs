@@ -63,8 +63,11 @@ pub(crate) trait Store: Elem + Default {
     fn write(self, out: &mut Vec<u8>);
     fn read(b: &[u8]) -> Self;
     /// A stored vector as it is, when it is already f32 (whose scale is
-    /// always 1).
-    fn as_f32(row: &[Self]) -> Option<&[f32]>;
+    /// always 1); `None` for the storages that must be decoded.
+    fn as_f32(row: &[Self]) -> Option<&[f32]> {
+        let _ = row;
+        None
+    }
     /// The dot product of `row` with `q` (as many components).
     ///
     /// # Safety
@@ -128,10 +131,6 @@ impl Store for F16 {
     unsafe fn dot4_avx2(rows: [&[F16]; 4], q: &[f32]) -> [f32; 4] {
         kernels::dot4_f16(rows, q)
     }
-    fn as_f32(row: &[F16]) -> Option<&[f32]> {
-        let _ = row;
-        None
-    }
 }
 
 impl Store for i8 {
@@ -153,10 +152,6 @@ impl Store for i8 {
     #[cfg(target_arch = "x86_64")]
     unsafe fn dot4_avx2(rows: [&[i8]; 4], q: &[f32]) -> [f32; 4] {
         kernels::dot4_i8(rows, q)
-    }
-    fn as_f32(row: &[i8]) -> Option<&[f32]> {
-        let _ = row;
-        None
     }
 }
 
