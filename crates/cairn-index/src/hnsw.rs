@@ -434,6 +434,12 @@ pub(crate) struct Graph<E: Store> {
     simd: Simd,
 }
 
+/// Distances below this are a tie (the kernels' rounding): two vectors
+/// this close are copies of one (the same passage ingested twice). The
+/// heuristic keeps one copy of a vector in a list, not all of them, so a
+/// run of copies does not fill its lists with itself and become an island.
+const TIE: f32 = 1e-6;
+
 fn pack(node: u32, level: u8) -> u64 {
     (u64::from(level) << 32) | u64::from(node)
 }
@@ -762,18 +768,27 @@ impl<E: Store> Graph<E> {
                 break;
             }
             let q = self.as_query(c.1, buf);
+            // A kept copy of the base (at a tie from it) is as far from
+            // every candidate as the base is: it leaves out only its own
+            // copies.
+            let bar = |k: &Near| if k.0 < TIE { TIE } else { c.0 };
             // Nearer a kept neighbour than the base: left out. Four kept
             // neighbours at a time, stopping at the first nearer one.
             let mut quads = kept.chunks_exact(4);
             let mut keep = true;
             for quad in &mut quads {
                 let d = self.dist4(q, [quad[0].1, quad[1].1, quad[2].1, quad[3].1]);
-                if d.iter().any(|&d| d < c.0) {
+                if d.iter().zip(quad).any(|(&d, k)| d < bar(k)) {
                     keep = false;
                     break;
                 }
             }
-            if keep && quads.remainder().iter().all(|k| self.dist(q, k.1) >= c.0) {
+            if keep
+                && quads
+                    .remainder()
+                    .iter()
+                    .all(|k| self.dist(q, k.1) >= bar(k))
+            {
                 kept.push(c);
             }
         }
@@ -1397,6 +1412,48 @@ mod tests {
             let top = f32s.search(v, 1, 32);
             assert_eq!(top[0].0, i as u64);
             assert!((top[0].1 - 1.0).abs() < 1e-5);
+        }
+    }
+
+    /// Copies of one vector (a passage ingested many times) link to one
+    /// another only as much as the heuristic allows any direction: left to
+    /// fill their lists with each other, they become an island that the
+    /// searches for the other vectors neither cross nor leave.
+    #[test]
+    fn copies_of_one_vector_do_not_fill_each_others_lists() {
+        let dim = 16;
+        let mut vs = unit_vectors(2000, dim, 11);
+        let copy = vs[0].clone();
+        let copies = 300;
+        vs.extend(std::iter::repeat_n(copy, copies));
+        let g: Graph<f32> = Graph::new(dim, 8, 64);
+        for i in (0..vs.len()).map(|i| (i * 7919) % vs.len()) {
+            g.insert(i as u64, &vs[i]);
+        }
+        let is_copy = |n: u32| {
+            let id = g.id(n) as usize;
+            id == 0 || id >= 2000
+        };
+        let (mut links, mut to_copies) = (0, 0);
+        for n in (0..g.nodes() as u32).filter(|&n| is_copy(n)) {
+            let list = g.links(n, 0);
+            let count = list[0].load(Ordering::Acquire) as usize;
+            links += count;
+            to_copies += list[1..=count]
+                .iter()
+                .filter(|l| is_copy(l.load(Ordering::Acquire)))
+                .count();
+        }
+        let share = to_copies as f64 / links as f64;
+        assert!(
+            share < 0.5,
+            "{to_copies} of the copies' {links} links lead to copies"
+        );
+        assert!(links >= copies * 8, "{links} links from {copies} copies");
+        // The other vectors are still found by themselves.
+        for (i, v) in vs.iter().enumerate().take(2000).skip(1).step_by(37) {
+            let top = g.search(v, 1, 32);
+            assert_eq!(top[0].0, i as u64);
         }
     }
 
