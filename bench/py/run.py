@@ -371,11 +371,11 @@ class Harness:
             common = ["--base", base, "--queries", q, "--gt", gt, "--dim", 384, "--m", self.a.m,
                       "--efc", self.a.efc, "--efs", efs, "--threads", t]
             print(f"\n### vectors: {name} ({base})\n")
-            runs = self.alternate([("cairn-hnsw", self.cairn_bench("vectors", *common)),
-                                   ("faiss-hnsw", self.peer("vectors-faiss", *common)),
-                                   ("hnswlib", self.peer("vectors-hnswlib", *common))])
+            peers = [p for p in ("faiss-hnsw", "hnswlib") if p.split("-")[0] in self.a.vector_peers.split(",")]
+            runs = self.alternate([("cairn-hnsw", self.cairn_bench("vectors", *common))] +
+                                  [(p, self.peer(f"vectors-{p.split('-')[0]}", *common)) for p in peers])
             all_runs[name] = runs
-            extra["datasets"][name] = self.report(runs, [("cairn-hnsw", "faiss-hnsw"), ("cairn-hnsw", "hnswlib")],
+            extra["datasets"][name] = self.report(runs, [("cairn-hnsw", p) for p in peers],
                                                   ["build_s", "bytes_per_vector"], write=False)
             extra["datasets"][name]["sweep"] = self.sweep_table(runs)
         return self.write_results(all_runs, extra)
@@ -391,16 +391,20 @@ class Harness:
             for r in rs:
                 for p in r.get("sweep", []):
                     by_ef.setdefault(p["ef"], []).append(p)
-            med[sys_name] = {ef: {k: statistics.median(p[k] for p in ps) for k in ("recall", "qps", "batch_qps")}
+            # recall counts ties (copies of one vector alike); recall_ids
+            # counts the ground truth's ids only.
+            med[sys_name] = {ef: {k: statistics.median(p[k] for p in ps)
+                                  for k in ("recall", "recall_ids", "qps", "batch_qps") if all(k in p for p in ps)}
                              for ef, ps in sorted(by_ef.items())}
         names = list(med)
-        print("| ef | " + " | ".join(f"{n} recall | {n} qps | {n} batch qps" for n in names) + " |")
+        print("| ef | " + " | ".join(f"{n} recall (ids) | {n} qps | {n} batch qps" for n in names) + " |")
         print("|---:|" + "---:|---:|---:|" * len(names))
         for ef in sorted({ef for m in med.values() for ef in m}):
             cells = []
             for n in names:
                 p = med[n].get(ef)
-                cells += [f"{p['recall']:.4f}", f"{p['qps']:.0f}", f"{p['batch_qps']:.0f}"] if p else ["", "", ""]
+                r = f"{p['recall']:.4f}" + (f" ({p['recall_ids']:.4f})" if p and "recall_ids" in p else "") if p else ""
+                cells += [r, f"{p['qps']:.0f}", f"{p['batch_qps']:.0f}"] if p else ["", "", ""]
             print(f"| {ef} | " + " | ".join(cells) + " |")
         at = {}
         print("\n| recall ≥ | " + " | ".join(f"{n} qps" for n in names) + " | " +
@@ -652,6 +656,7 @@ def main():
     p.add_argument("--embed-limit", type=int, default=2000, help="chunks embedded per run")
     p.add_argument("--datasets", default="real,synth", help="vector sets: real (100k passages), synth (1M)")
     p.add_argument("--synth-n", type=int, default=1_000_000, help="vectors in the synthetic set")
+    p.add_argument("--vector-peers", default="faiss,hnswlib", help="vectors: the peers run beside Cairn")
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--efc", type=int, default=128)
     p.add_argument("--efs", default="10,16,24,32,48,64,96,128,192,256,384,512")

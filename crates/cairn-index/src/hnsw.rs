@@ -810,8 +810,7 @@ impl<E: Store> Graph<E> {
         unsafe { self.set_vector(slot as u32, &encoded) };
         seg.scales[i].store(scale.to_bits(), Ordering::Relaxed);
         seg.ids[i].store(id, Ordering::Release);
-        let u = (splitmix(slot as u64 ^ 0x0123_4567_89ab_cdef) >> 11) as f64 / (1u64 << 53) as f64;
-        let level = ((-(1.0 - u).ln() * self.ml) as u64).min(u64::from(MAX_LEVEL)) as u8;
+        let level = self.level_of(id);
         if level > 0 {
             let lists = (0..level as usize * (self.m + 1))
                 .map(|_| AtomicU32::new(0))
@@ -820,6 +819,14 @@ impl<E: Store> Graph<E> {
         }
         seg.levels[i].store(level, Ordering::Release);
         (slot as u32, level)
+    }
+
+    /// The highest level an insertion of `id` reaches: drawn from the
+    /// exponential distribution of HNSW (scale 1/ln M) by a hash of the id,
+    /// so a batch can be ordered by level before it goes in.
+    pub(crate) fn level_of(&self, id: u64) -> u8 {
+        let u = (splitmix(id ^ 0x0123_4567_89ab_cdef) >> 11) as f64 / (1u64 << 53) as f64;
+        ((-(1.0 - u).ln() * self.ml) as u64).min(u64::from(MAX_LEVEL)) as u8
     }
 
     /// Write `n`'s list at `level` (its lock held).

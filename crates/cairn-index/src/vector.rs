@@ -377,7 +377,11 @@ impl HnswIndex {
         if items.is_empty() {
             return Ok(());
         }
-        items.sort_by_key(|(id, _)| shuffle_key(*id));
+        // Highest levels first (FAISS's order): the upper layers are
+        // whole before the bulk of level 0 goes in, so every insertion
+        // descends through the final hierarchy.
+        let level = |id: ChunkId| each!(&self.graph, g => g.level_of(id));
+        items.sort_by_cached_key(|(id, _)| (std::cmp::Reverse(level(*id)), shuffle_key(*id)));
         items.dedup_by_key(|(id, _)| *id);
         self.unsaved.fetch_add(items.len() as u64, Ordering::AcqRel);
         // A small graph is built one vector at a time: nodes inserted at
@@ -393,7 +397,10 @@ impl HnswIndex {
             for (id, v) in first {
                 g.insert(*id, &unit(v));
             }
-            rest.par_iter().for_each(|(id, v)| g.insert(*id, &unit(v)));
+            // One level after the other, each in parallel.
+            for same in rest.chunk_by(|a, b| g.level_of(a.0) == g.level_of(b.0)) {
+                same.par_iter().for_each(|(id, v)| g.insert(*id, &unit(v)));
+            }
         });
         Ok(())
     }
