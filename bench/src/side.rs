@@ -363,7 +363,7 @@ fn recall(got: &[Scored], truth: &[u64], k: usize) -> f64 {
 /// truth names is chance). `peers.py` counts the same way.
 fn recall_ties(got: &[Scored], truth: &[u64], base: &[Vec<f32>], q: &[f32], k: usize) -> f64 {
     let dot = |id: u64| -> f32 { base[id as usize].iter().zip(q).map(|(a, b)| a * b).sum() };
-    let Some(&kth) = truth.iter().take(k).last() else {
+    let Some(&kth) = truth.get(k.min(truth.len()).wrapping_sub(1)) else {
         return 0.0;
     };
     let bar = dot(kth) - TIE;

@@ -358,11 +358,12 @@ impl HnswIndex {
     /// chunk), so replaying a log over a graph that saved part of it adds
     /// nothing twice.
     ///
-    /// The batch goes in in an order spread by a hash of the ids, not in
-    /// the order given: a catalog's chunks arrive document by document, and
-    /// a graph built from neighbouring passages arriving together has a
-    /// lower recall at the same search breadth (on the 100k real passages
-    /// of BENCHMARKS.md: 0.889 at ef 64 in document order).
+    /// The batch goes in level by level, the nodes of the highest graph
+    /// level first, and within a level in an order spread by a hash of the
+    /// ids, not in the order given: a catalog's chunks arrive document by
+    /// document, and a graph built from neighbouring passages arriving
+    /// together has a lower recall at the same search breadth (on the 100k
+    /// real passages of BENCHMARKS.md: 0.889 at ef 64 in document order).
     pub fn add_batch(&self, items: &[(ChunkId, Vec<f32>)]) -> Result<()> {
         let _writer = lock(&self.writer);
         if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != self.params.dim) {
