@@ -370,6 +370,24 @@ fn recall_ties(got: &[Scored], truth: &[u64], base: &[Vec<f32>], q: &[f32], k: u
     got.iter().take(k).filter(|s| dot(s.id) >= bar).count() as f64 / k as f64
 }
 
+/// [`recall_ties`] averaged over the queries answered in `results` (the
+/// first `results.len()` of `queries`).
+fn mean_recall_ties(
+    results: &[Vec<Scored>],
+    truth: &[Vec<u64>],
+    base: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    k: usize,
+) -> f64 {
+    let sum: f64 = results
+        .iter()
+        .zip(truth)
+        .zip(queries)
+        .map(|((got, truth), q)| recall_ties(got, truth, base, q, k))
+        .sum();
+    sum / results.len().max(1) as f64
+}
+
 /// Inner products this close are one value (see [`recall_ties`]).
 const TIE: f32 = 1e-6;
 
@@ -445,12 +463,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
             .map(|q| index.search(q, k, Some(ef)))
             .collect::<cairn_index::Result<Vec<_>>>()?;
         let secs = t.elapsed().as_secs_f64();
-        let r: f64 = results
-            .iter()
-            .zip(&gt)
-            .zip(&queries)
-            .map(|((got, truth), q)| recall_ties(got, truth, &base, q, k))
-            .sum();
+        let r = mean_recall_ties(&results, &gt, &base, &queries, k);
         let r_ids: f64 = results
             .iter()
             .zip(&gt)
@@ -468,7 +481,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
         let batch_secs = t.elapsed().as_secs_f64();
         sweep.push(json!({
             "ef": ef,
-            "recall": r / queries.len() as f64,
+            "recall": r,
             "recall_ids": r_ids / queries.len() as f64,
             "qps": queries.len() as f64 / secs,
             "batch_qps": queries.len() as f64 / batch_secs,
@@ -489,12 +502,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
         .map(|q| exact.search(q, k))
         .collect::<cairn_index::Result<Vec<_>>>()?;
     let per_query = t.elapsed().as_secs_f64() / nq as f64;
-    let exact_recall: f64 = got
-        .iter()
-        .zip(&gt)
-        .zip(&queries)
-        .map(|((got, truth), q)| recall_ties(got, truth, &base, q, k))
-        .sum();
+    let exact_recall = mean_recall_ties(&got, &gt, &base, &queries, k);
     let scan_bytes = (base.len() * dim * 4) as f64;
     Ok(json!({
         "peer": "cairn-hnsw",
@@ -512,7 +520,7 @@ pub fn vectors(f: &Flags) -> Result<Value> {
         "sweep": sweep,
         "exact": {
             "qps": 1.0 / per_query,
-            "recall": exact_recall / nq as f64,
+            "recall": exact_recall,
             "scan_gb_per_s": scan_bytes / per_query / 1e9,
         },
         "memcpy_gb_per_s": memcpy_gb_per_s(),
